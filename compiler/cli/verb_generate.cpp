@@ -1,0 +1,5 @@
+// Placeholder until the verb is implemented: registers nothing usable.
+#include "compiler/cli/verbs.h"
+namespace kiln::cli {
+void register_generate(CLI::App& app) { (void)app; }
+}  // namespace kiln::cli

@@ -1,0 +1,10 @@
+// Each `kiln` verb lives in its own file and registers itself on the app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace kiln::cli {
+void register_inspect(CLI::App& app);   // verb_inspect.cpp
+void register_generate(CLI::App& app);  // verb_generate.cpp
+void register_synth(CLI::App& app);     // verb_synth.cpp
+void register_tokenize(CLI::App& app);  // verb_tokenize.cpp
+}  // namespace kiln::cli

@@ -1,0 +1,141 @@
+// The kiln IR: a graph of ops over values with (partly symbolic) shapes.
+//
+// Conventions
+// - Shapes are row-major, outermost dimension first. A GGUF weight with ggml
+//   ne = [K, N] (ne[0] contiguous) is the IR shape [N, K].
+// - A Dim is static (sym empty, value = size) or symbolic (sym = "tokens",
+//   "seqs", "kv_len"; value = compile-time upper bound).
+// - Nodes are stored in schedule order (a topological order); passes keep it so.
+// - Values of kind State persist across executions (KV cache). An op that
+//   updates a state in place (kv_store) outputs a new value that aliases its
+//   input 0; that is recorded by the op table (OpInfo::inplace_input).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "ir/dtype.h"
+#include "ir/error.h"
+
+namespace kiln::ir {
+
+struct Dim {
+  int64_t value = 0;  // static size, or the upper bound of a symbolic dim
+  std::string sym;    // "" when static
+  bool is_static() const { return sym.empty(); }
+  static Dim fixed(int64_t v) { return Dim{v, {}}; }
+  static Dim symbolic(std::string s, int64_t bound) { return Dim{bound, std::move(s)}; }
+  bool operator==(const Dim&) const = default;
+};
+using Shape = std::vector<Dim>;
+
+enum class ValueKind { Input, Weight, State, Temp };
+
+using ValueId = int32_t;
+constexpr ValueId kNoValue = -1;
+
+struct Value {
+  ValueId id = kNoValue;
+  std::string name;        // unique within the graph
+  DType dtype = DType::F32;
+  Shape shape;
+  ValueKind kind = ValueKind::Temp;
+  std::string source;      // Weight: the GGUF tensor name it comes from
+};
+
+// Op table. Semantics (x rows are tokens; all activations f32 unless noted):
+//  embed(table[V,H] weight, ids i32[T])            -> [T,H]   rows of table; attr scale (opt, default 1)
+//  rms_norm(x[T,H], w[H])                            -> [T,H]   x / sqrt(mean(x^2)+eps) * w; attr eps
+//  matmul(x[T,K], w[N,K])                            -> [T,N]   x @ w^T (w may be quantised)
+//  add(a[T,N], b[T,N] or b[N])                       -> [T,N]
+//  mul(a[T,N], b[T,N] or b[N])                       -> [T,N]
+//  silu(x)                                           -> same    x * sigmoid(x)
+//  swiglu(gate[T,F], up[T,F])                        -> [T,F]   silu(gate) * up
+//  rope(x[T,nh*hd], pos i32[T] [, freq_factors[hd_rot/2]])
+//                                                    -> same    attrs n_heads, head_dim, n_rot,
+//                                                               theta, mode ("normal"|"neox")
+//  kv_store(cache State[C,W], x[T,W], pos i32[T])    -> cache'  row pos[t] of cache := x[t]; aliases input 0
+//  attention(q[T,nh*hd], k[C,nkv*hd], v[C,nkv*hd], pos i32[T])
+//                                                    -> [T,nh*hd] causal: query t sees rows 0..pos[t];
+//                                                               attrs n_heads, n_kv_heads, head_dim, scale
+//  last_row(x[T,H])                                  -> [1,H]   the last row (logits of the last token)
+//  argmax(x[R,N])                                    -> i32[R]
+// Fused ops (issue 3 passes) are added to this table by the pass that makes them.
+enum class OpKind {
+  Embed, RmsNorm, MatMul, Add, Mul, Silu, SwiGlu, Rope, KvStore, Attention, LastRow, ArgMax,
+};
+
+struct OpInfo {
+  OpKind kind;
+  std::string_view name;      // textual name: "rms_norm"
+  int min_inputs, max_inputs; // arity
+  int inplace_input;          // output aliases this input (-1: none)
+};
+const OpInfo& op_info(OpKind k);
+std::optional<OpKind> op_from_name(std::string_view name);
+
+using AttrValue = std::variant<int64_t, double, std::string, std::vector<int64_t>, std::vector<double>>;
+using Attrs = std::map<std::string, AttrValue>;
+
+struct Node {
+  OpKind op;
+  std::vector<ValueId> inputs;
+  std::vector<ValueId> outputs;
+  Attrs attrs;
+
+  int64_t attr_int(std::string_view key) const;           // throws kiln::Error if missing/wrong type
+  double attr_float(std::string_view key) const;          // accepts int too
+  const std::string& attr_str(std::string_view key) const;
+  std::optional<double> attr_float_opt(std::string_view key) const;
+};
+
+class Graph {
+ public:
+  // Builders. Names must be unique (throws kiln::Error kInvalidArgument).
+  ValueId add_input(std::string name, DType dt, Shape shape);
+  ValueId add_weight(std::string name, DType dt, Shape shape, std::string source);
+  ValueId add_state(std::string name, DType dt, Shape shape);
+  // Adds a node with one output value of the given type/shape; returns the output id.
+  ValueId add_node(OpKind op, std::vector<ValueId> inputs, Attrs attrs, std::string out_name, DType dt,
+                   Shape shape);
+  void mark_output(ValueId v);
+
+  const Value& value(ValueId id) const { return values_.at(static_cast<size_t>(id)); }
+  Value& value(ValueId id) { return values_.at(static_cast<size_t>(id)); }
+  std::optional<ValueId> find_value(std::string_view name) const;
+  const std::vector<Value>& values() const { return values_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  std::vector<Node>& nodes() { return nodes_; }
+  const std::vector<ValueId>& outputs() const { return outputs_; }
+
+  // Symbolic dims and their upper bounds, e.g. {"tokens", 512}, {"kv_len", 2048}.
+  std::map<std::string, int64_t> sym_bounds;
+  // Free-form model facts (architecture, vocab size, ...) carried for later stages.
+  Attrs meta;
+
+  // Low-level access for passes.
+  std::vector<Value>& mutable_values() { return values_; }
+  std::vector<ValueId>& mutable_outputs() { return outputs_; }
+
+ private:
+  ValueId new_value(std::string name, DType dt, Shape shape, ValueKind kind);
+  std::vector<Value> values_;
+  std::vector<Node> nodes_;
+  std::vector<ValueId> outputs_;
+};
+
+// Checks the graph is well formed: ids in range, each value defined once,
+// defined before use (schedule order), arity, dtype and shape rules of each op,
+// symbolic dims known in sym_bounds. Throws kiln::Error(kInternal) naming the
+// node and the rule broken.
+void verify(const Graph& g);
+
+// Textual form. parse(print(g)) reproduces g exactly (print(parse(s)) == s for printed s).
+std::string print(const Graph& g);
+Graph parse(std::string_view text);  // throws kiln::Error(kFormat) with line number
+
+}  // namespace kiln::ir
