@@ -67,6 +67,9 @@ struct Value {
 // Fused ops (issue 3 passes) are added to this table by the pass that makes them.
 enum class OpKind {
   Embed, RmsNorm, MatMul, Add, Mul, Silu, SwiGlu, Rope, KvStore, Attention, LastRow, ArgMax,
+  // Fused ops made by compiler passes; semantics in docs/plan-abi.md ("Fused ops").
+  // Wired into op_info / verifier / interpreter by the pass work.
+  RmsMatMul, MatMulAdd, RmsMatMulSwiGlu, RopeStore, LmHeadSample,
 };
 
 struct OpInfo {
