@@ -1,0 +1,87 @@
+#include "runtime/cuda/cuda_api.h"
+
+#include <mutex>
+#include <string>
+
+namespace kiln::rt::cuda {
+namespace {
+
+template <typename Fn>
+void load(Fn& fn, const char* name) {
+  void* p = nullptr;
+  cudaDriverEntryPointQueryResult status{};
+  cudaError_t e = cudaGetDriverEntryPointByVersion(name, &p, 12000, cudaEnableDefault, &status);
+  if (e != cudaSuccess || status != cudaDriverEntryPointSuccess || p == nullptr)
+    throw Error(ErrorCode::kCuda,
+                std::string("CUDA driver entry point ") + name + " is unavailable (" + cudaGetErrorString(e) +
+                    "): is the NVIDIA driver installed and new enough for CUDA 13?");
+  fn = reinterpret_cast<Fn>(p);
+}
+
+}  // namespace
+
+const DriverApi& driver() {
+  static DriverApi api;
+  static std::once_flag once;
+  static std::string failure;
+  std::call_once(once, [] {
+    try {
+      load(api.cuModuleLoadDataEx, "cuModuleLoadDataEx");
+      load(api.cuModuleGetFunction, "cuModuleGetFunction");
+      load(api.cuModuleUnload, "cuModuleUnload");
+      load(api.cuLaunchKernel, "cuLaunchKernel");
+      load(api.cuFuncSetAttribute, "cuFuncSetAttribute");
+      load(api.cuGetErrorString, "cuGetErrorString");
+    } catch (const Error& e) {
+      failure = e.what();
+    }
+  });
+  if (!failure.empty()) throw Error(ErrorCode::kCuda, failure);
+  return api;
+}
+
+std::optional<DeviceInfo> probe_device(int index, std::string* why) {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    if (why) *why = std::string("no usable CUDA device: ") + cudaGetErrorString(e);
+    cudaGetLastError();
+    return std::nullopt;
+  }
+  if (count == 0) {
+    if (why) *why = "no CUDA device found";
+    return std::nullopt;
+  }
+  if (index < 0 || index >= count) {
+    if (why) *why = "device " + std::to_string(index) + " does not exist (found " + std::to_string(count) + ")";
+    return std::nullopt;
+  }
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, index), "cudaGetDeviceProperties");
+  check(cudaSetDevice(index), "cudaSetDevice");
+  DeviceInfo d;
+  d.index = index;
+  d.name = prop.name;
+  d.sm = prop.major * 10 + prop.minor;
+  d.sm_count = prop.multiProcessorCount;
+  d.smem_per_block_optin = prop.sharedMemPerBlockOptin;
+  d.max_threads_per_block = prop.maxThreadsPerBlock;
+  check(cudaMemGetInfo(&d.free_mem, &d.total_mem), "cudaMemGetInfo");
+  return d;
+}
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw Error(e == cudaErrorMemoryAllocation ? ErrorCode::kDevice : ErrorCode::kCuda,
+                std::string(what) + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+void check(CUresult r, const char* what) {
+  if (r == CUDA_SUCCESS) return;
+  const char* s = "unknown error";
+  if (driver().cuGetErrorString) driver().cuGetErrorString(r, &s);
+  throw Error(r == CUDA_ERROR_OUT_OF_MEMORY ? ErrorCode::kDevice : ErrorCode::kCuda,
+              std::string(what) + " failed: " + s);
+}
+
+}  // namespace kiln::rt::cuda
