@@ -1,0 +1,366 @@
+// Llama-family frontend: "llama" and "qwen2" GGUF models -> ir::Graph.
+//
+// Rope layout. llama.cpp maps LLM_ARCH_LLAMA to LLAMA_ROPE_TYPE_NORM (rotate
+// adjacent pairs x[2i], x[2i+1]) and LLM_ARCH_QWEN2 to LLAMA_ROPE_TYPE_NEOX
+// (rotate x[i], x[i + n_rot/2]). The HF->GGUF converter permutes the rows of
+// llama's Q and K projections (convert_hf_to_gguf.py LlamaModel.permute) so
+// that HF's "rotate halves" becomes "adjacent pairs" on the GGUF weights;
+// Qwen2 weights are stored unpermuted and therefore keep the neox layout.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "compiler/frontend/frontend.h"
+
+namespace kiln::frontend {
+
+namespace {
+
+using ir::Dim;
+using ir::DType;
+using ir::OpKind;
+using ir::Shape;
+using ir::ValueId;
+
+struct ArchTraits {
+  const char* name;
+  const char* rope_mode;
+  bool attn_bias;
+};
+
+constexpr ArchTraits kArchs[] = {
+    {"llama", "normal", false},
+    {"qwen2", "neox", true},
+};
+
+const ArchTraits* find_arch(const std::string& arch) {
+  for (const auto& a : kArchs)
+    if (arch == a.name) return &a;
+  return nullptr;
+}
+
+std::string supported_list() {
+  std::string s;
+  for (const auto& a : supported_architectures()) s += (s.empty() ? "" : ", ") + a;
+  return s;
+}
+
+int64_t require_int(const gguf::File& f, const std::string& key) {
+  auto v = f.get_u64(key);
+  if (!v)
+    throw Error(ErrorCode::kFormat,
+                fmt::format("GGUF key '{}' is missing: the model's hyper-parameters are incomplete "
+                            "(re-convert it with a current llama.cpp convert_hf_to_gguf.py)",
+                            key),
+                key);
+  if (*v == 0 || *v > (1ull << 40))
+    throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}' has an implausible value {}", key, *v), key);
+  return static_cast<int64_t>(*v);
+}
+
+std::optional<int64_t> optional_int(const gguf::File& f, const std::string& key) {
+  auto v = f.get_u64(key);
+  if (!v) return std::nullopt;
+  if (*v == 0 || *v > (1ull << 40))
+    throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}' has an implausible value {}", key, *v), key);
+  return static_cast<int64_t>(*v);
+}
+
+[[noreturn]] void inconsistent(const std::string& key, const std::string& why) {
+  throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}': {}", key, why), key);
+}
+
+// IR shape of a GGUF tensor: ggml ne is innermost-first, IR is outermost-first.
+std::vector<int64_t> ir_shape(const gguf::TensorInfo& t) {
+  return std::vector<int64_t>(t.ne.rbegin(), t.ne.rend());
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// One weight the graph needs: GGUF name and expected IR shape.
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool optional = false;
+  bool matmul = false;  // may be quantised; otherwise must be f32
+};
+
+std::vector<WeightSpec> expected_weights(const ModelConfig& c, const gguf::File& f) {
+  std::vector<WeightSpec> w;
+  const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
+  w.push_back({"token_embd.weight", {c.vocab, c.hidden}, false, true});
+  w.push_back({"output_norm.weight", {c.hidden}});
+  if (!c.tied_embeddings) w.push_back({"output.weight", {c.vocab, c.hidden}, false, true});
+  if (c.has_rope_freqs) w.push_back({"rope_freqs.weight", {c.n_rot / 2}});
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    auto b = fmt::format("blk.{}.", i);
+    w.push_back({b + "attn_norm.weight", {c.hidden}});
+    w.push_back({b + "attn_q.weight", {q_out, c.hidden}, false, true});
+    w.push_back({b + "attn_k.weight", {kv_out, c.hidden}, false, true});
+    w.push_back({b + "attn_v.weight", {kv_out, c.hidden}, false, true});
+    if (c.attn_bias) {
+      w.push_back({b + "attn_q.bias", {q_out}});
+      w.push_back({b + "attn_k.bias", {kv_out}});
+      w.push_back({b + "attn_v.bias", {kv_out}});
+    }
+    w.push_back({b + "attn_output.weight", {c.hidden, q_out}, false, true});
+    w.push_back({b + "ffn_norm.weight", {c.hidden}});
+    w.push_back({b + "ffn_gate.weight", {c.ffn, c.hidden}, false, true});
+    w.push_back({b + "ffn_up.weight", {c.ffn, c.hidden}, false, true});
+    w.push_back({b + "ffn_down.weight", {c.hidden, c.ffn}, false, true});
+  }
+  (void)f;
+  return w;
+}
+
+// Problems with the tensors the graph reads (missing, wrong shape, dtype).
+std::vector<std::string> weight_problems(const gguf::File& f, const ModelConfig& c) {
+  std::vector<std::string> out;
+  for (const auto& spec : expected_weights(c, f)) {
+    const auto* t = f.find_tensor(spec.name);
+    if (!t) {
+      if (!spec.optional) out.push_back(fmt::format("tensor '{}' is missing", spec.name));
+      continue;
+    }
+    auto got = ir_shape(*t);
+    if (got != spec.shape)
+      out.push_back(fmt::format("tensor '{}' has shape {}, expected {} for this configuration", spec.name,
+                                shape_str(got), shape_str(spec.shape)));
+    if (spec.matmul) {
+      if (t->type == DType::I32)
+        out.push_back(fmt::format("tensor '{}' has type i32, which is not a weight type", spec.name));
+    } else if (t->type != DType::F32) {
+      out.push_back(fmt::format("tensor '{}' has type {}, expected f32 (norm / bias / rope factors)",
+                                spec.name, ir::dtype_name(t->type)));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+const std::vector<std::string>& supported_architectures() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& a : kArchs) v.emplace_back(a.name);
+    return v;
+  }();
+  return names;
+}
+
+ModelConfig read_config(const gguf::File& f) {
+  ModelConfig c;
+  c.arch = f.architecture();
+  const ArchTraits* traits = find_arch(c.arch);
+  if (!traits)
+    throw Error(ErrorCode::kUnsupported,
+                fmt::format("architecture '{}' is not supported; kiln supports: {}", c.arch, supported_list()),
+                "general.architecture");
+  c.name = f.get_string("general.name").value_or("");
+  const std::string p = c.arch + ".";
+  c.n_layers = require_int(f, p + "block_count");
+  c.hidden = require_int(f, p + "embedding_length");
+  c.ffn = require_int(f, p + "feed_forward_length");
+  c.n_heads = require_int(f, p + "attention.head_count");
+  c.n_kv_heads = optional_int(f, p + "attention.head_count_kv").value_or(c.n_heads);
+  c.context_length = require_int(f, p + "context_length");
+
+  if (auto kl = optional_int(f, p + "attention.key_length")) {
+    c.head_dim = *kl;
+  } else {
+    if (c.hidden % c.n_heads != 0)
+      inconsistent(p + "attention.head_count",
+                   fmt::format("embedding_length {} is not divisible by head_count {} (and no "
+                               "attention.key_length is given)",
+                               c.hidden, c.n_heads));
+    c.head_dim = c.hidden / c.n_heads;
+  }
+  if (auto vl = optional_int(f, p + "attention.value_length"); vl && *vl != c.head_dim)
+    inconsistent(p + "attention.value_length",
+                 fmt::format("value_length {} differs from key_length {}; kiln needs them equal", *vl,
+                             c.head_dim));
+  if (c.n_heads % c.n_kv_heads != 0)
+    inconsistent(p + "attention.head_count_kv",
+                 fmt::format("head_count {} is not a multiple of head_count_kv {}", c.n_heads, c.n_kv_heads));
+
+  c.n_rot = optional_int(f, p + "rope.dimension_count").value_or(c.head_dim);
+  if (c.n_rot > c.head_dim || c.n_rot % 2 != 0)
+    inconsistent(p + "rope.dimension_count",
+                 fmt::format("rotary dims {} must be even and <= head dim {}", c.n_rot, c.head_dim));
+  c.rope_theta = f.get_f64(p + "rope.freq_base").value_or(10000.0);
+  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta))
+    inconsistent(p + "rope.freq_base", fmt::format("must be positive, got {}", c.rope_theta));
+  auto eps = f.get_f64(p + "attention.layer_norm_rms_epsilon");
+  if (!eps)
+    throw Error(ErrorCode::kFormat,
+                fmt::format("GGUF key '{}attention.layer_norm_rms_epsilon' is missing", p),
+                p + "attention.layer_norm_rms_epsilon");
+  c.rms_eps = *eps;
+  if (!(c.rms_eps > 0) || c.rms_eps > 1)
+    inconsistent(p + "attention.layer_norm_rms_epsilon", fmt::format("implausible value {}", c.rms_eps));
+  if (auto st = f.get_string(p + "rope.scaling.type"); st && *st != "none" && *st != "linear")
+    throw Error(ErrorCode::kUnsupported, fmt::format("rope scaling '{}' is not supported", *st),
+                p + "rope.scaling.type");
+  if (auto st = f.get_string(p + "rope.scaling.type"); st && *st == "linear") {
+    if (auto factor = f.get_f64(p + "rope.scaling.factor"); factor && *factor != 1.0)
+      throw Error(ErrorCode::kUnsupported, "linear rope scaling is not supported",
+                  p + "rope.scaling.factor");
+  }
+
+  // Vocabulary: <arch>.vocab_size, else the tokenizer's token count, else the embedding rows.
+  const auto* embd = f.find_tensor("token_embd.weight");
+  if (auto v = optional_int(f, p + "vocab_size")) {
+    c.vocab = *v;
+  } else if (auto toks = f.find("tokenizer.ggml.tokens");
+             toks && toks->type == gguf::ValueType::ARRAY) {
+    c.vocab = static_cast<int64_t>(std::get<gguf::Array>(toks->v).items.size());
+  } else if (embd && embd->ne.size() == 2) {
+    c.vocab = embd->ne[1];
+  } else {
+    throw Error(ErrorCode::kFormat,
+                fmt::format("cannot tell the vocabulary size: neither '{}vocab_size', "
+                            "'tokenizer.ggml.tokens' nor 'token_embd.weight' is present",
+                            p),
+                p + "vocab_size");
+  }
+  if (!embd)
+    throw Error(ErrorCode::kFormat, "tensor 'token_embd.weight' is missing", "token_embd.weight");
+  if (embd->ne.size() != 2 || embd->ne[0] != c.hidden || embd->ne[1] != c.vocab)
+    throw Error(ErrorCode::kFormat,
+                fmt::format("tensor 'token_embd.weight' has shape {}, expected [{}, {}] (vocab, "
+                            "embedding_length)",
+                            shape_str(ir_shape(*embd)), c.vocab, c.hidden),
+                "token_embd.weight");
+
+  c.rope_mode = traits->rope_mode;
+  c.attn_bias = traits->attn_bias;
+  c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
+  c.has_rope_freqs = f.find_tensor("rope_freqs.weight") != nullptr;
+  return c;
+}
+
+std::vector<std::string> support_problems(const gguf::File& f) {
+  ModelConfig c;
+  try {
+    c = read_config(f);
+  } catch (const Error& e) {
+    return {e.what()};
+  }
+  return weight_problems(f, c);
+}
+
+ir::Graph build_graph(const gguf::File& f, const ModelConfig& c, const GraphOptions& opt) {
+  if (opt.max_tokens <= 0 || opt.max_context <= 0)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("max_tokens ({}) and max_context ({}) must be positive", opt.max_tokens,
+                            opt.max_context));
+  if (opt.max_context > c.context_length)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("requested context {} exceeds the model's context_length {}: use a "
+                            "context of at most {}",
+                            opt.max_context, c.context_length, c.context_length),
+                "max_context");
+  if (auto problems = weight_problems(f, c); !problems.empty()) {
+    std::string msg = "model cannot be built:";
+    for (const auto& p : problems) msg += "\n  " + p;
+    throw Error(ErrorCode::kFormat, msg);
+  }
+
+  ir::Graph g;
+  const int64_t T = opt.max_tokens, C = opt.max_context;
+  g.sym_bounds["tokens"] = T;
+  g.sym_bounds["kv_len"] = C;
+  g.meta["architecture"] = c.arch;
+  g.meta["name"] = c.name;
+  g.meta["vocab"] = c.vocab;
+  g.meta["n_layers"] = c.n_layers;
+  g.meta["hidden"] = c.hidden;
+  g.meta["n_heads"] = c.n_heads;
+  g.meta["n_kv_heads"] = c.n_kv_heads;
+  g.meta["head_dim"] = c.head_dim;
+  g.meta["context_length"] = c.context_length;
+
+  const Dim tok = Dim::symbolic("tokens", T);
+  auto rows = [&](int64_t n) { return Shape{tok, Dim::fixed(n)}; };
+  auto weight = [&](const std::string& name) -> ValueId {
+    if (auto id = g.find_value(name)) return *id;
+    const auto* t = f.find_tensor(name);
+    Shape s;
+    for (int64_t d : ir_shape(*t)) s.push_back(Dim::fixed(d));
+    return g.add_weight(name, t->type, s, name);
+  };
+
+  const int64_t H = c.hidden, q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
+  const ValueId tokens = g.add_input("tokens", DType::I32, {tok});
+  const ValueId positions = g.add_input("positions", DType::I32, {tok});
+  const ValueId rope_freqs = c.has_rope_freqs ? weight("rope_freqs.weight") : ir::kNoValue;
+
+  ir::Attrs norm_attrs{{"eps", c.rms_eps}};
+  auto rope_attrs = [&](int64_t heads) {
+    return ir::Attrs{{"n_heads", heads},        {"head_dim", c.head_dim}, {"n_rot", c.n_rot},
+                     {"theta", c.rope_theta},   {"mode", c.rope_mode}};
+  };
+  const ir::Attrs attn_attrs{{"n_heads", c.n_heads},
+                             {"n_kv_heads", c.n_kv_heads},
+                             {"head_dim", c.head_dim},
+                             {"scale", 1.0 / std::sqrt(static_cast<double>(c.head_dim))}};
+
+  ValueId x = g.add_node(OpKind::Embed, {weight("token_embd.weight"), tokens}, {}, "embd", DType::F32, rows(H));
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const std::string b = fmt::format("blk.{}.", i);
+    auto proj = [&](ValueId in, const std::string& w, int64_t n, const std::string& out) {
+      ValueId y = g.add_node(OpKind::MatMul, {in, weight(b + w + ".weight")}, {}, b + out, DType::F32, rows(n));
+      if (c.attn_bias && (w == "attn_q" || w == "attn_k" || w == "attn_v"))
+        y = g.add_node(OpKind::Add, {y, weight(b + w + ".bias")}, {}, b + out + "_bias", DType::F32, rows(n));
+      return y;
+    };
+    ValueId h = g.add_node(OpKind::RmsNorm, {x, weight(b + "attn_norm.weight")}, norm_attrs, b + "attn_norm_out",
+                           DType::F32, rows(H));
+    ValueId q = proj(h, "attn_q", q_out, "q");
+    ValueId k = proj(h, "attn_k", kv_out, "k");
+    ValueId v = proj(h, "attn_v", kv_out, "v");
+    std::vector<ValueId> rq{q, positions}, rk{k, positions};
+    if (rope_freqs != ir::kNoValue) {
+      rq.push_back(rope_freqs);
+      rk.push_back(rope_freqs);
+    }
+    q = g.add_node(OpKind::Rope, rq, rope_attrs(c.n_heads), b + "q_rope", DType::F32, rows(q_out));
+    k = g.add_node(OpKind::Rope, rk, rope_attrs(c.n_kv_heads), b + "k_rope", DType::F32, rows(kv_out));
+    const Shape cache_shape{Dim::symbolic("kv_len", C), Dim::fixed(kv_out)};
+    ValueId kc = g.add_state(b + "k_cache", DType::F32, cache_shape);
+    ValueId vc = g.add_state(b + "v_cache", DType::F32, cache_shape);
+    kc = g.add_node(OpKind::KvStore, {kc, k, positions}, {}, b + "k_cache_out", DType::F32, cache_shape);
+    vc = g.add_node(OpKind::KvStore, {vc, v, positions}, {}, b + "v_cache_out", DType::F32, cache_shape);
+    ValueId a = g.add_node(OpKind::Attention, {q, kc, vc, positions}, attn_attrs, b + "attn", DType::F32,
+                           rows(q_out));
+    ValueId o = g.add_node(OpKind::MatMul, {a, weight(b + "attn_output.weight")}, {}, b + "attn_out", DType::F32,
+                           rows(H));
+    x = g.add_node(OpKind::Add, {x, o}, {}, b + "attn_resid", DType::F32, rows(H));
+    h = g.add_node(OpKind::RmsNorm, {x, weight(b + "ffn_norm.weight")}, norm_attrs, b + "ffn_norm_out",
+                   DType::F32, rows(H));
+    ValueId gate = g.add_node(OpKind::MatMul, {h, weight(b + "ffn_gate.weight")}, {}, b + "ffn_gate_out",
+                              DType::F32, rows(c.ffn));
+    ValueId up = g.add_node(OpKind::MatMul, {h, weight(b + "ffn_up.weight")}, {}, b + "ffn_up_out", DType::F32,
+                            rows(c.ffn));
+    ValueId act = g.add_node(OpKind::SwiGlu, {gate, up}, {}, b + "ffn_act", DType::F32, rows(c.ffn));
+    ValueId down = g.add_node(OpKind::MatMul, {act, weight(b + "ffn_down.weight")}, {}, b + "ffn_down_out",
+                              DType::F32, rows(H));
+    x = g.add_node(OpKind::Add, {x, down}, {}, b + "ffn_resid", DType::F32, rows(H));
+  }
+  x = g.add_node(OpKind::RmsNorm, {x, weight("output_norm.weight")}, norm_attrs, "output_norm_out", DType::F32,
+                 rows(H));
+  ValueId last = g.add_node(OpKind::LastRow, {x}, {}, "last_hidden", DType::F32, {Dim::fixed(1), Dim::fixed(H)});
+  const std::string head = c.tied_embeddings ? "token_embd.weight" : "output.weight";
+  ValueId logits = g.add_node(OpKind::MatMul, {last, weight(head)}, {}, "logits", DType::F32,
+                              {Dim::fixed(1), Dim::fixed(c.vocab)});
+  g.mark_output(logits);
+  return g;
+}
+
+}  // namespace kiln::frontend
