@@ -1,0 +1,286 @@
+#include "runtime/engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+namespace kiln::rt {
+
+using cuda::check;
+
+struct Engine::Program {
+  const ProgramDesc* desc = nullptr;
+  // Kernel parameters: one 8-byte slot per argument, and per launch an array
+  // of pointers into those slots, as cuLaunchKernel wants them.
+  std::vector<std::vector<uint64_t>> slots;
+  std::vector<std::vector<void*>> params;
+  cudaGraphExec_t exec = nullptr;
+};
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+std::string gib(uint64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1024.0 * 1024 * 1024));
+  return buf;
+}
+}  // namespace
+
+std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Engine> e(new Engine());
+  e->in_ = std::move(in);
+  const EngineInputs& p = e->in_;
+
+  std::string why;
+  auto dev = cuda::probe_device(opt.device, &why);
+  if (!dev)
+    throw Error(ErrorCode::kDevice, "cannot run the plan: " + why +
+                                        ". `kiln run` and `kiln bench` need an NVIDIA GPU; compiling does not.");
+  e->dev_ = *dev;
+
+  // Target check: a CUBIN runs on the SM it was built for and on later minor
+  // revisions of the same major; anything else needs the PTX JIT (opt-in).
+  const int dmaj = dev->sm / 10, dmin = dev->sm % 10, pmaj = p.target_sm / 10, pmin = p.target_sm % 10;
+  const bool cubin_ok = dmaj == pmaj && dmin >= pmin;
+  const bool use_ptx = !cubin_ok;
+  const std::string recompile = "run `kiln compile " + (p.model_hint.empty() ? std::string("<model.gguf>") : p.model_hint) +
+                                " --target sm_" + std::to_string(dev->sm) + "` (or --target native)";
+  if (!cubin_ok) {
+    if (!opt.allow_ptx_jit || dev->sm < p.target_sm)
+      throw Error(ErrorCode::kDevice,
+                  "plan built for sm_" + std::to_string(p.target_sm) + ", but device " + std::to_string(opt.device) +
+                      " (" + dev->name + ") is sm_" + std::to_string(dev->sm) + ": " + recompile +
+                      (dev->sm > p.target_sm ? ", or pass --allow-ptx-jit to JIT-compile the plan's PTX" : ""),
+                  "target_sm");
+    for (const auto& k : p.kernels)
+      if (!k.ptx || k.ptx_size == 0)
+        throw Error(ErrorCode::kDevice, "plan has no PTX for kernel " + k.name + " to JIT on sm_" +
+                                            std::to_string(dev->sm) + ": " + recompile, "kernels");
+  }
+
+  // Memory budget, checked before anything is allocated.
+  const uint64_t need = p.weights_size + p.arena.size;
+  if (need + (256ull << 20) > dev->free_mem)
+    throw Error(ErrorCode::kDevice,
+                "plan needs " + gib(need) + " of GPU memory (weights " + gib(p.weights_size) + ", arena + KV cache " +
+                    gib(p.arena.size) + ") but " + dev->name + " has " + gib(dev->free_mem) +
+                    " free: compile with a smaller --ctx or --max-tokens, or a smaller quantisation",
+                "memory_budget");
+
+  const auto& drv = cuda::driver();
+  check(cudaStreamCreateWithFlags(&e->stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (p.weights_size) {
+    check(cudaMalloc(&e->d_weights_, p.weights_size), "cudaMalloc(weights)");
+    check(cudaMemcpy(e->d_weights_, p.weights, p.weights_size, cudaMemcpyHostToDevice), "upload weights");
+  }
+  check(cudaMalloc(&e->d_arena_, p.arena.size), "cudaMalloc(arena)");
+  check(cudaMemset(e->d_arena_, 0, p.arena.size), "cudaMemset(arena)");
+  check(cudaMallocHost(reinterpret_cast<void**>(&e->h_step_), sizeof(KilnStep) * 2), "cudaMallocHost(step)");
+
+  for (const auto& k : p.kernels) {
+    CUmodule m = nullptr;
+    const void* image = use_ptx ? static_cast<const void*>(k.ptx) : static_cast<const void*>(k.cubin);
+    check(drv.cuModuleLoadDataEx(&m, image, 0, nullptr, nullptr), ("load kernel module " + k.name).c_str());
+    e->modules_.push_back(m);
+    CUfunction f = nullptr;
+    check(drv.cuModuleGetFunction(&f, m, k.entry.c_str()), ("find kernel " + k.entry).c_str());
+    if (k.smem > 48 * 1024)
+      check(drv.cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(k.smem)),
+            "cuFuncSetAttribute(max dynamic shared memory)");
+    e->functions_.push_back(f);
+  }
+
+  // Bind every argument to its device address once.
+  auto* wbase = static_cast<uint8_t*>(e->d_weights_);
+  auto* abase = static_cast<uint8_t*>(e->d_arena_);
+  for (const auto& pd : p.programs) {
+    auto prog = std::make_unique<Program>();
+    prog->desc = &pd;
+    for (const auto& l : pd.launches) {
+      if (l.kernel >= e->functions_.size())
+        throw Error(ErrorCode::kFormat, "launch " + l.label + " names kernel " + std::to_string(l.kernel) +
+                                            " of " + std::to_string(e->functions_.size()), "programs");
+      std::vector<uint64_t> slot(l.args.size());
+      for (size_t a = 0; a < l.args.size(); ++a) {
+        const ArgDesc& ad = l.args[a];
+        switch (ad.kind) {
+          case ArgDesc::Kind::Ptr: {
+            const uint64_t limit = ad.region == Region::Weights ? p.weights_size : p.arena.size;
+            if (ad.offset >= limit)
+              throw Error(ErrorCode::kFormat, "argument " + std::to_string(a) + " of " + l.label +
+                                                  " points outside its region", "programs");
+            uint8_t* ptr = (ad.region == Region::Weights ? wbase : abase) + ad.offset;
+            std::memcpy(&slot[a], &ptr, sizeof ptr);
+            break;
+          }
+          case ArgDesc::Kind::I32: std::memcpy(&slot[a], &ad.i, sizeof ad.i); break;
+          case ArgDesc::Kind::F32: std::memcpy(&slot[a], &ad.f, sizeof ad.f); break;
+        }
+      }
+      prog->slots.push_back(std::move(slot));
+    }
+    for (auto& s : prog->slots) {
+      std::vector<void*> ptrs(s.size());
+      for (size_t a = 0; a < s.size(); ++a) ptrs[a] = &s[a];
+      prog->params.push_back(std::move(ptrs));
+    }
+    e->programs_.push_back(std::move(prog));
+  }
+
+  // Instantiate one CUDA graph per compiled program, up front.
+  auto tg = std::chrono::steady_clock::now();
+  if (opt.instantiate_graphs) {
+    for (auto& prog : e->programs_) {
+      if (prog->desc->mode != ProgramMode::Compiled) continue;
+      check(cudaStreamBeginCapture(e->stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+      const auto& ls = prog->desc->launches;
+      for (size_t i = 0; i < ls.size(); ++i) {
+        const auto& l = ls[i];
+        CUresult r = drv.cuLaunchKernel(e->functions_[l.kernel], l.grid[0], l.grid[1], l.grid[2], l.block[0],
+                                        l.block[1], l.block[2], l.smem, e->stream_, prog->params[i].data(), nullptr);
+        if (r != CUDA_SUCCESS) {
+          cudaGraph_t g = nullptr;
+          cudaStreamEndCapture(e->stream_, &g);
+          if (g) cudaGraphDestroy(g);
+          check(r, ("capture launch " + l.label).c_str());
+        }
+      }
+      cudaGraph_t graph = nullptr;
+      check(cudaStreamEndCapture(e->stream_, &graph), "cudaStreamEndCapture");
+      check(cudaGraphInstantiate(&prog->exec, graph, 0), ("instantiate graph " + prog->desc->name).c_str());
+      cudaGraphDestroy(graph);
+    }
+  }
+  e->graph_seconds_ = seconds_since(tg);
+  e->load_seconds_ = seconds_since(t0);
+  return e;
+}
+
+Engine::~Engine() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (auto& p : programs_)
+    if (p->exec) cudaGraphExecDestroy(p->exec);
+  if (!modules_.empty()) {
+    const auto& drv = cuda::driver();
+    for (auto m : modules_) drv.cuModuleUnload(m);
+  }
+  if (h_step_) cudaFreeHost(h_step_);
+  if (d_arena_) cudaFree(d_arena_);
+  if (d_weights_) cudaFree(d_weights_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+bool Engine::has_mode(ProgramMode m) const {
+  for (const auto& p : programs_)
+    if (p->desc->mode == m) return true;
+  return false;
+}
+
+std::vector<int32_t> Engine::prefill_buckets(ProgramMode m) const {
+  std::vector<int32_t> b;
+  for (const auto& p : programs_)
+    if (p->desc->mode == m && p->desc->phase == Phase::Prefill) b.push_back(p->desc->bucket);
+  std::sort(b.begin(), b.end());
+  return b;
+}
+
+int32_t Engine::max_prefill_bucket(ProgramMode m) const {
+  auto b = prefill_buckets(m);
+  return b.empty() ? 0 : b.back();
+}
+
+const Engine::Program& Engine::pick(ProgramMode mode, Phase phase, int32_t n) const {
+  const Program* best = nullptr;
+  for (const auto& p : programs_) {
+    const auto& d = *p->desc;
+    if (d.mode != mode || d.bucket < n) continue;
+    if (phase == Phase::Decode && d.phase == Phase::Decode && d.bucket == 1) return *p;
+    if (d.phase == Phase::Prefill && (!best || d.bucket < best->desc->bucket)) best = p.get();
+  }
+  if (!best)
+    throw Error(ErrorCode::kInvalidArgument,
+                "no " + std::string(mode == ProgramMode::Compiled ? "compiled" : "eager") + " program takes " +
+                    std::to_string(n) + " tokens in one step (largest prefill bucket " +
+                    std::to_string(max_prefill_bucket(mode)) + "); split the prompt into chunks" +
+                    (has_mode(mode) ? "" : " — this plan has no such programs: recompile with --eager"));
+  return *best;
+}
+
+int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingParams& sp, const int32_t* ids) {
+  const auto& A = in_.arena;
+  KilnStep& s = *h_step_;
+  s = KilnStep{};
+  s.n_tokens = n;
+  s.pos0 = pos0;
+  s.temperature = sp.temperature;
+  s.top_k = sp.top_k;
+  s.top_p = sp.top_p;
+  s.seed_lo = static_cast<uint32_t>(sp.seed);
+  s.seed_hi = static_cast<uint32_t>(sp.seed >> 32);
+  s.step = step_counter_++;
+  auto* arena = static_cast<uint8_t*>(d_arena_);
+  if (ids)
+    check(cudaMemcpyAsync(arena + A.tokens_offset, ids, sizeof(int32_t) * n, cudaMemcpyHostToDevice, stream_),
+          "upload token ids");
+  check(cudaMemcpyAsync(arena + A.step_offset, &s, sizeof s, cudaMemcpyHostToDevice, stream_), "upload step");
+  if (p.exec) {
+    check(cudaGraphLaunch(p.exec, stream_), "cudaGraphLaunch");
+  } else {
+    const auto& drv = cuda::driver();
+    const auto& ls = p.desc->launches;
+    for (size_t i = 0; i < ls.size(); ++i) {
+      const auto& l = ls[i];
+      check(drv.cuLaunchKernel(functions_[l.kernel], l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1],
+                               l.block[2], l.smem, stream_, const_cast<void**>(p.params[i].data()), nullptr),
+            ("launch " + l.label).c_str());
+    }
+  }
+  KilnStep* back = h_step_ + 1;
+  check(cudaMemcpyAsync(back, arena + A.step_offset, sizeof(KilnStep), cudaMemcpyDeviceToHost, stream_),
+        "read sampled token");
+  check(cudaStreamSynchronize(stream_), "step execution");
+  last_program_ = &p;
+  if (back->out_token < 0 || back->out_token >= in_.vocab)
+    throw Error(ErrorCode::kInternal, "step sampled token " + std::to_string(back->out_token) +
+                                          " outside the vocabulary (program " + p.desc->name + ")");
+  return back->out_token;
+}
+
+int32_t Engine::step(ProgramMode mode, std::span<const int32_t> tokens, int32_t pos0, const SamplingParams& sp) {
+  if (tokens.empty()) throw Error(ErrorCode::kInvalidArgument, "a step needs at least one token");
+  if (tokens.size() > in_.arena.tokens_capacity)
+    throw Error(ErrorCode::kInvalidArgument, "step of " + std::to_string(tokens.size()) +
+                                                 " tokens exceeds the plan's token buffer (" +
+                                                 std::to_string(in_.arena.tokens_capacity) + ")");
+  const int32_t n = static_cast<int32_t>(tokens.size());
+  const Program& p = pick(mode, n == 1 ? Phase::Decode : Phase::Prefill, n);
+  return run(p, n, pos0, sp, tokens.data());
+}
+
+int32_t Engine::decode_next(ProgramMode mode, int32_t pos0, const SamplingParams& sp) {
+  const Program& p = pick(mode, Phase::Decode, 1);
+  return run(p, 1, pos0, sp, nullptr);
+}
+
+std::vector<float> Engine::last_logits() const {
+  if (!last_program_) throw Error(ErrorCode::kInvalidArgument, "no step has run yet");
+  std::vector<float> out(static_cast<size_t>(in_.vocab));
+  check(cudaMemcpy(out.data(), static_cast<uint8_t*>(d_arena_) + last_program_->desc->logits_offset,
+                   out.size() * sizeof(float), cudaMemcpyDeviceToHost),
+        "read logits");
+  return out;
+}
+
+void Engine::reset() {
+  if (in_.arena.kv_size)
+    check(cudaMemsetAsync(static_cast<uint8_t*>(d_arena_) + in_.arena.kv_offset, 0, in_.arena.kv_size, stream_),
+          "clear KV cache");
+  check(cudaStreamSynchronize(stream_), "clear KV cache");
+}
+
+size_t Engine::device_bytes() const { return in_.weights_size + in_.arena.size; }
+
+}  // namespace kiln::rt

@@ -1,0 +1,88 @@
+// Engine: owns the GPU side of one loaded plan — one weights allocation, one
+// arena (activations + KV cache + step block), the kernel modules, and one
+// instantiated CUDA graph per compiled program. Nothing is allocated after
+// create(): a step only copies the 64-byte step block (and prompt ids) in,
+// replays a graph (or, in eager mode, launches kernels one by one), and copies
+// the sampled token out.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runtime/cuda/cuda_api.h"
+#include "runtime/engine/program.h"
+
+namespace kiln::rt {
+
+struct SamplingParams {
+  float temperature = 0.f;  // <= 0: greedy
+  int32_t top_k = 0;        // <= 0: off
+  float top_p = 1.f;        // >= 1: off
+  uint64_t seed = 0;
+};
+
+struct EngineOptions {
+  int device = 0;
+  bool allow_ptx_jit = false;  // run a plan for an older SM by JIT-compiling its PTX
+  bool instantiate_graphs = true;
+};
+
+// What the engine needs from a verified plan (filled by runtime/plan).
+struct EngineInputs {
+  int32_t target_sm = 0;
+  std::vector<KernelDesc> kernels;
+  std::vector<ProgramDesc> programs;
+  ArenaDesc arena;
+  const uint8_t* weights = nullptr;
+  uint64_t weights_size = 0;
+  int32_t vocab = 0;
+  std::string model_hint;  // e.g. "model.gguf" for the recompile hint in errors
+};
+
+class Engine {
+ public:
+  static std::unique_ptr<Engine> create(EngineInputs in, const EngineOptions& opt);
+  ~Engine();
+
+  const cuda::DeviceInfo& device() const { return dev_; }
+  bool has_mode(ProgramMode m) const;
+  int32_t max_prefill_bucket(ProgramMode m) const;
+  std::vector<int32_t> prefill_buckets(ProgramMode m) const;
+
+  // Runs one step over `tokens` (1..max bucket) placed at positions pos0..;
+  // returns the token sampled after the last one. Throws rt::Error on misuse.
+  int32_t step(ProgramMode mode, std::span<const int32_t> tokens, int32_t pos0, const SamplingParams& sp);
+  // Decode step that feeds the token the previous step sampled (already on the device).
+  int32_t decode_next(ProgramMode mode, int32_t pos0, const SamplingParams& sp);
+  // Logits of the last step's last token (copies vocab floats to the host).
+  std::vector<float> last_logits() const;
+  // Zeroes the KV cache (a new conversation).
+  void reset();
+
+  double load_seconds() const { return load_seconds_; }
+  double graph_seconds() const { return graph_seconds_; }
+  size_t device_bytes() const;
+
+ private:
+  Engine() = default;
+  struct Program;
+  const Program& pick(ProgramMode mode, Phase phase, int32_t n) const;
+  int32_t run(const Program& p, int32_t n_tokens, int32_t pos0, const SamplingParams& sp, const int32_t* ids);
+
+  EngineInputs in_;
+  cuda::DeviceInfo dev_;
+  void* d_weights_ = nullptr;
+  void* d_arena_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  std::vector<CUmodule> modules_;
+  std::vector<CUfunction> functions_;
+  std::vector<std::unique_ptr<Program>> programs_;
+  KilnStep* h_step_ = nullptr;  // pinned host copy of the step block
+  const Program* last_program_ = nullptr;
+  uint32_t step_counter_ = 0;
+  double load_seconds_ = 0, graph_seconds_ = 0;
+};
+
+}  // namespace kiln::rt

@@ -1,0 +1,72 @@
+// Plain descriptions of what the engine executes, decoded once from the plan's
+// flatbuffer (runtime/plan) so the hot paths never touch flatbuffer accessors.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::rt {
+
+enum class Region : uint8_t { Weights, Arena };
+enum class ProgramMode : uint8_t { Compiled, Eager };
+enum class Phase : uint8_t { Prefill, Decode };
+
+struct ArgDesc {
+  enum class Kind : uint8_t { Ptr, I32, F32 } kind = Kind::Ptr;
+  Region region = Region::Arena;
+  uint64_t offset = 0;
+  int32_t i = 0;
+  float f = 0.f;
+};
+
+struct LaunchDesc {
+  uint32_t kernel = 0;
+  std::array<uint32_t, 3> grid{1, 1, 1}, block{1, 1, 1};
+  uint32_t smem = 0;
+  std::vector<ArgDesc> args;
+  std::string label;  // the IR node it came from, for errors and profiles
+};
+
+struct ProgramDesc {
+  std::string name;
+  ProgramMode mode = ProgramMode::Compiled;
+  Phase phase = Phase::Prefill;
+  int32_t bucket = 1;             // tokens per step this program is built for
+  uint64_t logits_offset = 0;     // arena offset of this program's logits [vocab] f32
+  std::vector<LaunchDesc> launches;
+};
+
+struct KernelDesc {
+  std::string name, entry;
+  int32_t sm = 0;
+  const uint8_t* cubin = nullptr;
+  size_t cubin_size = 0;
+  const char* ptx = nullptr;      // NUL-terminated, may be null
+  size_t ptx_size = 0;
+  uint32_t smem = 0;
+};
+
+struct ArenaDesc {
+  uint64_t size = 0;
+  uint64_t step_offset = 0;       // KilnStep (docs/plan-abi.md)
+  uint64_t tokens_offset = 0;     // int32[tokens_capacity]
+  uint32_t tokens_capacity = 0;
+  uint64_t kv_offset = 0, kv_size = 0;  // all KV-cache state buffers (zeroed on reset)
+};
+
+// The 64-byte per-step control block every kernel reads (docs/plan-abi.md).
+struct KilnStep {
+  int32_t n_tokens = 0;
+  int32_t pos0 = 0;
+  float temperature = 0.f;
+  int32_t top_k = 0;
+  float top_p = 1.f;
+  uint32_t seed_lo = 0, seed_hi = 0;
+  uint32_t step = 0;
+  int32_t out_token = -1;
+  int32_t pad[7] = {};
+};
+static_assert(sizeof(KilnStep) == 64, "KilnStep is 64 bytes by contract");
+
+}  // namespace kiln::rt
