@@ -1,0 +1,36 @@
+// The pass pipeline: IR rewrites run in order with the IR verifier around
+// every pass (XLA style). Each pass lives in its own file with its own golden
+// before/after test (tests/passes/).
+#pragma once
+#include <functional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+
+namespace kiln::passes {
+
+struct Pass {
+  std::string name;                        // "fuse-qkv"
+  std::string summary;                     // one line for --help / --list-passes
+  std::function<bool(ir::Graph&)> run;     // returns true if it changed the graph
+};
+
+struct PipelineOptions {
+  std::vector<std::string> dump_after;     // pass names (or "all") whose output IR is printed
+  std::ostream* dump = nullptr;            // where dumps go (stderr when null)
+  std::vector<std::string> disable;        // pass names to skip
+  std::function<void(const std::string& pass, bool changed, double seconds)> on_pass;  // progress
+};
+
+// The default pipeline for the compiled (fused) programs, in order.
+std::vector<Pass> default_pipeline();
+
+// Runs `passes` over g: verify(g) before the first pass and after each one;
+// a pass that leaves an invalid graph is a kiln::Error(kInternal) naming it.
+// Unknown names in dump_after/disable are a kiln::Error(kInvalidArgument)
+// listing the valid ones.
+ir::Graph run_pipeline(ir::Graph g, const std::vector<Pass>& passes, const PipelineOptions& opt);
+
+}  // namespace kiln::passes
