@@ -79,6 +79,8 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
   check(cudaMalloc(&e->d_arena_, p.arena.size), "cudaMalloc(arena)");
   check(cudaMemset(e->d_arena_, 0, p.arena.size), "cudaMemset(arena)");
   check(cudaMallocHost(reinterpret_cast<void**>(&e->h_step_), sizeof(KilnStep) * 2), "cudaMallocHost(step)");
+  check(cudaEventCreate(&e->ev_start_), "cudaEventCreate");
+  check(cudaEventCreate(&e->ev_stop_), "cudaEventCreate");
 
   for (const auto& k : p.kernels) {
     CUmodule m = nullptr;
@@ -167,6 +169,8 @@ Engine::~Engine() {
     const auto& drv = cuda::driver();
     for (auto m : modules_) drv.cuModuleUnload(m);
   }
+  if (ev_start_) cudaEventDestroy(ev_start_);
+  if (ev_stop_) cudaEventDestroy(ev_stop_);
   if (h_step_) cudaFreeHost(h_step_);
   if (d_arena_) cudaFree(d_arena_);
   if (d_weights_) cudaFree(d_weights_);
@@ -226,6 +230,7 @@ int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingPar
     check(cudaMemcpyAsync(arena + A.tokens_offset, ids, sizeof(int32_t) * n, cudaMemcpyHostToDevice, stream_),
           "upload token ids");
   check(cudaMemcpyAsync(arena + A.step_offset, &s, sizeof s, cudaMemcpyHostToDevice, stream_), "upload step");
+  check(cudaEventRecord(ev_start_, stream_), "cudaEventRecord");
   if (p.exec) {
     check(cudaGraphLaunch(p.exec, stream_), "cudaGraphLaunch");
   } else {
@@ -238,11 +243,13 @@ int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingPar
             ("launch " + l.label).c_str());
     }
   }
+  check(cudaEventRecord(ev_stop_, stream_), "cudaEventRecord");
   KilnStep* back = h_step_ + 1;
   check(cudaMemcpyAsync(back, arena + A.step_offset, sizeof(KilnStep), cudaMemcpyDeviceToHost, stream_),
         "read sampled token");
   check(cudaStreamSynchronize(stream_), "step execution");
   last_program_ = &p;
+  check(cudaEventElapsedTime(&last_gpu_ms_, ev_start_, ev_stop_), "cudaEventElapsedTime");
   if (back->out_token < 0 || back->out_token >= in_.vocab)
     throw Error(ErrorCode::kInternal, "step sampled token " + std::to_string(back->out_token) +
                                           " outside the vocabulary (program " + p.desc->name + ")");

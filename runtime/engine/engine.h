@@ -61,6 +61,9 @@ class Engine {
   // Zeroes the KV cache (a new conversation).
   void reset();
 
+  // GPU time of the last step's program, measured with CUDA events around it
+  // (excludes the host-side copies of the step block and sampled token).
+  float last_step_gpu_ms() const { return last_gpu_ms_; }
   double load_seconds() const { return load_seconds_; }
   double graph_seconds() const { return graph_seconds_; }
   size_t device_bytes() const;
@@ -82,6 +85,8 @@ class Engine {
   KilnStep* h_step_ = nullptr;  // pinned host copy of the step block
   const Program* last_program_ = nullptr;
   uint32_t step_counter_ = 0;
+  cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
+  float last_gpu_ms_ = 0.f;
   double load_seconds_ = 0, graph_seconds_ = 0;
 };
 

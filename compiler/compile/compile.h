@@ -1,0 +1,40 @@
+// The compile driver: GGUF -> IR -> passes -> kernels -> memory plan -> plan file.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "compiler/passes/pipeline.h"
+
+namespace kiln::compile {
+
+struct CompileOptions {
+  std::string model_path;
+  std::string out_path;
+  int sm = 90;                            // target SM (90 = sm_90)
+  int64_t ctx = 0;                        // compiled context (KV rows); 0 = min(2048, model's)
+  int64_t max_tokens = 256;               // largest prefill chunk
+  std::vector<int64_t> prefill_buckets;   // empty = {16, 64, max_tokens} clipped to max_tokens
+  bool eager = true;                      // also emit the eager (unfused, host-launched) programs
+  std::string cache_dir;                  // NVRTC kernel cache ("" = default, "-" = off)
+  int jobs = 0;                           // parallel NVRTC compiles (0 = hardware threads)
+  passes::PipelineOptions pipeline;
+  // Progress lines ("[3/7] kernels: 41 compiled, 12 cached (2.1 s)"); null = silent.
+  std::function<void(const std::string&)> progress;
+};
+
+struct CompileReport {
+  std::vector<std::pair<std::string, double>> stages;  // stage name, seconds
+  size_t n_kernels = 0, n_kernels_cached = 0, n_launches_compiled_decode = 0, n_launches_eager_decode = 0;
+  uint64_t plan_bytes = 0, weights_bytes = 0, arena_bytes = 0, kv_bytes = 0;
+  double total_seconds = 0;
+};
+
+// Throws kiln::Error (bad model, unsupported, I/O). Never leaves a partial plan at out_path.
+CompileReport compile_model(const CompileOptions& opt);
+
+// Resolves "--target": "sm_90", "90", or "native" (asks the local GPU; a clear error when none).
+int resolve_target(const std::string& target);
+
+}  // namespace kiln::compile

@@ -1,0 +1,86 @@
+#include "runtime/engine/session.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace kiln::rt {
+
+Session::Session(Engine& engine, const Tokenizer& tok, int32_t context_length)
+    : engine_(engine), tok_(tok), ctx_(context_length) {}
+
+std::vector<int32_t> Session::encode(std::string_view text) const { return tok_.encode(text, true, true); }
+
+GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateOptions& opt,
+                                const std::function<bool(int32_t, std::string_view)>& on_token) {
+  using Clock = std::chrono::steady_clock;
+  GenerateStats st;
+  const int32_t n = static_cast<int32_t>(prompt.size());
+  st.prompt_tokens = n;
+  if (n == 0) throw Error(ErrorCode::kInvalidArgument, "the prompt is empty: give at least one token");
+  if (n >= ctx_)
+    throw Error(ErrorCode::kInvalidArgument,
+                "the prompt has " + std::to_string(n) + " tokens but the plan was compiled for a context of " +
+                    std::to_string(ctx_) + " (room is needed for at least one generated token): shorten the prompt or "
+                    "recompile with a larger --ctx",
+                "prompt");
+  if (!engine_.has_mode(opt.mode))
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("this plan has no ") + (opt.mode == ProgramMode::Eager ? "eager" : "compiled") +
+                    " programs: recompile without --no-eager");
+  for (int32_t id : prompt)
+    if (id < 0 || id >= tok_.n_vocab())
+      throw Error(ErrorCode::kInvalidArgument, "prompt token id " + std::to_string(id) + " is outside the vocabulary");
+
+  engine_.reset();
+  StreamDecoder dec(tok_);
+  const int32_t chunk = std::max<int32_t>(1, engine_.max_prefill_bucket(opt.mode));
+
+  // Prefill in chunks; the token sampled after the last chunk is the first output.
+  auto t0 = Clock::now();
+  int32_t pos = 0, next = -1;
+  float gpu = 0;
+  while (pos < n) {
+    int32_t len = std::min(chunk, n - pos);
+    next = engine_.step(opt.mode, prompt.subspan(static_cast<size_t>(pos), static_cast<size_t>(len)), pos,
+                        opt.sampling);
+    gpu += engine_.last_step_gpu_ms();
+    pos += len;
+  }
+  st.prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  st.prefill_gpu_ms = gpu;
+
+  // Decode: each step feeds the token the previous step sampled (already on the GPU).
+  st.stop_reason = "max_tokens";
+  while (true) {
+    ++st.generated;
+    const bool eog = tok_.is_eog(next);
+    std::string text = eog ? std::string() : dec.push(next);
+    if (eog && opt.stop_at_eog) {
+      st.stop_reason = "eog";
+      on_token(next, dec.flush());
+      break;
+    }
+    if (!on_token(next, text)) {
+      st.stop_reason = "caller";
+      break;
+    }
+    if (st.generated >= opt.max_new_tokens) break;
+    if (pos >= ctx_) {
+      st.hit_context_limit = true;
+      st.stop_reason = "context";
+      break;
+    }
+    auto ts = Clock::now();
+    next = engine_.decode_next(opt.mode, pos, opt.sampling);
+    st.decode_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - ts).count());
+    st.decode_gpu_ms.push_back(engine_.last_step_gpu_ms());
+    ++pos;
+  }
+  if (st.stop_reason != "eog") {
+    std::string rest = dec.flush();
+    if (!rest.empty()) on_token(-1, rest);
+  }
+  return st;
+}
+
+}  // namespace kiln::rt
