@@ -1,0 +1,310 @@
+// The IR verifier: structural checks plus the dtype/shape rule of every op
+// (the table in graph.h). Errors name the node index, its op, and the rule.
+#include <set>
+#include <sstream>
+
+#include "ir/graph.h"
+
+namespace kiln::ir {
+namespace {
+
+std::string shape_str(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) out += ", ";
+    out += s[i].is_static() ? std::to_string(s[i].value) : s[i].sym;
+  }
+  return out + "]";
+}
+
+// Symbolic dims are equal when they name the same symbol; static dims when
+// their sizes match. A symbolic dim never equals a static one.
+bool dim_eq(const Dim& a, const Dim& b) {
+  if (a.is_static() != b.is_static()) return false;
+  return a.is_static() ? a.value == b.value : a.sym == b.sym;
+}
+bool shape_eq(const Shape& a, const Shape& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!dim_eq(a[i], b[i])) return false;
+  return true;
+}
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+class NodeChecker {
+ public:
+  NodeChecker(const Graph& g, size_t index) : g_(g), n_(g.nodes()[index]), index_(index) {}
+
+  [[noreturn]] void fail(const std::string& rule, const std::string& detail) const {
+    std::string out_name = n_.outputs.empty() ? "?" : g_.value(n_.outputs[0]).name;
+    throw Error(ErrorCode::kInternal,
+                "IR verify: node " + std::to_string(index_) + " (" + std::string(op_info(n_.op).name) + " -> %" +
+                    out_name + "): rule '" + rule + "' broken: " + detail,
+                out_name);
+  }
+  const Value& in(size_t i) const { return g_.value(n_.inputs[i]); }
+  const Value& out() const { return g_.value(n_.outputs[0]); }
+  std::string desc(const Value& v) const {
+    return "%" + v.name + " : " + std::string(dtype_name(v.dtype)) + shape_str(v.shape);
+  }
+  void rank(const Value& v, size_t r, const std::string& what) const {
+    if (v.shape.size() != r) fail(what + " has rank " + std::to_string(r), desc(v));
+  }
+  void dtype(const Value& v, DType t, const std::string& what) const {
+    if (v.dtype != t) fail(what + " is " + std::string(dtype_name(t)), desc(v));
+  }
+  void same_dim(const Dim& a, const Dim& b, const std::string& rule, const Value& va, const Value& vb) const {
+    if (!dim_eq(a, b)) fail(rule, desc(va) + " vs " + desc(vb));
+  }
+  void out_is(DType t, const Shape& s) const {
+    if (out().dtype != t) fail("output dtype", "expected " + std::string(dtype_name(t)) + ", got " + desc(out()));
+    if (!shape_eq(out().shape, s)) fail("output shape", "expected " + shape_str(s) + ", got " + desc(out()));
+  }
+  int64_t int_attr(const std::string& key) const {
+    try {
+      return n_.attr_int(key);
+    } catch (const Error& e) {
+      fail("attribute '" + key + "'", e.what());
+    }
+  }
+  double float_attr(const std::string& key, bool required) const {
+    try {
+      if (!required) return n_.attr_float_opt(key).value_or(0.0);
+      return n_.attr_float(key);
+    } catch (const Error& e) {
+      fail("attribute '" + key + "'", e.what());
+    }
+  }
+  std::string str_attr(const std::string& key) const {
+    try {
+      return n_.attr_str(key);
+    } catch (const Error& e) {
+      fail("attribute '" + key + "'", e.what());
+    }
+  }
+
+  void check() {
+    switch (n_.op) {
+      case OpKind::Embed: {
+        const Value &t = in(0), &ids = in(1);
+        rank(t, 2, "embed table");
+        rank(ids, 1, "embed ids");
+        dtype(ids, DType::I32, "embed ids");
+        float_attr("scale", false);
+        out_is(DType::F32, {ids.shape[0], t.shape[1]});
+        break;
+      }
+      case OpKind::RmsNorm: {
+        const Value &x = in(0), &w = in(1);
+        rank(x, 2, "rms_norm x");
+        dtype(x, DType::F32, "rms_norm x");
+        rank(w, 1, "rms_norm w");
+        if (!is_float(w.dtype)) fail("rms_norm w is a float type", desc(w));
+        same_dim(x.shape[1], w.shape[0], "rms_norm w width equals x width", x, w);
+        float_attr("eps", true);
+        out_is(DType::F32, x.shape);
+        break;
+      }
+      case OpKind::MatMul: {
+        const Value &x = in(0), &w = in(1);
+        rank(x, 2, "matmul x");
+        dtype(x, DType::F32, "matmul x");
+        rank(w, 2, "matmul w");
+        if (w.dtype == DType::I32) fail("matmul w is a float or quantised type", desc(w));
+        same_dim(x.shape[1], w.shape[1], "matmul K must match (x[T,K], w[N,K])", x, w);
+        out_is(DType::F32, {x.shape[0], w.shape[0]});
+        break;
+      }
+      case OpKind::Add:
+      case OpKind::Mul: {
+        const Value &a = in(0), &b = in(1);
+        if (a.shape.empty()) fail("binary op a has rank >= 1", desc(a));
+        dtype(a, DType::F32, "binary op a");
+        if (!is_float(b.dtype)) fail("binary op b is a float type", desc(b));
+        bool full = shape_eq(a.shape, b.shape);
+        bool row = b.shape.size() == 1 && dim_eq(b.shape[0], a.shape.back());
+        if (!full && !row) fail("b has the shape of a or is a row of a's width", desc(a) + " vs " + desc(b));
+        out_is(DType::F32, a.shape);
+        break;
+      }
+      case OpKind::Silu: {
+        dtype(in(0), DType::F32, "silu x");
+        out_is(DType::F32, in(0).shape);
+        break;
+      }
+      case OpKind::SwiGlu: {
+        const Value &gate = in(0), &up = in(1);
+        dtype(gate, DType::F32, "swiglu gate");
+        dtype(up, DType::F32, "swiglu up");
+        if (!shape_eq(gate.shape, up.shape)) fail("swiglu gate and up have one shape", desc(gate) + " vs " + desc(up));
+        out_is(DType::F32, gate.shape);
+        break;
+      }
+      case OpKind::Rope: {
+        const Value &x = in(0), &pos = in(1);
+        rank(x, 2, "rope x");
+        dtype(x, DType::F32, "rope x");
+        rank(pos, 1, "rope pos");
+        dtype(pos, DType::I32, "rope pos");
+        same_dim(x.shape[0], pos.shape[0], "rope pos has one entry per row of x", x, pos);
+        int64_t nh = int_attr("n_heads"), hd = int_attr("head_dim"), n_rot = int_attr("n_rot");
+        float_attr("theta", true);
+        std::string mode = str_attr("mode");
+        if (mode != "normal" && mode != "neox") fail("rope mode is \"normal\" or \"neox\"", "mode = \"" + mode + "\"");
+        if (nh <= 0 || hd <= 0) fail("rope n_heads, head_dim > 0", "n_heads " + std::to_string(nh) + ", head_dim " + std::to_string(hd));
+        if (!x.shape[1].is_static() || x.shape[1].value != nh * hd)
+          fail("rope width == n_heads*head_dim", desc(x) + ", n_heads " + std::to_string(nh) + " * head_dim " + std::to_string(hd));
+        if (n_rot <= 0 || n_rot > hd || n_rot % 2 != 0)
+          fail("rope n_rot is even and in (0, head_dim]", "n_rot " + std::to_string(n_rot) + ", head_dim " + std::to_string(hd));
+        if (n_.inputs.size() == 3) {
+          const Value& ff = in(2);
+          rank(ff, 1, "rope freq_factors");
+          if (!is_float(ff.dtype)) fail("rope freq_factors is a float type", desc(ff));
+          if (!ff.shape[0].is_static() || ff.shape[0].value != n_rot / 2)
+            fail("rope freq_factors has n_rot/2 entries", desc(ff) + ", n_rot " + std::to_string(n_rot));
+        }
+        out_is(DType::F32, x.shape);
+        break;
+      }
+      case OpKind::KvStore: {
+        const Value &cache = in(0), &x = in(1), &pos = in(2);
+        if (cache.kind != ValueKind::State) fail("kv_store input 0 is a State value", desc(cache));
+        rank(cache, 2, "kv_store cache");
+        if (!is_float(cache.dtype)) fail("kv_store cache is a float type", desc(cache));
+        rank(x, 2, "kv_store x");
+        dtype(x, DType::F32, "kv_store x");
+        rank(pos, 1, "kv_store pos");
+        dtype(pos, DType::I32, "kv_store pos");
+        same_dim(cache.shape[1], x.shape[1], "kv_store x width equals cache width", cache, x);
+        same_dim(x.shape[0], pos.shape[0], "kv_store pos has one entry per row of x", x, pos);
+        out_is(cache.dtype, cache.shape);
+        break;
+      }
+      case OpKind::Attention: {
+        const Value &q = in(0), &k = in(1), &v = in(2), &pos = in(3);
+        rank(q, 2, "attention q");
+        rank(k, 2, "attention k");
+        rank(v, 2, "attention v");
+        rank(pos, 1, "attention pos");
+        dtype(q, DType::F32, "attention q");
+        if (!is_float(k.dtype)) fail("attention k is a float type", desc(k));
+        if (!is_float(v.dtype)) fail("attention v is a float type", desc(v));
+        dtype(pos, DType::I32, "attention pos");
+        int64_t nh = int_attr("n_heads"), nkv = int_attr("n_kv_heads"), hd = int_attr("head_dim");
+        float_attr("scale", true);
+        if (nh <= 0 || nkv <= 0 || hd <= 0) fail("attention n_heads, n_kv_heads, head_dim > 0", "n_heads " + std::to_string(nh) + ", n_kv_heads " + std::to_string(nkv) + ", head_dim " + std::to_string(hd));
+        if (nh % nkv != 0)
+          fail("attention n_heads % n_kv_heads == 0", "n_heads " + std::to_string(nh) + ", n_kv_heads " + std::to_string(nkv));
+        if (!dim_eq(q.shape[1], Dim::fixed(nh * hd)))
+          fail("attention q width == n_heads*head_dim", desc(q) + ", n_heads " + std::to_string(nh) + " * head_dim " + std::to_string(hd));
+        if (!dim_eq(k.shape[1], Dim::fixed(nkv * hd)))
+          fail("attention k width == n_kv_heads*head_dim", desc(k) + ", n_kv_heads " + std::to_string(nkv) + " * head_dim " + std::to_string(hd));
+        if (!shape_eq(k.shape, v.shape)) fail("attention k and v have one shape", desc(k) + " vs " + desc(v));
+        same_dim(q.shape[0], pos.shape[0], "attention pos has one entry per row of q", q, pos);
+        out_is(DType::F32, q.shape);
+        break;
+      }
+      case OpKind::LastRow: {
+        rank(in(0), 2, "last_row x");
+        dtype(in(0), DType::F32, "last_row x");
+        out_is(DType::F32, {Dim::fixed(1), in(0).shape[1]});
+        break;
+      }
+      case OpKind::ArgMax: {
+        rank(in(0), 2, "argmax x");
+        dtype(in(0), DType::F32, "argmax x");
+        out_is(DType::I32, {in(0).shape[0]});
+        break;
+      }
+      default:
+        // Fused kinds reserved in graph.h get their rule with the pass that makes them.
+        fail("op has a verifier rule", "no shape rule is implemented for this op yet");
+    }
+  }
+
+ private:
+  const Graph& g_;
+  const Node& n_;
+  size_t index_;
+};
+
+[[noreturn]] void fail_graph(const std::string& msg, const std::string& field = {}) {
+  throw Error(ErrorCode::kInternal, "IR verify: " + msg, field);
+}
+
+}  // namespace
+
+void verify(const Graph& g) {
+  const auto& values = g.values();
+  const auto nv = static_cast<ValueId>(values.size());
+  std::set<std::string> names;
+  for (ValueId i = 0; i < nv; ++i) {
+    const Value& v = values[static_cast<size_t>(i)];
+    if (v.id != i) fail_graph("value #" + std::to_string(i) + " ('" + v.name + "') has id " + std::to_string(v.id), v.name);
+    if (v.name.empty()) fail_graph("value #" + std::to_string(i) + " has an empty name");
+    if (!names.insert(v.name).second) fail_graph("value name '" + v.name + "' is used twice", v.name);
+    if (v.kind == ValueKind::Weight && v.source.empty())
+      fail_graph("weight %" + v.name + " has no source tensor name", v.name);
+    for (const Dim& d : v.shape) {
+      if (d.value < 0) fail_graph("value %" + v.name + " has a negative dim " + shape_str(v.shape), v.name);
+      if (d.is_static()) continue;
+      auto it = g.sym_bounds.find(d.sym);
+      if (it == g.sym_bounds.end())
+        fail_graph("value %" + v.name + " uses symbolic dim '" + d.sym + "' that is not in sym_bounds", v.name);
+      if (it->second != d.value)
+        fail_graph("value %" + v.name + " gives symbolic dim '" + d.sym + "' bound " + std::to_string(d.value) +
+                       " but sym_bounds says " + std::to_string(it->second),
+                   v.name);
+    }
+  }
+  for (const auto& [sym, bound] : g.sym_bounds)
+    if (bound <= 0) fail_graph("symbolic dim '" + sym + "' has bound " + std::to_string(bound) + " (must be > 0)", sym);
+
+  // defined[v]: graph inputs/weights/states are defined up front; temps when
+  // their producing node runs (each exactly once).
+  std::vector<char> defined(values.size(), 0);
+  std::vector<int> producer(values.size(), -1);
+  for (const Value& v : values) defined[static_cast<size_t>(v.id)] = v.kind != ValueKind::Temp;
+  const auto& nodes = g.nodes();
+  for (size_t ni = 0; ni < nodes.size(); ++ni) {
+    const Node& n = nodes[ni];
+    const OpInfo& info = op_info(n.op);
+    std::string where = "node " + std::to_string(ni) + " (" + std::string(info.name) + ")";
+    if (n.outputs.empty()) fail_graph(where + ": rule 'at least one output' broken: has none");
+    for (ValueId o : n.outputs)
+      if (o < 0 || o >= nv) fail_graph(where + ": output id " + std::to_string(o) + " out of range");
+    int arity = static_cast<int>(n.inputs.size());
+    if (arity < info.min_inputs || arity > info.max_inputs)
+      fail_graph(where + " -> %" + g.value(n.outputs[0]).name + ": rule 'arity' broken: takes " +
+                     std::to_string(info.min_inputs) + ".." + std::to_string(info.max_inputs) + " inputs, has " +
+                     std::to_string(arity),
+                 g.value(n.outputs[0]).name);
+    for (ValueId in : n.inputs) {
+      if (in < 0 || in >= nv) fail_graph(where + ": input id " + std::to_string(in) + " out of range");
+      if (!defined[static_cast<size_t>(in)])
+        fail_graph(where + " -> %" + g.value(n.outputs[0]).name + ": rule 'defined before use' broken: input %" +
+                       g.value(in).name + " is not defined by an earlier node",
+                   g.value(in).name);
+    }
+    for (ValueId o : n.outputs) {
+      const Value& ov = g.value(o);
+      if (ov.kind != ValueKind::Temp)
+        fail_graph(where + ": output %" + ov.name + " is an input/weight/state; node outputs must be temps", ov.name);
+      if (producer[static_cast<size_t>(o)] >= 0)
+        fail_graph(where + ": output %" + ov.name + " is already defined by node " +
+                       std::to_string(producer[static_cast<size_t>(o)]),
+                   ov.name);
+      producer[static_cast<size_t>(o)] = static_cast<int>(ni);
+    }
+    NodeChecker(g, ni).check();
+    for (ValueId o : n.outputs) defined[static_cast<size_t>(o)] = 1;
+  }
+  if (g.outputs().empty()) fail_graph("the graph has no outputs");
+  for (ValueId o : g.outputs()) {
+    if (o < 0 || o >= nv) fail_graph("graph output id " + std::to_string(o) + " out of range");
+    if (!defined[static_cast<size_t>(o)])
+      fail_graph("graph output %" + g.value(o).name + " is never defined", g.value(o).name);
+  }
+}
+
+}  // namespace kiln::ir
