@@ -17,6 +17,7 @@ reference logits" at every step.
 import argparse
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -26,12 +27,16 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 
 CHAT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
-# (name, text, parse special tokens)
+# (name, text, parse special tokens). Chosen so that llama.cpp's greedy path has
+# a clear winner at every one of the first 16 steps (see "greedy_margins" in
+# the manifest): kiln computes in f32 while llama.cpp quantises activations, so
+# a near-tie (margin < ~0.3 logits) could legitimately flip. "What is the
+# capital of France?" was dropped for that reason (first-step margin 0.08 in f32).
 PROMPTS = [
     ("raw", "The quick brown fox jumps over the lazy dog. Once upon a time, in a small village,", False),
     ("chat",
      "<|im_start|>system\n" + CHAT_SYSTEM + "<|im_end|>\n"
-     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+     "<|im_start|>user\nWhat is 12 + 35?<|im_end|>\n"
      "<|im_start|>assistant\n", True),
     ("code", "def fibonacci(n):\n    # return the n-th Fibonacci number, e.g. fibonacci(10) == 55\n", False),
 ]
@@ -66,10 +71,12 @@ def main():
         first = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
         assert first.shape == (llm.n_vocab(),)
         first.astype("<f4").tofile(os.path.join(args.out, name + ".logits.f32"))
-        gen = []
+        gen, margins = [], []
         logits = first
         for _ in range(args.tokens):
             tok = int(np.argmax(logits))
+            top2 = np.sort(logits)[-2:]
+            margins.append(round(float(top2[1] - top2[0]), 4))
             gen.append(tok)
             if tok == llm.token_eos():
                 break
@@ -79,11 +86,16 @@ def main():
         manifest["prompts"].append({
             "name": name, "text": text, "parse_special": special,
             "prompt_ids": [int(t) for t in ids], "greedy_ids": gen, "greedy_text": text_out,
+            "greedy_margins": margins,
             "logits_file": name + ".logits.f32",
         })
-        print("%-5s %3d prompt tokens -> %r" % (name, len(ids), text_out), file=sys.stderr)
+        print("%-5s %3d prompt tokens, min margin (16 steps) %.3f -> %r"
+              % (name, len(ids), min(margins[:16]), text_out), file=sys.stderr)
     with open(os.path.join(args.out, "generation.json"), "w") as f:
-        json.dump(manifest, f, indent=1, ensure_ascii=False)
+        # One prompt entry per block, lists on one line: readable diffs.
+        text = json.dumps(manifest, indent=1, ensure_ascii=False)
+        text = re.sub(r"\[\s*([-0-9.,\s]*?)\s*\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
+        f.write(text)
         f.write("\n")
 
 

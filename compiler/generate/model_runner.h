@@ -1,0 +1,47 @@
+// Runs a GGUF model step by step on the CPU reference interpreter:
+// frontend -> ir::Graph -> ir::Interpreter, keeping track of the KV position.
+// This is the model half of `kiln generate --reference` (no tokenizer), so
+// end-to-end tests can feed token ids directly.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "compiler/frontend/frontend.h"
+#include "compiler/gguf/gguf.h"
+#include "ir/graph.h"
+#include "ir/interpreter.h"
+
+namespace kiln::gen {
+
+// WeightSource over the tensors of a GGUF file (which must outlive it).
+ir::WeightSource gguf_weights(const gguf::File& f);
+
+class ModelRunner {
+ public:
+  // Builds the graph with max_tokens = chunk (prefill chunk) and max_context = ctx.
+  // Throws kiln::Error if ctx exceeds the model's context length.
+  ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk = 128);
+
+  // Appends ids at the current position (in chunks of at most `chunk`
+  // tokens) and returns the logits of the last one ([vocab]). Throws
+  // kiln::Error(kInvalidArgument) naming both lengths if the context would overflow.
+  std::vector<float> feed(std::span<const int32_t> ids);
+  // Forgets the sequence (position back to 0, KV cache cleared).
+  void reset();
+
+  int64_t position() const { return pos_; }
+  int64_t context() const { return ctx_; }
+  int64_t vocab() const { return cfg_.vocab; }
+  const frontend::ModelConfig& config() const { return cfg_; }
+  const ir::Graph& graph() const { return graph_; }
+
+ private:
+  frontend::ModelConfig cfg_;
+  ir::Graph graph_;
+  std::unique_ptr<ir::Interpreter> interp_;
+  int64_t ctx_, chunk_, pos_ = 0;
+};
+
+}  // namespace kiln::gen
