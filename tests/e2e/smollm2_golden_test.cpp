@@ -30,9 +30,12 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "compiler/generate/generator.h"
 #include "compiler/generate/model_runner.h"
 #include "compiler/generate/sampler.h"
 #include "compiler/gguf/gguf.h"
+#include "compiler/tokenizer/import.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace {
 
@@ -133,6 +136,78 @@ TEST_F(SmolLM2Golden, LogitsAndGreedyTokensMatchLlamaCpp) {
     }
     EXPECT_EQ(gen, std::vector<int32_t>(want_tokens.begin(), want_tokens.begin() + kGreedyTokens));
   }
+}
+
+// kiln's tokenizer gives llama.cpp's ids for the golden prompts (the logits
+// test above feeds the recorded ids, so it does not depend on this).
+TEST_F(SmolLM2Golden, TokenizerMatchesLlamaCpp) {
+  kiln::rt::Tokenizer tok(kiln::tokenizer::import_vocab(*file_));
+  for (const auto& p : manifest_.at("prompts")) {
+    SCOPED_TRACE(p.at("name").get<std::string>());
+    auto want = p.at("prompt_ids").get<std::vector<int32_t>>();
+    EXPECT_EQ(tok.encode(p.at("text").get<std::string>(), /*add_special=*/false, p.at("parse_special").get<bool>()),
+              want);
+  }
+}
+
+// The whole `kiln generate --reference --chat` path: chat template,
+// tokenizer, prefill, greedy decode and streamed text.
+TEST_F(SmolLM2Golden, ChatGenerationThroughGenerator) {
+  const nlohmann::json* chat = nullptr;
+  for (const auto& p : manifest_.at("prompts"))
+    if (p.at("name") == "chat") chat = &p;
+  ASSERT_NE(chat, nullptr);
+  kiln::gen::GenerateOptions opt;
+  opt.chat = true;
+  opt.ctx = 128;
+  opt.chunk = 16;  // several prefill chunks
+  opt.max_new_tokens = kGreedyTokens;
+  kiln::gen::Generator g(*file_, opt);
+  // The golden chat prompt is the ChatML render of this user message with the default system turn.
+  auto ids = g.tokenize_prompt("What is 12 + 35?");
+  EXPECT_EQ(ids, chat->at("prompt_ids").get<std::vector<int32_t>>());
+  std::string streamed;
+  auto r = g.generate_ids(ids, [&](std::string_view s) { streamed += s; });
+  auto want = chat->at("greedy_ids").get<std::vector<int32_t>>();
+  EXPECT_EQ(r.ids, std::vector<int32_t>(want.begin(), want.begin() + kGreedyTokens));
+  EXPECT_EQ(r.stop_reason, "max_tokens");
+  EXPECT_EQ(streamed, r.text);
+  EXPECT_EQ(r.text, g.tokenizer().decode(r.ids, /*skip_special=*/true));
+  // The golden text covers 24 tokens; our 16 are a prefix of it.
+  EXPECT_EQ(chat->at("greedy_text").get<std::string>().rfind(r.text, 0), 0u) << r.text;
+}
+
+TEST_F(SmolLM2Golden, PromptLongerThanContextIsAClearError) {
+  kiln::gen::GenerateOptions opt;
+  opt.ctx = 8;
+  kiln::gen::Generator g(*file_, opt);
+  try {
+    g.generate("The quick brown fox jumps over the lazy dog. Once upon a time");
+    FAIL() << "no error";
+  } catch (const kiln::Error& e) {
+    EXPECT_EQ(e.code(), kiln::ErrorCode::kInvalidArgument);
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("context is 8 tokens"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("prompt is 1"), std::string::npos) << msg;  // 13 tokens
+    EXPECT_NE(msg.find("--ctx"), std::string::npos) << msg;
+  }
+}
+
+TEST_F(SmolLM2Golden, StopsAtEndOfGeneration) {
+  // kiln's greedy answer to this ends with <|im_end|> after 30 tokens.
+  kiln::gen::GenerateOptions opt;
+  opt.chat = true;
+  opt.ctx = 256;
+  opt.max_new_tokens = 48;
+  kiln::gen::Generator g(*file_, opt);
+  auto r = g.generate("Say hello.");
+  ASSERT_FALSE(r.ids.empty());
+  EXPECT_EQ(r.stop_reason, "eog");
+  EXPECT_LT(r.ids.size(), 48u);
+  EXPECT_TRUE(g.tokenizer().is_eog(r.ids.back()));
+  EXPECT_EQ(r.text.find("<|im_end|>"), std::string::npos) << r.text;  // EOG is not rendered
+  EXPECT_FALSE(r.text.empty());
+  for (size_t i = 0; i + 1 < r.ids.size(); ++i) EXPECT_FALSE(g.tokenizer().is_eog(r.ids[i]));
 }
 
 }  // namespace
