@@ -143,6 +143,46 @@ void matmul(const float* x, const float* w, float* out, int64_t T, int64_t K, in
   th.join();
 }
 
+// rms_norm of each row, exactly as the rms_norm op computes it (fused ops reuse it).
+Tensor rms_norm_rows(const Tensor& x, const Tensor& w, double eps) {
+  int64_t T = x.shape[0], H = x.shape[1];
+  Tensor out = Tensor::zeros_f32(x.shape);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = x.f32.data() + t * H;
+    double ss = 0;
+    for (int64_t h = 0; h < H; ++h) ss += static_cast<double>(xr[h]) * xr[h];
+    float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
+    for (int64_t h = 0; h < H; ++h) out.f32[static_cast<size_t>(t * H + h)] = xr[h] * r * w.f32[static_cast<size_t>(h)];
+  }
+  return out;
+}
+
+// Rope angles and rotation, exactly as the rope op computes them (used by rope_store).
+void rope_angles(double p, int64_t n_rot, double base, const Tensor* ff, std::vector<double>& cs,
+                 std::vector<double>& sn) {
+  for (int64_t i = 0; i < n_rot / 2; ++i) {
+    double a = p * std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(n_rot));
+    if (ff) a /= ff->f32[static_cast<size_t>(i)];
+    cs[static_cast<size_t>(i)] = std::cos(a);
+    sn[static_cast<size_t>(i)] = std::sin(a);
+  }
+}
+void rope_heads(const float* x, float* o, int64_t nh, int64_t hd, int64_t n_rot, bool neox,
+                const std::vector<double>& cs, const std::vector<double>& sn) {
+  std::memcpy(o, x, sizeof(float) * static_cast<size_t>(nh * hd));
+  for (int64_t h = 0; h < nh; ++h) {
+    const float* xr = x + h * hd;
+    float* oh = o + h * hd;
+    for (int64_t i = 0; i < n_rot / 2; ++i) {
+      int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + n_rot / 2 : 2 * i + 1;
+      float c = static_cast<float>(cs[static_cast<size_t>(i)]), s = static_cast<float>(sn[static_cast<size_t>(i)]);
+      float x0 = xr[i0], x1 = xr[i1];
+      oh[i0] = x0 * c - x1 * s;
+      oh[i1] = x0 * s + x1 * c;
+    }
+  }
+}
+
 }  // namespace
 
 struct Interpreter::Impl {
@@ -301,6 +341,16 @@ std::map<std::string, Tensor> Interpreter::Impl::run(const std::map<std::string,
       fail_node(ni, "computed shape " + shape_str(out->shape) + " but the graph declares " + shape_str(want),
                 ErrorCode::kInternal);
     vals[static_cast<size_t>(ov.id)] = std::move(out);
+    for (size_t oi = 1; oi < n.outputs.size(); ++oi) {  // multi-output (fused) ops set the others in eval
+      const Value& extra = g.value(n.outputs[oi]);
+      const TensorPtr& t = vals[static_cast<size_t>(extra.id)];
+      if (!t) fail_node(ni, "output %" + extra.name + " was not computed", ErrorCode::kInternal);
+      std::vector<int64_t> want_extra = resolve(extra.shape);
+      if (t->shape != want_extra)
+        fail_node(ni, "computed shape " + shape_str(t->shape) + " for %" + extra.name + " but the graph declares " +
+                          shape_str(want_extra),
+                  ErrorCode::kInternal);
+    }
   }
   std::map<std::string, Tensor> result;
   for (ValueId o : g.outputs()) result[g.value(o).name] = get(vals, o);
@@ -491,6 +541,78 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
         out->i32[static_cast<size_t>(r)] = static_cast<int32_t>(best);
       }
       return out;
+    }
+    // ---- fused ops (compiler/passes; docs/plan-abi.md "Fused ops"). Each is
+    // computed with the same code path as its unfused chain, so fused and
+    // unfused graphs give bit-identical results here.
+    case OpKind::RmsMatMul:
+    case OpKind::RmsMatMulSwiGlu: {
+      const Tensor &x = in(0), &gain = in(1), &w = in(2);
+      Tensor h = rms_norm_rows(x, gain, n.attr_float("eps"));
+      int64_t T = x.shape[0], K = x.shape[1], N = w.shape[0];
+      auto mm = std::make_shared<Tensor>(Tensor::zeros_f32({T, N}));
+      matmul(h.f32.data(), w.f32.data(), mm->f32.data(), T, K, N);
+      if (n.op == OpKind::RmsMatMul) return mm;
+      int64_t F = N / 2;
+      auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, F}));
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t f = 0; f < F; ++f) {
+          float gv = mm->f32[static_cast<size_t>(t * N + f)], uv = mm->f32[static_cast<size_t>(t * N + F + f)];
+          out->f32[static_cast<size_t>(t * F + f)] = gv / (1.0f + std::exp(-gv)) * uv;
+        }
+      return out;
+    }
+    case OpKind::MatMulAdd: {
+      const Tensor &x = in(0), &w = in(1), &r = in(2);
+      int64_t T = x.shape[0], K = x.shape[1], N = w.shape[0];
+      auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, N}));
+      matmul(x.f32.data(), w.f32.data(), out->f32.data(), T, K, N);
+      for (size_t i = 0; i < out->f32.size(); ++i) out->f32[i] = out->f32[i] + r.f32[i];
+      return out;
+    }
+    case OpKind::RopeStore: {
+      const Tensor &qkv = in(0), &pos = in(1);
+      const Tensor* ff = n.inputs.size() == 5 ? &in(4) : nullptr;
+      TensorPtr kc = vals[static_cast<size_t>(n.inputs[2])], vc = vals[static_cast<size_t>(n.inputs[3])];
+      int64_t nh = n.attr_int("n_heads"), nkv = n.attr_int("n_kv_heads"), hd = n.attr_int("head_dim");
+      int64_t n_rot = n.attr_int("n_rot");
+      double base = n.attr_float("theta");
+      bool neox = n.attr_str("mode") == "neox";
+      int64_t T = qkv.shape[0], W = qkv.shape[1], Wq = nh * hd, Wk = nkv * hd, C = kc->shape[0];
+      auto q = std::make_shared<Tensor>(Tensor::zeros_f32({T, Wq}));
+      std::vector<float> krow(static_cast<size_t>(Wk));
+      std::vector<double> cs(static_cast<size_t>(n_rot / 2)), sn(static_cast<size_t>(n_rot / 2));
+      for (int64_t t = 0; t < T; ++t) {
+        int32_t p = pos.i32[static_cast<size_t>(t)];
+        if (p < 0 || p >= C)
+          fail_node(ni, "position " + std::to_string(p) + " is outside the KV cache (0.." + std::to_string(C - 1) +
+                            "); the context is full");
+        rope_angles(p, n_rot, base, ff, cs, sn);
+        const float* row = qkv.f32.data() + t * W;
+        rope_heads(row, q->f32.data() + t * Wq, nh, hd, n_rot, neox, cs, sn);
+        rope_heads(row + Wq, krow.data(), nkv, hd, n_rot, neox, cs, sn);
+        std::memcpy(kc->f32.data() + p * Wk, krow.data(), sizeof(float) * static_cast<size_t>(Wk));
+        std::memcpy(vc->f32.data() + p * Wk, row + Wq + Wk, sizeof(float) * static_cast<size_t>(Wk));
+      }
+      vals[static_cast<size_t>(n.outputs[1])] = kc;  // aliases input 2
+      vals[static_cast<size_t>(n.outputs[2])] = vc;  // aliases input 3
+      return q;
+    }
+    case OpKind::LmHeadSample: {
+      const Tensor &x = in(0), &gain = in(1), &w = in(2);
+      int64_t T = x.shape[0], K = x.shape[1], V = w.shape[0];
+      if (T < 1) fail_node(ni, "lm_head_sample of an empty tensor");
+      Tensor last = Tensor::zeros_f32({1, K});
+      std::memcpy(last.f32.data(), x.f32.data() + (T - 1) * K, sizeof(float) * static_cast<size_t>(K));
+      Tensor h = rms_norm_rows(last, gain, n.attr_float("eps"));
+      auto logits = std::make_shared<Tensor>(Tensor::zeros_f32({1, V}));
+      matmul(h.f32.data(), w.f32.data(), logits->f32.data(), 1, K, V);
+      int64_t best = 0;
+      for (int64_t i = 1; i < V; ++i)
+        if (logits->f32[static_cast<size_t>(i)] > logits->f32[static_cast<size_t>(best)]) best = i;  // first max wins
+      auto tok = std::make_shared<Tensor>(Tensor::from_i32({static_cast<int32_t>(best)}));
+      vals[static_cast<size_t>(n.outputs[1])] = logits;
+      return tok;
     }
     default:
       fail_node(ni, "the interpreter has no implementation of this op yet", ErrorCode::kUnsupported);

@@ -7,7 +7,7 @@
 
 namespace kiln::ir {
 namespace {
-constexpr std::array<OpInfo, 12> kOps = {{
+constexpr std::array<OpInfo, 17> kOps = {{
     {OpKind::Embed, "embed", 2, 2, -1},
     {OpKind::RmsNorm, "rms_norm", 2, 2, -1},
     {OpKind::MatMul, "matmul", 2, 2, -1},
@@ -20,6 +20,14 @@ constexpr std::array<OpInfo, 12> kOps = {{
     {OpKind::Attention, "attention", 4, 4, -1},
     {OpKind::LastRow, "last_row", 1, 1, -1},
     {OpKind::ArgMax, "argmax", 1, 1, -1},
+    // Fused ops (compiler/passes; docs/plan-abi.md "Fused ops"). rope_store's
+    // outputs 1 and 2 alias its inputs 2 and 3 (the caches); a single
+    // inplace_input cannot say that, so it is -1 and the users special-case it.
+    {OpKind::RmsMatMul, "rms_matmul", 3, 3, -1},
+    {OpKind::MatMulAdd, "matmul_add", 3, 3, -1},
+    {OpKind::RmsMatMulSwiGlu, "rms_matmul_swiglu", 3, 3, -1},
+    {OpKind::RopeStore, "rope_store", 4, 5, -1},
+    {OpKind::LmHeadSample, "lm_head_sample", 3, 3, -1},
 }};
 }  // namespace
 

@@ -60,6 +60,21 @@ class NodeChecker {
     if (out().dtype != t) fail("output dtype", "expected " + std::string(dtype_name(t)) + ", got " + desc(out()));
     if (!shape_eq(out().shape, s)) fail("output shape", "expected " + shape_str(s) + ", got " + desc(out()));
   }
+  void outputs(size_t k) const {
+    if (n_.outputs.size() != k)
+      fail("op has " + std::to_string(k) + " output(s)", "has " + std::to_string(n_.outputs.size()));
+  }
+  void out_n_is(size_t i, DType t, const Shape& s, const std::string& what) const {
+    const Value& o = g_.value(n_.outputs[i]);
+    if (o.dtype != t || !shape_eq(o.shape, s))
+      fail("output " + std::to_string(i) + " (" + what + ") is " + std::string(dtype_name(t)) + shape_str(s), desc(o));
+  }
+  // w[N,K] of a matmul-like op reading x[T,K].
+  void matmul_weight(const Value& x, const Value& w, const std::string& op) const {
+    rank(w, 2, op + " w");
+    if (w.dtype == DType::I32) fail(op + " w is a float or quantised type", desc(w));
+    same_dim(x.shape[1], w.shape[1], op + " K must match (x[T,K], w[N,K])", x, w);
+  }
   int64_t int_attr(const std::string& key) const {
     try {
       return n_.attr_int(key);
@@ -216,8 +231,86 @@ class NodeChecker {
         out_is(DType::I32, {in(0).shape[0]});
         break;
       }
+      // ---- fused ops (compiler/passes; docs/plan-abi.md "Fused ops")
+      case OpKind::RmsMatMul:
+      case OpKind::RmsMatMulSwiGlu:
+      case OpKind::LmHeadSample: {
+        const Value &x = in(0), &gn = in(1), &w = in(2);
+        const std::string op(op_info(n_.op).name);
+        rank(x, 2, op + " x");
+        dtype(x, DType::F32, op + " x");
+        rank(gn, 1, op + " gain");
+        if (!is_float(gn.dtype)) fail(op + " gain is a float type", desc(gn));
+        same_dim(x.shape[1], gn.shape[0], op + " gain width equals x width", x, gn);
+        matmul_weight(x, w, op);
+        float_attr("eps", true);
+        if (n_.op == OpKind::RmsMatMul) {
+          outputs(1);
+          out_is(DType::F32, {x.shape[0], w.shape[0]});
+        } else if (n_.op == OpKind::RmsMatMulSwiGlu) {
+          outputs(1);
+          if (!w.shape[0].is_static() || w.shape[0].value % 2 != 0)
+            fail("rms_matmul_swiglu w has 2F rows (gate rows, then up rows)", desc(w));
+          out_is(DType::F32, {x.shape[0], Dim::fixed(w.shape[0].value / 2)});
+        } else {
+          outputs(2);
+          out_n_is(0, DType::I32, {Dim::fixed(1)}, "token");
+          out_n_is(1, DType::F32, {Dim::fixed(1), w.shape[0]}, "logits");
+        }
+        break;
+      }
+      case OpKind::MatMulAdd: {
+        const Value &x = in(0), &w = in(1), &r = in(2);
+        rank(x, 2, "matmul_add x");
+        dtype(x, DType::F32, "matmul_add x");
+        matmul_weight(x, w, "matmul_add");
+        const Shape want{x.shape[0], w.shape[0]};
+        dtype(r, DType::F32, "matmul_add r");
+        if (!shape_eq(r.shape, want)) fail("matmul_add r has the output shape [T,N]", desc(r));
+        outputs(1);
+        out_is(DType::F32, want);
+        break;
+      }
+      case OpKind::RopeStore: {
+        const Value &qkv = in(0), &pos = in(1), &kc = in(2), &vc = in(3);
+        rank(qkv, 2, "rope_store qkv");
+        dtype(qkv, DType::F32, "rope_store qkv");
+        rank(pos, 1, "rope_store pos");
+        dtype(pos, DType::I32, "rope_store pos");
+        same_dim(qkv.shape[0], pos.shape[0], "rope_store pos has one entry per row of qkv", qkv, pos);
+        int64_t nh = int_attr("n_heads"), nkv = int_attr("n_kv_heads"), hd = int_attr("head_dim"),
+                n_rot = int_attr("n_rot");
+        float_attr("theta", true);
+        std::string mode = str_attr("mode");
+        if (mode != "normal" && mode != "neox") fail("rope mode is \"normal\" or \"neox\"", "mode = \"" + mode + "\"");
+        if (nh <= 0 || nkv <= 0 || hd <= 0)
+          fail("rope_store n_heads, n_kv_heads, head_dim > 0",
+               "n_heads " + std::to_string(nh) + ", n_kv_heads " + std::to_string(nkv) + ", head_dim " + std::to_string(hd));
+        if (n_rot <= 0 || n_rot > hd || n_rot % 2 != 0)
+          fail("rope n_rot is even and in (0, head_dim]", "n_rot " + std::to_string(n_rot) + ", head_dim " + std::to_string(hd));
+        if (!dim_eq(qkv.shape[1], Dim::fixed((nh + 2 * nkv) * hd)))
+          fail("rope_store qkv width == (n_heads + 2*n_kv_heads)*head_dim", desc(qkv));
+        for (const Value* c : {&kc, &vc}) {
+          if (c->kind != ValueKind::State) fail("rope_store inputs 2, 3 are State values (k, v caches)", desc(*c));
+          rank(*c, 2, "rope_store cache");
+          if (!is_float(c->dtype)) fail("rope_store cache is a float type", desc(*c));
+          if (!dim_eq(c->shape[1], Dim::fixed(nkv * hd))) fail("rope_store cache width == n_kv_heads*head_dim", desc(*c));
+        }
+        if (kc.dtype != vc.dtype || !shape_eq(kc.shape, vc.shape)) fail("rope_store k and v caches have one type", desc(kc) + " vs " + desc(vc));
+        if (n_.inputs.size() == 5) {
+          const Value& ff = in(4);
+          rank(ff, 1, "rope_store freq_factors");
+          if (!is_float(ff.dtype)) fail("rope_store freq_factors is a float type", desc(ff));
+          if (!dim_eq(ff.shape[0], Dim::fixed(n_rot / 2)))
+            fail("rope_store freq_factors has n_rot/2 entries", desc(ff) + ", n_rot " + std::to_string(n_rot));
+        }
+        outputs(3);
+        out_n_is(0, DType::F32, {qkv.shape[0], Dim::fixed(nh * hd)}, "q");
+        out_n_is(1, kc.dtype, kc.shape, "k cache'");
+        out_n_is(2, vc.dtype, vc.shape, "v cache'");
+        break;
+      }
       default:
-        // Fused kinds reserved in graph.h get their rule with the pass that makes them.
         fail("op has a verifier rule", "no shape rule is implemented for this op yet");
     }
   }

@@ -1,0 +1,91 @@
+// codegen: CUDA kernel templates (codegen/kernels/*.cuh, embedded at build
+// time), specialisation of one IR node into kernel source + launch config,
+// and the NVRTC driver with its on-disk kernel cache. Needs no GPU.
+//
+// Kernel ABI (docs/plan-abi.md): every kernel is extern "C" __global__, takes
+// its arguments in the order of Lowered::params and reads per-step values
+// (n_tokens, pos0, sampling parameters) from the KilnStep* it is given.
+// Positions are step->pos0 + t: kernels never read the IR `pos` inputs.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ir/graph.h"
+
+namespace kiln::codegen {
+
+// SM versions kiln compiles for (all accepted by CUDA 13 NVRTC).
+const std::vector<int>& supported_sms();
+// "sm_90" -> 90. Throws kiln::Error(kInvalidArgument) naming the supported ones.
+int parse_target(std::string_view target);
+
+// Kernel argument kinds. Input/Output: pointer to node.inputs[index] /
+// node.outputs[index]; Step: KilnStep*; Tokens: the int32 token-id buffer;
+// I32 / F32: scalar by value (in `i` / `f`).
+enum class ParamKind { Input, Output, Step, Tokens, I32, F32 };
+struct Param {
+  ParamKind kind;
+  int index = 0;
+  int64_t i = 0;
+  float f = 0.f;
+};
+struct KernelSource {
+  std::string entry;                 // extern "C" kernel name inside source
+  std::string source;                // complete CUDA C++ translation unit
+  std::vector<std::string> options;  // NVRTC options (the arch is added by compile())
+  uint64_t hash;                     // of source + options
+};
+struct Lowered {
+  KernelSource kernel;
+  std::array<uint32_t, 3> grid, block;
+  uint32_t smem = 0;  // dynamic shared memory bytes
+  std::vector<Param> params;
+};
+enum class Mode { Eager, Compiled };
+
+// Lowers one IR node for a program whose "tokens" dim is `bucket` (other
+// symbolic dims take their bound from g.sym_bounds).
+// Eager: one generic kernel per op, specialised only on dtype (all eager
+// kernels of one dtype share one source, so one module per dtype). Fused ops
+// have no eager kernel (eager programs run the unfused graph).
+// Compiled: specialised on static shapes / attributes; GEMV path for buckets
+// <= 4 (bucket 1 = decode), tiled path above; fused ops supported.
+// Fused op conventions (plan-abi.md "Fused ops"):
+//   rms_matmul(x, g, w) attr eps; matmul_add(x, w, r);
+//   rms_matmul_swiglu(x, g, w[2F,K]) attr eps;
+//   rope_store(qkv, pos, kc, vc [, freq_factors]) attrs as rope + n_kv_heads,
+//     outputs q [, kc', vc'] (aliases: the caches are written in place);
+//   lm_head_sample(x, g, w) attr eps, outputs token i32[1] and logits [1,V]
+//     (the logits output is required: it is the kernel's scratch).
+// Throws kiln::Error(kUnsupported) for an op/dtype/shape it cannot lower.
+Lowered lower(const ir::Graph& g, const ir::Node& n, int64_t bucket, int sm, Mode mode);
+
+struct CompiledKernel {
+  std::vector<uint8_t> cubin;  // for sm_XX
+  std::string ptx;             // same compile; JIT fallback for newer SMs
+  std::string log;             // NVRTC log (warnings)
+};
+// NVRTC: source -> CUBIN + PTX for sm. cache_dir "" = no cache. Cache entries
+// are keyed by (source, options, sm, NVRTC version), written atomically, and a
+// corrupt entry is ignored and rebuilt. Throws kiln::Error(kInternal) with
+// the NVRTC log when the source does not compile.
+CompiledKernel compile(const KernelSource& k, int sm, const std::string& cache_dir);
+
+// $XDG_CACHE_HOME/kiln/kernels, else ~/.cache/kiln/kernels ("" if neither is set).
+std::string default_cache_dir();
+// Cache key of (k, sm) as compile() uses it (16 hex digits).
+std::string cache_key(const KernelSource& k, int sm);
+// Number of NVRTC compilations this process has run (cache misses; for tests).
+uint64_t nvrtc_compile_count();
+// NVRTC version as major*1000 + minor*10 (e.g. 13000).
+int nvrtc_version();
+// An embedded kernel file by name ("matmul.cuh"); throws kInternal if absent.
+std::string_view kernel_file(std::string_view name);
+// Every eager module source (one per dtype that has eager kernels), for tests
+// and for tools that precompile them.
+std::vector<KernelSource> eager_modules();
+
+}  // namespace kiln::codegen

@@ -1,0 +1,68 @@
+// attention.cuh: causal GQA attention over the KV cache. One block per (head,
+// token); each warp runs an online softmax (Milakov & Gimelshein 2018) over
+// the key rows j = warp, warp + nwarps, ... <= pos0 + t, lanes owning head
+// dims lane + 32*i; the warps' partial states are merged at the end.
+#define ATT_WARPS 4
+#define ATT_MAXD 8  // head_dim <= 32 * ATT_MAXD = 256
+
+// Launch: grid (nh, T), block 32*ATT_WARPS.
+template <int KDT>
+__device__ __forceinline__ void k_attention(const float* __restrict__ q, const void* __restrict__ kc,
+                                            const void* __restrict__ vc, float* __restrict__ out,
+                                            const KilnStep* step, int C, int nh, int nkv, int hd,
+                                            float scale) {
+  __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
+  __shared__ float sacc[ATT_WARPS][32 * ATT_MAXD];
+  const int h = blockIdx.x, t = blockIdx.y;
+  if (t >= step->n_tokens) return;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int kvh = h / (nh / nkv);
+  int last = step->pos0 + t;
+  if (last > C - 1) last = C - 1;  // never read past the cache
+  const i64 W = (i64)nkv * hd;
+  const float* qr = q + (i64)t * nh * hd + (i64)h * hd;
+  float qv[ATT_MAXD], acc[ATT_MAXD];
+#pragma unroll
+  for (int i = 0; i < ATT_MAXD; ++i) {
+    const int d = lane + 32 * i;
+    qv[i] = d < hd ? qr[d] : 0.f;
+    acc[i] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  for (int j = warp; j <= last; j += ATT_WARPS) {
+    const i64 base = (i64)j * W + (i64)kvh * hd;
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < ATT_MAXD; ++i) {
+      const int d = lane + 32 * i;
+      if (d < hd) s += qv[i] * ldf<KDT>(kc, base + d);
+    }
+    s = warp_sum(s) * scale;
+    const float mn = fmaxf(m, s);
+    const float corr = expf(m - mn), p = expf(s - mn);
+    l = l * corr + p;
+#pragma unroll
+    for (int i = 0; i < ATT_MAXD; ++i) {
+      const int d = lane + 32 * i;
+      if (d < hd) acc[i] = acc[i] * corr + p * ldf<KDT>(vc, base + d);
+    }
+    m = mn;
+  }
+  if (lane == 0) { sm[warp] = m; sl[warp] = l; }
+#pragma unroll
+  for (int i = 0; i < ATT_MAXD; ++i) {
+    const int d = lane + 32 * i;
+    if (d < hd) sacc[warp][d] = acc[i];
+  }
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < ATT_WARPS; ++w) M = fmaxf(M, sm[w]);
+  float L = 0.f;
+  for (int w = 0; w < ATT_WARPS; ++w) L += sm[w] == -INFINITY ? 0.f : sl[w] * expf(sm[w] - M);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float o = 0.f;
+    for (int w = 0; w < ATT_WARPS; ++w)
+      if (sm[w] != -INFINITY) o += sacc[w][d] * expf(sm[w] - M);
+    out[(i64)t * nh * hd + (i64)h * hd + d] = L > 0.f ? o / L : 0.f;
+  }
+}

@@ -1,0 +1,113 @@
+// common.cuh: types, the KilnStep control block (docs/plan-abi.md), fp16/bf16
+// conversions by raw bits / PTX cvt (no CUDA headers needed), reductions.
+// Sources are concatenated by codegen (no #include between kernel files).
+typedef signed char i8;
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+struct KilnStep {          // 64 bytes, plan-abi.md
+  i32 n_tokens;            // real tokens this step (<= the program's bucket)
+  i32 pos0;                // position of token 0
+  float temperature;       // <= 0: greedy
+  i32 top_k;               // <= 0: off
+  float top_p;             // >= 1: off
+  u32 seed_lo, seed_hi;
+  u32 step;                // counter mixed into the sampling RNG
+  i32 out_token;           // written by the sampling kernel
+  i32 pad[7];              // pad[0]: completion counter of lm_head_sample (0 between launches)
+};
+static_assert(sizeof(KilnStep) == 64, "KilnStep is 64 bytes (plan-abi.md)");
+
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
+// Element type ids (= ggml ids, ir/dtype.h).
+#define DT_F32 0
+#define DT_F16 1
+#define DT_Q4_0 2
+#define DT_Q4_1 3
+#define DT_Q5_0 6
+#define DT_Q5_1 7
+#define DT_Q8_0 8
+#define DT_Q2_K 10
+#define DT_Q3_K 11
+#define DT_Q4_K 12
+#define DT_Q5_K 13
+#define DT_Q6_K 14
+#define DT_BF16 30
+
+__device__ __forceinline__ float h2f(u16 h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+__device__ __forceinline__ u16 f2h(float f) {  // round to nearest even
+  u16 h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+__device__ __forceinline__ float bf2f(u16 h) { return __uint_as_float(((u32)h) << 16); }
+__device__ __forceinline__ u16 f2bf(float f) {  // round to nearest even, NaN kept quiet
+  u32 u = __float_as_uint(f);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (u16)((u >> 16) | 0x40);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return (u16)(u >> 16);
+}
+__device__ __forceinline__ u16 ld16(const u8* p) { return *(const u16*)p; }  // 2-byte aligned
+__device__ __forceinline__ float ldh(const u8* p) { return h2f(ld16(p)); }
+__device__ __forceinline__ u32 ld32u(const u8* p) {  // 2-byte aligned 32-bit load
+  return (u32)ld16(p) | ((u32)ld16(p + 2) << 16);
+}
+
+// Scalar float element i of a float-typed tensor (F32 / F16 / BF16).
+template <int DT>
+__device__ __forceinline__ float ldf(const void* p, i64 i) {
+  if (DT == DT_F32) return ((const float*)p)[i];
+  if (DT == DT_F16) return h2f(((const u16*)p)[i]);
+  return bf2f(((const u16*)p)[i]);
+}
+template <int DT>
+__device__ __forceinline__ void stf(void* p, i64 i, float v) {
+  if (DT == DT_F32) ((float*)p)[i] = v;
+  else if (DT == DT_F16) ((u16*)p)[i] = f2h(v);
+  else ((u16*)p)[i] = f2bf(v);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
+  return v;
+}
+// Block-wide sum; every thread gets the result. blockDim.x multiple of 32, <= 1024.
+__device__ __forceinline__ float block_sum(float v, float* red /* >= 33 floats */) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) red[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    float s = lane < nw ? red[lane] : 0.f;
+    s = warp_sum(s);
+    if (lane == 0) red[32] = s;
+  }
+  __syncthreads();
+  return red[32];
+}
+
+// Sum of squares of a float row of length K, by the whole block; inverse RMS.
+__device__ __forceinline__ float row_inv_rms(const float* x, int K, float eps, float* red) {
+  float s = 0.f;
+  for (int k = threadIdx.x; k < K; k += blockDim.x) s += x[k] * x[k];
+  s = block_sum(s, red);
+  return 1.0f / sqrtf(s / (float)K + eps);
+}

@@ -1,0 +1,190 @@
+// dequant.cuh: device-side dequantisation of every IR weight dtype, written from
+// the GGML block layouts; mirrors ir/dequant.cpp value for value (same operation
+// order, no FMA contraction: __fmul_rn / __fadd_rn / __fsub_rn).
+//
+// Uniform interface. A row of K elements is K/QK blocks of BB bytes; a block is
+// CH "chunks" of 8 elements. deq8(blk, c, v, a, b) dequantises chunk c of the
+// block at blk into v[0..7], where v[0..3] are elements a..a+3 of the block and
+// v[4..7] elements b..b+3. Chunks 16h..16h+15 of a 256-element super-block
+// cover exactly its elements 128h..128h+127, so a 128-wide K tile is always
+// 16 consecutive chunks (matmul.cuh relies on this). Float types use QK = 8.
+template <int DT> struct QT;
+template <> struct QT<DT_F32>  { enum { QK = 8,   BB = 32,  CH = 1 }; };
+template <> struct QT<DT_F16>  { enum { QK = 8,   BB = 16,  CH = 1 }; };
+template <> struct QT<DT_BF16> { enum { QK = 8,   BB = 16,  CH = 1 }; };
+template <> struct QT<DT_Q4_0> { enum { QK = 32,  BB = 18,  CH = 4 }; };
+template <> struct QT<DT_Q4_1> { enum { QK = 32,  BB = 20,  CH = 4 }; };
+template <> struct QT<DT_Q5_0> { enum { QK = 32,  BB = 22,  CH = 4 }; };
+template <> struct QT<DT_Q5_1> { enum { QK = 32,  BB = 24,  CH = 4 }; };
+template <> struct QT<DT_Q8_0> { enum { QK = 32,  BB = 34,  CH = 4 }; };
+template <> struct QT<DT_Q2_K> { enum { QK = 256, BB = 84,  CH = 32 }; };
+template <> struct QT<DT_Q3_K> { enum { QK = 256, BB = 110, CH = 32 }; };
+template <> struct QT<DT_Q4_K> { enum { QK = 256, BB = 144, CH = 32 }; };
+template <> struct QT<DT_Q5_K> { enum { QK = 256, BB = 176, CH = 32 }; };
+template <> struct QT<DT_Q6_K> { enum { QK = 256, BB = 210, CH = 32 }; };
+
+__device__ __forceinline__ int nib(u32 w, int i, int hi) { return (w >> (8 * i + 4 * hi)) & 0xF; }
+
+// 6-bit scale/min j of Q4_K / Q5_K (12 packed bytes).
+__device__ __forceinline__ void k4_scale_min(const u8* s, int j, int& sc, int& m) {
+  if (j < 4) {
+    sc = s[j] & 0x3F;
+    m = s[j + 4] & 0x3F;
+  } else {
+    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+// 6-bit signed scale k of Q3_K (12 packed bytes, bias 32).
+__device__ __forceinline__ int q3k_scale(const u8* sc, int k) {
+  const int lo = (sc[k % 8] >> (4 * (k / 8))) & 0x0F;
+  const int hi = (sc[8 + k % 4] >> (2 * (k / 4))) & 0x03;
+  return (lo | (hi << 4)) - 32;
+}
+
+template <int DT>
+__device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, int& b) {
+  if (DT == DT_F32) {
+    a = 0; b = 4;
+    const float4 p = ((const float4*)blk)[0], q = ((const float4*)blk)[1];
+    v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w; v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
+  } else if (DT == DT_F16 || DT == DT_BF16) {
+    a = 0; b = 4;
+    const uint4 p = *(const uint4*)blk;
+    const u32 w[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[2 * i] = DT == DT_F16 ? h2f((u16)(w[i] & 0xFFFF)) : bf2f((u16)(w[i] & 0xFFFF));
+      v[2 * i + 1] = DT == DT_F16 ? h2f((u16)(w[i] >> 16)) : bf2f((u16)(w[i] >> 16));
+    }
+  } else if (DT == DT_Q4_0) {
+    a = 4 * c; b = 16 + 4 * c;
+    const float d = ldh(blk);
+    const u32 q = ld32u(blk + 2 + 4 * c);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[i] = __fmul_rn(d, (float)(nib(q, i, 0) - 8));
+      v[4 + i] = __fmul_rn(d, (float)(nib(q, i, 1) - 8));
+    }
+  } else if (DT == DT_Q4_1) {
+    a = 4 * c; b = 16 + 4 * c;
+    const float d = ldh(blk), m = ldh(blk + 2);
+    const u32 q = ld32u(blk + 4 + 4 * c);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[i] = __fadd_rn(__fmul_rn(d, (float)nib(q, i, 0)), m);
+      v[4 + i] = __fadd_rn(__fmul_rn(d, (float)nib(q, i, 1)), m);
+    }
+  } else if (DT == DT_Q5_0) {
+    a = 4 * c; b = 16 + 4 * c;
+    const float d = ldh(blk);
+    const u32 qh = ld32u(blk + 2);
+    const u32 q = ld32u(blk + 6 + 4 * c);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int l = 4 * c + i;
+      const int q0 = nib(q, i, 0) | (((qh >> l) & 1u) << 4);
+      const int q1 = nib(q, i, 1) | (((qh >> (l + 16)) & 1u) << 4);
+      v[i] = __fmul_rn(d, (float)(q0 - 16));
+      v[4 + i] = __fmul_rn(d, (float)(q1 - 16));
+    }
+  } else if (DT == DT_Q5_1) {
+    a = 4 * c; b = 16 + 4 * c;
+    const float d = ldh(blk), m = ldh(blk + 2);
+    const u32 qh = ld32u(blk + 4);
+    const u32 q = ld32u(blk + 8 + 4 * c);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int l = 4 * c + i;
+      const int q0 = nib(q, i, 0) | (((qh >> l) & 1u) << 4);
+      const int q1 = nib(q, i, 1) | (((qh >> (l + 16)) & 1u) << 4);
+      v[i] = __fadd_rn(__fmul_rn(d, (float)q0), m);
+      v[4 + i] = __fadd_rn(__fmul_rn(d, (float)q1), m);
+    }
+  } else if (DT == DT_Q8_0) {
+    a = 8 * c; b = 8 * c + 4;
+    const float d = ldh(blk);
+    const u32 q0 = ld32u(blk + 2 + 8 * c), q1 = ld32u(blk + 6 + 8 * c);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[i] = __fmul_rn(d, (float)(i8)((q0 >> (8 * i)) & 0xFF));
+      v[4 + i] = __fmul_rn(d, (float)(i8)((q1 >> (8 * i)) & 0xFF));
+    }
+  } else if (DT == DT_Q2_K || DT == DT_Q3_K) {
+    const int h = c >> 4, sp = (c >> 3) & 1, l0 = (c & 7) * 4;
+    const int s0 = 2 * sp, s1 = 2 * sp + 1;
+    a = h * 128 + s0 * 32 + l0;
+    b = h * 128 + s1 * 32 + l0;
+    if (DT == DT_Q2_K) {
+      const float d = ldh(blk + 80), dmin = ldh(blk + 82);
+      const u32 q = ld32u(blk + 16 + h * 32 + l0);
+      const int sa = blk[a / 16], sb = blk[b / 16];
+      const float dla = __fmul_rn(d, (float)(sa & 0xF)), mla = __fmul_rn(dmin, (float)(sa >> 4));
+      const float dlb = __fmul_rn(d, (float)(sb & 0xF)), mlb = __fmul_rn(dmin, (float)(sb >> 4));
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const u32 byte = (q >> (8 * i)) & 0xFF;
+        v[i] = __fsub_rn(__fmul_rn(dla, (float)((byte >> (2 * s0)) & 3)), mla);
+        v[4 + i] = __fsub_rn(__fmul_rn(dlb, (float)((byte >> (2 * s1)) & 3)), mlb);
+      }
+    } else {
+      const float d = ldh(blk + 108);
+      const u32 q = ld32u(blk + 32 + h * 32 + l0);
+      const u32 hm = ld32u(blk + l0);
+      const float dla = __fmul_rn(d, (float)q3k_scale(blk + 96, a / 16));
+      const float dlb = __fmul_rn(d, (float)q3k_scale(blk + 96, b / 16));
+      const int ba = h * 4 + s0, bb = h * 4 + s1;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const u32 byte = (q >> (8 * i)) & 0xFF, hbyte = (hm >> (8 * i)) & 0xFF;
+        const int qa = (int)((byte >> (2 * s0)) & 3) - (((hbyte >> ba) & 1) ? 0 : 4);
+        const int qb = (int)((byte >> (2 * s1)) & 3) - (((hbyte >> bb) & 1) ? 0 : 4);
+        v[i] = __fmul_rn(dla, (float)qa);
+        v[4 + i] = __fmul_rn(dlb, (float)qb);
+      }
+    }
+  } else if (DT == DT_Q4_K || DT == DT_Q5_K) {
+    const int c4 = c >> 3, l0 = (c & 7) * 4;
+    const int ga = 2 * c4, gb = 2 * c4 + 1;
+    a = ga * 32 + l0;
+    b = gb * 32 + l0;
+    const float d = ldh(blk), dmin = ldh(blk + 2);
+    int sca, ma, scb, mb;
+    k4_scale_min(blk + 4, ga, sca, ma);
+    k4_scale_min(blk + 4, gb, scb, mb);
+    const float dla = __fmul_rn(d, (float)sca), mla = __fmul_rn(dmin, (float)ma);
+    const float dlb = __fmul_rn(d, (float)scb), mlb = __fmul_rn(dmin, (float)mb);
+    const u32 q = ld32u(blk + (DT == DT_Q4_K ? 16 : 48) + c4 * 32 + l0);
+    u32 qh = 0;
+    if (DT == DT_Q5_K) qh = ld32u(blk + 16 + l0);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      int qa = nib(q, i, 0), qb = nib(q, i, 1);
+      if (DT == DT_Q5_K) {
+        const u32 hb = (qh >> (8 * i)) & 0xFF;
+        qa |= ((hb >> ga) & 1) << 4;
+        qb |= ((hb >> gb) & 1) << 4;
+      }
+      v[i] = __fsub_rn(__fmul_rn(dla, (float)qa), mla);
+      v[4 + i] = __fsub_rn(__fmul_rn(dlb, (float)qb), mlb);
+    }
+  } else if (DT == DT_Q6_K) {
+    const int h = c >> 4, j0 = (c & 15) * 4;
+    a = h * 128 + j0;
+    b = h * 128 + 64 + j0;
+    const float d = ldh(blk + 208);
+    const u32 ql = ld32u(blk + h * 64 + j0);
+    const u32 qh = ld32u(blk + 128 + h * 32 + (j0 & 31));
+    const int sh = 2 * (j0 >> 5);  // j0..j0+3 share j/32
+    const float dla = __fmul_rn(d, (float)(i8)blk[192 + a / 16]);
+    const float dlb = __fmul_rn(d, (float)(i8)blk[192 + b / 16]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const u32 hb = (qh >> (8 * i)) & 0xFF;
+      const int qa = (nib(ql, i, 0) | (int)(((hb >> sh) & 3) << 4)) - 32;
+      const int qb = (nib(ql, i, 1) | (int)(((hb >> (sh + 4)) & 3) << 4)) - 32;
+      v[i] = __fmul_rn(dla, (float)qa);
+      v[4 + i] = __fmul_rn(dlb, (float)qb);
+    }
+  }
+}

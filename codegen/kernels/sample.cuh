@@ -1,0 +1,157 @@
+// sample.cuh: lm_head_sample = last row, rms_norm, LM head (GEMV into the
+// logits buffer), then sampling by the last block to finish (threadfence
+// reduction: a completion counter in step->pad[0], reset by that block).
+// Sampling: greedy (argmax, lowest index on ties) when temperature <= 0; else
+// softmax(logits / T) restricted to the top-k logits (top_k > 0) and then to
+// the smallest top set with probability mass >= top_p (top_p < 1). Both cuts
+// are value thresholds found by bisection (ties at a cut are all kept). The
+// draw uses splitmix64(seed ^ step * golden) -> u in [0, 1), and the token is
+// the first in index order whose inclusive prefix mass exceeds u * mass.
+
+__device__ __forceinline__ u64 splitmix64(u64 z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+#define SAMPLE_THREADS (32 * GEMV_WARPS)
+
+__device__ __forceinline__ float block_max(float v, float* red) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) red[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    float s = lane < nw ? red[lane] : -INFINITY;
+    s = warp_max(s);
+    if (lane == 0) red[32] = s;
+  }
+  __syncthreads();
+  return red[32];
+}
+
+// Whole block: returns the sampled token id over logits[0..V).
+__device__ int sample_block(const float* logits, int V, const KilnStep* step) {
+  __shared__ float red[33];
+  __shared__ float part[SAMPLE_THREADS];
+  __shared__ int found;
+  const int tid = threadIdx.x, nthr = blockDim.x;
+  float mx = -INFINITY, mn = INFINITY;
+  for (int i = tid; i < V; i += nthr) {
+    const float v = __ldcg(logits + i);
+    mx = fmaxf(mx, v);
+    mn = fminf(mn, v);
+  }
+  mx = block_max(mx, red);
+  mn = -block_max(-mn, red);
+  // argmax (lowest index among the maxima)
+  int bi = V;
+  for (int i = tid; i < V; i += nthr)
+    if (__ldcg(logits + i) == mx) { bi = i; break; }
+  bi = -(int)block_max(-(float)bi, red);  // exact for V < 2^24
+  const float temp = step->temperature;
+  if (!(temp > 0.f) || bi >= V) return bi >= V ? 0 : bi;
+  const float invt = 1.0f / temp;
+  float thr = mn;
+  const int k = step->top_k;
+  if (k > 0 && k < V) {  // largest thr with count(l >= thr) >= k
+    float lo = mn, hi = mx;
+    for (int it = 0; it < 40 && lo < hi; ++it) {
+      const float mid = lo + (hi - lo) * 0.5f;
+      if (mid <= lo || mid >= hi) break;
+      float c = 0.f;
+      for (int i = tid; i < V; i += nthr) c += __ldcg(logits + i) >= mid ? 1.f : 0.f;
+      c = block_sum(c, red);
+      if (c >= (float)k) lo = mid; else hi = mid;
+    }
+    thr = lo;
+  }
+  float z = 0.f;
+  for (int i = tid; i < V; i += nthr) {
+    const float v = __ldcg(logits + i);
+    if (v >= thr) z += expf((v - mx) * invt);
+  }
+  z = block_sum(z, red);
+  const float p = step->top_p;
+  if (p < 1.f) {  // largest thr' >= thr with mass(l >= thr') >= p * z
+    float lo = thr, hi = mx;
+    for (int it = 0; it < 40 && lo < hi; ++it) {
+      const float mid = lo + (hi - lo) * 0.5f;
+      if (mid <= lo || mid >= hi) break;
+      float s = 0.f;
+      for (int i = tid; i < V; i += nthr) {
+        const float v = __ldcg(logits + i);
+        if (v >= mid) s += expf((v - mx) * invt);
+      }
+      s = block_sum(s, red);
+      if (s >= p * z) lo = mid; else hi = mid;
+    }
+    // mass at hi may still reach p (the top value alone); prefer the tighter cut
+    float s = 0.f;
+    for (int i = tid; i < V; i += nthr) {
+      const float v = __ldcg(logits + i);
+      if (v >= hi) s += expf((v - mx) * invt);
+    }
+    s = block_sum(s, red);
+    thr = s >= p * z ? hi : lo;
+  }
+  // mass of the kept set, per contiguous segment of the vocab
+  const int seg = (V + nthr - 1) / nthr;
+  const int b0 = tid * seg, b1 = min(V, b0 + seg);
+  float ps = 0.f;
+  for (int i = b0; i < b1; ++i) {
+    const float v = __ldcg(logits + i);
+    if (v >= thr) ps += expf((v - mx) * invt);
+  }
+  part[tid] = ps;
+  if (tid == 0) found = -1;
+  __syncthreads();
+  const u64 seed = ((u64)step->seed_hi << 32) | step->seed_lo;
+  const u64 rnd = splitmix64(seed ^ ((u64)step->step * 0xD1B54A32D192ED03ull));
+  const float u = (float)(rnd >> 40) * (1.0f / 16777216.0f);
+  float pre = 0.f, total = 0.f;
+  for (int i = 0; i < nthr; ++i) { if (i < tid) pre += part[i]; total += part[i]; }
+  const float target = u * total;
+  if (ps > 0.f && target >= pre && target < pre + ps) {
+    float run = pre;
+    int pick = -1, lastk = -1;
+    for (int i = b0; i < b1; ++i) {
+      const float v = __ldcg(logits + i);
+      if (v >= thr) {
+        lastk = i;
+        run += expf((v - mx) * invt);
+        if (target < run) { pick = i; break; }
+      }
+    }
+    atomicMax(&found, pick >= 0 ? pick : lastk);
+  }
+  __syncthreads();
+  return found >= 0 ? found : bi;
+}
+
+// Launch: grid ceil(V / GEMV_WARPS), block 32*GEMV_WARPS.
+template <int DT, int GDT>
+__device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, const void* __restrict__ g,
+                                                 const u8* __restrict__ w, i32* __restrict__ out,
+                                                 float* __restrict__ logits, i32* __restrict__ tokens,
+                                                 KilnStep* step, int K, int V, float eps) {
+  __shared__ int is_last;
+  const int nt = step->n_tokens;
+  if (nt <= 0) return;
+  mm_gemv<DT, GDT, MM_RMS, 1>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps);
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) is_last = atomicAdd((u32*)&step->pad[0], 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  const int tok = sample_block(logits, V, step);
+  if (threadIdx.x == 0) {
+    out[0] = tok;
+    step->out_token = tok;
+    if (tokens) tokens[0] = tok;
+    step->pad[0] = 0;
+  }
+}

@@ -1,0 +1,199 @@
+// fuse-qkv-rope-store: the attention input block of a llama layer
+//
+//   q = matmul(x, wq) [+ bq]      k = matmul(x, wk) [+ bk]      v = matmul(x, wv) [+ bv]
+//   q' = rope(q, pos)   k' = rope(k, pos)   kc' = kv_store(kc, k', pos)   vc' = kv_store(vc, v, pos)
+//
+// becomes one projection with the weight rows concatenated (q rows, then k,
+// then v; source "wq+wk+wv", bias "bq+bk+bv") and one rope_store that ropes
+// q and k and appends k and v to the caches:
+//
+//   qkv = matmul(x, wqkv) [+ bqkv];   q', kc', vc' = rope_store(qkv, pos, kc, vc [, freq_factors])
+//
+// q', kc', vc' keep their value ids and names, so their users are unchanged.
+// The output columns of a matmul do not depend on each other, so the fused
+// projection computes exactly the same numbers.
+#include <optional>
+
+#include "compiler/passes/passes.h"
+#include "compiler/passes/rewrite.h"
+
+namespace kiln::passes {
+namespace {
+
+using ir::Graph;
+using ir::Node;
+using ir::OpKind;
+using ir::ValueId;
+
+// A projection feeding the rope / kv_store: matmul(x, w) [-> add(., bias)].
+struct Proj {
+  int mm = -1, add = -1;  // node indices
+  ValueId x = ir::kNoValue, w = ir::kNoValue, bias = ir::kNoValue;
+};
+
+// v must be used once (by the rope / kv_store) and come from a projection of
+// x whose intermediate values are used only inside the projection.
+std::optional<Proj> projection(const Graph& g, const Uses& u, ValueId v) {
+  if (!u.single_use(v)) return std::nullopt;
+  Proj p;
+  const Node* n = u.def(g, v);
+  if (!n) return std::nullopt;
+  if (n->op == OpKind::Add) {
+    p.add = u.def_index(v);
+    ValueId b = n->inputs[1];
+    if (!is_weight(g, b) || g.value(b).shape.size() != 1 || g.value(b).dtype != ir::DType::F32) return std::nullopt;
+    p.bias = b;
+    ValueId mm_out = n->inputs[0];
+    if (!u.single_use(mm_out)) return std::nullopt;
+    n = u.def(g, mm_out);
+    if (!n) return std::nullopt;
+    v = mm_out;
+  }
+  if (n->op != OpKind::MatMul || n->outputs.size() != 1 || !n->attrs.empty()) return std::nullopt;
+  p.mm = u.def_index(v);
+  p.x = n->inputs[0];
+  p.w = n->inputs[1];
+  const ir::Value& w = g.value(p.w);
+  if (!is_weight(g, p.w) || w.shape.size() != 2 || !w.shape[0].is_static() || !w.shape[1].is_static())
+    return std::nullopt;
+  if (p.bias != ir::kNoValue && !same_shape(g.value(p.bias).shape, {w.shape[0]})) return std::nullopt;
+  return p;
+}
+
+bool rope_attrs_ok(const Node& n) {
+  return n.op == OpKind::Rope && has_exactly_attrs(n, {"n_heads", "head_dim", "n_rot", "theta", "mode"});
+}
+
+bool same_rope(const Node& a, const Node& b) {
+  return a.attr_int("head_dim") == b.attr_int("head_dim") && a.attr_int("n_rot") == b.attr_int("n_rot") &&
+         a.attr_float("theta") == b.attr_float("theta") && a.attr_str("mode") == b.attr_str("mode") &&
+         a.inputs.size() == b.inputs.size() && (a.inputs.size() < 3 || a.inputs[2] == b.inputs[2]);
+}
+
+// Tries to fuse the block whose k rope is node `rk_i`; true if it did.
+bool try_fuse(Graph& g, size_t rk_i) {
+  Uses u(g);
+  const auto& nodes = g.nodes();
+  const Node& rk = nodes[rk_i];
+  if (!rope_attrs_ok(rk)) return false;
+  const ValueId pos = rk.inputs[1];
+  const Node* ks = u.sole_consumer(g, rk.outputs[0]);
+  if (!ks || ks->op != OpKind::KvStore || ks->inputs[1] != rk.outputs[0] || ks->inputs[2] != pos) return false;
+  const size_t ks_i = u.consumers[static_cast<size_t>(rk.outputs[0])][0];
+  auto pk = projection(g, u, rk.inputs[0]);
+  if (!pk) return false;
+  const ValueId x = pk->x;
+
+  // The v store and the q rope: exactly one candidate each, on the same x and pos.
+  std::optional<Proj> pv, pq;
+  int vs_i = -1, rq_i = -1, n_v = 0, n_q = 0;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = nodes[i];
+    if (i == ks_i || i == rk_i) continue;
+    if (n.op == OpKind::KvStore && n.inputs[2] == pos) {
+      auto p = projection(g, u, n.inputs[1]);
+      if (p && p->x == x) {
+        ++n_v;
+        pv = p;
+        vs_i = static_cast<int>(i);
+      }
+    } else if (n.op == OpKind::Rope && n.inputs[1] == pos) {
+      auto p = projection(g, u, n.inputs[0]);
+      if (p && p->x == x) {
+        ++n_q;
+        pq = p;
+        rq_i = static_cast<int>(i);
+      }
+    }
+  }
+  if (n_v != 1 || n_q != 1) return false;
+  const Node& vs = nodes[static_cast<size_t>(vs_i)];
+  const Node& rq = nodes[static_cast<size_t>(rq_i)];
+  if (!rope_attrs_ok(rq) || !same_rope(rq, rk)) return false;
+
+  // Weights: one dtype and row length; biases on all three or none.
+  const ir::Value &wq = g.value(pq->w), &wk = g.value(pk->w), &wv = g.value(pv->w);
+  if (wq.dtype != wk.dtype || wq.dtype != wv.dtype) return false;
+  if (wq.shape[1].value != wk.shape[1].value || wq.shape[1].value != wv.shape[1].value) return false;
+  if (pq->w == pk->w || pq->w == pv->w || pk->w == pv->w) return false;
+  const bool bias = pq->bias != ir::kNoValue;
+  if ((pk->bias != ir::kNoValue) != bias || (pv->bias != ir::kNoValue) != bias) return false;
+
+  const int64_t nh = rq.attr_int("n_heads"), nkv = rk.attr_int("n_heads"), hd = rk.attr_int("head_dim");
+  if (wq.shape[0].value != nh * hd || wk.shape[0].value != nkv * hd || wv.shape[0].value != nkv * hd) return false;
+
+  // Caches: two distinct states of one type and shape, each used only by its store.
+  const ValueId kc = ks->inputs[0], vc = vs.inputs[0];
+  if (kc == vc || g.value(kc).kind != ir::ValueKind::State || g.value(vc).kind != ir::ValueKind::State) return false;
+  if (g.value(kc).dtype != g.value(vc).dtype || !same_shape(g.value(kc).shape, g.value(vc).shape)) return false;
+  if (!u.single_use(kc) || !u.single_use(vc)) return false;
+  if (ks->outputs.size() != 1 || vs.outputs.size() != 1 || rq.outputs.size() != 1) return false;
+
+  // Build the replacement.
+  const int64_t n_all = (nh + 2 * nkv) * hd;
+  const ir::Shape rows{g.value(x).shape[0], ir::Dim::fixed(n_all)};
+  const Node& mq = nodes[static_cast<size_t>(pq->mm)];
+  const ValueId q_rope = rq.outputs[0], kc_out = ks->outputs[0], vc_out = vs.outputs[0];
+  const ir::Attrs attrs{{"n_heads", nh},
+                        {"n_kv_heads", nkv},
+                        {"head_dim", hd},
+                        {"n_rot", rk.attr_int("n_rot")},
+                        {"theta", rk.attr_float("theta")},
+                        {"mode", rk.attr_str("mode")}};
+  std::vector<ValueId> rs_in_tail{pos, kc, vc};
+  if (rk.inputs.size() == 3) rs_in_tail.push_back(rk.inputs[2]);
+  std::vector<size_t> remove{static_cast<size_t>(pq->mm), static_cast<size_t>(pk->mm), static_cast<size_t>(pv->mm),
+                             static_cast<size_t>(rq_i), rk_i, ks_i, static_cast<size_t>(vs_i)};
+  std::string q_name = g.value(mq.outputs[0]).name, bias_name;
+  ValueId bq = pq->bias, bk = pk->bias, bv = pv->bias;
+  if (bias) {
+    for (int a : {pq->add, pk->add, pv->add}) remove.push_back(static_cast<size_t>(a));
+    bias_name = g.value(nodes[static_cast<size_t>(pq->add)].outputs[0]).name;
+  }
+  const std::string w_name = derive_name(g, wq.name, "attn_q", "attn_qkv");
+  const std::string w_src = wq.source + "+" + wk.source + "+" + wv.source;
+  const ir::DType w_dt = wq.dtype;
+  const ir::Dim K = wq.shape[1];
+
+  Rewriter rw(g);
+  for (size_t r : remove) rw.remove(r);
+  ValueId w = rw.new_weight(w_name, w_dt, {ir::Dim::fixed(n_all), K}, w_src);
+  ValueId qkv = rw.new_temp(derive_name(g, q_name, "q", "qkv"), ir::DType::F32, rows);
+  rw.add(Node{OpKind::MatMul, {x, w}, {qkv}, {}});
+  if (bias) {
+    const ir::Value b0 = g.value(bq);  // a copy: new values may move the table
+    ValueId b = rw.new_weight(derive_name(g, b0.name, "attn_q", "attn_qkv"), b0.dtype, {ir::Dim::fixed(n_all)},
+                              b0.source + "+" + g.value(bk).source + "+" + g.value(bv).source);
+    ValueId qkvb = rw.new_temp(derive_name(g, bias_name, "q_bias", "qkv_bias"), ir::DType::F32, rows);
+    rw.add(Node{OpKind::Add, {qkv, b}, {qkvb}, {}});
+    qkv = qkvb;
+  }
+  std::vector<ValueId> rs_in{qkv};
+  rs_in.insert(rs_in.end(), rs_in_tail.begin(), rs_in_tail.end());
+  rw.add(Node{OpKind::RopeStore, rs_in, {q_rope, kc_out, vc_out}, attrs});
+  return rw.commit();
+}
+
+bool run(Graph& g) {
+  bool changed = false;
+  for (bool again = true; again;) {
+    again = false;
+    for (size_t i = 0; i < g.nodes().size(); ++i) {
+      if (g.nodes()[i].op != OpKind::Rope) continue;
+      if (try_fuse(g, i)) {
+        changed = again = true;
+        break;
+      }
+    }
+  }
+  return changed;
+}
+
+}  // namespace
+
+Pass fuse_qkv_rope_store_pass() {
+  return {"fuse-qkv-rope-store",
+          "q/k/v projections + rope + kv_store -> one matmul (weights \"q+k+v\") + rope_store", run};
+}
+
+}  // namespace kiln::passes

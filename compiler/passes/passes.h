@@ -1,0 +1,17 @@
+// The individual passes of the default pipeline, one file each. Each returns
+// a Pass whose run() rewrites every exact match of its pattern and returns
+// whether it changed the graph; anything that does not match exactly
+// (extra consumers, other dtypes or shapes, unknown attributes) is left as is.
+#pragma once
+#include "compiler/passes/pipeline.h"
+
+namespace kiln::passes {
+
+Pass fuse_qkv_rope_store_pass();   // "fuse-qkv-rope-store"
+Pass fuse_gate_up_swiglu_pass();   // "fuse-gate-up-swiglu"
+Pass fuse_residual_pass();         // "fuse-residual"
+Pass fold_rms_norm_pass();         // "fold-rms-norm"
+Pass fuse_lm_head_sample_pass();   // "fuse-lm-head-sample"
+Pass dce_pass();                   // "dce"
+
+}  // namespace kiln::passes

@@ -1,0 +1,389 @@
+// codegen tests (no GPU): targets, lowering launch configs, unsupported
+// inputs, the NVRTC kernel cache, and NVRTC compilation of every kernel
+// variant (op x dtype x mode) for every supported SM.
+#include "codegen/codegen.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "tests/codegen/op_cases.h"
+
+namespace kiln::codegen {
+namespace {
+namespace fs = std::filesystem;
+using testcases::OpCase;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() /
+           ("kiln_codegen_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  static std::atomic<int>& counter() {
+    static std::atomic<int> c{0};
+    return c;
+  }
+};
+
+TEST(Codegen, ParseTarget) {
+  EXPECT_EQ(parse_target("sm_90"), 90);
+  EXPECT_EQ(parse_target("sm_75"), 75);
+  for (int sm : supported_sms()) EXPECT_EQ(parse_target("sm_" + std::to_string(sm)), sm);
+  for (const char* bad : {"sm_70", "sm_", "90", "compute_90", "sm_9x", "sm_100000000000"}) {
+    try {
+      parse_target(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("sm_90"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Codegen, EmbeddedKernelFiles) {
+  EXPECT_NE(kernel_file("common.cuh").find("struct KilnStep"), std::string_view::npos);
+  EXPECT_NE(kernel_file("dequant.cuh").find("deq8"), std::string_view::npos);
+  EXPECT_THROW(kernel_file("nope.cuh"), Error);
+}
+
+// Counts the parameters declared in the entry's signature in the source.
+size_t signature_params(const KernelSource& k) {
+  const std::string needle = " " + k.entry + "(";
+  const size_t at = k.source.find(needle);
+  if (at == std::string::npos) return static_cast<size_t>(-1);
+  const size_t open = at + needle.size(), close = k.source.find(')', open);
+  const std::string sig = k.source.substr(open, close - open);
+  if (sig.find_first_not_of(' ') == std::string::npos) return 0;
+  return static_cast<size_t>(std::count(sig.begin(), sig.end(), ',')) + 1;
+}
+
+bool is_fused(ir::OpKind k) {
+  return k == ir::OpKind::RmsMatMul || k == ir::OpKind::MatMulAdd || k == ir::OpKind::RmsMatMulSwiGlu ||
+         k == ir::OpKind::RopeStore || k == ir::OpKind::LmHeadSample;
+}
+
+TEST(Codegen, LowerLaunchConfigsAreSane) {
+  int lowered = 0;
+  for (const OpCase& c : testcases::all_cases({1, 3, 20}, 20)) {
+    const ir::Node& n = c.g.nodes()[0];
+    for (Mode mode : {Mode::Eager, Mode::Compiled}) {
+      SCOPED_TRACE(c.name + (mode == Mode::Eager ? " eager" : " compiled"));
+      if (mode == Mode::Eager && is_fused(n.op)) {
+        try {
+          lower(c.g, n, c.bucket, 90, mode);
+          ADD_FAILURE() << "fused op lowered in eager mode";
+        } catch (const Error& e) {
+          EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+        }
+        continue;
+      }
+      const Lowered l = lower(c.g, n, c.bucket, 90, mode);
+      ++lowered;
+      EXPECT_GE(l.block[0], 32u);
+      EXPECT_LE(l.block[0] * l.block[1] * l.block[2], 1024u);
+      EXPECT_EQ(l.block[0] % 32, 0u);
+      for (int i = 0; i < 3; ++i) EXPECT_GE(l.grid[static_cast<size_t>(i)], 1u);
+      EXPECT_LE(l.grid[1], 65535u);
+      EXPECT_LE(l.grid[2], 65535u);
+      EXPECT_EQ(l.smem, 0u);
+      int steps = 0;
+      for (const Param& p : l.params) {
+        switch (p.kind) {
+          case ParamKind::Input:
+            EXPECT_GE(p.index, 0);
+            EXPECT_LT(static_cast<size_t>(p.index), n.inputs.size());
+            break;
+          case ParamKind::Output:
+            EXPECT_GE(p.index, 0);
+            EXPECT_LT(static_cast<size_t>(p.index), n.outputs.size());
+            break;
+          case ParamKind::Step: ++steps; break;
+          default: break;
+        }
+      }
+      EXPECT_EQ(steps, 1) << "every kernel reads KilnStep";
+      EXPECT_EQ(signature_params(l.kernel), l.params.size()) << l.kernel.entry;
+      // compiled kernels carry no shape scalars; eager ones carry them as params
+      if (mode == Mode::Compiled) {
+        for (const Param& p : l.params) EXPECT_TRUE(p.kind != ParamKind::I32 && p.kind != ParamKind::F32);
+      }
+      // the grid covers every token row and output column
+      const ir::Value& out = c.g.value(n.outputs[0]);
+      if (n.op == ir::OpKind::MatMul || n.op == ir::OpKind::RmsMatMul || n.op == ir::OpKind::MatMulAdd ||
+          n.op == ir::OpKind::RmsMatMulSwiGlu) {
+        const int64_t N = out.shape[1].value;
+        const bool gemv = l.block[0] == 128;
+        if (gemv) {
+          EXPECT_GE(int64_t(l.grid[0]) * 4, N);
+          EXPECT_LE(c.bucket, 4);
+        } else {
+          EXPECT_GE(int64_t(l.grid[1]) * 16, c.bucket);
+        }
+      }
+      if (n.op == ir::OpKind::Attention) {
+        EXPECT_EQ(l.grid[0], static_cast<uint32_t>(n.attr_int("n_heads")));
+        EXPECT_EQ(l.grid[1], static_cast<uint32_t>(c.bucket));
+      }
+    }
+  }
+  EXPECT_GT(lowered, 100);
+}
+
+TEST(Codegen, EagerKernelsShareOneModulePerDtype) {
+  const auto cases = testcases::all_cases({1}, 4);
+  std::map<std::string, std::set<uint64_t>> by_dtype;
+  for (const OpCase& c : cases) {
+    if (is_fused(c.g.nodes()[0].op)) continue;
+    Lowered l = lower(c.g, c.g.nodes()[0], c.bucket, 80, Mode::Eager);
+    by_dtype[testcases::dn(c.dtype)].insert(l.kernel.hash);
+  }
+  std::set<uint64_t> all;
+  for (const auto& m : eager_modules()) all.insert(m.hash);
+  for (const auto& [dt, hashes] : by_dtype) {
+    EXPECT_LE(hashes.size(), dt == "f32" ? 1u : 2u) << dt;  // its own module (+ the f32 one for silu etc.)
+    for (uint64_t h : hashes) EXPECT_TRUE(all.count(h)) << dt;
+  }
+}
+
+TEST(Codegen, CompiledKernelsAreSharedAcrossIdenticalNodes) {
+  // Two layers with the same shapes lower to one source.
+  testcases::OpCase a = testcases::matmul_case(ir::OpKind::MatMul, ir::DType::Q4_1, 1);
+  ir::Graph g = a.g;
+  auto x2 = g.add_input("x2", ir::DType::F32, {testcases::tok(1), testcases::fx(160)});
+  auto w2 = g.add_weight("w2", ir::DType::Q4_1, {testcases::fx(70), testcases::fx(160)}, "w2");
+  g.add_node(ir::OpKind::MatMul, {x2, w2}, {}, "y2", ir::DType::F32, {testcases::tok(1), testcases::fx(70)});
+  const Lowered l0 = lower(g, g.nodes()[0], 1, 90, Mode::Compiled);
+  const Lowered l1 = lower(g, g.nodes()[1], 1, 90, Mode::Compiled);
+  EXPECT_EQ(l0.kernel.hash, l1.kernel.hash);
+  EXPECT_EQ(l0.kernel.entry, l1.kernel.entry);
+  // a different bucket (decode vs prefill) is a different specialisation
+  const Lowered l2 = lower(g, g.nodes()[0], 16, 90, Mode::Compiled);
+  EXPECT_NE(l0.kernel.hash, l2.kernel.hash);
+}
+
+TEST(Codegen, UnsupportedInputsThrow) {
+  auto code_of = [](auto&& fn) -> std::optional<ErrorCode> {
+    try {
+      fn();
+    } catch (const Error& e) {
+      EXPECT_FALSE(std::string(e.what()).empty());
+      return e.code();
+    }
+    return std::nullopt;
+  };
+  {  // i32 weight
+    ir::Graph g = testcases::base_graph(1);
+    auto x = g.add_input("x", ir::DType::F32, {testcases::tok(1), testcases::fx(64)});
+    auto w = g.add_weight("w", ir::DType::I32, {testcases::fx(8), testcases::fx(64)}, "w");
+    g.add_node(ir::OpKind::MatMul, {x, w}, {}, "y", ir::DType::F32, {testcases::tok(1), testcases::fx(8)});
+    for (Mode m : {Mode::Eager, Mode::Compiled})
+      EXPECT_EQ(code_of([&] { lower(g, g.nodes()[0], 1, 90, m); }), ErrorCode::kUnsupported);
+  }
+  {  // q4_k rows must hold whole 256-element super-blocks
+    ir::Graph g = testcases::base_graph(1);
+    auto x = g.add_input("x", ir::DType::F32, {testcases::tok(1), testcases::fx(160)});
+    auto w = g.add_weight("w", ir::DType::Q4_K, {testcases::fx(8), testcases::fx(160)}, "w");
+    g.add_node(ir::OpKind::MatMul, {x, w}, {}, "y", ir::DType::F32, {testcases::tok(1), testcases::fx(8)});
+    EXPECT_EQ(code_of([&] { lower(g, g.nodes()[0], 1, 90, Mode::Compiled); }), ErrorCode::kUnsupported);
+  }
+  {  // head_dim above 256
+    ir::Graph g = testcases::base_graph(1);
+    auto q = g.add_input("q", ir::DType::F32, {testcases::tok(1), testcases::fx(512)});
+    auto k = g.add_input("k", ir::DType::F32, {testcases::fx(8), testcases::fx(512)});
+    auto v = g.add_input("v", ir::DType::F32, {testcases::fx(8), testcases::fx(512)});
+    auto p = g.add_input("pos", ir::DType::I32, {testcases::tok(1)});
+    g.add_node(ir::OpKind::Attention, {q, k, v, p},
+               {{"n_heads", int64_t(1)}, {"n_kv_heads", int64_t(1)}, {"head_dim", int64_t(512)}, {"scale", 0.1}},
+               "y", ir::DType::F32, {testcases::tok(1), testcases::fx(512)});
+    EXPECT_EQ(code_of([&] { lower(g, g.nodes()[0], 1, 90, Mode::Compiled); }), ErrorCode::kUnsupported);
+  }
+  {  // lm_head_sample without its logits output
+    testcases::OpCase c = testcases::lm_head_case(ir::DType::Q8_0, 1);
+    c.g.nodes()[0].outputs.resize(1);
+    EXPECT_EQ(code_of([&] { lower(c.g, c.g.nodes()[0], 1, 90, Mode::Compiled); }), ErrorCode::kInvalidArgument);
+  }
+  {  // unsupported SM and bucket
+    testcases::OpCase c = testcases::matmul_case(ir::OpKind::MatMul, ir::DType::Q8_0, 1);
+    EXPECT_EQ(code_of([&] { lower(c.g, c.g.nodes()[0], 1, 70, Mode::Compiled); }), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(code_of([&] { lower(c.g, c.g.nodes()[0], 0, 90, Mode::Compiled); }), ErrorCode::kInvalidArgument);
+  }
+}
+
+KernelSource tiny_kernel(const std::string& body_suffix = "") {
+  KernelSource k;
+  k.entry = "kiln_tiny";
+  k.source = std::string(kernel_file("common.cuh")) +
+             "extern \"C\" __global__ void kiln_tiny(float* y, const KilnStep* s) { if (threadIdx.x < s->n_tokens) "
+             "y[threadIdx.x] = 2.f * y[threadIdx.x]; }\n" + body_suffix;
+  k.options = {"-std=c++17"};
+  k.hash = 0;
+  return k;
+}
+
+TEST(Codegen, CacheHitMissAndCorruption) {
+  TempDir dir;
+  const KernelSource k = tiny_kernel();
+  const uint64_t c0 = nvrtc_compile_count();
+  const CompiledKernel a = compile(k, 90, dir.path.string());
+  EXPECT_EQ(nvrtc_compile_count(), c0 + 1);  // miss
+  ASSERT_GE(a.cubin.size(), 4u);
+  EXPECT_EQ(a.cubin[0], 0x7f);
+  EXPECT_EQ(a.cubin[1], 'E');
+  EXPECT_NE(a.ptx.find(".entry kiln_tiny"), std::string::npos);
+  const fs::path entry = dir.path / (cache_key(k, 90) + ".kc");
+  ASSERT_TRUE(fs::exists(entry));
+  for (const auto& f : fs::directory_iterator(dir.path))  // no temp files left behind
+    EXPECT_EQ(f.path().extension(), ".kc") << f.path();
+
+  const CompiledKernel b = compile(k, 90, dir.path.string());
+  EXPECT_EQ(nvrtc_compile_count(), c0 + 1);  // hit
+  EXPECT_EQ(a.cubin, b.cubin);
+  EXPECT_EQ(a.ptx, b.ptx);
+
+  // other SM, other options, other source: other keys (misses)
+  EXPECT_NE(cache_key(k, 90), cache_key(k, 80));
+  KernelSource k2 = k;
+  k2.options.push_back("-lineinfo");
+  EXPECT_NE(cache_key(k, 90), cache_key(k2, 90));
+  compile(k, 80, dir.path.string());
+  EXPECT_EQ(nvrtc_compile_count(), c0 + 2);
+
+  // corruption: a flipped payload byte, then a truncated file, then garbage
+  const auto size = fs::file_size(entry);
+  for (int mode = 0; mode < 3; ++mode) {
+    {
+      std::fstream f(entry, std::ios::in | std::ios::out | std::ios::binary);
+      ASSERT_TRUE(f);
+      if (mode == 0) {
+        f.seekg(static_cast<std::streamoff>(size - 10));
+        char ch;
+        f.read(&ch, 1);
+        ch = static_cast<char>(ch ^ 0x5a);
+        f.seekp(static_cast<std::streamoff>(size - 10));
+        f.write(&ch, 1);
+      }
+    }
+    if (mode == 1) fs::resize_file(entry, size / 2);
+    if (mode == 2) std::ofstream(entry, std::ios::binary | std::ios::trunc) << "not a cache entry";
+    const uint64_t before = nvrtc_compile_count();
+    const CompiledKernel c = compile(k, 90, dir.path.string());
+    EXPECT_EQ(nvrtc_compile_count(), before + 1) << "corrupt entry " << mode << " was used";
+    EXPECT_EQ(c.cubin, a.cubin);
+    EXPECT_EQ(fs::file_size(entry), size) << "entry rebuilt";
+    compile(k, 90, dir.path.string());
+    EXPECT_EQ(nvrtc_compile_count(), before + 1) << "rebuilt entry is a hit";
+  }
+
+  // no cache dir: always compiles; an unusable cache dir is not an error
+  const uint64_t before = nvrtc_compile_count();
+  compile(k, 90, "");
+  EXPECT_EQ(nvrtc_compile_count(), before + 1);
+  std::ofstream(dir.path / "file") << "x";
+  EXPECT_NO_THROW(compile(k, 90, (dir.path / "file" / "sub").string()));
+}
+
+TEST(Codegen, CompileErrorCarriesNvrtcLog) {
+  KernelSource k = tiny_kernel("this is not CUDA;\n");
+  try {
+    compile(k, 90, "");
+    FAIL() << "bad source compiled";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInternal);
+    EXPECT_NE(std::string(e.what()).find("error"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("kiln_tiny"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(compile(tiny_kernel(), 70, ""), Error);
+}
+
+TEST(Codegen, DefaultCacheDir) {
+  const char* old = std::getenv("XDG_CACHE_HOME");
+  const std::string saved = old ? old : "";
+  ::setenv("XDG_CACHE_HOME", "/tmp/xdg_kiln_test", 1);
+  EXPECT_EQ(default_cache_dir(), "/tmp/xdg_kiln_test/kiln/kernels");
+  if (old) ::setenv("XDG_CACHE_HOME", saved.c_str(), 1);
+  else ::unsetenv("XDG_CACHE_HOME");
+}
+
+// "CI compiles every kernel variant for every supported SM": every lowered
+// source (both modes, decode and prefill paths) and every eager module, for
+// every SM, through NVRTC, with the cache in a temp dir so identical sources
+// compile once. Checks the CUBIN is an ELF and the PTX defines the entry.
+TEST(Codegen, EveryVariantCompilesForEverySupportedSm) {
+  struct Job {
+    KernelSource k;
+    std::set<std::string> entries;
+  };
+  std::map<uint64_t, Job> jobs;
+  for (const KernelSource& m : eager_modules()) jobs[m.hash].k = m;
+  // To stay within the CI budget the fused matmul ops take the GEMV path
+  // (bucket 1) for every other weight dtype and the tiled path (bucket 20)
+  // for the rest; plain matmul takes both paths for every dtype.
+  std::map<ir::DType, size_t> dtype_index;
+  for (ir::DType t : testcases::weight_dtypes()) dtype_index.emplace(t, dtype_index.size());
+  for (const OpCase& c : testcases::all_cases({1, 20}, 20)) {
+    const ir::Node& n = c.g.nodes()[0];
+    const bool fused_mm = n.op == ir::OpKind::RmsMatMul || n.op == ir::OpKind::MatMulAdd ||
+                          n.op == ir::OpKind::RmsMatMulSwiGlu;
+    if (fused_mm && c.bucket != (dtype_index.at(c.dtype) % 2 ? 20 : 1)) continue;
+    for (Mode mode : {Mode::Eager, Mode::Compiled}) {
+      if (mode == Mode::Eager && is_fused(n.op)) continue;
+      const Lowered l = lower(c.g, n, c.bucket, 90, mode);
+      Job& j = jobs[l.kernel.hash];
+      if (j.k.source.empty()) j.k = l.kernel;
+      j.entries.insert(l.kernel.entry);
+    }
+  }
+  std::vector<std::pair<const Job*, int>> work;
+  for (const auto& [h, j] : jobs)
+    for (int sm : supported_sms()) work.emplace_back(&j, sm);
+  TempDir dir;
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  std::vector<std::string> failures;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto worker = [&] {
+    for (size_t i; (i = next++) < work.size();) {
+      const auto& [job, sm] = work[i];
+      try {
+        const CompiledKernel ck = compile(job->k, sm, dir.path.string());
+        std::string bad;
+        if (ck.cubin.size() < 4 || ck.cubin[0] != 0x7f || ck.cubin[1] != 'E') bad = "no ELF cubin";
+        for (const auto& e : job->entries)
+          if (ck.ptx.find(".entry " + e + "(") == std::string::npos) bad += " missing entry " + e;
+        if (!bad.empty()) {
+          std::lock_guard<std::mutex> lock(mu);
+          failures.push_back(job->k.entry + " sm_" + std::to_string(sm) + ": " + bad);
+        }
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(mu);
+        failures.push_back(job->k.entry + " sm_" + std::to_string(sm) + ": " + e.what());
+      }
+    }
+  };
+  const unsigned nthreads = std::max(2u, std::thread::hardware_concurrency());
+  std::vector<std::thread> threads;
+  for (unsigned i = 0; i < nthreads; ++i) threads.emplace_back(worker);
+  for (auto& t : threads) t.join();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("compiled %zu sources x %zu SMs = %zu NVRTC runs in %.1f s (%u threads)\n", jobs.size(),
+              supported_sms().size(), work.size(), secs, nthreads);
+  for (const auto& f : failures) ADD_FAILURE() << f.substr(0, 4000);
+  EXPECT_TRUE(failures.empty());
+}
+
+}  // namespace
+}  // namespace kiln::codegen

@@ -1,0 +1,363 @@
+// One-node IR graphs for every (op, dtype) kernel variant, shared by the
+// NVRTC compile test (tests/codegen) and the GPU kernel test (tests/gpu).
+// Fused ops come with an unfused reference graph for the interpreter (same
+// input / weight / output names; weight slices and derived inputs via hooks).
+#pragma once
+#include <cmath>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ir/dequant.h"
+#include "ir/graph.h"
+#include "ir/interpreter.h"
+
+namespace kiln::testcases {
+using ir::DType;
+using ir::Dim;
+using ir::Graph;
+using ir::OpKind;
+
+struct OpCase {
+  std::string name;   // "matmul/q4_k/b20"
+  Graph g;            // node 0 is the op under test
+  Graph ref;          // what the interpreter runs (== g for unfused ops)
+  int64_t bucket = 1;
+  bool fused = false;
+  DType dtype = DType::F32;  // the variant's dtype (for reporting)
+  // Adds ref-only inputs computed from g's inputs (rope_store: q, k, v from qkv).
+  std::function<void(std::map<std::string, ir::Tensor>&)> derive_inputs;
+  // Adds ref-only weights (by source name) computed from g's weights.
+  std::function<void(std::map<std::string, std::vector<uint8_t>>&)> derive_weights;
+};
+
+inline const std::vector<DType>& weight_dtypes() {
+  static const std::vector<DType> v = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,
+                                       DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K,
+                                       DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  return v;
+}
+inline const std::vector<DType>& float_dtypes() {
+  static const std::vector<DType> v = {DType::F32, DType::F16, DType::BF16};
+  return v;
+}
+inline std::string dn(DType t) { return std::string(ir::dtype_name(t)); }
+
+inline Graph base_graph(int64_t bucket, int64_t kv_len = 64) {
+  Graph g;
+  g.sym_bounds["tokens"] = bucket;
+  g.sym_bounds["kv_len"] = kv_len;
+  return g;
+}
+inline Dim tok(int64_t bucket) { return Dim::symbolic("tokens", bucket); }
+inline Dim fx(int64_t v) { return Dim::fixed(v); }
+// K used for matmul-like weights of a dtype: whole super-blocks for k-quants;
+// 160 (1.25 K tiles) otherwise.
+inline int64_t k_for(DType t) { return ir::dtype_info(t).block_elems == 256 ? 512 : 160; }
+
+inline ir::Attrs eps_attr() { return {{"eps", 1e-5}}; }
+
+// Matmul family: op in {MatMul, RmsMatMul, MatMulAdd, RmsMatMulSwiGlu}.
+inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType::F32) {
+  const int64_t K = k_for(wt), N = 70;
+  const bool rms = op == OpKind::RmsMatMul || op == OpKind::RmsMatMulSwiGlu;
+  const bool swi = op == OpKind::RmsMatMulSwiGlu, add = op == OpKind::MatMulAdd;
+  OpCase c;
+  c.bucket = bucket;
+  c.dtype = wt;
+  c.fused = op != OpKind::MatMul;
+  const char* opn = op == OpKind::MatMul ? "matmul" : rms ? (swi ? "rms_matmul_swiglu" : "rms_matmul") : "matmul_add";
+  c.name = std::string(opn) + "/" + dn(wt) + (rms ? "_g" + dn(gt) : "") + "/b" + std::to_string(bucket);
+  Graph& g = c.g;
+  g = base_graph(bucket);
+  auto x = g.add_input("x", DType::F32, {tok(bucket), fx(K)});
+  ir::ValueId gg = -1;
+  if (rms) gg = g.add_weight("gain", gt, {fx(K)}, "gain");
+  auto w = g.add_weight("w", wt, {fx(swi ? 2 * N : N), fx(K)}, "w");
+  ir::ValueId r = -1;
+  if (add) r = g.add_input("r", DType::F32, {tok(bucket), fx(N)});
+  std::vector<ir::ValueId> ins = {x};
+  if (rms) ins.push_back(gg);
+  ins.push_back(w);
+  if (add) ins.push_back(r);
+  auto y = g.add_node(op, ins, rms ? eps_attr() : ir::Attrs{}, "y", DType::F32, {tok(bucket), fx(N)});
+  g.mark_output(y);
+  if (!c.fused) {
+    c.ref = g;
+    return c;
+  }
+  Graph& f = c.ref;
+  f = base_graph(bucket);
+  auto fxv = f.add_input("x", DType::F32, {tok(bucket), fx(K)});
+  ir::ValueId h = fxv;
+  if (rms) {
+    auto fg = f.add_weight("gain", gt, {fx(K)}, "gain");
+    h = f.add_node(OpKind::RmsNorm, {fxv, fg}, eps_attr(), "xn", DType::F32, {tok(bucket), fx(K)});
+  }
+  ir::ValueId out;
+  if (swi) {
+    auto wg = f.add_weight("w_gate", wt, {fx(N), fx(K)}, "w_gate");
+    auto wu = f.add_weight("w_up", wt, {fx(N), fx(K)}, "w_up");
+    auto hg = f.add_node(OpKind::MatMul, {h, wg}, {}, "hg", DType::F32, {tok(bucket), fx(N)});
+    auto hu = f.add_node(OpKind::MatMul, {h, wu}, {}, "hu", DType::F32, {tok(bucket), fx(N)});
+    out = f.add_node(OpKind::SwiGlu, {hg, hu}, {}, "y", DType::F32, {tok(bucket), fx(N)});
+    c.derive_weights = [wt, K, N](std::map<std::string, std::vector<uint8_t>>& ws) {
+      const auto& all = ws.at("w");
+      const size_t half = static_cast<size_t>(ir::row_bytes(wt, K) * static_cast<uint64_t>(N));
+      ws["w_gate"].assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(half));
+      ws["w_up"].assign(all.begin() + static_cast<std::ptrdiff_t>(half), all.end());
+    };
+  } else {
+    auto fw = f.add_weight("w", wt, {fx(N), fx(K)}, "w");
+    out = f.add_node(OpKind::MatMul, {h, fw}, {}, add ? "h" : "y", DType::F32, {tok(bucket), fx(N)});
+    if (add) {
+      auto fr = f.add_input("r", DType::F32, {tok(bucket), fx(N)});
+      out = f.add_node(OpKind::Add, {out, fr}, {}, "y", DType::F32, {tok(bucket), fx(N)});
+    }
+  }
+  f.mark_output(out);
+  return c;
+}
+
+// lm_head_sample(x, gain, w) -> token i32[1], logits [1,V]; ref: last_row,
+// rms_norm, matmul, argmax (greedy).
+inline OpCase lm_head_case(DType wt, int64_t bucket) {
+  const int64_t K = k_for(wt), V = 300;
+  OpCase c;
+  c.bucket = bucket;
+  c.dtype = wt;
+  c.fused = true;
+  c.name = "lm_head_sample/" + dn(wt) + "/b" + std::to_string(bucket);
+  Graph& g = c.g;
+  g = base_graph(bucket);
+  auto x = g.add_input("x", DType::F32, {tok(bucket), fx(K)});
+  auto gg = g.add_weight("gain", DType::F32, {fx(K)}, "gain");
+  auto w = g.add_weight("w", wt, {fx(V), fx(K)}, "w");
+  auto t = g.add_node(OpKind::LmHeadSample, {x, gg, w}, eps_attr(), "token", DType::I32, {fx(1)});
+  // second output: the logits (made a temp of the node, as the fusing pass does)
+  ir::Value lv;
+  g.nodes()[0].outputs.push_back(static_cast<ir::ValueId>(g.values().size()));
+  {
+    auto& vals = g.mutable_values();
+    lv.id = static_cast<ir::ValueId>(vals.size());
+    lv.name = "logits";
+    lv.dtype = DType::F32;
+    lv.shape = {fx(1), fx(V)};
+    lv.kind = ir::ValueKind::Temp;
+    vals.push_back(lv);
+  }
+  g.mark_output(t);
+  g.mark_output(lv.id);
+  Graph& f = c.ref;
+  f = base_graph(bucket);
+  auto fx_ = f.add_input("x", DType::F32, {tok(bucket), fx(K)});
+  auto fl = f.add_node(OpKind::LastRow, {fx_}, {}, "last", DType::F32, {fx(1), fx(K)});
+  auto fg = f.add_weight("gain", DType::F32, {fx(K)}, "gain");
+  auto fn = f.add_node(OpKind::RmsNorm, {fl, fg}, eps_attr(), "xn", DType::F32, {fx(1), fx(K)});
+  auto fw = f.add_weight("w", wt, {fx(V), fx(K)}, "w");
+  auto lo = f.add_node(OpKind::MatMul, {fn, fw}, {}, "logits", DType::F32, {fx(1), fx(V)});
+  auto am = f.add_node(OpKind::ArgMax, {lo}, {}, "token", DType::I32, {fx(1)});
+  f.mark_output(am);
+  f.mark_output(lo);
+  return c;
+}
+
+inline OpCase simple(std::string name, Graph g, int64_t bucket, DType dt) {
+  OpCase c;
+  c.name = std::move(name);
+  c.ref = g;
+  c.g = std::move(g);
+  c.bucket = bucket;
+  c.dtype = dt;
+  return c;
+}
+
+inline ir::Attrs rope_attrs(int64_t nh, int64_t hd, int64_t n_rot, bool neox) {
+  return {{"n_heads", nh}, {"head_dim", hd}, {"n_rot", n_rot}, {"theta", 10000.0},
+          {"mode", std::string(neox ? "neox" : "normal")}};
+}
+
+// rope_store(qkv, pos, kc, vc [, ff]) -> q; ref: rope q, rope k, kv_store k, v.
+inline OpCase rope_store_case(DType cache_t, bool ff, int64_t bucket) {
+  const int64_t nh = 4, nkv = 2, hd = 64, n_rot = 64, C = 64;
+  OpCase c;
+  c.bucket = bucket;
+  c.dtype = cache_t;
+  c.fused = true;
+  c.name = "rope_store/" + dn(cache_t) + (ff ? "_ff" : "") + "/b" + std::to_string(bucket);
+  Graph& g = c.g;
+  g = base_graph(bucket, C);
+  auto qkv = g.add_input("qkv", DType::F32, {tok(bucket), fx((nh + 2 * nkv) * hd)});
+  auto pos = g.add_input("pos", DType::I32, {tok(bucket)});
+  auto kc = g.add_state("kc", cache_t, {fx(C), fx(nkv * hd)});
+  auto vc = g.add_state("vc", cache_t, {fx(C), fx(nkv * hd)});
+  std::vector<ir::ValueId> ins = {qkv, pos, kc, vc};
+  if (ff) ins.push_back(g.add_weight("ff", DType::F32, {fx(n_rot / 2)}, "ff"));
+  ir::Attrs a = rope_attrs(nh, hd, n_rot, true);
+  a["n_kv_heads"] = nkv;
+  auto q = g.add_node(OpKind::RopeStore, ins, a, "q", DType::F32, {tok(bucket), fx(nh * hd)});
+  g.mark_output(q);
+  Graph& f = c.ref;
+  f = base_graph(bucket, C);
+  auto fq = f.add_input("q_in", DType::F32, {tok(bucket), fx(nh * hd)});
+  auto fk = f.add_input("k_in", DType::F32, {tok(bucket), fx(nkv * hd)});
+  auto fv = f.add_input("v_in", DType::F32, {tok(bucket), fx(nkv * hd)});
+  auto fp = f.add_input("pos", DType::I32, {tok(bucket)});
+  auto fkc = f.add_state("kc", cache_t, {fx(C), fx(nkv * hd)});
+  auto fvc = f.add_state("vc", cache_t, {fx(C), fx(nkv * hd)});
+  std::vector<ir::ValueId> qin = {fq, fp}, kin = {fk, fp};
+  if (ff) {
+    auto fff = f.add_weight("ff", DType::F32, {fx(n_rot / 2)}, "ff");
+    qin.push_back(fff);
+    kin.push_back(fff);
+  }
+  auto oq = f.add_node(OpKind::Rope, qin, rope_attrs(nh, hd, n_rot, true), "q", DType::F32, {tok(bucket), fx(nh * hd)});
+  auto ok = f.add_node(OpKind::Rope, kin, rope_attrs(nkv, hd, n_rot, true), "k_roped", DType::F32,
+                       {tok(bucket), fx(nkv * hd)});
+  auto k2 = f.add_node(OpKind::KvStore, {fkc, ok, fp}, {}, "kc_out", cache_t, {fx(C), fx(nkv * hd)});
+  auto v2 = f.add_node(OpKind::KvStore, {fvc, fv, fp}, {}, "vc_out", cache_t, {fx(C), fx(nkv * hd)});
+  f.mark_output(oq);
+  f.mark_output(k2);
+  f.mark_output(v2);
+  c.derive_inputs = [nh, nkv, hd](std::map<std::string, ir::Tensor>& in) {
+    const ir::Tensor& qkv = in.at("qkv");
+    const int64_t T = qkv.shape[0], W = (nh + 2 * nkv) * hd;
+    ir::Tensor q = ir::Tensor::zeros_f32({T, nh * hd}), k = ir::Tensor::zeros_f32({T, nkv * hd}),
+               v = ir::Tensor::zeros_f32({T, nkv * hd});
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < W; ++i) {
+        const float val = qkv.f32[static_cast<size_t>(t * W + i)];
+        if (i < nh * hd) q.f32[static_cast<size_t>(t * nh * hd + i)] = val;
+        else if (i < (nh + nkv) * hd) k.f32[static_cast<size_t>(t * nkv * hd + i - nh * hd)] = val;
+        else v.f32[static_cast<size_t>(t * nkv * hd + i - (nh + nkv) * hd)] = val;
+      }
+    in.erase("qkv");
+    in["q_in"] = q;
+    in["k_in"] = k;
+    in["v_in"] = v;
+  };
+  return c;
+}
+
+// Every variant. `buckets` for the matmul family; other ops use `other_bucket`.
+inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int64_t other_bucket) {
+  std::vector<OpCase> out;
+  const int64_t B = other_bucket;
+  for (DType wt : weight_dtypes()) {
+    for (int64_t b : mm_buckets) {
+      out.push_back(matmul_case(OpKind::MatMul, wt, b));
+      out.push_back(matmul_case(OpKind::RmsMatMul, wt, b));
+      out.push_back(matmul_case(OpKind::MatMulAdd, wt, b));
+      out.push_back(matmul_case(OpKind::RmsMatMulSwiGlu, wt, b));
+      out.push_back(lm_head_case(wt, b));
+    }
+    // embed
+    Graph g = base_graph(B);
+    const int64_t H = k_for(wt);
+    auto tab = g.add_weight("table", wt, {fx(50), fx(H)}, "table");
+    auto ids = g.add_input("ids", DType::I32, {tok(B)});
+    auto y = g.add_node(OpKind::Embed, {tab, ids}, {{"scale", 1.5}}, "y", DType::F32, {tok(B), fx(H)});
+    g.mark_output(y);
+    out.push_back(simple("embed/" + dn(wt), g, B, wt));
+  }
+  for (DType ft : float_dtypes()) {
+    {  // rms_norm with a gain of dtype ft
+      Graph g = base_graph(B);
+      auto x = g.add_input("x", DType::F32, {tok(B), fx(96)});
+      auto w = g.add_weight("gain", ft, {fx(96)}, "gain");
+      auto y = g.add_node(OpKind::RmsNorm, {x, w}, eps_attr(), "y", DType::F32, {tok(B), fx(96)});
+      g.mark_output(y);
+      out.push_back(simple("rms_norm/" + dn(ft), g, B, ft));
+      if (ft != DType::F32) out.push_back(matmul_case(OpKind::RmsMatMul, DType::Q4_K, 1, ft));
+    }
+    for (OpKind op : {OpKind::Add, OpKind::Mul})
+      for (bool row : {false, true}) {
+        Graph g = base_graph(B);
+        auto a = g.add_input("a", DType::F32, {tok(B), fx(100)});
+        ir::ValueId b;
+        if (row) b = g.add_weight("b", ft, {fx(100)}, "b");
+        else if (ft == DType::F32) b = g.add_input("b", DType::F32, {tok(B), fx(100)});
+        else continue;  // a full-shape b is an activation: f32 only
+        auto y = g.add_node(op, {a, b}, {}, "y", DType::F32, {tok(B), fx(100)});
+        g.mark_output(y);
+        out.push_back(simple(std::string(op == OpKind::Add ? "add/" : "mul/") + dn(ft) + (row ? "/row" : "/full"), g,
+                             B, ft));
+      }
+    {  // kv_store into a cache of dtype ft
+      Graph g = base_graph(B);
+      auto cache = g.add_state("cache", ft, {fx(64), fx(96)});
+      auto x = g.add_input("x", DType::F32, {tok(B), fx(96)});
+      auto pos = g.add_input("pos", DType::I32, {tok(B)});
+      auto y = g.add_node(OpKind::KvStore, {cache, x, pos}, {}, "cache_out", ft, {fx(64), fx(96)});
+      g.mark_output(y);
+      out.push_back(simple("kv_store/" + dn(ft), g, B, ft));
+    }
+    for (int64_t hd : {64, 80, 256}) {  // attention over k, v of dtype ft (GQA 4:2)
+      if (hd != 64 && ft != DType::F32) continue;
+      Graph g = base_graph(B);
+      const int64_t nh = 4, nkv = 2;
+      auto q = g.add_input("q", DType::F32, {tok(B), fx(nh * hd)});
+      auto k = g.add_input("k", ft, {fx(64), fx(nkv * hd)});
+      auto v = g.add_input("v", ft, {fx(64), fx(nkv * hd)});
+      auto pos = g.add_input("pos", DType::I32, {tok(B)});
+      ir::Attrs a = {{"n_heads", nh}, {"n_kv_heads", nkv}, {"head_dim", hd}, {"scale", 1.0 / std::sqrt(double(hd))}};
+      auto y = g.add_node(OpKind::Attention, {q, k, v, pos}, a, "y", DType::F32, {tok(B), fx(nh * hd)});
+      g.mark_output(y);
+      out.push_back(simple("attention/" + dn(ft) + "/hd" + std::to_string(hd), g, B, ft));
+    }
+    for (bool ff : {false, true}) out.push_back(rope_store_case(ft, ff, B));
+    {  // rope with frequency factors of dtype ft
+      Graph g = base_graph(B);
+      auto x = g.add_input("x", DType::F32, {tok(B), fx(4 * 64)});
+      auto pos = g.add_input("pos", DType::I32, {tok(B)});
+      auto ff = g.add_weight("ff", ft, {fx(16)}, "ff");
+      auto y = g.add_node(OpKind::Rope, {x, pos, ff}, rope_attrs(4, 64, 32, false), "y", DType::F32,
+                          {tok(B), fx(4 * 64)});
+      g.mark_output(y);
+      out.push_back(simple("rope/ff_" + dn(ft), g, B, ft));
+    }
+  }
+  for (bool neox : {false, true})
+    for (int64_t n_rot : {64, 32}) {
+      Graph g = base_graph(B);
+      auto x = g.add_input("x", DType::F32, {tok(B), fx(3 * 64)});
+      auto pos = g.add_input("pos", DType::I32, {tok(B)});
+      auto y = g.add_node(OpKind::Rope, {x, pos}, rope_attrs(3, 64, n_rot, neox), "y", DType::F32, {tok(B), fx(3 * 64)});
+      g.mark_output(y);
+      out.push_back(simple(std::string("rope/") + (neox ? "neox" : "normal") + "/rot" + std::to_string(n_rot), g, B,
+                           DType::F32));
+    }
+  {
+    Graph g = base_graph(B);
+    auto x = g.add_input("x", DType::F32, {tok(B), fx(100)});
+    auto y = g.add_node(OpKind::Silu, {x}, {}, "y", DType::F32, {tok(B), fx(100)});
+    g.mark_output(y);
+    out.push_back(simple("silu", g, B, DType::F32));
+  }
+  {
+    Graph g = base_graph(B);
+    auto a = g.add_input("gate", DType::F32, {tok(B), fx(100)});
+    auto b = g.add_input("up", DType::F32, {tok(B), fx(100)});
+    auto y = g.add_node(OpKind::SwiGlu, {a, b}, {}, "y", DType::F32, {tok(B), fx(100)});
+    g.mark_output(y);
+    out.push_back(simple("swiglu", g, B, DType::F32));
+  }
+  {
+    Graph g = base_graph(B);
+    auto x = g.add_input("x", DType::F32, {tok(B), fx(300)});
+    auto y = g.add_node(OpKind::LastRow, {x}, {}, "y", DType::F32, {fx(1), fx(300)});
+    g.mark_output(y);
+    out.push_back(simple("last_row", g, B, DType::F32));
+  }
+  {
+    Graph g = base_graph(B);
+    auto x = g.add_input("x", DType::F32, {tok(B), fx(1000)});
+    auto y = g.add_node(OpKind::ArgMax, {x}, {}, "y", DType::I32, {tok(B)});
+    g.mark_output(y);
+    out.push_back(simple("argmax", g, B, DType::F32));
+  }
+  return out;
+}
+
+}  // namespace kiln::testcases

@@ -1,0 +1,595 @@
+// GPU kernel tests: every (op, dtype, mode) kernel variant against the IR
+// reference interpreter, by relative error ||gpu - ref|| / ||ref|| under the
+// per-op tolerances below, plus the sampling semantics of lm_head_sample.
+// The CUDA driver API is reached through cudaGetDriverEntryPointByVersion
+// (cudart_static only, no libcuda link), so this binary starts and skips
+// visibly on machines without a GPU or driver.
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "codegen/codegen.h"
+#include "ir/dequant.h"
+#include "ir/interpreter.h"
+#include "ir/quantize.h"
+#include "tests/codegen/op_cases.h"
+
+namespace kiln::codegen {
+namespace {
+using ir::DType;
+using testcases::OpCase;
+
+// ---- CUDA plumbing -----------------------------------------------------------
+
+struct Driver {
+  decltype(&::cuModuleLoadData) moduleLoadData = nullptr;
+  decltype(&::cuModuleGetFunction) moduleGetFunction = nullptr;
+  decltype(&::cuLaunchKernel) launchKernel = nullptr;
+  std::string why_not;  // non-empty: no usable GPU
+  int sm = 0;           // device SM (major*10+minor)
+};
+
+template <class F>
+bool entry(const char* name, F& fn, std::string& err) {
+  void* p = nullptr;
+  cudaDriverEntryPointQueryResult q{};
+  if (cudaGetDriverEntryPointByVersion(name, &p, 12000, cudaEnableDefault, &q) != cudaSuccess || !p ||
+      q != cudaDriverEntryPointSuccess) {
+    err = std::string("driver entry point ") + name + " not found";
+    return false;
+  }
+  fn = reinterpret_cast<F>(p);
+  return true;
+}
+
+const Driver& driver() {
+  static const Driver d = [] {
+    Driver d;
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+      d.why_not = std::string("cudaGetDeviceCount failed: ") + cudaGetErrorString(e);
+      return d;
+    }
+    if (n == 0) {
+      d.why_not = "no CUDA device";
+      return d;
+    }
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, 0);
+    d.sm = prop.major * 10 + prop.minor;
+    cudaFree(nullptr);  // make the primary context current
+    if (!entry("cuModuleLoadData", d.moduleLoadData, d.why_not) ||
+        !entry("cuModuleGetFunction", d.moduleGetFunction, d.why_not) ||
+        !entry("cuLaunchKernel", d.launchKernel, d.why_not))
+      return d;
+    return d;
+  }();
+  return d;
+}
+
+#define SKIP_WITHOUT_GPU()                                                        \
+  do {                                                                            \
+    if (!driver().why_not.empty()) GTEST_SKIP() << "no CUDA GPU: " << driver().why_not; \
+  } while (0)
+
+// The SM kiln compiles for on this device: the device's own if supported,
+// else the newest supported one below it (its PTX is then JIT-compiled).
+int compile_sm() {
+  int best = 0;
+  for (int s : supported_sms())
+    if (s <= driver().sm) best = s;
+  return best;
+}
+
+std::string cache_dir() {
+  static const std::string d = [] {
+    auto p = std::filesystem::temp_directory_path() / ("kiln_gpu_test_cache_" + std::to_string(::getuid()));
+    return p.string();
+  }();
+  return d;
+}
+
+CUfunction load(const Lowered& l) {
+  static std::map<std::pair<uint64_t, std::string>, CUfunction> fns;
+  static std::map<uint64_t, CUmodule> mods;
+  auto key = std::make_pair(l.kernel.hash, l.kernel.entry);
+  if (auto it = fns.find(key); it != fns.end()) return it->second;
+  CUmodule mod;
+  if (auto it = mods.find(l.kernel.hash); it != mods.end()) {
+    mod = it->second;
+  } else {
+    const int sm = compile_sm();
+    const CompiledKernel ck = compile(l.kernel, sm, cache_dir());
+    CUresult r = sm == driver().sm ? driver().moduleLoadData(&mod, ck.cubin.data())
+                                   : driver().moduleLoadData(&mod, ck.ptx.c_str());
+    if (r != CUDA_SUCCESS) throw std::runtime_error("cuModuleLoadData failed: " + std::to_string(r));
+    mods[l.kernel.hash] = mod;
+  }
+  CUfunction f;
+  if (driver().moduleGetFunction(&f, mod, l.kernel.entry.c_str()) != CUDA_SUCCESS)
+    throw std::runtime_error("kernel " + l.kernel.entry + " not in module");
+  fns[key] = f;
+  return f;
+}
+
+struct DevBuf {
+  void* p = nullptr;
+  size_t n = 0;
+  explicit DevBuf(size_t bytes) : n(std::max<size_t>(bytes, 4)) {
+    if (cudaMalloc(&p, n) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
+  }
+  ~DevBuf() { cudaFree(p); }
+  void upload(const void* src, size_t bytes) { ASSERT_EQ(cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice), cudaSuccess); }
+  std::vector<uint8_t> download() const {
+    std::vector<uint8_t> v(n);
+    EXPECT_EQ(cudaMemcpy(v.data(), p, n, cudaMemcpyDeviceToHost), cudaSuccess);
+    return v;
+  }
+};
+
+struct Step {  // KilnStep, plan-abi.md
+  int32_t n_tokens, pos0;
+  float temperature;
+  int32_t top_k;
+  float top_p;
+  uint32_t seed_lo, seed_hi, step;
+  int32_t out_token;
+  int32_t pad[7];
+};
+static_assert(sizeof(Step) == 64);
+
+// ---- host data -----------------------------------------------------------------
+
+uint16_t f2bf(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+float round_to(DType t, float v) {
+  if (t == DType::F16) return ir::fp16_to_fp32(ir::fp32_to_fp16(v));
+  if (t == DType::BF16) return ir::bf16_to_fp32(f2bf(v));
+  return v;
+}
+std::vector<uint8_t> encode(DType t, const std::vector<float>& v) {
+  std::vector<uint8_t> out;
+  if (t == DType::F32) {
+    out.resize(v.size() * 4);
+    std::memcpy(out.data(), v.data(), out.size());
+  } else {
+    out.resize(v.size() * 2);
+    for (size_t i = 0; i < v.size(); ++i) {
+      const uint16_t h = t == DType::F16 ? ir::fp32_to_fp16(v[i]) : f2bf(v[i]);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    }
+  }
+  return out;
+}
+std::vector<float> decode(DType t, const uint8_t* p, size_t n) {
+  std::vector<float> v(n);
+  ir::dequantize(t, p, v.data(), static_cast<int64_t>(n));
+  return v;
+}
+
+int64_t resolve(const ir::Graph& g, const ir::Dim& d, int64_t bucket) {
+  if (d.is_static()) return d.value;
+  if (d.sym == "tokens") return bucket;
+  return g.sym_bounds.at(d.sym);
+}
+int64_t numel(const ir::Graph& g, const ir::Value& v, int64_t rows0) {
+  int64_t n = 1;
+  for (size_t i = 0; i < v.shape.size(); ++i)
+    n *= (i == 0 && v.shape[0].sym == "tokens") ? rows0 : resolve(g, v.shape[i], rows0);
+  return n;
+}
+size_t elem_bytes(const ir::Value& v, int64_t n) {
+  if (v.dtype == DType::I32) return static_cast<size_t>(n) * 4;
+  return static_cast<size_t>(ir::row_bytes(v.dtype, n));
+}
+
+double rel_err(const std::vector<float>& a, const std::vector<float>& b, double* ref_norm) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * double(b[i]);
+  }
+  *ref_norm = std::sqrt(den);
+  return std::isfinite(num) ? std::sqrt(num) / std::max(std::sqrt(den), 1e-30) : INFINITY;
+}
+
+// Per-op tolerance on ||gpu - ref|| / ||ref||. Elementwise ops and rope
+// (angles in double on both sides) differ only by fp32 rounding; matmul and
+// attention sum in another order than the interpreter; f16/bf16 caches are
+// rounded on the GPU but held in f32 by the interpreter.
+double tolerance(const std::string& name, DType cache_t) {
+  auto starts = [&](const char* p) { return name.rfind(p, 0) == 0; };
+  if (starts("kv_store") || starts("rope_store")) {
+    if (cache_t == DType::F16) return 1e-3;
+    if (cache_t == DType::BF16) return 8e-3;
+  }
+  if (starts("matmul") || starts("rms_matmul") || starts("lm_head") || starts("attention")) return 1e-4;
+  if (starts("rms_norm")) return 1e-5;
+  return 1e-5;
+}
+
+struct GpuRun {
+  std::map<std::string, std::vector<float>> f32;    // by value name, rows [0, nt) (or full for caches)
+  std::map<std::string, std::vector<int32_t>> i32;
+  Step step_after{};
+  bool untouched_tail = true;  // token rows >= nt of outputs kept their NaN sentinel
+  std::string tail_what;
+};
+
+constexpr int kPos0 = 5;
+
+// Fills inputs/weights for case c with nt real tokens.
+struct Data {
+  std::map<std::string, ir::Tensor> inputs;            // interpreter inputs (g names)
+  std::map<std::string, std::vector<uint8_t>> weights;  // by source name
+  std::map<std::string, std::vector<float>> raw;        // f32 values of every input, full bucket rows
+};
+
+Data make_data(const OpCase& c, int nt, uint64_t seed) {
+  Data d;
+  ir::SplitMix64 rng(seed);
+  for (const ir::Value& v : c.g.values()) {
+    if (v.kind == ir::ValueKind::Weight) {
+      const int64_t n = numel(c.g, v, c.bucket);
+      std::vector<uint8_t> bytes;
+      if (v.name == "ff") {  // frequency factors: in [1, 4]
+        std::vector<float> f(static_cast<size_t>(n));
+        for (auto& x : f) x = round_to(v.dtype, 1.0f + 3.0f * rng.uniform());
+        bytes = encode(v.dtype, f);
+      } else {
+        ir::random_blocks(v.dtype, n, rng.next(), bytes);
+      }
+      d.weights[v.source] = bytes;
+    } else if (v.kind == ir::ValueKind::Input) {
+      const int64_t full = numel(c.g, v, c.bucket), real = numel(c.g, v, nt);
+      std::vector<int64_t> shape;
+      for (size_t i = 0; i < v.shape.size(); ++i)
+        shape.push_back(i == 0 && v.shape[0].sym == "tokens" ? nt : resolve(c.g, v.shape[i], c.bucket));
+      ir::Tensor t;
+      t.shape = shape;
+      if (v.dtype == DType::I32) {
+        t.dtype = DType::I32;
+        for (int64_t i = 0; i < real; ++i)
+          t.i32.push_back(v.name == "pos" ? kPos0 + static_cast<int32_t>(i)
+                                          : static_cast<int32_t>(rng.next() % 50));
+      } else {
+        t.dtype = DType::F32;
+        std::vector<float> all(static_cast<size_t>(full));
+        for (auto& x : all) x = round_to(v.dtype, 2.0f * rng.uniform() - 1.0f);
+        t.f32.assign(all.begin(), all.begin() + real);
+        for (int64_t i = real; i < full; ++i) all[static_cast<size_t>(i)] = NAN;  // rows >= nt: never read
+        d.raw[v.name] = all;
+      }
+      d.inputs[v.name] = t;
+    }
+  }
+  if (c.derive_weights) c.derive_weights(d.weights);
+  return d;
+}
+
+GpuRun run_gpu(const OpCase& c, Mode mode, const Data& d, int nt, const Step& step_in) {
+  const ir::Node& n = c.g.nodes()[0];
+  const Lowered l = lower(c.g, n, c.bucket, compile_sm(), mode);
+  CUfunction fn = load(l);
+  std::map<ir::ValueId, std::unique_ptr<DevBuf>> bufs;
+  auto buf_of = [&](ir::ValueId id) -> DevBuf& {
+    auto& b = bufs[id];
+    if (b) return *b;
+    const ir::Value& v = c.g.value(id);
+    const int64_t n_el = numel(c.g, v, c.bucket);
+    b = std::make_unique<DevBuf>(elem_bytes(v, n_el));
+    if (v.kind == ir::ValueKind::Weight) {
+      const auto& w = d.weights.at(v.source);
+      b->upload(w.data(), w.size());
+    } else if (v.kind == ir::ValueKind::Input && v.dtype == DType::I32) {
+      std::vector<int32_t> ids(static_cast<size_t>(n_el), -7);
+      const auto& t = d.inputs.at(v.name).i32;
+      std::copy(t.begin(), t.end(), ids.begin());
+      b->upload(ids.data(), ids.size() * 4);
+    } else if (v.kind == ir::ValueKind::Input) {
+      auto bytes = encode(v.dtype, d.raw.at(v.name));
+      b->upload(bytes.data(), bytes.size());
+    } else if (v.kind == ir::ValueKind::State) {
+      cudaMemset(b->p, 0, b->n);  // the interpreter's states start at zero
+    } else {
+      cudaMemset(b->p, 0xFF, b->n);  // outputs: NaN / -1 sentinel
+    }
+    return *b;
+  };
+  DevBuf step(sizeof(Step)), tokens(4 * static_cast<size_t>(c.bucket));
+  step.upload(&step_in, sizeof(Step));
+  cudaMemset(tokens.p, 0, tokens.n);
+  std::vector<void*> ptrs;
+  std::vector<int32_t> ints(l.params.size());
+  std::vector<float> floats(l.params.size());
+  std::vector<void*> args;
+  ptrs.reserve(l.params.size());
+  for (size_t i = 0; i < l.params.size(); ++i) {
+    const Param& p = l.params[i];
+    switch (p.kind) {
+      case ParamKind::Input: ptrs.push_back(buf_of(n.inputs[static_cast<size_t>(p.index)]).p); break;
+      case ParamKind::Output: ptrs.push_back(buf_of(n.outputs[static_cast<size_t>(p.index)]).p); break;
+      case ParamKind::Step: ptrs.push_back(step.p); break;
+      case ParamKind::Tokens: ptrs.push_back(tokens.p); break;
+      case ParamKind::I32: ptrs.push_back(nullptr); ints[i] = static_cast<int32_t>(p.i); break;
+      case ParamKind::F32: ptrs.push_back(nullptr); floats[i] = p.f; break;
+    }
+  }
+  for (size_t i = 0; i < l.params.size(); ++i) {
+    const Param& p = l.params[i];
+    args.push_back(p.kind == ParamKind::I32 ? static_cast<void*>(&ints[i])
+                   : p.kind == ParamKind::F32 ? static_cast<void*>(&floats[i])
+                                              : static_cast<void*>(&ptrs[i]));
+  }
+  for (ir::ValueId o : n.outputs) buf_of(o);
+  const CUresult r = driver().launchKernel(fn, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2],
+                                           l.smem, nullptr, args.data(), nullptr);
+  EXPECT_EQ(r, CUDA_SUCCESS) << l.kernel.entry;
+  const cudaError_t se = cudaDeviceSynchronize();
+  EXPECT_EQ(se, cudaSuccess) << l.kernel.entry << ": " << cudaGetErrorString(se);
+
+  GpuRun run;
+  std::memcpy(&run.step_after, step.download().data(), sizeof(Step));
+  auto tok0 = tokens.download();
+  run.i32["__tokens0"] = {*reinterpret_cast<const int32_t*>(tok0.data())};
+  // Read back every output, plus every state (caches written in place).
+  std::set<ir::ValueId> read(n.outputs.begin(), n.outputs.end());
+  for (ir::ValueId in : n.inputs)
+    if (c.g.value(in).kind == ir::ValueKind::State) read.insert(in);
+  for (ir::ValueId id : read) {
+    const ir::Value& v = c.g.value(id);
+    const bool tok_rows = !v.shape.empty() && v.shape[0].sym == "tokens";
+    const int64_t full = numel(c.g, v, c.bucket), real = tok_rows ? numel(c.g, v, nt) : full;
+    const auto bytes = buf_of(id).download();
+    if (v.dtype == DType::I32) {
+      const auto* p = reinterpret_cast<const int32_t*>(bytes.data());
+      run.i32[v.name].assign(p, p + real);
+      for (int64_t i = real; i < full; ++i)
+        if (p[i] != -1) run.untouched_tail = false, run.tail_what = v.name;
+    } else {
+      auto all = decode(v.dtype, bytes.data(), static_cast<size_t>(full));
+      for (int64_t i = real; i < full; ++i)
+        if (!std::isnan(all[static_cast<size_t>(i)])) run.untouched_tail = false, run.tail_what = v.name;
+      all.resize(static_cast<size_t>(real));
+      run.f32[v.name] = std::move(all);
+    }
+  }
+  return run;
+}
+
+std::map<std::string, ir::Tensor> run_ref(const OpCase& c, const Data& d) {
+  ir::Interpreter interp(c.ref, [&](const std::string& src) {
+    for (const ir::Value& v : c.ref.values())
+      if (v.kind == ir::ValueKind::Weight && v.source == src) {
+        const auto& b = d.weights.at(src);
+        std::vector<int64_t> shape;
+        for (const auto& dim : v.shape) shape.push_back(dim.value);
+        return ir::WeightData{v.dtype, shape, b.data(), b.size()};
+      }
+    throw Error(ErrorCode::kInvalidArgument, "no weight " + src);
+  });
+  auto inputs = d.inputs;
+  if (c.derive_inputs) c.derive_inputs(inputs);
+  return interp.run(inputs);
+}
+
+// GPU value name for a reference output (caches are written in place).
+std::string gpu_name(const std::string& ref_name) {
+  if (ref_name == "cache_out") return "cache";
+  if (ref_name == "kc_out") return "kc";
+  if (ref_name == "vc_out") return "vc";
+  return ref_name;
+}
+
+struct CaseParam {
+  size_t index;
+  Mode mode;
+};
+
+const std::vector<OpCase>& cases() {
+  static const std::vector<OpCase> v = [] {
+    auto a = testcases::all_cases({1, 3, 20}, 20);
+    auto b = testcases::all_cases({}, 1);  // non-matmul ops at decode bucket
+    for (auto& c : b) {
+      c.name += "/b1";
+      a.push_back(std::move(c));
+    }
+    return a;
+  }();
+  return v;
+}
+
+bool fused_op(const OpCase& c) { return c.fused; }
+
+class KernelVsInterpreter : public ::testing::TestWithParam<CaseParam> {};
+
+TEST_P(KernelVsInterpreter, Matches) {
+  SKIP_WITHOUT_GPU();
+  const OpCase& c = cases()[GetParam().index];
+  const Mode mode = GetParam().mode;
+  const int nt = c.bucket > 4 ? static_cast<int>(c.bucket) - 3 : static_cast<int>(c.bucket);
+  const Data d = make_data(c, nt, 0x5eed + GetParam().index);
+  Step st{};
+  st.n_tokens = nt;
+  st.pos0 = kPos0;
+  st.temperature = 0.f;
+  st.top_p = 1.f;
+  const GpuRun gpu = run_gpu(c, mode, d, nt, st);
+  const auto ref = run_ref(c, d);
+  EXPECT_TRUE(gpu.untouched_tail) << "rows >= n_tokens of " << gpu.tail_what << " were written";
+  const double tol = tolerance(c.name, c.dtype);
+  int compared = 0;
+  for (const auto& [name, t] : ref) {
+    const std::string gname = gpu_name(name);
+    if (t.dtype == DType::I32) {
+      ASSERT_TRUE(gpu.i32.count(gname)) << gname;
+      const auto& g = gpu.i32.at(gname);
+      ASSERT_EQ(g.size(), t.i32.size()) << name;
+      for (size_t i = 0; i < g.size(); ++i) {
+        if (g[i] == t.i32[i]) continue;
+        // a near-tie may flip an argmax: accept when the logits say it is one
+        if (ref.count("logits")) {
+          const auto& lg = ref.at("logits").f32;
+          const float best = lg[static_cast<size_t>(t.i32[i])];
+          ASSERT_TRUE(g[i] >= 0 && g[i] < static_cast<int32_t>(lg.size()));
+          EXPECT_GE(lg[static_cast<size_t>(g[i])], best - 1e-4f * std::fabs(best)) << name << "[" << i << "]";
+        } else {
+          ADD_FAILURE() << name << "[" << i << "]: gpu " << g[i] << " ref " << t.i32[i];
+        }
+      }
+      if (c.g.nodes()[0].op == ir::OpKind::LmHeadSample) {
+        EXPECT_EQ(gpu.step_after.out_token, g[0]);
+        EXPECT_EQ(gpu.i32.at("__tokens0")[0], g[0]) << "token written to tokens[0]";
+        EXPECT_EQ(gpu.step_after.pad[0], 0) << "completion counter reset";
+      }
+      ++compared;
+      continue;
+    }
+    ASSERT_TRUE(gpu.f32.count(gname)) << "no GPU output for " << name;
+    const auto& g = gpu.f32.at(gname);
+    ASSERT_EQ(g.size(), t.f32.size()) << name;
+    double norm = 0;
+    const double err = rel_err(g, t.f32, &norm);
+    ASSERT_GT(norm, 0.0) << name << ": reference is all zeros, comparison meaningless";
+    EXPECT_LE(err, tol) << name << " (" << c.name << ", " << (mode == Mode::Eager ? "eager" : "compiled") << ")";
+    std::printf("  %s %s: rel err %.3g (tol %.0e, |ref| %.3g)\n", c.name.c_str(), name.c_str(), err, tol, norm);
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
+}
+
+std::vector<CaseParam> params() {
+  std::vector<CaseParam> v;
+  for (size_t i = 0; i < cases().size(); ++i) {
+    v.push_back({i, Mode::Compiled});
+    if (!fused_op(cases()[i])) v.push_back({i, Mode::Eager});
+  }
+  return v;
+}
+
+std::string param_name(const ::testing::TestParamInfo<CaseParam>& info) {
+  std::string s = cases()[info.param.index].name + (info.param.mode == Mode::Eager ? "_eager" : "_compiled");
+  for (auto& ch : s)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return s + "_" + std::to_string(info.param.index);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllVariants, KernelVsInterpreter, ::testing::ValuesIn(params()), param_name);
+
+// Sampling semantics of lm_head_sample (plan-abi.md): top_k = 1 and a tiny
+// top_p are greedy; top-k draws stay in the top k; the draw depends only on
+// (seed, step); the completion counter is reset after every launch.
+TEST(LmHeadSample, SamplingSemantics) {
+  SKIP_WITHOUT_GPU();
+  const OpCase c = testcases::lm_head_case(DType::Q8_0, 1);
+  const Data d = make_data(c, 1, 42);
+  const auto ref = run_ref(c, d);
+  const auto& logits = ref.at("logits").f32;
+  const int greedy = ref.at("token").i32[0];
+  std::vector<int> order(logits.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return logits[size_t(a)] > logits[size_t(b)]; });
+  auto sample = [&](float temp, int top_k, float top_p, uint32_t step) {
+    Step st{};
+    st.n_tokens = 1;
+    st.temperature = temp;
+    st.top_k = top_k;
+    st.top_p = top_p;
+    st.seed_lo = 1234;
+    st.seed_hi = 5;
+    st.step = step;
+    const GpuRun r = run_gpu(c, Mode::Compiled, d, 1, st);
+    EXPECT_EQ(r.step_after.pad[0], 0);
+    EXPECT_EQ(r.step_after.out_token, r.i32.at("token")[0]);
+    EXPECT_EQ(r.i32.at("__tokens0")[0], r.i32.at("token")[0]);
+    return r.i32.at("token")[0];
+  };
+  EXPECT_EQ(sample(0.f, 0, 1.f, 0), greedy);
+  EXPECT_EQ(sample(1.f, 1, 1.f, 3), greedy);
+  EXPECT_EQ(sample(1.f, 0, 1e-7f, 4), greedy);
+  const std::set<int> top5(order.begin(), order.begin() + 5);
+  std::set<int> seen;
+  for (uint32_t s = 0; s < 40; ++s) {
+    const int t = sample(1e4f, 5, 1.f, s);  // near-uniform over the top 5
+    EXPECT_TRUE(top5.count(t)) << "token " << t << " outside the top 5";
+    seen.insert(t);
+    EXPECT_EQ(sample(1e4f, 5, 1.f, s), t) << "same seed and step, same token";
+  }
+  EXPECT_GE(seen.size(), 3u) << "40 near-uniform draws over 5 tokens";
+  std::set<int> wide;
+  for (uint32_t s = 0; s < 40; ++s) wide.insert(sample(1e6f, 0, 1.f, s));
+  EXPECT_GE(wide.size(), 20u) << "no top-k: draws spread over the vocabulary";
+}
+
+// Decode GEMV throughput (bucket 1, compiled), printed as JSON lines; no
+// assertion on speed. Runs only with KILN_BENCH=1.
+TEST(GemvBench, Throughput) {
+  SKIP_WITHOUT_GPU();
+  if (!std::getenv("KILN_BENCH")) GTEST_SKIP() << "set KILN_BENCH=1 to run the GEMV benchmark";
+  struct Shape {
+    int64_t K, N;
+  };
+  for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_0, DType::F16,
+                   DType::BF16, DType::F32})
+    for (Shape sh : {Shape{4096, 4096}, Shape{4096, 14336}, Shape{14336, 4096}, Shape{576, 1536}}) {
+      ir::Graph g = testcases::base_graph(1);
+      auto x = g.add_input("x", DType::F32, {testcases::tok(1), testcases::fx(sh.K)});
+      auto w = g.add_weight("w", wt, {testcases::fx(sh.N), testcases::fx(sh.K)}, "w");
+      g.add_node(ir::OpKind::MatMul, {x, w}, {}, "y", DType::F32, {testcases::tok(1), testcases::fx(sh.N)});
+      const Lowered l = lower(g, g.nodes()[0], 1, compile_sm(), Mode::Compiled);
+      CUfunction fn = load(l);
+      const size_t wbytes = static_cast<size_t>(ir::row_bytes(wt, sh.K)) * static_cast<size_t>(sh.N);
+      DevBuf dw(wbytes), dx(static_cast<size_t>(sh.K) * 4), dy(static_cast<size_t>(sh.N) * 4), ds(64);
+      cudaMemset(dw.p, 0x11, wbytes);
+      cudaMemset(dx.p, 0, dx.n);
+      Step st{};
+      st.n_tokens = 1;
+      ds.upload(&st, sizeof st);
+      void* ptr[4] = {dx.p, dw.p, dy.p, ds.p};
+      std::vector<void*> args;
+      size_t pi = 0;
+      for (const Param& p : l.params) {
+        (void)p;
+        args.push_back(&ptr[pi++]);
+      }
+      auto launch = [&] {
+        driver().launchKernel(fn, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.smem,
+                              nullptr, args.data(), nullptr);
+      };
+      for (int i = 0; i < 5; ++i) launch();
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      const int iters = 100;
+      cudaEventRecord(e0);
+      for (int i = 0; i < iters; ++i) launch();
+      cudaEventRecord(e1);
+      cudaEventSynchronize(e1);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      const double us = 1000.0 * ms / iters;
+      std::printf("{\"bench\": \"gemv\", \"dtype\": \"%s\", \"K\": %lld, \"N\": %lld, \"us\": %.2f, \"GBps\": %.0f}\n",
+                  testcases::dn(wt).c_str(), static_cast<long long>(sh.K), static_cast<long long>(sh.N), us,
+                  wbytes / us / 1e3);
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+    }
+}
+
+}  // namespace
+}  // namespace kiln::codegen
