@@ -4,6 +4,11 @@
 For each prompt in PROMPTS this writes, under tests/golden/generation/:
   <name>.logits.f32   first-step logits (the logits after the whole prompt),
                       the full vocabulary, little-endian float32
+  <name>.f32ref.logits.f32
+                      the same logits from an independent numpy float32
+                      forward pass (weights dequantised by gguf.quants, no
+                      activation quantisation): what exact f32 arithmetic
+                      gives, to check kiln's interpreter tightly
 and one manifest generation.json with, per prompt: the prompt text, the
 prompt token ids llama.cpp produced, the greedy continuation ids and its text.
 
@@ -40,6 +45,60 @@ PROMPTS = [
      "<|im_start|>assistant\n", True),
     ("code", "def fibonacci(n):\n    # return the n-th Fibonacci number, e.g. fibonacci(10) == 55\n", False),
 ]
+
+
+def f32_reference_logits(model_path, ids):
+    """Plain numpy llama forward (f32, weights dequantised by gguf.quants):
+    logits of the last prompt token. Llama rope is the "normal" (adjacent
+    pairs) layout on GGUF's permuted Q/K weights."""
+    import gguf
+    from gguf.quants import dequantize
+    r = gguf.GGUFReader(model_path)
+    f = {k: v.contents() for k, v in r.fields.items() if k.startswith("llama.")}
+    tensors = {t.name: t for t in r.tensors}
+
+    def w(name):
+        t = tensors[name]
+        return dequantize(t.data, t.tensor_type).astype(np.float32).reshape([int(x) for x in reversed(t.shape)])
+
+    L, nh, nkv = f["llama.block_count"], f["llama.attention.head_count"], f["llama.attention.head_count_kv"]
+    H = f["llama.embedding_length"]
+    hd = H // nh
+    eps, theta = np.float32(f["llama.attention.layer_norm_rms_epsilon"]), f["llama.rope.freq_base"]
+    n = len(ids)
+    pos = np.arange(n, dtype=np.float64)
+    ang = pos[:, None] * theta ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)[None, :]
+    cos, sin = np.cos(ang).astype(np.float32)[:, None, :], np.sin(ang).astype(np.float32)[:, None, :]
+
+    def rms(x, g):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g
+
+    def rope(x, heads):
+        x = x.reshape(n, heads, hd // 2, 2)
+        a, b = x[..., 0], x[..., 1]
+        return np.stack([a * cos - b * sin, a * sin + b * cos], -1).reshape(n, heads, hd)
+
+    emb = w("token_embd.weight")
+    head = w("output.weight") if "output.weight" in tensors else emb
+    x = emb[np.array(ids)]
+    mask = np.triu(np.full((n, n), -np.inf, dtype=np.float32), 1)
+    for l in range(L):
+        b = "blk.%d." % l
+        h = rms(x, w(b + "attn_norm.weight"))
+        q = rope(h @ w(b + "attn_q.weight").T, nh)
+        k = rope(h @ w(b + "attn_k.weight").T, nkv)
+        v = (h @ w(b + "attn_v.weight").T).reshape(n, nkv, hd)
+        out = np.zeros((n, nh, hd), np.float32)
+        for i in range(nh):
+            g = i // (nh // nkv)
+            s = q[:, i] @ k[:, g].T / np.float32(np.sqrt(hd)) + mask
+            s = np.exp(s - s.max(-1, keepdims=True))
+            out[:, i] = (s / s.sum(-1, keepdims=True)) @ v[:, g]
+        x = x + out.reshape(n, H) @ w(b + "attn_output.weight").T
+        h = rms(x, w(b + "ffn_norm.weight"))
+        gate, up = h @ w(b + "ffn_gate.weight").T, h @ w(b + "ffn_up.weight").T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ w(b + "ffn_down.weight").T
+    return (rms(x, w("output_norm.weight"))[-1] @ head.T).astype(np.float32)
 
 
 def main():
@@ -82,12 +141,15 @@ def main():
                 break
             llm.eval([tok])
             logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        f32ref = f32_reference_logits(args.model, ids)
+        f32ref.astype("<f4").tofile(os.path.join(args.out, name + ".f32ref.logits.f32"))
         text_out = llm.detokenize(gen).decode("utf-8", errors="replace")
         manifest["prompts"].append({
             "name": name, "text": text, "parse_special": special,
             "prompt_ids": [int(t) for t in ids], "greedy_ids": gen, "greedy_text": text_out,
             "greedy_margins": margins,
             "logits_file": name + ".logits.f32",
+            "f32ref_logits_file": name + ".f32ref.logits.f32",
         })
         print("%-5s %3d prompt tokens, min margin (16 steps) %.3f -> %r"
               % (name, len(ids), min(margins[:16]), text_out), file=sys.stderr)
