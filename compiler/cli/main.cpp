@@ -6,18 +6,25 @@
 
 #include "compiler/cli/verbs.h"
 #include "ir/error.h"
+#include "runtime/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
       "kiln: compile a GGUF model into a plan for one NVIDIA GPU, then run it.\n\n"
       "Typical use:\n"
-      "  kiln inspect model.gguf                       what is in the model, is it supported\n"
-      "  kiln generate --reference model.gguf -p Hi   generate on the CPU (reference interpreter)\n"
+      "  kiln inspect model.gguf                        what is in the model; can kiln compile it\n"
+      "  kiln compile model.gguf --target sm_90 -o m.plan   compile (no GPU needed)\n"
+      "  kiln run m.plan -p \"Once upon a time\"         generate on the GPU (--chat for a conversation)\n"
+      "  kiln bench m.plan                              compiled vs eager latency\n"
+      "  kiln generate --reference model.gguf -p Hi    generate on the CPU (reference interpreter)\n"
       "  kiln synth --geometry llama-1b --type q8_0 -o m.gguf   make a random-weight test model\n",
       "kiln"};
   app.set_version_flag("--version", std::string("kiln ") + KILN_VERSION);
   app.require_subcommand(1);
   kiln::cli::register_inspect(app);
+  kiln::cli::register_compile(app);
+  kiln::cli::register_run(app);
+  kiln::cli::register_bench(app);
   kiln::cli::register_generate(app);
   kiln::cli::register_synth(app);
   kiln::cli::register_tokenize(app);
@@ -28,6 +35,9 @@ int main(int argc, char** argv) {
   } catch (const kiln::Error& e) {
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
     return 1;
+  } catch (const kiln::rt::Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return e.code() == kiln::rt::ErrorCode::kDevice ? 3 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kiln: internal error: %s\n", e.what());
     return 2;

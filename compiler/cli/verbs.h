@@ -7,4 +7,7 @@ void register_inspect(CLI::App& app);   // verb_inspect.cpp
 void register_generate(CLI::App& app);  // verb_generate.cpp
 void register_synth(CLI::App& app);     // verb_synth.cpp
 void register_tokenize(CLI::App& app);  // verb_tokenize.cpp
+void register_compile(CLI::App& app);   // verb_compile.cpp
+void register_run(CLI::App& app);       // verb_run.cpp
+void register_bench(CLI::App& app);     // verb_bench.cpp
 }  // namespace kiln::cli
