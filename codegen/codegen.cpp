@@ -75,6 +75,7 @@ struct Spec {
   DType dt2 = DType::F32;  // matmul/lm_head: gain dtype; rope_store: cache dtype
   int flags = 0;           // matmul: MM_RMS | MM_ADD | MM_SWIGLU
   int mt = 1;              // gemv max tokens
+  int split = 1;           // gemv warps per output column
   bool has_ff = false;     // rope: freq factors present
   bool has_logits = true;
   // scalars
@@ -154,7 +155,7 @@ Variant emit_variant(const Spec& s, bool compiled) {
       const bool gemv = s.v == V::MatGemv;
       out.files = {"common.cuh", "dequant.cuh", "matmul.cuh"};
       out.base_name = matmul_name(gemv ? "gemv" : "tiled");
-      if (gemv) out.base_name += "_t" + std::to_string(s.mt);
+      if (gemv) out.base_name += "_t" + std::to_string(s.mt) + (s.split > 1 ? "_s" + std::to_string(s.split) : "");
       out.block = gemv ? 128 : 256;
       std::string x = e.in(0, "const float*");
       std::string g = (s.flags & 1) ? e.in(1, "const void*") : "nullptr";
@@ -165,7 +166,7 @@ Variant emit_variant(const Spec& s, bool compiled) {
       std::string K = e.i(s.K), N = e.i(s.N);
       std::string eps = (s.flags & 1) ? e.f(s.eps) : "0.f";
       std::string tmpl = "<" + d + ", " + ((s.flags & 1) ? d2 : "DT_F32") + ", " + std::to_string(s.flags);
-      out.call = (gemv ? "mm_gemv" : "mm_tiled") + tmpl + (gemv ? ", " + std::to_string(s.mt) : "") + ">(" + x +
+      out.call = (gemv ? "mm_gemv" : "mm_tiled") + tmpl + (gemv ? ", " + std::to_string(s.mt) + ", " + std::to_string(s.split) : "") + ">(" + x +
                  ", " + g + ", " + w + ", " + r + ", " + y + ", " + st + "->n_tokens, " + K + ", " + N + ", " + eps +
                  ")";
       break;
@@ -468,6 +469,11 @@ Spec make_spec(const Ctx& c, Mode mode) {
     const bool gemv = mode == Mode::Compiled ? c.bucket <= 4 : c.bucket == 1;
     s.v = gemv ? V::MatGemv : V::MatTiled;
     s.mt = gemv ? static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(c.bucket, s.T))) : 1;
+    if (gemv && mode == Mode::Compiled) {
+      // warps per output column: keep >= ~4 chunk loads per lane, split long rows
+      const int64_t units = s.K / 8;  // 8-element chunks per row (every dtype)
+      s.split = units >= 512 ? 4 : units >= 256 ? 2 : 1;
+    }
   };
   auto rows_cols = [&](const ir::Value& a) {
     s.N = a.shape.empty() ? 1 : c.dim(a, a.shape.size() - 1);
@@ -637,7 +643,7 @@ uint32_t cdiv(int64_t a, int64_t b) { return static_cast<uint32_t>(std::max<int6
 void launch(const Spec& s, Lowered& l) {
   l.grid = {1, 1, 1};
   switch (s.v) {
-    case V::MatGemv: l.grid[0] = cdiv(s.N, 4); break;
+    case V::MatGemv: l.grid[0] = cdiv(s.N, 4 / s.split); break;
     case V::MatTiled: l.grid = {cdiv(s.N, (s.flags & 4) ? 32 : 64), cdiv(s.T, 16), 1}; break;
     case V::Embed:
     case V::RmsNorm:

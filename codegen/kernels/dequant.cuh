@@ -25,6 +25,13 @@ template <> struct QT<DT_Q6_K> { enum { QK = 256, BB = 210, CH = 32 }; };
 
 __device__ __forceinline__ int nib(u32 w, int i, int hi) { return (w >> (8 * i + 4 * hi)) & 0xF; }
 
+// Exact small-integer -> float without the quarter-rate I2F instruction:
+// 0x4B000000 | q is the float 2^23 + q (q < 2^23), so subtracting 2^23 + off
+// gives q - off exactly. Used for every quant value and scale below.
+__device__ __forceinline__ float qf(u32 q, int off = 0) {
+  return __int_as_float(0x4B000000u | q) - (8388608.f + (float)off);
+}
+
 // 6-bit scale/min j of Q4_K / Q5_K (12 packed bytes).
 __device__ __forceinline__ void k4_scale_min(const u8* s, int j, int& sc, int& m) {
   if (j < 4) {
@@ -63,8 +70,8 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
     const u32 q = ld32u(blk + 2 + 4 * c);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      v[i] = __fmul_rn(d, (float)(nib(q, i, 0) - 8));
-      v[4 + i] = __fmul_rn(d, (float)(nib(q, i, 1) - 8));
+      v[i] = __fmul_rn(d, qf(nib(q, i, 0), 8));
+      v[4 + i] = __fmul_rn(d, qf(nib(q, i, 1), 8));
     }
   } else if (DT == DT_Q4_1) {
     a = 4 * c; b = 16 + 4 * c;
@@ -72,8 +79,8 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
     const u32 q = ld32u(blk + 4 + 4 * c);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      v[i] = __fadd_rn(__fmul_rn(d, (float)nib(q, i, 0)), m);
-      v[4 + i] = __fadd_rn(__fmul_rn(d, (float)nib(q, i, 1)), m);
+      v[i] = __fadd_rn(__fmul_rn(d, qf(nib(q, i, 0))), m);
+      v[4 + i] = __fadd_rn(__fmul_rn(d, qf(nib(q, i, 1))), m);
     }
   } else if (DT == DT_Q5_0) {
     a = 4 * c; b = 16 + 4 * c;
@@ -85,8 +92,8 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
       const int l = 4 * c + i;
       const int q0 = nib(q, i, 0) | (((qh >> l) & 1u) << 4);
       const int q1 = nib(q, i, 1) | (((qh >> (l + 16)) & 1u) << 4);
-      v[i] = __fmul_rn(d, (float)(q0 - 16));
-      v[4 + i] = __fmul_rn(d, (float)(q1 - 16));
+      v[i] = __fmul_rn(d, qf(q0, 16));
+      v[4 + i] = __fmul_rn(d, qf(q1, 16));
     }
   } else if (DT == DT_Q5_1) {
     a = 4 * c; b = 16 + 4 * c;
@@ -98,8 +105,8 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
       const int l = 4 * c + i;
       const int q0 = nib(q, i, 0) | (((qh >> l) & 1u) << 4);
       const int q1 = nib(q, i, 1) | (((qh >> (l + 16)) & 1u) << 4);
-      v[i] = __fadd_rn(__fmul_rn(d, (float)q0), m);
-      v[4 + i] = __fadd_rn(__fmul_rn(d, (float)q1), m);
+      v[i] = __fadd_rn(__fmul_rn(d, qf(q0)), m);
+      v[4 + i] = __fadd_rn(__fmul_rn(d, qf(q1)), m);
     }
   } else if (DT == DT_Q8_0) {
     a = 8 * c; b = 8 * c + 4;
@@ -107,8 +114,8 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
     const u32 q0 = ld32u(blk + 2 + 8 * c), q1 = ld32u(blk + 6 + 8 * c);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      v[i] = __fmul_rn(d, (float)(i8)((q0 >> (8 * i)) & 0xFF));
-      v[4 + i] = __fmul_rn(d, (float)(i8)((q1 >> (8 * i)) & 0xFF));
+      v[i] = __fmul_rn(d, qf(((q0 >> (8 * i)) & 0xFF) ^ 0x80, 128));
+      v[4 + i] = __fmul_rn(d, qf(((q1 >> (8 * i)) & 0xFF) ^ 0x80, 128));
     }
   } else if (DT == DT_Q2_K || DT == DT_Q3_K) {
     const int h = c >> 4, sp = (c >> 3) & 1, l0 = (c & 7) * 4;
@@ -119,28 +126,29 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
       const float d = ldh(blk + 80), dmin = ldh(blk + 82);
       const u32 q = ld32u(blk + 16 + h * 32 + l0);
       const int sa = blk[a / 16], sb = blk[b / 16];
-      const float dla = __fmul_rn(d, (float)(sa & 0xF)), mla = __fmul_rn(dmin, (float)(sa >> 4));
-      const float dlb = __fmul_rn(d, (float)(sb & 0xF)), mlb = __fmul_rn(dmin, (float)(sb >> 4));
+      const float dla = __fmul_rn(d, qf(sa & 0xF)), mla = __fmul_rn(dmin, qf(sa >> 4));
+      const float dlb = __fmul_rn(d, qf(sb & 0xF)), mlb = __fmul_rn(dmin, qf(sb >> 4));
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const u32 byte = (q >> (8 * i)) & 0xFF;
-        v[i] = __fsub_rn(__fmul_rn(dla, (float)((byte >> (2 * s0)) & 3)), mla);
-        v[4 + i] = __fsub_rn(__fmul_rn(dlb, (float)((byte >> (2 * s1)) & 3)), mlb);
+        v[i] = __fsub_rn(__fmul_rn(dla, qf((byte >> (2 * s0)) & 3)), mla);
+        v[4 + i] = __fsub_rn(__fmul_rn(dlb, qf((byte >> (2 * s1)) & 3)), mlb);
       }
     } else {
       const float d = ldh(blk + 108);
       const u32 q = ld32u(blk + 32 + h * 32 + l0);
       const u32 hm = ld32u(blk + l0);
-      const float dla = __fmul_rn(d, (float)q3k_scale(blk + 96, a / 16));
-      const float dlb = __fmul_rn(d, (float)q3k_scale(blk + 96, b / 16));
+      const float dla = __fmul_rn(d, qf(q3k_scale(blk + 96, a / 16) + 32, 32));
+      const float dlb = __fmul_rn(d, qf(q3k_scale(blk + 96, b / 16) + 32, 32));
       const int ba = h * 4 + s0, bb = h * 4 + s1;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const u32 byte = (q >> (8 * i)) & 0xFF, hbyte = (hm >> (8 * i)) & 0xFF;
-        const int qa = (int)((byte >> (2 * s0)) & 3) - (((hbyte >> ba) & 1) ? 0 : 4);
-        const int qb = (int)((byte >> (2 * s1)) & 3) - (((hbyte >> bb) & 1) ? 0 : 4);
-        v[i] = __fmul_rn(dla, (float)qa);
-        v[4 + i] = __fmul_rn(dlb, (float)qb);
+        // q = low2 - (hmask bit ? 0 : 4) = (low2 + 4*bit) - 4
+        const u32 qa = ((byte >> (2 * s0)) & 3) + (((hbyte >> ba) & 1) << 2);
+        const u32 qb = ((byte >> (2 * s1)) & 3) + (((hbyte >> bb) & 1) << 2);
+        v[i] = __fmul_rn(dla, qf(qa, 4));
+        v[4 + i] = __fmul_rn(dlb, qf(qb, 4));
       }
     }
   } else if (DT == DT_Q4_K || DT == DT_Q5_K) {
@@ -152,8 +160,8 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
     int sca, ma, scb, mb;
     k4_scale_min(blk + 4, ga, sca, ma);
     k4_scale_min(blk + 4, gb, scb, mb);
-    const float dla = __fmul_rn(d, (float)sca), mla = __fmul_rn(dmin, (float)ma);
-    const float dlb = __fmul_rn(d, (float)scb), mlb = __fmul_rn(dmin, (float)mb);
+    const float dla = __fmul_rn(d, qf(sca)), mla = __fmul_rn(dmin, qf(ma));
+    const float dlb = __fmul_rn(d, qf(scb)), mlb = __fmul_rn(dmin, qf(mb));
     const u32 q = ld32u(blk + (DT == DT_Q4_K ? 16 : 48) + c4 * 32 + l0);
     u32 qh = 0;
     if (DT == DT_Q5_K) qh = ld32u(blk + 16 + l0);
@@ -165,8 +173,8 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
         qa |= ((hb >> ga) & 1) << 4;
         qb |= ((hb >> gb) & 1) << 4;
       }
-      v[i] = __fsub_rn(__fmul_rn(dla, (float)qa), mla);
-      v[4 + i] = __fsub_rn(__fmul_rn(dlb, (float)qb), mlb);
+      v[i] = __fsub_rn(__fmul_rn(dla, qf(qa)), mla);
+      v[4 + i] = __fsub_rn(__fmul_rn(dlb, qf(qb)), mlb);
     }
   } else if (DT == DT_Q6_K) {
     const int h = c >> 4, j0 = (c & 15) * 4;
@@ -176,15 +184,15 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
     const u32 ql = ld32u(blk + h * 64 + j0);
     const u32 qh = ld32u(blk + 128 + h * 32 + (j0 & 31));
     const int sh = 2 * (j0 >> 5);  // j0..j0+3 share j/32
-    const float dla = __fmul_rn(d, (float)(i8)blk[192 + a / 16]);
-    const float dlb = __fmul_rn(d, (float)(i8)blk[192 + b / 16]);
+    const float dla = __fmul_rn(d, qf(blk[192 + a / 16] ^ 0x80, 128));
+    const float dlb = __fmul_rn(d, qf(blk[192 + b / 16] ^ 0x80, 128));
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const u32 hb = (qh >> (8 * i)) & 0xFF;
-      const int qa = (nib(ql, i, 0) | (int)(((hb >> sh) & 3) << 4)) - 32;
-      const int qb = (nib(ql, i, 1) | (int)(((hb >> (sh + 4)) & 3) << 4)) - 32;
-      v[i] = __fmul_rn(dla, (float)qa);
-      v[4 + i] = __fmul_rn(dlb, (float)qb);
+      const u32 qa = nib(ql, i, 0) | (((hb >> sh) & 3) << 4);  // value qa - 32
+      const u32 qb = nib(ql, i, 1) | (((hb >> (sh + 4)) & 3) << 4);
+      v[i] = __fmul_rn(dla, qf(qa, 32));
+      v[4 + i] = __fmul_rn(dlb, qf(qb, 32));
     }
   }
 }

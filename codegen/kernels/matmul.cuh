@@ -13,15 +13,19 @@
 __device__ __forceinline__ float silu_f(float v) { return v / (1.0f + expf(-v)); }
 
 #define GEMV_WARPS 4
-// Launch: block (32*GEMV_WARPS), grid ceil(N / GEMV_WARPS). MT: max tokens
-// (compile-time, the bucket); tokens t0 .. t0+min(nt,MT)-1 are computed.
-template <int DT, int GDT, int FL, int MT>
+// Launch: block (32*GEMV_WARPS), grid ceil(N / (GEMV_WARPS / SPLIT)). Each
+// output column is computed by SPLIT warps (SPLIT | GEMV_WARPS) that take
+// interleaved K chunks: more warps in flight for long rows, so enough weight
+// bytes are outstanding to approach memory bandwidth. MT: max tokens
+// (compile-time, the bucket); tokens 0 .. min(nt,MT)-1 are computed.
+template <int DT, int GDT, int FL, int MT, int SPLIT = 1>
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
                                         const u8* __restrict__ w, const float* __restrict__ r,
                                         float* __restrict__ y, int nt, int K, int N, float eps) {
   typedef QT<DT> Q;
   __shared__ float red[33];
   __shared__ float inv[MT];
+  __shared__ float part[GEMV_WARPS][MT][2];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (nt > MT) nt = MT;
   if (FL & MM_RMS) {
@@ -31,60 +35,74 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
     }
     __syncthreads();
   }
-  const int n = blockIdx.x * GEMV_WARPS + warp;
-  if (n >= N) return;
+  const int n = blockIdx.x * (GEMV_WARPS / SPLIT) + warp / SPLIT;
+  const int sub = warp % SPLIT;
   const int nrows = (FL & MM_SWIGLU) ? 2 : 1;
-  const i64 rb = (i64)(K / Q::QK) * Q::BB;
-  const u8* w0 = w + (i64)n * rb;
-  const u8* w1 = w + (i64)(n + N) * rb;  // swiglu: the "up" row
   float acc0[MT], acc1[MT];
 #pragma unroll
   for (int t = 0; t < MT; ++t) acc0[t] = acc1[t] = 0.f;
-  const int units = (K / Q::QK) * Q::CH;
+  if (n < N) {
+    const i64 rb = (i64)(K / Q::QK) * Q::BB;
+    const u8* w0 = w + (i64)n * rb;
+    const u8* w1 = w + (i64)(n + N) * rb;  // swiglu: the "up" row
+    const int units = (K / Q::QK) * Q::CH;
 #pragma unroll 4
-  for (int u = lane; u < units; u += 32) {
-    const int blk = u / Q::CH, c = u % Q::CH;
-    float v0[8], v1[8];
-    int a, b;
-    deq8<DT>(w0 + (i64)blk * Q::BB, c, v0, a, b);
-    if (nrows == 2) deq8<DT>(w1 + (i64)blk * Q::BB, c, v1, a, b);
-    const int ka = blk * Q::QK + a, kb = blk * Q::QK + b;
-    float ga[4], gb[4];
-    if (FL & MM_RMS) {
+    for (int u = sub * 32 + lane; u < units; u += 32 * SPLIT) {
+      const int blk = u / Q::CH, c = u % Q::CH;
+      float v0[8], v1[8];
+      int a, b;
+      deq8<DT>(w0 + (i64)blk * Q::BB, c, v0, a, b);
+      if (nrows == 2) deq8<DT>(w1 + (i64)blk * Q::BB, c, v1, a, b);
+      const int ka = blk * Q::QK + a, kb = blk * Q::QK + b;
+      float ga[4], gb[4];
+      if (FL & MM_RMS) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) { ga[i] = ldf<GDT>(g, ka + i); gb[i] = ldf<GDT>(g, kb + i); }
-    }
+        for (int i = 0; i < 4; ++i) { ga[i] = ldf<GDT>(g, ka + i); gb[i] = ldf<GDT>(g, kb + i); }
+      }
 #pragma unroll
-    for (int t = 0; t < MT; ++t) {
-      if (t < nt) {
-        const float4 xa = *(const float4*)(x + (i64)t * K + ka);
-        const float4 xb = *(const float4*)(x + (i64)t * K + kb);
-        float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
-        if (FL & MM_RMS) {
+      for (int t = 0; t < MT; ++t) {
+        if (t < nt) {
+          const float4 xa = *(const float4*)(x + (i64)t * K + ka);
+          const float4 xb = *(const float4*)(x + (i64)t * K + kb);
+          float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+          if (FL & MM_RMS) {
 #pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            xs[i] = (xs[i] * inv[t]) * ga[i];
-            xs[4 + i] = (xs[4 + i] * inv[t]) * gb[i];
+            for (int i = 0; i < 4; ++i) {
+              xs[i] = (xs[i] * inv[t]) * ga[i];
+              xs[4 + i] = (xs[4 + i] * inv[t]) * gb[i];
+            }
           }
-        }
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          acc0[t] += xs[i] * v0[i];
-          if (nrows == 2) acc1[t] += xs[i] * v1[i];
+          for (int i = 0; i < 8; ++i) {
+            acc0[t] += xs[i] * v0[i];
+            if (nrows == 2) acc1[t] += xs[i] * v1[i];
+          }
         }
       }
     }
   }
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
+    acc0[t] = warp_sum(acc0[t]);
+    if (nrows == 2) acc1[t] = warp_sum(acc1[t]);
+  }
+  if (SPLIT > 1) {
+    if (lane == 0) {
+      for (int t = 0; t < MT; ++t) { part[warp][t][0] = acc0[t]; part[warp][t][1] = acc1[t]; }
+    }
+    __syncthreads();
+    if (sub == 0 && lane == 0) {
+      for (int t = 0; t < MT; ++t)
+        for (int s = 1; s < SPLIT; ++s) { acc0[t] += part[warp + s][t][0]; acc1[t] += part[warp + s][t][1]; }
+    }
+  }
+  if (n >= N || sub != 0 || lane != 0) return;
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
     if (t < nt) {
-      const float s0 = warp_sum(acc0[t]);
-      const float s1 = nrows == 2 ? warp_sum(acc1[t]) : 0.f;
-      if (lane == 0) {
-        float o = (FL & MM_SWIGLU) ? silu_f(s0) * s1 : s0;
-        if (FL & MM_ADD) o += r[(i64)t * N + n];
-        y[(i64)t * N + n] = o;
-      }
+      float o = (FL & MM_SWIGLU) ? silu_f(acc0[t]) * acc1[t] : acc0[t];
+      if (FL & MM_ADD) o += r[(i64)t * N + n];
+      y[(i64)t * N + n] = o;
     }
   }
 }

@@ -59,8 +59,8 @@ inline int64_t k_for(DType t) { return ir::dtype_info(t).block_elems == 256 ? 51
 inline ir::Attrs eps_attr() { return {{"eps", 1e-5}}; }
 
 // Matmul family: op in {MatMul, RmsMatMul, MatMulAdd, RmsMatMulSwiGlu}.
-inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType::F32) {
-  const int64_t K = k_for(wt), N = 70;
+inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType::F32, int64_t k_override = 0) {
+  const int64_t K = k_override ? k_override : k_for(wt), N = 70;
   const bool rms = op == OpKind::RmsMatMul || op == OpKind::RmsMatMulSwiGlu;
   const bool swi = op == OpKind::RmsMatMulSwiGlu, add = op == OpKind::MatMulAdd;
   OpCase c;
@@ -68,7 +68,8 @@ inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType:
   c.dtype = wt;
   c.fused = op != OpKind::MatMul;
   const char* opn = op == OpKind::MatMul ? "matmul" : rms ? (swi ? "rms_matmul_swiglu" : "rms_matmul") : "matmul_add";
-  c.name = std::string(opn) + "/" + dn(wt) + (rms ? "_g" + dn(gt) : "") + "/b" + std::to_string(bucket);
+  c.name = std::string(opn) + "/" + dn(wt) + (rms ? "_g" + dn(gt) : "") + "/b" + std::to_string(bucket) +
+           (k_override ? "/k" + std::to_string(K) : "");
   Graph& g = c.g;
   g = base_graph(bucket);
   auto x = g.add_input("x", DType::F32, {tok(bucket), fx(K)});
@@ -261,6 +262,11 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
     g.mark_output(y);
     out.push_back(simple("embed/" + dn(wt), g, B, wt));
   }
+  // long rows: the GEMV splits a column over 2 or 4 warps
+  out.push_back(matmul_case(OpKind::MatMul, DType::Q4_0, 1, DType::F32, 2048));
+  out.push_back(matmul_case(OpKind::MatMul, DType::F16, 1, DType::F32, 4096));
+  out.push_back(matmul_case(OpKind::RmsMatMulSwiGlu, DType::Q4_K, 1, DType::F32, 4096));
+  out.push_back(matmul_case(OpKind::MatMulAdd, DType::Q6_K, 3, DType::F32, 4096));
   for (DType ft : float_dtypes()) {
     {  // rms_norm with a gain of dtype ft
       Graph g = base_graph(B);
