@@ -164,10 +164,12 @@ Variant emit_variant(const Spec& s, bool compiled) {
       std::string y = e.out(0, "float*");
       std::string st = e.step();
       std::string K = e.i(s.K), N = e.i(s.N);
+      // rows to compute: the step's tokens for [tokens, K] inputs, else the static row count
+      std::string nt = "(" + e.i(s.dyn) + " ? min(" + st + "->n_tokens, " + e.i(s.T) + ") : " + e.i(s.T) + ")";
       std::string eps = (s.flags & 1) ? e.f(s.eps) : "0.f";
       std::string tmpl = "<" + d + ", " + ((s.flags & 1) ? d2 : "DT_F32") + ", " + std::to_string(s.flags);
       out.call = (gemv ? "mm_gemv" : "mm_tiled") + tmpl + (gemv ? ", " + std::to_string(s.mt) + ", " + std::to_string(s.split) : "") + ">(" + x +
-                 ", " + g + ", " + w + ", " + r + ", " + y + ", " + st + "->n_tokens, " + K + ", " + N + ", " + eps +
+                 ", " + g + ", " + w + ", " + r + ", " + y + ", " + nt + ", " + K + ", " + N + ", " + eps +
                  ")";
       break;
     }
@@ -220,11 +222,17 @@ Variant emit_variant(const Spec& s, bool compiled) {
       break;
     }
     case V::ArgMax: {
-      out.files = {"common.cuh", "elementwise.cuh"};
-      out.base_name = "kiln_argmax";
-      std::string x = e.in(0, "const float*"), y = e.out(0, "i32*"), st = e.step();
-      std::string dyn = e.i(s.dyn), R = e.i(s.R), N = e.i(s.N);
-      out.call = "k_argmax(" + x + ", " + y + ", " + st + "->n_tokens, " + dyn + ", " + R + ", " + N + ")";
+      // The IR's argmax closes the unfused graph: on the GPU it is the sampling
+      // step (greedy when step->temperature <= 0, which is the IR semantics),
+      // writing the token to the output, step->out_token and tokens[0].
+      out.files = {"common.cuh", "dequant.cuh", "matmul.cuh", "sample.cuh"};
+      out.base_name = "kiln_sample_rows";
+      out.block = 128;
+      std::string x = e.in(0, "const float*"), y = e.out(0, "i32*");
+      std::string toks = e.ptr(ParamKind::Tokens, 0, "i32*");
+      std::string st = e.step(true);
+      std::string R = e.i(s.R), N = e.i(s.N);
+      out.call = "k_sample_rows(" + x + ", " + y + ", " + toks + ", " + st + ", " + R + ", " + N + ")";
       break;
     }
     case V::KvStore: {
@@ -466,9 +474,13 @@ Spec make_spec(const Ctx& c, Mode mode) {
       s.N /= 2;
     }
     s.T = c.dim(x, 0);
-    const bool gemv = mode == Mode::Compiled ? c.bucket <= 4 : c.bucket == 1;
+    // Rows of x: the step's tokens when x is [tokens, K]; a fixed count otherwise
+    // (the LM head after last_row has one row whatever the bucket).
+    s.dyn = c.dyn(x);
+    const int64_t rows = s.dyn ? std::min<int64_t>(c.bucket, s.T) : s.T;
+    const bool gemv = mode == Mode::Compiled ? rows <= 4 : rows == 1;
     s.v = gemv ? V::MatGemv : V::MatTiled;
-    s.mt = gemv ? static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(c.bucket, s.T))) : 1;
+    s.mt = gemv ? static_cast<int>(std::max<int64_t>(1, rows)) : 1;
     if (gemv && mode == Mode::Compiled) {
       // warps per output column: keep >= ~4 chunk loads per lane, split long rows
       const int64_t units = s.K / 8;  // 8-element chunks per row (every dtype)
@@ -539,6 +551,10 @@ Spec make_spec(const Ctx& c, Mode mode) {
       need_f32(c, c.in(0), "x");
       s.v = V::ArgMax;
       rows_cols(c.in(0));
+      if (s.R != 1)
+        throw Error(ErrorCode::kUnsupported,
+                    "codegen: argmax lowers to the sampling step, which takes one row of logits (got " +
+                        std::to_string(s.R) + ")");
       break;
     }
     case OpKind::KvStore: {
@@ -655,7 +671,7 @@ void launch(const Spec& s, Lowered& l) {
     case V::Silu:
     case V::SwiGlu: l.grid[0] = std::min<uint32_t>(cdiv(s.R * s.N, 256), 4096); break;
     case V::LastRow: l.grid[0] = std::min<uint32_t>(cdiv(s.N, 256), 1024); break;
-    case V::ArgMax: l.grid[0] = cdiv(s.R, 1); break;
+    case V::ArgMax: l.grid[0] = 1; break;
     case V::Attention: l.grid = {static_cast<uint32_t>(s.nh), cdiv(s.T, 1), 1}; break;
     case V::LmHead: l.grid[0] = cdiv(s.N, 4); break;
   }

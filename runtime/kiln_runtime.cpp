@@ -24,6 +24,7 @@ EngineInputs engine_inputs(const Plan& p) {
       d.ptx_size = k->ptx()->size();
     }
     d.smem = k->smem();
+    d.source_hash = k->source_hash();
     in.kernels.push_back(std::move(d));
   }
   for (const auto* pr : p.programs()) {

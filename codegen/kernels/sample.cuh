@@ -155,3 +155,17 @@ __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, co
     step->pad[0] = 0;
   }
 }
+
+// Sampling after an unfused LM head (eager programs; IR argmax): one block of
+// SAMPLE_THREADS samples the last valid row of x[R, N] (row 0 when R == 1).
+__device__ __forceinline__ void k_sample_rows(const float* __restrict__ x, i32* __restrict__ out,
+                                              i32* __restrict__ tokens, KilnStep* step, int R, int N) {
+  const int nt = step->n_tokens;
+  const int row = R == 1 ? 0 : (nt > 0 ? min(nt, R) - 1 : 0);
+  const int tok = sample_block(x + (i64)row * N, N, step);
+  if (threadIdx.x == 0) {
+    out[0] = tok;
+    step->out_token = tok;
+    if (tokens) tokens[0] = tok;
+  }
+}

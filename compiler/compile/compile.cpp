@@ -240,7 +240,9 @@ CompileReport compile_model(const CompileOptions& opt) {
   // 5. Lower every node of every program; plan each program's temporaries.
   t = Clock::now();
   std::vector<codegen::KernelSource> sources;
-  std::map<uint64_t, uint32_t> kernel_index;  // source hash -> index
+  // A kernel is (module source, entry): eager modules hold every generic kernel
+  // of one dtype, so several kernels share one source (compiled once below).
+  std::map<std::pair<uint64_t, std::string>, uint32_t> kernel_index;
   std::vector<ProgramBuild> builds;
   struct Job {
     const ir::Graph* g;
@@ -320,7 +322,8 @@ CompileReport compile_model(const CompileOptions& opt) {
     const auto cg_mode = job.mode == plan::ProgramMode::kCompiled ? codegen::Mode::Compiled : codegen::Mode::Eager;
     for (const auto& n : nodes) {
       codegen::Lowered low = codegen::lower(g, n, job.bucket, opt.sm, cg_mode);
-      auto [it, fresh] = kernel_index.try_emplace(low.kernel.hash, static_cast<uint32_t>(sources.size()));
+      auto [it, fresh] = kernel_index.try_emplace({low.kernel.hash, low.kernel.entry},
+                                                  static_cast<uint32_t>(sources.size()));
       if (fresh) sources.push_back(low.kernel);
       plan::LaunchSpec ls;
       ls.kernel = it->second;
@@ -357,46 +360,57 @@ CompileReport compile_model(const CompileOptions& opt) {
                                      builds.size(), sources.size(), rep.n_launches_compiled_decode,
                                      rep.n_launches_eager_decode));
 
-  // 6. NVRTC: compile the distinct kernels in parallel (cached on disk).
+  // 6. NVRTC: compile each distinct module source once, in parallel (cached on disk).
   t = Clock::now();
   plan::PlanSpec spec;
   spec.kernels.resize(sources.size());
   {
+    std::vector<size_t> unique;  // index of the first kernel of each distinct source
+    std::map<uint64_t, size_t> first;
+    for (size_t i = 0; i < sources.size(); ++i)
+      if (first.try_emplace(sources[i].hash, i).second) unique.push_back(i);
+    std::vector<codegen::CompiledKernel> modules(unique.size());
     const std::string cache = opt.cache_dir == "-" ? std::string() : opt.cache_dir;
     unsigned n_jobs = opt.jobs > 0 ? static_cast<unsigned>(opt.jobs) : std::max(1u, std::thread::hardware_concurrency());
     std::atomic<size_t> next{0}, done{0};
     std::mutex mu;
     std::exception_ptr failure;
     auto worker = [&] {
-      for (size_t i; (i = next++) < sources.size();) {
+      for (size_t u; (u = next++) < unique.size();) {
         try {
-          auto ck = codegen::compile(sources[i], opt.sm, cache);
-          auto& k = spec.kernels[i];
-          k.name = sources[i].entry;
-          k.entry = sources[i].entry;
-          k.sm = static_cast<uint32_t>(opt.sm);
-          k.cubin = std::move(ck.cubin);
-          k.ptx = std::move(ck.ptx);
-          k.source_hash = sources[i].hash;
+          modules[u] = codegen::compile(sources[unique[u]], opt.sm, cache);
           size_t d = ++done;
-          if (opt.progress && (d % 16 == 0 || d == sources.size())) {
+          if (opt.progress && (d % 16 == 0 || d == unique.size())) {
             std::lock_guard<std::mutex> lk(mu);
-            opt.progress(fmt::format("           kernels {}/{}", d, sources.size()));
+            opt.progress(fmt::format("           modules {}/{}", d, unique.size()));
           }
         } catch (...) {
           std::lock_guard<std::mutex> lk(mu);
           if (!failure) failure = std::current_exception();
-          next = sources.size();
+          next = unique.size();
         }
       }
     };
     std::vector<std::thread> pool;
-    for (unsigned i = 0; i < std::min<size_t>(n_jobs, sources.size()); ++i) pool.emplace_back(worker);
+    for (unsigned i = 0; i < std::min<size_t>(n_jobs, unique.size()); ++i) pool.emplace_back(worker);
     for (auto& th : pool) th.join();
     if (failure) std::rethrow_exception(failure);
+    std::map<uint64_t, size_t> module_of;
+    for (size_t u = 0; u < unique.size(); ++u) module_of[sources[unique[u]].hash] = u;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const auto& m = modules[module_of.at(sources[i].hash)];
+      auto& k = spec.kernels[i];
+      k.name = sources[i].entry;
+      k.entry = sources[i].entry;
+      k.sm = static_cast<uint32_t>(opt.sm);
+      k.cubin = m.cubin;
+      k.ptx = m.ptx;
+      k.source_hash = sources[i].hash;
+    }
+    rep.n_modules = unique.size();
   }
   rep.n_kernels = sources.size();
-  stage_done("nvrtc", t, fmt::format("{} kernels for sm_{}", sources.size(), opt.sm));
+  stage_done("nvrtc", t, fmt::format("{} modules, {} kernels for sm_{}", rep.n_modules, sources.size(), opt.sm));
 
   // 7. Assemble the plan.
   t = Clock::now();

@@ -26,7 +26,7 @@ struct CompileOptions {
 
 struct CompileReport {
   std::vector<std::pair<std::string, double>> stages;  // stage name, seconds
-  size_t n_kernels = 0, n_kernels_cached = 0, n_launches_compiled_decode = 0, n_launches_eager_decode = 0;
+  size_t n_kernels = 0, n_modules = 0, n_launches_compiled_decode = 0, n_launches_eager_decode = 0;
   uint64_t plan_bytes = 0, weights_bytes = 0, arena_bytes = 0, kv_bytes = 0;
   double total_seconds = 0;
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <map>
 
 namespace kiln::rt {
 
@@ -82,11 +83,15 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
   check(cudaEventCreate(&e->ev_start_), "cudaEventCreate");
   check(cudaEventCreate(&e->ev_stop_), "cudaEventCreate");
 
+  std::map<std::pair<uint64_t, size_t>, CUmodule> loaded;  // (source hash, image size) -> module
   for (const auto& k : p.kernels) {
-    CUmodule m = nullptr;
     const void* image = use_ptx ? static_cast<const void*>(k.ptx) : static_cast<const void*>(k.cubin);
-    check(drv.cuModuleLoadDataEx(&m, image, 0, nullptr, nullptr), ("load kernel module " + k.name).c_str());
-    e->modules_.push_back(m);
+    const size_t image_size = use_ptx ? k.ptx_size : k.cubin_size;
+    CUmodule& m = loaded[{k.source_hash, image_size}];
+    if (!m) {
+      check(drv.cuModuleLoadDataEx(&m, image, 0, nullptr, nullptr), ("load kernel module " + k.name).c_str());
+      e->modules_.push_back(m);
+    }
     CUfunction f = nullptr;
     check(drv.cuModuleGetFunction(&f, m, k.entry.c_str()), ("find kernel " + k.entry).c_str());
     if (k.smem > 48 * 1024)

@@ -45,6 +45,7 @@ struct KernelDesc {
   const char* ptx = nullptr;      // NUL-terminated, may be null
   size_t ptx_size = 0;
   uint32_t smem = 0;
+  uint64_t source_hash = 0;       // kernels of one module share it: loaded once
 };
 
 struct ArenaDesc {

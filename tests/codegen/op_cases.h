@@ -358,8 +358,9 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
   }
   {
     Graph g = base_graph(B);
-    auto x = g.add_input("x", DType::F32, {tok(B), fx(1000)});
-    auto y = g.add_node(OpKind::ArgMax, {x}, {}, "y", DType::I32, {tok(B)});
+    // on the GPU argmax is the sampling step: one row (the logits of the last token)
+    auto x = g.add_input("x", DType::F32, {fx(1), fx(1000)});
+    auto y = g.add_node(OpKind::ArgMax, {x}, {}, "y", DType::I32, {fx(1)});
     g.mark_output(y);
     out.push_back(simple("argmax", g, B, DType::F32));
   }
