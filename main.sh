@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./install.sh
-MODEL=$(./fetch_models.sh | tail -n 1)
+./fetch_models.sh >/dev/null
+MODEL=.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
 KILN=./build/kiln
 PROMPT=${PROMPT:-"The three primary colors are"}
 TARGET=${TARGET:-}

@@ -1,5 +1,7 @@
 #include "runtime/cuda/cuda_api.h"
 
+#include <unistd.h>
+
 #include <mutex>
 #include <string>
 
@@ -44,7 +46,13 @@ std::optional<DeviceInfo> probe_device(int index, std::string* why) {
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
-    if (why) *why = std::string("no usable CUDA device: ") + cudaGetErrorString(e);
+    // Without the kernel driver cudart reports "driver version is insufficient",
+    // which reads like a version problem; say what it is.
+    const bool no_driver = ::access("/dev/nvidiactl", F_OK) != 0 &&
+                           (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice);
+    if (why)
+      *why = no_driver ? std::string("no NVIDIA GPU or driver on this machine")
+                       : std::string("no usable CUDA device: ") + cudaGetErrorString(e);
     cudaGetLastError();
     return std::nullopt;
   }

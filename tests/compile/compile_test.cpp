@@ -1,0 +1,173 @@
+// The compile driver on a machine with no GPU (CI): GGUF -> plan for every
+// supported SM, the plan verifies and describes a fused + eager program set,
+// and bad requests fail with errors that name the cause without touching an
+// existing plan.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "codegen/codegen.h"
+#include "compiler/compile/compile.h"
+#include "compiler/synth/model.h"
+#include "runtime/cuda/cuda_api.h"
+#include "runtime/kiln_runtime.h"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+
+namespace {
+
+fs::path scratch() {
+  auto p = fs::temp_directory_path() / ("kiln_compile_test_" + std::to_string(::getpid()));
+  fs::create_directories(p);
+  return p;
+}
+
+fs::path tiny(const std::string& type) {
+  fs::path p = scratch() / ("tiny_" + type + ".gguf");
+  if (!fs::exists(p)) {
+    synth::SynthOptions so;
+    so.type = type;
+    so.seed = 3;
+    synth::build_model(so).write(p.string());
+  }
+  return p;
+}
+
+compile::CompileOptions opts(const fs::path& gguf, const std::string& out, int sm = 90) {
+  compile::CompileOptions o;
+  o.model_path = gguf.string();
+  o.out_path = (scratch() / out).string();
+  o.sm = sm;
+  o.ctx = 256;
+  o.max_tokens = 64;
+  o.cache_dir = (scratch() / "kcache").string();
+  return o;
+}
+
+fs::path model_dir() {
+  const char* d = std::getenv("KILN_MODEL_DIR");
+  return d ? fs::path(d) : fs::path(KILN_SOURCE_DIR) / ".cache" / "models";
+}
+
+}  // namespace
+
+TEST(Compile, TinyPlanHasFusedAndEagerProgramsThatVerify) {
+  auto o = opts(tiny("q4_1"), "tiny.plan");
+  auto rep = compile::compile_model(o);
+  rt::Plan plan = rt::Plan::load(o.out_path);  // header, hashes, flatbuffer and semantic checks
+  EXPECT_EQ(plan.target_sm(), 90u);
+  EXPECT_EQ(plan.model().context_length(), 256u);
+  // decode 1 + prefill buckets {16, 64} for each of compiled and eager
+  std::set<std::string> names;
+  for (const auto* p : plan.programs()) names.insert(p->name()->str());
+  EXPECT_EQ(names, (std::set<std::string>{"compiled_decode_1", "compiled_prefill_16", "compiled_prefill_64",
+                                          "eager_decode_1", "eager_prefill_16", "eager_prefill_64"}));
+  const auto* cd = plan.find_program(fb::ProgramMode::Compiled, fb::Phase::Decode, 1);
+  const auto* ed = plan.find_program(fb::ProgramMode::Eager, fb::Phase::Decode, 1);
+  ASSERT_TRUE(cd && ed);
+  // Fusion: 6 kernels per layer + embed + lm_head_sample, vs one per IR op.
+  const uint32_t layers = plan.model().n_layers();
+  EXPECT_EQ(cd->launches()->size(), 6 * layers + 2);
+  EXPECT_GT(ed->launches()->size(), 2 * cd->launches()->size());
+  EXPECT_EQ(rep.n_launches_compiled_decode, cd->launches()->size());
+  // Every kernel carries a CUBIN for the target and PTX for JIT.
+  for (const auto* k : plan.kernels()) {
+    EXPECT_GT(k->cubin()->size(), 0u) << k->name()->str();
+    EXPECT_GT(k->ptx()->size(), 0u) << k->name()->str();
+    EXPECT_EQ(k->sm(), 90u);
+  }
+  // KV cache: 2 states per layer, f32 [ctx, n_kv * head_dim].
+  const auto& m = plan.model();
+  ASSERT_EQ(plan.arena().kv()->size(), 2 * layers);
+  for (const auto* s : *plan.arena().kv())
+    EXPECT_EQ(s->size(), 4ull * 256 * m.n_kv_heads() * m.head_dim()) << s->name()->str();
+  EXPECT_EQ(plan.budget().total_bytes(), plan.budget().weights_bytes() + plan.budget().arena_bytes());
+  // The runtime's plain view of the same plan.
+  rt::EngineInputs in = rt::engine_inputs(plan);
+  EXPECT_EQ(in.programs.size(), 6u);
+  EXPECT_EQ(in.vocab, int32_t(m.vocab()));
+  EXPECT_GT(in.arena.kv_size, 0u);
+}
+
+TEST(Compile, EveryWeightTypeCompiles) {
+  for (const std::string t : {"f32", "f16", "bf16", "q4_0", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k",
+                              "q6_k", "q4_k_m"}) {
+    auto o = opts(tiny(t), "tiny_" + t + ".plan");
+    ASSERT_NO_THROW(compile::compile_model(o)) << t;
+    EXPECT_NO_THROW(rt::Plan::load(o.out_path)) << t;
+  }
+}
+
+TEST(Compile, EverySupportedTargetCompiles) {
+  for (int sm : codegen::supported_sms()) {
+    auto o = opts(tiny("q8_0"), "tiny_sm" + std::to_string(sm) + ".plan", sm);
+    o.eager = false;
+    ASSERT_NO_THROW(compile::compile_model(o)) << "sm_" << sm;
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    EXPECT_EQ(plan.target_sm(), uint32_t(sm));
+    for (const auto* p : plan.programs()) EXPECT_EQ(p->mode(), fb::ProgramMode::Compiled);
+  }
+}
+
+TEST(Compile, ContextLargerThanTheModelIsRefused) {
+  auto o = opts(tiny("q8_0"), "too_long.plan");
+  o.ctx = 1 << 30;
+  try {
+    compile::compile_model(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("--ctx"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(o.out_path));
+}
+
+TEST(Compile, UnknownTargetNamesTheSupportedOnes) {
+  try {
+    compile::resolve_target("sm_61");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sm_90"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(compile::resolve_target("sm_86"), 86);
+}
+
+// Gemma 3 is a real model kiln does not support yet: the error names the
+// architecture and what is supported, and an existing plan is left untouched.
+TEST(Compile, UnsupportedArchitectureKeepsExistingPlan) {
+  fs::path gemma = model_dir() / "gemma-3-270m-q4_k_m.gguf";
+  ASSERT_TRUE(fs::exists(gemma)) << gemma << " missing: run ./fetch_models.sh";
+  auto o = opts(gemma, "existing.plan");
+  { std::ofstream(o.out_path) << "precious"; }
+  try {
+    compile::compile_model(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("gemma3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("llama"), std::string::npos) << msg;
+  }
+  std::ifstream in(o.out_path);
+  std::string content((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(content, "precious");
+}
+
+// Without a GPU, loading a plan verifies it and then says plainly that running needs a GPU.
+TEST(Compile, LoadingWithoutGpuSaysSo) {
+  std::string why;
+  if (rt::cuda::probe_device(0, &why)) GTEST_SKIP() << "a GPU is present: tests/gpu covers loading";
+  auto o = opts(tiny("q8_0"), "nogpu.plan");
+  compile::compile_model(o);
+  try {
+    rt::Model::load(o.out_path, {});
+    FAIL() << "expected an error";
+  } catch (const rt::Error& e) {
+    EXPECT_EQ(e.code(), rt::ErrorCode::kDevice);
+    EXPECT_NE(std::string(e.what()).find("need an NVIDIA GPU"), std::string::npos) << e.what();
+  }
+}
