@@ -1,8 +1,11 @@
 // attention.cuh: causal GQA attention over the KV cache. One block per (head,
 // token); each warp runs an online softmax (Milakov & Gimelshein 2018) over
-// the key rows j = warp, warp + nwarps, ... <= pos0 + t, lanes owning head
-// dims lane + 32*i; the warps' partial states are merged at the end.
-#define ATT_WARPS 4
+// groups of ATT_G key rows (group g of warp w: rows (g*ATT_WARPS + w)*ATT_G ..
+// +ATT_G-1, <= pos0 + t), lanes owning head dims lane + 32*i; the K and V rows
+// of a group are loaded together (one memory round trip per group, not two per
+// key), and the warps' partial states are merged at the end.
+#define ATT_WARPS 8
+#define ATT_G 4
 #define ATT_MAXD 8  // head_dim <= 32 * ATT_MAXD = 256
 
 // Launch: grid (nh, T), block 32*ATT_WARPS.
@@ -29,22 +32,48 @@ __device__ __forceinline__ void k_attention(const float* __restrict__ q, const v
     acc[i] = 0.f;
   }
   float m = -INFINITY, l = 0.f;
-  for (int j = warp; j <= last; j += ATT_WARPS) {
-    const i64 base = (i64)j * W + (i64)kvh * hd;
-    float s = 0.f;
+  for (int j0 = warp * ATT_G; j0 <= last; j0 += ATT_WARPS * ATT_G) {
+    float kv[ATT_G][ATT_MAXD], vv[ATT_G][ATT_MAXD], s[ATT_G];
 #pragma unroll
-    for (int i = 0; i < ATT_MAXD; ++i) {
-      const int d = lane + 32 * i;
-      if (d < hd) s += qv[i] * ldf<KDT>(kc, base + d);
+    for (int g = 0; g < ATT_G; ++g) {
+      const i64 base = (i64)min(j0 + g, last) * W + (i64)kvh * hd;  // rows past last: masked below
+#pragma unroll
+      for (int i = 0; i < ATT_MAXD; ++i) {
+        const int d = lane + 32 * i;
+        kv[g][i] = d < hd ? ldf<KDT>(kc, base + d) : 0.f;
+        vv[g][i] = d < hd ? ldf<KDT>(vc, base + d) : 0.f;
+      }
     }
-    s = warp_sum(s) * scale;
-    const float mn = fmaxf(m, s);
-    const float corr = expf(m - mn), p = expf(s - mn);
-    l = l * corr + p;
+#pragma unroll
+    for (int g = 0; g < ATT_G; ++g) {
+      float x = 0.f;
+#pragma unroll
+      for (int i = 0; i < ATT_MAXD; ++i) x += qv[i] * kv[g][i];
+      s[g] = x;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+      for (int g = 0; g < ATT_G; ++g) s[g] += __shfl_xor_sync(0xFFFFFFFFu, s[g], o);
+    float mn = m;
+#pragma unroll
+    for (int g = 0; g < ATT_G; ++g) {
+      s[g] = j0 + g <= last ? s[g] * scale : -INFINITY;
+      mn = fmaxf(mn, s[g]);
+    }
+    const float corr = expf(m - mn);
+    float p[ATT_G];
+#pragma unroll
+    for (int g = 0; g < ATT_G; ++g) p[g] = expf(s[g] - mn);
+    l *= corr;
+#pragma unroll
+    for (int g = 0; g < ATT_G; ++g) l += p[g];
 #pragma unroll
     for (int i = 0; i < ATT_MAXD; ++i) {
-      const int d = lane + 32 * i;
-      if (d < hd) acc[i] = acc[i] * corr + p * ldf<KDT>(vc, base + d);
+      float a = acc[i] * corr;
+#pragma unroll
+      for (int g = 0; g < ATT_G; ++g) a += p[g] * vv[g][i];
+      acc[i] = a;
     }
     m = mn;
   }

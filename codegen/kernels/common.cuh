@@ -18,7 +18,7 @@ struct KilnStep {          // 64 bytes, plan-abi.md
   u32 seed_lo, seed_hi;
   u32 step;                // counter mixed into the sampling RNG
   i32 out_token;           // written by the sampling kernel
-  i32 pad[7];              // pad[0]: completion counter of lm_head_sample (0 between launches)
+  i32 pad[7];              // 0 between launches: pad[0] sampling completion counter, pad[1..2] greedy key (u64)
 };
 static_assert(sizeof(KilnStep) == 64, "KilnStep is 64 bytes (plan-abi.md)");
 

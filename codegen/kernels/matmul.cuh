@@ -13,39 +13,67 @@
 __device__ __forceinline__ float silu_f(float v) { return v / (1.0f + expf(-v)); }
 
 #define GEMV_WARPS 4
+
 // Launch: block (32*GEMV_WARPS), grid ceil(N / (GEMV_WARPS / SPLIT)). Each
 // output column is computed by SPLIT warps (SPLIT | GEMV_WARPS) that take
 // interleaved K chunks: more warps in flight for long rows, so enough weight
 // bytes are outstanding to approach memory bandwidth. MT: max tokens
 // (compile-time, the bucket); tokens 0 .. min(nt,MT)-1 are computed.
+// Latency: the residual is loaded before the RMS prologue, and the prologue
+// makes one block reduction for all tokens. (An L1 prefetch of each lane's
+// weight chunks before the prologue was tried: no gain at 576x1536 and up to
+// 30% slower on large f16/f32 rows; docs/perf-notes.md.)
+// ys (optional, shared memory): column n's value of token 0 is also stored in
+// ys[warp / SPLIT] (lm_head_sample reduces its block's logits from there).
 template <int DT, int GDT, int FL, int MT, int SPLIT = 1>
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
                                         const u8* __restrict__ w, const float* __restrict__ r,
-                                        float* __restrict__ y, int nt, int K, int N, float eps) {
+                                        float* __restrict__ y, int nt, int K, int N, float eps,
+                                        float* ys = nullptr) {
   typedef QT<DT> Q;
-  __shared__ float red[33];
   __shared__ float inv[MT];
   __shared__ float part[GEMV_WARPS][MT][2];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (nt > MT) nt = MT;
-  if (FL & MM_RMS) {
-    for (int t = 0; t < nt; ++t) {
-      const float v = row_inv_rms(x + (i64)t * K, K, eps, red);
-      if (threadIdx.x == 0) inv[t] = v;
-    }
-    __syncthreads();
-  }
   const int n = blockIdx.x * (GEMV_WARPS / SPLIT) + warp / SPLIT;
   const int sub = warp % SPLIT;
   const int nrows = (FL & MM_SWIGLU) ? 2 : 1;
+  const i64 rb = (i64)(K / Q::QK) * Q::BB;
+  const u8* w0 = w + (i64)n * rb;
+  const u8* w1 = w + (i64)(n + N) * rb;  // swiglu: the "up" row
+  const int units = (K / Q::QK) * Q::CH;
+  float rv[MT];
+  if (nt > MT) nt = MT;
+#pragma unroll
+  for (int t = 0; t < MT; ++t) rv[t] = ((FL & MM_ADD) && n < N && sub == 0 && lane == 0 && t < nt) ? r[(i64)t * N + n] : 0.f;
+  if (FL & MM_RMS) {
+    // every token's sum of squares in one pass, one block reduction for all
+    float ss[MT];
+#pragma unroll
+    for (int t = 0; t < MT; ++t) ss[t] = 0.f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+        if (t < nt) { const float v = x[(i64)t * K + k]; ss[t] += v * v; }
+    }
+#pragma unroll
+    for (int t = 0; t < MT; ++t) ss[t] = warp_sum(ss[t]);
+    __shared__ float ssw[GEMV_WARPS][MT];
+    if (lane == 0) {
+#pragma unroll
+      for (int t = 0; t < MT; ++t) ssw[warp][t] = ss[t];
+    }
+    __syncthreads();
+    if (threadIdx.x < MT) {
+      float s = 0.f;
+      for (int i = 0; i < GEMV_WARPS; ++i) s += ssw[i][threadIdx.x];
+      inv[threadIdx.x] = 1.0f / sqrtf(s / (float)K + eps);
+    }
+    __syncthreads();
+  }
   float acc0[MT], acc1[MT];
 #pragma unroll
   for (int t = 0; t < MT; ++t) acc0[t] = acc1[t] = 0.f;
   if (n < N) {
-    const i64 rb = (i64)(K / Q::QK) * Q::BB;
-    const u8* w0 = w + (i64)n * rb;
-    const u8* w1 = w + (i64)(n + N) * rb;  // swiglu: the "up" row
-    const int units = (K / Q::QK) * Q::CH;
 #pragma unroll 4
     for (int u = sub * 32 + lane; u < units; u += 32 * SPLIT) {
       const int blk = u / Q::CH, c = u % Q::CH;
@@ -101,8 +129,9 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
   for (int t = 0; t < MT; ++t) {
     if (t < nt) {
       float o = (FL & MM_SWIGLU) ? silu_f(acc0[t]) * acc1[t] : acc0[t];
-      if (FL & MM_ADD) o += r[(i64)t * N + n];
+      if (FL & MM_ADD) o += rv[t];
       y[(i64)t * N + n] = o;
+      if (ys && t == 0) ys[warp / SPLIT] = o;
     }
   }
 }

@@ -1,12 +1,53 @@
 // sample.cuh: lm_head_sample = last row, rms_norm, LM head (GEMV into the
-// logits buffer), then sampling by the last block to finish (threadfence
-// reduction: a completion counter in step->pad[0], reset by that block).
-// Sampling: greedy (argmax, lowest index on ties) when temperature <= 0; else
-// softmax(logits / T) restricted to the top-k logits (top_k > 0) and then to
-// the smallest top set with probability mass >= top_p (top_p < 1). Both cuts
-// are value thresholds found by bisection (ties at a cut are all kept). The
-// draw uses splitmix64(seed ^ step * golden) -> u in [0, 1), and the token is
-// the first in index order whose inclusive prefix mass exceeds u * mass.
+// logits buffer), then sampling.
+// Greedy (temperature <= 0; argmax, lowest index on ties) is fully parallel:
+// every block reduces its logits to one 64-bit key (ordered float bits << 32 |
+// ~index) and merges it with atomicMax into step->pad[1..2] (8-aligned: the
+// Step block is 16-aligned in the arena and pad[1] is at byte 40); the last
+// block to finish (completion counter in step->pad[0]) decodes the key and
+// resets both words to 0. Non-greedy sampling runs in that last block over
+// the whole logits buffer: softmax(logits / T) restricted to the top-k logits
+// (top_k > 0) and then to the smallest top set with probability mass >= top_p
+// (top_p < 1). Both cuts are value thresholds found by bisection (ties at a
+// cut are all kept). The draw uses splitmix64(seed ^ step * golden) -> u in
+// [0, 1), and the token is the first in index order whose inclusive prefix
+// mass exceeds u * mass.
+
+// Ordered key of (value, index): a larger value gives a larger key, and among
+// equal values the lower index does; -0 counts as +0, NaN loses to everything.
+__device__ __forceinline__ u64 argmax_key(float v, int i) {
+  u32 u = __float_as_uint(v);
+  if (v == 0.f) u = 0u;
+  u32 k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  if (v != v) k = 0u;
+  return ((u64)k << 32) | (u64)(0xFFFFFFFFu - (u32)i);
+}
+__device__ __forceinline__ int argmax_key_index(u64 key) { return (int)(0xFFFFFFFFu - (u32)(key & 0xFFFFFFFFull)); }
+__device__ __forceinline__ u64 warp_max_u64(u64 v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const u64 w = __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    v = w > v ? w : v;
+  }
+  return v;
+}
+// Block-wide max of a key; every thread gets it.
+__device__ __forceinline__ u64 block_max_u64(u64 v) {
+  __shared__ u64 kred[33];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_max_u64(v);
+  __syncthreads();
+  if (lane == 0) kred[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    u64 s = lane < nw ? kred[lane] : 0ull;
+    s = warp_max_u64(s);
+    if (lane == 0) kred[32] = s;
+  }
+  __syncthreads();
+  return kred[32];
+}
+__device__ __forceinline__ u64* step_key(KilnStep* step) { return (u64*)(void*)&step->pad[1]; }
 
 __device__ __forceinline__ u64 splitmix64(u64 z) {
   z += 0x9E3779B97F4A7C15ull;
@@ -131,23 +172,34 @@ __device__ int sample_block(const float* logits, int V, const KilnStep* step) {
   return found >= 0 ? found : bi;
 }
 
-// Launch: grid ceil(V / GEMV_WARPS), block 32*GEMV_WARPS.
-template <int DT, int GDT>
-__device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, const void* __restrict__ g,
-                                                 const u8* __restrict__ w, i32* __restrict__ out,
-                                                 float* __restrict__ logits, i32* __restrict__ tokens,
-                                                 KilnStep* step, int K, int V, float eps) {
+// Merges this block's key, counts the block done; returns true in the last
+// block (every thread), after which all blocks' logits and keys are visible.
+__device__ __forceinline__ bool merge_and_count(KilnStep* step, u64 key) {
   __shared__ int is_last;
-  const int nt = step->n_tokens;
-  if (nt <= 0) return;
-  mm_gemv<DT, GDT, MM_RMS, 1>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps);
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) is_last = atomicAdd((u32*)&step->pad[0], 1u) == gridDim.x - 1;
+  if (threadIdx.x == 0) {
+    atomicMax(step_key(step), key);
+    __threadfence();
+    is_last = atomicAdd((u32*)&step->pad[0], 1u) == gridDim.x - 1;
+  }
   __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  const int tok = sample_block(logits, V, step);
+  if (is_last) __threadfence();
+  return is_last;
+}
+// Last block: the token (greedy from the merged key, else sample_block), written
+// to out, step->out_token and tokens[0]; the counter and key are reset.
+__device__ __forceinline__ void finish_sample(const float* logits, int V, i32* out, i32* tokens, KilnStep* step) {
+  __shared__ int tok_s;
+  const float temp = step->temperature;
+  if (threadIdx.x == 0) {
+    const u64 key = atomicExch(step_key(step), 0ull);
+    const int bi = argmax_key_index(key);
+    tok_s = key == 0ull || bi < 0 || bi >= V ? 0 : bi;
+  }
+  __syncthreads();
+  int tok = tok_s;
+  if (temp > 0.f) tok = sample_block(logits, V, step);
   if (threadIdx.x == 0) {
     out[0] = tok;
     step->out_token = tok;
@@ -156,16 +208,41 @@ __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, co
   }
 }
 
-// Sampling after an unfused LM head (eager programs; IR argmax): one block of
-// SAMPLE_THREADS samples the last valid row of x[R, N] (row 0 when R == 1).
+// Launch: grid ceil(V / (GEMV_WARPS / SPLIT)), block 32*GEMV_WARPS.
+template <int DT, int GDT, int SPLIT>
+__device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, const void* __restrict__ g,
+                                                 const u8* __restrict__ w, i32* __restrict__ out,
+                                                 float* __restrict__ logits, i32* __restrict__ tokens,
+                                                 KilnStep* step, int K, int V, float eps) {
+  __shared__ float ys[GEMV_WARPS];
+  const int nt = step->n_tokens;
+  if (nt <= 0) return;
+  mm_gemv<DT, GDT, MM_RMS, 1, SPLIT>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, ys);
+  __syncthreads();
+  const int rows = GEMV_WARPS / SPLIT, n0 = blockIdx.x * rows;
+  u64 key = 0ull;
+  if (threadIdx.x < 32) {
+    if (threadIdx.x < rows && n0 + (int)threadIdx.x < V) key = argmax_key(ys[threadIdx.x], n0 + threadIdx.x);
+    key = warp_max_u64(key);
+  }
+  if (!merge_and_count(step, key)) return;
+  finish_sample(logits, V, out, tokens, step);
+}
+
+// Sampling after an unfused LM head (eager programs; IR argmax): the last valid
+// row of x[R, N] (row 0 when R == 1). Launch: any grid (blocks take strided
+// chunks of the row), block SAMPLE_THREADS.
 __device__ __forceinline__ void k_sample_rows(const float* __restrict__ x, i32* __restrict__ out,
                                               i32* __restrict__ tokens, KilnStep* step, int R, int N) {
   const int nt = step->n_tokens;
   const int row = R == 1 ? 0 : (nt > 0 ? min(nt, R) - 1 : 0);
-  const int tok = sample_block(x + (i64)row * N, N, step);
-  if (threadIdx.x == 0) {
-    out[0] = tok;
-    step->out_token = tok;
-    if (tokens) tokens[0] = tok;
+  const float* xr = x + (i64)row * N;
+  u64 key = 0ull;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N; i += gridDim.x * blockDim.x) {
+    const u64 k = argmax_key(xr[i], i);
+    key = k > key ? k : key;
   }
+  key = block_max_u64(key);
+  if (!merge_and_count(step, key)) return;
+  finish_sample(xr, N, out, tokens, step);
 }
