@@ -6,6 +6,7 @@
 #   tests/gpu/run.sh [all|tests|bench-smol|bench-1b|bench-8b]...   (default: all)
 #
 # Env: KILN_BUILD (build dir, default build), KILN_MODEL_DIR (default .cache/models),
+#      KILN_BENCH_TYPES (synthetic weight types, default "f16 q8_0 q4_k_m"),
 #      RESULTS (folder for logs and JSON, default /tmp/kiln-gpu-results).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -91,7 +92,7 @@ PY
 if want bench-smol && [ -f "$SMOL" ]; then bench smollm2-q4_1 "$SMOL"; fi
 for geo in 1b 8b; do
   want "bench-$geo" || continue
-  for t in f16 q8_0 q4_k_m; do
+  for t in ${KILN_BENCH_TYPES:-f16 q8_0 q4_k_m}; do
     g="$WORK/llama-$geo-$t.gguf"
     "$KILN" synth --geometry "llama-$geo" --type "$t" -o "$g" -q > /dev/null 2>&1 || { row "synth llama-$geo $t" FAILED; continue; }
     bench "llama-$geo-$t" "$g"
