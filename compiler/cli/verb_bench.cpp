@@ -25,6 +25,27 @@ double pct(std::vector<double> v, double q) {
   return v[std::min(i, v.size() - 1)];
 }
 
+// Median CUDA-event time of `fn` over `runs` runs after `warmup` untimed ones.
+template <typename Fn>
+double median_event_ms(Fn fn, int warmup, int runs) {
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "cudaEventCreate");
+  check(cudaEventCreate(&e1), "cudaEventCreate");
+  std::vector<double> ms;
+  for (int i = 0; i < warmup + runs; ++i) {
+    cudaEventRecord(e0);
+    fn();
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (i >= warmup) ms.push_back(t);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return pct(ms, 0.5);
+}
+
 // Device-to-device copy bandwidth, counting bytes read plus bytes written.
 double measure_copy_gbps() {
   const size_t bytes = 1ull << 30;
@@ -32,24 +53,10 @@ double measure_copy_gbps() {
   check(cudaMalloc(&a, bytes), "cudaMalloc(bench)");
   check(cudaMalloc(&b, bytes), "cudaMalloc(bench)");
   check(cudaMemset(a, 1, bytes), "cudaMemset");
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  std::vector<double> ms;
-  for (int i = 0; i < 12; ++i) {
-    cudaEventRecord(e0);
-    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float t = 0;
-    cudaEventElapsedTime(&t, e0, e1);
-    if (i >= 2) ms.push_back(t);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
+  const double ms = median_event_ms([&] { cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice); }, 2, 10);
   cudaFree(a);
   cudaFree(b);
-  return 2.0 * bytes / (pct(ms, 0.5) * 1e-3) / 1e9;
+  return 2.0 * bytes / (ms * 1e-3) / 1e9;
 }
 
 // Dense bf16 tensor-core rate through cuBLAS (8192^3), the FLOP ceiling.
@@ -65,27 +72,17 @@ double measure_tensor_tflops() {
   cublasHandle_t h;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return 0;
   float alpha = 1, beta = 0;
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  std::vector<double> ms;
-  for (int i = 0; i < 8; ++i) {
-    cudaEventRecord(e0);
-    cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n, &beta, C,
-                 CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float t = 0;
-    cudaEventElapsedTime(&t, e0, e1);
-    if (i >= 2) ms.push_back(t);
-  }
+  const double ms = median_event_ms(
+      [&] {
+        cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n, &beta, C,
+                     CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      },
+      2, 6);
   cublasDestroy(h);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
   cudaFree(A);
   cudaFree(B);
   cudaFree(C);
-  return 2.0 * n * n * double(n) / (pct(ms, 0.5) * 1e-3) / 1e12;
+  return 2.0 * n * n * double(n) / (ms * 1e-3) / 1e12;
 }
 
 struct BenchArgs {

@@ -41,20 +41,7 @@ bool try_fold(Graph& g, size_t norm_i) {
   return rw.commit();
 }
 
-bool run(Graph& g) {
-  bool changed = false;
-  for (bool again = true; again;) {
-    again = false;
-    for (size_t i = 0; i < g.nodes().size(); ++i) {
-      if (g.nodes()[i].op != OpKind::RmsNorm) continue;
-      if (try_fold(g, i)) {
-        changed = again = true;
-        break;
-      }
-    }
-  }
-  return changed;
-}
+bool run(Graph& g) { return rewrite_to_fixpoint(g, {OpKind::RmsNorm}, try_fold); }
 
 }  // namespace
 

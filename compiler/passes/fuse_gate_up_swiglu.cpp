@@ -78,21 +78,7 @@ bool try_fuse(Graph& g, size_t act_i) {
   return rw.commit();
 }
 
-bool run(Graph& g) {
-  bool changed = false;
-  for (bool again = true; again;) {
-    again = false;
-    for (size_t i = 0; i < g.nodes().size(); ++i) {
-      OpKind op = g.nodes()[i].op;
-      if (op != OpKind::SwiGlu && op != OpKind::Mul) continue;
-      if (try_fuse(g, i)) {
-        changed = again = true;
-        break;
-      }
-    }
-  }
-  return changed;
-}
+bool run(Graph& g) { return rewrite_to_fixpoint(g, {OpKind::SwiGlu, OpKind::Mul}, try_fuse); }
 
 }  // namespace
 

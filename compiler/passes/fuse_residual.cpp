@@ -40,20 +40,7 @@ bool try_fuse(Graph& g, size_t add_i) {
   return false;
 }
 
-bool run(Graph& g) {
-  bool changed = false;
-  for (bool again = true; again;) {
-    again = false;
-    for (size_t i = 0; i < g.nodes().size(); ++i) {
-      if (g.nodes()[i].op != OpKind::Add) continue;
-      if (try_fuse(g, i)) {
-        changed = again = true;
-        break;
-      }
-    }
-  }
-  return changed;
-}
+bool run(Graph& g) { return rewrite_to_fixpoint(g, {OpKind::Add}, try_fuse); }
 
 }  // namespace
 

@@ -240,4 +240,21 @@ bool same_shape(const ir::Shape& a, const ir::Shape& b) {
   return true;
 }
 
+bool rewrite_to_fixpoint(ir::Graph& g, std::initializer_list<ir::OpKind> anchors,
+                         bool (*try_at)(ir::Graph&, size_t)) {
+  bool changed = false;
+  for (bool again = true; again;) {
+    again = false;
+    for (size_t i = 0; i < g.nodes().size(); ++i) {
+      const ir::OpKind op = g.nodes()[i].op;
+      if (std::find(anchors.begin(), anchors.end(), op) == anchors.end()) continue;
+      if (try_at(g, i)) {
+        changed = again = true;
+        break;
+      }
+    }
+  }
+  return changed;
+}
+
 }  // namespace kiln::passes

@@ -80,4 +80,10 @@ bool has_exactly_attrs(const ir::Node& n, std::initializer_list<const char*> key
 bool is_weight(const ir::Graph& g, ir::ValueId v);
 bool same_shape(const ir::Shape& a, const ir::Shape& b);  // symbolic dims by name, static by size
 
+// The driver every fusion pass shares: tries `try_at` on each node whose op is
+// one of `anchors`, restarting the scan after each successful rewrite (node
+// indices shift), until a whole scan changes nothing. Returns whether anything changed.
+bool rewrite_to_fixpoint(ir::Graph& g, std::initializer_list<ir::OpKind> anchors,
+                         bool (*try_at)(ir::Graph&, size_t));
+
 }  // namespace kiln::passes

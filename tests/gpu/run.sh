@@ -62,6 +62,20 @@ if want tests; then
     fi
     "$KILN" run "$WORK/smol.plan" -p "The three primary colors are" -n 32 > "$RESULTS/smol_run.txt" 2>&1
     row "kiln run smollm2 (greedy, 32 tokens)" "$(tr '\n' ' ' < "$RESULTS/smol_run.txt" | cut -c1-120)"
+    "$KILN" run "$WORK/smol.plan" --chat -p "What is the capital of France?" -n 24 > "$RESULTS/smol_chat.txt" 2>&1
+    row "kiln run --chat (one turn)" "$(tr '\n' ' ' < "$RESULTS/smol_chat.txt" | cut -c1-120)"
+    "$KILN" run "$WORK/smol.plan" -p "Once upon a time" -n 24 --temp 0.8 --top-k 40 --top-p 0.9 --seed 7 > "$RESULTS/smol_sample.txt" 2>&1
+    row "kiln run sampled (T 0.8, top-k 40, top-p 0.9)" "$(tr '\n' ' ' < "$RESULTS/smol_sample.txt" | cut -c1-120)"
+    python3 -c 'print("word " * 3000)' > "$WORK/long.txt"
+    "$KILN" run "$WORK/smol.plan" -p "$(cat "$WORK/long.txt")" -n 4 > "$RESULTS/smol_long.txt" 2>&1
+    row "prompt longer than the context (rc=$?)" "$(tail -n 1 "$RESULTS/smol_long.txt" | cut -c1-150)"
+    # A plan compiled on a machine without a GPU (carried in as KILN_CPU_PLAN) runs here as is.
+    if [ -n "${KILN_CPU_PLAN:-}" ] && [ -f "$KILN_CPU_PLAN" ]; then
+      "$KILN" run "$KILN_CPU_PLAN" -p "The three primary colors are" -n 32 > "$RESULTS/cpu_plan_run.txt" 2>&1
+      rc=$?
+      same=no; cmp -s "$RESULTS/cpu_plan_run.txt" "$RESULTS/smol_run.txt" && same=yes
+      row "plan compiled without a GPU, run here" "rc=$rc, same text as the on-device compile: $same"
+    fi
   fi
 fi
 
