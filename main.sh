@@ -22,7 +22,7 @@ echo; echo "==> kiln compile (target $TARGET)"
 $KILN compile "$MODEL" --target "$TARGET" -o "$PLAN"
 
 echo; echo "==> kiln inspect $PLAN"
-$KILN inspect "$PLAN" | head -n 40
+$KILN inspect "$PLAN"
 
 if $KILN run "$PLAN" -p "$PROMPT" -n 48 --stats 2>/tmp/kiln_run_err.$$; then
   echo; echo "==> kiln bench"
