@@ -75,7 +75,8 @@ struct Spec {
   DType dt2 = DType::F32;  // matmul/lm_head: gain dtype; rope_store: cache dtype
   int flags = 0;           // matmul: MM_RMS | MM_ADD | MM_SWIGLU
   int mt = 1;              // gemv max tokens
-  int split = 1;           // gemv warps per output column
+  int split = 1;           // gemv warps per output column group
+  int rows = 1;            // gemv output columns per group (x reuse from registers)
   bool has_ff = false;     // rope: freq factors present
   bool has_logits = true;
   // scalars
@@ -155,7 +156,9 @@ Variant emit_variant(const Spec& s, bool compiled) {
       const bool gemv = s.v == V::MatGemv;
       out.files = {"common.cuh", "dequant.cuh", "matmul.cuh"};
       out.base_name = matmul_name(gemv ? "gemv" : "tiled");
-      if (gemv) out.base_name += "_t" + std::to_string(s.mt) + (s.split > 1 ? "_s" + std::to_string(s.split) : "");
+      if (gemv)
+        out.base_name += "_t" + std::to_string(s.mt) + (s.split > 1 ? "_s" + std::to_string(s.split) : "") +
+                         (s.rows > 1 ? "_r" + std::to_string(s.rows) : "");
       out.block = gemv ? 128 : 256;
       std::string x = e.in(0, "const float*");
       std::string g = (s.flags & 1) ? e.in(1, "const void*") : "nullptr";
@@ -168,7 +171,7 @@ Variant emit_variant(const Spec& s, bool compiled) {
       std::string nt = "(" + e.i(s.dyn) + " ? min(" + st + "->n_tokens, " + e.i(s.T) + ") : " + e.i(s.T) + ")";
       std::string eps = (s.flags & 1) ? e.f(s.eps) : "0.f";
       std::string tmpl = "<" + d + ", " + ((s.flags & 1) ? d2 : "DT_F32") + ", " + std::to_string(s.flags);
-      out.call = (gemv ? "mm_gemv" : "mm_tiled") + tmpl + (gemv ? ", " + std::to_string(s.mt) + ", " + std::to_string(s.split) : "") + ">(" + x +
+      out.call = (gemv ? "mm_gemv" : "mm_tiled") + tmpl + (gemv ? ", " + std::to_string(s.mt) + ", " + std::to_string(s.split) + ", " + std::to_string(s.rows) : "") + ">(" + x +
                  ", " + g + ", " + w + ", " + r + ", " + y + ", " + nt + ", " + K + ", " + N + ", " + eps +
                  ")";
       break;
@@ -283,14 +286,15 @@ Variant emit_variant(const Spec& s, bool compiled) {
     case V::LmHead: {
       out.files = {"common.cuh", "dequant.cuh", "matmul.cuh", "sample.cuh"};
       out.base_name = "kiln_lm_head_sample_" + dt_lower(s.dt) + "_g" + dt_lower(s.dt2) +
-                      (s.split > 1 ? "_s" + std::to_string(s.split) : "");
+                      (s.split > 1 ? "_s" + std::to_string(s.split) : "") +
+                      (s.rows > 1 ? "_r" + std::to_string(s.rows) : "");
       out.block = 128;
       std::string x = e.in(0, "const float*"), g = e.in(1, "const void*"), w = e.in(2, "const u8*");
       std::string tok = e.out(0, "i32*"), lg = e.out(1, "float*");
       std::string toks = e.ptr(ParamKind::Tokens, 0, "i32*");
       std::string st = e.step(true);
       std::string K = e.i(s.K), Vv = e.i(s.N), eps = e.f(s.eps);
-      out.call = "k_lm_head_sample<" + d + ", " + d2 + ", " + std::to_string(s.split) + ">(" + x + ", " + g + ", " + w + ", " + tok + ", " + lg + ", " +
+      out.call = "k_lm_head_sample<" + d + ", " + d2 + ", " + std::to_string(s.split) + ", " + std::to_string(s.rows) + ">(" + x + ", " + g + ", " + w + ", " + tok + ", " + lg + ", " +
                  toks + ", " + st + ", " + K + ", " + Vv + ", " + eps + ")";
       break;
     }
@@ -449,11 +453,20 @@ void need_weight(const Ctx& c, const ir::Value& w, int64_t K) {
                 " is not a multiple of " + std::to_string(qk) + " (" + dt_lower(w.dtype) + " kernel granule)");
 }
 
-// Warps per output column of a decode GEMV: keep >= ~4 chunk loads per lane,
-// split long rows (units = 8-element chunks per row, for every dtype).
+// Warps per output column group of a decode GEMV: keep >= ~4 chunk loads per
+// lane, split long rows (units = 8-element chunks per row, for every dtype).
 int gemv_split(int64_t K) {
   const int64_t units = K / 8;
   return units >= 512 ? 4 : units >= 256 ? 2 : 1;
+}
+// Output columns per group (weight rows per warp sharing one x chunk load):
+// as many as keep >= 4096 warps in the grid (~30 per SM on 132 SMs, each with
+// several 16-byte loads per row in flight), at most 4 (2 with the swiglu "up"
+// rows). Small matrices keep 1 (latency-bound: short warps win there).
+int gemv_rows(int64_t N, int split, bool swiglu) {
+  for (int r = swiglu ? 2 : 4; r > 1; r /= 2)
+    if (N * split / r >= 4096) return r;
+  return 1;
 }
 
 Spec make_spec(const Ctx& c, Mode mode) {
@@ -492,6 +505,7 @@ Spec make_spec(const Ctx& c, Mode mode) {
     if (gemv && mode == Mode::Compiled) {
       // warps per output column: keep >= ~4 chunk loads per lane, split long rows
       s.split = gemv_split(s.K);
+      s.rows = gemv_rows(s.N, s.split, flags & 4);
     }
   };
   auto rows_cols = [&](const ir::Value& a) {
@@ -640,6 +654,7 @@ Spec make_spec(const Ctx& c, Mode mode) {
       s.N = c.dim(w, 0);
       s.eps = n.attr_float("eps");
       s.split = gemv_split(s.K);
+      s.rows = gemv_rows(s.N, s.split, false);
       if (n.outputs.size() < 2)
         throw Error(ErrorCode::kInvalidArgument,
                     "codegen: lm_head_sample needs its logits output [1,V] (outputs[1]) as scratch; the pass "
@@ -666,7 +681,7 @@ uint32_t cdiv(int64_t a, int64_t b) { return static_cast<uint32_t>(std::max<int6
 void launch(const Spec& s, Lowered& l) {
   l.grid = {1, 1, 1};
   switch (s.v) {
-    case V::MatGemv: l.grid[0] = cdiv(s.N, 4 / s.split); break;
+    case V::MatGemv: l.grid[0] = cdiv(s.N, (4 / s.split) * s.rows); break;
     case V::MatTiled: l.grid = {cdiv(s.N, (s.flags & 4) ? 32 : 64), cdiv(s.T, 16), 1}; break;
     case V::Embed:
     case V::RmsNorm:
@@ -680,7 +695,7 @@ void launch(const Spec& s, Lowered& l) {
     case V::LastRow: l.grid[0] = std::min<uint32_t>(cdiv(s.N, 256), 1024); break;
     case V::ArgMax: l.grid[0] = std::min<uint32_t>(cdiv(s.N, 128 * 8), 256); break;
     case V::Attention: l.grid = {static_cast<uint32_t>(s.nh), cdiv(s.T, 1), 1}; break;
-    case V::LmHead: l.grid[0] = cdiv(s.N, 4 / s.split); break;
+    case V::LmHead: l.grid[0] = cdiv(s.N, (4 / s.split) * s.rows); break;
   }
 }
 

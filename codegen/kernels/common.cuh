@@ -58,7 +58,20 @@ __device__ __forceinline__ u16 f2bf(float f) {  // round to nearest even, NaN ke
   u += 0x7FFFu + ((u >> 16) & 1u);
   return (u16)(u >> 16);
 }
-__device__ __forceinline__ u16 ld16(const u8* p) { return *(const u16*)p; }  // 2-byte aligned
+// Weight loads (read-only for the whole kernel, streamed once): non-coherent
+// path with an L1 evict-first hint, so activations read many times (the GEMV's
+// x) keep their L1 lines. Only for global memory.
+__device__ __forceinline__ u16 ld16(const u8* p) {  // 2-byte aligned
+  u16 v;
+  asm("ld.global.nc.L1::evict_first.u16 %0, [%1];" : "=h"(v) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint4 ldw128(const void* p) {  // 16-byte aligned
+  uint4 v;
+  asm("ld.global.nc.L1::evict_first.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
 __device__ __forceinline__ float ldh(const u8* p) { return h2f(ld16(p)); }
 __device__ __forceinline__ u32 ld32u(const u8* p) {  // 2-byte aligned 32-bit load
   return (u32)ld16(p) | ((u32)ld16(p + 2) << 16);

@@ -53,11 +53,12 @@ template <int DT>
 __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, int& b) {
   if (DT == DT_F32) {
     a = 0; b = 4;
-    const float4 p = ((const float4*)blk)[0], q = ((const float4*)blk)[1];
-    v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w; v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
+    const uint4 p = ldw128(blk), q = ldw128(blk + 16);
+    v[0] = __uint_as_float(p.x); v[1] = __uint_as_float(p.y); v[2] = __uint_as_float(p.z); v[3] = __uint_as_float(p.w);
+    v[4] = __uint_as_float(q.x); v[5] = __uint_as_float(q.y); v[6] = __uint_as_float(q.z); v[7] = __uint_as_float(q.w);
   } else if (DT == DT_F16 || DT == DT_BF16) {
     a = 0; b = 4;
-    const uint4 p = *(const uint4*)blk;
+    const uint4 p = ldw128(blk);
     const u32 w[4] = {p.x, p.y, p.z, p.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {

@@ -3,7 +3,7 @@
 //   MM_RMS    x rows are rms-normalised with gain g first (rms_matmul)
 //   MM_ADD    y += r[T,N] (matmul_add, residual epilogue)
 //   MM_SWIGLU w has 2N rows; y[t,n] = silu(h[t,n]) * h[t,N+n] (rms_matmul_swiglu)
-// Two paths: mm_gemv (few tokens: one warp per output column, every weight
+// Two paths: mm_gemv (few tokens: R output columns per group of SPLIT warps, every weight
 // byte read once, warp-shuffle reduction) and mm_tiled (a 128-wide K tile of 64
 // weight rows is dequantised into shared memory once and reused by 16 tokens).
 #define MM_RMS 1
@@ -14,73 +14,60 @@ __device__ __forceinline__ float silu_f(float v) { return v / (1.0f + expf(-v));
 
 #define GEMV_WARPS 4
 
-// Launch: block (32*GEMV_WARPS), grid ceil(N / (GEMV_WARPS / SPLIT)). Each
-// output column is computed by SPLIT warps (SPLIT | GEMV_WARPS) that take
-// interleaved K chunks: more warps in flight for long rows, so enough weight
-// bytes are outstanding to approach memory bandwidth. MT: max tokens
-// (compile-time, the bucket); tokens 0 .. min(nt,MT)-1 are computed.
-// Latency: the residual is loaded before the RMS prologue, and the prologue
-// makes one block reduction for all tokens. (An L1 prefetch of each lane's
-// weight chunks before the prologue was tried: no gain at 576x1536 and up to
-// 30% slower on large f16/f32 rows; docs/perf-notes.md.)
+// Launch: block (32*GEMV_WARPS), grid ceil(N / ((GEMV_WARPS / SPLIT) * R)).
+// A block holds GEMV_WARPS / SPLIT column groups; a group is SPLIT warps that
+// take interleaved K chunks (more warps in flight for long rows) and computes
+// R consecutive output columns (R weight rows; with MM_SWIGLU each column also
+// has its "up" row): every x chunk is loaded once per lane and used against
+// R rows from registers, so x traffic (K floats per column group, from L1/L2)
+// drops R-fold; at R = 1 and SPLIT = 4 it was 2x the f16 weight bytes.
+// MT: max tokens (compile-time, the bucket); tokens 0 .. min(nt,MT)-1 are
+// computed.
+// MM_RMS: no prologue. rms_norm(x) @ w^T = inv * ((x * g) @ w^T) with inv a
+// per-token scalar, so the sum of squares of x is accumulated in the same pass
+// over K as the dot products (the group reads every x element of the row
+// exactly once) and inv is applied to the finished sums. (Before: every block
+// re-read and reduced all of x before its first weight load.)
+// Weights are read with an L1 evict-first hint (ldw*) so x stays in L1.
 // ys (optional, shared memory): column n's value of token 0 is also stored in
-// ys[warp / SPLIT] (lm_head_sample reduces its block's logits from there).
-template <int DT, int GDT, int FL, int MT, int SPLIT = 1>
+// ys[group * R + r] (lm_head_sample reduces its block's logits from there).
+template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1>
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
                                         const u8* __restrict__ w, const float* __restrict__ r,
                                         float* __restrict__ y, int nt, int K, int N, float eps,
                                         float* ys = nullptr) {
   typedef QT<DT> Q;
-  __shared__ float inv[MT];
-  __shared__ float part[GEMV_WARPS][MT][2];
+  const int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
+  __shared__ float part[GEMV_WARPS][MT][2 * R + 1];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int n = blockIdx.x * (GEMV_WARPS / SPLIT) + warp / SPLIT;
-  const int sub = warp % SPLIT;
-  const int nrows = (FL & MM_SWIGLU) ? 2 : 1;
+  const int grp = warp / SPLIT, sub = warp % SPLIT;
+  const int n0 = (blockIdx.x * (GEMV_WARPS / SPLIT) + grp) * R;
+  const int nr = min(R, N - n0);  // columns of this group (<= 0: none)
   const i64 rb = (i64)(K / Q::QK) * Q::BB;
-  const u8* w0 = w + (i64)n * rb;
-  const u8* w1 = w + (i64)(n + N) * rb;  // swiglu: the "up" row
-  const int units = (K / Q::QK) * Q::CH;
-  float rv[MT];
-  if (nt > MT) nt = MT;
+  const u8* wr[2 * R];
 #pragma unroll
-  for (int t = 0; t < MT; ++t) rv[t] = ((FL & MM_ADD) && n < N && sub == 0 && lane == 0 && t < nt) ? r[(i64)t * N + n] : 0.f;
-  if (FL & MM_RMS) {
-    // every token's sum of squares in one pass, one block reduction for all
-    float ss[MT];
-#pragma unroll
-    for (int t = 0; t < MT; ++t) ss[t] = 0.f;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) {
-#pragma unroll
-      for (int t = 0; t < MT; ++t)
-        if (t < nt) { const float v = x[(i64)t * K + k]; ss[t] += v * v; }
-    }
-#pragma unroll
-    for (int t = 0; t < MT; ++t) ss[t] = warp_sum(ss[t]);
-    __shared__ float ssw[GEMV_WARPS][MT];
-    if (lane == 0) {
-#pragma unroll
-      for (int t = 0; t < MT; ++t) ssw[warp][t] = ss[t];
-    }
-    __syncthreads();
-    if (threadIdx.x < MT) {
-      float s = 0.f;
-      for (int i = 0; i < GEMV_WARPS; ++i) s += ssw[i][threadIdx.x];
-      inv[threadIdx.x] = 1.0f / sqrtf(s / (float)K + eps);
-    }
-    __syncthreads();
+  for (int j = 0; j < R; ++j) {
+    const int n = n0 + min(j, max(nr - 1, 0));  // clamp: rows past N are never used
+    wr[j] = w + (i64)n * rb;
+    if (FL & MM_SWIGLU) wr[R + j] = w + (i64)(n + N) * rb;
   }
-  float acc0[MT], acc1[MT];
+  const int units = (K / Q::QK) * Q::CH;
+  if (nt > MT) nt = MT;
+  float acc[2 * R][MT], ss[MT];
 #pragma unroll
-  for (int t = 0; t < MT; ++t) acc0[t] = acc1[t] = 0.f;
-  if (n < N) {
-#pragma unroll 4
+  for (int t = 0; t < MT; ++t) {
+    ss[t] = 0.f;
+#pragma unroll
+    for (int j = 0; j < 2 * R; ++j) acc[j][t] = 0.f;
+  }
+  if (nr > 0) {
+#pragma unroll 2
     for (int u = sub * 32 + lane; u < units; u += 32 * SPLIT) {
       const int blk = u / Q::CH, c = u % Q::CH;
-      float v0[8], v1[8];
+      float v[2 * R][8];
       int a, b;
-      deq8<DT>(w0 + (i64)blk * Q::BB, c, v0, a, b);
-      if (nrows == 2) deq8<DT>(w1 + (i64)blk * Q::BB, c, v1, a, b);
+#pragma unroll
+      for (int j = 0; j < RR; ++j) deq8<DT>(wr[j] + (i64)blk * Q::BB, c, v[j], a, b);
       const int ka = blk * Q::QK + a, kb = blk * Q::QK + b;
       float ga[4], gb[4];
       if (FL & MM_RMS) {
@@ -95,43 +82,61 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
           float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
           if (FL & MM_RMS) {
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              xs[i] = (xs[i] * inv[t]) * ga[i];
-              xs[4 + i] = (xs[4 + i] * inv[t]) * gb[i];
-            }
+            for (int i = 0; i < 8; ++i) ss[t] += xs[i] * xs[i];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) { xs[i] *= ga[i]; xs[4 + i] *= gb[i]; }
           }
 #pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            acc0[t] += xs[i] * v0[i];
-            if (nrows == 2) acc1[t] += xs[i] * v1[i];
-          }
+          for (int j = 0; j < RR; ++j)
+#pragma unroll
+            for (int i = 0; i < 8; ++i) acc[j][t] += xs[i] * v[j][i];
         }
       }
     }
   }
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
-    acc0[t] = warp_sum(acc0[t]);
-    if (nrows == 2) acc1[t] = warp_sum(acc1[t]);
+#pragma unroll
+    for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
+    if (FL & MM_RMS) ss[t] = warp_sum(ss[t]);
   }
   if (SPLIT > 1) {
     if (lane == 0) {
-      for (int t = 0; t < MT; ++t) { part[warp][t][0] = acc0[t]; part[warp][t][1] = acc1[t]; }
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+#pragma unroll
+        for (int j = 0; j < RR; ++j) part[warp][t][j] = acc[j][t];
+        if (FL & MM_RMS) part[warp][t][RR] = ss[t];
+      }
     }
     __syncthreads();
     if (sub == 0 && lane == 0) {
+#pragma unroll
       for (int t = 0; t < MT; ++t)
-        for (int s = 1; s < SPLIT; ++s) { acc0[t] += part[warp + s][t][0]; acc1[t] += part[warp + s][t][1]; }
+        for (int s = 1; s < SPLIT; ++s) {
+#pragma unroll
+          for (int j = 0; j < RR; ++j) acc[j][t] += part[warp + s][t][j];
+          if (FL & MM_RMS) ss[t] += part[warp + s][t][RR];
+        }
     }
   }
-  if (n >= N || sub != 0 || lane != 0) return;
+  if (nr <= 0 || sub != 0 || lane != 0) return;
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
     if (t < nt) {
-      float o = (FL & MM_SWIGLU) ? silu_f(acc0[t]) * acc1[t] : acc0[t];
-      if (FL & MM_ADD) o += rv[t];
-      y[(i64)t * N + n] = o;
-      if (ys && t == 0) ys[warp / SPLIT] = o;
+      const float inv = (FL & MM_RMS) ? 1.0f / sqrtf(ss[t] / (float)K + eps) : 1.0f;
+#pragma unroll
+      for (int j = 0; j < R; ++j) {
+        if (j < nr) {
+          const int n = n0 + j;
+          float o;
+          if (FL & MM_SWIGLU) o = silu_f(acc[j][t] * inv) * (acc[R + j][t] * inv);
+          else o = (FL & MM_RMS) ? acc[j][t] * inv : acc[j][t];
+          if (FL & MM_ADD) o += r[(i64)t * N + n];
+          y[(i64)t * N + n] = o;
+          if (ys && t == 0) ys[grp * R + j] = o;
+        }
+      }
     }
   }
 }

@@ -208,18 +208,18 @@ __device__ __forceinline__ void finish_sample(const float* logits, int V, i32* o
   }
 }
 
-// Launch: grid ceil(V / (GEMV_WARPS / SPLIT)), block 32*GEMV_WARPS.
-template <int DT, int GDT, int SPLIT>
+// Launch: grid ceil(V / ((GEMV_WARPS / SPLIT) * R)), block 32*GEMV_WARPS.
+template <int DT, int GDT, int SPLIT, int R = 1>
 __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, const void* __restrict__ g,
                                                  const u8* __restrict__ w, i32* __restrict__ out,
                                                  float* __restrict__ logits, i32* __restrict__ tokens,
                                                  KilnStep* step, int K, int V, float eps) {
-  __shared__ float ys[GEMV_WARPS];
+  __shared__ float ys[GEMV_WARPS * R];  // <= 32 (R <= 8)
   const int nt = step->n_tokens;
   if (nt <= 0) return;
-  mm_gemv<DT, GDT, MM_RMS, 1, SPLIT>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, ys);
+  mm_gemv<DT, GDT, MM_RMS, 1, SPLIT, R>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, ys);
   __syncthreads();
-  const int rows = GEMV_WARPS / SPLIT, n0 = blockIdx.x * rows;
+  const int rows = (GEMV_WARPS / SPLIT) * R, n0 = blockIdx.x * rows;
   u64 key = 0ull;
   if (threadIdx.x < 32) {
     if (threadIdx.x < rows && n0 + (int)threadIdx.x < V) key = argmax_key(ys[threadIdx.x], n0 + threadIdx.x);

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -128,7 +129,12 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
         const int64_t N = out.shape[1].value;
         const bool gemv = l.block[0] == 128;
         if (gemv) {
-          EXPECT_GE(int64_t(l.grid[0]) * 4, N);
+          // 4 warps per block; a group of SPLIT warps computes R columns (entry "_r<R>", default 1)
+          std::smatch m;
+          const std::string& en = l.kernel.entry;
+          const int rows = std::regex_search(en, m, std::regex("_r([0-9])_")) ? std::stoi(m[1]) : 1;
+          const int split = std::regex_search(en, m, std::regex("_s([0-9])_")) ? std::stoi(m[1]) : 1;
+          EXPECT_GE(int64_t(l.grid[0]) * (4 / split) * rows, N) << en;
           EXPECT_LE(c.bucket, 4);
         } else {
           EXPECT_GE(int64_t(l.grid[1]) * 16, c.bucket);

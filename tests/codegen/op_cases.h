@@ -59,8 +59,9 @@ inline int64_t k_for(DType t) { return ir::dtype_info(t).block_elems == 256 ? 51
 inline ir::Attrs eps_attr() { return {{"eps", 1e-5}}; }
 
 // Matmul family: op in {MatMul, RmsMatMul, MatMulAdd, RmsMatMulSwiGlu}.
-inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType::F32, int64_t k_override = 0) {
-  const int64_t K = k_override ? k_override : k_for(wt), N = 70;
+inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType::F32, int64_t k_override = 0,
+                          int64_t n_override = 0) {
+  const int64_t K = k_override ? k_override : k_for(wt), N = n_override ? n_override : 70;
   const bool rms = op == OpKind::RmsMatMul || op == OpKind::RmsMatMulSwiGlu;
   const bool swi = op == OpKind::RmsMatMulSwiGlu, add = op == OpKind::MatMulAdd;
   OpCase c;
@@ -69,7 +70,7 @@ inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType:
   c.fused = op != OpKind::MatMul;
   const char* opn = op == OpKind::MatMul ? "matmul" : rms ? (swi ? "rms_matmul_swiglu" : "rms_matmul") : "matmul_add";
   c.name = std::string(opn) + "/" + dn(wt) + (rms ? "_g" + dn(gt) : "") + "/b" + std::to_string(bucket) +
-           (k_override ? "/k" + std::to_string(K) : "");
+           (k_override ? "/k" + std::to_string(K) : "") + (n_override ? "/n" + std::to_string(N) : "");
   Graph& g = c.g;
   g = base_graph(bucket);
   auto x = g.add_input("x", DType::F32, {tok(bucket), fx(K)});
@@ -123,13 +124,13 @@ inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType:
 
 // lm_head_sample(x, gain, w) -> token i32[1], logits [1,V]; ref: last_row,
 // rms_norm, matmul, argmax (greedy).
-inline OpCase lm_head_case(DType wt, int64_t bucket) {
-  const int64_t K = k_for(wt), V = 300;
+inline OpCase lm_head_case(DType wt, int64_t bucket, int64_t v_override = 0) {
+  const int64_t K = k_for(wt), V = v_override ? v_override : 300;
   OpCase c;
   c.bucket = bucket;
   c.dtype = wt;
   c.fused = true;
-  c.name = "lm_head_sample/" + dn(wt) + "/b" + std::to_string(bucket);
+  c.name = "lm_head_sample/" + dn(wt) + "/b" + std::to_string(bucket) + (v_override ? "/v" + std::to_string(V) : "");
   Graph& g = c.g;
   g = base_graph(bucket);
   auto x = g.add_input("x", DType::F32, {tok(bucket), fx(K)});
@@ -267,6 +268,13 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
   out.push_back(matmul_case(OpKind::MatMul, DType::F16, 1, DType::F32, 4096));
   out.push_back(matmul_case(OpKind::RmsMatMulSwiGlu, DType::Q4_K, 1, DType::F32, 4096));
   out.push_back(matmul_case(OpKind::MatMulAdd, DType::Q6_K, 3, DType::F32, 4096));
+  // wide matrices: the GEMV computes 2 or 4 columns per warp group (codegen
+  // gemv_rows: N * split / rows >= 4096); N leaves a partial last group
+  out.push_back(matmul_case(OpKind::MatMul, DType::Q8_0, 1, DType::F32, 0, 16386));
+  out.push_back(matmul_case(OpKind::RmsMatMul, DType::Q6_K, 4, DType::F32, 4096, 4097));
+  out.push_back(matmul_case(OpKind::MatMulAdd, DType::Q4_K, 3, DType::F32, 2048, 8195));
+  out.push_back(matmul_case(OpKind::RmsMatMulSwiGlu, DType::F16, 1, DType::F32, 4096, 2051));
+  out.push_back(lm_head_case(DType::Q8_0, 1, 16390));
   for (DType ft : float_dtypes()) {
     {  // rms_norm with a gain of dtype ft
       Graph g = base_graph(B);

@@ -540,33 +540,48 @@ TEST(LmHeadSample, SamplingSemantics) {
 TEST(GemvBench, Throughput) {
   SKIP_WITHOUT_GPU();
   if (!std::getenv("KILN_BENCH")) GTEST_SKIP() << "set KILN_BENCH=1 to run the GEMV benchmark";
+  using ir::OpKind;
   struct Shape {
     int64_t K, N;
+    OpKind op = OpKind::MatMul;
   };
   for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_0, DType::F16,
                    DType::BF16, DType::F32})
-    for (Shape sh : {Shape{4096, 4096}, Shape{4096, 14336}, Shape{14336, 4096}, Shape{576, 1536}}) {
-      ir::Graph g = testcases::base_graph(1);
-      auto x = g.add_input("x", DType::F32, {testcases::tok(1), testcases::fx(sh.K)});
-      auto w = g.add_weight("w", wt, {testcases::fx(sh.N), testcases::fx(sh.K)}, "w");
-      g.add_node(ir::OpKind::MatMul, {x, w}, {}, "y", DType::F32, {testcases::tok(1), testcases::fx(sh.N)});
+    for (Shape sh : {Shape{4096, 4096}, Shape{4096, 14336}, Shape{14336, 4096}, Shape{576, 1536},
+                     Shape{4096, 6144, OpKind::RmsMatMul}, Shape{4096, 14336, OpKind::RmsMatMulSwiGlu},
+                     Shape{14336, 4096, OpKind::MatMulAdd}}) {
       if (sh.K % ir::dtype_info(wt).block_elems) continue;  // rows must hold whole blocks
+      // plain matmul, and the fused decode ops at 8B-like shapes (op name in the JSON)
+      const OpKind op = sh.op;
+      if (op != OpKind::MatMul && wt != DType::Q4_K && wt != DType::Q8_0 && wt != DType::F16) continue;
+      const testcases::OpCase c = testcases::matmul_case(op, wt, 1, DType::F32, sh.K, sh.N);
+      const ir::Graph& g = c.g;
       const Lowered l = lower(g, g.nodes()[0], 1, compile_sm(), Mode::Compiled);
       CUfunction fn = load(l);
-      const size_t wbytes = static_cast<size_t>(ir::row_bytes(wt, sh.K)) * static_cast<size_t>(sh.N);
-      DevBuf dw(wbytes), dx(static_cast<size_t>(sh.K) * 4), dy(static_cast<size_t>(sh.N) * 4), ds(64);
+      const int64_t wrows = op == OpKind::RmsMatMulSwiGlu ? 2 * sh.N : sh.N;
+      const size_t wbytes = static_cast<size_t>(ir::row_bytes(wt, sh.K)) * static_cast<size_t>(wrows);
+      DevBuf dw(wbytes), dx(static_cast<size_t>(sh.K) * 4), dy(static_cast<size_t>(sh.N) * 4), ds(64),
+          dg(static_cast<size_t>(sh.K) * 4), dr(static_cast<size_t>(sh.N) * 4);
       cudaMemset(dw.p, 0x11, wbytes);
       cudaMemset(dx.p, 0, dx.n);
+      cudaMemset(dg.p, 0, dg.n);
+      cudaMemset(dr.p, 0, dr.n);
       Step st{};
       st.n_tokens = 1;
       ds.upload(&st, sizeof st);
-      void* ptr[4] = {dx.p, dw.p, dy.p, ds.p};
-      std::vector<void*> args;
-      size_t pi = 0;
+      std::vector<void*> ptr;
       for (const Param& p : l.params) {
-        (void)p;
-        args.push_back(&ptr[pi++]);
+        const ir::ValueId id = p.kind == ParamKind::Input ? g.nodes()[0].inputs[static_cast<size_t>(p.index)] : -1;
+        const std::string vn = id >= 0 ? g.value(id).name : "";
+        if (p.kind == ParamKind::Step) ptr.push_back(ds.p);
+        else if (p.kind == ParamKind::Output) ptr.push_back(dy.p);
+        else if (vn == "x") ptr.push_back(dx.p);
+        else if (vn == "gain") ptr.push_back(dg.p);
+        else if (vn == "r") ptr.push_back(dr.p);
+        else ptr.push_back(dw.p);
       }
+      std::vector<void*> args;
+      for (auto& p : ptr) args.push_back(&p);
       auto launch = [&] {
         driver().launchKernel(fn, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.smem,
                               nullptr, args.data(), nullptr);
@@ -584,8 +599,10 @@ TEST(GemvBench, Throughput) {
       cudaEventElapsedTime(&ms, e0, e1);
       ASSERT_EQ(cudaGetLastError(), cudaSuccess);
       const double us = 1000.0 * ms / iters;
-      std::printf("{\"bench\": \"gemv\", \"dtype\": \"%s\", \"K\": %lld, \"N\": %lld, \"us\": %.2f, \"GBps\": %.0f}\n",
-                  testcases::dn(wt).c_str(), static_cast<long long>(sh.K), static_cast<long long>(sh.N), us,
+      std::printf("{\"bench\": \"gemv\", \"op\": \"%s\", \"kernel\": \"%s\", \"dtype\": \"%s\", \"K\": %lld, "
+                  "\"N\": %lld, \"us\": %.2f, \"GBps\": %.0f}\n",
+                  c.name.substr(0, c.name.find('/')).c_str(), l.kernel.entry.c_str(), testcases::dn(wt).c_str(),
+                  static_cast<long long>(sh.K), static_cast<long long>(sh.N), us,
                   wbytes / us / 1e3);
       cudaEventDestroy(e0);
       cudaEventDestroy(e1);
