@@ -66,8 +66,15 @@ void register_run(CLI::App& app) {
     if (!a->chat) {
       if (a->prompt.empty()) throw rt::Error(rt::ErrorCode::kInvalidArgument, "give a prompt with -p, or use --chat");
       auto ids = session.encode(a->prompt);
-      std::fwrite(a->prompt.data(), 1, a->prompt.size(), stdout);
-      auto st = session.generate(ids, go, stream);
+      // Echo the prompt once generation has started (a prompt that does not fit is an error, not output).
+      bool echoed = false;
+      auto st = session.generate(ids, go, [&](int32_t id, std::string_view text) {
+        if (!echoed) {
+          std::fwrite(a->prompt.data(), 1, a->prompt.size(), stdout);
+          echoed = true;
+        }
+        return stream(id, text);
+      });
       std::printf("\n");
       if (a->stats) print_stats(st);
       return;
