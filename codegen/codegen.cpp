@@ -79,6 +79,7 @@ struct Spec {
   int rows = 1;            // gemv output columns per group (x reuse from registers)
   bool has_ff = false;     // rope: freq factors present
   bool has_logits = true;
+  int layout = 0;          // weight layout: 0 ggml, 1 planes (codegen.h; template L of the kernels)
   // scalars
   int64_t K = 0, N = 0, T = 0, R = 0, C = 0, nh = 0, nkv = 0, hd = 0, n_rot = 0, neox = 0, dyn = 0, bcast = 0,
           has_scale = 0;
@@ -159,6 +160,7 @@ Variant emit_variant(const Spec& s, bool compiled) {
       if (gemv)
         out.base_name += "_t" + std::to_string(s.mt) + (s.split > 1 ? "_s" + std::to_string(s.split) : "") +
                          (s.rows > 1 ? "_r" + std::to_string(s.rows) : "");
+      if (s.layout) out.base_name += "_pl";
       out.block = gemv ? 128 : 256;
       std::string x = e.in(0, "const float*");
       std::string g = (s.flags & 1) ? e.in(1, "const void*") : "nullptr";
@@ -171,18 +173,20 @@ Variant emit_variant(const Spec& s, bool compiled) {
       std::string nt = "(" + e.i(s.dyn) + " ? min(" + st + "->n_tokens, " + e.i(s.T) + ") : " + e.i(s.T) + ")";
       std::string eps = (s.flags & 1) ? e.f(s.eps) : "0.f";
       std::string tmpl = "<" + d + ", " + ((s.flags & 1) ? d2 : "DT_F32") + ", " + std::to_string(s.flags);
-      out.call = (gemv ? "mm_gemv" : "mm_tiled") + tmpl + (gemv ? ", " + std::to_string(s.mt) + ", " + std::to_string(s.split) + ", " + std::to_string(s.rows) : "") + ">(" + x +
+      tmpl += gemv ? ", " + std::to_string(s.mt) + ", " + std::to_string(s.split) + ", " + std::to_string(s.rows) : "";
+      tmpl += ", " + std::to_string(s.layout);
+      out.call = (gemv ? "mm_gemv" : "mm_tiled") + tmpl + ">(" + x +
                  ", " + g + ", " + w + ", " + r + ", " + y + ", " + nt + ", " + K + ", " + N + ", " + eps +
                  ")";
       break;
     }
     case V::Embed: {
       out.files = {"common.cuh", "dequant.cuh", "elementwise.cuh"};
-      out.base_name = "kiln_embed_" + dt_lower(s.dt);
+      out.base_name = "kiln_embed_" + dt_lower(s.dt) + (s.layout ? "_pl" : "");
       std::string tab = e.in(0, "const u8*"), ids = e.in(1, "const i32*"), y = e.out(0, "float*"),
                   st = e.step();
       std::string Vv = e.i(s.N), H = e.i(s.K), sc = e.f(s.scale), hs = e.i(s.has_scale);
-      out.call = "k_embed<" + d + ">(" + tab + ", " + ids + ", " + y + ", " + st + "->n_tokens, " + Vv + ", " + H +
+      out.call = "k_embed<" + d + ", " + std::to_string(s.layout) + ">(" + tab + ", " + ids + ", " + y + ", " + st + "->n_tokens, " + Vv + ", " + H +
                  ", " + sc + ", " + hs + ")";
       break;
     }
@@ -287,14 +291,14 @@ Variant emit_variant(const Spec& s, bool compiled) {
       out.files = {"common.cuh", "dequant.cuh", "matmul.cuh", "sample.cuh"};
       out.base_name = "kiln_lm_head_sample_" + dt_lower(s.dt) + "_g" + dt_lower(s.dt2) +
                       (s.split > 1 ? "_s" + std::to_string(s.split) : "") +
-                      (s.rows > 1 ? "_r" + std::to_string(s.rows) : "");
+                      (s.rows > 1 ? "_r" + std::to_string(s.rows) : "") + (s.layout ? "_pl" : "");
       out.block = 128;
       std::string x = e.in(0, "const float*"), g = e.in(1, "const void*"), w = e.in(2, "const u8*");
       std::string tok = e.out(0, "i32*"), lg = e.out(1, "float*");
       std::string toks = e.ptr(ParamKind::Tokens, 0, "i32*");
       std::string st = e.step(true);
       std::string K = e.i(s.K), Vv = e.i(s.N), eps = e.f(s.eps);
-      out.call = "k_lm_head_sample<" + d + ", " + d2 + ", " + std::to_string(s.split) + ", " + std::to_string(s.rows) + ">(" + x + ", " + g + ", " + w + ", " + tok + ", " + lg + ", " +
+      out.call = "k_lm_head_sample<" + d + ", " + d2 + ", " + std::to_string(s.split) + ", " + std::to_string(s.rows) + ", " + std::to_string(s.layout) + ">(" + x + ", " + g + ", " + w + ", " + tok + ", " + lg + ", " +
                  toks + ", " + st + ", " + K + ", " + Vv + ", " + eps + ")";
       break;
     }
@@ -662,6 +666,8 @@ Spec make_spec(const Ctx& c, Mode mode) {
       break;
     }
   }
+  for (size_t i = 0; i < n.inputs.size(); ++i)
+    if (input_layout(c.g, n, i, mode) == kLayoutPlanes) s.layout = 1;
   if (mode == Mode::Eager) {
     switch (n.op) {
       case OpKind::RmsMatMul:

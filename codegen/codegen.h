@@ -63,6 +63,33 @@ enum class Mode { Eager, Compiled };
 // Throws kiln::Error(kUnsupported) for an op/dtype/shape it cannot lower.
 Lowered lower(const ir::Graph& g, const ir::Node& n, int64_t bucket, int sm, Mode mode);
 
+// ---- weight layouts -----------------------------------------------------------
+// How a kernel reads a weight blob. "ggml": the GGUF blocks as stored.
+// "planes" (q4_0, q4_1, q8_0, q4_K): a matrix of nblk = rows*K/QK blocks is
+// plane 0 = the quant bytes of every block (QB bytes each, in row-major block
+// order, so every row's quants are one contiguous 16-byte-aligned run) followed
+// by plane 1 = the scale bytes of every block (SB each, same order). SB is the
+// GGUF block's leading scale bytes (q4_0 2: d; q4_1 4: d, m; q8_0 2: d;
+// q4_K 16: d, dmin, 12 packed scales), QB the rest. Same size as "ggml"; the
+// values are untouched, so kernels compute identical numbers.
+inline constexpr const char* kLayoutGgml = "ggml";
+inline constexpr const char* kLayoutPlanes = "planes";
+// Layout in which the kernel lower(g, n, ., ., mode) reads input `input` of n:
+// "ggml" for everything but the weight operand of compiled matmul-family,
+// lm_head_sample and embed nodes whose dtype has a plane layout, and for those
+// too unless the environment has KILN_WEIGHT_LAYOUT=planes. Off by default:
+// on an H200 the plane kernels are correct (kernel tests 461/461) but not
+// faster overall (docs/perf-notes.md round 3).
+std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, Mode mode);
+// Whether dtype dt can be stored in `layout`.
+bool layout_supported(ir::DType dt, std::string_view layout);
+// GGUF bytes of `rows` rows of K elements -> `layout` (out has the same size,
+// ir::row_bytes(dt, K) * rows). unpack is its exact inverse. "ggml" copies.
+// Throws kiln::Error(kInvalidArgument) for an unsupported (dt, layout) or a K
+// that is not a whole number of blocks.
+void repack(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, const uint8_t* ggml, uint8_t* out);
+void unpack(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, const uint8_t* in, uint8_t* ggml);
+
 struct CompiledKernel {
   std::vector<uint8_t> cubin;  // for sm_XX
   std::string ptx;             // same compile; JIT fallback for newer SMs

@@ -49,6 +49,88 @@ __device__ __forceinline__ int q3k_scale(const u8* sc, int k) {
   return (lo | (hi << 4)) - 32;
 }
 
+// Plane layout ("planes", codegen::repack): a matrix of nblk blocks is stored
+// as plane 0 = the quant bytes of every block (QB bytes each, row-major, so a
+// row's quants are one contiguous, 16-byte-aligned run), then plane 1 = the
+// scale bytes (SB each). In the GGUF block the scale bytes come first
+// (bytes [0, SB)), the quants after ([SB, SB + QB)). Types without a plane
+// layout have SB = 0 and are never read through it.
+template <int DT> struct PL { enum { SB = 0, QB = QT<DT>::BB }; };
+template <> struct PL<DT_Q4_0> { enum { SB = 2, QB = 16 }; };
+template <> struct PL<DT_Q4_1> { enum { SB = 4, QB = 16 }; };
+template <> struct PL<DT_Q8_0> { enum { SB = 2, QB = 32 }; };
+template <> struct PL<DT_Q4_K> { enum { SB = 16, QB = 128 }; };
+
+__device__ __forceinline__ u32 ldw32(const u8* p) {  // 4-byte aligned
+  u32 v;
+  asm("ld.global.nc.L1::evict_first.u32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 ldw64(const u8* p) {  // 8-byte aligned
+  uint2 v;
+  asm("ld.global.nc.L1::evict_first.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+template <bool AL> __device__ __forceinline__ u32 ldq32(const u8* p) { return AL ? ldw32(p) : ld32u(p); }
+
+// Chunk c of one block whose quant bytes start at q and scale bytes at s
+// (GGUF: q = blk + SB, s = blk; planes: aligned). AL: q is 4-byte aligned
+// (8 for q8_0). One arithmetic for both layouts, so results are identical.
+template <int DT, bool AL>
+__device__ __forceinline__ void deq8x(const u8* q, const u8* s, int c, float v[8], int& a, int& b) {
+  if (DT == DT_Q4_0 || DT == DT_Q4_1) {
+    a = 4 * c; b = 16 + 4 * c;
+    const float d = ldh(s);
+    const u32 w = ldq32<AL>(q + 4 * c);
+    if (DT == DT_Q4_0) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        v[i] = __fmul_rn(d, qf(nib(w, i, 0), 8));
+        v[4 + i] = __fmul_rn(d, qf(nib(w, i, 1), 8));
+      }
+    } else {
+      const float m = ldh(s + 2);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        v[i] = __fadd_rn(__fmul_rn(d, qf(nib(w, i, 0))), m);
+        v[4 + i] = __fadd_rn(__fmul_rn(d, qf(nib(w, i, 1))), m);
+      }
+    }
+  } else if (DT == DT_Q8_0) {
+    a = 8 * c; b = 8 * c + 4;
+    const float d = ldh(s);
+    u32 q0, q1;
+    if (AL) {
+      const uint2 p = ldw64(q + 8 * c);
+      q0 = p.x; q1 = p.y;
+    } else {
+      q0 = ld32u(q + 8 * c); q1 = ld32u(q + 8 * c + 4);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[i] = __fmul_rn(d, qf(((q0 >> (8 * i)) & 0xFF) ^ 0x80, 128));
+      v[4 + i] = __fmul_rn(d, qf(((q1 >> (8 * i)) & 0xFF) ^ 0x80, 128));
+    }
+  } else if (DT == DT_Q4_K) {
+    const int c4 = c >> 3, l0 = (c & 7) * 4;
+    const int ga = 2 * c4, gb = 2 * c4 + 1;
+    a = ga * 32 + l0;
+    b = gb * 32 + l0;
+    const float d = ldh(s), dmin = ldh(s + 2);
+    int sca, ma, scb, mb;
+    k4_scale_min(s + 4, ga, sca, ma);
+    k4_scale_min(s + 4, gb, scb, mb);
+    const float dla = __fmul_rn(d, qf(sca)), mla = __fmul_rn(dmin, qf(ma));
+    const float dlb = __fmul_rn(d, qf(scb)), mlb = __fmul_rn(dmin, qf(mb));
+    const u32 w = ldq32<AL>(q + c4 * 32 + l0);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[i] = __fsub_rn(__fmul_rn(dla, qf(nib(w, i, 0))), mla);
+      v[4 + i] = __fsub_rn(__fmul_rn(dlb, qf(nib(w, i, 1))), mlb);
+    }
+  }
+}
+
 template <int DT>
 __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, int& b) {
   if (DT == DT_F32) {
@@ -65,24 +147,8 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
       v[2 * i] = DT == DT_F16 ? h2f((u16)(w[i] & 0xFFFF)) : bf2f((u16)(w[i] & 0xFFFF));
       v[2 * i + 1] = DT == DT_F16 ? h2f((u16)(w[i] >> 16)) : bf2f((u16)(w[i] >> 16));
     }
-  } else if (DT == DT_Q4_0) {
-    a = 4 * c; b = 16 + 4 * c;
-    const float d = ldh(blk);
-    const u32 q = ld32u(blk + 2 + 4 * c);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[i] = __fmul_rn(d, qf(nib(q, i, 0), 8));
-      v[4 + i] = __fmul_rn(d, qf(nib(q, i, 1), 8));
-    }
-  } else if (DT == DT_Q4_1) {
-    a = 4 * c; b = 16 + 4 * c;
-    const float d = ldh(blk), m = ldh(blk + 2);
-    const u32 q = ld32u(blk + 4 + 4 * c);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[i] = __fadd_rn(__fmul_rn(d, qf(nib(q, i, 0))), m);
-      v[4 + i] = __fadd_rn(__fmul_rn(d, qf(nib(q, i, 1))), m);
-    }
+  } else if (DT == DT_Q4_0 || DT == DT_Q4_1) {
+    deq8x<DT, false>(blk + PL<DT>::SB, blk, c, v, a, b);
   } else if (DT == DT_Q5_0) {
     a = 4 * c; b = 16 + 4 * c;
     const float d = ldh(blk);
@@ -110,14 +176,7 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
       v[4 + i] = __fadd_rn(__fmul_rn(d, qf(q1)), m);
     }
   } else if (DT == DT_Q8_0) {
-    a = 8 * c; b = 8 * c + 4;
-    const float d = ldh(blk);
-    const u32 q0 = ld32u(blk + 2 + 8 * c), q1 = ld32u(blk + 6 + 8 * c);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[i] = __fmul_rn(d, qf(((q0 >> (8 * i)) & 0xFF) ^ 0x80, 128));
-      v[4 + i] = __fmul_rn(d, qf(((q1 >> (8 * i)) & 0xFF) ^ 0x80, 128));
-    }
+    deq8x<DT, false>(blk + PL<DT>::SB, blk, c, v, a, b);
   } else if (DT == DT_Q2_K || DT == DT_Q3_K) {
     const int h = c >> 4, sp = (c >> 3) & 1, l0 = (c & 7) * 4;
     const int s0 = 2 * sp, s1 = 2 * sp + 1;
@@ -152,7 +211,9 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
         v[4 + i] = __fmul_rn(dlb, qf(qb, 4));
       }
     }
-  } else if (DT == DT_Q4_K || DT == DT_Q5_K) {
+  } else if (DT == DT_Q4_K) {
+    deq8x<DT, false>(blk + PL<DT>::SB, blk, c, v, a, b);
+  } else if (DT == DT_Q5_K) {
     const int c4 = c >> 3, l0 = (c & 7) * 4;
     const int ga = 2 * c4, gb = 2 * c4 + 1;
     a = ga * 32 + l0;
@@ -163,17 +224,14 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
     k4_scale_min(blk + 4, gb, scb, mb);
     const float dla = __fmul_rn(d, qf(sca)), mla = __fmul_rn(dmin, qf(ma));
     const float dlb = __fmul_rn(d, qf(scb)), mlb = __fmul_rn(dmin, qf(mb));
-    const u32 q = ld32u(blk + (DT == DT_Q4_K ? 16 : 48) + c4 * 32 + l0);
-    u32 qh = 0;
-    if (DT == DT_Q5_K) qh = ld32u(blk + 16 + l0);
+    const u32 q = ld32u(blk + 48 + c4 * 32 + l0);
+    const u32 qh = ld32u(blk + 16 + l0);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       int qa = nib(q, i, 0), qb = nib(q, i, 1);
-      if (DT == DT_Q5_K) {
-        const u32 hb = (qh >> (8 * i)) & 0xFF;
-        qa |= ((hb >> ga) & 1) << 4;
-        qb |= ((hb >> gb) & 1) << 4;
-      }
+      const u32 hb = (qh >> (8 * i)) & 0xFF;
+      qa |= ((hb >> ga) & 1) << 4;
+      qb |= ((hb >> gb) & 1) << 4;
       v[i] = __fsub_rn(__fmul_rn(dla, qf(qa)), mla);
       v[4 + i] = __fsub_rn(__fmul_rn(dlb, qf(qb)), mlb);
     }
@@ -197,3 +255,24 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
     }
   }
 }
+
+// One weight row of a matrix of `nblk` blocks in layout L (0 = GGUF blocks,
+// 1 = planes, see PL). deq(blk, c, ...) = deq8 of chunk c of block blk.
+template <int DT, int L> struct WRow {
+  const u8* q;
+  const u8* s;
+  __device__ __forceinline__ WRow(const u8* w, i64 row, int nb, i64 nblk) {
+    if (L == 0) {
+      q = w + row * nb * QT<DT>::BB;
+      s = q;
+    } else {
+      q = w + row * nb * PL<DT>::QB;
+      s = w + nblk * PL<DT>::QB + row * nb * PL<DT>::SB;
+    }
+  }
+  __device__ __forceinline__ WRow() : q(nullptr), s(nullptr) {}
+  __device__ __forceinline__ void deq(int blk, int c, float v[8], int& a, int& b) const {
+    if (L == 0) deq8<DT>(q + (i64)blk * QT<DT>::BB, c, v, a, b);
+    else deq8x<DT, true>(q + (i64)blk * PL<DT>::QB, s + (i64)blk * PL<DT>::SB, c, v, a, b);
+  }
+};

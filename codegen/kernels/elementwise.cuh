@@ -3,7 +3,7 @@
 // dimension is the symbolic "tokens" dim (dyn != 0).
 
 // embed: out[t,:] = dequant(table[ids[t], :]) * scale. Launch: grid T, block 256.
-template <int DT>
+template <int DT, int L = 0>
 __device__ __forceinline__ void k_embed(const u8* __restrict__ table, const i32* __restrict__ ids,
                                         float* __restrict__ out, int nt, int V, int H, float scale,
                                         int has_scale) {
@@ -16,13 +16,13 @@ __device__ __forceinline__ void k_embed(const u8* __restrict__ table, const i32*
     for (int k = threadIdx.x; k < H; k += blockDim.x) o[k] = 0.f;
     return;
   }
-  const u8* row = table + (i64)id * (H / Q::QK) * Q::BB;
+  const WRow<DT, L> row(table, id, H / Q::QK, (i64)V * (H / Q::QK));
   const int units = (H / Q::QK) * Q::CH;
   for (int u = threadIdx.x; u < units; u += blockDim.x) {
     const int blk = u / Q::CH;
     float v[8];
     int a, b;
-    deq8<DT>(row + (i64)blk * Q::BB, u % Q::CH, v, a, b);
+    row.deq(blk, u % Q::CH, v, a, b);
     const int base = blk * Q::QK;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {

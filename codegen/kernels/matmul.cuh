@@ -31,7 +31,7 @@ __device__ __forceinline__ float silu_f(float v) { return v / (1.0f + expf(-v));
 // Weights are read with an L1 evict-first hint (ldw*) so x stays in L1.
 // ys (optional, shared memory): column n's value of token 0 is also stored in
 // ys[group * R + r] (lm_head_sample reduces its block's logits from there).
-template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1>
+template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0>
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
                                         const u8* __restrict__ w, const float* __restrict__ r,
                                         float* __restrict__ y, int nt, int K, int N, float eps,
@@ -43,13 +43,14 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
   const int grp = warp / SPLIT, sub = warp % SPLIT;
   const int n0 = (blockIdx.x * (GEMV_WARPS / SPLIT) + grp) * R;
   const int nr = min(R, N - n0);  // columns of this group (<= 0: none)
-  const i64 rb = (i64)(K / Q::QK) * Q::BB;
-  const u8* wr[2 * R];
+  const int nb = K / Q::QK;
+  const i64 nblk = (i64)((FL & MM_SWIGLU) ? 2 * N : N) * nb;
+  WRow<DT, L> wr[2 * R];
 #pragma unroll
   for (int j = 0; j < R; ++j) {
     const int n = n0 + min(j, max(nr - 1, 0));  // clamp: rows past N are never used
-    wr[j] = w + (i64)n * rb;
-    if (FL & MM_SWIGLU) wr[R + j] = w + (i64)(n + N) * rb;
+    wr[j] = WRow<DT, L>(w, n, nb, nblk);
+    if (FL & MM_SWIGLU) wr[R + j] = WRow<DT, L>(w, n + N, nb, nblk);
   }
   const int units = (K / Q::QK) * Q::CH;
   if (nt > MT) nt = MT;
@@ -67,7 +68,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
       float v[2 * R][8];
       int a, b;
 #pragma unroll
-      for (int j = 0; j < RR; ++j) deq8<DT>(wr[j] + (i64)blk * Q::BB, c, v[j], a, b);
+      for (int j = 0; j < RR; ++j) wr[j].deq(blk, c, v[j], a, b);
       const int ka = blk * Q::QK + a, kb = blk * Q::QK + b;
       float ga[4], gb[4];
       if (FL & MM_RMS) {
@@ -145,7 +146,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
 #define TILE_N 64
 #define TILE_K 128
 // Launch: block 256, grid (ceil(N / (SWIGLU ? 32 : 64)), ceil(T / 16)).
-template <int DT, int GDT, int FL>
+template <int DT, int GDT, int FL, int L = 0>
 __device__ __forceinline__ void mm_tiled(const float* __restrict__ x, const void* __restrict__ g,
                                          const u8* __restrict__ w, const float* __restrict__ r,
                                          float* __restrict__ y, int nt, int K, int N, float eps) {
@@ -160,7 +161,6 @@ __device__ __forceinline__ void mm_tiled(const float* __restrict__ x, const void
   const int n0 = blockIdx.x * ncols;
   const int nw_rows = (FL & MM_SWIGLU) ? 2 * N : N;  // rows of w
   const int nb = K / Q::QK;
-  const i64 rb = (i64)nb * Q::BB;
   if (FL & MM_RMS) {
     for (int rr = warp; rr < TILE_M; rr += 8) {
       const int t = m0 + rr;
@@ -194,7 +194,7 @@ __device__ __forceinline__ void mm_tiled(const float* __restrict__ x, const void
       if (wr < nw_rows && blk < nb && (wr < N || (FL & MM_SWIGLU))) {
         float v[8];
         int a, b;
-        deq8<DT>(w + (i64)wr * rb + (i64)blk * Q::BB, c, v, a, b);
+        WRow<DT, L>(w, wr, nb, (i64)nw_rows * nb).deq(blk, c, v, a, b);
         const int base = blk * Q::QK - kt * TILE_K;
 #pragma unroll
         for (int j = 0; j < 4; ++j) { Ws[i][base + a + j] = v[j]; Ws[i][base + b + j] = v[4 + j]; }

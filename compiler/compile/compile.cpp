@@ -43,35 +43,59 @@ std::vector<std::string> split_sources(const std::string& s) {
   return out;
 }
 
-// Where each weight source lives in the weights section. A fused weight whose
-// source is "a+b+c" (rows concatenated by a pass) is one blob; the eager
-// program's separate a, b, c are views into it, so fusion costs no extra memory.
+// Where each weight source lives in the weights section, per layout its
+// readers want (codegen::input_layout: compiled matmul-family kernels read
+// repacked "planes", eager kernels the GGUF "ggml" blocks). A fused weight whose
+// source is "a+b+c" (rows concatenated by a pass) is one blob; when that blob is
+// in "ggml" layout, the eager program's separate a, b, c are views into it (no
+// extra memory); a repacked fused blob interleaves its parts' rows over planes,
+// so a program reading a part in "ggml" gets a blob of its own.
 struct WeightLayout {
   std::vector<plan::WeightSpec> blobs;
-  std::map<std::string, std::pair<uint64_t, uint64_t>> where;  // source -> (offset, bytes)
+  // (source, layout) -> (offset, bytes)
+  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>> where;
 };
 
-WeightLayout layout_weights(const gguf::File& f, const std::vector<const ir::Graph*>& graphs) {
+struct GraphUse {
+  const ir::Graph* g;
+  codegen::Mode mode;
+};
+
+WeightLayout layout_weights(const gguf::File& f, const std::vector<GraphUse>& graphs) {
   WeightLayout L;
   auto tensor = [&](const std::string& name) -> const gguf::TensorInfo& {
     const auto* t = f.find_tensor(name);
     if (!t) throw Error(ErrorCode::kFormat, "weight " + name + " is not in the GGUF file", name);
     return *t;
   };
-  // Concatenated sources first, so single sources inside them become views.
+  // Layouts each source is read in; concatenated sources first, so single
+  // sources inside a "ggml" one become views.
+  std::map<std::string, std::set<std::string>> need;
   std::vector<std::string> concat, single;
-  std::set<std::string> seen;
-  for (const auto* g : graphs)
-    for (const auto& v : g->values())
-      if (v.kind == ir::ValueKind::Weight && seen.insert(v.source).second)
+  for (const auto& gu : graphs) {
+    for (const auto& n : gu.g->nodes())
+      for (size_t i = 0; i < n.inputs.size(); ++i) {
+        const ir::Value& v = gu.g->value(n.inputs[i]);
+        if (v.kind != ir::ValueKind::Weight) continue;
+        if (!need.count(v.source))
+          (v.source.find('+') != std::string::npos ? concat : single).push_back(v.source);
+        need[v.source].insert(codegen::input_layout(*gu.g, n, i, gu.mode));
+      }
+    for (const auto& v : gu.g->values())  // weights no node reads (none today): stored as-is
+      if (v.kind == ir::ValueKind::Weight && !need.count(v.source)) {
         (v.source.find('+') != std::string::npos ? concat : single).push_back(v.source);
-  auto add_blob = [&](const std::string& source) {
+        need[v.source].insert(codegen::kLayoutGgml);
+      }
+  }
+  std::set<std::string> names;
+  auto add_blob = [&](const std::string& source, const std::string& layout) {
     auto parts = split_sources(source);
     plan::WeightSpec w;
-    w.name = source;
+    w.name = names.count(source) ? source + "@" + layout : source;
+    names.insert(w.name);
     const auto& t0 = tensor(parts[0]);
     w.dtype = std::string(ir::dtype_name(t0.type));
-    w.layout = "ggml";
+    w.layout = layout;
     int64_t rows = 0;
     std::vector<const gguf::TensorInfo*> ts;
     for (const auto& p : parts) {
@@ -83,28 +107,45 @@ WeightLayout layout_weights(const gguf::File& f, const std::vector<const ir::Gra
       ts.push_back(&t);
     }
     w.shape = {rows, t0.ne[0]};
-    w.fill = [ts](std::span<uint8_t> dst) {
+    const ir::DType dt = t0.type;
+    const int64_t K = t0.ne[0];
+    w.fill = [ts, layout, dt, rows, K](std::span<uint8_t> dst) {
+      std::vector<uint8_t> tmp;
+      uint8_t* out = dst.data();
+      if (layout != codegen::kLayoutGgml) {
+        tmp.resize(dst.size());
+        out = tmp.data();
+      }
       size_t off = 0;
       for (const auto* t : ts) {
-        std::memcpy(dst.data() + off, t->data, t->n_bytes);
+        std::memcpy(out + off, t->data, t->n_bytes);
         off += t->n_bytes;
       }
+      if (layout != codegen::kLayoutGgml) codegen::repack(dt, layout, rows, K, tmp.data(), dst.data());
     };
     L.blobs.push_back(std::move(w));
+    L.where[{source, layout}] = {};  // offset filled below
   };
-  for (const auto& s : concat) add_blob(s);
-  std::set<std::string> covered;
+  std::set<std::string> covered;  // parts of a "ggml" concatenated blob
   for (const auto& s : concat)
-    for (const auto& p : split_sources(s)) covered.insert(p);
+    for (const auto& l : need[s]) {
+      add_blob(s, l);
+      if (l == codegen::kLayoutGgml)
+        for (const auto& p : split_sources(s)) covered.insert(p);
+    }
   for (const auto& s : single)
-    if (!covered.count(s)) add_blob(s);
+    for (const auto& l : need[s])
+      if (!(l == codegen::kLayoutGgml && covered.count(s))) add_blob(s, l);
   plan::assign_weight_offsets(L.blobs);
+  std::map<std::string, std::pair<uint64_t, uint64_t>> ggml_parts;
   for (const auto& b : L.blobs) {
-    L.where[b.name] = {b.offset, b.size};
+    const std::string source = b.name.substr(0, b.name.find('@'));
+    L.where[{source, b.layout}] = {b.offset, b.size};
+    if (b.layout != codegen::kLayoutGgml) continue;
     uint64_t off = b.offset;
-    for (const auto& p : split_sources(b.name)) {
+    for (const auto& p : split_sources(source)) {
       const auto& t = tensor(p);
-      if (!L.where.count(p)) L.where[p] = {off, t.n_bytes};
+      if (!L.where.count({p, b.layout})) L.where[{p, b.layout}] = {off, t.n_bytes};
       off += t.n_bytes;
     }
   }
@@ -211,7 +252,9 @@ CompileReport compile_model(const CompileOptions& opt) {
   t = Clock::now();
   std::vector<const ir::Graph*> graphs = {&fused};
   if (opt.eager) graphs.push_back(&base);
-  WeightLayout W = layout_weights(f, graphs);
+  std::vector<GraphUse> uses = {{&fused, codegen::Mode::Compiled}};
+  if (opt.eager) uses.push_back({&base, codegen::Mode::Eager});
+  WeightLayout W = layout_weights(f, uses);
   uint64_t weights_bytes = 0;
   for (const auto& b : W.blobs) weights_bytes = std::max(weights_bytes, b.offset + b.size);
   stage_done("weights", t, fmt::format("{} blobs, {:.1f} MiB", W.blobs.size(), weights_bytes / 1048576.0));
@@ -286,12 +329,17 @@ CompileReport compile_model(const CompileOptions& opt) {
         temps[it->second].last_use = static_cast<int32_t>(nodes.size());
     plan::MemoryPlan mp = plan::MemoryPlanner(256).plan(temps);
 
-    auto address = [&](ir::ValueId id) -> plan::ArgSpec {
+    const auto cg_mode = job.mode == plan::ProgramMode::kCompiled ? codegen::Mode::Compiled : codegen::Mode::Eager;
+    // layout: how the reading kernel wants a weight (codegen::input_layout)
+    auto address = [&](ir::ValueId id, const std::string& layout = codegen::kLayoutGgml) -> plan::ArgSpec {
       if (auto a = alias.find(id); a != alias.end()) id = a->second;
       const ir::Value& v = g.value(id);
       switch (v.kind) {
         case ir::ValueKind::Weight: {
-          auto w = W.where.at(v.source);
+          auto it = W.where.find({v.source, layout});
+          if (it == W.where.end())
+            throw Error(ErrorCode::kInternal, "weight " + v.source + " has no blob in layout " + layout, v.source);
+          auto w = it->second;
           return plan::ArgSpec::ptr(plan::Region::kWeights, w.first, w.second);
         }
         case ir::ValueKind::State: {
@@ -319,7 +367,6 @@ CompileReport compile_model(const CompileOptions& opt) {
     ps.bucket = static_cast<uint32_t>(job.bucket);
     ps.name = fmt::format("{}_{}_{}", job.mode == plan::ProgramMode::kCompiled ? "compiled" : "eager",
                           job.phase == plan::Phase::kDecode ? "decode" : "prefill", job.bucket);
-    const auto cg_mode = job.mode == plan::ProgramMode::kCompiled ? codegen::Mode::Compiled : codegen::Mode::Eager;
     for (const auto& n : nodes) {
       codegen::Lowered low = codegen::lower(g, n, job.bucket, opt.sm, cg_mode);
       auto [it, fresh] = kernel_index.try_emplace({low.kernel.hash, low.kernel.entry},
@@ -333,7 +380,11 @@ CompileReport compile_model(const CompileOptions& opt) {
       ls.label = std::string(ir::op_info(n.op).name) + " -> " + g.value(n.outputs[0]).name;
       for (const auto& p : low.params) {
         switch (p.kind) {
-          case codegen::ParamKind::Input: ls.args.push_back(address(n.inputs.at(static_cast<size_t>(p.index)))); break;
+          case codegen::ParamKind::Input: {
+            const size_t i = static_cast<size_t>(p.index);
+            ls.args.push_back(address(n.inputs.at(i), codegen::input_layout(g, n, i, cg_mode)));
+            break;
+          }
           case codegen::ParamKind::Output: ls.args.push_back(address(n.outputs.at(static_cast<size_t>(p.index)))); break;
           case codegen::ParamKind::Step:
             ls.args.push_back(plan::ArgSpec::ptr(plan::Region::kArena, S.step, sizeof(rt::KilnStep)));

@@ -11,6 +11,9 @@
 
 #include "codegen/codegen.h"
 #include "compiler/compile/compile.h"
+#include "compiler/gguf/gguf.h"
+#include "ir/dequant.h"
+#include "ir/dtype.h"
 #include "compiler/synth/model.h"
 #include "runtime/cuda/cuda_api.h"
 #include "runtime/kiln_runtime.h"
@@ -170,4 +173,82 @@ TEST(Compile, LoadingWithoutGpuSaysSo) {
     EXPECT_EQ(e.code(), rt::ErrorCode::kDevice);
     EXPECT_NE(std::string(e.what()).find("need an NVIDIA GPU"), std::string::npos) << e.what();
   }
+}
+
+// Compiled programs read q4_0/q4_1/q8_0/q4_K weights repacked into "planes"
+// (codegen.h); eager programs read GGUF blocks from blobs of their own. Every
+// planes blob unpacks to exactly the GGUF bytes of its source tensors.
+// (opt-in: KILN_WEIGHT_LAYOUT=planes; the default plan below stays "ggml".)
+TEST(Compile, CompiledWeightsAreRepackedIntoPlanes) {
+  {
+    unsetenv("KILN_WEIGHT_LAYOUT");
+    auto o = opts(tiny("q8_0"), "tiny_default_layout.plan");
+    ASSERT_NO_THROW(compile::compile_model(o));
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    for (const auto* w : plan.weights()) EXPECT_EQ(w->layout()->str(), codegen::kLayoutGgml) << w->name()->str();
+  }
+  setenv("KILN_WEIGHT_LAYOUT", "planes", 1);
+  for (const std::string t : {"q8_0", "q4_1", "q4_k_m", "q4_0"}) {
+    auto o = opts(tiny(t), "tiny_planes_" + t + ".plan");
+    ASSERT_NO_THROW(compile::compile_model(o)) << t;
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    gguf::File gf = gguf::File::open(tiny(t).string());
+    int planes = 0;
+    std::set<std::string> planes_sources, ggml_sources;
+    for (const auto* w : plan.weights()) {
+      const std::string layout = w->layout()->str(), name = w->name()->str();
+      const std::string source = name.substr(0, name.find('@'));
+      const auto dt = ir::dtype_from_name(w->dtype()->str());
+      ASSERT_TRUE(dt.has_value()) << name;
+      EXPECT_TRUE(codegen::layout_supported(*dt, layout)) << name << " " << layout;
+      if (layout == codegen::kLayoutGgml) {
+        ggml_sources.insert(source);
+        continue;
+      }
+      ++planes;
+      planes_sources.insert(source);
+      ASSERT_EQ(w->shape()->size(), 2u) << name;
+      const int64_t rows = w->shape()->Get(0), K = w->shape()->Get(1);
+      EXPECT_EQ(w->size(), ir::row_bytes(*dt, K) * static_cast<uint64_t>(rows)) << name;
+      std::vector<uint8_t> gg;  // the source tensors' GGUF bytes, concatenated
+      size_t start = 0;
+      while (true) {
+        const size_t p = source.find('+', start);
+        const auto* ti = gf.find_tensor(source.substr(start, p == std::string::npos ? p : p - start));
+        ASSERT_NE(ti, nullptr) << source;
+        gg.insert(gg.end(), ti->data, ti->data + ti->n_bytes);
+        if (p == std::string::npos) break;
+        start = p + 1;
+      }
+      const auto bytes = plan.weight_bytes(*w);
+      ASSERT_EQ(bytes.size(), gg.size()) << name;
+      std::vector<uint8_t> back(gg.size());
+      codegen::unpack(*dt, layout, rows, K, bytes.data(), back.data());
+      EXPECT_TRUE(back == gg) << name << ": planes blob does not unpack to the GGUF bytes";
+      EXPECT_FALSE(std::vector<uint8_t>(bytes.begin(), bytes.end()) == gg) << name;
+    }
+    EXPECT_GT(planes, 0) << t;
+    // Each program reads weights only from blobs in the layout its kernels take.
+    for (const auto* p : plan.programs()) {
+      const bool compiled = p->mode() == fb::ProgramMode::Compiled;
+      for (const auto* l : *p->launches())
+        for (const auto* a : *l->args()) {
+          if (a->kind() != fb::ArgKind::Ptr || a->region() != fb::Region::Weights) continue;
+          const fb::WeightBlob* blob = nullptr;
+          for (const auto* w : plan.weights())
+            if (a->offset() >= w->offset() && a->offset() < w->offset() + w->size()) blob = w;
+          ASSERT_NE(blob, nullptr) << l->label()->str();
+          if (blob->layout()->str() != codegen::kLayoutGgml) {
+            EXPECT_TRUE(compiled) << p->name()->str() << " " << l->label()->str() << " reads a repacked blob";
+            EXPECT_EQ(a->offset(), blob->offset()) << "a repacked blob is never read through a view";
+          }
+        }
+    }
+    // The eager program still finds each repacked source in GGUF layout.
+    for (const auto& s : planes_sources) {
+      if (s.find('+') != std::string::npos) continue;
+      EXPECT_TRUE(ggml_sources.count(s)) << t << " " << s;
+    }
+  }
+  unsetenv("KILN_WEIGHT_LAYOUT");
 }

@@ -294,7 +294,18 @@ GpuRun run_gpu(const OpCase& c, Mode mode, const Data& d, int nt, const Step& st
     b = std::make_unique<DevBuf>(elem_bytes(v, n_el));
     if (v.kind == ir::ValueKind::Weight) {
       const auto& w = d.weights.at(v.source);
-      b->upload(w.data(), w.size());
+      // in the layout the lowered kernel reads (as the compile driver writes it)
+      std::string layout = kLayoutGgml;
+      for (size_t i = 0; i < n.inputs.size(); ++i)
+        if (n.inputs[i] == id) layout = input_layout(c.g, n, i, mode);
+      if (layout != kLayoutGgml) {
+        const int64_t K = resolve(c.g, v.shape.back(), c.bucket);
+        std::vector<uint8_t> packed(w.size());
+        repack(v.dtype, layout, n_el / K, K, w.data(), packed.data());
+        b->upload(packed.data(), packed.size());
+      } else {
+        b->upload(w.data(), w.size());
+      }
     } else if (v.kind == ir::ValueKind::Input && v.dtype == DType::I32) {
       std::vector<int32_t> ids(static_cast<size_t>(n_el), -7);
       const auto& t = d.inputs.at(v.name).i32;

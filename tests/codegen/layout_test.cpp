@@ -1,0 +1,115 @@
+// Weight layouts (codegen.h): repack/unpack are exact inverses for every dtype
+// and layout, "planes" puts the quants and the scales where the format says,
+// and input_layout picks the layout only for compiled weight operands.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "codegen/codegen.h"
+#include "ir/dequant.h"
+#include "ir/dtype.h"
+#include "ir/error.h"
+#include "ir/graph.h"
+#include "ir/quantize.h"
+#include "op_cases.h"
+
+namespace kiln::codegen {
+namespace {
+using ir::DType;
+
+const DType kAll[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                      DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+TEST(Layout, UnpackInvertsRepackForEveryDtypeAndLayout) {
+  int planes = 0;
+  for (DType dt : kAll)
+    for (const char* layout : {kLayoutGgml, kLayoutPlanes}) {
+      if (!layout_supported(dt, layout)) continue;
+      planes += std::string(layout) == kLayoutPlanes;
+      const int64_t qk = ir::dtype_info(dt).block_elems == 1 ? 8 : ir::dtype_info(dt).block_elems;
+      for (int64_t rows : {1, 3, 7})
+        for (int64_t nb : {1, 3}) {
+          const int64_t K = qk * nb;
+          std::vector<uint8_t> src;
+          ir::random_blocks(dt, rows * K, 100 + rows * 7 + nb, src);
+          ASSERT_EQ(src.size(), ir::row_bytes(dt, K) * rows);
+          std::vector<uint8_t> packed(src.size(), 0xAB), back(src.size(), 0xCD);
+          repack(dt, layout, rows, K, src.data(), packed.data());
+          unpack(dt, layout, rows, K, packed.data(), back.data());
+          EXPECT_EQ(back, src) << ir::dtype_name(dt) << " " << layout << " rows " << rows << " K " << K;
+          if (std::string(layout) == kLayoutPlanes && rows * nb > 1) {
+            EXPECT_NE(packed, src) << ir::dtype_name(dt) << ": planes must move bytes";
+          }
+        }
+    }
+  EXPECT_EQ(planes, 4) << "q4_0, q4_1, q8_0 and q4_K have a plane layout";
+}
+
+// q8_0 block (GGUF): fp16 scale d, then 32 int8 quants. In "planes" the first
+// rows*K bytes are every quant in element order, then one fp16 d per block.
+TEST(Layout, Q8PlanesHoldQuantsInElementOrderThenScales) {
+  const int64_t rows = 5, K = 96, nb = K / 32;
+  std::vector<uint8_t> src, out;
+  ir::random_blocks(DType::Q8_0, rows * K, 9, src);
+  out.resize(src.size());
+  repack(DType::Q8_0, kLayoutPlanes, rows, K, src.data(), out.data());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t blk = r * nb + k / 32;
+      ASSERT_EQ(out[static_cast<size_t>(r * K + k)], src[static_cast<size_t>(blk * 34 + 2 + k % 32)]);
+    }
+  for (int64_t b = 0; b < rows * nb; ++b) {
+    EXPECT_EQ(std::memcmp(&out[static_cast<size_t>(rows * K + 2 * b)], &src[static_cast<size_t>(b * 34)], 2), 0);
+  }
+  // q4_K: 12 + 4 scale bytes lead the 144-byte block, 128 quant bytes follow.
+  std::vector<uint8_t> k4, k4p;
+  ir::random_blocks(DType::Q4_K, 3 * 256, 4, k4);
+  k4p.resize(k4.size());
+  repack(DType::Q4_K, kLayoutPlanes, 3, 256, k4.data(), k4p.data());
+  for (int b = 0; b < 3; ++b) {
+    EXPECT_EQ(std::memcmp(&k4p[static_cast<size_t>(b * 128)], &k4[static_cast<size_t>(b * 144 + 16)], 128), 0);
+    EXPECT_EQ(std::memcmp(&k4p[static_cast<size_t>(3 * 128 + b * 16)], &k4[static_cast<size_t>(b * 144)], 16), 0);
+  }
+}
+
+TEST(Layout, BadRequestsThrow) {
+  std::vector<uint8_t> a(1024), b(1024);
+  EXPECT_THROW(repack(DType::Q6_K, kLayoutPlanes, 1, 256, a.data(), b.data()), Error);
+  EXPECT_THROW(repack(DType::Q8_0, "tiles", 1, 32, a.data(), b.data()), Error);
+  EXPECT_THROW(repack(DType::Q8_0, kLayoutPlanes, 1, 48, a.data(), b.data()), Error);
+  EXPECT_THROW(unpack(DType::Q4_K, kLayoutPlanes, 1, 128, a.data(), b.data()), Error);
+}
+
+TEST(Layout, PlanesOnlyWhenEnabled) {
+  unsetenv("KILN_WEIGHT_LAYOUT");
+  const testcases::OpCase c = testcases::matmul_case(ir::OpKind::MatMul, DType::Q8_0, 1, DType::F32, 256, 64);
+  EXPECT_EQ(input_layout(c.g, c.g.nodes()[0], 1, Mode::Compiled), kLayoutGgml);
+  EXPECT_EQ(lower(c.g, c.g.nodes()[0], 1, 90, Mode::Compiled).kernel.entry.find("_pl_"), std::string::npos);
+}
+
+TEST(Layout, InputLayoutOnlyForCompiledWeightOperands) {
+  using ir::OpKind;
+  setenv("KILN_WEIGHT_LAYOUT", "planes", 1);
+  for (OpKind op : {OpKind::MatMul, OpKind::RmsMatMul, OpKind::MatMulAdd, OpKind::RmsMatMulSwiGlu}) {
+    for (DType wt : {DType::Q8_0, DType::Q4_1, DType::Q6_K, DType::F16}) {
+      const testcases::OpCase c = testcases::matmul_case(op, wt, 1, DType::F32, 256, 64);
+      const ir::Node& n = c.g.nodes()[0];
+      const size_t w = (op == OpKind::RmsMatMul || op == OpKind::RmsMatMulSwiGlu) ? 2 : 1;
+      const bool planes = wt == DType::Q8_0 || wt == DType::Q4_1;
+      for (size_t i = 0; i < n.inputs.size(); ++i) {
+        EXPECT_EQ(input_layout(c.g, n, i, Mode::Compiled), i == w && planes ? kLayoutPlanes : kLayoutGgml)
+            << c.name << " input " << i;
+        EXPECT_EQ(input_layout(c.g, n, i, Mode::Eager), kLayoutGgml) << c.name << " input " << i;
+      }
+      // the lowered kernel is the plane variant exactly when the weight is in planes
+      const Lowered l = lower(c.g, n, 1, 90, Mode::Compiled);
+      EXPECT_EQ(l.kernel.entry.find("_pl_") != std::string::npos, planes) << l.kernel.entry;
+    }
+  }
+  unsetenv("KILN_WEIGHT_LAYOUT");
+}
+
+}  // namespace
+}  // namespace kiln::codegen
