@@ -96,17 +96,21 @@ WeightLayout layout_weights(const gguf::File& f, const std::vector<GraphUse>& gr
     const auto& t0 = tensor(parts[0]);
     w.dtype = std::string(ir::dtype_name(t0.type));
     w.layout = layout;
-    int64_t rows = 0;
+    // Matrices are joined row-wise (same row length); vectors (Qwen2's q/k/v
+    // biases) end to end.
+    const bool vec = t0.ne.size() == 1;
+    int64_t rows = 0, elems = 0;
     std::vector<const gguf::TensorInfo*> ts;
     for (const auto& p : parts) {
       const auto& t = tensor(p);
-      if (t.type != t0.type || t.ne[0] != t0.ne[0])
+      if (t.type != t0.type || (t.ne.size() == 1) != vec || (!vec && t.ne[0] != t0.ne[0]))
         throw Error(ErrorCode::kInternal, "fused weight " + source + " mixes types or row lengths", source);
-      rows += t.n_elements / t.ne[0];
+      rows += static_cast<int64_t>(t.n_elements) / t.ne[0];
+      elems += static_cast<int64_t>(t.n_elements);
       w.size += t.n_bytes;
       ts.push_back(&t);
     }
-    w.shape = {rows, t0.ne[0]};
+    w.shape = vec ? std::vector<int64_t>{elems} : std::vector<int64_t>{rows, t0.ne[0]};
     const ir::DType dt = t0.type;
     const int64_t K = t0.ne[0];
     w.fill = [ts, layout, dt, rows, K](std::span<uint8_t> dst) {
