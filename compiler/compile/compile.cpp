@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
-#include <future>
 #include <map>
 #include <set>
 #include <thread>
@@ -141,7 +140,6 @@ WeightLayout layout_weights(const gguf::File& f, const std::vector<GraphUse>& gr
     for (const auto& l : need[s])
       if (!(l == codegen::kLayoutGgml && covered.count(s))) add_blob(s, l);
   plan::assign_weight_offsets(L.blobs);
-  std::map<std::string, std::pair<uint64_t, uint64_t>> ggml_parts;
   for (const auto& b : L.blobs) {
     const std::string source = b.name.substr(0, b.name.find('@'));
     L.where[{source, b.layout}] = {b.offset, b.size};
