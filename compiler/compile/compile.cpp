@@ -15,6 +15,7 @@
 #include "codegen/codegen.h"
 #include "compiler/frontend/frontend.h"
 #include "compiler/gguf/gguf.h"
+#include "compiler/gguf/weight_source.h"
 #include "compiler/plan/memory_planner.h"
 #include "compiler/plan/plan_spec.h"
 #include "compiler/plan/writer.h"
@@ -29,18 +30,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
-std::vector<std::string> split_sources(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (true) {
-    size_t p = s.find('+', start);
-    out.push_back(s.substr(start, p == std::string::npos ? std::string::npos : p - start));
-    if (p == std::string::npos) break;
-    start = p + 1;
-  }
-  return out;
-}
 
 // Where each weight source lives in the weights section, per layout its
 // readers want (codegen::input_layout: compiled matmul-family kernels read
@@ -88,7 +77,7 @@ WeightLayout layout_weights(const gguf::File& f, const std::vector<GraphUse>& gr
   }
   std::set<std::string> names;
   auto add_blob = [&](const std::string& source, const std::string& layout) {
-    auto parts = split_sources(source);
+    auto parts = gguf::split_weight_source(source);
     plan::WeightSpec w;
     w.name = names.count(source) ? source + "@" + layout : source;
     names.insert(w.name);
@@ -134,7 +123,7 @@ WeightLayout layout_weights(const gguf::File& f, const std::vector<GraphUse>& gr
     for (const auto& l : need[s]) {
       add_blob(s, l);
       if (l == codegen::kLayoutGgml)
-        for (const auto& p : split_sources(s)) covered.insert(p);
+        for (const auto& p : gguf::split_weight_source(s)) covered.insert(p);
     }
   for (const auto& s : single)
     for (const auto& l : need[s])
@@ -145,7 +134,7 @@ WeightLayout layout_weights(const gguf::File& f, const std::vector<GraphUse>& gr
     L.where[{source, b.layout}] = {b.offset, b.size};
     if (b.layout != codegen::kLayoutGgml) continue;
     uint64_t off = b.offset;
-    for (const auto& p : split_sources(source)) {
+    for (const auto& p : gguf::split_weight_source(source)) {
       const auto& t = tensor(p);
       if (!L.where.count({p, b.layout})) L.where[{p, b.layout}] = {off, t.n_bytes};
       off += t.n_bytes;

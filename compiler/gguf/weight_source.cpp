@@ -11,18 +11,6 @@
 namespace kiln::gguf {
 namespace {
 
-std::vector<std::string> split_plus(const std::string& s) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (true) {
-    size_t p = s.find('+', start);
-    parts.push_back(s.substr(start, p == std::string::npos ? std::string::npos : p - start));
-    if (p == std::string::npos) break;
-    start = p + 1;
-  }
-  return parts;
-}
-
 const TensorInfo& need(const File& f, const std::string& name, const std::string& source) {
   const TensorInfo* t = f.find_tensor(name);
   if (!t) {
@@ -56,7 +44,7 @@ ir::WeightSource weight_source(const File& f) {
     std::lock_guard<std::mutex> lock(cache->mu);
     auto it = cache->fused.find(source);
     if (it == cache->fused.end()) {
-      auto parts = split_plus(source);
+      auto parts = split_weight_source(source);
       const TensorInfo& t0 = need(f, parts[0], source);
       std::vector<int64_t> ne = t0.ne;  // ggml order; the last entry is the outermost dim
       ne.back() = 0;
@@ -88,6 +76,18 @@ ir::WeightSource weight_source(const File& f) {
     const Fused& fw = it->second;
     return {fw.type, fw.shape, fw.bytes.data(), fw.bytes.size()};
   };
+}
+
+std::vector<std::string> split_weight_source(const std::string& s) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    size_t p = s.find('+', start);
+    parts.push_back(s.substr(start, p == std::string::npos ? std::string::npos : p - start));
+    if (p == std::string::npos) break;
+    start = p + 1;
+  }
+  return parts;
 }
 
 }  // namespace kiln::gguf

@@ -3,6 +3,9 @@
 // "a+b+c" names tensors a, b, c whose rows are stacked in that order
 // (fused QKV, gate+up, and their biases).
 #pragma once
+#include <string>
+#include <vector>
+
 #include "compiler/gguf/gguf.h"
 #include "ir/interpreter.h"
 
@@ -15,5 +18,8 @@ namespace kiln::gguf {
 // kiln::Error(kFormat) naming a missing tensor, kInvalidArgument naming a
 // part that does not fit. `f` must outlive the returned function.
 ir::WeightSource weight_source(const File& f);
+
+// The tensor names of a weight source: "a+b+c" -> {a, b, c}; "a" -> {a}.
+std::vector<std::string> split_weight_source(const std::string& source);
 
 }  // namespace kiln::gguf

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "ir/dequant.h"
 #include "ir/error.h"
 
 namespace kiln::synth {
@@ -21,32 +22,6 @@ uint64_t hash_name(const char* s, size_t n) {
     h *= 0x100000001b3ull;
   }
   return h;
-}
-
-uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t exp = (x >> 23) & 0xffu;
-  uint32_t man = x & 0x7fffffu;
-  if (exp == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (man ? 0x200u : 0));  // inf / nan
-  const int e = static_cast<int>(exp) - 127 + 15;
-  if (e >= 31) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
-  if (e <= 0) {
-    // Subnormal (or zero) half: shift the implicit-1 mantissa into place, round to nearest even.
-    if (e < -10) return static_cast<uint16_t>(sign);
-    man |= 0x800000u;
-    const int shift = 14 - e;
-    const uint32_t half = man >> shift;
-    const uint32_t rem = man & ((1u << shift) - 1);
-    const uint32_t mid = 1u << (shift - 1);
-    const uint32_t r = half + ((rem > mid || (rem == mid && (half & 1))) ? 1 : 0);
-    return static_cast<uint16_t>(sign | r);
-  }
-  uint32_t h = (static_cast<uint32_t>(e) << 10) | (man >> 13);
-  const uint32_t rem = man & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) ++h;  // may carry into the exponent: correct
-  return static_cast<uint16_t>(sign | h);
 }
 
 uint16_t f32_to_bf16(float f) {
@@ -115,7 +90,7 @@ void append_blocks(ir::DType t, uint64_t seed, const WeightDist& dist, uint64_t 
         const float v = dist.mean + dist.sigma * r.normal();
         if (k < i || k >= end) continue;
         if (t == ir::DType::F32) std::memcpy(p, &v, 4);
-        else if (t == ir::DType::F16) put16(p, f32_to_f16(v));
+        else if (t == ir::DType::F16) put16(p, ir::fp32_to_fp16(v));
         else put16(p, f32_to_bf16(v));
         p += es;
         ++i;
@@ -141,8 +116,8 @@ void append_blocks(ir::DType t, uint64_t seed, const WeightDist& dist, uint64_t 
     // own quantisers produce, d = max / -8 etc.) cancels the small bias of
     // their off-centre quant ranges. Types with a min keep d > 0.
     const float sign = (rc.min_off < 0 && (r.next() & 1)) ? -1.0f : 1.0f;
-    put16(blk + rc.d_off, f32_to_f16(sign * d));
-    if (rc.min_off >= 0) put16(blk + rc.min_off, f32_to_f16(rc.min_per_d * d));
+    put16(blk + rc.d_off, ir::fp32_to_fp16(sign * d));
+    if (rc.min_off >= 0) put16(blk + rc.min_off, ir::fp32_to_fp16(rc.min_per_d * d));
   }
 }
 

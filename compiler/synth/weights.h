@@ -14,20 +14,14 @@
 #include <vector>
 
 #include "ir/dtype.h"
+#include "ir/quantize.h"
 
 namespace kiln::synth {
 
-// splitmix64 (Steele, Lea, Flood 2014), the seeding generator of xoshiro.
-class Rng {
+// splitmix64 (Steele, Lea, Flood 2014; ir::SplitMix64) plus a cheap normal.
+class Rng : public ir::SplitMix64 {
  public:
-  explicit Rng(uint64_t seed) : s_(seed) {}
-  uint64_t next() {
-    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  float uniform() { return static_cast<float>(next() >> 40) * (1.0f / 16777216.0f); }  // [0,1)
+  using ir::SplitMix64::SplitMix64;
   // Approximately N(0, 1): Irwin-Hall sum of 4 uniforms, rescaled (cheap, bounded by +-3.46).
   float normal() {
     const uint64_t r = next();
@@ -35,9 +29,6 @@ class Rng {
     for (int k = 0; k < 4; ++k) s += static_cast<float>((r >> (16 * k)) & 0xffff) * (1.0f / 65536.0f);
     return (s - 2.0f) * 1.7320508f;
   }
-
- private:
-  uint64_t s_;
 };
 
 // Mixes two 64-bit values into a seed (for per-tensor / per-block seeds).
@@ -45,7 +36,6 @@ uint64_t mix_seed(uint64_t a, uint64_t b);
 // Stable 64-bit FNV-1a hash of a string (tensor names -> seeds).
 uint64_t hash_name(const char* s, size_t n);
 
-uint16_t f32_to_f16(float f);   // round to nearest even
 uint16_t f32_to_bf16(float f);  // round to nearest even
 
 struct WeightDist {

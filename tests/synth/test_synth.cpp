@@ -216,18 +216,16 @@ TEST(GgufWriter, WriteMatchesToBytesAndReportsProgress) {
 
 // ---------------------------------------------------------------- weights
 
+// synth writes fp16 scales and weights with the IR's converter.
 TEST(SynthWeights, Fp16ConversionRoundsToNearestEven) {
-  EXPECT_EQ(synth::f32_to_f16(1.0f), 0x3C00);
-  EXPECT_EQ(synth::f32_to_f16(-2.0f), 0xC000);
-  EXPECT_EQ(synth::f32_to_f16(65504.0f), 0x7BFF);
-  EXPECT_EQ(synth::f32_to_f16(1e6f), 0x7C00);
-  EXPECT_EQ(synth::f32_to_f16(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
-  EXPECT_EQ(synth::f32_to_f16(std::ldexp(1.0f, -26)), 0x0000);  // below half of it
-  EXPECT_EQ(synth::f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);  // tie -> even
-  EXPECT_EQ(synth::f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie -> even (up)
-  // Agrees with the IR's converter over a sweep of magnitudes.
-  for (float v = 1e-8f; v < 60000.0f; v *= 1.37f)
-    for (float s : {v, -v}) EXPECT_EQ(synth::f32_to_f16(s), ir::fp32_to_fp16(s)) << s;
+  EXPECT_EQ(ir::fp32_to_fp16(1.0f), 0x3C00);
+  EXPECT_EQ(ir::fp32_to_fp16(-2.0f), 0xC000);
+  EXPECT_EQ(ir::fp32_to_fp16(65504.0f), 0x7BFF);
+  EXPECT_EQ(ir::fp32_to_fp16(1e6f), 0x7C00);
+  EXPECT_EQ(ir::fp32_to_fp16(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+  EXPECT_EQ(ir::fp32_to_fp16(std::ldexp(1.0f, -26)), 0x0000);  // below half of it
+  EXPECT_EQ(ir::fp32_to_fp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);  // tie -> even
+  EXPECT_EQ(ir::fp32_to_fp16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie -> even (up)
   EXPECT_EQ(synth::f32_to_bf16(1.0f), 0x3F80);
   EXPECT_EQ(synth::f32_to_bf16(-0.5f), 0xBF00);
 }
