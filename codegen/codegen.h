@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ir/graph.h"
+#include "schemas/abi.h"
 
 namespace kiln::codegen {
 
@@ -44,10 +45,16 @@ struct Lowered {
   uint32_t smem = 0;  // dynamic shared memory bytes
   std::vector<Param> params;
 };
-enum class Mode { Eager, Compiled };
+// What codegen specialises for, besides the node: every choice here changes the
+// compiled output, so each is a CompileOptions field with a CLI flag and is
+// recorded in the plan.
+struct Target {
+  int sm = 90;                        // sm_XX
+  std::string weight_layout = "ggml"; // layout of compiled matmul-family / embed weights: "ggml" | "planes"
+};
 
-// Lowers one IR node for a program whose "tokens" dim is `bucket` (other
-// symbolic dims take their bound from g.sym_bounds).
+// Lowers one IR node for a program whose symbolic dims are bound by `dims`
+// (ir::resolve_dim; dims.tokens is the program's bucket and must be > 0).
 // Eager: one generic kernel per op, specialised only on dtype (all eager
 // kernels of one dtype share one source, so one module per dtype). Fused ops
 // have no eager kernel (eager programs run the unfused graph).
@@ -61,7 +68,8 @@ enum class Mode { Eager, Compiled };
 //   lm_head_sample(x, g, w) attr eps, outputs token i32[1] and logits [1,V]
 //     (the logits output is required: it is the kernel's scratch).
 // Throws kiln::Error(kUnsupported) for an op/dtype/shape it cannot lower.
-Lowered lower(const ir::Graph& g, const ir::Node& n, int64_t bucket, int sm, Mode mode);
+Lowered lower(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims, const Target& target,
+              ProgramMode mode);
 
 // ---- weight layouts -----------------------------------------------------------
 // How a kernel reads a weight blob. "ggml": the GGUF blocks as stored.
@@ -74,13 +82,15 @@ Lowered lower(const ir::Graph& g, const ir::Node& n, int64_t bucket, int sm, Mod
 // values are untouched, so kernels compute identical numbers.
 inline constexpr const char* kLayoutGgml = "ggml";
 inline constexpr const char* kLayoutPlanes = "planes";
-// Layout in which the kernel lower(g, n, ., ., mode) reads input `input` of n:
-// "ggml" for everything but the weight operand of compiled matmul-family,
-// lm_head_sample and embed nodes whose dtype has a plane layout, and for those
-// too unless the environment has KILN_WEIGHT_LAYOUT=planes. Off by default:
-// on an H200 the plane kernels are correct (kernel tests 461/461) but not
-// faster overall (docs/perf-notes.md round 3).
-std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, Mode mode);
+// Layout in which the kernel lower(g, n, ., target, mode) reads input `input`
+// of n: target.weight_layout for the weight operand of compiled matmul-family,
+// lm_head_sample and embed nodes whose dtype has that layout, else "ggml".
+// "planes" is opt-in (--weight-layout planes): on an H200 the plane kernels are
+// correct (kernel tests 461/461) but not faster overall (docs/perf-notes.md round 3).
+std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, ProgramMode mode,
+                         const Target& target);
+// The layouts --weight-layout accepts.
+const std::vector<std::string>& weight_layouts();
 // Whether dtype dt can be stored in `layout`.
 bool layout_supported(ir::DType dt, std::string_view layout);
 // GGUF bytes of `rows` rows of K elements -> `layout` (out has the same size,
@@ -109,8 +119,17 @@ std::string cache_key(const KernelSource& k, int sm);
 uint64_t nvrtc_compile_count();
 // NVRTC version as major*1000 + minor*10 (e.g. 13000).
 int nvrtc_version();
-// An embedded kernel file by name ("matmul.cuh"); throws kInternal if absent.
+// An embedded kernel file by name ("gemv.cuh"); throws kInternal if absent.
+// Every embedded file (codegen/kernels/*.cuh, launch.h, schemas/kiln_step.h)
+// is handed to NVRTC as a header of that name, so kernels #include each other.
 std::string_view kernel_file(std::string_view name);
+std::vector<std::string_view> kernel_file_names();
+// Digest of every embedded header: part of each kernel's hash and cache key.
+uint64_t kernel_headers_digest();
+// Names of the kernel families whose selection predicate takes node n (for
+// tests: exactly one for every node kiln lowers; codegen/family.h).
+std::vector<std::string> selecting_families(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims,
+                                            const Target& target, ProgramMode mode);
 // Every eager module source (one per dtype that has eager kernels), for tests
 // and for tools that precompile them.
 std::vector<KernelSource> eager_modules();

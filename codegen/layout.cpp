@@ -1,6 +1,5 @@
 // Weight layouts (codegen.h "weight layouts"): the CPU side of the "planes"
 // layout that dequant.cuh's PL / WRow read.
-#include <cstdlib>
 #include <cstring>
 
 #include "codegen/codegen.h"
@@ -51,13 +50,15 @@ bool layout_supported(ir::DType dt, std::string_view layout) {
   return false;
 }
 
-bool planes_enabled() {
-  const char* e = std::getenv("KILN_WEIGHT_LAYOUT");
-  return e && std::string_view(e) == kLayoutPlanes;
+const std::vector<std::string>& weight_layouts() {
+  static const std::vector<std::string> v = {kLayoutGgml, kLayoutPlanes};
+  return v;
 }
 
-std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, Mode mode) {
-  if (mode != Mode::Compiled || input >= n.inputs.size() || !planes_enabled()) return kLayoutGgml;
+std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, ProgramMode mode,
+                         const Target& target) {
+  if (mode != ProgramMode::Compiled || input >= n.inputs.size() || target.weight_layout == kLayoutGgml)
+    return kLayoutGgml;
   size_t w = SIZE_MAX;
   switch (n.op) {
     case ir::OpKind::MatMul:
@@ -70,7 +71,7 @@ std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, Mo
   }
   if (input != w) return kLayoutGgml;
   const ir::Value& v = g.value(n.inputs[input]);
-  return layout_supported(v.dtype, kLayoutPlanes) ? kLayoutPlanes : kLayoutGgml;
+  return layout_supported(v.dtype, target.weight_layout) ? target.weight_layout : std::string(kLayoutGgml);
 }
 
 void repack(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, const uint8_t* src, uint8_t* out) {

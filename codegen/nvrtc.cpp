@@ -37,6 +37,7 @@ uint64_t key_of(const KernelSource& k, int sm) {
   for (const auto& o : k.options) h = fnv_str(o, h);
   h = fnv_str("sm_" + std::to_string(sm), h);
   h = fnv_str("nvrtc " + std::to_string(nvrtc_version()), h);
+  h = fnv_str(std::to_string(kernel_headers_digest()), h);  // the headers the source may #include
   return h;
 }
 
@@ -115,7 +116,22 @@ CompiledKernel nvrtc_compile(const KernelSource& k, int sm) {
   ++g_compiles;
   nvrtcProgram prog;
   const std::string name = (k.entry.empty() ? std::string("kiln_module") : k.entry) + ".cu";
-  nvrtcResult r = nvrtcCreateProgram(&prog, k.source.c_str(), name.c_str(), 0, nullptr, nullptr);
+  // Every embedded kernel file is a header the source may #include by name.
+  static const auto headers = [] {
+    std::pair<std::vector<std::string>, std::vector<std::string>> h;  // texts, names (NUL-terminated copies)
+    for (auto n : kernel_file_names()) {
+      h.first.emplace_back(kernel_file(n));
+      h.second.emplace_back(n);
+    }
+    return h;
+  }();
+  std::vector<const char*> htext, hname;
+  for (size_t i = 0; i < headers.first.size(); ++i) {
+    htext.push_back(headers.first[i].c_str());
+    hname.push_back(headers.second[i].c_str());
+  }
+  nvrtcResult r = nvrtcCreateProgram(&prog, k.source.c_str(), name.c_str(), static_cast<int>(htext.size()),
+                                     htext.data(), hname.data());
   if (r != NVRTC_SUCCESS)
     throw Error(ErrorCode::kInternal, std::string("NVRTC: cannot create program: ") + nvrtcGetErrorString(r));
   std::vector<std::string> opts = k.options;

@@ -102,4 +102,27 @@ std::optional<ValueId> Graph::find_value(std::string_view name) const {
   return std::nullopt;
 }
 
+int64_t resolve_dim(const Graph& g, const Dim& d, const DimBindings& b) {
+  if (d.is_static()) return d.value;
+  int64_t bound = d.value;
+  if (auto it = g.sym_bounds.find(d.sym); it != g.sym_bounds.end()) bound = it->second;
+  int64_t bind = 0;
+  if (d.sym == "tokens") bind = b.tokens;
+  else if (d.sym == "kv_len") bind = b.kv_len;
+  else if (d.sym == "seqs") bind = b.seqs;
+  return bind > 0 ? bind : bound;
+}
+
+int64_t resolve_elements(const Graph& g, const Value& v, const DimBindings& b) {
+  int64_t n = 1;
+  for (const auto& d : v.shape) n *= resolve_dim(g, d, b);
+  return n;
+}
+
+uint64_t resolve_bytes(const Graph& g, const Value& v, const DimBindings& b) {
+  const auto& info = dtype_info(v.dtype);
+  const uint64_t n = static_cast<uint64_t>(resolve_elements(g, v, b));
+  return n / info.block_elems * info.block_bytes;
+}
+
 }  // namespace kiln::ir

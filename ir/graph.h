@@ -7,9 +7,11 @@
 //   "seqs", "kv_len"; value = compile-time upper bound).
 // - Nodes are stored in schedule order (a topological order); passes keep it so.
 // - Values of kind State persist across executions (KV cache). An op that
-//   updates a state in place (kv_store) outputs a new value that aliases its
-//   input 0; that is recorded by the op table (OpInfo::inplace_input).
+//   updates a state in place (kv_store; rope_store's cache outputs) outputs a
+//   new value that aliases that input; the op table records which output
+//   aliases which input (OpInfo::output_alias).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -76,7 +78,19 @@ struct OpInfo {
   OpKind kind;
   std::string_view name;      // textual name: "rms_norm"
   int min_inputs, max_inputs; // arity
-  int inplace_input;          // output aliases this input (-1: none)
+  // output_alias[j] = k >= 0: output j is input k (a State) updated in place,
+  // i.e. the same buffer; -1: output j is a new value. Outputs past the array
+  // alias nothing. kv_store {0}; rope_store {-1, 2, 3} (the k and v caches).
+  std::array<int8_t, 4> output_alias;
+  int aliased_input(size_t output) const {
+    return output < output_alias.size() ? output_alias[output] : -1;
+  }
+  // Whether some output updates an input in place (the node has a side effect).
+  bool updates_in_place() const {
+    for (int8_t a : output_alias)
+      if (a >= 0) return true;
+    return false;
+  }
 };
 const OpInfo& op_info(OpKind k);
 std::optional<OpKind> op_from_name(std::string_view name);
@@ -95,6 +109,10 @@ struct Node {
   const std::string& attr_str(std::string_view key) const;
   std::optional<double> attr_float_opt(std::string_view key) const;
 };
+
+// The input value output j of n updates in place (op_info(n.op).output_alias),
+// or kNoValue when output j is a new value.
+ValueId aliased_input(const Node& n, size_t j);
 
 class Graph {
  public:
@@ -130,6 +148,19 @@ class Graph {
   std::vector<Node> nodes_;
   std::vector<ValueId> outputs_;
 };
+
+// Sizes for the symbolic dims of one program: the one resolver the compiler,
+// codegen and tests use. A binding of 0 leaves the dim at its bound in
+// Graph::sym_bounds (or, when the graph has none, the Dim's own bound).
+struct DimBindings {
+  int64_t tokens = 0;  // rows per step: the program's bucket (1 = decode)
+  int64_t kv_len = 0;  // KV-cache rows: the compiled context
+  int64_t seqs = 0;    // sequences per step
+};
+int64_t resolve_dim(const Graph& g, const Dim& d, const DimBindings& b);
+// Elements of v under b, and bytes (whole GGML blocks for quantised dtypes).
+int64_t resolve_elements(const Graph& g, const Value& v, const DimBindings& b);
+uint64_t resolve_bytes(const Graph& g, const Value& v, const DimBindings& b);
 
 // Checks the graph is well formed: ids in range, each value defined once,
 // defined before use (schedule order), arity, dtype and shape rules of each op,

@@ -351,6 +351,13 @@ std::map<std::string, Tensor> Interpreter::Impl::run(const std::map<std::string,
                           shape_str(want_extra),
                   ErrorCode::kInternal);
     }
+    for (size_t oi = 0; oi < n.outputs.size(); ++oi) {  // in-place outputs (op table) share the state's tensor
+      const ValueId a = aliased_input(n, oi);
+      if (a != kNoValue && vals[static_cast<size_t>(n.outputs[oi])] != vals[static_cast<size_t>(a)])
+        fail_node(ni, "output %" + g.value(n.outputs[oi]).name + " must be %" + g.value(a).name +
+                          " updated in place (OpInfo::output_alias)",
+                  ErrorCode::kInternal);
+    }
   }
   std::map<std::string, Tensor> result;
   for (ValueId o : g.outputs()) result[g.value(o).name] = get(vals, o);

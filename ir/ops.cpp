@@ -1,4 +1,5 @@
-// The op table: textual names, arity and in-place aliasing of every IR op.
+// The op table: textual names, arity and in-place aliasing (which output is
+// which input updated in place) of every IR op.
 // Shape/dtype rules live in verify.cpp; semantics in interpreter.cpp (and the
 // comment table in graph.h, which is the spec for both).
 #include <array>
@@ -7,29 +8,34 @@
 
 namespace kiln::ir {
 namespace {
+constexpr std::array<int8_t, 4> kNone = {-1, -1, -1, -1};
 constexpr std::array<OpInfo, 17> kOps = {{
-    {OpKind::Embed, "embed", 2, 2, -1},
-    {OpKind::RmsNorm, "rms_norm", 2, 2, -1},
-    {OpKind::MatMul, "matmul", 2, 2, -1},
-    {OpKind::Add, "add", 2, 2, -1},
-    {OpKind::Mul, "mul", 2, 2, -1},
-    {OpKind::Silu, "silu", 1, 1, -1},
-    {OpKind::SwiGlu, "swiglu", 2, 2, -1},
-    {OpKind::Rope, "rope", 2, 3, -1},
-    {OpKind::KvStore, "kv_store", 3, 3, 0},
-    {OpKind::Attention, "attention", 4, 4, -1},
-    {OpKind::LastRow, "last_row", 1, 1, -1},
-    {OpKind::ArgMax, "argmax", 1, 1, -1},
-    // Fused ops (compiler/passes; docs/plan-abi.md "Fused ops"). rope_store's
-    // outputs 1 and 2 alias its inputs 2 and 3 (the caches); a single
-    // inplace_input cannot say that, so it is -1 and the users special-case it.
-    {OpKind::RmsMatMul, "rms_matmul", 3, 3, -1},
-    {OpKind::MatMulAdd, "matmul_add", 3, 3, -1},
-    {OpKind::RmsMatMulSwiGlu, "rms_matmul_swiglu", 3, 3, -1},
-    {OpKind::RopeStore, "rope_store", 4, 5, -1},
-    {OpKind::LmHeadSample, "lm_head_sample", 3, 3, -1},
+    {OpKind::Embed, "embed", 2, 2, kNone},
+    {OpKind::RmsNorm, "rms_norm", 2, 2, kNone},
+    {OpKind::MatMul, "matmul", 2, 2, kNone},
+    {OpKind::Add, "add", 2, 2, kNone},
+    {OpKind::Mul, "mul", 2, 2, kNone},
+    {OpKind::Silu, "silu", 1, 1, kNone},
+    {OpKind::SwiGlu, "swiglu", 2, 2, kNone},
+    {OpKind::Rope, "rope", 2, 3, kNone},
+    {OpKind::KvStore, "kv_store", 3, 3, {0, -1, -1, -1}},  // cache' is the cache (input 0)
+    {OpKind::Attention, "attention", 4, 4, kNone},
+    {OpKind::LastRow, "last_row", 1, 1, kNone},
+    {OpKind::ArgMax, "argmax", 1, 1, kNone},
+    // Fused ops (compiler/passes; docs/plan-abi.md "Fused ops").
+    {OpKind::RmsMatMul, "rms_matmul", 3, 3, kNone},
+    {OpKind::MatMulAdd, "matmul_add", 3, 3, kNone},
+    {OpKind::RmsMatMulSwiGlu, "rms_matmul_swiglu", 3, 3, kNone},
+    {OpKind::RopeStore, "rope_store", 4, 5, {-1, 2, 3, -1}},  // q is new; kc', vc' are the caches (inputs 2, 3)
+    {OpKind::LmHeadSample, "lm_head_sample", 3, 3, kNone},
 }};
 }  // namespace
+
+ValueId aliased_input(const Node& n, size_t j) {
+  const int k = op_info(n.op).aliased_input(j);
+  if (k < 0 || static_cast<size_t>(k) >= n.inputs.size()) return kNoValue;
+  return n.inputs[static_cast<size_t>(k)];
+}
 
 const OpInfo& op_info(OpKind k) {
   for (const auto& info : kOps)

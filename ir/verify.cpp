@@ -390,6 +390,24 @@ void verify(const Graph& g) {
       producer[static_cast<size_t>(o)] = static_cast<int>(ni);
     }
     NodeChecker(g, ni).check();
+    // In-place outputs (OpInfo::output_alias): the aliased input is a State of
+    // the output's dtype and shape, so both can share one buffer.
+    for (size_t j = 0; j < n.outputs.size(); ++j) {
+      const int k = info.aliased_input(j);
+      if (k < 0) continue;
+      const Value& ov = g.value(n.outputs[j]);
+      if (static_cast<size_t>(k) >= n.inputs.size())
+        fail_graph(where + ": rule 'output " + std::to_string(j) + " aliases input " + std::to_string(k) +
+                       "' broken: the node has " + std::to_string(n.inputs.size()) + " inputs",
+                   ov.name);
+      const Value& iv = g.value(n.inputs[static_cast<size_t>(k)]);
+      if (iv.kind != ValueKind::State || iv.dtype != ov.dtype || !shape_eq(iv.shape, ov.shape))
+        fail_graph(where + ": rule 'output " + std::to_string(j) + " aliases input " + std::to_string(k) +
+                       ", a State of the same type' broken: %" + ov.name + " : " + std::string(dtype_name(ov.dtype)) +
+                       shape_str(ov.shape) + " vs %" + iv.name + " : " + std::string(dtype_name(iv.dtype)) +
+                       shape_str(iv.shape),
+                   ov.name);
+    }
     for (ValueId o : n.outputs) defined[static_cast<size_t>(o)] = 1;
   }
   if (g.outputs().empty()) fail_graph("the graph has no outputs");

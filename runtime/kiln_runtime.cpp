@@ -30,7 +30,7 @@ EngineInputs engine_inputs(const Plan& p) {
   for (const auto* pr : p.programs()) {
     ProgramDesc d;
     d.name = str(pr->name());
-    d.mode = pr->mode() == fb::ProgramMode::Eager ? ProgramMode::Eager : ProgramMode::Compiled;
+    d.mode = pr->mode();
     d.phase = pr->phase() == fb::Phase::Decode ? Phase::Decode : Phase::Prefill;
     d.bucket = static_cast<int32_t>(pr->bucket());
     d.logits_offset = pr->logits_offset();

@@ -8,9 +8,10 @@
 
 namespace kiln::plan_format {
 
-// Bump per the rules at the top of schemas/plan.fbs.
+// Bump per the rules at the top of schemas/plan.fbs. History (docs/plan-abi.md):
+// 1.0 first format; 1.1 Plan.compile_options (the options the plan was compiled with).
 inline constexpr uint32_t kFormatMajor = 1;
-inline constexpr uint32_t kFormatMinor = 0;
+inline constexpr uint32_t kFormatMinor = 1;
 
 inline constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'L', 'A', 'N'};
 inline constexpr uint64_t kHeaderSize = 64;

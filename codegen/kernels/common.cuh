@@ -1,6 +1,10 @@
 // common.cuh: types, the KilnStep control block (docs/plan-abi.md), fp16/bf16
 // conversions by raw bits / PTX cvt (no CUDA headers needed), reductions.
-// Sources are concatenated by codegen (no #include between kernel files).
+// Kernel files are NVRTC headers: each #includes what it uses.
+#pragma once
+#include "kiln_step.h"
+#include "launch.h"
+
 typedef signed char i8;
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -9,18 +13,10 @@ typedef unsigned int u32;
 typedef long long i64;
 typedef unsigned long long u64;
 
-struct KilnStep {          // 64 bytes, plan-abi.md
-  i32 n_tokens;            // real tokens this step (<= the program's bucket)
-  i32 pos0;                // position of token 0
-  float temperature;       // <= 0: greedy
-  i32 top_k;               // <= 0: off
-  float top_p;             // >= 1: off
-  u32 seed_lo, seed_hi;
-  u32 step;                // counter mixed into the sampling RNG
-  i32 out_token;           // written by the sampling kernel
-  i32 pad[7];              // 0 between launches: pad[0] sampling completion counter, pad[1..2] greedy key (u64)
-};
-static_assert(sizeof(KilnStep) == 64, "KilnStep is 64 bytes (plan-abi.md)");
+// The per-step block: the one declaration in schemas/kiln_step.h, handed to
+// NVRTC as a header; the launch geometry: launch.h (shared with codegen).
+using kiln::KilnStep;
+using namespace kiln::launch;
 
 #ifndef INFINITY
 #define INFINITY __int_as_float(0x7f800000)
@@ -124,3 +120,6 @@ __device__ __forceinline__ float row_inv_rms(const float* x, int K, float eps, f
   s = block_sum(s, red);
   return 1.0f / sqrtf(s / (float)K + eps);
 }
+
+// SiLU, as the interpreter computes it: x * sigmoid(x) = x / (1 + e^-x).
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }

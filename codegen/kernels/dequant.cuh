@@ -8,6 +8,9 @@
 // v[4..7] elements b..b+3. Chunks 16h..16h+15 of a 256-element super-block
 // cover exactly its elements 128h..128h+127, so a 128-wide K tile is always
 // 16 consecutive chunks (matmul.cuh relies on this). Float types use QK = 8.
+#pragma once
+#include "common.cuh"
+
 template <int DT> struct QT;
 template <> struct QT<DT_F32>  { enum { QK = 8,   BB = 32,  CH = 1 }; };
 template <> struct QT<DT_F16>  { enum { QK = 8,   BB = 16,  CH = 1 }; };

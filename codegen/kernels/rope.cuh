@@ -7,7 +7,11 @@
 // and reduced modulo 2*pi in double (exact enough for any position), then
 // sincosf of the reduced float argument (|error| ~1e-7, as the interpreter's
 // double cos/sin rounded to float).
-// rope_store additionally writes k (roped) and v rows into the KV caches.
+// rope_store additionally writes k (roped) and v rows into the KV caches;
+// kv_store writes rows of the KV cache (the unfused graph).
+
+#pragma once
+#include "common.cuh"
 
 template <int FDT>
 __device__ __forceinline__ void rope_cs(int pos, int i, int n_rot, float theta, const void* ff, float& cs,
@@ -71,4 +75,16 @@ __device__ __forceinline__ void k_rope_store(const float* __restrict__ qkv, cons
   const i64 o = (i64)pos * Wk + (i64)j * hd;
   rope_head<FDT, CDT>(row + Wq + (i64)j * hd, kc, o, hd, n_rot, neox, pos, theta, ff);
   for (int d = threadIdx.x; d < hd; d += blockDim.x) stf<CDT>(vc, o + d, row[Wq + Wk + (i64)j * hd + d]);
+}
+
+// kv_store: cache[pos0 + t, :] = x[t, :] (rows past the cache are dropped).
+// Launch: grid T, block 256.
+template <int CDT>
+__device__ __forceinline__ void k_kv_store(void* __restrict__ cache, const float* __restrict__ x,
+                                           const KilnStep* step, int C, int W) {
+  const int t = blockIdx.x;
+  if (t >= step->n_tokens) return;
+  const int pos = step->pos0 + t;
+  if (pos < 0 || pos >= C) return;
+  for (int k = threadIdx.x; k < W; k += blockDim.x) stf<CDT>(cache, (i64)pos * W + k, x[(i64)t * W + k]);
 }

@@ -12,6 +12,9 @@
 // cut are all kept). The draw uses splitmix64(seed ^ step * golden) -> u in
 // [0, 1), and the token is the first in index order whose inclusive prefix
 // mass exceeds u * mass.
+#pragma once
+#include "gemv.cuh"
+
 
 // Ordered key of (value, index): a larger value gives a larger key, and among
 // equal values the lower index does; -0 counts as +0, NaN loses to everything.
@@ -47,7 +50,7 @@ __device__ __forceinline__ u64 block_max_u64(u64 v) {
   __syncthreads();
   return kred[32];
 }
-__device__ __forceinline__ u64* step_key(KilnStep* step) { return (u64*)(void*)&step->pad[1]; }
+__device__ __forceinline__ u64* step_key(KilnStep* step) { return &step->greedy_key; }
 
 __device__ __forceinline__ u64 splitmix64(u64 z) {
   z += 0x9E3779B97F4A7C15ull;
@@ -56,7 +59,6 @@ __device__ __forceinline__ u64 splitmix64(u64 z) {
   return z ^ (z >> 31);
 }
 
-#define SAMPLE_THREADS (32 * GEMV_WARPS)
 
 __device__ __forceinline__ float block_max(float v, float* red) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -76,7 +78,7 @@ __device__ __forceinline__ float block_max(float v, float* red) {
 // Whole block: returns the sampled token id over logits[0..V).
 __device__ int sample_block(const float* logits, int V, const KilnStep* step) {
   __shared__ float red[33];
-  __shared__ float part[SAMPLE_THREADS];
+  __shared__ float part[kSampleThreads];
   __shared__ int found;
   const int tid = threadIdx.x, nthr = blockDim.x;
   float mx = -INFINITY, mn = INFINITY;
@@ -181,7 +183,7 @@ __device__ __forceinline__ bool merge_and_count(KilnStep* step, u64 key) {
   if (threadIdx.x == 0) {
     atomicMax(step_key(step), key);
     __threadfence();
-    is_last = atomicAdd((u32*)&step->pad[0], 1u) == gridDim.x - 1;
+    is_last = atomicAdd(&step->sample_done, 1u) == gridDim.x - 1;
   }
   __syncthreads();
   if (is_last) __threadfence();
@@ -204,22 +206,22 @@ __device__ __forceinline__ void finish_sample(const float* logits, int V, i32* o
     out[0] = tok;
     step->out_token = tok;
     if (tokens) tokens[0] = tok;
-    step->pad[0] = 0;
+    step->sample_done = 0;
   }
 }
 
-// Launch: grid ceil(V / ((GEMV_WARPS / SPLIT) * R)), block 32*GEMV_WARPS.
+// Launch: grid ceil(V / ((kGemvWarps / SPLIT) * R)), block 32*kGemvWarps.
 template <int DT, int GDT, int SPLIT, int R = 1, int L = 0>
 __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, const void* __restrict__ g,
                                                  const u8* __restrict__ w, i32* __restrict__ out,
                                                  float* __restrict__ logits, i32* __restrict__ tokens,
                                                  KilnStep* step, int K, int V, float eps) {
-  __shared__ float ys[GEMV_WARPS * R];  // <= 32 (R <= 8)
+  __shared__ float ys[kGemvWarps * R];  // <= 32 (R <= 8)
   const int nt = step->n_tokens;
   if (nt <= 0) return;
   mm_gemv<DT, GDT, MM_RMS, 1, SPLIT, R, L>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, ys);
   __syncthreads();
-  const int rows = (GEMV_WARPS / SPLIT) * R, n0 = blockIdx.x * rows;
+  const int rows = (kGemvWarps / SPLIT) * R, n0 = blockIdx.x * rows;
   u64 key = 0ull;
   if (threadIdx.x < 32) {
     if (threadIdx.x < rows && n0 + (int)threadIdx.x < V) key = argmax_key(ys[threadIdx.x], n0 + threadIdx.x);
@@ -231,7 +233,7 @@ __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, co
 
 // Sampling after an unfused LM head (eager programs; IR argmax): the last valid
 // row of x[R, N] (row 0 when R == 1). Launch: any grid (blocks take strided
-// chunks of the row), block SAMPLE_THREADS.
+// chunks of the row), block kSampleThreads.
 __device__ __forceinline__ void k_sample_rows(const float* __restrict__ x, i32* __restrict__ out,
                                               i32* __restrict__ tokens, KilnStep* step, int R, int N) {
   const int nt = step->n_tokens;

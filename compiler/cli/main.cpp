@@ -6,6 +6,7 @@
 
 #include "compiler/cli/verbs.h"
 #include "ir/error.h"
+#include "runtime/cli/cli.h"
 #include "runtime/error.h"
 
 int main(int argc, char** argv) {
@@ -23,8 +24,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   kiln::cli::register_inspect(app);
   kiln::cli::register_compile(app);
-  kiln::cli::register_run(app);
-  kiln::cli::register_bench(app);
+  kiln::rt::cli::register_run(app);
+  kiln::rt::cli::register_bench(app);
   kiln::cli::register_generate(app);
   kiln::cli::register_synth(app);
   kiln::cli::register_tokenize(app);

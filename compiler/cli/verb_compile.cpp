@@ -1,14 +1,50 @@
 // kiln compile: GGUF model -> plan for one GPU architecture. Needs no GPU.
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string_view>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "codegen/codegen.h"
 #include "compiler/cli/verbs.h"
 #include "compiler/compile/compile.h"
+#include "ir/error.h"
 
 namespace kiln::cli {
+namespace {
+
+// This process's command line (recorded in the plan): argv[0] as its base
+// name, arguments shell-quoted where needed. Empty when /proc is not there.
+std::string command_line() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string raw((std::istreambuf_iterator<char>(in)), {});
+  std::string out;
+  size_t start = 0;
+  for (bool first = true; start < raw.size(); first = false) {
+    size_t end = raw.find('\0', start);
+    if (end == std::string::npos) end = raw.size();
+    std::string arg = raw.substr(start, end - start);
+    start = end + 1;
+    if (first) arg = std::filesystem::path(arg).filename().string();
+    const bool plain = !arg.empty() && std::all_of(arg.begin(), arg.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("-_./,=:+@%").find(c) != std::string_view::npos;
+    });
+    if (!plain) {
+      std::string q = "'";
+      for (char c : arg) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      arg = q + "'";
+    }
+    out += (out.empty() ? "" : " ") + arg;
+  }
+  return out;
+}
+
+}  // namespace
 
 void register_compile(CLI::App& app) {
   auto* cmd = app.add_subcommand(
@@ -16,7 +52,7 @@ void register_compile(CLI::App& app) {
       "Compile a GGUF model into a plan for one GPU architecture (no GPU needed).\n"
       "Example: kiln compile model.gguf --target sm_90 -o model.plan");
   struct Args {
-    std::string model, out, target = "sm_90", cache_dir;
+    std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutGgml;
     int64_t ctx = 0, max_tokens = 256;
     std::vector<int64_t> buckets;
     bool no_eager = false, no_cache = false, quiet = false, list_passes = false;
@@ -28,6 +64,10 @@ void register_compile(CLI::App& app) {
   cmd->add_option("-o,--output", a->out, "plan file to write (default: <model>.<target>.plan)");
   cmd->add_option("--target", a->target,
                   "GPU architecture: sm_75, sm_80, sm_86, sm_89, sm_90, or 'native' (the local GPU)")
+      ->capture_default_str();
+  cmd->add_option("--weight-layout", a->weight_layout,
+                  "how compiled matmul-family weights are stored: " + fmt::format("{}", fmt::join(codegen::weight_layouts(), ", ")) +
+                      " (eager programs always read ggml)")
       ->capture_default_str();
   cmd->add_option("--ctx", a->ctx, "context length to compile for (KV-cache rows; default min(2048, model's))");
   cmd->add_option("--max-tokens", a->max_tokens, "largest prefill chunk in tokens")->capture_default_str();
@@ -46,9 +86,15 @@ void register_compile(CLI::App& app) {
       return;
     }
     if (a->model.empty()) throw CLI::RequiredError("model");
+    const auto& layouts = codegen::weight_layouts();
+    if (std::find(layouts.begin(), layouts.end(), a->weight_layout) == layouts.end())
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("--weight-layout '{}' is not a weight layout: use one of {}",
+                                                           a->weight_layout, fmt::join(layouts, ", ")));
     compile::CompileOptions o;
     o.model_path = a->model;
     o.sm = compile::resolve_target(a->target);
+    o.weight_layout = a->weight_layout;
+    o.command_line = command_line();
     o.out_path = a->out;
     if (o.out_path.empty())
       o.out_path = std::filesystem::path(a->model).replace_extension("").string() + ".sm_" + std::to_string(o.sm) + ".plan";

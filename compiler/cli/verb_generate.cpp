@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "compiler/cli/verbs.h"
-#include "compiler/generate/generator.h"
+#include "compiler/tools/reference/generator.h"
 #include "compiler/gguf/gguf.h"
 #include "ir/error.h"
 

@@ -1,7 +1,8 @@
-#include <cstring>
 // `kiln inspect model.gguf`: what is in a GGUF model and whether kiln can
 // compile it. Text for people (tidy, short: repeated per-layer tensors are
-// summarised), --json for tools (complete: every key, every tensor).
+// summarised), --json for tools (complete: every key, every tensor). A plan
+// file is described by the runtime's inspect_plan (runtime/cli/), the same
+// code `kiln-run inspect` runs.
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -13,8 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "compiler/cli/verbs.h"
-#include "runtime/plan/describe.h"
-#include "runtime/plan/plan.h"
+#include "runtime/cli/cli.h"
 #include "compiler/frontend/frontend.h"
 #include "compiler/gguf/gguf.h"
 
@@ -426,28 +426,6 @@ void run_inspect(const InspectOptions& o) {
   else print_text(f, r, o);
 }
 
-// A plan file starts with the plan header's magic; everything else is treated as GGUF.
-bool is_plan_file(const std::string& path) {
-  std::FILE* fp = std::fopen(path.c_str(), "rb");
-  if (!fp) return false;
-  char magic[8] = {};
-  size_t n = std::fread(magic, 1, sizeof magic, fp);
-  std::fclose(fp);
-  return n == sizeof magic && std::memcmp(magic, "KILNPLAN", 8) == 0;
-}
-
-void inspect_plan(const InspectOptions& o) {
-  rt::Plan plan = rt::Plan::load(o.path);  // verified: header, hashes, flatbuffer, semantics
-  std::fputs(rt::describe(plan).c_str(), stdout);
-  if (!o.all_tensors) return;
-  for (const auto* p : plan.programs()) {
-    std::printf("\nprogram %s: %u launches\n", p->name()->c_str(), p->launches()->size());
-    for (const auto* l : *p->launches())
-      std::printf("  %-28s grid %u,%u,%u block %u  %s\n", plan.kernels().Get(l->kernel())->entry()->c_str(),
-                  l->grid()->x(), l->grid()->y(), l->grid()->z(), l->block()->x(), l->label() ? l->label()->c_str() : "");
-  }
-}
-
 }  // namespace
 
 void register_inspect(CLI::App& app) {
@@ -462,7 +440,8 @@ void register_inspect(CLI::App& app) {
   sub->add_flag("--all-tensors", opt->all_tensors,
                 "list every tensor instead of summarising repeated layers (for a plan: every launch of every program)");
   sub->callback([opt] {
-    if (is_plan_file(opt->path)) inspect_plan(*opt);
+    // A plan file starts with the plan header's magic; everything else is treated as GGUF.
+    if (rt::cli::is_plan_file(opt->path)) rt::cli::inspect_plan(opt->path, opt->all_tensors);
     else run_inspect(*opt);
   });
 }

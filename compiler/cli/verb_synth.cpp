@@ -6,7 +6,7 @@
 #include <string>
 
 #include "compiler/cli/verbs.h"
-#include "compiler/synth/model.h"
+#include "compiler/tools/synth/model.h"
 #include "ir/error.h"
 
 namespace kiln::cli {

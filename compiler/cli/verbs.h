@@ -1,4 +1,6 @@
 // Each `kiln` verb lives in its own file and registers itself on the app.
+// The plan-side verbs (run, bench, inspect of a plan) live with the runtime,
+// shared with `kiln-run`: runtime/cli/cli.h.
 #pragma once
 #include <CLI/CLI.hpp>
 
@@ -8,6 +10,4 @@ void register_generate(CLI::App& app);  // verb_generate.cpp
 void register_synth(CLI::App& app);     // verb_synth.cpp
 void register_tokenize(CLI::App& app);  // verb_tokenize.cpp
 void register_compile(CLI::App& app);   // verb_compile.cpp
-void register_run(CLI::App& app);       // verb_run.cpp
-void register_bench(CLI::App& app);     // verb_bench.cpp
 }  // namespace kiln::cli

@@ -1,4 +1,11 @@
 // The compile driver: GGUF -> IR -> passes -> kernels -> memory plan -> plan file.
+// compile.cpp sequences the stages (each in its own file in compiler/compile/).
+//
+// Every option that changes the plan's contents (sm, weight_layout, ctx,
+// max_tokens, prefill_buckets, eager, pipeline.disable) has a `kiln compile`
+// flag and is recorded in the plan (Plan.compile_options, shown by
+// `kiln inspect model.plan`); cache_dir, jobs, dump_after and progress do not
+// change the plan.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -13,13 +20,16 @@ struct CompileOptions {
   std::string model_path;
   std::string out_path;
   int sm = 90;                            // target SM (90 = sm_90)
+  std::string weight_layout = "ggml";     // --weight-layout: how compiled matmul weights are stored (codegen::Target;
+                                          // one of codegen::weight_layouts())
   int64_t ctx = 0;                        // compiled context (KV rows); 0 = min(2048, model's)
   int64_t max_tokens = 256;               // largest prefill chunk
   std::vector<int64_t> prefill_buckets;   // empty = {16, 64, max_tokens} clipped to max_tokens
   bool eager = true;                      // also emit the eager (unfused, host-launched) programs
   std::string cache_dir;                  // NVRTC kernel cache ("" = default, "-" = off)
   int jobs = 0;                           // parallel NVRTC compiles (0 = hardware threads)
-  passes::PipelineOptions pipeline;
+  passes::PipelineOptions pipeline;       // --disable-pass (recorded), --dump-after
+  std::string command_line;               // recorded in the plan as given (informational)
   // Progress lines ("[3/7] kernels: 41 compiled, 12 cached (2.1 s)"); null = silent.
   std::function<void(const std::string&)> progress;
 };

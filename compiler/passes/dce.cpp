@@ -14,9 +14,7 @@ using ir::Node;
 using ir::OpKind;
 using ir::ValueId;
 
-bool updates_state(const Node& n) {
-  return n.op == OpKind::RopeStore || ir::op_info(n.op).inplace_input >= 0;
-}
+bool updates_state(const Node& n) { return ir::op_info(n.op).updates_in_place(); }
 
 bool run(Graph& g) {
   std::vector<char> live(g.values().size(), 0);

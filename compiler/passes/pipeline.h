@@ -1,6 +1,6 @@
 // The pass pipeline: IR rewrites run in order with the IR verifier around
 // every pass (XLA style). Each pass lives in its own file with its own golden
-// before/after test (tests/passes/).
+// before/after test (tests/compiler/passes/).
 #pragma once
 #include <functional>
 #include <ostream>

@@ -1,19 +1,21 @@
 // kiln::plan::PlanSpec: a plain C++ mirror of schemas/plan.fbs, filled by the
 // compile driver and turned into a plan file by plan::write_plan
-// (compiler/plan/writer.h). It keeps flatbuffers out of everything but the
-// writer. Field meanings are documented in schemas/plan.fbs and
+// (compiler/plan/writer.h). Only the writer builds flatbuffers; the enums
+// shared with the runtime (ProgramMode) are the schema's own (schemas/abi.h). Field meanings are documented in schemas/plan.fbs and
 // docs/plan-abi.md; only what differs from the schema is commented here.
 #pragma once
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "schemas/abi.h"
+
 namespace kiln::plan {
 
-enum class ProgramMode : uint8_t { kCompiled = 0, kEager = 1 };
 enum class Phase : uint8_t { kPrefill = 0, kDecode = 1 };
 enum class Region : uint8_t { kWeights = 0, kArena = 1 };
 enum class ArgKind : uint8_t { kPtr = 0, kI32 = 1, kF32 = 2 };
@@ -92,7 +94,7 @@ struct LaunchSpec {
 
 struct ProgramSpec {
   std::string name;
-  ProgramMode mode = ProgramMode::kCompiled;
+  ProgramMode mode = ProgramMode::Compiled;  // kiln::ProgramMode, the schema's enum
   Phase phase = Phase::kDecode;
   uint32_t bucket = 1;
   std::vector<LaunchSpec> launches;
@@ -114,6 +116,16 @@ struct ArenaSpec {
   uint64_t logits_offset = 0;
 };
 
+// What the compile was asked for, resolved (schema CompileOptionsRecord).
+struct CompileOptionsSpec {
+  uint32_t target_sm = 0, context_length = 0, max_tokens = 0;
+  std::vector<uint32_t> buckets;
+  bool eager = true;
+  std::string weight_layout;
+  std::vector<std::string> disabled_passes;
+  std::string command_line;
+};
+
 // The memory budget is not part of the spec: write_plan computes it from the
 // weights section and the arena (weights + arena = total, kv = sum of kv sizes).
 struct PlanSpec {
@@ -126,6 +138,7 @@ struct PlanSpec {
   std::vector<WeightSpec> weights;
   std::vector<ProgramSpec> programs;
   ArenaSpec arena;
+  std::optional<CompileOptionsSpec> compile_options;  // absent: the plan records none
 };
 
 }  // namespace kiln::plan

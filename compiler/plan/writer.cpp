@@ -147,10 +147,19 @@ std::vector<uint8_t> build_plan_flatbuffer(const PlanSpec& s, uint64_t weights_s
   auto budget =
       fb::CreateMemoryBudget(b, weights_size, a.size, kv_bytes, weights_size + a.size);
 
+  flatbuffers::Offset<fb::CompileOptionsRecord> options = 0;
+  if (s.compile_options) {
+    const CompileOptionsSpec& o = *s.compile_options;
+    options = fb::CreateCompileOptionsRecord(
+        b, o.target_sm, o.context_length, o.max_tokens, b.CreateVector(o.buckets), o.eager,
+        b.CreateString(o.weight_layout), b.CreateVectorOfStrings(o.disabled_passes),
+        b.CreateString(o.command_line));
+  }
+
   auto plan = fb::CreatePlan(b, plan_format::kFormatMajor, plan_format::kFormatMinor,
                              b.CreateString(s.compiler_version), s.target_sm, s.created_utc, model,
                              tokenizer, b.CreateVector(kernels), b.CreateVector(weights),
-                             b.CreateVector(programs), arena, budget);
+                             b.CreateVector(programs), arena, budget, options);
   b.Finish(plan, fb::PlanIdentifier());
   return std::vector<uint8_t>(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
 }

@@ -222,6 +222,7 @@ int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingPar
   const auto& A = in_.arena;
   KilnStep& s = *h_step_;
   s = KilnStep{};
+  s.out_token = -1;  // the sampling kernel must overwrite it (checked below)
   s.n_tokens = n;
   s.pos0 = pos0;
   s.temperature = sp.temperature;

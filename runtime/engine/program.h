@@ -6,10 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "schemas/abi.h"
+
 namespace kiln::rt {
 
 enum class Region : uint8_t { Weights, Arena };
-enum class ProgramMode : uint8_t { Compiled, Eager };
+// The schema's enum (schemas/abi.h): one program-mode type in all of kiln.
+using ::kiln::ProgramMode;
 enum class Phase : uint8_t { Prefill, Decode };
 
 struct ArgDesc {
@@ -56,18 +59,7 @@ struct ArenaDesc {
   uint64_t kv_offset = 0, kv_size = 0;  // all KV-cache state buffers (zeroed on reset)
 };
 
-// The 64-byte per-step control block every kernel reads (docs/plan-abi.md).
-struct KilnStep {
-  int32_t n_tokens = 0;
-  int32_t pos0 = 0;
-  float temperature = 0.f;
-  int32_t top_k = 0;
-  float top_p = 1.f;
-  uint32_t seed_lo = 0, seed_hi = 0;
-  uint32_t step = 0;
-  int32_t out_token = -1;
-  int32_t pad[7] = {};
-};
-static_assert(sizeof(KilnStep) == 64, "KilnStep is 64 bytes by contract");
+// The per-step control block (schemas/kiln_step.h, the one declaration).
+using ::kiln::KilnStep;
 
 }  // namespace kiln::rt

@@ -64,6 +64,26 @@ std::string describe(const Plan& plan) {
       human_bytes(plan.file().size()).c_str(), human_bytes(plan.header().fb_size).c_str(),
       human_bytes(plan.weights_size()).c_str(), plan.header().weights_offset);
 
+  // What the plan was compiled with (format 1.1; a 1.0 plan has no record).
+  if (const fb::CompileOptionsRecord* c = p.compile_options()) {
+    std::string buckets, disabled;
+    if (c->buckets())
+      for (uint32_t b : *c->buckets()) buckets += (buckets.empty() ? "" : ", ") + std::to_string(b);
+    if (c->disabled_passes())
+      for (const auto* d : *c->disabled_passes()) disabled += (disabled.empty() ? "" : ", ") + d->str();
+    add(o, "\ncompile options\n");
+    add(o, "  target        sm_%u\n", c->target_sm());
+    add(o, "  context       %u (max tokens %u; prefill buckets %s)\n", c->context_length(), c->max_tokens(),
+        buckets.empty() ? "-" : buckets.c_str());
+    add(o, "  eager         %s\n", c->eager() ? "yes" : "no (--no-eager)");
+    add(o, "  weight layout %s\n", str(c->weight_layout()));
+    add(o, "  disabled      %s\n", disabled.empty() ? "- (every pass ran)" : disabled.c_str());
+    const std::string cmd = c->command_line() ? c->command_line()->str() : "";
+    o += "  command line  " + (cmd.empty() ? std::string("(not recorded)") : cmd) + "\n";
+  } else {
+    add(o, "\ncompile options (not recorded: plan format %u.%u)\n", plan.format_major(), plan.format_minor());
+  }
+
   const fb::ModelConfig& m = plan.model();
   add(o, "\nmodel\n");
   add(o, "  arch          %s\n", str(m.arch()));

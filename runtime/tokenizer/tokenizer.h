@@ -1,7 +1,7 @@
 // kiln::rt::Tokenizer: text <-> token ids at run time, built from VocabData.
 //
 // Behaviour follows llama.cpp's tokenizer (the de-facto reference for GGUF
-// vocabularies) and is golden-tested against it (tests/tokenizer/):
+// vocabularies) and is golden-tested against it (tests/runtime/tokenizer/):
 //  - special tokens (CONTROL / USER_DEFINED / UNKNOWN types) are split out of the
 //    text first, longest token text first, when parse_special (USER_DEFINED ones
 //    always, as HF tokenizers does);

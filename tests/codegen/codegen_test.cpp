@@ -56,7 +56,9 @@ TEST(Codegen, ParseTarget) {
 }
 
 TEST(Codegen, EmbeddedKernelFiles) {
-  EXPECT_NE(kernel_file("common.cuh").find("struct KilnStep"), std::string_view::npos);
+  EXPECT_NE(kernel_file("kiln_step.h").find("struct KilnStep"), std::string_view::npos);
+  EXPECT_NE(kernel_file("common.cuh").find("#include \"kiln_step.h\""), std::string_view::npos);
+  EXPECT_NE(kernel_file("launch.h").find("kGemvWarps"), std::string_view::npos);
   EXPECT_NE(kernel_file("dequant.cuh").find("deq8"), std::string_view::npos);
   EXPECT_THROW(kernel_file("nope.cuh"), Error);
 }
@@ -81,18 +83,18 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
   int lowered = 0;
   for (const OpCase& c : testcases::all_cases({1, 3, 20}, 20)) {
     const ir::Node& n = c.g.nodes()[0];
-    for (Mode mode : {Mode::Eager, Mode::Compiled}) {
-      SCOPED_TRACE(c.name + (mode == Mode::Eager ? " eager" : " compiled"));
-      if (mode == Mode::Eager && is_fused(n.op)) {
+    for (ProgramMode mode : {ProgramMode::Eager, ProgramMode::Compiled}) {
+      SCOPED_TRACE(c.name + (mode == ProgramMode::Eager ? " eager" : " compiled"));
+      if (mode == ProgramMode::Eager && is_fused(n.op)) {
         try {
-          lower(c.g, n, c.bucket, 90, mode);
+          lower(c.g, n, {c.bucket}, Target{90, c.weight_layout}, mode);
           ADD_FAILURE() << "fused op lowered in eager mode";
         } catch (const Error& e) {
           EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
         }
         continue;
       }
-      const Lowered l = lower(c.g, n, c.bucket, 90, mode);
+      const Lowered l = lower(c.g, n, {c.bucket}, Target{90, c.weight_layout}, mode);
       ++lowered;
       EXPECT_GE(l.block[0], 32u);
       EXPECT_LE(l.block[0] * l.block[1] * l.block[2], 1024u);
@@ -119,7 +121,7 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
       EXPECT_EQ(steps, 1) << "every kernel reads KilnStep";
       EXPECT_EQ(signature_params(l.kernel), l.params.size()) << l.kernel.entry;
       // compiled kernels carry no shape scalars; eager ones carry them as params
-      if (mode == Mode::Compiled) {
+      if (mode == ProgramMode::Compiled) {
         for (const Param& p : l.params) EXPECT_TRUE(p.kind != ParamKind::I32 && p.kind != ParamKind::F32);
       }
       // the grid covers every token row and output column
@@ -154,7 +156,7 @@ TEST(Codegen, EagerKernelsShareOneModulePerDtype) {
   std::map<std::string, std::set<uint64_t>> by_dtype;
   for (const OpCase& c : cases) {
     if (is_fused(c.g.nodes()[0].op)) continue;
-    Lowered l = lower(c.g, c.g.nodes()[0], c.bucket, 80, Mode::Eager);
+    Lowered l = lower(c.g, c.g.nodes()[0], {c.bucket}, Target{80}, ProgramMode::Eager);
     by_dtype[testcases::dn(c.dtype)].insert(l.kernel.hash);
   }
   std::set<uint64_t> all;
@@ -172,12 +174,12 @@ TEST(Codegen, CompiledKernelsAreSharedAcrossIdenticalNodes) {
   auto x2 = g.add_input("x2", ir::DType::F32, {testcases::tok(1), testcases::fx(160)});
   auto w2 = g.add_weight("w2", ir::DType::Q4_1, {testcases::fx(70), testcases::fx(160)}, "w2");
   g.add_node(ir::OpKind::MatMul, {x2, w2}, {}, "y2", ir::DType::F32, {testcases::tok(1), testcases::fx(70)});
-  const Lowered l0 = lower(g, g.nodes()[0], 1, 90, Mode::Compiled);
-  const Lowered l1 = lower(g, g.nodes()[1], 1, 90, Mode::Compiled);
+  const Lowered l0 = lower(g, g.nodes()[0], {1}, Target{90}, ProgramMode::Compiled);
+  const Lowered l1 = lower(g, g.nodes()[1], {1}, Target{90}, ProgramMode::Compiled);
   EXPECT_EQ(l0.kernel.hash, l1.kernel.hash);
   EXPECT_EQ(l0.kernel.entry, l1.kernel.entry);
   // a different bucket (decode vs prefill) is a different specialisation
-  const Lowered l2 = lower(g, g.nodes()[0], 16, 90, Mode::Compiled);
+  const Lowered l2 = lower(g, g.nodes()[0], {16}, Target{90}, ProgramMode::Compiled);
   EXPECT_NE(l0.kernel.hash, l2.kernel.hash);
 }
 
@@ -196,15 +198,15 @@ TEST(Codegen, UnsupportedInputsThrow) {
     auto x = g.add_input("x", ir::DType::F32, {testcases::tok(1), testcases::fx(64)});
     auto w = g.add_weight("w", ir::DType::I32, {testcases::fx(8), testcases::fx(64)}, "w");
     g.add_node(ir::OpKind::MatMul, {x, w}, {}, "y", ir::DType::F32, {testcases::tok(1), testcases::fx(8)});
-    for (Mode m : {Mode::Eager, Mode::Compiled})
-      EXPECT_EQ(code_of([&] { lower(g, g.nodes()[0], 1, 90, m); }), ErrorCode::kUnsupported);
+    for (ProgramMode m : {ProgramMode::Eager, ProgramMode::Compiled})
+      EXPECT_EQ(code_of([&] { lower(g, g.nodes()[0], {1}, Target{90}, m); }), ErrorCode::kUnsupported);
   }
   {  // q4_k rows must hold whole 256-element super-blocks
     ir::Graph g = testcases::base_graph(1);
     auto x = g.add_input("x", ir::DType::F32, {testcases::tok(1), testcases::fx(160)});
     auto w = g.add_weight("w", ir::DType::Q4_K, {testcases::fx(8), testcases::fx(160)}, "w");
     g.add_node(ir::OpKind::MatMul, {x, w}, {}, "y", ir::DType::F32, {testcases::tok(1), testcases::fx(8)});
-    EXPECT_EQ(code_of([&] { lower(g, g.nodes()[0], 1, 90, Mode::Compiled); }), ErrorCode::kUnsupported);
+    EXPECT_EQ(code_of([&] { lower(g, g.nodes()[0], {1}, Target{90}, ProgramMode::Compiled); }), ErrorCode::kUnsupported);
   }
   {  // head_dim above 256
     ir::Graph g = testcases::base_graph(1);
@@ -215,17 +217,17 @@ TEST(Codegen, UnsupportedInputsThrow) {
     g.add_node(ir::OpKind::Attention, {q, k, v, p},
                {{"n_heads", int64_t(1)}, {"n_kv_heads", int64_t(1)}, {"head_dim", int64_t(512)}, {"scale", 0.1}},
                "y", ir::DType::F32, {testcases::tok(1), testcases::fx(512)});
-    EXPECT_EQ(code_of([&] { lower(g, g.nodes()[0], 1, 90, Mode::Compiled); }), ErrorCode::kUnsupported);
+    EXPECT_EQ(code_of([&] { lower(g, g.nodes()[0], {1}, Target{90}, ProgramMode::Compiled); }), ErrorCode::kUnsupported);
   }
   {  // lm_head_sample without its logits output
     testcases::OpCase c = testcases::lm_head_case(ir::DType::Q8_0, 1);
     c.g.nodes()[0].outputs.resize(1);
-    EXPECT_EQ(code_of([&] { lower(c.g, c.g.nodes()[0], 1, 90, Mode::Compiled); }), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(code_of([&] { lower(c.g, c.g.nodes()[0], {1}, Target{90}, ProgramMode::Compiled); }), ErrorCode::kInvalidArgument);
   }
   {  // unsupported SM and bucket
     testcases::OpCase c = testcases::matmul_case(ir::OpKind::MatMul, ir::DType::Q8_0, 1);
-    EXPECT_EQ(code_of([&] { lower(c.g, c.g.nodes()[0], 1, 70, Mode::Compiled); }), ErrorCode::kInvalidArgument);
-    EXPECT_EQ(code_of([&] { lower(c.g, c.g.nodes()[0], 0, 90, Mode::Compiled); }), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(code_of([&] { lower(c.g, c.g.nodes()[0], {1}, Target{70}, ProgramMode::Compiled); }), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(code_of([&] { lower(c.g, c.g.nodes()[0], {0}, Target{90}, ProgramMode::Compiled); }), ErrorCode::kInvalidArgument);
   }
 }
 
@@ -345,9 +347,9 @@ TEST(Codegen, EveryVariantCompilesForEverySupportedSm) {
     const bool fused_mm = n.op == ir::OpKind::RmsMatMul || n.op == ir::OpKind::MatMulAdd ||
                           n.op == ir::OpKind::RmsMatMulSwiGlu;
     if (fused_mm && c.bucket != (dtype_index.at(c.dtype) % 2 ? 20 : 1)) continue;
-    for (Mode mode : {Mode::Eager, Mode::Compiled}) {
-      if (mode == Mode::Eager && is_fused(n.op)) continue;
-      const Lowered l = lower(c.g, n, c.bucket, 90, mode);
+    for (ProgramMode mode : {ProgramMode::Eager, ProgramMode::Compiled}) {
+      if (mode == ProgramMode::Eager && is_fused(n.op)) continue;
+      const Lowered l = lower(c.g, n, {c.bucket}, Target{90, c.weight_layout}, mode);
       Job& j = jobs[l.kernel.hash];
       if (j.k.source.empty()) j.k = l.kernel;
       j.entries.insert(l.kernel.entry);

@@ -82,16 +82,20 @@ TEST(Layout, BadRequestsThrow) {
   EXPECT_THROW(unpack(DType::Q4_K, kLayoutPlanes, 1, 128, a.data(), b.data()), Error);
 }
 
-TEST(Layout, PlanesOnlyWhenEnabled) {
-  unsetenv("KILN_WEIGHT_LAYOUT");
+TEST(Layout, PlanesOnlyWhenAsked) {
   const testcases::OpCase c = testcases::matmul_case(ir::OpKind::MatMul, DType::Q8_0, 1, DType::F32, 256, 64);
-  EXPECT_EQ(input_layout(c.g, c.g.nodes()[0], 1, Mode::Compiled), kLayoutGgml);
-  EXPECT_EQ(lower(c.g, c.g.nodes()[0], 1, 90, Mode::Compiled).kernel.entry.find("_pl_"), std::string::npos);
+  const Target ggml{90, kLayoutGgml};
+  EXPECT_EQ(input_layout(c.g, c.g.nodes()[0], 1, ProgramMode::Compiled, ggml), kLayoutGgml);
+  EXPECT_EQ(lower(c.g, c.g.nodes()[0], {1}, ggml, ProgramMode::Compiled).kernel.entry.find("_pl_"), std::string::npos);
+  // the environment variable that used to switch layouts changes nothing now
+  setenv("KILN_WEIGHT_LAYOUT", "planes", 1);
+  EXPECT_EQ(input_layout(c.g, c.g.nodes()[0], 1, ProgramMode::Compiled, ggml), kLayoutGgml);
+  unsetenv("KILN_WEIGHT_LAYOUT");
 }
 
 TEST(Layout, InputLayoutOnlyForCompiledWeightOperands) {
   using ir::OpKind;
-  setenv("KILN_WEIGHT_LAYOUT", "planes", 1);
+  const Target planes_target{90, kLayoutPlanes};
   for (OpKind op : {OpKind::MatMul, OpKind::RmsMatMul, OpKind::MatMulAdd, OpKind::RmsMatMulSwiGlu}) {
     for (DType wt : {DType::Q8_0, DType::Q4_1, DType::Q6_K, DType::F16}) {
       const testcases::OpCase c = testcases::matmul_case(op, wt, 1, DType::F32, 256, 64);
@@ -99,16 +103,15 @@ TEST(Layout, InputLayoutOnlyForCompiledWeightOperands) {
       const size_t w = (op == OpKind::RmsMatMul || op == OpKind::RmsMatMulSwiGlu) ? 2 : 1;
       const bool planes = wt == DType::Q8_0 || wt == DType::Q4_1;
       for (size_t i = 0; i < n.inputs.size(); ++i) {
-        EXPECT_EQ(input_layout(c.g, n, i, Mode::Compiled), i == w && planes ? kLayoutPlanes : kLayoutGgml)
+        EXPECT_EQ(input_layout(c.g, n, i, ProgramMode::Compiled, planes_target), i == w && planes ? kLayoutPlanes : kLayoutGgml)
             << c.name << " input " << i;
-        EXPECT_EQ(input_layout(c.g, n, i, Mode::Eager), kLayoutGgml) << c.name << " input " << i;
+        EXPECT_EQ(input_layout(c.g, n, i, ProgramMode::Eager, planes_target), kLayoutGgml) << c.name << " input " << i;
       }
       // the lowered kernel is the plane variant exactly when the weight is in planes
-      const Lowered l = lower(c.g, n, 1, 90, Mode::Compiled);
+      const Lowered l = lower(c.g, n, {1}, planes_target, ProgramMode::Compiled);
       EXPECT_EQ(l.kernel.entry.find("_pl_") != std::string::npos, planes) << l.kernel.entry;
     }
   }
-  unsetenv("KILN_WEIGHT_LAYOUT");
 }
 
 }  // namespace

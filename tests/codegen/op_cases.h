@@ -26,6 +26,7 @@ struct OpCase {
   int64_t bucket = 1;
   bool fused = false;
   DType dtype = DType::F32;  // the variant's dtype (for reporting)
+  std::string weight_layout = "ggml";  // codegen::Target::weight_layout the case is lowered with
   // Adds ref-only inputs computed from g's inputs (rope_store: q, k, v from qkv).
   std::function<void(std::map<std::string, ir::Tensor>&)> derive_inputs;
   // Adds ref-only weights (by source name) computed from g's weights.
@@ -262,6 +263,26 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
     auto y = g.add_node(OpKind::Embed, {tab, ids}, {{"scale", 1.5}}, "y", DType::F32, {tok(B), fx(H)});
     g.mark_output(y);
     out.push_back(simple("embed/" + dn(wt), g, B, wt));
+  }
+  // compiled weights in the "planes" layout (kiln compile --weight-layout planes)
+  for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K}) {
+    auto planes = [&](OpCase c) {
+      c.name += "/planes";
+      c.weight_layout = "planes";
+      out.push_back(std::move(c));
+    };
+    for (int64_t b : mm_buckets) {
+      planes(matmul_case(OpKind::RmsMatMul, wt, b));
+      planes(matmul_case(OpKind::RmsMatMulSwiGlu, wt, b));
+      planes(lm_head_case(wt, b));
+    }
+    Graph g = base_graph(B);
+    const int64_t H = k_for(wt);
+    auto tab = g.add_weight("table", wt, {fx(50), fx(H)}, "table");
+    auto ids = g.add_input("ids", DType::I32, {tok(B)});
+    auto y = g.add_node(OpKind::Embed, {tab, ids}, {{"scale", 1.5}}, "y", DType::F32, {tok(B), fx(H)});
+    g.mark_output(y);
+    planes(simple("embed/" + dn(wt), g, B, wt));
   }
   // long rows: the GEMV splits a column over 2 or 4 warps
   out.push_back(matmul_case(OpKind::MatMul, DType::Q4_0, 1, DType::F32, 2048));

@@ -10,9 +10,9 @@
 #include <string>
 
 #include "compiler/compile/compile.h"
-#include "compiler/generate/model_runner.h"
+#include "compiler/tools/reference/model_runner.h"
 #include "compiler/gguf/gguf.h"
-#include "compiler/synth/model.h"
+#include "compiler/tools/synth/model.h"
 #include "runtime/cuda/cuda_api.h"
 #include "runtime/kiln_runtime.h"
 

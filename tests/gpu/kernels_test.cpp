@@ -136,16 +136,7 @@ struct DevBuf {
   }
 };
 
-struct Step {  // KilnStep, plan-abi.md
-  int32_t n_tokens, pos0;
-  float temperature;
-  int32_t top_k;
-  float top_p;
-  uint32_t seed_lo, seed_hi, step;
-  int32_t out_token;
-  int32_t pad[7];
-};
-static_assert(sizeof(Step) == 64);
+using Step = KilnStep;  // the one declaration (schemas/kiln_step.h)
 
 // ---- host data -----------------------------------------------------------------
 
@@ -180,17 +171,8 @@ std::vector<float> decode(DType t, const uint8_t* p, size_t n) {
   return v;
 }
 
-int64_t resolve(const ir::Graph& g, const ir::Dim& d, int64_t bucket) {
-  if (d.is_static()) return d.value;
-  if (d.sym == "tokens") return bucket;
-  return g.sym_bounds.at(d.sym);
-}
-int64_t numel(const ir::Graph& g, const ir::Value& v, int64_t rows0) {
-  int64_t n = 1;
-  for (size_t i = 0; i < v.shape.size(); ++i)
-    n *= (i == 0 && v.shape[0].sym == "tokens") ? rows0 : resolve(g, v.shape[i], rows0);
-  return n;
-}
+// Dims and sizes: ir::resolve_dim / resolve_elements with tokens bound to the
+// rows in question (other symbols at their sym_bounds).
 size_t elem_bytes(const ir::Value& v, int64_t n) {
   if (v.dtype == DType::I32) return static_cast<size_t>(n) * 4;
   return static_cast<size_t>(ir::row_bytes(v.dtype, n));
@@ -244,7 +226,7 @@ Data make_data(const OpCase& c, int nt, uint64_t seed) {
   ir::SplitMix64 rng(seed);
   for (const ir::Value& v : c.g.values()) {
     if (v.kind == ir::ValueKind::Weight) {
-      const int64_t n = numel(c.g, v, c.bucket);
+      const int64_t n = ir::resolve_elements(c.g, v, {c.bucket});
       std::vector<uint8_t> bytes;
       if (v.name == "ff") {  // frequency factors: in [1, 4]
         std::vector<float> f(static_cast<size_t>(n));
@@ -255,10 +237,10 @@ Data make_data(const OpCase& c, int nt, uint64_t seed) {
       }
       d.weights[v.source] = bytes;
     } else if (v.kind == ir::ValueKind::Input) {
-      const int64_t full = numel(c.g, v, c.bucket), real = numel(c.g, v, nt);
+      const int64_t full = ir::resolve_elements(c.g, v, {c.bucket}), real = ir::resolve_elements(c.g, v, {nt});
       std::vector<int64_t> shape;
       for (size_t i = 0; i < v.shape.size(); ++i)
-        shape.push_back(i == 0 && v.shape[0].sym == "tokens" ? nt : resolve(c.g, v.shape[i], c.bucket));
+        shape.push_back(ir::resolve_dim(c.g, v.shape[i], {i == 0 ? nt : c.bucket}));
       ir::Tensor t;
       t.shape = shape;
       if (v.dtype == DType::I32) {
@@ -281,25 +263,26 @@ Data make_data(const OpCase& c, int nt, uint64_t seed) {
   return d;
 }
 
-GpuRun run_gpu(const OpCase& c, Mode mode, const Data& d, int nt, const Step& step_in) {
+GpuRun run_gpu(const OpCase& c, ProgramMode mode, const Data& d, int nt, const Step& step_in) {
   const ir::Node& n = c.g.nodes()[0];
-  const Lowered l = lower(c.g, n, c.bucket, compile_sm(), mode);
+  const Target target{compile_sm(), c.weight_layout};
+  const Lowered l = lower(c.g, n, {c.bucket}, target, mode);
   CUfunction fn = load(l);
   std::map<ir::ValueId, std::unique_ptr<DevBuf>> bufs;
   auto buf_of = [&](ir::ValueId id) -> DevBuf& {
     auto& b = bufs[id];
     if (b) return *b;
     const ir::Value& v = c.g.value(id);
-    const int64_t n_el = numel(c.g, v, c.bucket);
+    const int64_t n_el = ir::resolve_elements(c.g, v, {c.bucket});
     b = std::make_unique<DevBuf>(elem_bytes(v, n_el));
     if (v.kind == ir::ValueKind::Weight) {
       const auto& w = d.weights.at(v.source);
       // in the layout the lowered kernel reads (as the compile driver writes it)
       std::string layout = kLayoutGgml;
       for (size_t i = 0; i < n.inputs.size(); ++i)
-        if (n.inputs[i] == id) layout = input_layout(c.g, n, i, mode);
+        if (n.inputs[i] == id) layout = input_layout(c.g, n, i, mode, target);
       if (layout != kLayoutGgml) {
-        const int64_t K = resolve(c.g, v.shape.back(), c.bucket);
+        const int64_t K = ir::resolve_dim(c.g, v.shape.back(), {c.bucket});
         std::vector<uint8_t> packed(w.size());
         repack(v.dtype, layout, n_el / K, K, w.data(), packed.data());
         b->upload(packed.data(), packed.size());
@@ -364,7 +347,7 @@ GpuRun run_gpu(const OpCase& c, Mode mode, const Data& d, int nt, const Step& st
   for (ir::ValueId id : read) {
     const ir::Value& v = c.g.value(id);
     const bool tok_rows = !v.shape.empty() && v.shape[0].sym == "tokens";
-    const int64_t full = numel(c.g, v, c.bucket), real = tok_rows ? numel(c.g, v, nt) : full;
+    const int64_t full = ir::resolve_elements(c.g, v, {c.bucket}), real = tok_rows ? ir::resolve_elements(c.g, v, {nt}) : full;
     const auto bytes = buf_of(id).download();
     if (v.dtype == DType::I32) {
       const auto* p = reinterpret_cast<const int32_t*>(bytes.data());
@@ -408,7 +391,7 @@ std::string gpu_name(const std::string& ref_name) {
 
 struct CaseParam {
   size_t index;
-  Mode mode;
+  ProgramMode mode;
 };
 
 const std::vector<OpCase>& cases() {
@@ -431,7 +414,7 @@ class KernelVsInterpreter : public ::testing::TestWithParam<CaseParam> {};
 TEST_P(KernelVsInterpreter, Matches) {
   SKIP_WITHOUT_GPU();
   const OpCase& c = cases()[GetParam().index];
-  const Mode mode = GetParam().mode;
+  const ProgramMode mode = GetParam().mode;
   const int nt = c.bucket > 4 ? static_cast<int>(c.bucket) - 3 : static_cast<int>(c.bucket);
   const Data d = make_data(c, nt, 0x5eed + GetParam().index);
   Step st{};
@@ -465,7 +448,8 @@ TEST_P(KernelVsInterpreter, Matches) {
       if (c.g.nodes()[0].op == ir::OpKind::LmHeadSample) {
         EXPECT_EQ(gpu.step_after.out_token, g[0]);
         EXPECT_EQ(gpu.i32.at("__tokens0")[0], g[0]) << "token written to tokens[0]";
-        EXPECT_EQ(gpu.step_after.pad[0], 0) << "completion counter reset";
+        EXPECT_EQ(gpu.step_after.sample_done, 0u) << "completion counter reset";
+        EXPECT_EQ(gpu.step_after.greedy_key, 0ull) << "greedy key reset";
       }
       ++compared;
       continue;
@@ -476,7 +460,7 @@ TEST_P(KernelVsInterpreter, Matches) {
     double norm = 0;
     const double err = rel_err(g, t.f32, &norm);
     ASSERT_GT(norm, 0.0) << name << ": reference is all zeros, comparison meaningless";
-    EXPECT_LE(err, tol) << name << " (" << c.name << ", " << (mode == Mode::Eager ? "eager" : "compiled") << ")";
+    EXPECT_LE(err, tol) << name << " (" << c.name << ", " << (mode == ProgramMode::Eager ? "eager" : "compiled") << ")";
     std::printf("  %s %s: rel err %.3g (tol %.0e, |ref| %.3g)\n", c.name.c_str(), name.c_str(), err, tol, norm);
     ++compared;
   }
@@ -486,14 +470,14 @@ TEST_P(KernelVsInterpreter, Matches) {
 std::vector<CaseParam> params() {
   std::vector<CaseParam> v;
   for (size_t i = 0; i < cases().size(); ++i) {
-    v.push_back({i, Mode::Compiled});
-    if (!fused_op(cases()[i])) v.push_back({i, Mode::Eager});
+    v.push_back({i, ProgramMode::Compiled});
+    if (!fused_op(cases()[i])) v.push_back({i, ProgramMode::Eager});
   }
   return v;
 }
 
 std::string param_name(const ::testing::TestParamInfo<CaseParam>& info) {
-  std::string s = cases()[info.param.index].name + (info.param.mode == Mode::Eager ? "_eager" : "_compiled");
+  std::string s = cases()[info.param.index].name + (info.param.mode == ProgramMode::Eager ? "_eager" : "_compiled");
   for (auto& ch : s)
     if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
   return s + "_" + std::to_string(info.param.index);
@@ -523,8 +507,9 @@ TEST(LmHeadSample, SamplingSemantics) {
     st.seed_lo = 1234;
     st.seed_hi = 5;
     st.step = step;
-    const GpuRun r = run_gpu(c, Mode::Compiled, d, 1, st);
-    EXPECT_EQ(r.step_after.pad[0], 0);
+    const GpuRun r = run_gpu(c, ProgramMode::Compiled, d, 1, st);
+    EXPECT_EQ(r.step_after.sample_done, 0u);
+    EXPECT_EQ(r.step_after.greedy_key, 0ull);
     EXPECT_EQ(r.step_after.out_token, r.i32.at("token")[0]);
     EXPECT_EQ(r.i32.at("__tokens0")[0], r.i32.at("token")[0]);
     return r.i32.at("token")[0];
@@ -567,7 +552,7 @@ TEST(GemvBench, Throughput) {
       if (op != OpKind::MatMul && wt != DType::Q4_K && wt != DType::Q8_0 && wt != DType::F16) continue;
       const testcases::OpCase c = testcases::matmul_case(op, wt, 1, DType::F32, sh.K, sh.N);
       const ir::Graph& g = c.g;
-      const Lowered l = lower(g, g.nodes()[0], 1, compile_sm(), Mode::Compiled);
+      const Lowered l = lower(g, g.nodes()[0], {1}, Target{compile_sm()}, ProgramMode::Compiled);
       CUfunction fn = load(l);
       const int64_t wrows = op == OpKind::RmsMatMulSwiGlu ? 2 * sh.N : sh.N;
       const size_t wbytes = static_cast<size_t>(ir::row_bytes(wt, sh.K)) * static_cast<size_t>(wrows);

@@ -1,0 +1,150 @@
+// Elementwise family: rms_norm (one block per row), add / mul with [N]
+// broadcast, silu, swiglu and last_row (grid-stride), kernels/elementwise.cuh.
+#include <algorithm>
+
+#include "codegen/family.h"
+#include "codegen/kernels/launch.h"
+
+namespace kiln::codegen::detail {
+namespace {
+using ir::DType;
+using ir::OpKind;
+
+struct ElementwiseParams {
+  OpKind op = OpKind::Add;
+  DType dt = DType::F32;  // rms_norm gain / add, mul operand b
+  int64_t R = 1, N = 1;   // rows, row length
+  bool dyn = false;       // rows are the step's tokens
+  bool bcast = false;     // add/mul: b is [N]
+  double eps = 0;
+};
+
+Kernel emit(const ElementwiseParams& p, bool compiled) {
+  Emit e{compiled, {}, {}};
+  Kernel k;
+  k.header = "elementwise.cuh";
+  k.block = launch::kElementwiseThreads;
+  const std::string d = dt_macro(p.dt);
+  switch (p.op) {
+    case OpKind::RmsNorm: {
+      k.name = "kiln_rms_norm_" + dt_lower(p.dt);
+      std::string x = e.in(0, "const float*"), w = e.in(1, "const void*"), y = e.out(0, "float*"), st = e.step();
+      std::string H = e.i(p.N), eps = e.f(p.eps);
+      k.call = "k_rms_norm<" + d + ">(" + x + ", " + w + ", " + y + ", " + st + "->n_tokens, " + H + ", " + eps + ")";
+      k.block = launch::kRowThreads;
+      k.grid[0] = cdiv(p.R, 1);
+      k.eager_module = p.dt;
+      break;
+    }
+    case OpKind::Add:
+    case OpKind::Mul: {
+      const bool mul = p.op == OpKind::Mul;
+      k.name = std::string(mul ? "kiln_mul_" : "kiln_add_") + dt_lower(p.dt);
+      std::string a = e.in(0, "const float*"), b = e.in(1, "const void*"), y = e.out(0, "float*"), st = e.step();
+      std::string dyn = e.i(p.dyn), R = e.i(p.R), N = e.i(p.N), bc = e.i(p.bcast);
+      k.call = "k_binary<" + d + ", " + (mul ? "1" : "0") + ">(" + a + ", " + b + ", " + y + ", " + st +
+               "->n_tokens, " + dyn + ", " + R + ", " + N + ", " + bc + ")";
+      k.grid[0] = std::min<uint32_t>(cdiv(p.R * p.N, launch::kElementwiseThreads), launch::kElementwiseMaxBlocks);
+      k.eager_module = p.dt;
+      break;
+    }
+    case OpKind::Silu:
+    case OpKind::SwiGlu: {
+      const bool sw = p.op == OpKind::SwiGlu;
+      k.name = sw ? "kiln_swiglu" : "kiln_silu";
+      std::string x = e.in(0, "const float*");
+      std::string up = sw ? e.in(1, "const float*") : "nullptr";
+      std::string y = e.out(0, "float*"), st = e.step();
+      std::string dyn = e.i(p.dyn), R = e.i(p.R), N = e.i(p.N);
+      k.call = "k_silu(" + x + ", " + up + ", " + y + ", " + st + "->n_tokens, " + dyn + ", " + R + ", " + N + ")";
+      k.grid[0] = std::min<uint32_t>(cdiv(p.R * p.N, launch::kElementwiseThreads), launch::kElementwiseMaxBlocks);
+      break;
+    }
+    case OpKind::LastRow: {
+      k.name = "kiln_last_row";
+      std::string x = e.in(0, "const float*"), y = e.out(0, "float*"), st = e.step();
+      std::string dyn = e.i(p.dyn), R = e.i(p.R), H = e.i(p.N);
+      k.call = "k_last_row(" + x + ", " + y + ", " + st + "->n_tokens, " + dyn + ", " + R + ", " + H + ")";
+      k.grid[0] = std::min<uint32_t>(cdiv(p.N, launch::kElementwiseThreads), launch::kLastRowMaxBlocks);
+      break;
+    }
+    default: unsupported("elementwise: no kernel for this op");
+  }
+  k.take(e);
+  return k;
+}
+
+bool is_elementwise(OpKind op) {
+  return op == OpKind::RmsNorm || op == OpKind::Add || op == OpKind::Mul || op == OpKind::Silu ||
+         op == OpKind::SwiGlu || op == OpKind::LastRow;
+}
+
+class ElementwiseFamily final : public Family {
+ public:
+  std::string_view name() const override { return "elementwise"; }
+  bool selects(const NodeCtx& c) const override { return is_elementwise(c.n.op); }
+  Kernel lower(const NodeCtx& c) const override {
+    ElementwiseParams p;
+    p.op = c.n.op;
+    auto rows_cols = [&](const ir::Value& a) {
+      p.N = a.shape.empty() ? 1 : c.dim(a, a.shape.size() - 1);
+      p.R = 1;
+      for (size_t i = 0; i + 1 < a.shape.size(); ++i) p.R *= c.dim(a.shape[i]);
+      p.dyn = c.dyn(a) && a.shape.size() >= 2;
+    };
+    switch (c.n.op) {
+      case OpKind::RmsNorm:
+        c.need_f32(c.in(0), "x");
+        c.need_float(c.in(1), "w");
+        p.dt = c.in(1).dtype;
+        p.N = c.dim(c.in(0), 1);
+        p.R = c.dim(c.in(0), 0);
+        p.eps = c.n.attr_float("eps");
+        break;
+      case OpKind::Add:
+      case OpKind::Mul: {
+        const ir::Value &a = c.in(0), &b = c.in(1);
+        c.need_f32(a, "a");
+        c.need_float(b, "b");
+        p.dt = b.dtype;
+        rows_cols(a);
+        p.bcast = b.shape.size() == 1 && a.shape.size() != 1;
+        break;
+      }
+      case OpKind::Silu:
+      case OpKind::SwiGlu:
+        c.need_f32(c.in(0), "x");
+        if (c.n.op == OpKind::SwiGlu) c.need_f32(c.in(1), "up");
+        rows_cols(c.in(0));
+        break;
+      default:  // LastRow
+        c.need_f32(c.in(0), "x");
+        rows_cols(c.in(0));
+        break;
+    }
+    return emit(p, c.compiled());
+  }
+  std::vector<Kernel> eager_kernels(DType dt) const override {
+    std::vector<Kernel> v;
+    auto add = [&](OpKind op) {
+      ElementwiseParams p;
+      p.op = op;
+      p.dt = dt;
+      v.push_back(emit(p, false));
+    };
+    if (is_float(dt))
+      for (OpKind op : {OpKind::RmsNorm, OpKind::Add, OpKind::Mul}) add(op);
+    if (dt == DType::F32)  // dtype-free kernels live in the f32 module
+      for (OpKind op : {OpKind::Silu, OpKind::SwiGlu, OpKind::LastRow}) add(op);
+    return v;
+  }
+};
+
+}  // namespace
+
+const Family& elementwise_family() {
+  static const ElementwiseFamily f;
+  return f;
+}
+
+}  // namespace kiln::codegen::detail

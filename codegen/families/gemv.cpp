@@ -1,0 +1,72 @@
+// GEMV family: matmul-family ops on decode-sized steps. Every weight byte is
+// read once; a group of `split` warps computes `rows` output columns
+// (kernels/gemv.cuh documents the scheme).
+#include <algorithm>
+
+#include "codegen/families/matmul.h"
+#include "codegen/kernels/launch.h"
+
+namespace kiln::codegen::detail {
+namespace {
+
+struct GemvParams {
+  MatmulOperands m;
+  int max_tokens = 1;  // MT: rows computed (compile-time)
+  int split = 1;       // warps per output column group
+  int rows = 1;        // output columns per group
+};
+
+bool is_gemv(const NodeCtx& c) {
+  if (!is_matmul_op(c.n.op)) return false;
+  const int64_t rows = matmul_rows(c);
+  return c.compiled() ? rows <= launch::kGemvMaxTokens : rows == 1;
+}
+
+Kernel emit(const GemvParams& p, bool compiled) {
+  const MatmulOperands& m = p.m;
+  Emit e{compiled, {}, {}};
+  Kernel k;
+  k.header = "gemv.cuh";
+  k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) +
+           (p.split > 1 ? "_s" + std::to_string(p.split) : "") + (p.rows > 1 ? "_r" + std::to_string(p.rows) : "") +
+           (m.planes ? "_pl" : "");
+  const std::string args = matmul_args(m, e);
+  k.call = "mm_gemv<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
+           std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(p.split) + ", " +
+           std::to_string(p.rows) + ", " + std::to_string(m.planes ? 1 : 0) + ">(" + args + ")";
+  k.take(e);
+  k.block = launch::kGemvThreads;
+  k.grid[0] = cdiv(m.N, (launch::kGemvWarps / p.split) * p.rows);
+  k.eager_module = m.wdt;
+  return k;
+}
+
+class GemvFamily final : public Family {
+ public:
+  std::string_view name() const override { return "gemv"; }
+  bool selects(const NodeCtx& c) const override { return is_gemv(c); }
+  Kernel lower(const NodeCtx& c) const override {
+    GemvParams p;
+    p.m = matmul_operands(c);
+    p.max_tokens = static_cast<int>(std::max<int64_t>(1, p.m.rows));
+    if (c.compiled()) {
+      p.split = gemv_split(p.m.K);
+      p.rows = gemv_rows(p.m.N, p.split, p.m.flags & kMmSwiGlu);
+    }
+    return emit(p, c.compiled());
+  }
+  std::vector<Kernel> eager_kernels(ir::DType dt) const override {
+    GemvParams p;  // eager: plain matmul, one token, one column per warp group
+    p.m.wdt = dt;
+    return {emit(p, false)};
+  }
+};
+
+}  // namespace
+
+const Family& gemv_family() {
+  static const GemvFamily f;
+  return f;
+}
+
+}  // namespace kiln::codegen::detail

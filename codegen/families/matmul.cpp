@@ -1,0 +1,103 @@
+#include "codegen/families/matmul.h"
+
+#include <algorithm>
+
+namespace kiln::codegen::detail {
+using ir::DType;
+using ir::OpKind;
+
+bool is_matmul_op(OpKind op) {
+  return op == OpKind::MatMul || op == OpKind::RmsMatMul || op == OpKind::MatMulAdd || op == OpKind::RmsMatMulSwiGlu;
+}
+
+namespace {
+int flags_of(OpKind op) {
+  switch (op) {
+    case OpKind::RmsMatMul: return kMmRms;
+    case OpKind::MatMulAdd: return kMmAdd;
+    case OpKind::RmsMatMulSwiGlu: return kMmRms | kMmSwiGlu;
+    default: return 0;
+  }
+}
+}  // namespace
+
+int64_t matmul_rows(const NodeCtx& c) {
+  // Rows of x: the step's tokens when x is [tokens, K]; a fixed count otherwise
+  // (the LM head after last_row has one row whatever the bucket).
+  const ir::Value& x = c.in(0);
+  const int64_t T = c.dim(x, 0);
+  return c.dyn(x) ? std::min<int64_t>(c.bucket(), T) : T;
+}
+
+MatmulOperands matmul_operands(const NodeCtx& c) {
+  MatmulOperands m;
+  m.flags = flags_of(c.n.op);
+  const ir::Value& x = c.in(0);
+  c.need_f32(x, "x");
+  const size_t wi = (m.flags & kMmRms) ? 2 : 1;
+  const ir::Value& w = c.in(wi);
+  if (m.flags & kMmRms) {
+    const ir::Value& g = c.in(1);
+    c.need_float(g, "gain");
+    m.gdt = g.dtype;
+    m.eps = c.n.attr_float("eps");
+  }
+  if (m.flags & kMmAdd) c.need_f32(c.in(2), "residual");
+  m.K = c.dim(x, 1);
+  c.need_weight(w, m.K);
+  if (c.dim(w, 1) != m.K) unsupported(c.opname() + ": K of x and w differ");
+  m.wdt = w.dtype;
+  m.N = c.dim(w, 0);
+  if (m.flags & kMmSwiGlu) {
+    if (m.N % 2) unsupported(c.opname() + ": w must have 2F rows");
+    m.N /= 2;
+  }
+  m.T = c.dim(x, 0);
+  m.dyn = c.dyn(x);
+  m.rows = matmul_rows(c);
+  m.planes = c.planes(wi);
+  return m;
+}
+
+std::string matmul_name(const MatmulOperands& m, const char* path) {
+  std::string n = "kiln_";
+  if (m.flags == 0) n += "matmul";
+  else if (m.flags == kMmRms) n += "rms_matmul";
+  else if (m.flags == kMmAdd) n += "matmul_add";
+  else n += "rms_matmul_swiglu";
+  n += std::string("_") + path + "_" + dt_lower(m.wdt);
+  if (m.flags & kMmRms) n += "_g" + dt_lower(m.gdt);
+  return n;
+}
+
+std::string matmul_args(const MatmulOperands& m, Emit& e) {
+  std::string x = e.in(0, "const float*");
+  std::string g = (m.flags & kMmRms) ? e.in(1, "const void*") : "nullptr";
+  std::string w = e.in((m.flags & kMmRms) ? 2 : 1, "const u8*");
+  std::string r = (m.flags & kMmAdd) ? e.in(2, "const float*") : "nullptr";
+  std::string y = e.out(0, "float*");
+  std::string st = e.step();
+  std::string K = e.i(m.K), N = e.i(m.N);
+  // rows to compute: the step's tokens for [tokens, K] inputs, else the static row count
+  std::string nt = "(" + e.i(m.dyn) + " ? min(" + st + "->n_tokens, " + e.i(m.T) + ") : " + e.i(m.T) + ")";
+  std::string eps = (m.flags & kMmRms) ? e.f(m.eps) : "0.f";
+  return x + ", " + g + ", " + w + ", " + r + ", " + y + ", " + nt + ", " + K + ", " + N + ", " + eps;
+}
+
+// Warps per output column group of a decode GEMV: keep >= ~4 chunk loads per
+// lane, split long rows (units = 8-element chunks per row, for every dtype).
+int gemv_split(int64_t K) {
+  const int64_t units = K / 8;
+  return units >= 512 ? 4 : units >= 256 ? 2 : 1;
+}
+// Output columns per group (weight rows per warp sharing one x chunk load):
+// as many as keep >= 4096 warps in the grid (~30 per SM on 132 SMs, each with
+// several 16-byte loads per row in flight), at most 4 (2 with the swiglu "up"
+// rows). Small matrices keep 1 (latency-bound: short warps win there).
+int gemv_rows(int64_t N, int split, bool swiglu) {
+  for (int r = swiglu ? 2 : 4; r > 1; r /= 2)
+    if (N * split / r >= 4096) return r;
+  return 1;
+}
+
+}  // namespace kiln::codegen::detail

@@ -1,0 +1,39 @@
+// What the GEMV and tiled-matmul families share: reading a matmul-family node
+// (matmul, rms_matmul, matmul_add, rms_matmul_swiglu) into its operands and
+// shapes, and the entry-name / template-argument conventions of matmul.cuh.
+#pragma once
+#include "codegen/family.h"
+
+namespace kiln::codegen::detail {
+
+// matmul.cuh's MM_* flags
+constexpr int kMmRms = 1, kMmAdd = 2, kMmSwiGlu = 4;
+
+struct MatmulOperands {
+  ir::DType wdt = ir::DType::F32;  // weight dtype
+  ir::DType gdt = ir::DType::F32;  // rms gain dtype (MM_RMS)
+  int flags = 0;                   // MM_* of the op
+  int64_t K = 0, N = 0, T = 0;     // N: output columns (half the weight rows with MM_SWIGLU)
+  bool dyn = false;                // x is [tokens, K]: rows past n_tokens skipped
+  int64_t rows = 0;                // rows this program computes (bucket-bounded when dyn)
+  double eps = 0;
+  bool planes = false;             // weight read in the "planes" layout
+};
+
+bool is_matmul_op(ir::OpKind op);
+// Rows of x this node computes in this program (without validating it).
+int64_t matmul_rows(const NodeCtx& c);
+// Reads and validates the node.
+MatmulOperands matmul_operands(const NodeCtx& c);
+// "kiln_rms_matmul_gemv_q4_k_gf32" (path "gemv" or "tiled").
+std::string matmul_name(const MatmulOperands& m, const char* path);
+// Emits the operand parameters in the kernel ABI order (x, [g,] w, [r,] y,
+// step) and returns the call arguments "x, g, w, r, y, nt, K, N, eps".
+std::string matmul_args(const MatmulOperands& m, Emit& e);
+
+// Decode GEMV geometry, shared with the LM head of the sampling family:
+// warps per output column group (split long rows) and columns per group.
+int gemv_split(int64_t K);
+int gemv_rows(int64_t N, int split, bool swiglu);
+
+}  // namespace kiln::codegen::detail

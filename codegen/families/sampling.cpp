@@ -1,0 +1,107 @@
+// Sampling family (kernels/sample.cuh): the fused lm_head_sample (final norm,
+// LM head GEMV into the logits buffer, then sampling in the last block), and
+// the IR argmax of the unfused graph, which lowers to the same sampling step
+// over one row of logits (greedy when step->temperature <= 0, the IR's
+// semantics): the token goes to the output, step->out_token and tokens[0].
+#include <algorithm>
+
+#include "codegen/families/matmul.h"
+#include "codegen/kernels/launch.h"
+
+namespace kiln::codegen::detail {
+namespace {
+using ir::DType;
+using ir::OpKind;
+
+struct SamplingParams {
+  OpKind op = OpKind::ArgMax;
+  DType wdt = DType::F32, gdt = DType::F32;  // lm_head: weight and gain dtypes
+  int64_t K = 0, N = 0, R = 1;               // hidden, vocab (logits per row), rows (argmax)
+  double eps = 0;
+  int split = 1, rows = 1;                   // lm_head GEMV geometry (gemv_split / gemv_rows)
+  bool planes = false;
+};
+
+Kernel emit(const SamplingParams& p, bool compiled) {
+  Emit e{compiled, {}, {}};
+  Kernel k;
+  k.header = "sample.cuh";
+  k.block = launch::kSampleThreads;
+  if (p.op == OpKind::ArgMax) {
+    k.name = "kiln_sample_rows";
+    std::string x = e.in(0, "const float*"), y = e.out(0, "i32*"), toks = e.tokens(), st = e.step(true);
+    std::string R = e.i(p.R), N = e.i(p.N);
+    k.call = "k_sample_rows(" + x + ", " + y + ", " + toks + ", " + st + ", " + R + ", " + N + ")";
+    k.grid[0] = std::min<uint32_t>(cdiv(p.N, launch::kSampleThreads * launch::kSampleRowsItemsPerThread),
+                                   launch::kSampleRowsMaxBlocks);
+  } else {
+    k.name = "kiln_lm_head_sample_" + dt_lower(p.wdt) + "_g" + dt_lower(p.gdt) +
+             (p.split > 1 ? "_s" + std::to_string(p.split) : "") + (p.rows > 1 ? "_r" + std::to_string(p.rows) : "") +
+             (p.planes ? "_pl" : "");
+    std::string x = e.in(0, "const float*"), g = e.in(1, "const void*"), w = e.in(2, "const u8*");
+    std::string tok = e.out(0, "i32*"), lg = e.out(1, "float*");
+    std::string toks = e.tokens(), st = e.step(true);
+    std::string K = e.i(p.K), V = e.i(p.N), eps = e.f(p.eps);
+    k.call = "k_lm_head_sample<" + dt_macro(p.wdt) + ", " + dt_macro(p.gdt) + ", " + std::to_string(p.split) + ", " +
+             std::to_string(p.rows) + ", " + std::to_string(p.planes ? 1 : 0) + ">(" + x + ", " + g + ", " + w + ", " +
+             tok + ", " + lg + ", " + toks + ", " + st + ", " + K + ", " + V + ", " + eps + ")";
+    k.grid[0] = cdiv(p.N, (launch::kGemvWarps / p.split) * p.rows);
+  }
+  k.take(e);
+  return k;
+}
+
+SamplingParams sampling_params(const NodeCtx& c) {
+  SamplingParams p;
+  p.op = c.n.op;
+  if (c.n.op == OpKind::ArgMax) {
+    const ir::Value& x = c.in(0);
+    c.need_f32(x, "x");
+    p.N = x.shape.empty() ? 1 : c.dim(x, x.shape.size() - 1);
+    for (size_t i = 0; i + 1 < x.shape.size(); ++i) p.R *= c.dim(x.shape[i]);
+    if (p.R != 1)
+      throw Error(ErrorCode::kUnsupported,
+                  "codegen: argmax lowers to the sampling step, which takes one row of logits (got " +
+                      std::to_string(p.R) + ")");
+    return p;
+  }
+  const ir::Value &x = c.in(0), &g = c.in(1), &w = c.in(2);
+  c.need_f32(x, "x");
+  c.need_float(g, "gain");
+  p.K = c.dim(x, 1);
+  c.need_weight(w, p.K);
+  p.wdt = w.dtype;
+  p.gdt = g.dtype;
+  p.N = c.dim(w, 0);
+  p.eps = c.n.attr_float("eps");
+  p.split = gemv_split(p.K);
+  p.rows = gemv_rows(p.N, p.split, false);
+  p.planes = c.planes(2);
+  if (c.n.outputs.size() < 2)
+    throw Error(ErrorCode::kInvalidArgument,
+                "codegen: lm_head_sample needs its logits output [1,V] (outputs[1]) as scratch; the pass "
+                "that makes it must add one");
+  return p;
+}
+
+class SamplingFamily final : public Family {
+ public:
+  std::string_view name() const override { return "sampling"; }
+  bool selects(const NodeCtx& c) const override {
+    return c.n.op == OpKind::ArgMax || c.n.op == OpKind::LmHeadSample;
+  }
+  Kernel lower(const NodeCtx& c) const override { return emit(sampling_params(c), c.compiled()); }
+  std::vector<Kernel> eager_kernels(DType dt) const override {
+    if (dt != DType::F32) return {};
+    return {emit(SamplingParams{}, false)};  // argmax-as-sampling, in the f32 module
+  }
+};
+
+}  // namespace
+
+const Family& sampling_family() {
+  static const SamplingFamily f;
+  return f;
+}
+
+}  // namespace kiln::codegen::detail

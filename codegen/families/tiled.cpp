@@ -1,0 +1,51 @@
+// Tiled matmul family: matmul-family ops on prefill-sized steps, fp32 CUDA
+// cores; a K tile of weight rows is dequantised into shared memory once and
+// reused by kTileM tokens (kernels/tiled.cuh).
+#include "codegen/families/matmul.h"
+#include "codegen/kernels/launch.h"
+
+namespace kiln::codegen::detail {
+namespace {
+
+struct TiledParams {
+  MatmulOperands m;
+};
+
+Kernel emit(const TiledParams& p, bool compiled) {
+  const MatmulOperands& m = p.m;
+  Emit e{compiled, {}, {}};
+  Kernel k;
+  k.header = "tiled.cuh";
+  k.name = matmul_name(m, "tiled") + (m.planes ? "_pl" : "");
+  const std::string args = matmul_args(m, e);
+  k.call = "mm_tiled<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
+           std::to_string(m.flags) + ", " + std::to_string(m.planes ? 1 : 0) + ">(" + args + ")";
+  k.take(e);
+  k.block = launch::kTiledThreads;
+  const int cols = (m.flags & kMmSwiGlu) ? launch::kTileN / 2 : launch::kTileN;
+  k.grid = {cdiv(m.N, cols), cdiv(m.T, launch::kTileM), 1};
+  k.eager_module = m.wdt;
+  return k;
+}
+
+class TiledFamily final : public Family {
+ public:
+  std::string_view name() const override { return "tiled"; }
+  // Every matmul-family node the GEMV does not take (gemv.cpp).
+  bool selects(const NodeCtx& c) const override { return is_matmul_op(c.n.op) && !gemv_family().selects(c); }
+  Kernel lower(const NodeCtx& c) const override { return emit({matmul_operands(c)}, c.compiled()); }
+  std::vector<Kernel> eager_kernels(ir::DType dt) const override {
+    TiledParams p;
+    p.m.wdt = dt;
+    return {emit(p, false)};
+  }
+};
+
+}  // namespace
+
+const Family& tiled_family() {
+  static const TiledFamily f;
+  return f;
+}
+
+}  // namespace kiln::codegen::detail

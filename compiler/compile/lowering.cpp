@@ -1,0 +1,91 @@
+#include "compiler/compile/lowering.h"
+
+#include <set>
+
+#include <fmt/format.h>
+
+#include "schemas/kiln_step.h"
+
+namespace kiln::compile {
+
+ProgramShapes resolve_shapes(int64_t ctx_opt, int64_t max_tokens_opt, const std::vector<int64_t>& buckets_opt,
+                             int64_t model_context) {
+  ProgramShapes s;
+  s.ctx = ctx_opt > 0 ? ctx_opt : std::min<int64_t>(2048, model_context);
+  if (s.ctx > model_context)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--ctx {} exceeds the model's context length {}", s.ctx, model_context));
+  s.max_tokens = std::min<int64_t>(max_tokens_opt, s.ctx);
+  std::vector<int64_t> buckets = buckets_opt;
+  if (buckets.empty()) buckets = {16, 64, s.max_tokens};
+  std::set<int64_t> bset;
+  for (auto b : buckets)
+    if (b >= 2 && b <= s.max_tokens) bset.insert(b);
+  bset.insert(s.max_tokens);
+  s.buckets.assign(bset.begin(), bset.end());
+  return s;
+}
+
+std::string ProgramJob::name() const {
+  return fmt::format("{}_{}_{}", mode == ProgramMode::Compiled ? "compiled" : "eager",
+                     phase == plan::Phase::kDecode ? "decode" : "prefill", bucket());
+}
+
+std::vector<ProgramJob> program_jobs(const ir::Graph& compiled, const ir::Graph* eager, const ProgramShapes& shapes) {
+  std::vector<ProgramJob> jobs;
+  auto add = [&](const ir::Graph* g, ProgramMode mode) {
+    jobs.push_back({g, mode, plan::Phase::kDecode, ir::DimBindings{1, shapes.ctx, 1}});
+    for (auto b : shapes.buckets) jobs.push_back({g, mode, plan::Phase::kPrefill, ir::DimBindings{b, shapes.ctx, 1}});
+  };
+  add(&compiled, ProgramMode::Compiled);
+  if (eager) add(eager, ProgramMode::Eager);
+  return jobs;
+}
+
+uint32_t KernelTable::add(const codegen::KernelSource& k) {
+  auto [it, fresh] = index_.try_emplace({k.hash, k.entry}, static_cast<uint32_t>(sources_.size()));
+  if (fresh) sources_.push_back(k);
+  return it->second;
+}
+
+plan::ProgramSpec lower_program(const ProgramJob& job, const codegen::Target& target,
+                                const BufferAssignment& buffers, KernelTable& kernels) {
+  const ir::Graph& g = *job.g;
+  plan::ProgramSpec ps;
+  ps.mode = job.mode;
+  ps.phase = job.phase;
+  ps.bucket = static_cast<uint32_t>(job.bucket());
+  ps.name = job.name();
+  for (const auto& n : g.nodes()) {
+    codegen::Lowered low = codegen::lower(g, n, job.dims, target, job.mode);
+    plan::LaunchSpec ls;
+    ls.kernel = kernels.add(low.kernel);
+    ls.grid = low.grid;
+    ls.block = low.block;
+    ls.smem = low.smem;
+    ls.label = std::string(ir::op_info(n.op).name) + " -> " + g.value(n.outputs[0]).name;
+    for (const auto& p : low.params) {
+      switch (p.kind) {
+        case codegen::ParamKind::Input: {
+          const size_t i = static_cast<size_t>(p.index);
+          ls.args.push_back(buffers.value(n.inputs.at(i), codegen::input_layout(g, n, i, job.mode, target)));
+          break;
+        }
+        case codegen::ParamKind::Output:
+          ls.args.push_back(buffers.value(n.outputs.at(static_cast<size_t>(p.index))));
+          break;
+        case codegen::ParamKind::Step: ls.args.push_back(buffers.step()); break;
+        case codegen::ParamKind::Tokens: ls.args.push_back(buffers.tokens()); break;
+        case codegen::ParamKind::I32: ls.args.push_back(plan::ArgSpec::i32(static_cast<int32_t>(p.i))); break;
+        case codegen::ParamKind::F32: ls.args.push_back(plan::ArgSpec::f32(p.f)); break;
+      }
+    }
+    ps.launches.push_back(std::move(ls));
+  }
+  auto logits = g.find_value("logits");
+  ps.logits_offset = logits ? buffers.value(*logits).offset : 0;
+  ps.token_offset = buffers.slots().step + KILN_STEP_OFFSETOF(out_token);
+  return ps;
+}
+
+}  // namespace kiln::compile

@@ -1,0 +1,38 @@
+// kiln-run: the runtime-only command line a deployment ships with its plans.
+// Runs, benchmarks and inspects compiled plans; links the runtime only (no
+// compiler, NVRTC or cuBLAS). Verbs, flags and output are those of `kiln run`,
+// `kiln bench` and `kiln inspect x.plan` (one implementation, runtime/cli/).
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+
+#include "runtime/cli/cli.h"
+#include "runtime/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "kiln-run: run a compiled kiln plan on an NVIDIA GPU (plans come from `kiln compile`).\n\n"
+      "Typical use:\n"
+      "  kiln-run run m.plan -p \"Once upon a time\"     generate on the GPU (--chat for a conversation)\n"
+      "  kiln-run bench m.plan                          compiled vs eager latency\n"
+      "  kiln-run inspect m.plan                        target, kernels, programs, arena, memory budget\n",
+      "kiln-run"};
+  app.set_version_flag("--version", std::string("kiln-run ") + KILN_VERSION);
+  app.require_subcommand(1);
+  kiln::rt::cli::register_run(app);
+  kiln::rt::cli::register_bench(app);
+  kiln::rt::cli::register_inspect_plan(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const kiln::rt::Error& e) {
+    std::fprintf(stderr, "kiln-run: error: %s\n", e.what());
+    return e.code() == kiln::rt::ErrorCode::kDevice ? 3 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln-run: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,262 @@
+// `bench`: compiled vs eager latency on the same plan, prefill and decode
+// reported separately, with the device's measured roofline next to each figure.
+// cuBLAS (for the tensor-core rate only) is loaded with dlopen when measuring,
+// so the runtime links neither libcublas nor anything that needs it; the
+// header is used for its types and signatures only.
+#include <cublas_v2.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/cli/cli.h"
+#include "runtime/kiln_runtime.h"
+
+namespace kiln::rt::cli {
+
+namespace {
+using rt::cuda::check;
+
+double pct(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+// Median CUDA-event time of `fn` over `runs` runs after `warmup` untimed ones.
+template <typename Fn>
+double median_event_ms(Fn fn, int warmup, int runs) {
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "cudaEventCreate");
+  check(cudaEventCreate(&e1), "cudaEventCreate");
+  std::vector<double> ms;
+  for (int i = 0; i < warmup + runs; ++i) {
+    cudaEventRecord(e0);
+    fn();
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (i >= warmup) ms.push_back(t);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return pct(ms, 0.5);
+}
+
+// Device-to-device copy bandwidth, counting bytes read plus bytes written.
+double measure_copy_gbps() {
+  const size_t bytes = 1ull << 30;
+  void *a = nullptr, *b = nullptr;
+  check(cudaMalloc(&a, bytes), "cudaMalloc(bench)");
+  check(cudaMalloc(&b, bytes), "cudaMalloc(bench)");
+  check(cudaMemset(a, 1, bytes), "cudaMemset");
+  const double ms = median_event_ms([&] { cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice); }, 2, 10);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (ms * 1e-3) / 1e9;
+}
+
+// The three cuBLAS entry points the roofline needs, from a dlopen'ed libcublas
+// (the major version of the headers first, then any). Null when absent.
+struct Cublas {
+  decltype(&cublasCreate_v2) create = nullptr;
+  decltype(&cublasDestroy_v2) destroy = nullptr;
+  cublasStatus_t (*gemm)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*, const void*,
+                         cudaDataType, int, const void*, cudaDataType, int, const void*, void*, cudaDataType, int,
+                         cublasComputeType_t, cublasGemmAlgo_t) = nullptr;  // cublasGemmEx (C++ overloads it)
+};
+
+const Cublas* load_cublas() {
+  static const Cublas* const api = []() -> const Cublas* {
+    const std::string so = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
+    std::vector<std::string> candidates = {so, "libcublas.so"};
+    if (const char* home = std::getenv("CUDA_HOME")) candidates.push_back(std::string(home) + "/lib64/" + so);
+    candidates.push_back("/usr/local/cuda/lib64/" + so);
+    for (const auto& name : candidates) {
+      void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (!h) continue;
+      static Cublas c;
+      c.create = reinterpret_cast<decltype(c.create)>(dlsym(h, "cublasCreate_v2"));
+      c.destroy = reinterpret_cast<decltype(c.destroy)>(dlsym(h, "cublasDestroy_v2"));
+      c.gemm = reinterpret_cast<decltype(c.gemm)>(dlsym(h, "cublasGemmEx"));
+      if (c.create && c.destroy && c.gemm) return &c;  // the library stays loaded for the process
+      dlclose(h);
+    }
+    return nullptr;
+  }();
+  return api;
+}
+
+// Dense bf16 tensor-core rate through cuBLAS (8192^3), the FLOP ceiling; 0
+// (with a note on stderr) when libcublas cannot be loaded.
+double measure_tensor_tflops() {
+  const Cublas* cb = load_cublas();
+  if (!cb) {
+    std::fprintf(stderr, "tensor-core rate not measured: libcublas not found\n");
+    return 0;
+  }
+  cublasHandle_t h;
+  if (cb->create(&h) != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "tensor-core rate not measured: cublasCreate failed\n");
+    return 0;
+  }
+  const int n = 8192;
+  void *A, *B, *C;
+  size_t bytes = size_t(n) * n * 2;
+  check(cudaMalloc(&A, bytes), "cudaMalloc");
+  check(cudaMalloc(&B, bytes), "cudaMalloc");
+  check(cudaMalloc(&C, bytes), "cudaMalloc");
+  check(cudaMemset(A, 0x3c, bytes), "cudaMemset");  // 0x3c3c: a finite, non-zero bf16
+  check(cudaMemset(B, 0x3c, bytes), "cudaMemset");
+  float alpha = 1, beta = 0;
+  const double ms = median_event_ms(
+      [&] {
+        cb->gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n, &beta, C,
+                 CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      },
+      2, 6);
+  cb->destroy(h);
+  cudaFree(A);
+  cudaFree(B);
+  cudaFree(C);
+  return 2.0 * n * n * double(n) / (ms * 1e-3) / 1e12;
+}
+
+struct BenchArgs {
+  std::string plan;
+  int prompt_tokens = 128, gen = 64, repeats = 5, warmup = 1, device = 0;
+  bool json = false, compiled_only = false, eager_only = false;
+};
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench",
+                                 "Compiled vs eager latency on one plan: load, time to first token, time per output\n"
+                                 "token (p50/p99), decode and prefill tokens/s, against the GPU's measured roofline.\n"
+                                 "Example: " + app.get_name() + " bench model.plan --json");
+  auto a = std::make_shared<BenchArgs>();
+  // No CLI::ExistingFile: a missing plan is the runtime's kIo error (exit 1, names the fix).
+  cmd->add_option("plan", a->plan, "plan file")->required();
+  cmd->add_option("--prompt-tokens", a->prompt_tokens, "prompt length (random token ids)")->capture_default_str();
+  cmd->add_option("--gen", a->gen, "tokens generated per run")->capture_default_str();
+  cmd->add_option("--repeats", a->repeats, "timed runs (median reported)")->capture_default_str();
+  cmd->add_option("--warmup", a->warmup, "untimed runs first")->capture_default_str();
+  cmd->add_option("--device", a->device, "CUDA device index");
+  cmd->add_flag("--json", a->json, "print JSON only");
+  cmd->add_flag("--compiled-only", a->compiled_only, "skip eager");
+  cmd->add_flag("--eager-only", a->eager_only, "skip compiled");
+  cmd->callback([a] {
+    auto t0 = std::chrono::steady_clock::now();
+    rt::EngineOptions eo;
+    eo.device = a->device;
+    auto model = rt::Model::load(a->plan, eo);
+    double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    auto& eng = model->engine();
+    const auto& mc = model->plan().model();
+    const int ctx = model->context_length();
+    const int P = std::min(a->prompt_tokens, ctx - a->gen - 1);
+    if (P < 1) throw rt::Error(rt::ErrorCode::kInvalidArgument, "--prompt-tokens + --gen exceed the plan's context");
+    std::mt19937 rng(1234);
+    std::vector<int32_t> prompt(static_cast<size_t>(P));
+    for (auto& t : prompt) t = static_cast<int32_t>(rng() % mc.vocab());
+
+    // Roofline inputs: weights read per decode step, parameters for FLOPs.
+    double n_params = 0;
+    for (const auto* w : model->plan().weights()) {
+      double e = 1;
+      for (auto d : *w->shape()) e *= static_cast<double>(d);
+      n_params += e;
+    }
+    const double weight_bytes = static_cast<double>(model->plan().weights_size());
+    const double copy_gbps = measure_copy_gbps();
+    const double tc_tflops = measure_tensor_tflops();
+
+    nlohmann::json out;
+    out["plan"] = a->plan;
+    out["device"] = eng.device().name;
+    out["sm"] = eng.device().sm;
+    out["model"] = mc.name() ? mc.name()->str() : "";
+    out["prompt_tokens"] = P;
+    out["gen_tokens"] = a->gen;
+    out["repeats"] = a->repeats;
+    out["load_s"] = load_s;
+    out["graph_instantiate_s"] = eng.graph_seconds();
+    out["roofline"] = {{"device_copy_GBps", copy_gbps},
+                       {"bf16_tensor_TFLOPs", tc_tflops},
+                       {"weights_bytes", weight_bytes},
+                       {"params", n_params}};
+    rt::Session s = model->session();
+    for (int m = 0; m < 2; ++m) {
+      auto mode = m == 0 ? rt::ProgramMode::Compiled : rt::ProgramMode::Eager;
+      if ((m == 0 && a->eager_only) || (m == 1 && a->compiled_only) || !eng.has_mode(mode)) continue;
+      rt::GenerateOptions go;
+      go.max_new_tokens = a->gen;
+      go.mode = mode;
+      go.stop_at_eog = false;
+      auto sink = [](int32_t, std::string_view) { return true; };
+      for (int i = 0; i < a->warmup; ++i) s.generate(prompt, go, sink);
+      std::vector<double> ttft, prefill_gpu, tpot, tpot_gpu;
+      for (int i = 0; i < a->repeats; ++i) {
+        auto st = s.generate(prompt, go, sink);
+        ttft.push_back(st.prefill_s * 1e3);
+        prefill_gpu.push_back(st.prefill_gpu_ms);
+        tpot.insert(tpot.end(), st.decode_ms.begin(), st.decode_ms.end());
+        tpot_gpu.insert(tpot_gpu.end(), st.decode_gpu_ms.begin(), st.decode_gpu_ms.end());
+      }
+      const double tp50 = pct(tpot, 0.5), tgpu = pct(tpot_gpu, 0.5), ttft50 = pct(ttft, 0.5);
+      const double kv_bytes = 2.0 * mc.n_layers() * mc.n_kv_heads() * mc.head_dim() * 4.0 * (P + a->gen / 2.0);
+      const double step_bytes = weight_bytes + kv_bytes;
+      const double prefill_flops = 2.0 * n_params * P;
+      nlohmann::json r;
+      r["ttft_ms_p50"] = ttft50;
+      r["prefill_gpu_ms_p50"] = pct(prefill_gpu, 0.5);
+      r["prefill_tok_s"] = P / (ttft50 * 1e-3);
+      r["tpot_ms_p50"] = tp50;
+      r["tpot_ms_p99"] = pct(tpot, 0.99);
+      r["tpot_gpu_ms_p50"] = tgpu;
+      r["decode_tok_s"] = tp50 > 0 ? 1e3 / tp50 : 0;
+      r["decode_bytes_per_token"] = step_bytes;
+      r["decode_achieved_GBps"] = tgpu > 0 ? step_bytes / (tgpu * 1e-3) / 1e9 : 0;
+      r["decode_fraction_of_copy_bw"] = tgpu > 0 ? step_bytes / (tgpu * 1e-3) / 1e9 / copy_gbps : 0;
+      r["decode_floor_ms"] = step_bytes / (copy_gbps * 1e9) * 1e3;
+      r["prefill_TFLOPs"] = prefill_flops / (pct(prefill_gpu, 0.5) * 1e-3) / 1e12;
+      r["prefill_fraction_of_tensor_rate"] = tc_tflops > 0 ? r["prefill_TFLOPs"].get<double>() / tc_tflops : 0;
+      out[m == 0 ? "compiled" : "eager"] = r;
+    }
+    if (out.contains("compiled") && out.contains("eager")) {
+      out["speedup_decode"] = out["eager"]["tpot_ms_p50"].get<double>() / out["compiled"]["tpot_ms_p50"].get<double>();
+      out["speedup_ttft"] = out["eager"]["ttft_ms_p50"].get<double>() / out["compiled"]["ttft_ms_p50"].get<double>();
+    }
+    if (a->json) {
+      std::printf("%s\n", out.dump(2).c_str());
+      return;
+    }
+    std::printf("%s on %s (sm_%d): prompt %d tokens, %d generated, median of %d runs\n", out["model"].get<std::string>().c_str(),
+                eng.device().name.c_str(), eng.device().sm, P, a->gen, a->repeats);
+    char tc[32] = "not measured";
+    if (tc_tflops > 0) std::snprintf(tc, sizeof tc, "%.0f TFLOP/s", tc_tflops);
+    std::printf("roofline: copy %.0f GB/s, bf16 tensor %s; decode floor %.3f ms/token (%.1f MB/token)\n",
+                copy_gbps, tc, (weight_bytes) / (copy_gbps * 1e9) * 1e3, weight_bytes / 1e6);
+    std::printf("%-9s %10s %12s %12s %12s %12s %12s\n", "mode", "TTFT ms", "prefill t/s", "TPOT p50", "TPOT p99",
+                "decode t/s", "% copy BW");
+    for (const char* m : {"compiled", "eager"}) {
+      if (!out.contains(m)) continue;
+      const auto& r = out[m];
+      std::printf("%-9s %10.2f %12.0f %12.3f %12.3f %12.0f %11.1f%%\n", m, r["ttft_ms_p50"].get<double>(),
+                  r["prefill_tok_s"].get<double>(), r["tpot_ms_p50"].get<double>(), r["tpot_ms_p99"].get<double>(),
+                  r["decode_tok_s"].get<double>(), 100 * r["decode_fraction_of_copy_bw"].get<double>());
+    }
+    if (out.contains("speedup_decode"))
+      std::printf("compiled vs eager: decode %.2fx, TTFT %.2fx; load %.2f s (graphs %.2f s)\n",
+                  out["speedup_decode"].get<double>(), out["speedup_ttft"].get<double>(), load_s, eng.graph_seconds());
+  });
+}
+
+}  // namespace kiln::rt::cli

@@ -1,0 +1,321 @@
+// The compile driver on a machine with no GPU (CI): GGUF -> plan for every
+// supported SM, the plan verifies and describes a fused + eager program set,
+// and bad requests fail with errors that name the cause without touching an
+// existing plan.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "codegen/codegen.h"
+#include "compiler/compile/compile.h"
+#include "compiler/gguf/gguf.h"
+#include "ir/dequant.h"
+#include "ir/dtype.h"
+#include "compiler/tools/synth/model.h"
+#include "runtime/cuda/cuda_api.h"
+#include "runtime/kiln_runtime.h"
+#include "runtime/plan/describe.h"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+
+namespace {
+
+fs::path scratch() {
+  auto p = fs::temp_directory_path() / ("kiln_compile_test_" + std::to_string(::getpid()));
+  fs::create_directories(p);
+  return p;
+}
+
+fs::path tiny(const std::string& type) {
+  fs::path p = scratch() / ("tiny_" + type + ".gguf");
+  if (!fs::exists(p)) {
+    synth::SynthOptions so;
+    so.type = type;
+    so.seed = 3;
+    synth::build_model(so).write(p.string());
+  }
+  return p;
+}
+
+compile::CompileOptions opts(const fs::path& gguf, const std::string& out, int sm = 90) {
+  compile::CompileOptions o;
+  o.model_path = gguf.string();
+  o.out_path = (scratch() / out).string();
+  o.sm = sm;
+  o.ctx = 256;
+  o.max_tokens = 64;
+  o.cache_dir = (scratch() / "kcache").string();
+  return o;
+}
+
+fs::path model_dir() {
+  const char* d = std::getenv("KILN_MODEL_DIR");
+  return d ? fs::path(d) : fs::path(KILN_SOURCE_DIR) / ".cache" / "models";
+}
+
+}  // namespace
+
+TEST(Compile, TinyPlanHasFusedAndEagerProgramsThatVerify) {
+  auto o = opts(tiny("q4_1"), "tiny.plan");
+  auto rep = compile::compile_model(o);
+  rt::Plan plan = rt::Plan::load(o.out_path);  // header, hashes, flatbuffer and semantic checks
+  EXPECT_EQ(plan.target_sm(), 90u);
+  EXPECT_EQ(plan.model().context_length(), 256u);
+  // decode 1 + prefill buckets {16, 64} for each of compiled and eager
+  std::set<std::string> names;
+  for (const auto* p : plan.programs()) names.insert(p->name()->str());
+  EXPECT_EQ(names, (std::set<std::string>{"compiled_decode_1", "compiled_prefill_16", "compiled_prefill_64",
+                                          "eager_decode_1", "eager_prefill_16", "eager_prefill_64"}));
+  const auto* cd = plan.find_program(fb::ProgramMode::Compiled, fb::Phase::Decode, 1);
+  const auto* ed = plan.find_program(fb::ProgramMode::Eager, fb::Phase::Decode, 1);
+  ASSERT_TRUE(cd && ed);
+  // Fusion: 6 kernels per layer + embed + lm_head_sample, vs one per IR op.
+  const uint32_t layers = plan.model().n_layers();
+  EXPECT_EQ(cd->launches()->size(), 6 * layers + 2);
+  EXPECT_GT(ed->launches()->size(), 2 * cd->launches()->size());
+  EXPECT_EQ(rep.n_launches_compiled_decode, cd->launches()->size());
+  // Every kernel carries a CUBIN for the target and PTX for JIT.
+  for (const auto* k : plan.kernels()) {
+    EXPECT_GT(k->cubin()->size(), 0u) << k->name()->str();
+    EXPECT_GT(k->ptx()->size(), 0u) << k->name()->str();
+    EXPECT_EQ(k->sm(), 90u);
+  }
+  // KV cache: 2 states per layer, f32 [ctx, n_kv * head_dim].
+  const auto& m = plan.model();
+  ASSERT_EQ(plan.arena().kv()->size(), 2 * layers);
+  for (const auto* s : *plan.arena().kv())
+    EXPECT_EQ(s->size(), 4ull * 256 * m.n_kv_heads() * m.head_dim()) << s->name()->str();
+  EXPECT_EQ(plan.budget().total_bytes(), plan.budget().weights_bytes() + plan.budget().arena_bytes());
+  // The runtime's plain view of the same plan.
+  rt::EngineInputs in = rt::engine_inputs(plan);
+  EXPECT_EQ(in.programs.size(), 6u);
+  EXPECT_EQ(in.vocab, int32_t(m.vocab()));
+  EXPECT_GT(in.arena.kv_size, 0u);
+}
+
+TEST(Compile, EveryWeightTypeCompiles) {
+  for (const std::string t : {"f32", "f16", "bf16", "q4_0", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k",
+                              "q6_k", "q4_k_m"}) {
+    auto o = opts(tiny(t), "tiny_" + t + ".plan");
+    ASSERT_NO_THROW(compile::compile_model(o)) << t;
+    EXPECT_NO_THROW(rt::Plan::load(o.out_path)) << t;
+  }
+}
+
+TEST(Compile, EverySupportedTargetCompiles) {
+  for (int sm : codegen::supported_sms()) {
+    auto o = opts(tiny("q8_0"), "tiny_sm" + std::to_string(sm) + ".plan", sm);
+    o.eager = false;
+    ASSERT_NO_THROW(compile::compile_model(o)) << "sm_" << sm;
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    EXPECT_EQ(plan.target_sm(), uint32_t(sm));
+    for (const auto* p : plan.programs()) EXPECT_EQ(p->mode(), fb::ProgramMode::Compiled);
+  }
+}
+
+TEST(Compile, ContextLargerThanTheModelIsRefused) {
+  auto o = opts(tiny("q8_0"), "too_long.plan");
+  o.ctx = 1 << 30;
+  try {
+    compile::compile_model(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("--ctx"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(o.out_path));
+}
+
+TEST(Compile, UnknownTargetNamesTheSupportedOnes) {
+  try {
+    compile::resolve_target("sm_61");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sm_90"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(compile::resolve_target("sm_86"), 86);
+}
+
+// Gemma 3 is a real model kiln does not support yet: the error names the
+// architecture and what is supported, and an existing plan is left untouched.
+TEST(Compile, UnsupportedArchitectureKeepsExistingPlan) {
+  fs::path gemma = model_dir() / "gemma-3-270m-q4_k_m.gguf";
+  ASSERT_TRUE(fs::exists(gemma)) << gemma << " missing: run ./fetch_models.sh";
+  auto o = opts(gemma, "existing.plan");
+  { std::ofstream(o.out_path) << "precious"; }
+  try {
+    compile::compile_model(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("gemma3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("llama"), std::string::npos) << msg;
+  }
+  std::ifstream in(o.out_path);
+  std::string content((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(content, "precious");
+}
+
+// Without a GPU, loading a plan verifies it and then says plainly that running needs a GPU.
+TEST(Compile, LoadingWithoutGpuSaysSo) {
+  std::string why;
+  if (rt::cuda::probe_device(0, &why)) GTEST_SKIP() << "a GPU is present: tests/gpu covers loading";
+  auto o = opts(tiny("q8_0"), "nogpu.plan");
+  compile::compile_model(o);
+  try {
+    rt::Model::load(o.out_path, {});
+    FAIL() << "expected an error";
+  } catch (const rt::Error& e) {
+    EXPECT_EQ(e.code(), rt::ErrorCode::kDevice);
+    EXPECT_NE(std::string(e.what()).find("need an NVIDIA GPU"), std::string::npos) << e.what();
+  }
+}
+
+// Compiled programs read q4_0/q4_1/q8_0/q4_K weights repacked into "planes"
+// (codegen.h); eager programs read GGUF blocks from blobs of their own. Every
+// planes blob unpacks to exactly the GGUF bytes of its source tensors.
+// (opt-in: CompileOptions::weight_layout = "planes", --weight-layout planes;
+// the default plan below stays "ggml".)
+TEST(Compile, CompiledWeightsAreRepackedIntoPlanes) {
+  {
+    auto o = opts(tiny("q8_0"), "tiny_default_layout.plan");
+    ASSERT_NO_THROW(compile::compile_model(o));
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    for (const auto* w : plan.weights()) EXPECT_EQ(w->layout()->str(), codegen::kLayoutGgml) << w->name()->str();
+  }
+  for (const std::string t : {"q8_0", "q4_1", "q4_k_m", "q4_0"}) {
+    auto o = opts(tiny(t), "tiny_planes_" + t + ".plan");
+    o.weight_layout = "planes";
+    ASSERT_NO_THROW(compile::compile_model(o)) << t;
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    gguf::File gf = gguf::File::open(tiny(t).string());
+    int planes = 0;
+    std::set<std::string> planes_sources, ggml_sources;
+    for (const auto* w : plan.weights()) {
+      const std::string layout = w->layout()->str(), name = w->name()->str();
+      const std::string source = name.substr(0, name.find('@'));
+      const auto dt = ir::dtype_from_name(w->dtype()->str());
+      ASSERT_TRUE(dt.has_value()) << name;
+      EXPECT_TRUE(codegen::layout_supported(*dt, layout)) << name << " " << layout;
+      if (layout == codegen::kLayoutGgml) {
+        ggml_sources.insert(source);
+        continue;
+      }
+      ++planes;
+      planes_sources.insert(source);
+      ASSERT_EQ(w->shape()->size(), 2u) << name;
+      const int64_t rows = w->shape()->Get(0), K = w->shape()->Get(1);
+      EXPECT_EQ(w->size(), ir::row_bytes(*dt, K) * static_cast<uint64_t>(rows)) << name;
+      std::vector<uint8_t> gg;  // the source tensors' GGUF bytes, concatenated
+      size_t start = 0;
+      while (true) {
+        const size_t p = source.find('+', start);
+        const auto* ti = gf.find_tensor(source.substr(start, p == std::string::npos ? p : p - start));
+        ASSERT_NE(ti, nullptr) << source;
+        gg.insert(gg.end(), ti->data, ti->data + ti->n_bytes);
+        if (p == std::string::npos) break;
+        start = p + 1;
+      }
+      const auto bytes = plan.weight_bytes(*w);
+      ASSERT_EQ(bytes.size(), gg.size()) << name;
+      std::vector<uint8_t> back(gg.size());
+      codegen::unpack(*dt, layout, rows, K, bytes.data(), back.data());
+      EXPECT_TRUE(back == gg) << name << ": planes blob does not unpack to the GGUF bytes";
+      EXPECT_FALSE(std::vector<uint8_t>(bytes.begin(), bytes.end()) == gg) << name;
+    }
+    EXPECT_GT(planes, 0) << t;
+    // Each program reads weights only from blobs in the layout its kernels take.
+    for (const auto* p : plan.programs()) {
+      const bool compiled = p->mode() == fb::ProgramMode::Compiled;
+      for (const auto* l : *p->launches())
+        for (const auto* a : *l->args()) {
+          if (a->kind() != fb::ArgKind::Ptr || a->region() != fb::Region::Weights) continue;
+          const fb::WeightBlob* blob = nullptr;
+          for (const auto* w : plan.weights())
+            if (a->offset() >= w->offset() && a->offset() < w->offset() + w->size()) blob = w;
+          ASSERT_NE(blob, nullptr) << l->label()->str();
+          if (blob->layout()->str() != codegen::kLayoutGgml) {
+            EXPECT_TRUE(compiled) << p->name()->str() << " " << l->label()->str() << " reads a repacked blob";
+            EXPECT_EQ(a->offset(), blob->offset()) << "a repacked blob is never read through a view";
+          }
+        }
+    }
+    // The eager program still finds each repacked source in GGUF layout.
+    for (const auto& s : planes_sources) {
+      if (s.find('+') != std::string::npos) continue;
+      EXPECT_TRUE(ggml_sources.count(s)) << t << " " << s;
+    }
+  }
+}
+
+// Every output-changing option is recorded in the plan and shown by
+// `kiln inspect` (rt::describe): two compiles that differ only in
+// --weight-layout record different options and hold different weights.
+TEST(Compile, CompileOptionsAreRecordedAndInspectShowsThem) {
+  std::map<std::string, std::string> described;
+  std::map<std::string, uint64_t> weights_hash;
+  for (const std::string layout : {"ggml", "planes"}) {
+    auto o = opts(tiny("q8_0"), "tiny_options_" + layout + ".plan");
+    o.weight_layout = layout;
+    o.command_line = "kiln compile tiny.gguf --weight-layout " + layout;
+    compile::compile_model(o);
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    EXPECT_GE(plan.format_minor(), 1u);  // 1.1: Plan.compile_options
+    const fb::CompileOptionsRecord* r = plan.root().compile_options();
+    ASSERT_NE(r, nullptr) << layout;
+    EXPECT_EQ(r->weight_layout()->str(), layout);
+    EXPECT_EQ(r->target_sm(), 90u);
+    EXPECT_EQ(r->context_length(), 256u);
+    EXPECT_EQ(r->max_tokens(), 64u);
+    ASSERT_NE(r->buckets(), nullptr);
+    EXPECT_EQ(std::vector<uint32_t>(r->buckets()->begin(), r->buckets()->end()), (std::vector<uint32_t>{16, 64}));
+    EXPECT_TRUE(r->eager());
+    EXPECT_EQ(r->disabled_passes()->size(), 0u);
+    EXPECT_EQ(r->command_line()->str(), o.command_line);
+    described[layout] = rt::describe(plan);
+    weights_hash[layout] = plan.header().weights_hash;
+  }
+  EXPECT_NE(described["ggml"].find("weight layout ggml"), std::string::npos) << described["ggml"];
+  EXPECT_NE(described["planes"].find("weight layout planes"), std::string::npos) << described["planes"];
+  EXPECT_EQ(described["ggml"].find("weight layout planes"), std::string::npos);
+  EXPECT_NE(described["planes"].find("--weight-layout planes"), std::string::npos);
+  EXPECT_NE(described["ggml"].find("context       256 (max tokens 64; prefill buckets 16, 64)"), std::string::npos)
+      << described["ggml"];
+  EXPECT_NE(weights_hash["ggml"], weights_hash["planes"]);
+
+  // --no-eager and --disable-pass are recorded too.
+  auto o = opts(tiny("q8_0"), "tiny_options_noeager.plan");
+  o.eager = false;
+  o.pipeline.disable = {"fuse-residual"};
+  compile::compile_model(o);
+  rt::Plan plan = rt::Plan::load(o.out_path);
+  const fb::CompileOptionsRecord* r = plan.root().compile_options();
+  ASSERT_NE(r, nullptr);
+  EXPECT_FALSE(r->eager());
+  ASSERT_EQ(r->disabled_passes()->size(), 1u);
+  EXPECT_EQ(r->disabled_passes()->Get(0)->str(), "fuse-residual");
+  const std::string d = rt::describe(plan);
+  EXPECT_NE(d.find("eager         no (--no-eager)"), std::string::npos) << d;
+  EXPECT_NE(d.find("disabled      fuse-residual"), std::string::npos) << d;
+}
+
+TEST(Compile, UnknownWeightLayoutIsRefused) {
+  auto o = opts(tiny("q8_0"), "bad_layout.plan");
+  o.weight_layout = "tiles";
+  try {
+    compile::compile_model(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("--weight-layout 'tiles'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("ggml, planes"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(fs::exists(o.out_path));
+}

@@ -1,0 +1,217 @@
+// The full default pipeline preserves the model's meaning: the reference
+// interpreter gives the same logits (relative L2 error < 1e-5) and the same
+// greedy token on the unfused and the fused graph, over a prefill and three
+// decode steps sharing the KV cache. Also: the fused SmolLM2 graph has the
+// expected 6 ops per layer.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "compiler/frontend/frontend.h"
+#include "compiler/gguf/gguf.h"
+#include "compiler/gguf/weight_source.h"
+#include "compiler/passes/pipeline.h"
+#include "compiler/tools/synth/model.h"
+#include "ir/interpreter.h"
+
+namespace {
+
+using kiln::ir::Graph;
+using kiln::ir::OpKind;
+using kiln::ir::Tensor;
+
+// The graph the compile driver feeds the pipeline: the frontend's plus greedy sampling.
+Graph with_sampling(Graph g) {
+  auto logits = g.find_value("logits");
+  EXPECT_TRUE(logits.has_value());
+  auto next = g.add_node(OpKind::ArgMax, {*logits}, {}, "next_token", kiln::ir::DType::I32,
+                         {kiln::ir::Dim::fixed(1)});
+  g.mark_output(next);
+  kiln::ir::verify(g);
+  return g;
+}
+
+std::map<std::string, int> op_counts(const Graph& g) {
+  std::map<std::string, int> c;
+  for (const auto& n : g.nodes()) c[std::string(kiln::ir::op_info(n.op).name)]++;
+  return c;
+}
+
+double rel_l2(const std::vector<float>& ref, const std::vector<float>& got) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num += (double(ref[i]) - got[i]) * (double(ref[i]) - got[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / den);
+}
+
+// Runs unfused and fused side by side: prefill `prompt`, then `decode_steps`
+// greedy steps, comparing logits and tokens at every step.
+void compare_runs(const Graph& unfused, const Graph& fused, const kiln::ir::WeightSource& ws,
+                  std::vector<int32_t> prompt, int decode_steps) {
+  kiln::ir::Interpreter a(unfused, ws), b(fused, ws);
+  std::vector<int32_t> toks = prompt;
+  int32_t pos0 = 0;
+  for (int step = 0; step <= decode_steps; ++step) {
+    std::vector<int32_t> positions;
+    for (size_t i = 0; i < toks.size(); ++i) positions.push_back(pos0 + static_cast<int32_t>(i));
+    std::map<std::string, Tensor> in{{"tokens", Tensor::from_i32(toks)}, {"positions", Tensor::from_i32(positions)}};
+    auto ra = a.run(in);
+    auto rb = b.run(in);
+    ASSERT_TRUE(ra.count("logits") && rb.count("logits") && ra.count("next_token") && rb.count("next_token"));
+    const auto &la = ra["logits"].f32, &lb = rb["logits"].f32;
+    ASSERT_EQ(la.size(), lb.size());
+    double err = rel_l2(la, lb);
+    EXPECT_LT(err, 1e-5) << "step " << step;
+    int32_t ta = ra["next_token"].i32.at(0), tb = rb["next_token"].i32.at(0);
+    EXPECT_EQ(ta, tb) << "step " << step;
+    // And the token is the argmax (first max) of the logits.
+    EXPECT_EQ(ta, static_cast<int32_t>(std::max_element(la.begin(), la.end()) - la.begin()));
+    pos0 += static_cast<int32_t>(toks.size());
+    toks = {tb};
+  }
+}
+
+TEST(PipelineSemantics, TinyLlamaPrefillAndDecode) {
+  for (const char* type : {"q4_1", "q8_0"}) {
+    SCOPED_TRACE(type);
+    auto bytes = kiln::synth::build_model({.geometry = "tiny", .type = type, .seed = 11}).to_bytes();
+    auto f = kiln::gguf::File::from_bytes(std::move(bytes));
+    auto cfg = kiln::frontend::read_config(f);
+    Graph g = with_sampling(kiln::frontend::build_graph(f, cfg, {.max_tokens = 8, .max_context = 32}));
+    Graph fused = kiln::passes::run_pipeline(g, kiln::passes::default_pipeline(), {});
+
+    auto c = op_counts(fused);
+    const int L = static_cast<int>(cfg.n_layers);
+    EXPECT_EQ(c["rms_matmul"], L);
+    EXPECT_EQ(c["rope_store"], L);
+    EXPECT_EQ(c["attention"], L);
+    EXPECT_EQ(c["matmul_add"], 2 * L);
+    EXPECT_EQ(c["rms_matmul_swiglu"], L);
+    EXPECT_EQ(c["embed"], 1);
+    EXPECT_EQ(c["lm_head_sample"], 1);
+    EXPECT_EQ(fused.nodes().size(), static_cast<size_t>(6 * L + 2));
+
+    std::mt19937 rng(1234);
+    std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(cfg.vocab) - 1);
+    std::vector<int32_t> prompt(6);
+    for (auto& t : prompt) t = tok(rng);
+    compare_runs(g, fused, kiln::gguf::weight_source(f), prompt, 3);
+  }
+}
+
+TEST(PipelineSemantics, MixedWeightTypesStayCorrect) {
+  // q4_k_m gives attn_v / ffn_down another type in some layers: the QKV fusion
+  // must then leave that layer's projections alone, and the result must still match.
+  auto bytes = kiln::synth::build_model({.geometry = "tiny", .type = "q4_k_m", .seed = 5}).to_bytes();
+  auto f = kiln::gguf::File::from_bytes(std::move(bytes));
+  auto cfg = kiln::frontend::read_config(f);
+  Graph g = with_sampling(kiln::frontend::build_graph(f, cfg, {.max_tokens = 8, .max_context = 32}));
+  Graph fused = kiln::passes::run_pipeline(g, kiln::passes::default_pipeline(), {});
+  int mixed_layers = 0;
+  for (int64_t i = 0; i < cfg.n_layers; ++i) {
+    auto q = f.find_tensor("blk." + std::to_string(i) + ".attn_q.weight");
+    auto v = f.find_tensor("blk." + std::to_string(i) + ".attn_v.weight");
+    mixed_layers += q->type != v->type;
+  }
+  EXPECT_EQ(op_counts(fused)["rope_store"], cfg.n_layers - mixed_layers);
+  compare_runs(g, fused, kiln::gguf::weight_source(f), {1, 2, 3, 4}, 3);
+}
+
+TEST(WeightSource, ConcatenatesParts) {
+  auto bytes = kiln::synth::build_model({.geometry = "tiny", .type = "q8_0", .seed = 3}).to_bytes();
+  auto f = kiln::gguf::File::from_bytes(std::move(bytes));
+  auto ws = kiln::gguf::weight_source(f);
+  auto q = ws("blk.0.attn_q.weight"), k = ws("blk.0.attn_k.weight");
+  auto qk = ws("blk.0.attn_q.weight+blk.0.attn_k.weight");
+  EXPECT_EQ(qk.dtype, q.dtype);
+  EXPECT_EQ(qk.shape, (std::vector<int64_t>{q.shape[0] + k.shape[0], q.shape[1]}));
+  ASSERT_EQ(qk.nbytes, q.nbytes + k.nbytes);
+  EXPECT_EQ(0, std::memcmp(qk.data, q.data, q.nbytes));
+  EXPECT_EQ(0, std::memcmp(qk.data + q.nbytes, k.data, k.nbytes));
+  EXPECT_EQ(ws("blk.0.attn_q.weight+blk.0.attn_k.weight").data, qk.data);  // cached
+  // 1-D parts join end to end.
+  auto n2 = ws("blk.0.attn_norm.weight+blk.0.ffn_norm.weight");
+  EXPECT_EQ(n2.shape, (std::vector<int64_t>{2 * kiln::frontend::read_config(f).hidden}));
+  // Mismatched row lengths and missing parts are errors naming the part.
+  try {
+    ws("blk.0.attn_q.weight+blk.0.ffn_down.weight");
+    FAIL();
+  } catch (const kiln::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blk.0.ffn_down.weight"), std::string::npos) << e.what();
+  }
+  try {
+    ws("blk.0.attn_q.weight+nope");
+    FAIL();
+  } catch (const kiln::Error& e) {
+    EXPECT_EQ(e.code(), kiln::ErrorCode::kFormat);
+    EXPECT_NE(std::string(e.what()).find("nope"), std::string::npos) << e.what();
+  }
+}
+
+std::filesystem::path model_dir() {
+  if (const char* d = std::getenv("KILN_MODEL_DIR")) return d;
+  return std::filesystem::path(KILN_SOURCE_DIR) / ".cache" / "models";
+}
+
+TEST(PipelineSemantics, RealSmolLM2) {
+  auto path = model_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  ASSERT_TRUE(std::filesystem::exists(path)) << path << " is missing: run ./fetch_models.sh";
+  auto f = kiln::gguf::File::open(path.string());
+  auto cfg = kiln::frontend::read_config(f);
+  Graph g = with_sampling(kiln::frontend::build_graph(f, cfg, {.max_tokens = 16, .max_context = 64}));
+  std::vector<std::string> log;
+  kiln::passes::PipelineOptions opt;
+  opt.on_pass = [&](const std::string& p, bool changed, double) { log.push_back(p + (changed ? "+" : "-")); };
+  Graph fused = kiln::passes::run_pipeline(g, kiln::passes::default_pipeline(), opt);
+  kiln::ir::verify(fused);
+
+  std::string before, after;
+  for (const auto& [op, n] : op_counts(g)) before += " " + op + "=" + std::to_string(n);
+  for (const auto& [op, n] : op_counts(fused)) after += " " + op + "=" + std::to_string(n);
+  std::cout << "SmolLM2 ops before (" << g.nodes().size() << "):" << before << "\n"
+            << "SmolLM2 ops after (" << fused.nodes().size() << "):" << after << "\n";
+
+  const int L = static_cast<int>(cfg.n_layers);
+  std::map<std::string, int> want{{"embed", 1},          {"rms_matmul", L},         {"rope_store", L},
+                                  {"attention", L},      {"matmul_add", 2 * L},     {"rms_matmul_swiglu", L},
+                                  {"lm_head_sample", 1}};
+  EXPECT_EQ(op_counts(fused), want);
+  // Per layer, in schedule order.
+  std::vector<std::string> layer0;
+  for (size_t i = 1; i <= 6; ++i) layer0.emplace_back(kiln::ir::op_info(fused.nodes()[i].op).name);
+  EXPECT_EQ(layer0, (std::vector<std::string>{"rms_matmul", "rope_store", "attention", "matmul_add",
+                                              "rms_matmul_swiglu", "matmul_add"}));
+  // The concatenated weights resolve (Q4_1 rows of one length), and the graph
+  // keeps the names the compile driver and runtime look up.
+  auto ws = kiln::gguf::weight_source(f);
+  for (const auto& v : fused.values())
+    if (v.kind == kiln::ir::ValueKind::Weight) {
+      auto wd = ws(v.source);
+      std::vector<int64_t> shape;
+      for (const auto& d : v.shape) shape.push_back(d.value);
+      EXPECT_EQ(wd.shape, shape) << v.source;
+    }
+  EXPECT_TRUE(fused.find_value("logits").has_value());
+  EXPECT_TRUE(fused.find_value("next_token").has_value());
+  EXPECT_TRUE(fused.find_value("blk.0.k_cache").has_value());
+}
+
+TEST(PipelineSemantics, RealSmolLM2Interpreted) {
+  auto path = model_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  ASSERT_TRUE(std::filesystem::exists(path)) << path << " is missing: run ./fetch_models.sh";
+  auto f = kiln::gguf::File::open(path.string());
+  auto cfg = kiln::frontend::read_config(f);
+  Graph g = with_sampling(kiln::frontend::build_graph(f, cfg, {.max_tokens = 8, .max_context = 16}));
+  Graph fused = kiln::passes::run_pipeline(g, kiln::passes::default_pipeline(), {});
+  compare_runs(g, fused, kiln::gguf::weight_source(f), {1, 9690, 2683, 314}, 2);
+}
+
+}  // namespace
