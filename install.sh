@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 
 APT_PKGS=(cmake ninja-build g++ pkg-config python3 python3-pip
           libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libfmt-dev
-          flatbuffers-compiler libflatbuffers-dev libxxhash-dev libpcre2-dev)
+          flatbuffers-compiler libflatbuffers-dev libxxhash-dev libpcre2-dev
+          clang libclang-rt-14-dev)  # clang + libFuzzer/ASan/UBSan runtimes: tests/fuzz/run.sh
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -28,7 +28,8 @@ extern const size_t kEmbeddedCount;
 const std::vector<const Family*>& families() {
   static const std::vector<const Family*> v = {&gemv_family(),  &tiled_family(),     &embed_family(),
                                                &elementwise_family(), &rope_family(), &attention_family(),
-                                               &sampling_family()};
+                                               &sampling_family(), &convert_family(), &gemm_family(),
+                                               &flash_attention_family()};
   return v;
 }
 }  // namespace detail
@@ -204,7 +205,10 @@ Lowered lower(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims
   l.grid = k.grid;
   l.block = {k.block, 1, 1};
   l.params = k.params;
-  if (mode == ProgramMode::Eager) {
+  if (k.gemm) {  // a library call: no kernel source
+    l.gemm = k.gemm;
+    l.kernel.entry = "";
+  } else if (mode == ProgramMode::Eager) {
     l.kernel = eager_module(k.eager_module);
     l.kernel.entry = k.name;
   } else {

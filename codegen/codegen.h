@@ -8,6 +8,7 @@
 // Positions are step->pos0 + t: kernels never read the IR `pos` inputs.
 #pragma once
 #include <array>
+#include <optional>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -39,8 +40,18 @@ struct KernelSource {
   std::vector<std::string> options;  // NVRTC options (the arch is added by compile())
   uint64_t hash;                     // of source + options
 };
+// A GEMM the runtime runs through cuBLASLt instead of an NVRTC kernel (the gemm
+// family): y[T,N] (f32, row-major) = x[T,K] @ w[N,K]^T, plus r[T,N] when
+// `residual` (beta = 1, C = r), with x and w of one half dtype and fp32
+// accumulation. Lowered::params are then x, w, [r,] y.
+struct GemmCall {
+  int64_t m = 0, n = 0, k = 0;        // rows of x (the bucket), N, K
+  ir::DType ab_type = ir::DType::F16; // f16 | bf16
+  bool residual = false;
+};
 struct Lowered {
-  KernelSource kernel;
+  KernelSource kernel;                // empty entry when `gemm` is set
+  std::optional<GemmCall> gemm;
   std::array<uint32_t, 3> grid, block;
   uint32_t smem = 0;  // dynamic shared memory bytes
   std::vector<Param> params;
@@ -133,5 +144,17 @@ std::vector<std::string> selecting_families(const ir::Graph& g, const ir::Node& 
 // Every eager module source (one per dtype that has eager kernels), for tests
 // and for tools that precompile them.
 std::vector<KernelSource> eager_modules();
+
+// ---- split-K decode attention (attention family) --------------------------------
+// Compiled attention steps of <= launch::kAttSplitMaxRows rows split the KV
+// sequence over blocks (flash-decoding) when the node has input 4: an f32 [n]
+// State the blocks keep partial softmax states and completion counters in
+// (the split-decode-attention pass adds one, shared by every attention node).
+// Splits the kernel uses for a step of `rows` rows over a kv_len-row cache.
+int attention_splits(int64_t n_kv_heads, int64_t rows, int64_t kv_len);
+// f32 elements that scratch needs for an attention node of this geometry (every
+// row count up to kAttSplitMaxRows); 0 when the split kernel does not take the
+// geometry (head_dim not in {8, 16, ..., 256}, or too many heads per KV head).
+int64_t attention_split_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t kv_len);
 
 }  // namespace kiln::codegen

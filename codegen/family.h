@@ -9,6 +9,7 @@
 // docs/adding-a-kernel.md walks through adding a variant.
 #pragma once
 #include <array>
+#include <optional>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -77,6 +78,7 @@ struct Kernel {
   std::array<uint32_t, 3> grid{1, 1, 1};
   uint32_t block = 256;
   ir::DType eager_module = ir::DType::F32;  // the eager module (one per dtype) that holds it
+  std::optional<GemmCall> gemm;             // a library GEMM, no kernel (the gemm family)
   void take(Emit& e) {
     sig = std::move(e.sig);
     params = std::move(e.params);
@@ -105,6 +107,9 @@ const Family& elementwise_family();
 const Family& rope_family();
 const Family& attention_family();
 const Family& sampling_family();
+const Family& convert_family();
+const Family& gemm_family();
+const Family& flash_attention_family();
 
 // The table codegen.cpp loops over.
 const std::vector<const Family*>& families();

@@ -329,6 +329,20 @@ uint16_t fp32_to_fp16(float f) {
 
 float bf16_to_fp32(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
 
+uint16_t fp32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float round_to_dtype(DType t, float v) {
+  if (t == DType::F16) return fp16_to_fp32(fp32_to_fp16(v));
+  if (t == DType::BF16) return bf16_to_fp32(fp32_to_bf16(v));
+  return v;
+}
+
 uint64_t row_bytes(DType t, int64_t n) {
   const DTypeInfo& info = checked_info(t, "row_bytes");
   check_count(info, n, "row_bytes");

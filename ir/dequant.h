@@ -18,5 +18,9 @@ uint64_t row_bytes(DType t, int64_t n);
 float fp16_to_fp32(uint16_t h);
 uint16_t fp32_to_fp16(float f);   // round to nearest even
 float bf16_to_fp32(uint16_t h);
+uint16_t fp32_to_bf16(float f);   // round to nearest even, NaN kept quiet (as the kernels' f2bf)
+// v rounded to dtype t (F16 / BF16: to nearest even; F32: v). What a GPU store
+// of v into a t buffer keeps.
+float round_to_dtype(DType t, float v);
 
 }  // namespace kiln::ir

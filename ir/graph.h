@@ -61,17 +61,30 @@ struct Value {
 //                                                    -> same    attrs n_heads, head_dim, n_rot,
 //                                                               theta, mode ("normal"|"neox")
 //  kv_store(cache State[C,W], x[T,W], pos i32[T])    -> cache'  row pos[t] of cache := x[t]; aliases input 0
-//  attention(q[T,nh*hd], k[C,nkv*hd], v[C,nkv*hd], pos i32[T])
+//  attention(q[T,nh*hd], k[C,nkv*hd], v[C,nkv*hd], pos i32[T] [, scratch State f32[n]])
 //                                                    -> [T,nh*hd] causal: query t sees rows 0..pos[t];
 //                                                               attrs n_heads, n_kv_heads, head_dim, scale
+//                                                    [, scratch'] with the scratch (split-decode-attention
+//                                                               pass): kernel workspace the op updates in
+//                                                               place; it does not change the result
 //  last_row(x[T,H])                                  -> [1,H]   the last row (logits of the last token)
 //  argmax(x[R,N])                                    -> i32[R]
+//  cast(x[T,K] f32)                                  -> [T,K] of the output's dtype (f16 | bf16):
+//                                                               round to nearest even (the
+//                                                               activations tensor cores read)
+//  dequant(w[N,K] weight)                            -> [N,K] f16 | bf16: the weight's values,
+//                                                               rounded (a GEMM's half-precision
+//                                                               copy of a quantised weight)
+// matmul and matmul_add also take x in f16 / bf16 when w has that same dtype
+// (a tensor-core GEMM: products exact in fp32, fp32 accumulation).
 // Fused ops (issue 3 passes) are added to this table by the pass that makes them.
 enum class OpKind {
   Embed, RmsNorm, MatMul, Add, Mul, Silu, SwiGlu, Rope, KvStore, Attention, LastRow, ArgMax,
   // Fused ops made by compiler passes; semantics in docs/plan-abi.md ("Fused ops").
   // Wired into op_info / verifier / interpreter by the pass work.
   RmsMatMul, MatMulAdd, RmsMatMulSwiGlu, RopeStore, LmHeadSample,
+  // Half-precision operands of tensor-core GEMMs (the tensor-core-gemm pass).
+  Cast, Dequant,
 };
 
 struct OpInfo {

@@ -10,6 +10,8 @@
 // - rope: angles and their cos/sin in double, theta_i = pos * base^(-2i/n_rot)
 //   / freq_factor[i]; rotation applied in fp32.
 // - softmax: fp32 with max subtraction; exp via std::exp on float.
+// - kv_store / rope_store: rows stored into an f16 / bf16 cache are rounded to
+//   that dtype (nearest even), as the GPU stores them; states stay f32 storage.
 // Weights are dequantised to fp32 once, on first use, row by row via
 // ir::dequantize, and cached for the interpreter's lifetime.
 #include "ir/interpreter.h"
@@ -141,6 +143,13 @@ void matmul(const float* x, const float* w, float* out, int64_t T, int64_t K, in
   std::thread th([&] { work(half, N); });
   work(0, half);
   th.join();
+}
+
+// A KV-cache row store (kv_store, rope_store): the row rounded to the cache's
+// dtype (f16 / bf16: round to nearest even, as the kernels' stores), kept in
+// f32 storage, so attention reads exactly what the GPU's cache holds.
+void store_row(float* dst, const float* src, int64_t n, DType cache_t) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = round_to_dtype(cache_t, src[i]);
 }
 
 // rms_norm of each row, exactly as the rms_norm op computes it (fused ops reuse it).
@@ -485,7 +494,7 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
         if (p < 0 || p >= C)
           fail_node(ni, "position " + std::to_string(p) + " is outside the KV cache (0.." + std::to_string(C - 1) +
                             "); the context is full");
-        std::memcpy(cache->f32.data() + p * W, x.f32.data() + t * W, sizeof(float) * static_cast<size_t>(W));
+        store_row(cache->f32.data() + p * W, x.f32.data() + t * W, W, g.value(n.inputs[0]).dtype);
       }
       return cache;  // aliases input 0
     }
@@ -523,6 +532,8 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
           }
         }
       }
+      if (n.inputs.size() == 5)  // the split scratch: the GPU's workspace, untouched here (aliases input 4)
+        vals[static_cast<size_t>(n.outputs[1])] = vals[static_cast<size_t>(n.inputs[4])];
       return out;
     }
     case OpKind::LastRow: {
@@ -598,8 +609,8 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
         const float* row = qkv.f32.data() + t * W;
         rope_heads(row, q->f32.data() + t * Wq, nh, hd, n_rot, neox, cs, sn);
         rope_heads(row + Wq, krow.data(), nkv, hd, n_rot, neox, cs, sn);
-        std::memcpy(kc->f32.data() + p * Wk, krow.data(), sizeof(float) * static_cast<size_t>(Wk));
-        std::memcpy(vc->f32.data() + p * Wk, row + Wq + Wk, sizeof(float) * static_cast<size_t>(Wk));
+        store_row(kc->f32.data() + p * Wk, krow.data(), Wk, g.value(n.inputs[2]).dtype);
+        store_row(vc->f32.data() + p * Wk, row + Wq + Wk, Wk, g.value(n.inputs[3]).dtype);
       }
       vals[static_cast<size_t>(n.outputs[1])] = kc;  // aliases input 2
       vals[static_cast<size_t>(n.outputs[2])] = vc;  // aliases input 3
@@ -621,6 +632,14 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       vals[static_cast<size_t>(n.outputs[1])] = logits;
       return tok;
     }
+    case OpKind::Cast:
+    case OpKind::Dequant: {  // round every value to the output's dtype (f16 / bf16)
+      const DType to = g.value(n.outputs[0]).dtype;
+      auto out = std::make_shared<Tensor>(in(0));
+      out->dtype = DType::F32;  // values stay in f32 storage, rounded as the GPU rounds them
+      for (float& v : out->f32) v = round_to_dtype(to, v);
+      return out;
+    }
     default:
       fail_node(ni, "the interpreter has no implementation of this op yet", ErrorCode::kUnsupported);
   }
@@ -641,6 +660,20 @@ std::map<std::string, Tensor> Interpreter::run(const std::map<std::string, Tenso
 }
 
 void Interpreter::reset_state() { impl_->reset_states(); }
+
+void Interpreter::share_states(const Interpreter& other) {
+  for (const Value& v : impl_->g.values()) {
+    if (v.kind != ValueKind::State) continue;
+    const auto id = other.impl_->g.find_value(v.name);
+    if (!id || other.impl_->g.value(*id).kind != ValueKind::State) continue;  // private to this graph (scratch)
+    const TensorPtr& t = other.impl_->states[static_cast<size_t>(*id)];
+    const TensorPtr& mine = impl_->states[static_cast<size_t>(v.id)];
+    if (!t || !mine || t->shape != mine->shape || t->dtype != mine->dtype)
+      throw Error(ErrorCode::kInvalidArgument, "share_states: state %" + v.name + " differs between the graphs",
+                  v.name);
+    impl_->states[static_cast<size_t>(v.id)] = t;
+  }
+}
 
 const Tensor* Interpreter::last_value(const std::string& name) const {
   auto id = impl_->g.find_value(name);

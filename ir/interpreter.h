@@ -43,6 +43,12 @@ class Interpreter {
   // values (KV cache) persist across calls until reset_state().
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs);
   void reset_state();
+  // Makes this interpreter's state values (KV cache) the very tensors of
+  // `other`'s states of the same name, so two graphs of one model (decode and
+  // prefill programs) run on one KV cache; states only this graph has stay
+  // its own. Undone by reset_state() on either side. Throws kiln::Error when a
+  // shared state has another shape or dtype.
+  void share_states(const Interpreter& other);
   // Intermediate values of the last run (for debugging / op-by-op comparison).
   const Tensor* last_value(const std::string& name) const;
 

@@ -9,7 +9,7 @@
 namespace kiln::ir {
 namespace {
 constexpr std::array<int8_t, 4> kNone = {-1, -1, -1, -1};
-constexpr std::array<OpInfo, 17> kOps = {{
+constexpr std::array<OpInfo, 19> kOps = {{
     {OpKind::Embed, "embed", 2, 2, kNone},
     {OpKind::RmsNorm, "rms_norm", 2, 2, kNone},
     {OpKind::MatMul, "matmul", 2, 2, kNone},
@@ -19,7 +19,7 @@ constexpr std::array<OpInfo, 17> kOps = {{
     {OpKind::SwiGlu, "swiglu", 2, 2, kNone},
     {OpKind::Rope, "rope", 2, 3, kNone},
     {OpKind::KvStore, "kv_store", 3, 3, {0, -1, -1, -1}},  // cache' is the cache (input 0)
-    {OpKind::Attention, "attention", 4, 4, kNone},
+    {OpKind::Attention, "attention", 4, 5, {-1, 4, -1, -1}},  // [scratch' is the split scratch (input 4)]
     {OpKind::LastRow, "last_row", 1, 1, kNone},
     {OpKind::ArgMax, "argmax", 1, 1, kNone},
     // Fused ops (compiler/passes; docs/plan-abi.md "Fused ops").
@@ -28,6 +28,9 @@ constexpr std::array<OpInfo, 17> kOps = {{
     {OpKind::RmsMatMulSwiGlu, "rms_matmul_swiglu", 3, 3, kNone},
     {OpKind::RopeStore, "rope_store", 4, 5, {-1, 2, 3, -1}},  // q is new; kc', vc' are the caches (inputs 2, 3)
     {OpKind::LmHeadSample, "lm_head_sample", 3, 3, kNone},
+    // Half-precision GEMM operands (compiler/passes/tensor_core_gemm.cpp).
+    {OpKind::Cast, "cast", 1, 1, kNone},
+    {OpKind::Dequant, "dequant", 1, 1, kNone},
 }};
 }  // namespace
 

@@ -69,6 +69,12 @@ class NodeChecker {
     if (o.dtype != t || !shape_eq(o.shape, s))
       fail("output " + std::to_string(i) + " (" + what + ") is " + std::string(dtype_name(t)) + shape_str(s), desc(o));
   }
+  // x of matmul / matmul_add: f32, or f16 / bf16 when w has that same dtype.
+  void half_or_f32_x(const Value& x, const Value& w, const std::string& op) const {
+    if (x.dtype == DType::F32) return;
+    if ((x.dtype == DType::F16 || x.dtype == DType::BF16) && w.dtype == x.dtype) return;
+    fail(op + " x is f32, or f16/bf16 with a weight of the same dtype", desc(x) + " with w " + desc(w));
+  }
   // w[N,K] of a matmul-like op reading x[T,K].
   void matmul_weight(const Value& x, const Value& w, const std::string& op) const {
     rank(w, 2, op + " w");
@@ -123,7 +129,7 @@ class NodeChecker {
       case OpKind::MatMul: {
         const Value &x = in(0), &w = in(1);
         rank(x, 2, "matmul x");
-        dtype(x, DType::F32, "matmul x");
+        half_or_f32_x(x, w, "matmul");
         rank(w, 2, "matmul w");
         if (w.dtype == DType::I32) fail("matmul w is a float or quantised type", desc(w));
         same_dim(x.shape[1], w.shape[1], "matmul K must match (x[T,K], w[N,K])", x, w);
@@ -216,6 +222,16 @@ class NodeChecker {
           fail("attention k width == n_kv_heads*head_dim", desc(k) + ", n_kv_heads " + std::to_string(nkv) + " * head_dim " + std::to_string(hd));
         if (!shape_eq(k.shape, v.shape)) fail("attention k and v have one shape", desc(k) + " vs " + desc(v));
         same_dim(q.shape[0], pos.shape[0], "attention pos has one entry per row of q", q, pos);
+        if (n_.inputs.size() == 5) {  // the split-K scratch (split-decode-attention pass)
+          const Value& sc = in(4);
+          if (sc.kind != ValueKind::State) fail("attention input 4 (scratch) is a State value", desc(sc));
+          rank(sc, 1, "attention scratch");
+          dtype(sc, DType::F32, "attention scratch");
+          outputs(2);
+          out_n_is(1, sc.dtype, sc.shape, "scratch'");
+        } else {
+          outputs(1);
+        }
         out_is(DType::F32, q.shape);
         break;
       }
@@ -229,6 +245,24 @@ class NodeChecker {
         rank(in(0), 2, "argmax x");
         dtype(in(0), DType::F32, "argmax x");
         out_is(DType::I32, {in(0).shape[0]});
+        break;
+      }
+      case OpKind::Cast: {
+        const Value& x = in(0);
+        rank(x, 2, "cast x");
+        dtype(x, DType::F32, "cast x");
+        outputs(1);
+        if (out().dtype != DType::F16 && out().dtype != DType::BF16) fail("cast output is f16 or bf16", desc(out()));
+        out_is(out().dtype, x.shape);
+        break;
+      }
+      case OpKind::Dequant: {
+        const Value& w = in(0);
+        rank(w, 2, "dequant w");
+        if (w.dtype == DType::I32) fail("dequant w is a float or quantised type", desc(w));
+        outputs(1);
+        if (out().dtype != DType::F16 && out().dtype != DType::BF16) fail("dequant output is f16 or bf16", desc(out()));
+        out_is(out().dtype, w.shape);
         break;
       }
       // ---- fused ops (compiler/passes; docs/plan-abi.md "Fused ops")
@@ -262,7 +296,7 @@ class NodeChecker {
       case OpKind::MatMulAdd: {
         const Value &x = in(0), &w = in(1), &r = in(2);
         rank(x, 2, "matmul_add x");
-        dtype(x, DType::F32, "matmul_add x");
+        half_or_f32_x(x, w, "matmul_add");
         matmul_weight(x, w, "matmul_add");
         const Shape want{x.shape[0], w.shape[0]};
         dtype(r, DType::F32, "matmul_add r");

@@ -41,6 +41,8 @@ EngineInputs engine_inputs(const Plan& p) {
       ld.block = {l->block()->x(), l->block()->y(), l->block()->z()};
       ld.smem = l->smem();
       ld.label = str(l->label());
+      if (const auto* g = l->gemm())
+        ld.gemm = GemmDesc{g->m(), g->n(), g->k(), g->ab_type() == 30, g->residual()};
       if (l->args())
         for (const auto* a : *l->args()) {
           ArgDesc ad;
@@ -64,6 +66,8 @@ EngineInputs engine_inputs(const Plan& p) {
   in.arena.step_offset = A.step_offset();
   in.arena.tokens_offset = A.tokens_offset();
   in.arena.tokens_capacity = A.tokens_capacity();
+  in.arena.gemm_workspace_offset = A.gemm_workspace_offset();
+  in.arena.gemm_workspace_size = A.gemm_workspace_size();
   if (A.kv() && A.kv()->size()) {
     uint64_t lo = UINT64_MAX, hi = 0;
     for (const auto* s : *A.kv()) {

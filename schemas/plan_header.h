@@ -9,9 +9,13 @@
 namespace kiln::plan_format {
 
 // Bump per the rules at the top of schemas/plan.fbs. History (docs/plan-abi.md):
-// 1.0 first format; 1.1 Plan.compile_options (the options the plan was compiled with).
-inline constexpr uint32_t kFormatMajor = 1;
-inline constexpr uint32_t kFormatMinor = 1;
+// 1.0 first format; 1.1 Plan.compile_options (the options the plan was compiled with);
+// 1.2 CompileOptionsRecord.kv_type (--kv-type: the KV cache's dtype);
+// 2.0 Launch.gemm (prefill matmuls as cuBLASLt GEMMs on tensor cores) and
+//     Arena.gemm_workspace_*: a 1.x plan is refused ("recompile"), since its
+//     prefill programs predate the tensor-core path a 2.0 runtime expects.
+inline constexpr uint32_t kFormatMajor = 2;
+inline constexpr uint32_t kFormatMinor = 0;
 
 inline constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'L', 'A', 'N'};
 inline constexpr uint64_t kHeaderSize = 64;

@@ -1,21 +1,73 @@
-// Attention family: causal GQA attention over the KV cache, one block per
-// (head, token), online softmax per warp (kernels/attention.cuh).
+// Attention family: causal GQA attention over the KV cache (kernels/attention.cuh).
+// Two variants:
+//  - split (flash-decoding), compiled steps of <= kAttSplitMaxRows rows whose
+//    node carries the split scratch (input 4, the split-decode-attention pass):
+//    one block per (split of the KV sequence, KV head, row) covering the whole
+//    GQA group, the last block of each (KV head, row) merging the splits;
+//  - otherwise (prefill buckets, eager programs, shapes the split kernel does not
+//    take) one block per (head, token), online softmax per warp.
+#include <algorithm>
+
 #include "codegen/family.h"
 #include "codegen/kernels/launch.h"
 
-namespace kiln::codegen::detail {
+namespace kiln::codegen {
+
+namespace {
+int64_t cdiv64(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Whether the split kernel takes this geometry (head_dim / 8 lanes per row
+// divide a warp; the block merge's shared memory holds group * head_dim floats).
+bool split_geometry(int64_t nh, int64_t nkv, int64_t hd) {
+  if (nkv <= 0 || nh % nkv) return false;
+  const int64_t G = nh / nkv;
+  const bool hd_ok = hd == 8 || hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256;
+  return hd_ok && G <= launch::kAttSplitMaxGroup && G * hd <= launch::kAttSplitMaxGroupDims;
+}
+int64_t split_header_floats(int64_t nkv) { return (launch::kAttSplitMaxRows * nkv + 3) / 4 * 4; }
+}  // namespace
+
+int attention_splits(int64_t n_kv_heads, int64_t rows, int64_t kv_len) {
+  const int64_t want = cdiv64(launch::kAttSplitTargetBlocks, std::max<int64_t>(1, n_kv_heads * rows));
+  const int64_t cap = std::min<int64_t>(launch::kAttSplitMaxSplits, cdiv64(kv_len, launch::kAttSplitMinKeys));
+  return static_cast<int>(std::max<int64_t>(1, std::min(want, cap)));
+}
+
+int64_t attention_split_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t kv_len) {
+  if (!split_geometry(n_heads, n_kv_heads, head_dim) || kv_len <= 0) return 0;
+  return split_header_floats(n_kv_heads) +
+         launch::kAttSplitMaxRows * n_heads * attention_splits(n_kv_heads, 1, kv_len) * (head_dim + 2);
+}
+
+namespace detail {
 namespace {
 
 struct AttentionParams {
   ir::DType kv_dt = ir::DType::F32;  // KV cache dtype
   int64_t T = 0, C = 0, nh = 0, nkv = 0, hd = 0;
   double scale = 1.0;
+  int splits = 0;  // > 0: the split-K variant with this many splits (grid (splits, nkv, T))
 };
 
 Kernel emit(const AttentionParams& p, bool compiled) {
   Emit e{compiled, {}, {}};
   Kernel k;
   k.header = "attention.cuh";
+  if (p.splits > 0) {
+    const int64_t G = p.nh / p.nkv;
+    k.name = "kiln_attention_split_" + dt_lower(p.kv_dt) + "_hd" + std::to_string(p.hd) + "_g" + std::to_string(G) +
+             "_s" + std::to_string(p.splits);
+    std::string q = e.in(0, "const float*"), kc = e.in(1, "const void*"), vc = e.in(2, "const void*"),
+                y = e.out(0, "float*"), sc = e.in(4, "float*"), st = e.step();
+    std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), S = e.i(p.splits), scale = e.f(p.scale);
+    k.call = "k_attention_split<" + dt_macro(p.kv_dt) + ", " + std::to_string(p.hd) + ", " + std::to_string(G) +
+             ", kAttSplitWarps, kAttSplitLoads, kAttSplitPrefetch>(" + q + ", " + kc + ", " + vc + ", " + y + ", " + sc + ", " + st +
+             ", " + C + ", " + nh + ", " + nkv + ", " + S + ", " + scale + ")";
+    k.take(e);
+    k.block = launch::kAttSplitThreads;
+    k.grid = {static_cast<uint32_t>(p.splits), static_cast<uint32_t>(p.nkv), cdiv(p.T, 1)};
+    k.eager_module = p.kv_dt;
+    return k;
+  }
   k.name = "kiln_attention_" + dt_lower(p.kv_dt);
   std::string q = e.in(0, "const float*"), kc = e.in(1, "const void*"), vc = e.in(2, "const void*"),
               y = e.out(0, "float*"), st = e.step();
@@ -32,7 +84,10 @@ Kernel emit(const AttentionParams& p, bool compiled) {
 class AttentionFamily final : public Family {
  public:
   std::string_view name() const override { return "attention"; }
-  bool selects(const NodeCtx& c) const override { return c.n.op == ir::OpKind::Attention; }
+  // Every attention node the flash-attention family (prefill on tensor cores) does not take.
+  bool selects(const NodeCtx& c) const override {
+    return c.n.op == ir::OpKind::Attention && !flash_attention_family().selects(c);
+  }
   Kernel lower(const NodeCtx& c) const override {
     c.need_f32(c.in(0), "q");
     c.need_float(c.in(1), "k");
@@ -49,6 +104,19 @@ class AttentionFamily final : public Family {
     if (p.nkv <= 0 || p.nh % p.nkv) unsupported("attention: n_heads must be a multiple of n_kv_heads");
     p.C = c.dim(c.in(1), 0);
     p.T = c.dim(c.in(0), 0);
+    // the split variant: compiled decode-sized steps whose node has the scratch
+    if (c.compiled() && c.n.inputs.size() > 4 && p.T <= launch::kAttSplitMaxRows &&
+        split_geometry(p.nh, p.nkv, p.hd)) {
+      const ir::Value& sc = c.in(4);
+      if (sc.dtype != ir::DType::F32 || sc.shape.size() != 1)
+        unsupported("attention: split scratch %" + sc.name + " must be f32 [n]");
+      p.splits = attention_splits(p.nkv, p.T, p.C);
+      const int64_t need = split_header_floats(p.nkv) + p.T * p.nh * p.splits * (p.hd + 2);
+      if (c.dim(sc, 0) < need)
+        throw Error(ErrorCode::kInternal, "codegen: attention split scratch %" + sc.name + " holds " +
+                                              std::to_string(c.dim(sc, 0)) + " floats, the kernel needs " +
+                                              std::to_string(need) + " (attention_split_scratch_floats)");
+    }
     return emit(p, c.compiled());
   }
   std::vector<Kernel> eager_kernels(ir::DType dt) const override {
@@ -66,4 +134,5 @@ const Family& attention_family() {
   return f;
 }
 
-}  // namespace kiln::codegen::detail
+}  // namespace detail
+}  // namespace kiln::codegen

@@ -17,7 +17,7 @@ struct GemvParams {
 };
 
 bool is_gemv(const NodeCtx& c) {
-  if (!is_matmul_op(c.n.op)) return false;
+  if (!is_f32_matmul(c)) return false;
   const int64_t rows = matmul_rows(c);
   return c.compiled() ? rows <= launch::kGemvMaxTokens : rows == 1;
 }

@@ -10,6 +10,10 @@ bool is_matmul_op(OpKind op) {
   return op == OpKind::MatMul || op == OpKind::RmsMatMul || op == OpKind::MatMulAdd || op == OpKind::RmsMatMulSwiGlu;
 }
 
+bool is_f32_matmul(const NodeCtx& c) {
+  return is_matmul_op(c.n.op) && !c.n.inputs.empty() && c.in(0).dtype == ir::DType::F32;
+}
+
 namespace {
 int flags_of(OpKind op) {
   switch (op) {

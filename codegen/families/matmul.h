@@ -21,6 +21,9 @@ struct MatmulOperands {
 };
 
 bool is_matmul_op(ir::OpKind op);
+// A matmul-family node on f32 activations (the GEMV and tiled families; half
+// x goes to the gemm family).
+bool is_f32_matmul(const NodeCtx& c);
 // Rows of x this node computes in this program (without validating it).
 int64_t matmul_rows(const NodeCtx& c);
 // Reads and validates the node.

@@ -32,7 +32,7 @@ class TiledFamily final : public Family {
  public:
   std::string_view name() const override { return "tiled"; }
   // Every matmul-family node the GEMV does not take (gemv.cpp).
-  bool selects(const NodeCtx& c) const override { return is_matmul_op(c.n.op) && !gemv_family().selects(c); }
+  bool selects(const NodeCtx& c) const override { return is_f32_matmul(c) && !gemv_family().selects(c); }
   Kernel lower(const NodeCtx& c) const override { return emit({matmul_operands(c)}, c.compiled()); }
   std::vector<Kernel> eager_kernels(ir::DType dt) const override {
     TiledParams p;

@@ -95,3 +95,271 @@ __device__ __forceinline__ void k_attention(const float* __restrict__ q, const v
     out[(i64)t * nh * hd + (i64)h * hd + d] = L > 0.f ? o / L : 0.f;
   }
 }
+
+// ---- split-K decode attention (flash-decoding) ---------------------------------
+// For steps of <= kAttSplitMaxRows rows (decode). Grid (S, nkv, T): block
+// (s, g, t) takes split s of the KV rows 0..L-1, L = min(pos0 + n_tokens, C)
+// read from the step (a split covers chunk = max(ceil(L / S), kAttSplitMinKeys)
+// rows; splits past L exit at once), for all G = nh / nkv query heads of KV
+// head g and token t, so every K/V row is read once per GQA group. HD / 8
+// lanes hold one row, 8 dims each (one 16-byte load of an f16/bf16 row, two of
+// an f32 one); a warp covers 32 / (HD / 8) rows per load, U loads of K and of
+// V per tile, and with PF the next tile's loads are issued before the current
+// tile is computed. Each lane runs an online softmax (base 2: q is scaled by
+// scale * log2(e) once) over its rows; lanes, then warps, are merged, and the
+// block writes its partial state per head (max m, sum l, unnormalised acc[HD])
+// to the scratch. The last block of (g, t) to finish (a counter in the
+// scratch, which that block resets to 0, so a replayed graph finds it zero)
+// merges the splits, its warps taking interleaved splits, and writes out.
+// Scratch (f32, the split-decode-attention pass's state; zeroed at load):
+// u32 counters [kAttSplitMaxRows * nkv] (padded to 4 floats), then acc
+// [T][nh][S][HD], then (m, l) [T][nh][S][2]: T * nh * S * (HD + 2) floats.
+
+__device__ __forceinline__ void h8(uint4 w, int bf, float* f) {  // 8 f16 / bf16 values
+  const u32 a[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = bf ? bf2f((u16)(a[i] & 0xFFFFu)) : h2f((u16)(a[i] & 0xFFFFu));
+    f[2 * i + 1] = bf ? bf2f((u16)(a[i] >> 16)) : h2f((u16)(a[i] >> 16));
+  }
+}
+template <int KDT>
+__device__ __forceinline__ void att_cvt8(const uint4* raw, float* f) {
+  if (KDT == DT_F32) {
+    f[0] = __uint_as_float(raw[0].x); f[1] = __uint_as_float(raw[0].y);
+    f[2] = __uint_as_float(raw[0].z); f[3] = __uint_as_float(raw[0].w);
+    f[4] = __uint_as_float(raw[1].x); f[5] = __uint_as_float(raw[1].y);
+    f[6] = __uint_as_float(raw[1].z); f[7] = __uint_as_float(raw[1].w);
+  } else {
+    h8(raw[0], KDT == DT_BF16, f);
+  }
+}
+// 2^(a - b), 0 for a = -inf (no NaN when both are -inf)
+__device__ __forceinline__ float att_w(float a, float b) { return a == -INFINITY ? 0.f : exp2f(a - b); }
+
+template <int KDT, int HD, int G, int NW, int U, int PF>
+__device__ __forceinline__ void k_attention_split(const float* __restrict__ q, const void* __restrict__ kc,
+                                                  const void* __restrict__ vc, float* __restrict__ out,
+                                                  float* __restrict__ scratch, const KilnStep* step, int C, int nh,
+                                                  int nkv, int S, float scale) {
+  constexpr int LPR = HD / 8, RPW = 32 / LPR, TILE = RPW * U;  // lanes per row, rows per warp load / tile
+  constexpr int NV = KDT == DT_F32 ? 2 : 1;                     // 16-byte loads per lane per row
+  static_assert(HD % 8 == 0 && 32 % LPR == 0, "head_dim in {8, 16, 32, 64, 128, 256}");
+  __shared__ float s_m[NW][G], s_l[NW][G];
+  __shared__ __align__(16) float s_acc[NW][G * HD];
+  __shared__ float s_pm[G][kAttSplitMaxSplits], s_pl[G][kAttSplitMaxSplits], s_pw[G][kAttSplitMaxSplits];
+  __shared__ int s_last;
+  const int s = blockIdx.x, g = blockIdx.y, t = blockIdx.z, T = gridDim.z;
+  if (t >= step->n_tokens) return;
+  int L = step->pos0 + step->n_tokens;
+  if (L > C) L = C;
+  int chunk = (L + S - 1) / S;
+  if (chunk < kAttSplitMinKeys) chunk = kAttSplitMinKeys;
+  const int nsplit = (L + chunk - 1) / chunk;
+  if (s >= nsplit) return;
+  int last = step->pos0 + t;
+  if (last > C - 1) last = C - 1;  // never read past the cache
+  const int j0 = s * chunk;
+  const int j1 = min(j0 + chunk, last + 1);  // this token's rows of the split: [j0, j1), maybe none
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane / LPR, c8 = (lane % LPR) * 8;
+  const i64 W = (i64)nkv * HD;
+  const i64 col = (i64)g * HD + c8;
+  const float qs = scale * 1.4426950408889634f;  // log2(e): softmax in base 2
+
+  float qv[G][8], acc[G][8], m[G], l[G];
+#pragma unroll
+  for (int hh = 0; hh < G; ++hh) {
+    const float* qr = q + ((i64)t * nh + (i64)g * G + hh) * HD + c8;
+    const float4 a = *(const float4*)qr, b = *(const float4*)(qr + 4);
+    qv[hh][0] = a.x * qs; qv[hh][1] = a.y * qs; qv[hh][2] = a.z * qs; qv[hh][3] = a.w * qs;
+    qv[hh][4] = b.x * qs; qv[hh][5] = b.y * qs; qv[hh][6] = b.z * qs; qv[hh][7] = b.w * qs;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[hh][i] = 0.f;
+    m[hh] = -INFINITY;
+    l[hh] = 0.f;
+  }
+  uint4 kr[U][NV], vr[U][NV];
+  auto load_tile = [&](int r0, uint4 (&kt)[U][NV], uint4 (&vt)[U][NV]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int r = min(r0 + u * RPW + sub, j1 - 1);  // rows past j1: a valid row, masked below
+      const i64 e = (i64)r * W + col;
+#pragma unroll
+      for (int x = 0; x < NV; ++x) {
+        kt[u][x] = KDT == DT_F32 ? ldw128((const float*)kc + e + 4 * x) : ldw128((const u16*)kc + e);
+        vt[u][x] = KDT == DT_F32 ? ldw128((const float*)vc + e + 4 * x) : ldw128((const u16*)vc + e);
+      }
+    }
+  };
+  int r0 = j0 + warp * TILE;
+  if (r0 < j1) load_tile(r0, kr, vr);
+  for (; r0 < j1; r0 += NW * TILE) {
+    const int rn = r0 + NW * TILE;
+    uint4 kn[U][NV], vn[U][NV];
+    if (PF && rn < j1) load_tile(rn, kn, vn);  // the next tile's loads fly while this one is computed
+    float sc[U][G];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      float kf[8];
+      att_cvt8<KDT>(kr[u], kf);
+#pragma unroll
+      for (int hh = 0; hh < G; ++hh) {
+        float x = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x += qv[hh][i] * kf[i];
+        sc[u][hh] = x;
+      }
+    }
+#pragma unroll
+    for (int o = LPR / 2; o > 0; o >>= 1)
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int hh = 0; hh < G; ++hh) sc[u][hh] += __shfl_xor_sync(0xFFFFFFFFu, sc[u][hh], o);
+#pragma unroll
+    for (int hh = 0; hh < G; ++hh) {
+      float mn = m[hh];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (r0 + u * RPW + sub >= j1) sc[u][hh] = -INFINITY;
+        mn = fmaxf(mn, sc[u][hh]);
+      }
+      const float corr = att_w(m[hh], mn);
+      float ls = 0.f;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        sc[u][hh] = att_w(sc[u][hh], mn);  // the weight p of row u
+        ls += sc[u][hh];
+      }
+      l[hh] = l[hh] * corr + ls;
+      m[hh] = mn;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[hh][i] *= corr;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      float vf[8];
+      att_cvt8<KDT>(vr[u], vf);
+#pragma unroll
+      for (int hh = 0; hh < G; ++hh)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[hh][i] += sc[u][hh] * vf[i];
+    }
+    if (PF) {
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int x = 0; x < NV; ++x) {
+          kr[u][x] = kn[u][x];
+          vr[u][x] = vn[u][x];
+        }
+    } else if (rn < j1) {
+      load_tile(rn, kr, vr);
+    }
+  }
+  // lanes of one dim chunk (one per row slot) -> lane sub 0
+#pragma unroll
+  for (int o = LPR; o < 32; o <<= 1)
+#pragma unroll
+    for (int hh = 0; hh < G; ++hh) {
+      const float om = __shfl_xor_sync(0xFFFFFFFFu, m[hh], o), ol = __shfl_xor_sync(0xFFFFFFFFu, l[hh], o);
+      const float M = fmaxf(m[hh], om), a = att_w(m[hh], M), b = att_w(om, M);
+      l[hh] = l[hh] * a + ol * b;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[hh][i] = acc[hh][i] * a + __shfl_xor_sync(0xFFFFFFFFu, acc[hh][i], o) * b;
+      m[hh] = M;
+    }
+  if (sub == 0) {
+#pragma unroll
+    for (int hh = 0; hh < G; ++hh) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s_acc[warp][hh * HD + c8 + i] = acc[hh][i];
+      if (lane == 0) {
+        s_m[warp][hh] = m[hh];
+        s_l[warp][hh] = l[hh];
+      }
+    }
+  }
+  __syncthreads();
+  // the block's partial state per head -> scratch
+  const int hdr = (kAttSplitMaxRows * nkv + 3) & ~3;
+  float* pacc = scratch + hdr;                                // [T][nh][S][HD]
+  float* pml = pacc + (i64)T * nh * S * HD;                   // [T][nh][S][2]
+  const i64 row0 = ((i64)t * nh + (i64)g * G) * S;            // entry (hh, sp): row0 + hh * S + sp
+  for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
+    const int hh = idx / HD, d = idx - hh * HD;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) M = fmaxf(M, s_m[w][hh]);
+    float o = 0.f, den = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      const float a = att_w(s_m[w][hh], M);
+      o += s_acc[w][idx] * a;
+      den += s_l[w][hh] * a;
+    }
+    const i64 e = row0 + (i64)hh * S + s;
+    pacc[e * HD + d] = o;
+    if (d == 0) {
+      pml[2 * e] = M;
+      pml[2 * e + 1] = den;
+    }
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* cnt = (unsigned*)scratch + t * nkv + g;
+    const unsigned prev = atomicAdd(cnt, 1u);
+    s_last = prev == (unsigned)(nsplit - 1);
+    if (s_last) atomicExch(cnt, 0u);  // every split of (g, t) has arrived: ready for the next launch
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  // the last block merges the nsplit partial states of each head
+  for (int idx = threadIdx.x; idx < G * nsplit; idx += blockDim.x) {
+    const int hh = idx / nsplit, sp = idx - hh * nsplit;
+    const i64 e = row0 + (i64)hh * S + sp;
+    s_pm[hh][sp] = pml[2 * e];
+    s_pl[hh][sp] = pml[2 * e + 1];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * nsplit; idx += blockDim.x) {  // weight of each split
+    const int hh = idx / nsplit, sp = idx - hh * nsplit;
+    float M = -INFINITY;
+    for (int x = 0; x < nsplit; ++x) M = fmaxf(M, s_pm[hh][x]);
+    s_pw[hh][sp] = att_w(s_pm[hh][sp], M);
+  }
+  __syncthreads();
+  // warp w sums splits w, w + NW, ...; lane takes float4 columns lane, lane + 32, ... of [G][HD]
+  constexpr int C4 = G * HD / 4, CPL = (C4 + 31) / 32;
+  float4 a4[CPL];
+#pragma unroll
+  for (int i = 0; i < CPL; ++i) a4[i].x = a4[i].y = a4[i].z = a4[i].w = 0.f;
+  for (int sp = warp; sp < nsplit; sp += NW) {
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) {
+      const int c4 = lane + 32 * i;
+      if (c4 < C4) {
+        const int hh = (c4 * 4) / HD, d = c4 * 4 - hh * HD;
+        const float w = s_pw[hh][sp];
+        const float4 v = *(const float4*)(pacc + (row0 + (i64)hh * S + sp) * HD + d);
+        a4[i].x += v.x * w; a4[i].y += v.y * w; a4[i].z += v.z * w; a4[i].w += v.w * w;
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < CPL; ++i) {
+    const int c4 = lane + 32 * i;
+    if (c4 < C4) *(float4*)&s_acc[warp][c4 * 4] = a4[i];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
+    const int hh = idx / HD;
+    float o = 0.f, den = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) o += s_acc[w][idx];
+    for (int sp = 0; sp < nsplit; ++sp) den += s_pl[hh][sp] * s_pw[hh][sp];
+    out[((i64)t * nh + (i64)g * G) * HD + idx] = den > 0.f ? o / den : 0.f;
+  }
+}

@@ -26,6 +26,9 @@ constexpr int kElementwiseThreads = 256;         // grid-stride kernels: add, mu
 constexpr int kElementwiseMaxBlocks = 4096;
 constexpr int kLastRowMaxBlocks = 1024;
 
+// Convert (convert.cuh): dequantising a whole weight matrix to f16.
+constexpr int kConvertMaxBlocks = 132 * 16;      // grid-stride: ~16 blocks per SM of an H100/H200
+
 // RoPE and KV store (rope.cuh): one block per (token, head), one thread per pair.
 constexpr int kRopeThreads = 64;
 
@@ -34,6 +37,35 @@ constexpr int kAttWarps = 8;
 constexpr int kAttThreads = 32 * kAttWarps;
 constexpr int kAttKeysPerGroup = 4;              // key rows a warp loads together
 constexpr int kAttMaxDimsPerLane = 8;            // head_dim <= 32 * 8 = 256
+
+// Split-K decode attention (attention.cuh k_attention_split, flash-decoding):
+// steps of <= kAttSplitMaxRows rows; one block per (split of the KV sequence,
+// KV head, row) covers the whole GQA group; the last block of a (KV head, row)
+// merges the splits. Split count S (compile time, codegen attention_splits):
+// ceil(kAttSplitTargetBlocks / (n_kv_heads * rows)), at most kAttSplitMaxSplits
+// and at most kv_len / kAttSplitMinKeys; at run time a split covers
+// max(ceil(L / S), kAttSplitMinKeys) of the L = pos0 + n_tokens rows.
+constexpr int kAttSplitMaxRows = 4;
+// Chosen on an H200 (AttentionBench in tests/gpu/kernels_test.cpp, docs/perf-notes.md):
+// 8 warps, 2 loads of K and V per lane and tile with the next tile prefetched
+// (128 registers at head_dim 128 and 4 heads per KV head: 2 blocks per SM),
+// ~2 blocks per SM; more splits (4 per SM) or fewer (1) were slower.
+constexpr int kAttSplitWarps = 8;                // warps per block
+constexpr int kAttSplitThreads = 32 * kAttSplitWarps;
+constexpr int kAttSplitLoads = 2;                // K and V row loads of a lane per tile
+constexpr int kAttSplitPrefetch = 1;             // the next tile's loads fly while one is computed
+constexpr int kAttSplitTargetBlocks = 2 * 132;   // ~2 blocks per SM of an H100/H200
+constexpr int kAttSplitMaxSplits = 48;
+constexpr int kAttSplitMinKeys = 64;
+constexpr int kAttSplitMaxGroup = 8;             // query heads per KV head (n_heads / n_kv_heads)
+constexpr int kAttSplitMaxGroupDims = 1024;      // group * head_dim (shared memory of the block merge)
+
+// Flash attention for prefill (flash_attention.cuh): a block is kFlashWarps
+// warps of 16 query rows of one head; KV tiles of kFlashKeys keys in shared memory.
+constexpr int kFlashWarps = 4;
+constexpr int kFlashThreads = 32 * kFlashWarps;
+constexpr int kFlashRows = 16 * kFlashWarps;
+constexpr int kFlashKeys = 64;
 
 // Sampling (sample.cuh): LM head GEMV blocks, and the argmax-as-sampling kernel.
 constexpr int kSampleThreads = kGemvThreads;

@@ -29,16 +29,25 @@ int main(int argc, char** argv) {
   kiln::cli::register_generate(app);
   kiln::cli::register_synth(app);
   kiln::cli::register_tokenize(app);
+  // Exit status (README.md, "Exit status"): 0 success, 1 bad input (command
+  // line, model, plan), 2 internal error, 3 no GPU or a device / CUDA error.
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "kiln: error: %s\n", kiln::rt::cli::parse_error_message(app, e, argc, argv).c_str());
+    return 1;
   } catch (const kiln::Error& e) {
+    if (e.code() == kiln::ErrorCode::kInternal) {
+      std::fprintf(stderr, "kiln: internal error: %s\n", e.what());
+      return 2;
+    }
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
     return 1;
   } catch (const kiln::rt::Error& e) {
-    std::fprintf(stderr, "kiln: error: %s\n", e.what());
-    return e.code() == kiln::rt::ErrorCode::kDevice ? 3 : 1;
+    std::fprintf(stderr, "kiln: %s: %s\n", e.code() == kiln::rt::ErrorCode::kInternal ? "internal error" : "error",
+                 e.what());
+    return kiln::rt::cli::exit_status(e);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kiln: internal error: %s\n", e.what());
     return 2;

@@ -1,4 +1,6 @@
 // kiln compile: GGUF model -> plan for one GPU architecture. Needs no GPU.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -14,6 +16,7 @@
 #include "compiler/cli/verbs.h"
 #include "compiler/compile/compile.h"
 #include "ir/error.h"
+#include "runtime/cli/args.h"
 
 namespace kiln::cli {
 namespace {
@@ -44,6 +47,40 @@ std::string command_line() {
   return out;
 }
 
+struct Args {
+  std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutGgml, kv_type = "f16";
+  int64_t ctx = 0, max_tokens = 256;
+  std::vector<int64_t> buckets;
+  bool no_eager = false, no_cache = false, quiet = false, list_passes = false;
+  std::vector<std::string> dump_after, disable;
+  int jobs = 0;
+};
+
+// Every value checked before any work (runtime/cli/args.h).
+void check_args(const CLI::App& cmd, const Args& a) {
+  using namespace rt::cli;
+  check_input_file(a.model, "model");
+  if (!a.out.empty()) check_output_file("--output", a.out);
+  const bool ctx_given = cmd.count("--ctx") > 0;
+  if (ctx_given) check_int("--ctx", a.ctx, 1, kMaxTokensArg, "KV-cache rows");
+  if (ctx_given && cmd.count("--max-tokens"))
+    check_int("--max-tokens", a.max_tokens, 1, a.ctx, "largest prefill chunk, at most --ctx");
+  else
+    check_int("--max-tokens", a.max_tokens, 1, kMaxTokensArg, "largest prefill chunk in tokens");
+  // Chunks above --max-tokens (clipped to --ctx) would never run.
+  const int64_t max_chunk = ctx_given ? std::min(a.max_tokens, a.ctx) : a.max_tokens;
+  for (int64_t b : a.buckets)
+    check_int("--buckets", b, 2, max_chunk,
+              "each prefill chunk size at least 2 (one token runs the decode program) and at most --max-tokens");
+  check_int("--jobs", a.jobs, 0, 4096, "parallel NVRTC compiles, 0 = all cores");
+  if (!a.cache_dir.empty()) {
+    struct stat st {};
+    if (::stat(a.cache_dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+      throw rt::Error(rt::ErrorCode::kInvalidArgument, "--kernel-cache '" + a.cache_dir + "' is not a directory",
+                      "--kernel-cache");
+  }
+}
+
 }  // namespace
 
 void register_compile(CLI::App& app) {
@@ -51,16 +88,8 @@ void register_compile(CLI::App& app) {
       "compile",
       "Compile a GGUF model into a plan for one GPU architecture (no GPU needed).\n"
       "Example: kiln compile model.gguf --target sm_90 -o model.plan");
-  struct Args {
-    std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutGgml;
-    int64_t ctx = 0, max_tokens = 256;
-    std::vector<int64_t> buckets;
-    bool no_eager = false, no_cache = false, quiet = false, list_passes = false;
-    std::vector<std::string> dump_after, disable;
-    int jobs = 0;
-  };
   auto a = std::make_shared<Args>();
-  cmd->add_option("model", a->model, "GGUF model file")->check(CLI::ExistingFile);
+  cmd->add_option("model", a->model, "GGUF model file");
   cmd->add_option("-o,--output", a->out, "plan file to write (default: <model>.<target>.plan)");
   cmd->add_option("--target", a->target,
                   "GPU architecture: sm_75, sm_80, sm_86, sm_89, sm_90, or 'native' (the local GPU)")
@@ -68,6 +97,10 @@ void register_compile(CLI::App& app) {
   cmd->add_option("--weight-layout", a->weight_layout,
                   "how compiled matmul-family weights are stored: " + fmt::format("{}", fmt::join(codegen::weight_layouts(), ", ")) +
                       " (eager programs always read ggml)")
+      ->capture_default_str();
+  cmd->add_option("--kv-type", a->kv_type,
+                  "KV-cache dtype: " + fmt::format("{}", fmt::join(compile::kv_types(), ", ")) +
+                      " (f16 halves the f32 cache's memory and the bytes decode attention reads)")
       ->capture_default_str();
   cmd->add_option("--ctx", a->ctx, "context length to compile for (KV-cache rows; default min(2048, model's))");
   cmd->add_option("--max-tokens", a->max_tokens, "largest prefill chunk in tokens")->capture_default_str();
@@ -80,12 +113,13 @@ void register_compile(CLI::App& app) {
   cmd->add_flag("--no-kernel-cache", a->no_cache, "always run NVRTC");
   cmd->add_option("-j,--jobs", a->jobs, "parallel NVRTC compiles (default: all cores)");
   cmd->add_flag("-q,--quiet", a->quiet, "print only errors");
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     if (a->list_passes) {
       for (const auto& p : passes::default_pipeline()) std::printf("  %-22s %s\n", p.name.c_str(), p.summary.c_str());
       return;
     }
     if (a->model.empty()) throw CLI::RequiredError("model");
+    check_args(*cmd, *a);
     const auto& layouts = codegen::weight_layouts();
     if (std::find(layouts.begin(), layouts.end(), a->weight_layout) == layouts.end())
       throw Error(ErrorCode::kInvalidArgument, fmt::format("--weight-layout '{}' is not a weight layout: use one of {}",
@@ -94,6 +128,7 @@ void register_compile(CLI::App& app) {
     o.model_path = a->model;
     o.sm = compile::resolve_target(a->target);
     o.weight_layout = a->weight_layout;
+    o.kv_type = a->kv_type;
     o.command_line = command_line();
     o.out_path = a->out;
     if (o.out_path.empty())

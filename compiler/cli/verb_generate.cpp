@@ -10,6 +10,7 @@
 #include "compiler/tools/reference/generator.h"
 #include "compiler/gguf/gguf.h"
 #include "ir/error.h"
+#include "runtime/cli/args.h"
 
 namespace kiln::cli {
 namespace {
@@ -20,6 +21,7 @@ struct GenerateArgs {
   bool reference = false;
   bool chat = false;
   bool quiet = false;
+  std::string seed = "0";
   gen::GenerateOptions opt;
 };
 
@@ -58,28 +60,35 @@ void run_generate(const GenerateArgs& a) {
 void register_generate(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* sub = app.add_subcommand("generate", "Generate text from a prompt (CPU reference interpreter with --reference)");
-  sub->add_option("model", a->model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  sub->add_option("model", a->model, "GGUF model file")->required();
   sub->add_option("-p,--prompt", a->prompt, "Prompt text")->required();
   sub->add_flag("--reference", a->reference, "Run on the CPU with the IR reference interpreter");
   sub->add_option("-n,--max-tokens", a->opt.max_new_tokens, "Maximum tokens to generate")
-      ->default_val(64)
-      ->check(CLI::PositiveNumber);
+      ->default_val(64);
   sub->add_option("--temp", a->opt.sampling.temperature, "Sampling temperature (0 = greedy)")
-      ->default_val(0.0)
-      ->check(CLI::NonNegativeNumber);
+      ->default_val(0.0);
   sub->add_option("--top-k", a->opt.sampling.top_k, "Keep only the K most likely tokens (0 = all)")
-      ->default_val(0)
-      ->check(CLI::NonNegativeNumber);
+      ->default_val(0);
   sub->add_option("--top-p", a->opt.sampling.top_p, "Nucleus sampling mass in (0, 1] (1 = off)")
-      ->default_val(1.0)
-      ->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--seed", a->opt.sampling.seed, "Seed of the sampler's SplitMix64 generator")->default_val(0);
+      ->default_val(1.0);
+  sub->add_option("--seed", a->seed, "Seed of the sampler's SplitMix64 generator")->capture_default_str();
   sub->add_flag("--chat", a->chat, "Wrap the prompt as a user turn of the model's chat template");
-  sub->add_option("--ctx", a->opt.ctx, "Context length (KV cache rows); default min(model context, 2048)")
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--chunk", a->opt.chunk, "Prefill chunk size in tokens")->default_val(256)->check(CLI::PositiveNumber);
+  sub->add_option("--ctx", a->opt.ctx, "Context length (KV cache rows); default min(model context, 2048)");
+  sub->add_option("--chunk", a->opt.chunk, "Prefill chunk size in tokens")->default_val(256);
   sub->add_flag("-q,--quiet", a->quiet, "Do not print timing to stderr");
-  sub->callback([a] { run_generate(*a); });
+  sub->callback([a, sub] {
+    // Every value checked before any work (runtime/cli/args.h).
+    using namespace rt::cli;
+    check_input_file(a->model, "model");
+    check_int("--max-tokens", a->opt.max_new_tokens, 1, kMaxTokensArg, "most tokens to generate");
+    check_real("--temp", a->opt.sampling.temperature, 0, 100, false, "0 = greedy");
+    check_int("--top-k", a->opt.sampling.top_k, 0, kMaxTokensArg, "0 = off");
+    check_real("--top-p", a->opt.sampling.top_p, 0, 1, true, "1 = off");
+    if (sub->count("--ctx")) check_int("--ctx", a->opt.ctx, 1, kMaxTokensArg, "KV-cache rows");
+    check_int("--chunk", a->opt.chunk, 1, kMaxTokensArg, "prefill chunk in tokens");
+    a->opt.sampling.seed = parse_u64("--seed", a->seed);
+    run_generate(*a);
+  });
 }
 
 }  // namespace kiln::cli

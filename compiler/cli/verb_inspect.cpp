@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "compiler/cli/verbs.h"
+#include "runtime/cli/args.h"
 #include "runtime/cli/cli.h"
 #include "compiler/frontend/frontend.h"
 #include "compiler/gguf/gguf.h"
@@ -434,12 +435,13 @@ void register_inspect(CLI::App& app) {
       "inspect",
       "Show what is in a GGUF model (metadata, tensors, vocabulary) and whether kiln supports it,\n"
       "or what is in a compiled plan (target, kernels, programs, arena, memory budget)");
-  sub->add_option("model", opt->path, "the .gguf or .plan file")->required()->check(CLI::ExistingFile);
+  sub->add_option("model", opt->path, "the .gguf or .plan file")->required();
   sub->add_flag("--json", opt->json, "machine-readable output: every key and tensor");
   sub->add_flag("--all-keys", opt->all_keys, "list every metadata key with its value");
   sub->add_flag("--all-tensors", opt->all_tensors,
                 "list every tensor instead of summarising repeated layers (for a plan: every launch of every program)");
   sub->callback([opt] {
+    rt::cli::check_input_file(opt->path, "model or plan");
     // A plan file starts with the plan header's magic; everything else is treated as GGUF.
     if (rt::cli::is_plan_file(opt->path)) rt::cli::inspect_plan(opt->path, opt->all_tensors);
     else run_inspect(*opt);

@@ -8,6 +8,7 @@
 #include "compiler/cli/verbs.h"
 #include "compiler/tools/synth/model.h"
 #include "ir/error.h"
+#include "runtime/cli/args.h"
 
 namespace kiln::cli {
 namespace {
@@ -16,12 +17,17 @@ struct SynthArgs {
   std::string geometry = "tiny";
   std::string type = "f16";
   uint64_t seed = 0;
+  std::string seed_text = "0";
   uint64_t alignment = 32;
   std::string out;
   bool quiet = false;
 };
 
-void run_synth(const SynthArgs& a) {
+void run_synth(SynthArgs& a) {
+  a.seed = rt::cli::parse_u64("--seed", a.seed_text);
+  rt::cli::check_output_file("--output", a.out);
+  if (a.alignment == 0 || a.alignment > (1u << 20) || (a.alignment & (a.alignment - 1)) != 0)
+    rt::cli::bad_value("--alignment", std::to_string(a.alignment), "must be a power of two, 1..1048576");
   synth::SynthOptions opt;
   opt.geometry = a.geometry;
   opt.type = a.type;
@@ -72,7 +78,7 @@ void register_synth(CLI::App& app) {
                   "(llama.cpp's mix)")
       ->check(CLI::IsMember(synth::type_names()))
       ->capture_default_str();
-  sub->add_option("--seed", args->seed, "Random seed")->capture_default_str();
+  sub->add_option("--seed", args->seed_text, "Random seed")->capture_default_str();
   sub->add_option("--alignment", args->alignment, "GGUF data alignment (power of two)")
       ->capture_default_str();
   sub->add_option("-o,--output", args->out, "Output .gguf path")->required();

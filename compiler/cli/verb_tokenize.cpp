@@ -10,6 +10,7 @@
 #include "compiler/gguf/gguf.h"
 #include "compiler/tokenizer/import.h"
 #include "ir/error.h"
+#include "runtime/cli/args.h"
 #include "runtime/error.h"
 #include "runtime/tokenizer/chat_template.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -111,7 +112,7 @@ void run(const TokenizeOpts& o) {
 void register_tokenize(CLI::App& app) {
   auto opts = std::make_shared<TokenizeOpts>();
   CLI::App* sub = app.add_subcommand("tokenize", "Tokenize text (or decode ids) with a GGUF model's tokenizer");
-  sub->add_option("model", opts->model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  sub->add_option("model", opts->model, "GGUF model file")->required();
   sub->add_option("text", opts->text, "Text to tokenize");
   sub->add_option("--decode", opts->decode, "Token ids to decode back to text instead");
   sub->add_flag("--no-special", opts->no_special, "Do not add BOS/EOS (encode); skip control tokens (decode)");
@@ -119,7 +120,10 @@ void register_tokenize(CLI::App& app) {
                 "Treat special-token text like <|im_start|> as plain text");
   sub->add_flag("--chat", opts->chat, "Wrap the text as a user turn with the model's chat template");
   sub->add_flag("--ids", opts->ids_only, "Print only the ids, space separated");
-  sub->callback([opts] { run(*opts); });
+  sub->callback([opts] {
+    rt::cli::check_input_file(opts->model, "model");
+    run(*opts);
+  });
 }
 
 }  // namespace kiln::cli

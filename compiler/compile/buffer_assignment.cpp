@@ -9,7 +9,8 @@ namespace {
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 }  // namespace
 
-FixedSlots assign_fixed_slots(const std::vector<const ir::Graph*>& graphs, int64_t max_tokens, int64_t ctx) {
+FixedSlots assign_fixed_slots(const std::vector<const ir::Graph*>& graphs, int64_t max_tokens, int64_t ctx,
+                              uint64_t gemm_workspace_bytes) {
   FixedSlots S;
   uint64_t cur = 0;
   S.step = cur;
@@ -29,6 +30,10 @@ FixedSlots assign_fixed_slots(const std::vector<const ir::Graph*>& graphs, int64
         cur = align_up(cur + bytes, kArenaAlign);
       }
   S.kv_size = cur - S.kv_offset;
+  if (gemm_workspace_bytes) {
+    S.gemm_workspace = {cur, gemm_workspace_bytes};
+    cur = align_up(cur + gemm_workspace_bytes, kArenaAlign);
+  }
   S.temps_base = cur;
   return S;
 }

@@ -37,13 +37,16 @@ struct FixedSlots {
   uint32_t tokens_capacity = 0;
   uint64_t kv_offset = 0, kv_size = 0;  // the states' span
   std::map<std::string, ArenaSlot> states;  // by state name
+  ArenaSlot gemm_workspace;   // cuBLASLt workspace (0 bytes when no program has a GEMM)
   uint64_t temps_base = 0;    // first byte above the fixed slots
 };
 
 // Step block, tokens, positions (max_tokens rows), then every State value of
 // the graphs (first graph first, in value order; a name seen before is not
 // placed again) sized with tokens = max_tokens, kv_len = ctx, seqs = 1.
-FixedSlots assign_fixed_slots(const std::vector<const ir::Graph*>& graphs, int64_t max_tokens, int64_t ctx);
+// Then the cuBLASLt workspace of `gemm_workspace_bytes` (0: none).
+FixedSlots assign_fixed_slots(const std::vector<const ir::Graph*>& graphs, int64_t max_tokens, int64_t ctx,
+                              uint64_t gemm_workspace_bytes = 0);
 
 // One program's temporaries and their placement.
 struct ProgramBuffers {

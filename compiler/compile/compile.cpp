@@ -42,7 +42,62 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// cuBLASLt workspace (its documentation recommends 32 MiB on Hopper).
+constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;
+
+bool names_pass(const std::vector<passes::Pass>& ps, const std::string& name) {
+  for (const auto& p : ps)
+    if (p.name == name) return true;
+  return false;
+}
+// --disable-pass / --dump-after name passes of either pipeline (default, prefill).
+void check_pass_names(const passes::PipelineOptions& o, std::initializer_list<const std::vector<passes::Pass>*> pls) {
+  for (const auto* list : {&o.disable, &o.dump_after})
+    for (const auto& name : *list) {
+      if (name == "all") continue;
+      bool known = false;
+      std::string valid;
+      for (const auto* ps : pls)
+        for (const auto& p : *ps) {
+          known |= p.name == name;
+          if (valid.find(p.name) == std::string::npos) valid += (valid.empty() ? "" : ", ") + p.name;
+        }
+      if (!known)
+        throw Error(ErrorCode::kInvalidArgument, "unknown pass '" + name + "': the passes are " + valid, name);
+    }
+}
+// The options that concern the passes of `ps` (run_pipeline refuses names it does not run).
+passes::PipelineOptions pipeline_part(const passes::PipelineOptions& o, const std::vector<passes::Pass>& ps) {
+  passes::PipelineOptions r = o;
+  r.disable.clear();
+  r.dump_after.clear();
+  for (const auto& n : o.disable)
+    if (names_pass(ps, n)) r.disable.push_back(n);
+  for (const auto& n : o.dump_after)
+    if (n == "all" || names_pass(ps, n)) r.dump_after.push_back(n);
+  return r;
+}
+
+}  // namespace
+
+const std::vector<std::string>& kv_types() {
+  static const std::vector<std::string> v = {"f16", "bf16", "f32"};
+  return v;
+}
+
+ir::DType parse_kv_type(const std::string& name) {
+  if (name == "f16") return ir::DType::F16;
+  if (name == "bf16") return ir::DType::BF16;
+  if (name == "f32") return ir::DType::F32;
+  throw Error(ErrorCode::kInvalidArgument,
+              fmt::format("--kv-type '{}' is not a KV-cache type: use one of {}", name, fmt::join(kv_types(), ", ")),
+              "kv_type");
+}
+
+namespace {
+
 void check_options(const CompileOptions& opt) {
+  (void)parse_kv_type(opt.kv_type);
   const auto& layouts = codegen::weight_layouts();
   if (std::find(layouts.begin(), layouts.end(), opt.weight_layout) == layouts.end())
     throw Error(ErrorCode::kInvalidArgument,
@@ -91,7 +146,7 @@ CompileReport compile_model(const CompileOptions& opt) {
 
   // 2. IR: the eager graph is the frontend's, plus sampling; the compiled graph is it after the passes.
   t = Clock::now();
-  ir::Graph base = frontend::build_graph(f, cfg, {shapes.max_tokens, shapes.ctx});
+  ir::Graph base = frontend::build_graph(f, cfg, {shapes.max_tokens, shapes.ctx, parse_kv_type(opt.kv_type)});
   {
     auto logits = base.find_value("logits");
     if (!logits) throw Error(ErrorCode::kInternal, "frontend graph has no 'logits' output");
@@ -100,13 +155,23 @@ CompileReport compile_model(const CompileOptions& opt) {
     base.mark_output(next);
     ir::verify(base);
   }
-  ir::Graph fused = passes::run_pipeline(base, passes::default_pipeline(), opt.pipeline);
-  stage_done("passes", t, fmt::format("{} ops -> {} ops", base.nodes().size(), fused.nodes().size()));
+  const auto main_passes = passes::default_pipeline(), prefill_passes = passes::prefill_pipeline();
+  check_pass_names(opt.pipeline, {&main_passes, &prefill_passes});
+  ir::Graph fused = passes::run_pipeline(base, main_passes, pipeline_part(opt.pipeline, main_passes));
+  // Compiled prefill programs: GEMMs on tensor cores (tensor-core-gemm).
+  ir::Graph prefill = passes::run_pipeline(fused, prefill_passes, pipeline_part(opt.pipeline, prefill_passes));
+  size_t n_gemms = 0;
+  for (const auto& n : prefill.nodes())
+    if ((n.op == ir::OpKind::MatMul || n.op == ir::OpKind::MatMulAdd) &&
+        prefill.value(n.inputs[0]).dtype != ir::DType::F32)
+      ++n_gemms;
+  stage_done("passes", t, fmt::format("{} ops -> {} ops (prefill: {} ops, {} tensor-core GEMMs)", base.nodes().size(),
+                                      fused.nodes().size(), prefill.nodes().size(), n_gemms));
 
   // 3. Weights: one blob per (possibly fused) source and layout, views for the parts.
   t = Clock::now();
   const codegen::Target target{opt.sm, opt.weight_layout};
-  std::vector<GraphUse> uses = {{&fused, ProgramMode::Compiled}};
+  std::vector<GraphUse> uses = {{&fused, ProgramMode::Compiled}, {&prefill, ProgramMode::Compiled}};
   if (opt.eager) uses.push_back({&base, ProgramMode::Eager});
   WeightLayout W = layout_weights(f, uses, target);
   stage_done("weights", t,
@@ -115,13 +180,14 @@ CompileReport compile_model(const CompileOptions& opt) {
   // 4. Buffers and launches: fixed arena slots, then per program its
   // temporaries (memory plan) and one launch per node.
   t = Clock::now();
-  std::vector<const ir::Graph*> graphs = {&fused};
+  std::vector<const ir::Graph*> graphs = {&fused, &prefill};
   if (opt.eager) graphs.push_back(&base);
-  const FixedSlots slots = assign_fixed_slots(graphs, shapes.max_tokens, shapes.ctx);
+  const FixedSlots slots =
+      assign_fixed_slots(graphs, shapes.max_tokens, shapes.ctx, n_gemms ? kGemmWorkspaceBytes : 0);
   KernelTable kernels;
   std::vector<plan::ProgramSpec> programs;
   uint64_t temps_bytes = 0;
-  for (const ProgramJob& job : program_jobs(fused, opt.eager ? &base : nullptr, shapes)) {
+  for (const ProgramJob& job : program_jobs(fused, opt.eager ? &base : nullptr, shapes, &prefill)) {
     const BufferAssignment buffers(*job.g, job.dims, slots, W);
     temps_bytes = std::max(temps_bytes, buffers.temps_bytes());
     plan::ProgramSpec ps = lower_program(job, target, buffers, kernels);

@@ -1,7 +1,7 @@
 // The compile driver: GGUF -> IR -> passes -> kernels -> memory plan -> plan file.
 // compile.cpp sequences the stages (each in its own file in compiler/compile/).
 //
-// Every option that changes the plan's contents (sm, weight_layout, ctx,
+// Every option that changes the plan's contents (sm, weight_layout, kv_type, ctx,
 // max_tokens, prefill_buckets, eager, pipeline.disable) has a `kiln compile`
 // flag and is recorded in the plan (Plan.compile_options, shown by
 // `kiln inspect model.plan`); cache_dir, jobs, dump_after and progress do not
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "compiler/passes/pipeline.h"
+#include "ir/dtype.h"
 
 namespace kiln::compile {
 
@@ -22,6 +23,8 @@ struct CompileOptions {
   int sm = 90;                            // target SM (90 = sm_90)
   std::string weight_layout = "ggml";     // --weight-layout: how compiled matmul weights are stored (codegen::Target;
                                           // one of codegen::weight_layouts())
+  std::string kv_type = "f16";            // --kv-type: KV-cache dtype, one of kv_types() ("f16" halves the
+                                          // f32 cache; the interpreter rounds stored rows the same way)
   int64_t ctx = 0;                        // compiled context (KV rows); 0 = min(2048, model's)
   int64_t max_tokens = 256;               // largest prefill chunk
   std::vector<int64_t> prefill_buckets;   // empty = {16, 64, max_tokens} clipped to max_tokens
@@ -43,6 +46,11 @@ struct CompileReport {
 
 // Throws kiln::Error (bad model, unsupported, I/O). Never leaves a partial plan at out_path.
 CompileReport compile_model(const CompileOptions& opt);
+
+// The dtypes --kv-type accepts ("f16", "bf16", "f32"), and the one a name means
+// (throws kiln::Error(kInvalidArgument) naming --kv-type and the choices).
+const std::vector<std::string>& kv_types();
+ir::DType parse_kv_type(const std::string& name);
 
 // Resolves "--target": "sm_90", "90", or "native" (asks the local GPU; a clear error when none).
 int resolve_target(const std::string& target);

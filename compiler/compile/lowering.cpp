@@ -31,14 +31,16 @@ std::string ProgramJob::name() const {
                      phase == plan::Phase::kDecode ? "decode" : "prefill", bucket());
 }
 
-std::vector<ProgramJob> program_jobs(const ir::Graph& compiled, const ir::Graph* eager, const ProgramShapes& shapes) {
+std::vector<ProgramJob> program_jobs(const ir::Graph& compiled, const ir::Graph* eager, const ProgramShapes& shapes,
+                                     const ir::Graph* compiled_prefill) {
   std::vector<ProgramJob> jobs;
-  auto add = [&](const ir::Graph* g, ProgramMode mode) {
+  auto add = [&](const ir::Graph* g, const ir::Graph* prefill, ProgramMode mode) {
     jobs.push_back({g, mode, plan::Phase::kDecode, ir::DimBindings{1, shapes.ctx, 1}});
-    for (auto b : shapes.buckets) jobs.push_back({g, mode, plan::Phase::kPrefill, ir::DimBindings{b, shapes.ctx, 1}});
+    for (auto b : shapes.buckets)
+      jobs.push_back({prefill, mode, plan::Phase::kPrefill, ir::DimBindings{b, shapes.ctx, 1}});
   };
-  add(&compiled, ProgramMode::Compiled);
-  if (eager) add(eager, ProgramMode::Eager);
+  add(&compiled, compiled_prefill ? compiled_prefill : &compiled, ProgramMode::Compiled);
+  if (eager) add(eager, eager, ProgramMode::Eager);
   return jobs;
 }
 
@@ -59,7 +61,13 @@ plan::ProgramSpec lower_program(const ProgramJob& job, const codegen::Target& ta
   for (const auto& n : g.nodes()) {
     codegen::Lowered low = codegen::lower(g, n, job.dims, target, job.mode);
     plan::LaunchSpec ls;
-    ls.kernel = kernels.add(low.kernel);
+    if (low.gemm) {  // a cuBLASLt GEMM: no kernel
+      const auto& gc = *low.gemm;
+      ls.gemm = plan::GemmSpec{static_cast<uint32_t>(gc.m), static_cast<uint32_t>(gc.n), static_cast<uint32_t>(gc.k),
+                               static_cast<uint8_t>(gc.ab_type), gc.residual};
+    } else {
+      ls.kernel = kernels.add(low.kernel);
+    }
     ls.grid = low.grid;
     ls.block = low.block;
     ls.smem = low.smem;

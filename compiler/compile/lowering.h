@@ -40,7 +40,10 @@ struct ProgramJob {
 };
 // Compiled decode (bucket 1) then compiled prefill per bucket; the same for
 // `eager` when given (nullptr: no eager programs).
-std::vector<ProgramJob> program_jobs(const ir::Graph& compiled, const ir::Graph* eager, const ProgramShapes& shapes);
+// Compiled prefill programs run `compiled_prefill` when given (the graph after
+// the prefill pipeline: tensor-core GEMMs), else `compiled`.
+std::vector<ProgramJob> program_jobs(const ir::Graph& compiled, const ir::Graph* eager, const ProgramShapes& shapes,
+                                     const ir::Graph* compiled_prefill = nullptr);
 
 // The distinct kernels of a plan: one per (source hash, entry). Eager modules
 // hold every generic kernel of one dtype, so several kernels share a source.

@@ -73,6 +73,8 @@ plan::ArenaSpec arena_spec(const FixedSlots& slots, uint64_t temps_bytes, uint64
   A.step_offset = slots.step;
   A.tokens_offset = slots.tokens;
   A.tokens_capacity = slots.tokens_capacity;
+  A.gemm_workspace_offset = slots.gemm_workspace.offset;
+  A.gemm_workspace_size = slots.gemm_workspace.bytes;
   for (const auto& [name, s] : slots.states) A.kv.push_back({name, s.offset, s.bytes});
   A.size = align_up(slots.temps_base + temps_bytes, kArenaAlign);
   A.logits_offset = logits_offset;
@@ -89,6 +91,7 @@ plan::CompileOptionsSpec options_record(const CompileOptions& opt, const Program
   r.weight_layout = opt.weight_layout;
   r.disabled_passes = opt.pipeline.disable;
   r.command_line = opt.command_line;
+  r.kv_type = opt.kv_type;
   return r;
 }
 

@@ -33,6 +33,7 @@ ModelConfig read_config(const gguf::File& f);
 struct GraphOptions {
   int64_t max_tokens = 512;     // bound of symbolic dim "tokens" (prefill chunk)
   int64_t max_context = 2048;   // bound of "kv_len" (KV cache rows); <= context_length
+  ir::DType kv_type = ir::DType::F32;  // KV-cache states' dtype (F32 | F16 | BF16; kiln compile --kv-type)
 };
 
 // One forward step: inputs "tokens" (i32[tokens]) and "positions" (i32[tokens]);

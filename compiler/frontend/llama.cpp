@@ -266,6 +266,10 @@ ir::Graph build_graph(const gguf::File& f, const ModelConfig& c, const GraphOpti
                             "context of at most {}",
                             opt.max_context, c.context_length, c.context_length),
                 "max_context");
+  const DType kv_t = opt.kv_type;
+  if (kv_t != DType::F32 && kv_t != DType::F16 && kv_t != DType::BF16)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("KV-cache type {} is not f32, f16 or bf16", ir::dtype_name(kv_t)), "kv_type");
   if (auto problems = weight_problems(f, c); !problems.empty()) {
     std::string msg = "model cannot be built:";
     for (const auto& p : problems) msg += "\n  " + p;
@@ -333,10 +337,10 @@ ir::Graph build_graph(const gguf::File& f, const ModelConfig& c, const GraphOpti
     q = g.add_node(OpKind::Rope, rq, rope_attrs(c.n_heads), b + "q_rope", DType::F32, rows(q_out));
     k = g.add_node(OpKind::Rope, rk, rope_attrs(c.n_kv_heads), b + "k_rope", DType::F32, rows(kv_out));
     const Shape cache_shape{Dim::symbolic("kv_len", C), Dim::fixed(kv_out)};
-    ValueId kc = g.add_state(b + "k_cache", DType::F32, cache_shape);
-    ValueId vc = g.add_state(b + "v_cache", DType::F32, cache_shape);
-    kc = g.add_node(OpKind::KvStore, {kc, k, positions}, {}, b + "k_cache_out", DType::F32, cache_shape);
-    vc = g.add_node(OpKind::KvStore, {vc, v, positions}, {}, b + "v_cache_out", DType::F32, cache_shape);
+    ValueId kc = g.add_state(b + "k_cache", kv_t, cache_shape);
+    ValueId vc = g.add_state(b + "v_cache", kv_t, cache_shape);
+    kc = g.add_node(OpKind::KvStore, {kc, k, positions}, {}, b + "k_cache_out", kv_t, cache_shape);
+    vc = g.add_node(OpKind::KvStore, {vc, v, positions}, {}, b + "v_cache_out", kv_t, cache_shape);
     ValueId a = g.add_node(OpKind::Attention, {q, kc, vc, positions}, attn_attrs, b + "attn", DType::F32,
                            rows(q_out));
     ValueId o = g.add_node(OpKind::MatMul, {a, weight(b + "attn_output.weight")}, {}, b + "attn_out", DType::F32,

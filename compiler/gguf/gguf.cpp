@@ -65,6 +65,17 @@ class Reader {
       : data_(data), size_(size), limits_(limits) {}
 
   uint64_t pos() const { return pos_; }
+
+  // Counts `bytes` of memory the parsed header will take against
+  // Limits::max_metadata_bytes; call before allocating them.
+  void charge(uint64_t bytes, const std::string& field, const std::string& what) {
+    if (__builtin_add_overflow(used_, bytes, &used_) || used_ > limits_.max_metadata_bytes)
+      fail(field, fmt::format("{} would bring the memory the file's header takes past {} MiB, the "
+                              "reader's budget for metadata (corrupt or hostile file; a real model "
+                              "needs a few tens of MiB)",
+                              what, limits_.max_metadata_bytes >> 20));
+  }
+  uint64_t used() const { return used_; }
   uint64_t remaining() const { return size_ - pos_; }
 
   void need(uint64_t n, const std::string& field, const char* what) {
@@ -91,6 +102,7 @@ class Reader {
       fail(field, fmt::format("{} has length {} bytes, above the limit of {} "
                               "(corrupt length field)", what, len, limits_.max_string));
     need(len, field, what);
+    if (len > kSmallString) charge(len + 1, field, fmt::format("{} of {} bytes", what, len));
     std::string s(reinterpret_cast<const char*>(data_ + pos_), static_cast<size_t>(len));
     pos_ += len;
     return s;
@@ -132,6 +144,9 @@ class Reader {
             min_bytes > remaining())
           fail(field, fmt::format("array of {} {} elements does not fit in the {} bytes left in the file",
                                   n, value_type_name(arr.elem_type), remaining()));
+        charge(n * sizeof(Value), field,
+               fmt::format("metadata key '{}': an array of {} {} items ({} bytes each in memory)", field, n,
+                           value_type_name(arr.elem_type), sizeof(Value)));
         arr.items.reserve(static_cast<size_t>(n));
         for (uint64_t i = 0; i < n; ++i) arr.items.push_back(value(arr.elem_type, field, depth + 1));
         out.v = std::move(arr);
@@ -142,11 +157,17 @@ class Reader {
   }
 
  private:
+  static constexpr uint64_t kSmallString = 15;  // fits std::string's own buffer (libstdc++)
   const uint8_t* data_;
   uint64_t size_;
   uint64_t pos_ = 0;
+  uint64_t used_ = 0;  // bytes charged against limits_.max_metadata_bytes
   const Limits& limits_;
 };
+
+// What one key/value or tensor info costs besides its value and name: the
+// record itself and its node in the name index.
+constexpr uint64_t kIndexNodeBytes = 64;
 
 }  // namespace
 
@@ -235,6 +256,8 @@ void File::Impl::parse(const Limits& limits) {
     std::string key = r.string(idx, "metadata key");
     if (key.empty()) fail(idx, fmt::format("metadata key #{} is empty", i));
     if (kv_index.count(key)) fail(key, fmt::format("metadata key '{}' appears twice", key));
+    r.charge(sizeof(KeyValue) + kIndexNodeBytes + (key.size() > 15 ? key.size() + 1 : 0), key,
+             fmt::format("metadata key '{}'", key));
     uint32_t t = r.u32(key, "value type");
     if (!is_valid_value_type(t))
       fail(key, fmt::format("metadata key '{}' has value type {}, not a GGUF value type (0..12)", key, t));
@@ -267,6 +290,8 @@ void File::Impl::parse(const Limits& limits) {
     if (ti.name.empty()) fail(idx, fmt::format("tensor #{} has an empty name", i));
     const std::string& f = ti.name;
     if (tensor_index.count(f)) fail(f, fmt::format("tensor name '{}' appears twice", f));
+    r.charge(sizeof(TensorInfo) + kIndexNodeBytes + 4 * sizeof(int64_t) + (f.size() > 15 ? f.size() + 1 : 0), f,
+             fmt::format("tensor info '{}'", f));
     uint32_t n_dims = r.u32(f, "tensor n_dims");
     if (n_dims < 1 || n_dims > kMaxDims)
       fail(f, fmt::format("tensor '{}' has {} dimensions, must be 1..{}", f, n_dims, kMaxDims));
@@ -344,7 +369,8 @@ File::~File() = default;
 File File::open(const std::string& path, const Limits& limits) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not hang (it is refused below as not a regular file).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     throw Error(ErrorCode::kIo, fmt::format("cannot open '{}': {}", path, std::strerror(errno)), path);
   struct stat st {};

@@ -56,6 +56,14 @@ struct Limits {
   uint64_t max_string = 1u << 26;        // 64 MiB for one string
   uint64_t max_array = 1u << 26;         // elements in one array
   uint32_t max_array_depth = 4;          // nested arrays
+  // Memory the parsed header may take: each metadata value costs about
+  // sizeof(Value) in memory however few bytes it has on disk (48x for an array
+  // of uint8), so without a budget a small hostile file could make the reader
+  // allocate gigabytes. Charged before anything is allocated: every value
+  // (sizeof(Value)), string bytes past the small-string buffer, every key and
+  // tensor info with its index entry. Real models need a few tens of MiB
+  // (SmolLM2: 6.8 MiB; Gemma 3 and its 262k-token vocabulary: 36 MiB).
+  uint64_t max_metadata_bytes = 256ull << 20;
 };
 
 class File {

@@ -14,7 +14,11 @@ using ir::Node;
 using ir::OpKind;
 using ir::ValueId;
 
-bool updates_state(const Node& n) { return ir::op_info(n.op).updates_in_place(); }
+bool updates_state(const Node& n) {  // some output of this node is an input updated in place
+  for (size_t j = 0; j < n.outputs.size(); ++j)
+    if (ir::aliased_input(n, j) != ir::kNoValue) return true;
+  return false;
+}
 
 bool run(Graph& g) {
   std::vector<char> live(g.values().size(), 0);

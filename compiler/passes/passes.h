@@ -13,5 +13,7 @@ Pass fuse_residual_pass();         // "fuse-residual"
 Pass fold_rms_norm_pass();         // "fold-rms-norm"
 Pass fuse_lm_head_sample_pass();   // "fuse-lm-head-sample"
 Pass dce_pass();                   // "dce"
+Pass split_decode_attention_pass();  // "split-decode-attention"
+Pass tensor_core_gemm_pass();      // "tensor-core-gemm" (prefill programs only)
 
 }  // namespace kiln::passes

@@ -26,6 +26,9 @@ struct PipelineOptions {
 
 // The default pipeline for the compiled (fused) programs, in order.
 std::vector<Pass> default_pipeline();
+// Run after it on a copy for the compiled prefill programs: GEMMs on tensor
+// cores (tensor-core-gemm, then dce). Decode programs keep the default graph.
+std::vector<Pass> prefill_pipeline();
 
 // Runs `passes` over g: verify(g) before the first pass and after each one;
 // a pass that leaves an invalid graph is a kiln::Error(kInternal) naming it.

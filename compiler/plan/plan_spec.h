@@ -83,8 +83,16 @@ struct ArgSpec {
   static ArgSpec f32(float v) { ArgSpec a; a.kind = ArgKind::kF32; a.f = v; return a; }
 };
 
+// A cuBLASLt GEMM (schema table Gemm): args are x, w, [r,] y.
+struct GemmSpec {
+  uint32_t m = 0, n = 0, k = 0;
+  uint8_t ab_type = 1;  // ggml type id: 1 = f16, 30 = bf16
+  bool residual = false;
+};
+
 struct LaunchSpec {
-  uint32_t kernel = 0;  // index into PlanSpec::kernels
+  uint32_t kernel = 0;  // index into PlanSpec::kernels (unused when gemm is set)
+  std::optional<GemmSpec> gemm;
   std::array<uint32_t, 3> grid{1, 1, 1};
   std::array<uint32_t, 3> block{1, 1, 1};
   uint32_t smem = 0;  // dynamic shared memory bytes
@@ -114,6 +122,7 @@ struct ArenaSpec {
   uint64_t tokens_offset = 0;
   uint32_t tokens_capacity = 0;
   uint64_t logits_offset = 0;
+  uint64_t gemm_workspace_offset = 0, gemm_workspace_size = 0;
 };
 
 // What the compile was asked for, resolved (schema CompileOptionsRecord).
@@ -124,6 +133,7 @@ struct CompileOptionsSpec {
   std::string weight_layout;
   std::vector<std::string> disabled_passes;
   std::string command_line;
+  std::string kv_type = "f32";  // format 1.2
 };
 
 // The memory budget is not part of the spec: write_plan computes it from the

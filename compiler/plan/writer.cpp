@@ -125,8 +125,10 @@ std::vector<uint8_t> build_plan_flatbuffer(const PlanSpec& s, uint64_t weights_s
                                      static_cast<fb::Region>(a.region), a.offset, a.i, a.f,
                                      a.size));
       fb::Dim3 grid = dim3(l.grid), block = dim3(l.block);
+      flatbuffers::Offset<fb::Gemm> gemm = 0;
+      if (l.gemm) gemm = fb::CreateGemm(b, l.gemm->m, l.gemm->n, l.gemm->k, l.gemm->ab_type, l.gemm->residual);
       launches.push_back(fb::CreateLaunch(b, l.kernel, &grid, &block, l.smem, b.CreateVector(args),
-                                          b.CreateString(l.label)));
+                                          b.CreateString(l.label), gemm));
     }
     programs.push_back(fb::CreateProgram(b, b.CreateString(p.name),
                                          static_cast<fb::ProgramMode>(p.mode),
@@ -143,7 +145,8 @@ std::vector<uint8_t> build_plan_flatbuffer(const PlanSpec& s, uint64_t weights_s
     kv_bytes += sb.size;
   }
   auto arena = fb::CreateArena(b, a.size, b.CreateVector(kv), a.step_offset, a.tokens_offset,
-                               a.tokens_capacity, a.logits_offset);
+                               a.tokens_capacity, a.logits_offset, a.gemm_workspace_offset,
+                               a.gemm_workspace_size);
   auto budget =
       fb::CreateMemoryBudget(b, weights_size, a.size, kv_bytes, weights_size + a.size);
 
@@ -153,7 +156,7 @@ std::vector<uint8_t> build_plan_flatbuffer(const PlanSpec& s, uint64_t weights_s
     options = fb::CreateCompileOptionsRecord(
         b, o.target_sm, o.context_length, o.max_tokens, b.CreateVector(o.buckets), o.eager,
         b.CreateString(o.weight_layout), b.CreateVectorOfStrings(o.disabled_passes),
-        b.CreateString(o.command_line));
+        b.CreateString(o.command_line), b.CreateString(o.kv_type));
   }
 
   auto plan = fb::CreatePlan(b, plan_format::kFormatMajor, plan_format::kFormatMinor,

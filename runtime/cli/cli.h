@@ -9,6 +9,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "runtime/error.h"
+
 namespace kiln::rt::cli {
 
 // Each adds its subcommand to `app`; help examples name the program as
@@ -23,5 +25,32 @@ bool is_plan_file(const std::string& path);
 // also every launch of every program. `kiln inspect x.plan` and
 // `kiln-run inspect x.plan` both print this.
 void inspect_plan(const std::string& path, bool all_launches);
+
+// The process exit status for a runtime error: 3 for no GPU or a device /
+// CUDA error, 2 for an internal error, 1 for everything else (bad input).
+inline int exit_status(const rt::Error& e) {
+  switch (e.code()) {
+    case ErrorCode::kDevice: case ErrorCode::kCuda: return 3;
+    case ErrorCode::kInternal: return 2;
+    default: return 1;
+  }
+}
+
+// "kiln run --help" for the verb the command line named (or "kiln --help").
+inline std::string usage_hint(CLI::App& app) {
+  for (const CLI::App* s : app.get_subcommands()) return app.get_name() + " " + s->get_name() + " --help";
+  return app.get_name() + " --help";
+}
+
+// The one-line message for a command line the parser refused; an unknown verb
+// is named, with the verbs there are.
+inline std::string parse_error_message(CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  std::string msg = e.what();
+  if (app.get_subcommands().empty() && argc > 1 && argv[1][0] != '-') {
+    msg = "'" + std::string(argv[1]) + "' is not a verb of " + app.get_name() + ": use one of";
+    for (const CLI::App* s : app.get_subcommands({})) msg += " " + s->get_name();
+  }
+  return msg + " (see `" + usage_hint(app) + "`)";
+}
 
 }  // namespace kiln::rt::cli

@@ -23,13 +23,18 @@ int main(int argc, char** argv) {
   kiln::rt::cli::register_run(app);
   kiln::rt::cli::register_bench(app);
   kiln::rt::cli::register_inspect_plan(app);
+  // Exit status as kiln's (README.md, "Exit status"): 0 success, 1 bad input,
+  // 2 internal error, 3 no GPU or a device / CUDA error.
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "kiln-run: error: %s\n", kiln::rt::cli::parse_error_message(app, e, argc, argv).c_str());
+    return 1;
   } catch (const kiln::rt::Error& e) {
-    std::fprintf(stderr, "kiln-run: error: %s\n", e.what());
-    return e.code() == kiln::rt::ErrorCode::kDevice ? 3 : 1;
+    std::fprintf(stderr, "kiln-run: %s: %s\n",
+                 e.code() == kiln::rt::ErrorCode::kInternal ? "internal error" : "error", e.what());
+    return kiln::rt::cli::exit_status(e);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kiln-run: internal error: %s\n", e.what());
     return 2;

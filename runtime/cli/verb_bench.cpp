@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/cli/args.h"
 #include "runtime/cli/cli.h"
 #include "runtime/kiln_runtime.h"
 
@@ -131,7 +132,7 @@ double measure_tensor_tflops() {
 
 struct BenchArgs {
   std::string plan;
-  int prompt_tokens = 128, gen = 64, repeats = 5, warmup = 1, device = 0;
+  int prompt_tokens = 128, gen = 64, repeats = 5, warmup = 1, device = 0, context = 0;
   bool json = false, compiled_only = false, eager_only = false;
 };
 }  // namespace
@@ -146,6 +147,9 @@ void register_bench(CLI::App& app) {
   cmd->add_option("plan", a->plan, "plan file")->required();
   cmd->add_option("--prompt-tokens", a->prompt_tokens, "prompt length (random token ids)")->capture_default_str();
   cmd->add_option("--gen", a->gen, "tokens generated per run")->capture_default_str();
+  cmd->add_option("--context", a->context,
+                  "decode with this many tokens already in the KV cache (a prompt of that length, prefilled in "
+                  "chunks, before the timed decode steps; replaces --prompt-tokens)");
   cmd->add_option("--repeats", a->repeats, "timed runs (median reported)")->capture_default_str();
   cmd->add_option("--warmup", a->warmup, "untimed runs first")->capture_default_str();
   cmd->add_option("--device", a->device, "CUDA device index");
@@ -153,6 +157,13 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--compiled-only", a->compiled_only, "skip eager");
   cmd->add_flag("--eager-only", a->eager_only, "skip compiled");
   cmd->callback([a] {
+    check_input_file(a->plan, "plan");
+    check_int("--prompt-tokens", a->prompt_tokens, 1, kMaxTokensArg);
+    check_int("--gen", a->gen, 1, kMaxTokensArg);
+    check_int("--repeats", a->repeats, 1, 100000);
+    check_int("--warmup", a->warmup, 0, 100000);
+    check_device("--device", a->device);
+    if (a->context) check_int("--context", a->context, 1, kMaxTokensArg);
     auto t0 = std::chrono::steady_clock::now();
     rt::EngineOptions eo;
     eo.device = a->device;
@@ -161,8 +172,18 @@ void register_bench(CLI::App& app) {
     auto& eng = model->engine();
     const auto& mc = model->plan().model();
     const int ctx = model->context_length();
-    const int P = std::min(a->prompt_tokens, ctx - a->gen - 1);
+    if (a->context && a->context + a->gen > ctx)
+      throw rt::Error(rt::ErrorCode::kInvalidArgument,
+                      "--context " + std::to_string(a->context) + " + --gen " + std::to_string(a->gen) +
+                          " exceed the plan's context of " + std::to_string(ctx) +
+                          " tokens: compile with a larger --ctx or pass a smaller --context / --gen",
+                      "--context");
+    const int P = a->context ? a->context : std::min(a->prompt_tokens, ctx - a->gen - 1);
     if (P < 1) throw rt::Error(rt::ErrorCode::kInvalidArgument, "--prompt-tokens + --gen exceed the plan's context");
+    // KV cache element size: the plan's --kv-type (format 1.2; older plans have f32 caches)
+    const auto* copts = model->plan().root().compile_options();
+    const std::string kv_type = copts && copts->kv_type() ? copts->kv_type()->str() : "f32";
+    const double kv_elem_bytes = kv_type == "f32" ? 4.0 : 2.0;
     std::mt19937 rng(1234);
     std::vector<int32_t> prompt(static_cast<size_t>(P));
     for (auto& t : prompt) t = static_cast<int32_t>(rng() % mc.vocab());
@@ -171,7 +192,8 @@ void register_bench(CLI::App& app) {
     double n_params = 0;
     for (const auto* w : model->plan().weights()) {
       double e = 1;
-      for (auto d : *w->shape()) e *= static_cast<double>(d);
+      if (w->shape())  // optional in the schema: a hostile plan may leave it out
+        for (auto d : *w->shape()) e *= static_cast<double>(d);
       n_params += e;
     }
     const double weight_bytes = static_cast<double>(model->plan().weights_size());
@@ -184,6 +206,8 @@ void register_bench(CLI::App& app) {
     out["sm"] = eng.device().sm;
     out["model"] = mc.name() ? mc.name()->str() : "";
     out["prompt_tokens"] = P;
+    out["context"] = P;  // tokens in the KV cache when decoding starts (--context, else the prompt)
+    out["kv_type"] = kv_type;
     out["gen_tokens"] = a->gen;
     out["repeats"] = a->repeats;
     out["load_s"] = load_s;
@@ -211,7 +235,10 @@ void register_bench(CLI::App& app) {
         tpot_gpu.insert(tpot_gpu.end(), st.decode_gpu_ms.begin(), st.decode_gpu_ms.end());
       }
       const double tp50 = pct(tpot, 0.5), tgpu = pct(tpot_gpu, 0.5), ttft50 = pct(ttft, 0.5);
-      const double kv_bytes = 2.0 * mc.n_layers() * mc.n_kv_heads() * mc.head_dim() * 4.0 * (P + a->gen / 2.0);
+      // bytes a decode step reads: every weight, and the K and V rows of every
+      // layer up to its position (the timed steps' mean context: P + gen / 2)
+      const double mean_ctx = P + a->gen / 2.0;
+      const double kv_bytes = 2.0 * mc.n_layers() * mc.n_kv_heads() * mc.head_dim() * kv_elem_bytes * mean_ctx;
       const double step_bytes = weight_bytes + kv_bytes;
       const double prefill_flops = 2.0 * n_params * P;
       nlohmann::json r;
@@ -222,7 +249,10 @@ void register_bench(CLI::App& app) {
       r["tpot_ms_p99"] = pct(tpot, 0.99);
       r["tpot_gpu_ms_p50"] = tgpu;
       r["decode_tok_s"] = tp50 > 0 ? 1e3 / tp50 : 0;
-      r["decode_bytes_per_token"] = step_bytes;
+      r["decode_bytes_per_token"] = step_bytes;  // weights + KV cache
+      r["decode_weight_bytes_per_token"] = weight_bytes;
+      r["decode_kv_bytes_per_token"] = kv_bytes;
+      r["decode_mean_context"] = mean_ctx;
       r["decode_achieved_GBps"] = tgpu > 0 ? step_bytes / (tgpu * 1e-3) / 1e9 : 0;
       r["decode_fraction_of_copy_bw"] = tgpu > 0 ? step_bytes / (tgpu * 1e-3) / 1e9 / copy_gbps : 0;
       r["decode_floor_ms"] = step_bytes / (copy_gbps * 1e9) * 1e3;
@@ -244,6 +274,15 @@ void register_bench(CLI::App& app) {
     if (tc_tflops > 0) std::snprintf(tc, sizeof tc, "%.0f TFLOP/s", tc_tflops);
     std::printf("roofline: copy %.0f GB/s, bf16 tensor %s; decode floor %.3f ms/token (%.1f MB/token)\n",
                 copy_gbps, tc, (weight_bytes) / (copy_gbps * 1e9) * 1e3, weight_bytes / 1e6);
+    for (const char* m : {"compiled", "eager"})
+      if (out.contains(m)) {
+        const auto& r = out[m];
+        std::printf("decode bytes/token: weights %.1f MB + KV cache %.1f MB (%s, mean context %.0f tokens)\n",
+                    r["decode_weight_bytes_per_token"].get<double>() / 1e6,
+                    r["decode_kv_bytes_per_token"].get<double>() / 1e6, kv_type.c_str(),
+                    r["decode_mean_context"].get<double>());
+        break;
+      }
     std::printf("%-9s %10s %12s %12s %12s %12s %12s\n", "mode", "TTFT ms", "prefill t/s", "TPOT p50", "TPOT p99",
                 "decode t/s", "% copy BW");
     for (const char* m : {"compiled", "eager"}) {

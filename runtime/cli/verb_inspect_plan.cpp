@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "runtime/cli/args.h"
 #include "runtime/cli/cli.h"
 #include "runtime/error.h"
 #include "runtime/plan/describe.h"
@@ -37,13 +38,7 @@ bool is_plan_file(const std::string& path) {
 void inspect_plan(const std::string& path, bool all_launches) {
   rt::Plan plan = rt::Plan::load(path);  // verified: header, hashes, flatbuffer, semantics
   std::fputs(rt::describe(plan).c_str(), stdout);
-  if (!all_launches) return;
-  for (const auto* p : plan.programs()) {
-    std::printf("\nprogram %s: %u launches\n", p->name()->c_str(), p->launches()->size());
-    for (const auto* l : *p->launches())
-      std::printf("  %-28s grid %u,%u,%u block %u  %s\n", plan.kernels().Get(l->kernel())->entry()->c_str(),
-                  l->grid()->x(), l->grid()->y(), l->grid()->z(), l->block()->x(), l->label() ? l->label()->c_str() : "");
-  }
+  if (all_launches) std::fputs(rt::describe_launches(plan).c_str(), stdout);
 }
 
 void register_inspect_plan(CLI::App& app) {
@@ -59,6 +54,7 @@ void register_inspect_plan(CLI::App& app) {
   sub->add_option("plan", a->path, "the .plan file")->required();
   sub->add_flag("--all-tensors", a->all, "also list every launch of every program");
   sub->callback([a, prog = app.get_name()] {
+    check_input_file(a->path, "plan");
     if (!is_plan_file(a->path) && starts_with_magic(a->path, "GGUF"))
       throw rt::Error(rt::ErrorCode::kInvalidArgument,
                       a->path + " is a GGUF model, not a plan: compile it first with `kiln compile` (" + prog +

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <string>
 
+#include "runtime/cli/args.h"
 #include "runtime/cli/cli.h"
 #include "runtime/kiln_runtime.h"
 
@@ -15,7 +16,7 @@ struct RunArgs {
   int32_t n = 128;
   float temp = 0.f, top_p = 1.f;
   int32_t top_k = 0;
-  uint64_t seed = 0;
+  std::string seed = "0";
   bool chat = false, eager = false, allow_ptx = false, stats = false;
   int device = 0;
 };
@@ -52,6 +53,13 @@ void register_run(CLI::App& app) {
   cmd->add_flag("--allow-ptx-jit", a->allow_ptx, "run a plan built for an older SM by JIT-compiling its PTX");
   cmd->add_flag("--stats", a->stats, "print timing after each answer");
   cmd->callback([a] {
+    check_input_file(a->plan, "plan");
+    check_int("--max-tokens", a->n, 1, kMaxTokensArg, "most tokens to generate");
+    check_real("--temp", a->temp, 0, 100, false, "0 = greedy");
+    check_int("--top-k", a->top_k, 0, kMaxTokensArg, "0 = off");
+    check_real("--top-p", a->top_p, 0, 1, true, "1 = off");
+    check_device("--device", a->device);
+    const uint64_t seed = parse_u64("--seed", a->seed);
     rt::EngineOptions eo;
     eo.device = a->device;
     eo.allow_ptx_jit = a->allow_ptx;
@@ -59,7 +67,7 @@ void register_run(CLI::App& app) {
     rt::Session session = model->session();
     rt::GenerateOptions go;
     go.max_new_tokens = a->n;
-    go.sampling = {a->temp, a->top_k, a->top_p, a->seed};
+    go.sampling = {a->temp, a->top_k, a->top_p, seed};
     go.mode = a->eager ? rt::ProgramMode::Eager : rt::ProgramMode::Compiled;
     auto stream = [](int32_t, std::string_view text) {
       std::fwrite(text.data(), 1, text.size(), stdout);

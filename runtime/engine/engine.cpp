@@ -1,5 +1,7 @@
 #include "runtime/engine/engine.h"
 
+#include "runtime/cuda/cublaslt.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -15,6 +17,8 @@ struct Engine::Program {
   // of pointers into those slots, as cuLaunchKernel wants them.
   std::vector<std::vector<uint64_t>> slots;
   std::vector<std::vector<void*>> params;
+  // Per launch: the prepared cuBLASLt GEMM (GEMM launches) or null (kernels).
+  std::vector<std::unique_ptr<cuda::LtGemm>> gemms;
   cudaGraphExec_t exec = nullptr;
 };
 
@@ -107,7 +111,16 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
     auto prog = std::make_unique<Program>();
     prog->desc = &pd;
     for (const auto& l : pd.launches) {
-      if (l.kernel >= e->functions_.size())
+      if (l.gemm) {
+        const auto& g = *l.gemm;
+        if (p.arena.gemm_workspace_size == 0)
+          throw Error(ErrorCode::kFormat, "GEMM launch " + l.label + " but the plan has no GEMM workspace", "arena");
+        prog->gemms.push_back(std::make_unique<cuda::LtGemm>(g.m, g.n, g.k, g.bf16, g.residual,
+                                                             p.arena.gemm_workspace_size));
+      } else {
+        prog->gemms.push_back(nullptr);
+      }
+      if (!l.gemm && l.kernel >= e->functions_.size())
         throw Error(ErrorCode::kFormat, "launch " + l.label + " names kernel " + std::to_string(l.kernel) +
                                             " of " + std::to_string(e->functions_.size()), "programs");
       std::vector<uint64_t> slot(l.args.size());
@@ -143,17 +156,13 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
     for (auto& prog : e->programs_) {
       if (prog->desc->mode != ProgramMode::Compiled) continue;
       check(cudaStreamBeginCapture(e->stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-      const auto& ls = prog->desc->launches;
-      for (size_t i = 0; i < ls.size(); ++i) {
-        const auto& l = ls[i];
-        CUresult r = drv.cuLaunchKernel(e->functions_[l.kernel], l.grid[0], l.grid[1], l.grid[2], l.block[0],
-                                        l.block[1], l.block[2], l.smem, e->stream_, prog->params[i].data(), nullptr);
-        if (r != CUDA_SUCCESS) {
-          cudaGraph_t g = nullptr;
-          cudaStreamEndCapture(e->stream_, &g);
-          if (g) cudaGraphDestroy(g);
-          check(r, ("capture launch " + l.label).c_str());
-        }
+      try {
+        e->enqueue(*prog);
+      } catch (...) {
+        cudaGraph_t g = nullptr;
+        cudaStreamEndCapture(e->stream_, &g);
+        if (g) cudaGraphDestroy(g);
+        throw;
       }
       cudaGraph_t graph = nullptr;
       check(cudaStreamEndCapture(e->stream_, &graph), "cudaStreamEndCapture");
@@ -164,6 +173,26 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
   e->graph_seconds_ = seconds_since(tg);
   e->load_seconds_ = seconds_since(t0);
   return e;
+}
+
+void Engine::enqueue(const Program& p) const {
+  const auto& drv = cuda::driver();
+  const auto& ls = p.desc->launches;
+  auto* arena = static_cast<uint8_t*>(d_arena_);
+  for (size_t i = 0; i < ls.size(); ++i) {
+    const auto& l = ls[i];
+    if (const cuda::LtGemm* g = p.gemms[i].get()) {
+      // args x, w, [r,] y: their bound device addresses are the slots
+      auto ptr = [&](size_t a) { return reinterpret_cast<void*>(static_cast<uintptr_t>(p.slots[i][a])); };
+      const bool res = l.gemm->residual;
+      g->run(ptr(0), ptr(1), res ? ptr(2) : nullptr, ptr(res ? 3 : 2), arena + in_.arena.gemm_workspace_offset,
+             stream_);
+      continue;
+    }
+    check(drv.cuLaunchKernel(functions_[l.kernel], l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1],
+                             l.block[2], l.smem, stream_, const_cast<void**>(p.params[i].data()), nullptr),
+          ("launch " + l.label).c_str());
+  }
 }
 
 Engine::~Engine() {
@@ -240,14 +269,7 @@ int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingPar
   if (p.exec) {
     check(cudaGraphLaunch(p.exec, stream_), "cudaGraphLaunch");
   } else {
-    const auto& drv = cuda::driver();
-    const auto& ls = p.desc->launches;
-    for (size_t i = 0; i < ls.size(); ++i) {
-      const auto& l = ls[i];
-      check(drv.cuLaunchKernel(functions_[l.kernel], l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1],
-                               l.block[2], l.smem, stream_, const_cast<void**>(p.params[i].data()), nullptr),
-            ("launch " + l.label).c_str());
-    }
+    enqueue(p);
   }
   check(cudaEventRecord(ev_stop_, stream_), "cudaEventRecord");
   KilnStep* back = h_step_ + 1;

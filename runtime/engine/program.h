@@ -3,6 +3,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,8 +24,16 @@ struct ArgDesc {
   float f = 0.f;
 };
 
+// A cuBLASLt GEMM launch (schema table Gemm): args are x, w, [r,] y.
+struct GemmDesc {
+  uint32_t m = 0, n = 0, k = 0;
+  bool bf16 = false;  // operand type: bf16, else f16
+  bool residual = false;
+};
+
 struct LaunchDesc {
-  uint32_t kernel = 0;
+  uint32_t kernel = 0;          // unused when gemm is set
+  std::optional<GemmDesc> gemm;
   std::array<uint32_t, 3> grid{1, 1, 1}, block{1, 1, 1};
   uint32_t smem = 0;
   std::vector<ArgDesc> args;
@@ -57,6 +66,7 @@ struct ArenaDesc {
   uint64_t tokens_offset = 0;     // int32[tokens_capacity]
   uint32_t tokens_capacity = 0;
   uint64_t kv_offset = 0, kv_size = 0;  // all KV-cache state buffers (zeroed on reset)
+  uint64_t gemm_workspace_offset = 0, gemm_workspace_size = 0;  // cuBLASLt workspace
 };
 
 // The per-step control block (schemas/kiln_step.h, the one declaration).

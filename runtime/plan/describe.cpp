@@ -77,6 +77,7 @@ std::string describe(const Plan& plan) {
         buckets.empty() ? "-" : buckets.c_str());
     add(o, "  eager         %s\n", c->eager() ? "yes" : "no (--no-eager)");
     add(o, "  weight layout %s\n", str(c->weight_layout()));
+    add(o, "  kv type       %s\n", c->kv_type() ? c->kv_type()->c_str() : "f32 (not recorded: format < 1.2)");
     add(o, "  disabled      %s\n", disabled.empty() ? "- (every pass ran)" : disabled.c_str());
     const std::string cmd = c->command_line() ? c->command_line()->str() : "";
     o += "  command line  " + (cmd.empty() ? std::string("(not recorded)") : cmd) + "\n";
@@ -134,8 +135,12 @@ std::string describe(const Plan& plan) {
   add(o, "\nprograms        %u\n", plan.programs().size());
   for (const fb::Program* pr : plan.programs()) {
     const uint32_t n = pr->launches()->size();
-    add(o, "  %-24s %-8s %-7s bucket %5u  %5u launches\n", str(pr->name()), mode_name(pr->mode()),
+    uint32_t gemms = 0;
+    for (const fb::Launch* l : *pr->launches()) gemms += l->gemm() != nullptr;
+    add(o, "  %-24s %-8s %-7s bucket %5u  %5u launches", str(pr->name()), mode_name(pr->mode()),
         phase_name(pr->phase()), pr->bucket(), n);
+    if (gemms) add(o, " (%u cuBLASLt GEMMs on tensor cores)", gemms);
+    add(o, "\n");
   }
 
   const fb::Arena& a = plan.arena();
@@ -147,6 +152,9 @@ std::string describe(const Plan& plan) {
   const uint32_t n_kv = a.kv() ? a.kv()->size() : 0;
   for (uint32_t i = 0; i < n_kv; ++i) kv += a.kv()->Get(i)->size();
   add(o, "  kv cache      %u buffers, %s\n", n_kv, human_bytes(kv).c_str());
+  if (a.gemm_workspace_size())
+    add(o, "  gemm space    @ %12" PRIu64 "  %s (cuBLASLt workspace)\n", a.gemm_workspace_offset(),
+        human_bytes(a.gemm_workspace_size()).c_str());
   for (uint32_t i = 0; i < n_kv && i < 4; ++i) {
     const fb::StateBuffer& s = *a.kv()->Get(i);
     add(o, "    %-10s  @ %12" PRIu64 "  %s\n", str(s.name()), s.offset(), human_bytes(s.size()).c_str());
@@ -159,6 +167,24 @@ std::string describe(const Plan& plan) {
   add(o, "  arena         %12s  (kv cache %s)\n", human_bytes(b.arena_bytes()).c_str(),
       human_bytes(b.kv_bytes()).c_str());
   add(o, "  total         %12s\n", human_bytes(b.total_bytes()).c_str());
+  return o;
+}
+
+std::string describe_launches(const Plan& plan) {
+  std::string o;
+  for (const fb::Program* p : plan.programs()) {
+    add(o, "\nprogram %s: %u launches\n", str(p->name()), p->launches()->size());
+    for (const fb::Launch* l : *p->launches()) {
+      const char* label = str(l->label());
+      if (const fb::Gemm* g = l->gemm()) {  // a cuBLASLt GEMM, no kernel
+        add(o, "  %-28s m %u n %u k %u %s%s  %s\n", "cublasLt GEMM", g->m(), g->n(), g->k(),
+            g->ab_type() == 30 ? "bf16" : "f16", g->residual() ? " +residual" : "", label);
+        continue;
+      }
+      add(o, "  %-28s grid %u,%u,%u block %u  %s\n", str(plan.kernels().Get(l->kernel())->entry()),
+          l->grid()->x(), l->grid()->y(), l->grid()->z(), l->block()->x(), label);
+    }
+  }
   return o;
 }
 

@@ -10,6 +10,9 @@ namespace kiln::rt {
 
 std::string describe(const Plan& plan);
 
+// Every launch of every program (`kiln inspect --all-tensors model.plan`).
+std::string describe_launches(const Plan& plan);
+
 // "1.5 MiB"-style size.
 std::string human_bytes(uint64_t bytes);
 

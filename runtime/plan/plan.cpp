@@ -44,7 +44,8 @@ Plan::~Plan() = default;
 std::span<const uint8_t> Plan::file() const { return storage_->bytes(); }
 
 Plan Plan::load(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not hang (it is refused below as not a regular file).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     throw Error(ErrorCode::kIo, "cannot open plan '" + path + "': " + std::strerror(errno) +
                                     " (compile one with `kiln compile <model.gguf> -o " + path + "`)");

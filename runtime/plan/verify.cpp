@@ -157,6 +157,9 @@ class PlanVerifier {
       const std::string f = "kernels[" + num(i) + "]";
       if (!k.entry() || k.entry()->size() == 0) corrupt(f + ".entry", "kernel has no entry symbol");
       if (!k.cubin() || k.cubin()->size() == 0) corrupt(f + ".cubin", "kernel has no CUBIN");
+      if (k.sm() != p_.target_sm())
+        corrupt(f + ".sm", "kernel built for sm_" + num(k.sm()) + " in a plan for sm_" +
+                               num(p_.target_sm()));
       if (k.smem() > kMaxSharedMemPerBlock)
         corrupt(f + ".smem", "static shared memory " + num(k.smem()) + " > " +
                                  num(kMaxSharedMemPerBlock) + " bytes");
@@ -205,6 +208,7 @@ class PlanVerifier {
     if (a.tokens_capacity() == 0) corrupt("arena.tokens_capacity", "token buffer has no room");
     slot(a.tokens_offset(), uint64_t{4} * a.tokens_capacity(), "arena.tokens_offset");
     slot(a.logits_offset(), 4 * vocab, "arena.logits_offset");
+    slot(a.gemm_workspace_offset(), a.gemm_workspace_size(), "arena.gemm_workspace_offset");
     if (a.kv()) {
       for (uint32_t i = 0; i < a.kv()->size(); ++i) {
         const fb::StateBuffer& s = *a.kv()->Get(i);
@@ -242,7 +246,40 @@ class PlanVerifier {
     }
   }
 
+  // A cuBLASLt GEMM: shape in range, args x, w, [r,] y pointers covering the
+  // matrices (2-byte x and w, 4-byte r and y), a workspace in the arena.
+  void gemm(const fb::Launch& l, const std::string& f) {
+    const fb::Gemm& g = *l.gemm();
+    if (g.m() == 0 || g.n() == 0 || g.k() == 0 || g.m() > (1u << 20) || g.n() > (1u << 24) || g.k() > (1u << 20))
+      corrupt(f + ".gemm", "GEMM shape " + num(g.m()) + "x" + num(g.n()) + "x" + num(g.k()) +
+                               " is empty or beyond what a plan needs");
+    if (g.ab_type() != 1 && g.ab_type() != 30)
+      corrupt(f + ".gemm.ab_type", "GEMM operand type " + num(g.ab_type()) + " is not f16 (1) or bf16 (30)");
+    if (g.n() % 8 || g.k() % 8) corrupt(f + ".gemm", "GEMM n and k must be multiples of 8");
+    if (p_.arena()->gemm_workspace_size() == 0) corrupt(f + ".gemm", "a GEMM needs arena.gemm_workspace_size > 0");
+    const uint32_t want = g.residual() ? 4 : 3;
+    if (!l.args() || l.args()->size() != want)
+      corrupt(f + ".args", "a GEMM takes " + num(want) + " pointer arguments (x, w, " +
+                               (g.residual() ? "r, " : "") + "y)");
+    const uint64_t m = g.m(), n = g.n(), k = g.k();
+    std::vector<uint64_t> need_bytes = {2 * m * k, 2 * n * k};
+    if (g.residual()) need_bytes.push_back(4 * m * n);
+    need_bytes.push_back(4 * m * n);
+    for (uint32_t ai = 0; ai < want; ++ai) {
+      const fb::Arg& a = *l.args()->Get(ai);
+      if (a.kind() != fb::ArgKind::Ptr) corrupt(f + ".args[" + num(ai) + "]", "a GEMM argument is a pointer");
+      if (a.size() < need_bytes[ai])
+        corrupt(f + ".args[" + num(ai) + "].size",
+                "GEMM operand of " + num(a.size()) + " bytes, needs " + num(need_bytes[ai]));
+    }
+  }
+
   void launch(const fb::Launch& l, const std::string& f, uint32_t n_kernels, uint64_t arena_size) {
+    if (l.gemm()) {
+      gemm(l, f);
+      check_args(l, f, arena_size);
+      return;
+    }
     if (l.kernel() >= n_kernels)
       corrupt(f + ".kernel", "kernel index " + num(l.kernel()) + " out of range (plan has " +
                                  num(n_kernels) + " kernels)");
@@ -262,6 +299,10 @@ class PlanVerifier {
     if (uint64_t{l.smem()} + k.smem() > kMaxSharedMemPerBlock)
       corrupt(f + ".smem", "shared memory " + num(l.smem()) + " + " + num(k.smem()) + " > " +
                                num(kMaxSharedMemPerBlock) + " bytes per block");
+    check_args(l, f, arena_size);
+  }
+
+  void check_args(const fb::Launch& l, const std::string& f, uint64_t arena_size) {
     if (!l.args()) return;
     for (uint32_t ai = 0; ai < l.args()->size(); ++ai) {
       const fb::Arg& a = *l.args()->Get(ai);

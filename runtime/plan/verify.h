@@ -5,8 +5,8 @@
 //  2. structure: the flatbuffers Verifier (every offset/vector/string in bounds);
 //  3. semantics (PlanVerifier): every index in range, every pointer argument
 //     inside its region, weight blobs inside the weights section and disjoint,
-//     launch dims and shared memory within CUDA limits, tokenizer ids in range,
-//     sizes overflow-checked.
+//     launch dims and shared memory within CUDA limits, every kernel built for
+//     the plan's target SM, tokenizer ids in range, sizes overflow-checked.
 // Throws kiln::rt::Error naming the cause and the fix; Error::field() names
 // the check/object ("header.magic", "programs[0].launches[3].kernel", ...).
 // The device-dependent checks (SM of the device) are the engine's job.

@@ -2,6 +2,7 @@
 // inputs, the NVRTC kernel cache, and NVRTC compilation of every kernel
 // variant (op x dtype x mode) for every supported SM.
 #include "codegen/codegen.h"
+#include "codegen/kernels/launch.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -81,10 +82,13 @@ bool is_fused(ir::OpKind k) {
 
 TEST(Codegen, LowerLaunchConfigsAreSane) {
   int lowered = 0;
-  for (const OpCase& c : testcases::all_cases({1, 3, 20}, 20)) {
+  auto cases = testcases::all_cases({1, 3, 20}, 20);
+  for (auto& c : testcases::tensor_core_cases({16, 512}, 20)) cases.push_back(std::move(c));
+  for (const OpCase& c : cases) {
     const ir::Node& n = c.g.nodes()[0];
     for (ProgramMode mode : {ProgramMode::Eager, ProgramMode::Compiled}) {
       SCOPED_TRACE(c.name + (mode == ProgramMode::Eager ? " eager" : " compiled"));
+      if (mode == ProgramMode::Eager && c.compiled_only) continue;
       if (mode == ProgramMode::Eager && is_fused(n.op)) {
         try {
           lower(c.g, n, {c.bucket}, Target{90, c.weight_layout}, mode);
@@ -96,6 +100,13 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
       }
       const Lowered l = lower(c.g, n, {c.bucket}, Target{90, c.weight_layout}, mode);
       ++lowered;
+      if (l.gemm) {  // a cuBLASLt GEMM: no kernel; params x, w, [r,] y
+        EXPECT_TRUE(l.kernel.entry.empty());
+        EXPECT_EQ(l.params.size(), l.gemm->residual ? 4u : 3u);
+        EXPECT_EQ(l.gemm->m, c.bucket);
+        EXPECT_EQ(l.params.back().kind, ParamKind::Output);
+        continue;
+      }
       EXPECT_GE(l.block[0], 32u);
       EXPECT_LE(l.block[0] * l.block[1] * l.block[2], 1024u);
       EXPECT_EQ(l.block[0] % 32, 0u);
@@ -143,8 +154,25 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
         }
       }
       if (n.op == ir::OpKind::Attention) {
-        EXPECT_EQ(l.grid[0], static_cast<uint32_t>(n.attr_int("n_heads")));
-        EXPECT_EQ(l.grid[1], static_cast<uint32_t>(c.bucket));
+        // the split-K variant exactly for compiled steps of <= 4 rows whose node has the scratch:
+        // grid (splits, KV heads, rows); else one block per (head, token)
+        const bool split = mode == ProgramMode::Compiled && n.inputs.size() == 5 && c.bucket <= 4;
+        EXPECT_EQ(l.kernel.entry.find("kiln_attention_split_") == 0, split) << l.kernel.entry;
+        if (split) {
+          const int64_t C = ir::resolve_dim(c.g, c.g.value(n.inputs[1]).shape[0], {c.bucket});
+          EXPECT_EQ(l.grid[0], static_cast<uint32_t>(attention_splits(n.attr_int("n_kv_heads"), c.bucket, C)));
+          EXPECT_EQ(l.grid[1], static_cast<uint32_t>(n.attr_int("n_kv_heads")));
+          EXPECT_EQ(l.grid[2], static_cast<uint32_t>(c.bucket));
+        } else if (l.kernel.entry.find("kiln_flash_attention_") == 0) {
+          // prefill on tensor cores: compiled, f16 cache, > 4 rows; blocks of kFlashRows rows per head
+          EXPECT_EQ(mode, ProgramMode::Compiled);
+          EXPECT_GT(c.bucket, 4);
+          EXPECT_EQ(l.grid[0], static_cast<uint32_t>((c.bucket + launch::kFlashRows - 1) / launch::kFlashRows));
+          EXPECT_EQ(l.grid[1], static_cast<uint32_t>(n.attr_int("n_heads")));
+        } else {
+          EXPECT_EQ(l.grid[0], static_cast<uint32_t>(n.attr_int("n_heads")));
+          EXPECT_EQ(l.grid[1], static_cast<uint32_t>(c.bucket));
+        }
       }
     }
   }
@@ -326,6 +354,37 @@ TEST(Codegen, DefaultCacheDir) {
   else ::unsetenv("XDG_CACHE_HOME");
 }
 
+// Split-K decode attention: the split count rule (kernels/launch.h) and the
+// scratch size the split-decode-attention pass allocates.
+TEST(Codegen, AttentionSplitCountAndScratch) {
+  auto cdiv = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  for (int64_t nkv : {1, 2, 3, 8, 32})
+    for (int64_t rows = 1; rows <= launch::kAttSplitMaxRows; ++rows)
+      for (int64_t C : {1, 16, 64, 100, 512, 4096, 8192, 131072}) {
+        SCOPED_TRACE("nkv " + std::to_string(nkv) + " rows " + std::to_string(rows) + " C " + std::to_string(C));
+        const int S = attention_splits(nkv, rows, C);
+        const int64_t cap = std::min<int64_t>(launch::kAttSplitMaxSplits, cdiv(C, launch::kAttSplitMinKeys));
+        EXPECT_GE(S, 1);
+        EXPECT_LE(S, std::max<int64_t>(1, cap));
+        // as many splits as fill the GPU (kAttSplitTargetBlocks), unless capped
+        if (S < cap) {
+          EXPECT_GE(nkv * rows * S, launch::kAttSplitTargetBlocks);
+          EXPECT_LT(nkv * rows * (S - 1), launch::kAttSplitTargetBlocks);
+        }
+        EXPECT_LE(attention_splits(nkv, rows, C), attention_splits(nkv, 1, C));  // rows 1 sizes the scratch
+      }
+  // Llama-3 8B at 8192 rows: the most splits; at 512 rows: 8 splits of >= 64 keys
+  EXPECT_EQ(attention_splits(8, 1, 8192), std::min<int64_t>(launch::kAttSplitMaxSplits,
+                                                            cdiv(launch::kAttSplitTargetBlocks, 8)));
+  EXPECT_EQ(attention_splits(8, 1, 512), 512 / launch::kAttSplitMinKeys);
+  const int64_t hdr = (launch::kAttSplitMaxRows * 8 + 3) / 4 * 4;
+  EXPECT_EQ(attention_split_scratch_floats(32, 8, 128, 8192),
+            hdr + launch::kAttSplitMaxRows * 32 * attention_splits(8, 1, 8192) * 130);
+  EXPECT_EQ(attention_split_scratch_floats(4, 2, 80, 512), 0);    // head_dim 80: not the split kernel's
+  EXPECT_EQ(attention_split_scratch_floats(32, 2, 128, 512), 0);  // 16 query heads per KV head: too many
+  EXPECT_GT(attention_split_scratch_floats(9, 3, 64, 2048), 0);   // SmolLM2
+}
+
 // "CI compiles every kernel variant for every supported SM": every lowered
 // source (both modes, decode and prefill paths) and every eager module, for
 // every SM, through NVRTC, with the cache in a temp dir so identical sources
@@ -342,14 +401,17 @@ TEST(Codegen, EveryVariantCompilesForEverySupportedSm) {
   // for the rest; plain matmul takes both paths for every dtype.
   std::map<ir::DType, size_t> dtype_index;
   for (ir::DType t : testcases::weight_dtypes()) dtype_index.emplace(t, dtype_index.size());
-  for (const OpCase& c : testcases::all_cases({1, 20}, 20)) {
+  auto all = testcases::all_cases({1, 20}, 20);
+  for (auto& c : testcases::tensor_core_cases({16}, 20)) all.push_back(std::move(c));
+  for (const OpCase& c : all) {
     const ir::Node& n = c.g.nodes()[0];
     const bool fused_mm = n.op == ir::OpKind::RmsMatMul || n.op == ir::OpKind::MatMulAdd ||
                           n.op == ir::OpKind::RmsMatMulSwiGlu;
     if (fused_mm && c.bucket != (dtype_index.at(c.dtype) % 2 ? 20 : 1)) continue;
     for (ProgramMode mode : {ProgramMode::Eager, ProgramMode::Compiled}) {
-      if (mode == ProgramMode::Eager && is_fused(n.op)) continue;
+      if (mode == ProgramMode::Eager && (is_fused(n.op) || c.compiled_only)) continue;
       const Lowered l = lower(c.g, n, {c.bucket}, Target{90, c.weight_layout}, mode);
+      if (l.gemm) continue;  // cuBLASLt, nothing for NVRTC
       Job& j = jobs[l.kernel.hash];
       if (j.k.source.empty()) j.k = l.kernel;
       j.entries.insert(l.kernel.entry);

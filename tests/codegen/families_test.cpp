@@ -26,17 +26,20 @@ bool is_fused(ir::OpKind k) {
 
 TEST(Families, ExactlyOneFamilySelectsEveryNode) {
   std::set<std::string> seen;
-  for (const OpCase& c : testcases::all_cases({1, 3, 4, 5, 20}, 20)) {
+  auto cases = testcases::all_cases({1, 3, 4, 5, 20}, 20);
+  for (auto& c : testcases::tensor_core_cases({16, 512}, 20)) cases.push_back(std::move(c));
+  for (const OpCase& c : cases) {
     const ir::Node& n = c.g.nodes()[0];
     for (ProgramMode mode : {ProgramMode::Eager, ProgramMode::Compiled}) {
-      if (mode == ProgramMode::Eager && is_fused(n.op)) continue;
+      if (mode == ProgramMode::Eager && (is_fused(n.op) || c.compiled_only)) continue;
       const auto fams = selecting_families(c.g, n, {c.bucket}, Target{90}, mode);
       ASSERT_EQ(fams.size(), 1u) << c.name << " " << program_mode_name(mode) << ": " << fams.size() << " families";
       seen.insert(fams[0]);
     }
   }
-  // the seven families of codegen/families/ all take part
-  EXPECT_EQ(seen, (std::set<std::string>{"gemv", "tiled", "embed", "elementwise", "rope", "attention", "sampling"}));
+  // every family of codegen/families/ takes part
+  EXPECT_EQ(seen, (std::set<std::string>{"gemv", "tiled", "embed", "elementwise", "rope", "attention", "sampling",
+                                         "convert", "gemm", "flash_attention"}));
 }
 
 // The GEMV/tiled choice is the GEMV family's predicate: compiled programs use

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "codegen/codegen.h"
+#include "codegen/kernels/launch.h"
 #include "ir/dequant.h"
 #include "ir/graph.h"
 #include "ir/interpreter.h"
@@ -27,6 +29,8 @@ struct OpCase {
   bool fused = false;
   DType dtype = DType::F32;  // the variant's dtype (for reporting)
   std::string weight_layout = "ggml";  // codegen::Target::weight_layout the case is lowered with
+  bool compiled_only = false;  // no eager kernel (the tensor-core path: compiled prefill programs only)
+  int pos0 = -1;  // the step's pos0 and the first position (-1: the GPU test's default)
   // Adds ref-only inputs computed from g's inputs (rope_store: q, k, v from qkv).
   std::function<void(std::map<std::string, ir::Tensor>&)> derive_inputs;
   // Adds ref-only weights (by source name) computed from g's weights.
@@ -243,10 +247,73 @@ inline OpCase rope_store_case(DType cache_t, bool ff, int64_t bucket) {
   return c;
 }
 
+// attention(q, k, v, pos [, scratch]) over a kv_len = C cache of dtype ft (k and
+// v are inputs here: the whole cache is random), nh query heads sharing nkv KV
+// heads of head_dim hd. With `split` the node has the split scratch (as the
+// split-decode-attention pass gives it), so compiled steps of <= 4 rows take the
+// split-K kernel. pos0 = C - bucket: the last token sees the whole cache.
+inline OpCase attention_case(DType ft, int64_t bucket, int64_t C, int64_t nh, int64_t nkv, int64_t hd, bool split) {
+  OpCase c;
+  c.bucket = bucket;
+  c.dtype = ft;
+  c.pos0 = static_cast<int>(C - bucket);
+  c.name = std::string(split ? "attention_split/" : "attention/") + dn(ft) + "/c" + std::to_string(C) + "/h" +
+           std::to_string(nh) + "x" + std::to_string(nkv) + "x" + std::to_string(hd) + "/b" + std::to_string(bucket);
+  Graph& g = c.g;
+  g = base_graph(bucket, C);
+  auto q = g.add_input("q", DType::F32, {tok(bucket), fx(nh * hd)});
+  auto k = g.add_input("k", ft, {fx(C), fx(nkv * hd)});
+  auto v = g.add_input("v", ft, {fx(C), fx(nkv * hd)});
+  auto pos = g.add_input("pos", DType::I32, {tok(bucket)});
+  ir::Attrs a = {{"n_heads", nh}, {"n_kv_heads", nkv}, {"head_dim", hd}, {"scale", 1.0 / std::sqrt(double(hd))}};
+  std::vector<ir::ValueId> ins = {q, k, v, pos};
+  const int64_t n = codegen::attention_split_scratch_floats(nh, nkv, hd, C);
+  if (split && n > 0) ins.push_back(g.add_state("scratch", DType::F32, {fx(n)}));
+  auto y = g.add_node(OpKind::Attention, ins, a, "y", DType::F32, {tok(bucket), fx(nh * hd)});
+  if (ins.size() == 5) {  // output 1: the scratch updated in place
+    ir::Value sv;
+    sv.id = static_cast<ir::ValueId>(g.values().size());
+    sv.name = "scratch_out";
+    sv.dtype = DType::F32;
+    sv.shape = {fx(n)};
+    sv.kind = ir::ValueKind::Temp;
+    g.mutable_values().push_back(sv);
+    g.nodes()[0].outputs.push_back(sv.id);
+  }
+  g.mark_output(y);
+  c.ref = g;
+  return c;
+}
+
+// The split-K decode attention cases of one bucket (<= 4 rows): every cache
+// dtype at kv_len 16, 512, 4096 and 8192, and the geometries of SmolLM2 (9
+// heads, 3 KV, head_dim 64), Llama-3 8B (32, 8, 128), head_dim 256, MHA and a
+// group of 8 query heads per KV head.
+inline std::vector<OpCase> attention_split_cases(int64_t b) {
+  std::vector<OpCase> out;
+  if (b > 1) {  // a few multi-row steps (every row its own causal length)
+    out.push_back(attention_case(DType::BF16, b, 16, 8, 2, 128, true));
+    out.push_back(attention_case(DType::F16, b, 4096, 8, 2, 128, true));
+    out.push_back(attention_case(DType::F16, b, 512, 9, 3, 64, true));
+    return out;
+  }
+  for (DType ft : float_dtypes())
+    for (int64_t C : {16, 512, 4096, 8192}) out.push_back(attention_case(ft, b, C, 8, 2, 128, true));
+  out.push_back(attention_case(DType::F16, b, 512, 9, 3, 64, true));
+  out.push_back(attention_case(DType::F16, b, 8192, 32, 8, 128, true));
+  out.push_back(attention_case(DType::F32, b, 512, 4, 2, 256, true));
+  out.push_back(attention_case(DType::BF16, b, 4096, 4, 4, 64, true));
+  out.push_back(attention_case(DType::F16, b, 4096, 16, 2, 128, true));
+  return out;
+}
+
 // Every variant. `buckets` for the matmul family; other ops use `other_bucket`.
 inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int64_t other_bucket) {
   std::vector<OpCase> out;
   const int64_t B = other_bucket;
+  for (int64_t b : mm_buckets)  // decode-sized steps: the split-K attention
+    if (b <= launch::kAttSplitMaxRows)
+      for (auto& c : attention_split_cases(b)) out.push_back(std::move(c));
   for (DType wt : weight_dtypes()) {
     for (int64_t b : mm_buckets) {
       out.push_back(matmul_case(OpKind::MatMul, wt, b));
@@ -392,6 +459,71 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
     auto y = g.add_node(OpKind::ArgMax, {x}, {}, "y", DType::I32, {fx(1)});
     g.mark_output(y);
     out.push_back(simple("argmax", g, B, DType::F32));
+  }
+  return out;
+}
+
+// The tensor-core prefill path (the tensor-core-gemm pass, compiled programs
+// only): cast of f32 activations to f16 / bf16, dequant of every weight dtype
+// to f16 (bf16 for a bf16 weight), and the cuBLASLt GEMM (matmul / matmul_add
+// on half x and w) at `gemm_buckets` tokens.
+inline std::vector<OpCase> tensor_core_cases(const std::vector<int64_t>& gemm_buckets, int64_t other_bucket) {
+  std::vector<OpCase> out;
+  const int64_t B = other_bucket;
+  for (DType h : {DType::F16, DType::BF16}) {
+    Graph g = base_graph(B);
+    auto x = g.add_input("x", DType::F32, {tok(B), fx(264)});
+    auto y = g.add_node(OpKind::Cast, {x}, {}, "y", h, {tok(B), fx(264)});
+    g.mark_output(y);
+    out.push_back(simple("cast/" + dn(h), g, B, h));
+    out.back().compiled_only = true;
+  }
+  for (DType wt : weight_dtypes()) {
+    Graph g = base_graph(B);
+    const int64_t K = k_for(wt);
+    const DType h = wt == DType::BF16 ? DType::BF16 : DType::F16;
+    auto w = g.add_weight("w", wt, {fx(24), fx(K)}, "w");
+    auto y = g.add_node(OpKind::Dequant, {w}, {}, "y", h, {fx(24), fx(K)});
+    g.mark_output(y);
+    out.push_back(simple("dequant/" + dn(wt), g, B, wt));
+    out.back().compiled_only = true;
+  }
+  for (DType h : {DType::F16, DType::BF16})
+    for (int64_t b : gemm_buckets)
+      for (bool residual : {false, true}) {
+        Graph g = base_graph(b);
+        const int64_t K = 256, N = 200;
+        auto x = g.add_input("x", h, {tok(b), fx(K)});
+        auto w = g.add_weight("w", h, {fx(N), fx(K)}, "w");
+        ir::ValueId y;
+        if (residual) {
+          auto r = g.add_input("r", DType::F32, {tok(b), fx(N)});
+          y = g.add_node(OpKind::MatMulAdd, {x, w, r}, {}, "y", DType::F32, {tok(b), fx(N)});
+        } else {
+          y = g.add_node(OpKind::MatMul, {x, w}, {}, "y", DType::F32, {tok(b), fx(N)});
+        }
+        g.mark_output(y);
+        OpCase c = simple(std::string("gemm/") + (residual ? "add/" : "") + dn(h) + "/b" + std::to_string(b), g, b, h);
+        c.compiled_only = true;
+        out.push_back(std::move(c));
+      }
+  // flash attention (prefill chunks, f16 cache): each row attends its whole
+  // causal prefix; SmolLM2 (9 heads, 3 KV, hd 64) and Llama (GQA, hd 128)
+  // geometries, a chunk starting at position 0 and one deep into the cache.
+  auto flash = [&](int64_t b, int64_t C, int64_t nh, int64_t nkv, int64_t hd, int pos0) {
+    OpCase c = attention_case(DType::F16, b, C, nh, nkv, hd, false);
+    c.name = "flash_" + c.name;
+    if (pos0 >= 0) c.pos0 = pos0;
+    c.compiled_only = true;
+    out.push_back(std::move(c));
+  };
+  for (int64_t b : gemm_buckets) {
+    if (b <= 512) {
+      flash(b, 1024, 9, 3, 64, -1);
+      flash(b, b, 8, 2, 128, 0);
+    } else {
+      flash(b, b, 4, 1, 128, 0);  // keeps the interpreter's share of a 4096-row case small
+    }
   }
   return out;
 }

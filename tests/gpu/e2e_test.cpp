@@ -69,9 +69,12 @@ std::string compile_plan(const fs::path& gguf, int sm, int64_t ctx, const std::s
 }
 
 // Greedy tokens from the interpreter, logits of the first step.
+// tensor_core: the interpreter models the compiled plan exactly (prefill
+// chunks on the tensor-core graph: f16 GEMM operands), else the fp32 graph the
+// eager programs run.
 std::vector<int32_t> reference_greedy(const gguf::File& f, const std::vector<int32_t>& prompt, int n, int64_t ctx,
-                                      std::vector<float>* first_logits) {
-  gen::ModelRunner r(f, ctx, 64);
+                                      std::vector<float>* first_logits, bool tensor_core = false) {
+  gen::ModelRunner r(f, ctx, 64, tensor_core, ir::DType::F16);  // the plans' KV cache: f16 (the default)
   std::vector<float> logits = r.feed(prompt);
   if (first_logits) *first_logits = logits;
   std::vector<int32_t> out;
@@ -112,8 +115,9 @@ RunResult run_plan(rt::Model& m, const std::vector<int32_t>& prompt, int n, rt::
 }  // namespace
 
 // The real SmolLM2-135M (Q4_1): compiled, eager and interpreter agree on 32 greedy
-// tokens; first-step logits within 1e-3 relative (fp32 everywhere; only summation
-// order differs between the GPU kernels and the interpreter).
+// tokens; first-step logits within 1e-3 relative (fp32 arithmetic and an f16 KV
+// cache on both sides, the interpreter rounding stored rows as the GPU does; only
+// summation order differs between the GPU kernels and the interpreter).
 TEST(GpuE2E, SmolLM2CompiledEagerInterpreterAgree) {
   REQUIRE_GPU();
   fs::path gguf = model_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -125,15 +129,26 @@ TEST(GpuE2E, SmolLM2CompiledEagerInterpreterAgree) {
   for (const std::string prompt_text : {"The capital of France is", "def fibonacci(n):\n    \"\"\"Return the n-th",
                                         "<|im_start|>user\nWhat is 17 * 23?<|im_end|>\n<|im_start|>assistant\n"}) {
     auto prompt = model->tokenizer().encode(prompt_text, true, true);
-    std::vector<float> ref_logits;
+    std::vector<float> ref_logits, tc_logits;
     auto ref = reference_greedy(f, prompt, 32, 512, &ref_logits);
+    auto ref_tc = reference_greedy(f, prompt, 32, 512, &tc_logits, true);
     auto comp = run_plan(*model, prompt, 32, rt::ProgramMode::Compiled);
     auto eager = run_plan(*model, prompt, 32, rt::ProgramMode::Eager);
-    double ec = rel_err(comp.first_logits, ref_logits), ee = rel_err(eager.first_logits, ref_logits);
-    std::printf("[smollm2] %-40.40s rel err compiled %.2e eager %.2e\n", prompt_text.c_str(), ec, ee);
-    EXPECT_LT(ec, 1e-3);
+    // compiled: prefill GEMMs on f16 operands, modelled exactly by the tensor-core
+    // interpreter (only the fp32 summation order differs); eager: the fp32 graph.
+    double ec = rel_err(comp.first_logits, tc_logits), ee = rel_err(eager.first_logits, ref_logits);
+    double e16 = rel_err(tc_logits, ref_logits);
+    std::printf("[smollm2] %-40.40s rel err compiled %.2e eager %.2e (f16 GEMM operands vs fp32: %.2e)\n",
+                prompt_text.c_str(), ec, ee, e16);
+    // reported, not asserted: a near-tie may legitimately flip under f16 operands
+    std::printf("[smollm2] greedy tokens with f16 GEMM operands %s the fp32 interpreter's\n",
+                ref_tc == ref ? "equal" : "DIFFER FROM");
+    // compiled: 5e-3, because flash attention (prefill on tensor cores) also
+    // rounds q and the softmax probabilities to f16, which the interpreter
+    // does not model (kernels_test: 2e-3 per attention op); eager: fp32 only.
+    EXPECT_LT(ec, 5e-3);
     EXPECT_LT(ee, 1e-3);
-    EXPECT_EQ(comp.tokens, ref) << "compiled greedy tokens differ from the interpreter";
+    EXPECT_EQ(comp.tokens, ref_tc) << "compiled greedy tokens differ from the interpreter";
     EXPECT_EQ(eager.tokens, ref) << "eager greedy tokens differ from the interpreter";
   }
 }
@@ -155,22 +170,26 @@ TEST_P(GpuSynthTypes, LogitsMatchInterpreter) {
   auto f = gguf::File::open(gguf.string());
   std::vector<int32_t> prompt;
   for (int i = 0; i < 21; ++i) prompt.push_back((i * 37 + 11) % int32_t(model->plan().model().vocab()));
-  gen::ModelRunner ref(f, 128, 64);
+  gen::ModelRunner ref(f, 128, 64, false, ir::DType::F16), ref_tc(f, 128, 64, true, ir::DType::F16);
   auto ref_logits = ref.feed(prompt);
+  const auto tc_logits = ref_tc.feed(prompt);  // the compiled plan's prefill: f16 GEMM operands
   for (auto mode : {rt::ProgramMode::Compiled, rt::ProgramMode::Eager}) {
     auto r = run_plan(*model, prompt, 1, mode);
-    double e = rel_err(r.first_logits, ref_logits);
+    double e = rel_err(r.first_logits, mode == rt::ProgramMode::Compiled ? tc_logits : ref_logits);
     std::printf("[tiny %-6s] %s rel err %.2e\n", so.type.c_str(), mode == rt::ProgramMode::Compiled ? "compiled" : "eager   ", e);
-    EXPECT_LT(e, 1e-3) << so.type;
+    // compiled: flash attention's f16 q and probabilities are not modelled by
+    // the interpreter (measured 2e-4 .. 2.3e-3 on an H200, bf16 the largest); eager: fp32
+    EXPECT_LT(e, mode == rt::ProgramMode::Compiled ? 5e-3 : 1e-3) << so.type;
   }
-  // Three decode steps on the compiled plan against the interpreter.
+  // Three decode steps on the compiled plan against the interpreter (the
+  // tensor-core one: its KV cache holds what the compiled prefill wrote).
   auto& eng = model->engine();
-  int32_t tok = argmax(ref_logits);
+  int32_t tok = argmax(tc_logits);
   auto got = run_plan(*model, prompt, 1, rt::ProgramMode::Compiled);
   int32_t pos = int32_t(prompt.size());
   for (int i = 0; i < 3; ++i) {
     int32_t next = eng.step(rt::ProgramMode::Compiled, std::span<const int32_t>(&tok, 1), pos++, {});
-    auto rl = ref.feed(std::span<const int32_t>(&tok, 1));
+    auto rl = ref_tc.feed(std::span<const int32_t>(&tok, 1));
     double e = rel_err(eng.last_logits(), rl);
     EXPECT_LT(e, 1e-3) << so.type << " decode step " << i;
     EXPECT_EQ(next, argmax(rl));

@@ -28,8 +28,12 @@ TEST(OpTable, NamesRoundTrip) {
   EXPECT_EQ(op_info(OpKind::MatMul).aliased_input(0), -1);
   EXPECT_TRUE(op_info(OpKind::KvStore).updates_in_place());
   EXPECT_TRUE(op_info(OpKind::RopeStore).updates_in_place());
+  // attention's optional output 1 is its split scratch (optional input 4)
+  EXPECT_EQ(op_info(OpKind::Attention).aliased_input(0), -1);
+  EXPECT_EQ(op_info(OpKind::Attention).aliased_input(1), 4);
+  EXPECT_TRUE(op_info(OpKind::Attention).updates_in_place());
   for (OpKind k : {OpKind::Embed, OpKind::RmsNorm, OpKind::MatMul, OpKind::Add, OpKind::Mul, OpKind::Silu,
-                   OpKind::SwiGlu, OpKind::Rope, OpKind::Attention, OpKind::LastRow, OpKind::ArgMax,
+                   OpKind::SwiGlu, OpKind::Rope, OpKind::LastRow, OpKind::ArgMax,
                    OpKind::RmsMatMul, OpKind::MatMulAdd, OpKind::RmsMatMulSwiGlu, OpKind::LmHeadSample})
     EXPECT_FALSE(op_info(k).updates_in_place()) << op_info(k).name;
   EXPECT_EQ(op_info(OpKind::Rope).min_inputs, 2);

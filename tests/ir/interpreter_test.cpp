@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "ir/dequant.h"
@@ -444,6 +445,148 @@ TEST(Interp, InputChecking) {
   EXPECT_THROW(in.run({{"tokens", f}, {"positions", Tensor::from_i32({0})}}), Error);
   // A valid call still works afterwards.
   EXPECT_NO_THROW(in.run(TinyModel::step({1, 2}, 0)));
+}
+
+// kv_store into an f16 / bf16 cache keeps what the GPU's store keeps: each
+// value rounded to nearest even (ties to even, overflow to inf, subnormals).
+TEST(Interp, KvStoreRoundsToTheCacheDtype) {
+  const float two11 = std::ldexp(1.0f, -11), two8 = std::ldexp(1.0f, -8);
+  const std::vector<float> x = {1.0f + two11,              // f16 tie -> 1 (even)
+                                1.0f + 3 * two11 / 2,      // f16 above the tie -> 1 + 2^-10
+                                1.0f + 3 * two11,          // f16 tie -> 1 + 2^-9 (even mantissa)
+                                70000.0f,                  // f16 overflow -> inf
+                                1e-6f,                     // f16 subnormal
+                                -2.5f,                     // exact
+                                1.0f + two8,               // bf16 tie -> 1
+                                1.0f + 3 * two8};          // bf16 tie -> 1 + 2^-6
+  const std::map<DType, std::vector<float>> want = {
+      {DType::F16, {1.0f, 1.0f + 2 * two11, 1.0f + 4 * two11, INFINITY, fp16_to_fp32(fp32_to_fp16(1e-6f)), -2.5f,
+                    1.0f + two8, 1.0f + 3 * two8}},
+      {DType::BF16, {1.0f, 1.0f, 1.0f, 70144.0f, bf16_to_fp32(fp32_to_bf16(1e-6f)), -2.5f, 1.0f, 1.0f + 4 * two8}},
+      {DType::F32, x}};
+  for (const auto& [dt, w] : want) {
+    SCOPED_TRACE(std::string(dtype_name(dt)));
+    Graph g;
+    const int64_t W = static_cast<int64_t>(x.size());
+    auto cache = g.add_state("cache", dt, {F(4), F(W)});
+    auto xi = g.add_input("x", DType::F32, {F(1), F(W)});
+    auto pos = g.add_input("pos", DType::I32, {F(1)});
+    auto y = g.add_node(OpKind::KvStore, {cache, xi, pos}, {}, "cache_out", dt, {F(4), F(W)});
+    g.mark_output(y);
+    Interpreter in(g, WeightStore{}.source());
+    auto out = in.run({{"x", f32_tensor({1, W}, x)}, {"pos", Tensor::from_i32({2})}});
+    const auto& c = out["cache_out"].f32;
+    for (int64_t i = 0; i < W; ++i) {
+      EXPECT_EQ(c[size_t(2 * W + i)], w[size_t(i)]) << "element " << i;
+      EXPECT_EQ(c[size_t(2 * W + i)], round_to_dtype(dt, x[size_t(i)])) << "element " << i;
+      EXPECT_EQ(c[size_t(i)], 0.0f);  // rows not written stay zero
+    }
+  }
+}
+
+// rope_store rounds its k and v rows the same way: the fused op into an f16
+// cache equals rope + kv_store into an f16 cache, bit for bit, and the cache
+// differs from the f32 one by f16 rounding only.
+TEST(Interp, RopeStoreRoundsToTheCacheDtype) {
+  const int64_t nh = 2, nkv = 1, hd = 8, T = 3, C = 6;
+  std::mt19937 rng(5);
+  const auto qkv = rand_vec(size_t(T * (nh + 2 * nkv) * hd), rng, -3, 3);
+  Attrs a{{"n_heads", nh}, {"head_dim", hd}, {"n_rot", hd}, {"theta", 10000.0}, {"mode", std::string("neox")}};
+  std::map<DType, std::vector<float>> kcache, vcache;
+  for (DType dt : {DType::F16, DType::F32}) {
+    Graph g;
+    auto xi = g.add_input("qkv", DType::F32, {F(T), F((nh + 2 * nkv) * hd)});
+    auto pos = g.add_input("pos", DType::I32, {F(T)});
+    auto kc = g.add_state("kc", dt, {F(C), F(nkv * hd)});
+    auto vc = g.add_state("vc", dt, {F(C), F(nkv * hd)});
+    Attrs fa = a;
+    fa["n_kv_heads"] = nkv;
+    auto q = g.add_node(OpKind::RopeStore, {xi, pos, kc, vc}, fa, "q", DType::F32, {F(T), F(nh * hd)});
+    for (const char* name : {"kc_out", "vc_out"}) {  // outputs 1, 2: the caches updated in place
+      Value cv;
+      cv.id = static_cast<ValueId>(g.values().size());
+      cv.name = name;
+      cv.dtype = dt;
+      cv.shape = {F(C), F(nkv * hd)};
+      g.mutable_values().push_back(cv);
+      g.nodes()[0].outputs.push_back(cv.id);
+    }
+    g.mark_output(q);
+    Interpreter in(g, WeightStore{}.source());
+    in.run({{"qkv", f32_tensor({T, (nh + 2 * nkv) * hd}, qkv)}, {"pos", Tensor::from_i32({1, 2, 3})}});
+    kcache[dt] = in.last_value("kc")->f32;
+    vcache[dt] = in.last_value("vc")->f32;
+  }
+  for (size_t i = 0; i < kcache[DType::F32].size(); ++i) {
+    EXPECT_EQ(kcache[DType::F16][i], round_to_dtype(DType::F16, kcache[DType::F32][i])) << i;
+    EXPECT_EQ(vcache[DType::F16][i], round_to_dtype(DType::F16, vcache[DType::F32][i])) << i;
+  }
+  // the unfused chain into f16 caches: the same k rows
+  Graph g;
+  auto kin = g.add_input("k", DType::F32, {F(T), F(nkv * hd)});
+  auto pos = g.add_input("pos", DType::I32, {F(T)});
+  Attrs ka = a;
+  ka["n_heads"] = nkv;
+  auto kr = g.add_node(OpKind::Rope, {kin, pos}, ka, "kr", DType::F32, {F(T), F(nkv * hd)});
+  auto kc = g.add_state("kc", DType::F16, {F(C), F(nkv * hd)});
+  auto ks = g.add_node(OpKind::KvStore, {kc, kr, pos}, {}, "ks", DType::F16, {F(C), F(nkv * hd)});
+  g.mark_output(ks);
+  std::vector<float> k(size_t(T * nkv * hd));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < nkv * hd; ++i)
+      k[size_t(t * nkv * hd + i)] = qkv[size_t(t * (nh + 2 * nkv) * hd + nh * hd + i)];
+  Interpreter in(g, WeightStore{}.source());
+  auto out = in.run({{"k", f32_tensor({T, nkv * hd}, k)}, {"pos", Tensor::from_i32({1, 2, 3})}});
+  EXPECT_EQ(out["ks"].f32, kcache[DType::F16]);
+}
+
+// attention's optional scratch (input 4, the split-decode-attention pass's
+// state) is GPU workspace: the result is the same as without it, output 1 is
+// the scratch updated in place, and the verifier checks its type.
+TEST(Interp, AttentionScratchChangesNothing) {
+  const int64_t T = 2, C = 8, nh = 4, nkv = 2, hd = 8;
+  std::mt19937 rng(9);
+  const auto qv = rand_vec(T * nh * hd, rng), kv = rand_vec(C * nkv * hd, rng), vv = rand_vec(C * nkv * hd, rng);
+  const Attrs a{{"n_heads", nh}, {"n_kv_heads", nkv}, {"head_dim", hd}, {"scale", 0.35}};
+  std::vector<std::vector<float>> results;
+  for (bool scratch : {false, true}) {
+    Graph g;
+    auto q = g.add_input("q", DType::F32, {F(T), F(nh * hd)});
+    auto k = g.add_input("k", DType::F16, {F(C), F(nkv * hd)});
+    auto v = g.add_input("v", DType::F16, {F(C), F(nkv * hd)});
+    auto pos = g.add_input("pos", DType::I32, {F(T)});
+    std::vector<ValueId> ins = {q, k, v, pos};
+    if (scratch) ins.push_back(g.add_state("scratch", DType::F32, {F(100)}));
+    auto o = g.add_node(OpKind::Attention, ins, a, "o", DType::F32, {F(T), F(nh * hd)});
+    if (scratch) {
+      Value sv;
+      sv.id = static_cast<ValueId>(g.values().size());
+      sv.name = "scratch_out";
+      sv.shape = {F(100)};
+      g.mutable_values().push_back(sv);
+      g.nodes()[0].outputs.push_back(sv.id);
+    }
+    g.mark_output(o);
+    ASSERT_NO_THROW(verify(g));
+    Interpreter in(g, WeightStore{}.source());
+    auto out = in.run({{"q", f32_tensor({T, nh * hd}, qv)},
+                       {"k", f32_tensor({C, nkv * hd}, kv)},
+                       {"v", f32_tensor({C, nkv * hd}, vv)},
+                       {"pos", Tensor::from_i32({5, 6})}});
+    results.push_back(out["o"].f32);
+    if (scratch) {
+      ASSERT_NE(in.last_value("scratch_out"), nullptr);
+      EXPECT_EQ(in.last_value("scratch_out"), in.last_value("scratch"));  // the same tensor: updated in place
+      // the verifier: the scratch is an f32 State, and the node then has its second output
+      Graph bad = g;
+      bad.mutable_values()[size_t(bad.nodes()[0].inputs[4])].dtype = DType::F16;
+      EXPECT_THROW(verify(bad), Error);
+      Graph one_out = g;
+      one_out.nodes()[0].outputs.pop_back();
+      EXPECT_THROW(verify(one_out), Error);
+    }
+  }
+  EXPECT_EQ(results[0], results[1]);
 }
 
 }  // namespace

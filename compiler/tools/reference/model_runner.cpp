@@ -1,34 +1,62 @@
 #include "compiler/tools/reference/model_runner.h"
 
 #include <algorithm>
+#include <map>
+#include <memory>
 
 #include <fmt/format.h>
+
+#include "compiler/gguf/weight_source.h"
+#include "compiler/passes/pipeline.h"
 
 namespace kiln::gen {
 
 ir::WeightSource gguf_weights(const gguf::File& f) {
-  return [&f](const std::string& name) {
-    const auto* t = f.find_tensor(name);
-    if (!t) throw Error(ErrorCode::kFormat, fmt::format("tensor '{}' is missing from {}", name, f.path()), name);
+  // Fused sources ("a+b+c", made by the passes) are their parts' rows joined,
+  // matrices row-wise and vectors end to end, kept alive with the source.
+  auto joined = std::make_shared<std::map<std::string, std::vector<uint8_t>>>();
+  return [&f, joined](const std::string& name) {
+    auto tensor = [&](const std::string& n) -> const gguf::TensorInfo& {
+      const auto* t = f.find_tensor(n);
+      if (!t) throw Error(ErrorCode::kFormat, fmt::format("tensor '{}' is missing from {}", n, f.path()), n);
+      return *t;
+    };
+    const auto parts = gguf::split_weight_source(name);
+    const gguf::TensorInfo& t0 = tensor(parts[0]);
     ir::WeightData w;
-    w.dtype = t->type;
-    w.shape.assign(t->ne.rbegin(), t->ne.rend());
-    w.data = t->data;
-    w.nbytes = t->n_bytes;
+    w.dtype = t0.type;
+    w.shape.assign(t0.ne.rbegin(), t0.ne.rend());
+    w.data = t0.data;
+    w.nbytes = t0.n_bytes;
+    if (parts.size() == 1) return w;
+    auto& bytes = (*joined)[name];
+    int64_t lead = 0;
+    if (bytes.empty())
+      for (const auto& p : parts) {
+        const auto& t = tensor(p);
+        if (t.type != t0.type || t.ne.size() != t0.ne.size() || (t.ne.size() > 1 && t.ne[0] != t0.ne[0]))
+          throw Error(ErrorCode::kFormat, "fused weight " + name + " mixes types or row lengths", name);
+        bytes.insert(bytes.end(), t.data, t.data + t.n_bytes);
+      }
+    for (const auto& p : parts) lead += static_cast<int64_t>(tensor(p).ne.back());
+    w.shape[0] = lead;  // outermost dim: rows (or elements of a vector) of every part
+    w.data = bytes.data();
+    w.nbytes = bytes.size();
     return w;
   };
 }
 
 namespace {
-frontend::GraphOptions graph_options(int64_t ctx, int64_t chunk) {
+frontend::GraphOptions graph_options(int64_t ctx, int64_t chunk, ir::DType kv_type) {
   frontend::GraphOptions o;
+  o.kv_type = kv_type;
   o.max_context = ctx;
   o.max_tokens = std::min(chunk, ctx);
   return o;
 }
 }  // namespace
 
-ModelRunner::ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk)
+ModelRunner::ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk, bool tensor_core_prefill, ir::DType kv_type)
     : cfg_(frontend::read_config(f)), ctx_(ctx), chunk_(std::min(chunk, ctx)) {
   if (ctx <= 0 || chunk <= 0)
     throw Error(ErrorCode::kInvalidArgument,
@@ -38,13 +66,20 @@ ModelRunner::ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk)
                 fmt::format("--ctx {} exceeds the model's context length {}: pass --ctx {} or less", ctx,
                             cfg_.context_length, cfg_.context_length),
                 "ctx");
-  graph_ = frontend::build_graph(f, cfg_, graph_options(ctx_, chunk_));
+  graph_ = frontend::build_graph(f, cfg_, graph_options(ctx_, chunk_, kv_type));
   ir::verify(graph_);
   interp_ = std::make_unique<ir::Interpreter>(graph_, gguf_weights(f));
+  if (tensor_core_prefill) {
+    const ir::Graph fused = passes::run_pipeline(graph_, passes::default_pipeline(), {});
+    prefill_graph_ = passes::run_pipeline(fused, passes::prefill_pipeline(), {});
+    prefill_ = std::make_unique<ir::Interpreter>(prefill_graph_, gguf_weights(f));
+    prefill_->share_states(*interp_);
+  }
 }
 
 void ModelRunner::reset() {
   interp_->reset_state();
+  if (prefill_) prefill_->share_states(*interp_);
   pos_ = 0;
 }
 
@@ -68,7 +103,8 @@ std::vector<float> ModelRunner::feed(std::span<const int32_t> ids) {
                              ids.begin() + static_cast<std::ptrdiff_t>(start + n));
     std::vector<int32_t> pos(n);
     for (size_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(pos_ + static_cast<int64_t>(i));
-    auto out = interp_->run({{"tokens", ir::Tensor::from_i32(std::move(tok))},
+    ir::Interpreter& it_run = prefill_ && n > 1 ? *prefill_ : *interp_;  // as the engine picks programs
+    auto out = it_run.run({{"tokens", ir::Tensor::from_i32(std::move(tok))},
                              {"positions", ir::Tensor::from_i32(std::move(pos))}});
     auto it = out.find("logits");
     if (it == out.end() || it->second.f32.size() != static_cast<size_t>(cfg_.vocab))

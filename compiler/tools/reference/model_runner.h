@@ -22,7 +22,14 @@ class ModelRunner {
  public:
   // Builds the graph with max_tokens = chunk (prefill chunk) and max_context = ctx.
   // Throws kiln::Error if ctx exceeds the model's context length.
-  ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk = 128);
+  // tensor_core_prefill: model the compiled plan exactly: steps of more than
+  // one token run the graph of the compiled prefill programs (the default
+  // passes, then tensor-core-gemm: f16/bf16 GEMM operands rounded where the
+  // GPU rounds them), one-token steps the fp32 graph, on one shared KV cache.
+  // kv_type: the KV cache's dtype (kiln compile --kv-type; the compile default is
+  // f16): stored rows are rounded to it, as the GPU rounds them.
+  ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk = 128, bool tensor_core_prefill = false,
+              ir::DType kv_type = ir::DType::F32);
 
   // Appends ids at the current position (in chunks of at most `chunk`
   // tokens) and returns the logits of the last one ([vocab]). Throws
@@ -41,6 +48,8 @@ class ModelRunner {
   frontend::ModelConfig cfg_;
   ir::Graph graph_;
   std::unique_ptr<ir::Interpreter> interp_;
+  ir::Graph prefill_graph_;
+  std::unique_ptr<ir::Interpreter> prefill_;  // null unless tensor_core_prefill
   int64_t ctx_, chunk_, pos_ = 0;
 };
 

@@ -85,11 +85,18 @@ TEST(Compile, TinyPlanHasFusedAndEagerProgramsThatVerify) {
     EXPECT_GT(k->ptx()->size(), 0u) << k->name()->str();
     EXPECT_EQ(k->sm(), 90u);
   }
-  // KV cache: 2 states per layer, f32 [ctx, n_kv * head_dim].
+  // KV cache: 2 states per layer, f16 (the default --kv-type) [ctx, n_kv * head_dim],
+  // and the split-K attention's scratch (one state for every layer).
   const auto& m = plan.model();
-  ASSERT_EQ(plan.arena().kv()->size(), 2 * layers);
-  for (const auto* s : *plan.arena().kv())
-    EXPECT_EQ(s->size(), 4ull * 256 * m.n_kv_heads() * m.head_dim()) << s->name()->str();
+  ASSERT_EQ(plan.arena().kv()->size(), 2 * layers + 1);
+  for (const auto* s : *plan.arena().kv()) {
+    const std::string name = s->name()->str();
+    if (name == "attn_split_scratch") {
+      EXPECT_EQ(s->size(), 4ull * codegen::attention_split_scratch_floats(m.n_heads(), m.n_kv_heads(), m.head_dim(), 256));
+      continue;
+    }
+    EXPECT_EQ(s->size(), 2ull * 256 * m.n_kv_heads() * m.head_dim()) << name;
+  }
   EXPECT_EQ(plan.budget().total_bytes(), plan.budget().weights_bytes() + plan.budget().arena_bytes());
   // The runtime's plain view of the same plan.
   rt::EngineInputs in = rt::engine_inputs(plan);
@@ -266,7 +273,7 @@ TEST(Compile, CompileOptionsAreRecordedAndInspectShowsThem) {
     o.command_line = "kiln compile tiny.gguf --weight-layout " + layout;
     compile::compile_model(o);
     rt::Plan plan = rt::Plan::load(o.out_path);
-    EXPECT_GE(plan.format_minor(), 1u);  // 1.1: Plan.compile_options
+    EXPECT_TRUE(plan.format_major() > 1 || plan.format_minor() >= 1);  // 1.1: Plan.compile_options
     const fb::CompileOptionsRecord* r = plan.root().compile_options();
     ASSERT_NE(r, nullptr) << layout;
     EXPECT_EQ(r->weight_layout()->str(), layout);
@@ -305,6 +312,60 @@ TEST(Compile, CompileOptionsAreRecordedAndInspectShowsThem) {
   EXPECT_NE(d.find("disabled      fuse-residual"), std::string::npos) << d;
 }
 
+// --kv-type: the KV-cache states take that dtype, so f16 and bf16 caches are half
+// the f32 one in the plan's arena and memory budget; the choice is recorded
+// (format 1.2) and shown by `kiln inspect`; anything else is refused up front.
+TEST(Compile, KvTypeHalvesTheCacheAndIsRecorded) {
+  std::map<std::string, uint64_t> cache_bytes, budget_kv, report_kv;
+  uint64_t scratch_bytes = 0;
+  for (const std::string kv : {"f32", "f16", "bf16"}) {
+    auto o = opts(tiny("q8_0"), "tiny_kv_" + kv + ".plan");
+    o.kv_type = kv;
+    const auto rep = compile::compile_model(o);
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    EXPECT_TRUE(plan.format_major() > 1 || plan.format_minor() >= 2);  // 1.2: CompileOptionsRecord.kv_type
+    const fb::CompileOptionsRecord* r = plan.root().compile_options();
+    ASSERT_NE(r, nullptr);
+    ASSERT_NE(r->kv_type(), nullptr);
+    EXPECT_EQ(r->kv_type()->str(), kv);
+    for (const auto* s : *plan.arena().kv()) {
+      if (s->name()->str() == "attn_split_scratch") scratch_bytes = s->size();
+      else cache_bytes[kv] += s->size();
+    }
+    budget_kv[kv] = plan.budget().kv_bytes();
+    report_kv[kv] = rep.kv_bytes;
+    const std::string d = rt::describe(plan);
+    EXPECT_NE(d.find("kv type       " + kv), std::string::npos) << d;
+  }
+  const rt::Plan f16_plan = rt::Plan::load((scratch() / "tiny_kv_f16.plan").string());
+  const auto& m = f16_plan.model();
+  EXPECT_EQ(cache_bytes["f32"], 2ull * m.n_layers() * 256 * m.n_kv_heads() * m.head_dim() * 4);
+  EXPECT_EQ(cache_bytes["f16"] * 2, cache_bytes["f32"]);
+  EXPECT_EQ(cache_bytes["bf16"], cache_bytes["f16"]);
+  EXPECT_GT(scratch_bytes, 0u);
+  // the budget counts every state, the caches (halved) and the scratch; the compile
+  // report's "KV cache" is their span in the arena (256-byte aligned slots)
+  for (const std::string kv : {"f32", "f16", "bf16"}) {
+    EXPECT_EQ(budget_kv[kv], cache_bytes[kv] + scratch_bytes) << kv;
+    EXPECT_GE(report_kv[kv], budget_kv[kv]) << kv;
+    EXPECT_LT(report_kv[kv], budget_kv[kv] + 256 * (2 * m.n_layers() + 1)) << kv;
+  }
+  EXPECT_LT(budget_kv["f16"], budget_kv["f32"] * 0.6);
+
+  auto o = opts(tiny("q8_0"), "bad_kv.plan");
+  o.kv_type = "f8";
+  try {
+    compile::compile_model(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("--kv-type 'f8'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("f16, bf16, f32"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(fs::exists(o.out_path));
+}
+
 TEST(Compile, UnknownWeightLayoutIsRefused) {
   auto o = opts(tiny("q8_0"), "bad_layout.plan");
   o.weight_layout = "tiles";
@@ -319,3 +380,45 @@ TEST(Compile, UnknownWeightLayoutIsRefused) {
   }
   EXPECT_FALSE(fs::exists(o.out_path));
 }
+
+namespace kiln {
+namespace {
+
+// Prefill programs run their matmuls as cuBLASLt GEMMs on tensor cores (format
+// 2.0 Launch.gemm) and attention as flash attention; decode programs keep their
+// GEMVs. --disable-pass tensor-core-gemm restores the CUDA-core prefill.
+TEST(Compile, PrefillGemmsOnTensorCores) {
+  for (const bool disable : {false, true}) {
+    auto o = opts(tiny("q4_k_m"), disable ? "tiny_no_tc.plan" : "tiny_tc.plan");
+    if (disable) o.pipeline.disable = {"tensor-core-gemm"};
+    compile::compile_model(o);
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    int gemms_prefill = 0, gemms_decode = 0, flash = 0;
+    for (const auto* p : plan.programs()) {
+      const bool compiled_prefill = p->mode() == fb::ProgramMode::Compiled && p->phase() == fb::Phase::Prefill;
+      for (const auto* l : *p->launches()) {
+        if (l->gemm()) {
+          (compiled_prefill ? gemms_prefill : gemms_decode)++;
+          EXPECT_EQ(l->gemm()->m(), p->bucket()) << "a GEMM covers the program's bucket";
+          EXPECT_EQ(l->gemm()->ab_type(), 1u) << "q4_k_m weights are dequantised to f16";
+        } else if (std::string(plan.kernels().Get(l->kernel())->entry()->c_str()).rfind("kiln_flash_attention", 0) == 0) {
+          EXPECT_TRUE(compiled_prefill) << p->name()->str();
+          ++flash;
+        }
+      }
+    }
+    EXPECT_EQ(gemms_decode, 0) << "decode and eager programs never run GEMMs";
+    if (disable) {
+      EXPECT_EQ(gemms_prefill, 0);
+      EXPECT_EQ(plan.arena().gemm_workspace_size(), 0u);
+    } else {
+      EXPECT_GT(gemms_prefill, 0);
+      EXPECT_GT(plan.arena().gemm_workspace_size(), 0u);
+    }
+    // tiny: head_dim 64 and an f16 cache, so prefill attention is flash attention either way
+    EXPECT_GT(flash, 0);
+  }
+}
+
+}  // namespace
+}  // namespace kiln

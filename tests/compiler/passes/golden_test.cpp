@@ -389,4 +389,53 @@ TEST(Dce, KeepsLiveGraphs) {
   expect_unchanged(kiln::passes::dce_pass(), kQkvBefore);
 }
 
+// ------------------------------------------------------------ split-decode-attention
+
+// Two attention nodes (two layers) share one f16 KV cache pair here; each gets
+// the one scratch state, sized by codegen::attention_split_scratch_floats
+// (2 heads, 1 KV head, head_dim 8, kv_len 8: 4 counter floats + 4 rows x
+// 2 heads x 1 split x (8 + 2) = 84).
+const std::string kSplitBefore = R"(graph {
+  sym kv_len <= 8
+  sym tokens <= 4
+  input %q : f32[tokens, 16]
+  input %pos : i32[tokens]
+  state %kc : f16[kv_len, 8]
+  state %vc : f16[kv_len, 8]
+  %a0 : f32[tokens, 16] = attention(%q, %kc, %vc, %pos) {head_dim = 8, n_heads = 2, n_kv_heads = 1, scale = 0.5}
+  %a1 : f32[tokens, 16] = attention(%a0, %kc, %vc, %pos) {head_dim = 8, n_heads = 2, n_kv_heads = 1, scale = 0.5}
+  output %a1
+}
+)";
+
+const std::string kSplitAfter = R"(graph {
+  sym kv_len <= 8
+  sym tokens <= 4
+  input %q : f32[tokens, 16]
+  input %pos : i32[tokens]
+  state %kc : f16[kv_len, 8]
+  state %vc : f16[kv_len, 8]
+  state %attn_split_scratch : f32[84]
+  %a0 : f32[tokens, 16], %a0_scratch : f32[84] = attention(%q, %kc, %vc, %pos, %attn_split_scratch) {head_dim = 8, n_heads = 2, n_kv_heads = 1, scale = 0.5}
+  %a1 : f32[tokens, 16], %a1_scratch : f32[84] = attention(%a0, %kc, %vc, %pos, %attn_split_scratch) {head_dim = 8, n_heads = 2, n_kv_heads = 1, scale = 0.5}
+  output %a1
+}
+)";
+
+TEST(SplitDecodeAttention, Golden) {
+  Result r = run_pass(kiln::passes::split_decode_attention_pass(), kSplitBefore);
+  EXPECT_TRUE(r.changed);
+  EXPECT_EQ(r.text, kSplitAfter);
+  expect_unchanged(kiln::passes::split_decode_attention_pass(), kSplitAfter);  // once is enough
+}
+
+TEST(SplitDecodeAttention, NoMatch) {
+  // head_dim 5 (not in 8, 16, ..., 256): the split kernel does not take it
+  std::string s = kSplitBefore;
+  for (size_t p; (p = s.find("head_dim = 8")) != std::string::npos;) s.replace(p, 12, "head_dim = 5");
+  for (size_t p; (p = s.find(", 16]")) != std::string::npos;) s.replace(p, 5, ", 10]");
+  for (size_t p; (p = s.find(", 8]")) != std::string::npos;) s.replace(p, 4, ", 5]");
+  expect_unchanged(kiln::passes::split_decode_attention_pass(), s);
+}
+
 }  // namespace

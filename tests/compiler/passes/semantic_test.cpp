@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <random>
+#include <set>
 
 #include "compiler/frontend/frontend.h"
 #include "compiler/gguf/gguf.h"
@@ -98,6 +99,14 @@ TEST(PipelineSemantics, TinyLlamaPrefillAndDecode) {
     EXPECT_EQ(c["embed"], 1);
     EXPECT_EQ(c["lm_head_sample"], 1);
     EXPECT_EQ(fused.nodes().size(), static_cast<size_t>(6 * L + 2));
+    // every attention node takes the one split scratch (split-decode-attention)
+    std::set<kiln::ir::ValueId> scratch;
+    for (const auto& n : fused.nodes())
+      if (n.op == kiln::ir::OpKind::Attention) {
+        ASSERT_EQ(n.inputs.size(), 5u);
+        scratch.insert(n.inputs[4]);
+      }
+    EXPECT_EQ(scratch.size(), 1u);
 
     std::mt19937 rng(1234);
     std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(cfg.vocab) - 1);

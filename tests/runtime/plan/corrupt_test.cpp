@@ -60,13 +60,19 @@ TEST(PlanCorrupt, BadMagic) {
 }
 
 TEST(PlanCorrupt, MajorVersionMismatch) {
-  auto f = valid_file();
-  auto h = header_of(f);
-  h.format_major = 2;
-  set_header(f, h);
-  expect_reject(f, rt::ErrorCode::kVersion, "header.version",
-                "plan format 2." + std::to_string(plan_format::kFormatMinor) + ", this runtime reads 1.0 to 1." +
-                    std::to_string(plan_format::kFormatMinor) + ": recompile");
+  // A plan of the previous major format (1.x: before the tensor-core prefill)
+  // and one of a future major are both refused, naming both versions.
+  for (uint32_t major : {plan_format::kFormatMajor - 1, plan_format::kFormatMajor + 1}) {
+    auto f = valid_file();
+    auto h = header_of(f);
+    h.format_major = major;
+    h.format_minor = 2;
+    set_header(f, h);
+    expect_reject(f, rt::ErrorCode::kVersion, "header.version",
+                  "plan format " + std::to_string(major) + ".2, this runtime reads " +
+                      std::to_string(plan_format::kFormatMajor) + ".0 to " + std::to_string(plan_format::kFormatMajor) +
+                      "." + std::to_string(plan_format::kFormatMinor) + ": recompile");
+  }
 }
 
 TEST(PlanCorrupt, NewerMinorVersion) {
@@ -270,6 +276,16 @@ TEST(PlanCorrupt, EmptyCubin) {
   expect_reject(file_for(s), rt::ErrorCode::kFormat, "kernels[0].cubin", "no CUBIN");
 }
 
+// Checked since the structured fuzzer's "wrong SM" edit (tests/fuzz/
+// fuzz_plan_structured.cpp): before, a kernel built for another SM than the
+// plan's target was accepted, and the engine would load a CUBIN the device
+// cannot run.
+TEST(PlanCorrupt, KernelForAnotherSm) {
+  PlanSpec s = small_spec();
+  s.kernels[1].sm = 80;
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "kernels[1].sm", "built for sm_80 in a plan for sm_90");
+}
+
 TEST(PlanCorrupt, TokenizerIdsOutOfRange) {
   PlanSpec s = small_spec();
   s.tokenizer.eos_id = 8;
@@ -304,6 +320,77 @@ TEST(PlanCorrupt, BudgetMustAgree) {
   expect_reject(assemble(build_plan_flatbuffer(s, w.size() + 1), w), rt::ErrorCode::kFormat,
                 "budget", "memory budget");
 }
+
+// Every string and vector the schema leaves optional may be absent from a
+// hostile plan: a plan whose programs, launches and weight blobs have no name,
+// label or shape still verifies, and describe() / describe_launches() (what
+// `kiln inspect --all-tensors` prints) must not dereference them. Before the
+// launch listing moved into describe_launches() (where the fuzz targets reach
+// it), `inspect --all-tensors` crashed (SIGSEGV) on a program without a name.
+TEST(PlanCorrupt, OptionalFieldsMayBeAbsent) {
+  std::vector<uint8_t> f = valid_file();
+  const auto h = header_of(f);
+  uint8_t* fbuf = f.data() + h.fb_offset;
+  const fb::Plan* plan = fb::GetPlan(fbuf);
+  // Zero a table's vtable entry for `field` (the field then reads as absent).
+  auto drop = [&](const void* table, flatbuffers::voffset_t field) {
+    const uint8_t* tp = static_cast<const uint8_t*>(table);
+    uint8_t* vt = const_cast<uint8_t*>(tp - flatbuffers::ReadScalar<flatbuffers::soffset_t>(tp));
+    if (field < flatbuffers::ReadScalar<flatbuffers::voffset_t>(vt))
+      flatbuffers::WriteScalar<flatbuffers::voffset_t>(vt + field, 0);
+  };
+  for (const fb::Program* p : *plan->programs()) {
+    drop(p, fb::Program::VT_NAME);
+    for (const fb::Launch* l : *p->launches()) drop(l, fb::Launch::VT_LABEL);
+  }
+  for (const fb::WeightBlob* w : *plan->weights()) drop(w, fb::WeightBlob::VT_SHAPE);
+  rehash(f);
+  rt::Plan p = rt::Plan::from_bytes(f, "test.plan");
+  ASSERT_EQ(p.programs().Get(0)->name(), nullptr);
+  ASSERT_EQ(p.weights().Get(0)->shape(), nullptr);
+  EXPECT_THAT(rt::describe(p), HasSubstr("programs"));
+  EXPECT_THAT(rt::describe_launches(p), HasSubstr("program : 2 launches"));
+}
+
+// A cuBLASLt GEMM launch (format 2.0): shape, operand type, argument count and
+// sizes, and the workspace are checked before the runtime builds the GEMM.
+TEST(PlanCorrupt, GemmLaunchChecked) {
+  auto gemm_spec = [] {
+    PlanSpec s = small_spec();
+    s.arena.gemm_workspace_offset = 24576;
+    s.arena.gemm_workspace_size = 4096;
+    LaunchSpec g;
+    g.gemm = GemmSpec{16, 8, 32, 1, false};  // y[16,8] = x[16,32] @ w[8,32]^T, f16
+    g.args = {ArgSpec::ptr(Region::kArena, 32768, 2 * 16 * 32), ArgSpec::ptr(Region::kWeights, 0, 2 * 8 * 32),
+              ArgSpec::ptr(Region::kArena, 40960, 4 * 16 * 8)};
+    g.label = "matmul -> y";
+    s.programs[1].launches.push_back(g);
+    return s;
+  };
+  EXPECT_NO_THROW(rt::Plan::from_bytes(file_for(gemm_spec()), "test.plan"));
+  PlanSpec s = gemm_spec();
+  s.programs[1].launches[1].gemm->k = 0;
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "launches[1].gemm", "empty or beyond");
+  s = gemm_spec();
+  s.programs[1].launches[1].gemm->ab_type = 8;
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "gemm.ab_type", "not f16 (1) or bf16 (30)");
+  s = gemm_spec();
+  s.programs[1].launches[1].gemm->n = 12;
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "launches[1].gemm", "multiples of 8");
+  s = gemm_spec();
+  s.programs[1].launches[1].gemm->residual = true;  // wants x, w, r, y
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "launches[1].args", "takes 4 pointer arguments");
+  s = gemm_spec();
+  s.programs[1].launches[1].args[2].size = 4 * 16 * 8 - 4;  // y one float short
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "args[2].size", "needs 512");
+  s = gemm_spec();
+  s.arena.gemm_workspace_size = 0;
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "launches[1].gemm", "gemm_workspace_size > 0");
+  s = gemm_spec();
+  s.arena.gemm_workspace_offset = 5120;  // on the KV cache
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "arena", "overlaps");
+}
+
 
 // Thousands of deterministic byte flips of a valid plan. Half keep the hashes
 // stale (the hash check must catch them), half recompute them so the

@@ -39,7 +39,7 @@ TEST(PlanRoundTrip, EveryFieldSurvives) {
   ASSERT_EQ(file.size(), wr.file_size);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(file.data()), 8), "KILNPLAN");
   const plan_format::PlanHeader h = header_of(file);
-  EXPECT_EQ(h.format_major, 1u);
+  EXPECT_EQ(h.format_major, plan_format::kFormatMajor);
   EXPECT_EQ(h.format_minor, plan_format::kFormatMinor);
   EXPECT_EQ(h.fb_offset, 64u);
   EXPECT_EQ(h.weights_offset % 4096, 0u);
@@ -52,7 +52,7 @@ TEST(PlanRoundTrip, EveryFieldSurvives) {
   EXPECT_TRUE(std::equal(expect_w.begin(), expect_w.end(), file.begin() + h.weights_offset));
 
   const rt::Plan p = rt::Plan::load(path.string());
-  EXPECT_EQ(p.format_major(), 1u);
+  EXPECT_EQ(p.format_major(), plan_format::kFormatMajor);
   EXPECT_EQ(p.format_minor(), plan_format::kFormatMinor);
   EXPECT_EQ(p.target_sm(), 90u);
   EXPECT_EQ(str(p.root().compiler_version()), "0.1.0-test");
@@ -299,7 +299,7 @@ TEST(PlanDescribe, ShowsTheImportantFacts) {
   const auto path = temp_dir() / "describe.plan";
   write_plan(small_spec(), path.string());
   const std::string d = rt::describe(rt::Plan::load(path.string()));
-  EXPECT_THAT(d, HasSubstr("format          1.1"));
+  EXPECT_THAT(d, HasSubstr("format          " + std::to_string(plan_format::kFormatMajor) + "." + std::to_string(plan_format::kFormatMinor)));
   EXPECT_THAT(d, HasSubstr("compile options (not recorded"));  // small_spec() has no record
   EXPECT_THAT(d, HasSubstr("kiln 0.1.0-test"));
   EXPECT_THAT(d, HasSubstr("sm_90"));
