@@ -178,9 +178,15 @@ class PlanVerifier {
         corrupt(f + ".offset", "weight blob [" + num(w.offset()) + ", +" + num(w.size()) +
                                    ") is outside the " + num(h_.weights_size) +
                                    "-byte weights section");
-      if (w.shape())
+      if (w.shape()) {
+        // flatbuffers' Verifier (2.0.8) checks a vector's length field for
+        // 4-byte alignment only: 8-byte elements may sit misaligned (a load
+        // of them is undefined behaviour; found by tests/fuzz/fuzz_plan).
+        if (reinterpret_cast<uintptr_t>(w.shape()->data()) % alignof(int64_t) != 0)
+          corrupt(f + ".shape", "shape vector is not 8-byte aligned");
         for (int64_t d : *w.shape())
           if (d < 0) corrupt(f + ".shape", "negative dimension");
+      }
       by_offset.emplace_back(w.offset(), i);
     }
     std::sort(by_offset.begin(), by_offset.end());

@@ -392,6 +392,34 @@ TEST(PlanCorrupt, GemmLaunchChecked) {
 }
 
 
+// Found by tests/fuzz/fuzz_plan under UBSan (input in
+// tests/fuzz/regressions/plan/misaligned-shape-vector): flatbuffers' Verifier
+// checks a vector's length field for 4-byte alignment only, so a hostile plan
+// can point WeightBlob.shape ([long]) at 8-byte elements that are misaligned,
+// and reading them was undefined behaviour. Here weights[0].shape is pointed at
+// a spot where a small length is followed by misaligned elements.
+TEST(PlanCorrupt, MisalignedShapeVector) {
+  std::vector<uint8_t> f = valid_file();
+  const auto h = header_of(f);
+  uint8_t* fbuf = f.data() + h.fb_offset;
+  const fb::WeightBlob* w = fb::GetPlan(fbuf)->weights()->Get(0);
+  // The shape field's uoffset (it points forward, relative to itself).
+  const uint8_t* tp = reinterpret_cast<const uint8_t*>(w);
+  const uint8_t* vt = tp - flatbuffers::ReadScalar<flatbuffers::soffset_t>(tp);
+  const auto field = flatbuffers::ReadScalar<flatbuffers::voffset_t>(vt + fb::WeightBlob::VT_SHAPE);
+  ASSERT_NE(field, 0);
+  const size_t fpos = static_cast<size_t>(tp + field - fbuf);
+  size_t q = 0;  // 8-aligned spot holding a length 1..4 whose elements fit in the buffer
+  for (size_t c = (fpos + 8) / 8 * 8; c + 4 <= h.fb_size && !q; c += 8) {
+    const uint32_t n = flatbuffers::ReadScalar<uint32_t>(fbuf + c);
+    if (n >= 1 && n <= 4 && c + 4 + 8 * n <= h.fb_size) q = c;
+  }
+  ASSERT_NE(q, 0u) << "no spot for a misaligned vector in the small plan";
+  flatbuffers::WriteScalar<flatbuffers::uoffset_t>(fbuf + fpos, static_cast<flatbuffers::uoffset_t>(q - fpos));
+  rehash(f);
+  expect_reject(f, rt::ErrorCode::kFormat, "weights[0].shape", "not 8-byte aligned");
+}
+
 // Thousands of deterministic byte flips of a valid plan. Half keep the hashes
 // stale (the hash check must catch them), half recompute them so the
 // flatbuffers Verifier and the semantic verifier see the damage. Every
