@@ -15,7 +15,8 @@
 // SwiGLU weight is the concatenation "gate+up" made by fuse-gate-up-swiglu; its
 // halves become weights of their own sources (views into the same blob). y
 // keeps its value id and name. Nodes whose x rows are not the step's tokens
-// (the LM head after last_row) are left alone.
+// (the LM head after last_row) are left alone, and so are shapes cuBLASLt's
+// tensor-core kernels do not take (N or K not a multiple of 8).
 //
 // The casts and dequants are IR ops, so the interpreter rounds exactly where
 // the GPU does: activations and weights to half precision, products exact in
@@ -43,6 +44,10 @@ bool try_gemm(Graph& g, size_t i) {
   const ir::Value xv = g.value(x), wv = g.value(w);  // copies: new values may reallocate the table
   if (xv.dtype != DType::F32 || xv.shape.size() != 2 || xv.shape[0].sym != "tokens") return false;
   if (!is_weight(g, w) || wv.shape.size() != 2 || wv.dtype == DType::I32) return false;
+  // cuBLASLt's tensor-core kernels want 16-byte aligned rows: N and K multiples
+  // of 8 (F for the SwiGLU halves); anything else stays on the tiled kernel.
+  const ir::Dim& K = xv.shape[1];
+  if (!K.is_static() || K.value % 8 || !wv.shape[0].is_static() || wv.shape[0].value % (swiglu ? 16 : 8)) return false;
   const DType half = wv.dtype == DType::BF16 ? DType::BF16 : DType::F16;
   std::vector<std::string> parts;
   if (swiglu) {

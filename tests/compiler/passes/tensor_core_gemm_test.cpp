@@ -81,6 +81,17 @@ TEST(TensorCoreGemm, LeavesFixedRowsAndHalfOperandsAlone) {
   bool changed = true;
   EXPECT_EQ(run(before, &changed), kiln::ir::print(kiln::ir::parse(before)));
   EXPECT_FALSE(changed);
+  // N = 12 is no multiple of 8: the matmul stays on the CUDA-core tiled kernel
+  const std::string odd = R"(graph {
+  sym tokens <= 16
+  input %x : f32[tokens, 32]
+  weight %w : f16[12, 32] = "w"
+  %y : f32[tokens, 12] = matmul(%x, %w)
+  output %y
+}
+)";
+  EXPECT_EQ(run(odd, &changed), kiln::ir::print(kiln::ir::parse(odd)));
+  EXPECT_FALSE(changed);
   bool again = true;
   bool first = false;
   const std::string once = run(kBefore, &first);
