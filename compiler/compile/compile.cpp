@@ -45,39 +45,6 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 // cuBLASLt workspace (its documentation recommends 32 MiB on Hopper).
 constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;
 
-bool names_pass(const std::vector<passes::Pass>& ps, const std::string& name) {
-  for (const auto& p : ps)
-    if (p.name == name) return true;
-  return false;
-}
-// --disable-pass / --dump-after name passes of either pipeline (default, prefill).
-void check_pass_names(const passes::PipelineOptions& o, std::initializer_list<const std::vector<passes::Pass>*> pls) {
-  for (const auto* list : {&o.disable, &o.dump_after})
-    for (const auto& name : *list) {
-      if (name == "all") continue;
-      bool known = false;
-      std::string valid;
-      for (const auto* ps : pls)
-        for (const auto& p : *ps) {
-          known |= p.name == name;
-          if (valid.find(p.name) == std::string::npos) valid += (valid.empty() ? "" : ", ") + p.name;
-        }
-      if (!known)
-        throw Error(ErrorCode::kInvalidArgument, "unknown pass '" + name + "': the passes are " + valid, name);
-    }
-}
-// The options that concern the passes of `ps` (run_pipeline refuses names it does not run).
-passes::PipelineOptions pipeline_part(const passes::PipelineOptions& o, const std::vector<passes::Pass>& ps) {
-  passes::PipelineOptions r = o;
-  r.disable.clear();
-  r.dump_after.clear();
-  for (const auto& n : o.disable)
-    if (names_pass(ps, n)) r.disable.push_back(n);
-  for (const auto& n : o.dump_after)
-    if (n == "all" || names_pass(ps, n)) r.dump_after.push_back(n);
-  return r;
-}
-
 }  // namespace
 
 const std::vector<std::string>& kv_types() {
@@ -156,10 +123,12 @@ CompileReport compile_model(const CompileOptions& opt) {
     ir::verify(base);
   }
   const auto main_passes = passes::default_pipeline(), prefill_passes = passes::prefill_pipeline();
-  check_pass_names(opt.pipeline, {&main_passes, &prefill_passes});
-  ir::Graph fused = passes::run_pipeline(base, main_passes, pipeline_part(opt.pipeline, main_passes));
+  std::vector<passes::Pass> all_passes = main_passes;
+  all_passes.insert(all_passes.end(), prefill_passes.begin(), prefill_passes.end());
+  passes::check_pass_names(opt.pipeline, all_passes);
+  ir::Graph fused = passes::run_pipeline(base, main_passes, passes::options_for(opt.pipeline, main_passes));
   // Compiled prefill programs: GEMMs on tensor cores (tensor-core-gemm).
-  ir::Graph prefill = passes::run_pipeline(fused, prefill_passes, pipeline_part(opt.pipeline, prefill_passes));
+  ir::Graph prefill = passes::run_pipeline(fused, prefill_passes, passes::options_for(opt.pipeline, prefill_passes));
   size_t n_gemms = 0;
   for (const auto& n : prefill.nodes())
     if ((n.op == ir::OpKind::MatMul || n.op == ir::OpKind::MatMulAdd) &&

@@ -47,6 +47,33 @@ bool contains(const std::vector<std::string>& v, const std::string& s) {
 
 }  // namespace
 
+void check_pass_names(const PipelineOptions& opt, const std::vector<Pass>& passes) {
+  std::vector<Pass> distinct;
+  for (const auto& p : passes) {
+    bool seen = false;
+    for (const auto& d : distinct) seen |= d.name == p.name;
+    if (!seen) distinct.push_back(p);
+  }
+  check_names(opt.dump_after, distinct, "--dump-after", true);
+  check_names(opt.disable, distinct, "--disable-pass", false);
+}
+
+PipelineOptions options_for(const PipelineOptions& opt, const std::vector<Pass>& pipeline) {
+  auto runs = [&](const std::string& n) {
+    for (const auto& p : pipeline)
+      if (p.name == n) return true;
+    return false;
+  };
+  PipelineOptions r = opt;
+  r.disable.clear();
+  r.dump_after.clear();
+  for (const auto& n : opt.disable)
+    if (runs(n)) r.disable.push_back(n);
+  for (const auto& n : opt.dump_after)
+    if (n == "all" || runs(n)) r.dump_after.push_back(n);
+  return r;
+}
+
 ir::Graph run_pipeline(ir::Graph g, const std::vector<Pass>& passes, const PipelineOptions& opt) {
   check_names(opt.dump_after, passes, "--dump-after", true);
   check_names(opt.disable, passes, "--disable-pass", false);

@@ -30,6 +30,14 @@ std::vector<Pass> default_pipeline();
 // cores (tensor-core-gemm, then dce). Decode programs keep the default graph.
 std::vector<Pass> prefill_pipeline();
 
+// For options that serve several pipelines run one after another (the
+// compiled graph, then the prefill graph): checks every --dump-after /
+// --disable-pass name against all of `passes` (kiln::Error(kInvalidArgument)
+// listing them, as run_pipeline does), then `options_for` keeps the names one
+// pipeline runs, which run_pipeline then accepts.
+void check_pass_names(const PipelineOptions& opt, const std::vector<Pass>& passes);
+PipelineOptions options_for(const PipelineOptions& opt, const std::vector<Pass>& pipeline);
+
 // Runs `passes` over g: verify(g) before the first pass and after each one;
 // a pass that leaves an invalid graph is a kiln::Error(kInternal) naming it.
 // Unknown names in dump_after/disable are a kiln::Error(kInvalidArgument)

@@ -420,5 +420,21 @@ TEST(Compile, PrefillGemmsOnTensorCores) {
   }
 }
 
+// Pass names are checked against both pipelines (default and prefill) before
+// any work, with the pipeline's own message; "all" only makes sense for dumps.
+TEST(Compile, PassNamesCheckedAcrossBothPipelines) {
+  for (const std::vector<std::string>& bad : {std::vector<std::string>{"nope"}, std::vector<std::string>{"all"}}) {
+    auto o = opts(tiny("q8_0"), "tiny_bad_pass.plan");
+    o.pipeline.disable = bad;
+    try {
+      compile::compile_model(o);
+      ADD_FAILURE() << "--disable-pass " << bad[0] << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("tensor-core-gemm"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kiln
