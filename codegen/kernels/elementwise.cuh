@@ -1,19 +1,21 @@
-// elementwise.cuh: rms_norm, add/mul (with [N] broadcast), silu, swiglu,
-// last_row. Rows t >= n_tokens are skipped when the row dimension is the
+// elementwise.cuh: rms_norm (per row or per head), add/mul (with [N] broadcast),
+// silu, swiglu, geglu, last_row. Rows t >= n_tokens are skipped when the row dimension is the
 // symbolic "tokens" dim (dyn != 0).
 #pragma once
 #include "common.cuh"
 
-// rms_norm: y = x / sqrt(mean(x^2) + eps) * w. Launch: grid T, block 256.
+// rms_norm: y = x / sqrt(mean(x^2) + eps) * w over rows of H. A token row
+// holds `heads` such rows (1, or the heads of a per-head Q/K norm, w one head
+// wide). Launch: grid T * heads, block 256.
 template <int WDT>
 __device__ __forceinline__ void k_rms_norm(const float* __restrict__ x, const void* __restrict__ w,
-                                           float* __restrict__ y, int nt, int H, float eps) {
+                                           float* __restrict__ y, int nt, int H, float eps, int heads) {
   __shared__ float red[33];
-  const int t = blockIdx.x;
-  if (t >= nt) return;
-  const float inv = row_inv_rms(x + (i64)t * H, H, eps, red);
+  const int r = blockIdx.x;
+  if (r / heads >= nt) return;
+  const float inv = row_inv_rms(x + (i64)r * H, H, eps, red);
   for (int k = threadIdx.x; k < H; k += blockDim.x)
-    y[(i64)t * H + k] = (x[(i64)t * H + k] * inv) * ldf<WDT>(w, k);
+    y[(i64)r * H + k] = (x[(i64)r * H + k] * inv) * ldf<WDT>(w, k);
 }
 
 // add / mul over a [R, N] view; b is [R, N] or (bcast) [N]. Launch: grid-stride,
@@ -37,6 +39,15 @@ __device__ __forceinline__ void k_silu(const float* __restrict__ x, const float*
   const i64 total = (i64)rows * N;
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x)
     y[i] = up ? silu(x[i]) * up[i] : silu(x[i]);
+}
+
+// geglu: y = gelu_tanh(x) * up (Gemma's feed-forward). Launch: grid-stride, block 256.
+__device__ __forceinline__ void k_geglu(const float* __restrict__ x, const float* __restrict__ up,
+                                        float* __restrict__ y, int nt, int dyn, int R, int N) {
+  const int rows = dyn ? min(R, nt) : R;
+  const i64 total = (i64)rows * N;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x)
+    y[i] = gelu_tanh(x[i]) * up[i];
 }
 
 // last_row: y[0,:] = x[n_tokens-1, :] (rows clamped to R). Launch: grid 1.., block 256.

@@ -146,6 +146,10 @@ void register_compile(CLI::App& app) {
       std::fprintf(stderr, "kiln compile %s -> %s (sm_%d)\n", a->model.c_str(), o.out_path.c_str(), o.sm);
     }
     auto rep = compile::compile_model(o);
+    if (!a->quiet && rep.kv_ring_saved_bytes)
+      std::fprintf(stderr, "KV cache: %.1f MiB; full caches would be %.1f MiB (sliding-window rings save %.1f MiB)\n",
+                   rep.kv_bytes / 1048576.0, (rep.kv_bytes + rep.kv_ring_saved_bytes) / 1048576.0,
+                   rep.kv_ring_saved_bytes / 1048576.0);
     if (!a->quiet)
       std::fprintf(stderr,
                    "done in %.2f s: %zu kernels, plan %.1f MiB (weights %.1f MiB, arena %.1f MiB incl. KV %.1f MiB)\n"

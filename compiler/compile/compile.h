@@ -41,6 +41,9 @@ struct CompileReport {
   std::vector<std::pair<std::string, double>> stages;  // stage name, seconds
   size_t n_kernels = 0, n_modules = 0, n_launches_compiled_decode = 0, n_launches_eager_decode = 0;
   uint64_t plan_bytes = 0, weights_bytes = 0, arena_bytes = 0, kv_bytes = 0;
+  // KV bytes the sliding-window layers' ring caches save against full caches
+  // of the compiled context (0 for a model without sliding-window layers).
+  uint64_t kv_ring_saved_bytes = 0;
   double total_seconds = 0;
 };
 
