@@ -18,7 +18,8 @@ int main(int argc, char** argv) {
       "  kiln run m.plan -p \"Once upon a time\"         generate on the GPU (--chat for a conversation)\n"
       "  kiln bench m.plan                              compiled vs eager latency\n"
       "  kiln generate --reference model.gguf -p Hi    generate on the CPU (reference interpreter)\n"
-      "  kiln synth --geometry llama-1b --type q8_0 -o m.gguf   make a random-weight test model\n",
+      "  kiln synth --geometry llama-1b --type q8_0 -o m.gguf   make a random-weight test model\n"
+      "  kiln supported                                 architectures, weight types, targets kiln supports\n",
       "kiln"};
   app.set_version_flag("--version", std::string("kiln ") + KILN_VERSION);
   app.require_subcommand(1);
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
   kiln::cli::register_generate(app);
   kiln::cli::register_synth(app);
   kiln::cli::register_tokenize(app);
+  kiln::cli::register_supported(app);
   // Exit status (README.md, "Exit status"): 0 success, 1 bad input (command
   // line, model, plan), 2 internal error, 3 no GPU or a device / CUDA error.
   try {

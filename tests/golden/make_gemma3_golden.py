@@ -7,8 +7,10 @@ text, top-1/top-2 margins) and the first-step logits (after the whole prompt)
 in compact form: the 256 largest of llama.cpp's logits (ids and values), the
 same ids' logits from an independent numpy float32 forward pass (weights
 dequantised by gguf.quants, no activation quantisation), and the L2 norm and
-mean of both full vectors. The vocabulary is 262144 tokens, so full logit
-vectors (1 MiB each) are not stored.
+mean of both full vectors, and the full vectors' relative L2 difference
+between the f32 reference and llama.cpp, on the Q4_K_M model and on an f32
+copy of it (every tensor dequantised, f32 KV cache). The vocabulary is 262144
+tokens, so full logit vectors (1 MiB each) are not stored.
 
 Run (needs llama-cpp-python, the `gguf` package and the model):
   python3 tests/golden/make_gemma3_golden.py [--model PATH] [--tokens 24]
@@ -42,9 +44,16 @@ def number_words(n):
 
 
 # (name, text, parse special tokens)
+# Chosen so that llama.cpp's greedy path has a clear winner (top-1 minus
+# top-2 logit, "greedy_margins") at each of the first 16 steps: kiln computes
+# in f32 while llama.cpp quantises activations, so a near-tie could flip.
+# Dropped for that reason: "The quick brown fox ... in a small village," (0.046)
+# and "<chat> What is the capital of France?" (0.013). gemma-3-270m is the base
+# model (not -it), so its chat answers are poor; the chat prompt still checks
+# the turn format and the special tokens.
 PROMPTS = [
-    ("raw", "The quick brown fox jumps over the lazy dog. Once upon a time, in a small village,", False),
-    ("chat", "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n", True),
+    ("raw", "Water boils at 100 degrees Celsius. Water freezes at", False),
+    ("chat", "<start_of_turn>user\nHello! How are you today?<end_of_turn>\n<start_of_turn>model\n", True),
     ("code", "def fibonacci(n):\n    # return the n-th Fibonacci number, e.g. fibonacci(10) == 55\n", False),
     ("long", "Counting in words: " + ", ".join(number_words(i) for i in range(1, 141)) + ",", False),
 ]
@@ -125,17 +134,48 @@ def f32_reference_logits(model_path, ids):
     return logits
 
 
+def write_f32_copy(model_path, out_path):
+    """The model with every tensor dequantised to f32 (same metadata): llama.cpp
+    then computes without quantising activations, which isolates how much of
+    its difference from the f32 reference is quantised arithmetic."""
+    import gguf
+    from gguf.quants import dequantize
+    r = gguf.GGUFReader(model_path)
+    w = gguf.GGUFWriter(out_path, arch="gemma3")
+    for key, field in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        vtype = field.types[0]
+        sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
+        val = field.contents()
+        if key == "general.file_type":
+            val = 0  # all f32
+        w.add_key_value(key, val, vtype, sub_type=sub)
+    for t in r.tensors:
+        a = dequantize(t.data, t.tensor_type).astype(np.float32).reshape([int(x) for x in reversed(t.shape)])
+        w.add_tensor(t.name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(
         os.environ.get("KILN_MODEL_DIR", os.path.join(SRC, ".cache", "models")), "gemma-3-270m-q4_k_m.gguf"))
     ap.add_argument("--tokens", type=int, default=24, help="greedy tokens per prompt")
     ap.add_argument("--out", default=os.path.join(HERE, "gemma3"))
+    ap.add_argument("--f32-copy", default="/tmp/kiln-gemma3-f32.gguf",
+                    help="where to write the dequantised f32 copy of the model (about 1 GiB; removed after)")
     args = ap.parse_args()
 
     from llama_cpp import Llama
     import llama_cpp
 
+    write_f32_copy(args.model, args.f32_copy)
+    llm32 = Llama(model_path=args.f32_copy, n_ctx=1024, n_threads=2, seed=0, logits_all=True, verbose=False,
+                  type_k=0, type_v=0)  # f32 weights and f32 KV cache: no quantised arithmetic
     llm = Llama(model_path=args.model, n_ctx=1024, n_threads=2, seed=0, logits_all=True, verbose=False)
     os.makedirs(args.out, exist_ok=True)
     manifest = {
@@ -164,6 +204,10 @@ def main():
             llm.eval([tok])
             logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
         f32ref = f32_reference_logits(args.model, ids)
+        llm32.reset()
+        llm32.eval(ids)
+        first32 = np.array(llm32.scores[llm32.n_tokens - 1], dtype=np.float32)
+        rel32 = float(np.linalg.norm(f32ref - first32) / np.linalg.norm(first32))
         top = np.argsort(-first, kind="stable")[:TOP]
         text_out = llm.detokenize(gen).decode("utf-8", errors="replace")
         rel = float(np.linalg.norm(f32ref - first) / np.linalg.norm(first))
@@ -178,9 +222,12 @@ def main():
             "f32ref_logits_l2": round(float(np.linalg.norm(f32ref)), 4),
             "f32ref_logits_mean": round(float(f32ref.mean()), 5),
             "f32ref_vs_llama_rel_l2": round(rel, 6),
+            "f32ref_vs_llama_f32_weights_rel_l2": float("%.3e" % rel32),
         })
-        print("%-5s %3d prompt tokens, min margin (16 steps) %.3f, f32ref vs llama.cpp rel L2 %.3e -> %r"
-              % (name, len(ids), min(margins[:16]), rel, text_out), file=sys.stderr)
+        print("%-5s %3d prompt tokens, min margin (16 steps) %.3f, f32ref vs llama.cpp rel L2 %.3e "
+              "(vs llama.cpp on f32 weights %.3e) -> %r"
+              % (name, len(ids), min(margins[:16]), rel, rel32, text_out), file=sys.stderr)
+    os.remove(args.f32_copy)
     with open(os.path.join(args.out, "gemma3.json"), "w") as f:
         text = json.dumps(manifest, indent=1, ensure_ascii=False)
         text = re.sub(r"\[\s*([-0-9.,\s]*?)\s*\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
