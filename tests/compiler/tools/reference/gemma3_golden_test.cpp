@@ -10,11 +10,22 @@
 // Tolerance. As for SmolLM2 (smollm2_golden_test.cpp), llama.cpp's CPU
 // backend quantises matmul activations to 8 bits (Q8_0 / Q8_K blocks) and
 // keeps the KV cache in f16, while kiln's interpreter runs in f32 on the same
-// dequantised weights. See kMaxRelL2 for the measured values. The numpy f32
-// forward pass differs from llama.cpp by the same amount and from kiln by
-// float summation order only, so kiln is held tightly to it (kMaxRelL2F32):
-// a wiring mistake (norm convention, rope layout or base, window, GeGLU,
-// embedding scale) moves these logits by O(1).
+// dequantised weights. Measured (llama-cpp-python 0.3.36, x86-64): the RMS
+// error over llama.cpp's top 256 logits, relative to the RMS of its whole
+// logit vector, is 2.0e-2 (raw), 5.6e-2 (chat), 1.9e-2 (code), 4.1e-2 (long),
+// max abs 0.39..0.93 logits; top-1 equal on all four; kMaxRelL2 is about 2x
+// the worst. That gap is llama.cpp's quantised arithmetic, not a different
+// model: the golden script also runs llama.cpp on an f32 copy of the model
+// (every tensor dequantised, f32 KV cache), and that differs from the numpy
+// f32 forward pass by only 2.2e-4..3.9e-4 relative L2 over the whole vector
+// ("f32ref_vs_llama_f32_weights_rel_l2"; ggml's GELU goes through an f16
+// table), against 1.9e-2..5.7e-2 on the Q4_K_M weights. kiln differs from
+// the numpy f32 pass by float summation order only (5.7e-7..3.0e-6 relative
+// on the top 256, max abs 5e-5), so it is held tightly to it
+// (kMaxRelL2F32, 10x the worst): a wiring mistake (norm convention, rope
+// layout or base, window, GeGLU, embedding scale) moves these logits by O(1).
+// Norm convention: the GGUF stores Gemma's 1 + w (see compiler/frontend/gemma3.cpp);
+// adding 1 again would double every norm's gain and fail all of the above.
 // Greedy tokens: exact agreement over the first 16 steps; the manifest's
 // "greedy_margins" (llama.cpp's top-1 minus top-2 logit) show each step has a
 // clear winner. The "long" prompt is longer than the 512-token sliding
@@ -32,11 +43,14 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "compiler/frontend/frontend.h"
 #include "compiler/gguf/gguf.h"
+#include "compiler/passes/pipeline.h"
 #include "compiler/tokenizer/import.h"
 #include "compiler/tools/reference/generator.h"
 #include "compiler/tools/reference/model_runner.h"
 #include "compiler/tools/reference/sampler.h"
+#include "ir/interpreter.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace {
@@ -44,8 +58,8 @@ namespace {
 namespace fs = std::filesystem;
 
 // Measured with llama-cpp-python 0.3.36 (x86-64 CPU); see the file comment.
-constexpr double kMaxRelL2 = 0.06;
-constexpr double kMaxRelL2F32 = 1e-4;
+constexpr double kMaxRelL2 = 0.12;
+constexpr double kMaxRelL2F32 = 3e-5;
 constexpr int kGreedyTokens = 16;
 
 fs::path source_dir() {
@@ -202,6 +216,53 @@ TEST_F(Gemma3Golden, ChatGenerationThroughGenerator) {
   const auto eot = g.tokenizer().encode("<end_of_turn>", /*add_special=*/false, /*parse_special=*/true);
   ASSERT_EQ(eot.size(), 1u);
   EXPECT_TRUE(g.tokenizer().is_eog(eot[0]));
+}
+
+// The compiled programs' graphs on the real model: the default pass pipeline
+// (fold-rms-norm, fusions, split-decode-attention) must leave the numbers
+// exactly as the frontend graph gives them (the interpreter computes fused ops
+// with the unfused code paths), and the tensor-core prefill graph (f16 GEMM
+// operands) within f16 rounding. Also checks which fusions apply to Gemma:
+// q/k norms between the projections and rope keep the QKV/rope_store fusion
+// off, windowed attention gets no split-K scratch, and no rope_store appears.
+TEST_F(Gemma3Golden, CompiledGraphsAgreeWithFrontendGraph) {
+  const auto cfg = kiln::frontend::read_config(*file_);
+  const kiln::ir::Graph g = kiln::frontend::build_graph(*file_, cfg, {16, 64, kiln::ir::DType::F16});
+  const kiln::ir::Graph fused = kiln::passes::run_pipeline(g, kiln::passes::default_pipeline(), {});
+  const kiln::ir::Graph prefill = kiln::passes::run_pipeline(fused, kiln::passes::prefill_pipeline(), {});
+  int windowed = 0, scratch = 0, rope_store = 0;
+  for (const auto& n : fused.nodes()) {
+    if (n.op == kiln::ir::OpKind::Attention && n.attrs.count("window")) {
+      ++windowed;
+      scratch += n.inputs.size() > 4;
+    }
+    rope_store += n.op == kiln::ir::OpKind::RopeStore;
+  }
+  EXPECT_EQ(windowed, 15);  // 18 layers, every 6th global
+  EXPECT_EQ(scratch, 0);
+  EXPECT_EQ(rope_store, 0);
+  std::vector<int32_t> ids = manifest_.at("prompts")[0].at("prompt_ids").get<std::vector<int32_t>>();
+  ids.resize(std::min<size_t>(ids.size(), 16));
+  std::vector<int32_t> pos(ids.size());
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
+  auto run = [&](const kiln::ir::Graph& graph) {
+    kiln::ir::Interpreter in(graph, kiln::gen::gguf_weights(*file_));
+    auto out = in.run({{"tokens", kiln::ir::Tensor::from_i32(ids)}, {"positions", kiln::ir::Tensor::from_i32(pos)}});
+    return out.at("logits").f32;
+  };
+  const auto want = run(g), got_fused = run(fused), got_prefill = run(prefill);
+  EXPECT_EQ(got_fused, want);
+  double max_abs = 0;
+  const std::vector<int32_t> all = [&] {
+    std::vector<int32_t> v(want.size());
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<int32_t>(i);
+    return v;
+  }();
+  const double rel = rel_l2_at(got_prefill, all, want, &max_abs);
+  std::printf("tensor-core prefill graph vs frontend graph: rel L2 %.3e, max abs %.3e\n", rel, max_abs);
+  EXPECT_LT(rel, 1e-2);
+  EXPECT_EQ(kiln::gen::argmax(got_prefill.data(), static_cast<int64_t>(got_prefill.size())),
+            kiln::gen::argmax(want.data(), static_cast<int64_t>(want.size())));
 }
 
 }  // namespace
