@@ -9,7 +9,7 @@
 //   exactly 0.0 (a trained w of -1.0), e.g. blk.0.ffn_norm.weight, and the
 //   interpreter with the weights as stored matches llama.cpp's logits
 //   (tests/compiler/tools/reference/gemma3_golden_test.cpp); adding 1 again
-//   does not. Q and K norms (attn_q_norm / attn_k_norm, head_dim wide) are
+//   puts the logits 1.9 (relative RMS) away from llama.cpp's. Q and K norms (attn_q_norm / attn_k_norm, head_dim wide) are
 //   applied per head, after the projections and before rope.
 // - Every layer: attn_norm -> q/k/v -> q/k norm -> rope (neox layout: the
 //   converter does not permute Gemma's q/k rows) -> attention ->

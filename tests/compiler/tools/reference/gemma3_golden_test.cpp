@@ -25,7 +25,8 @@
 // (kMaxRelL2F32, 10x the worst): a wiring mistake (norm convention, rope
 // layout or base, window, GeGLU, embedding scale) moves these logits by O(1).
 // Norm convention: the GGUF stores Gemma's 1 + w (see compiler/frontend/gemma3.cpp);
-// adding 1 again would double every norm's gain and fail all of the above.
+// adding 1 again (measured with the numpy pass on the raw prompt) gives a
+// relative RMS error of 1.9 against llama.cpp, 16x kMaxRelL2.
 // Greedy tokens: exact agreement over the first 16 steps; the manifest's
 // "greedy_margins" (llama.cpp's top-1 minus top-2 logit) show each step has a
 // clear winner. The "long" prompt is longer than the 512-token sliding
