@@ -151,7 +151,10 @@ ModelConfig read_gemma3_config(const gguf::File& f) {
   }
 
   c.sliding_window = require_int(f, p + "attention.sliding_window");
-  const int64_t pattern = optional_int(f, p + "attention.sliding_window_pattern").value_or(kDefaultSwaPattern);
+  const std::string pattern_key = p + "attention.sliding_window_pattern";
+  if (f.find(pattern_key) && !f.get_u64(pattern_key))
+    inconsistent(pattern_key, "expected an unsigned integer n (every n-th layer global); kiln reads no other form");
+  const int64_t pattern = optional_int(f, pattern_key).value_or(kDefaultSwaPattern);
   c.layer_is_local.resize(static_cast<size_t>(c.n_layers));
   for (int64_t i = 0; i < c.n_layers; ++i) c.layer_is_local[static_cast<size_t>(i)] = i % pattern < pattern - 1;
 

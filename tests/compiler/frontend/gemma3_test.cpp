@@ -24,6 +24,7 @@ struct TinyGemma {
   std::vector<std::string> drop_keys, drop_tensors;
   std::map<std::string, std::string> strings;  // extra string keys
   std::map<std::string, float> floats;         // extra f32 keys
+  std::map<std::string, uint32_t> ints;        // extra u32 keys
 };
 
 kiln::gguf::File make(const TinyGemma& t) {
@@ -52,6 +53,7 @@ kiln::gguf::File make(const TinyGemma& t) {
   if (has("gemma3.attention.layer_norm_rms_epsilon")) w.add_f32("gemma3.attention.layer_norm_rms_epsilon", 1e-6f);
   for (const auto& [k, v] : t.strings) w.add_string(k, v);
   for (const auto& [k, v] : t.floats) w.add_f32(k, v);
+  for (const auto& [k, v] : t.ints) w.add_u32(k, v);
   auto tensor = [&](const std::string& name, std::vector<int64_t> ne) {
     for (const auto& d : t.drop_tensors)
       if (d == name) return;
@@ -150,6 +152,16 @@ TEST(Gemma3Frontend, GraphHasGemmaStructure) {
   EXPECT_EQ(kiln::frontend::ring_rows(0, 256, 2048), 0);
 }
 
+TEST(Gemma3Frontend, LayerPatternAndLocalRopeBaseKeysOverrideTheDefaults) {
+  TinyGemma t;
+  t.ints["gemma3.attention.sliding_window_pattern"] = 3;  // layers 2 and 5 global
+  t.floats["gemma3.rope.freq_base_swa"] = 5000.0f;
+  auto f = make(t);
+  const auto c = kiln::frontend::read_config(f);
+  EXPECT_EQ(c.layer_is_local, (std::vector<bool>{true, true, false, true, true, false, true}));
+  EXPECT_EQ(c.rope_theta_local, 5000.0);
+}
+
 TEST(Gemma3Frontend, LinearRopeScalingAppliesToGlobalLayersOnly) {
   TinyGemma t;
   t.strings["gemma3.rope.scaling.type"] = "linear";
@@ -180,6 +192,11 @@ TEST(Gemma3Frontend, ErrorsNameTheKey) {
     TinyGemma t;
     t.floats["gemma3.final_logit_softcapping"] = 30.0f;
     EXPECT_EQ(error_key(t), "gemma3.final_logit_softcapping");
+  }
+  {  // a layer pattern in a form kiln does not read is refused, not silently replaced by the default
+    TinyGemma t;
+    t.strings["gemma3.attention.sliding_window_pattern"] = "LLLLLG";
+    EXPECT_EQ(error_key(t), "gemma3.attention.sliding_window_pattern");
   }
   {
     TinyGemma t;
