@@ -345,6 +345,8 @@ inline std::vector<OpCase> gemma_cases(int64_t B) {
     c.pos0 = 3000;
     out.push_back(std::move(c));
   }
+  // Gemma 3 270M's global layers at decode: the split-K kernel with 4 query heads on 1 KV head of 256 dims.
+  out.push_back(attention_case(DType::F16, 1, 2048, 4, 1, 256, true));
   for (DType ft : float_dtypes()) {
     {  // kv_store into a ring of B + 12 rows: the step's rows wrap from row R - 2 to row 0
       const int64_t R = B + 12;
