@@ -24,6 +24,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 
 import numpy as np
 
@@ -125,7 +126,6 @@ def f32_reference_logits(model_path, ids):
         gate, up = h @ w(b + "ffn_gate.weight").T, h @ w(b + "ffn_up.weight").T
         x = x + rms((gelu(gate) * up) @ w(b + "ffn_down.weight").T, w(b + "post_ffw_norm.weight"))
     last = rms(x, w("output_norm.weight"))[-1]
-    logits = np.empty(t.shape[1] if len(t.shape) > 1 else 0, np.float32)
     V = int(t.shape[1])
     logits = np.empty(V, np.float32)
     for r0 in range(0, V, 16384):  # the 262144 x 640 table, a slice at a time
@@ -166,7 +166,7 @@ def main():
         os.environ.get("KILN_MODEL_DIR", os.path.join(SRC, ".cache", "models")), "gemma-3-270m-q4_k_m.gguf"))
     ap.add_argument("--tokens", type=int, default=24, help="greedy tokens per prompt")
     ap.add_argument("--out", default=os.path.join(HERE, "gemma3"))
-    ap.add_argument("--f32-copy", default="/tmp/kiln-gemma3-f32.gguf",
+    ap.add_argument("--f32-copy", default=os.path.join(tempfile.gettempdir(), "kiln-gemma3-f32.gguf"),
                     help="where to write the dequantised f32 copy of the model (about 1 GiB; removed after)")
     args = ap.parse_args()
 
