@@ -154,6 +154,7 @@ std::string describe(const Plan& plan) {
   add(o, "  kv cache      %u buffers, %s\n", n_kv, human_bytes(kv).c_str());
   // Sliding-window layers keep only their window in a ring (Gemma 3): what
   // that saves against full caches of the compiled context.
+  uint64_t ring_saved = 0;
   if (const fb::CompileOptionsRecord* c = p.compile_options()) {
     uint64_t full = 0, have = 0;
     for (uint32_t i = 0; i < n_kv; ++i) {
@@ -164,9 +165,11 @@ std::string describe(const Plan& plan) {
     }
     const uint64_t elem = c->kv_type() && c->kv_type()->str() != "f32" ? 2 : 4;
     full = uint64_t{2} * m.n_layers() * c->context_length() * m.n_kv_heads() * m.head_dim() * elem;
-    if (have > 0 && have < full)
+    if (have > 0 && have < full) {
+      ring_saved = full - have;
       add(o, "                sliding-window rings: K/V caches %s, full caches would be %s (%s saved)\n",
-          human_bytes(have).c_str(), human_bytes(full).c_str(), human_bytes(full - have).c_str());
+          human_bytes(have).c_str(), human_bytes(full).c_str(), human_bytes(ring_saved).c_str());
+    }
   }
   if (a.gemm_workspace_size())
     add(o, "  gemm space    @ %12" PRIu64 "  %s (cuBLASLt workspace)\n", a.gemm_workspace_offset(),
@@ -182,6 +185,9 @@ std::string describe(const Plan& plan) {
   add(o, "  weights       %12s\n", human_bytes(b.weights_bytes()).c_str());
   add(o, "  arena         %12s  (kv cache %s)\n", human_bytes(b.arena_bytes()).c_str(),
       human_bytes(b.kv_bytes()).c_str());
+  if (ring_saved)
+    add(o, "  kv saved      %12s  (sliding-window layers keep only their window in a ring)\n",
+        human_bytes(ring_saved).c_str());
   add(o, "  total         %12s\n", human_bytes(b.total_bytes()).c_str());
   return o;
 }

@@ -60,6 +60,7 @@ TEST(Gemma3Compile, PlanKeepsRingCachesForSlidingWindowLayers) {
   EXPECT_EQ(rep.kv_ring_saved_bytes, 15 * 2 * (full - ring) * row);
   const std::string d = rt::describe(plan);
   EXPECT_NE(d.find("sliding-window rings"), std::string::npos) << d;
+  EXPECT_NE(d.find("kv saved"), std::string::npos) << d;  // in the memory budget
   fs::remove_all(dir);
 }
 
