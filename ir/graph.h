@@ -90,6 +90,8 @@ struct Value {
 // matmul and matmul_add also take x in f16 / bf16 when w has that same dtype
 // (a tensor-core GEMM: products exact in fp32, fp32 accumulation).
 // Fused ops (issue 3 passes) are added to this table by the pass that makes them.
+// rms_matmul_swiglu takes an optional attr act: "silu" (default, SwiGLU) or
+// "gelu_tanh" (Gemma's GeGLU: gelu_tanh(gate) * up).
 enum class OpKind {
   Embed, RmsNorm, MatMul, Add, Mul, Silu, SwiGlu, Rope, KvStore, Attention, LastRow, ArgMax,
   // Fused ops made by compiler passes; semantics in docs/plan-abi.md ("Fused ops").

@@ -597,11 +597,12 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       matmul(h.f32.data(), w.f32.data(), mm->f32.data(), T, K, N);
       if (n.op == OpKind::RmsMatMul) return mm;
       int64_t F = N / 2;
+      const bool gelu = n.attrs.count("act") && n.attr_str("act") == "gelu_tanh";  // GeGLU, else SwiGLU
       auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, F}));
       for (int64_t t = 0; t < T; ++t)
         for (int64_t f = 0; f < F; ++f) {
           float gv = mm->f32[static_cast<size_t>(t * N + f)], uv = mm->f32[static_cast<size_t>(t * N + F + f)];
-          out->f32[static_cast<size_t>(t * F + f)] = gv / (1.0f + std::exp(-gv)) * uv;
+          out->f32[static_cast<size_t>(t * F + f)] = gelu ? gelu_tanh(gv) * uv : gv / (1.0f + std::exp(-gv)) * uv;
         }
       return out;
     }

@@ -308,6 +308,11 @@ class NodeChecker {
           out_is(DType::F32, {x.shape[0], w.shape[0]});
         } else if (n_.op == OpKind::RmsMatMulSwiGlu) {
           outputs(1);
+          if (n_.attrs.count("act")) {
+            const std::string act = str_attr("act");
+            if (act != "silu" && act != "gelu_tanh")
+              fail("rms_matmul_swiglu act is \"silu\" or \"gelu_tanh\"", "act = \"" + act + "\"");
+          }
           if (!w.shape[0].is_static() || w.shape[0].value % 2 != 0)
             fail("rms_matmul_swiglu w has 2F rows (gate rows, then up rows)", desc(w));
           out_is(DType::F32, {x.shape[0], Dim::fixed(w.shape[0].value / 2)});

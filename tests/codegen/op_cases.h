@@ -345,6 +345,17 @@ inline std::vector<OpCase> gemma_cases(int64_t B) {
     c.pos0 = 3000;
     out.push_back(std::move(c));
   }
+  // rms_matmul_swiglu with act "gelu_tanh" (fuse-gate-up-swiglu on Gemma's GeGLU):
+  // GEMV (bucket 1) and tiled (bucket B) paths, Gemma 3 270M's weight types.
+  for (DType wt : {DType::Q5_0, DType::Q8_0, DType::Q4_K, DType::Q6_K})
+    for (int64_t b : {int64_t{1}, B}) {
+      OpCase c = matmul_case(OpKind::RmsMatMulSwiGlu, wt, b);
+      c.name += "/geglu";
+      c.g.nodes()[0].attrs["act"] = std::string("gelu_tanh");
+      for (auto& n : c.ref.nodes())
+        if (n.op == OpKind::SwiGlu) n.op = OpKind::GeGlu;
+      out.push_back(std::move(c));
+    }
   // Gemma 3 270M's global layers at decode: the split-K kernel with 4 query heads on 1 KV head of 256 dims.
   out.push_back(attention_case(DType::F16, 1, 2048, 4, 1, 256, true));
   for (DType ft : float_dtypes()) {

@@ -3,9 +3,10 @@
 // norms, rope, ring KV stores, windowed attention) and the GeGLU feed-forward.
 // Written from the pass specifications: fold-rms-norm folds the pre-norm into
 // the projections but never a per-head norm; fuse-qkv-rope-store needs rope
-// directly on the projections and plain (non-ring) stores; the SwiGLU fusion
-// leaves GeGLU alone; split-decode-attention gives no scratch to a windowed
-// attention (the split kernel has no window).
+// directly on the projections and plain (non-ring) stores; fuse-gate-up-swiglu
+// fuses GeGLU into rms_matmul_swiglu with act "gelu_tanh" (and tensor-core-gemm
+// splits it back into GEMMs and geglu); split-decode-attention gives no scratch
+// to a windowed attention (the split kernel has no window).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -175,9 +176,9 @@ const std::string kFfnBefore = R"(graph {
 )";
 
 TEST(Gemma3Passes, GeGluFeedForwardThroughTheDefaultPipeline) {
-  // fuse-gate-up-swiglu leaves geglu alone; fuse-residual has no matmul feeding
-  // the add (the post-FFN norm sits between); fold-rms-norm folds the pre-norm.
-  expect_unchanged(kiln::passes::fuse_gate_up_swiglu_pass(), kFfnBefore);
+  // fuse-gate-up-swiglu fuses the GeGLU block as it does SwiGLU, with act
+  // "gelu_tanh"; fuse-residual has no matmul feeding the add (the post-FFN norm
+  // sits between).
   expect_unchanged(kiln::passes::fuse_residual_pass(), kFfnBefore);
   const kiln::ir::Graph g =
       kiln::passes::run_pipeline(kiln::ir::parse(kFfnBefore), kiln::passes::default_pipeline(), {});
@@ -185,11 +186,8 @@ TEST(Gemma3Passes, GeGluFeedForwardThroughTheDefaultPipeline) {
   sym tokens <= 4
   input %x : f32[tokens, 8]
   weight %ffn_norm.weight : f32[8] = "blk.0.ffn_norm.weight"
-  weight %ffn_gate.weight : q8_0[32, 8] = "blk.0.ffn_gate.weight"
-  %gate : f32[tokens, 32] = rms_matmul(%x, %ffn_norm.weight, %ffn_gate.weight) {eps = 0.5}
-  weight %ffn_up.weight : q8_0[32, 8] = "blk.0.ffn_up.weight"
-  %up : f32[tokens, 32] = rms_matmul(%x, %ffn_norm.weight, %ffn_up.weight) {eps = 0.5}
-  %act : f32[tokens, 32] = geglu(%gate, %up)
+  weight %ffn_gate_up.weight : q8_0[64, 8] = "blk.0.ffn_gate.weight+blk.0.ffn_up.weight"
+  %act : f32[tokens, 32] = rms_matmul_swiglu(%x, %ffn_norm.weight, %ffn_gate_up.weight) {act = "gelu_tanh", eps = 0.5}
   weight %ffn_down.weight : q8_0[8, 32] = "blk.0.ffn_down.weight"
   %down : f32[tokens, 8] = matmul(%act, %ffn_down.weight)
   weight %post_ffw_norm.weight : f32[8] = "blk.0.post_ffw_norm.weight"
@@ -198,6 +196,21 @@ TEST(Gemma3Passes, GeGluFeedForwardThroughTheDefaultPipeline) {
   output %y
 }
 )");
+}
+
+TEST(Gemma3Passes, TensorCoreGemmSplitsTheGeGluMatmulBackIntoGemmsAndGeGlu) {
+  const kiln::ir::Graph fused =
+      kiln::passes::run_pipeline(kiln::ir::parse(kFfnBefore), kiln::passes::default_pipeline(), {});
+  kiln::ir::Graph g = fused;
+  ASSERT_TRUE(kiln::passes::tensor_core_gemm_pass().run(g));
+  kiln::ir::verify(g);
+  int geglu = 0, swiglu = 0;
+  for (const auto& n : g.nodes()) {
+    geglu += n.op == kiln::ir::OpKind::GeGlu;
+    swiglu += n.op == kiln::ir::OpKind::SwiGlu || n.op == kiln::ir::OpKind::RmsMatMulSwiGlu;
+  }
+  EXPECT_EQ(geglu, 1);
+  EXPECT_EQ(swiglu, 0);
 }
 
 }  // namespace
