@@ -15,6 +15,7 @@
 #include "codegen/codegen.h"
 #include "compiler/cli/verbs.h"
 #include "compiler/compile/compile.h"
+#include "compiler/compile/lowering.h"
 #include "ir/error.h"
 #include "runtime/cli/args.h"
 
@@ -49,7 +50,7 @@ std::string command_line() {
 
 struct Args {
   std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutGgml, kv_type = "f16";
-  int64_t ctx = 0, max_tokens = 256;
+  int64_t ctx = 0, max_tokens = compile::kDefaultMaxTokens;
   std::vector<int64_t> buckets;
   bool no_eager = false, no_cache = false, quiet = false, list_passes = false;
   std::vector<std::string> dump_after, disable;
@@ -134,7 +135,7 @@ void register_compile(CLI::App& app) {
     if (o.out_path.empty())
       o.out_path = std::filesystem::path(a->model).replace_extension("").string() + ".sm_" + std::to_string(o.sm) + ".plan";
     o.ctx = a->ctx;
-    o.max_tokens = a->max_tokens;
+    o.max_tokens = cmd->count("--max-tokens") ? a->max_tokens : 0;  // 0: the default, clipped to ctx
     o.prefill_buckets = a->buckets;
     o.eager = !a->no_eager;
     o.cache_dir = a->no_cache ? "-" : a->cache_dir;
@@ -150,10 +151,13 @@ void register_compile(CLI::App& app) {
       std::fprintf(stderr,
                    "done in %.2f s: %zu kernels, plan %.1f MiB (weights %.1f MiB, arena %.1f MiB incl. KV %.1f MiB)\n"
                    "decode step: %zu kernel launches compiled vs %zu eager\n"
+                   "peak memory: anonymous %.1f MiB (RssAnon sampled every 10 ms; largest weight blob %.1f MiB), "
+                   "resident %.1f MiB (VmHWM, incl. the mapped model)\n"
                    "next: kiln run %s -p \"Hello\"\n",
                    rep.total_seconds, rep.n_kernels, rep.plan_bytes / 1048576.0, rep.weights_bytes / 1048576.0,
                    rep.arena_bytes / 1048576.0, rep.kv_bytes / 1048576.0, rep.n_launches_compiled_decode,
-                   rep.n_launches_eager_decode, o.out_path.c_str());
+                   rep.n_launches_eager_decode, rep.peak_anon_bytes / 1048576.0, rep.largest_blob_bytes / 1048576.0,
+                   rep.peak_rss_bytes / 1048576.0, o.out_path.c_str());
   });
 }
 
