@@ -143,8 +143,14 @@ void register_compile(CLI::App& app) {
     o.pipeline.dump_after = a->dump_after;
     o.pipeline.disable = a->disable;
     if (!a->quiet) {
-      o.progress = [](const std::string& line) { std::fprintf(stderr, "  %s\n", line.c_str()); };
-      std::fprintf(stderr, "kiln compile %s -> %s (sm_%d)\n", a->model.c_str(), o.out_path.c_str(), o.sm);
+      // The heading comes with the first stage done, so a model or option the
+      // first stage refuses ends in the error line alone.
+      const std::string heading = "kiln compile " + a->model + " -> " + o.out_path + " (sm_" + std::to_string(o.sm) + ")";
+      o.progress = [heading, first = true](const std::string& line) mutable {
+        if (first) std::fprintf(stderr, "%s\n", heading.c_str());
+        first = false;
+        std::fprintf(stderr, "  %s\n", line.c_str());
+      };
     }
     auto rep = compile::compile_model(o);
     if (!a->quiet)
@@ -152,7 +158,7 @@ void register_compile(CLI::App& app) {
                    "done in %.2f s: %zu kernels, plan %.1f MiB (weights %.1f MiB, arena %.1f MiB incl. KV %.1f MiB)\n"
                    "decode step: %zu kernel launches compiled vs %zu eager\n"
                    "peak memory: anonymous %.1f MiB (RssAnon sampled every 10 ms; largest weight blob %.1f MiB), "
-                   "resident %.1f MiB (VmHWM, incl. the mapped model)\n"
+                   "resident %.1f MiB (VmHWM, incl. the pages of the mapped model and plan)\n"
                    "next: kiln run %s -p \"Hello\"\n",
                    rep.total_seconds, rep.n_kernels, rep.plan_bytes / 1048576.0, rep.weights_bytes / 1048576.0,
                    rep.arena_bytes / 1048576.0, rep.kv_bytes / 1048576.0, rep.n_launches_compiled_decode,

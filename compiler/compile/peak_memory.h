@@ -4,8 +4,9 @@
 // Two numbers, both from /proc/self/status:
 //   peak_rss   VmHWM, the kernel's own high-water mark of resident memory. It
 //              includes the pages of the memory-mapped GGUF model the compile
-//              has read, so it grows with the model file and says little
-//              about what the compiler allocates.
+//              has read and of the plan it maps to verify, so it grows with
+//              the model file and says little about what the compiler
+//              allocates.
 //   peak_anon  the largest RssAnon (resident anonymous memory: heap, stacks,
 //              the compiler's own buffers) seen by a thread that samples it
 //              every `period_ms` (plus once at start and at stop). A spike
