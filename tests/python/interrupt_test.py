@@ -8,8 +8,8 @@ current token, print
 what it generated, and exit with status 130 after one line
 "kiln: interrupted: stopped after N generated tokens". The printed text must be
 exactly what a run of N tokens (`-n N`, same seed) prints: nothing lost,
-nothing half-written. A SIGINT to a verb that installs no handler (compile)
-keeps the default action. No GPU needed.
+nothing half-written. A SIGINT to a verb that installs no handler (synth)
+keeps the default action and leaves no partial file. No GPU needed.
 
 Run: python3 tests/python/interrupt_test.py --kiln build/kiln --build build
 """
@@ -102,6 +102,8 @@ def main():
         p.send_signal(signal.SIGINT)
         p.communicate(timeout=60)
         check(p.returncode == -signal.SIGINT, f"kiln synth: SIGINT keeps its default action (rc={p.returncode})")
+        left = [f for f in os.listdir(d) if f.startswith("big.gguf")]
+        check(not left, "  and leaves no partial file (the GGUF is written whole, then renamed)", left)
 
     if failures:
         print(f"{len(failures)} check(s) failed")
