@@ -760,7 +760,6 @@ std::vector<OpCase> split_cfg_cases() {
 // back at zero for the second launch to merge).
 TEST(AttentionSplitCfgs, MatchInterpreter) {
   SKIP_WITHOUT_GPU();
-  const int sm = compile_sm();
   for (const OpCase& c : split_cfg_cases()) {
     const ir::Node& n = c.g.nodes()[0];
     const int64_t nh = n.attr_int("n_heads"), nkv = n.attr_int("n_kv_heads"), hd = n.attr_int("head_dim");
@@ -963,6 +962,109 @@ TEST(AttentionBench, DecodeSplitVsOld) {
           }
         }
       }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+}
+
+// Prefill kernels, printed as JSON lines (median of 15 launches after 3 warm
+// ones, CUDA events): flash attention over a 512-row chunk at several depths
+// into the cache (TFLOP/s = 4 * head_dim * (attended keys summed over rows and
+// heads) / time), and dequantisation of an 8B down-projection-sized weight to
+// f16 (GB/s = bytes read + written / time). No assertion on speed; runs only
+// with KILN_BENCH=1. Results are checked against the interpreter by the op
+// cases above, not here.
+TEST(PrefillBench, FlashAttentionAndDequant) {
+  SKIP_WITHOUT_GPU();
+  if (!std::getenv("KILN_BENCH")) GTEST_SKIP() << "set KILN_BENCH=1 to run the prefill kernel benchmark";
+  const int sm = compile_sm();
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  auto time_us = [&](const std::function<void()>& launch) {
+    for (int i = 0; i < 3; ++i) launch();
+    std::vector<float> t;
+    for (int i = 0; i < 15; ++i) {
+      cudaEventRecord(e0);
+      launch();
+      cudaEventRecord(e1);
+      cudaEventSynchronize(e1);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      t.push_back(ms * 1000.f);
+    }
+    std::sort(t.begin(), t.end());
+    return double(t[t.size() / 2]);
+  };
+  auto bind = [](const Lowered& l, const std::vector<void*>& inputs, void* out, void* step) {
+    std::vector<void*> ptr;
+    for (const Param& p : l.params) {
+      if (p.kind == ParamKind::Step) ptr.push_back(step);
+      else if (p.kind == ParamKind::Output) ptr.push_back(out);
+      else ptr.push_back(inputs.at(p.index));
+    }
+    return ptr;
+  };
+  struct Geo {
+    const char* name;
+    int64_t nh, nkv, hd;
+  };
+  const int64_t T = 512, C = 4096;
+  for (const Geo& geo : {Geo{"llama3-8b", 32, 8, 128}, Geo{"smollm2", 9, 3, 64}}) {
+    const OpCase c = testcases::attention_case(DType::F16, T, C, geo.nh, geo.nkv, geo.hd, false);
+    const Lowered l = lower(c.g, c.g.nodes()[0], {T, C}, Target{sm}, ProgramMode::Compiled);
+    CUfunction fn = load(l);
+    const int64_t W = geo.nkv * geo.hd;
+    DevBuf q(size_t(T * geo.nh * geo.hd) * 4), kc(size_t(C * W) * 2), vc(size_t(C * W) * 2),
+        y(size_t(T * geo.nh * geo.hd) * 4), pos(size_t(T) * 4), ds(sizeof(Step));
+    cudaMemset(q.p, 0x3c, q.n);
+    cudaMemset(kc.p, 0x2e, kc.n);
+    cudaMemset(vc.p, 0x30, vc.n);
+    cudaMemset(pos.p, 0, pos.n);
+    std::vector<void*> ptr = bind(l, {q.p, kc.p, vc.p, pos.p}, y.p, ds.p);
+    std::vector<void*> args;
+    for (auto& p : ptr) args.push_back(&p);
+    for (int pos0 : {0, 1536, 3584}) {
+      Step st{};
+      st.n_tokens = static_cast<int>(T);
+      st.pos0 = pos0;
+      ds.upload(&st, sizeof st);
+      const double us = time_us([&] {
+        driver().launchKernel(fn, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.smem,
+                              nullptr, args.data(), nullptr);
+      });
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << l.kernel.entry;
+      double keys = 0;  // attended keys summed over the chunk's rows
+      for (int64_t t = 0; t < T; ++t) keys += double(pos0 + t + 1);
+      const double flops = 4.0 * double(geo.hd) * keys * double(geo.nh);
+      std::printf("{\"bench\": \"flash_attention\", \"geometry\": \"%s\", \"rows\": %lld, \"pos0\": %d, \"us\": %.2f, "
+                  "\"TFLOPs\": %.1f}\n",
+                  geo.name, static_cast<long long>(T), pos0, us, flops / us / 1e6);
+    }
+  }
+  const int64_t N = 4096, K = 14336;
+  for (DType wt : {DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_0, DType::BF16}) {
+    ir::Graph g = testcases::base_graph(1);
+    const DType h = wt == DType::BF16 ? DType::BF16 : DType::F16;
+    auto w = g.add_weight("w", wt, {testcases::fx(N), testcases::fx(K)}, "w");
+    auto yv = g.add_node(ir::OpKind::Dequant, {w}, {}, "y", h, {testcases::fx(N), testcases::fx(K)});
+    g.mark_output(yv);
+    const Lowered l = lower(g, g.nodes()[0], {1}, Target{sm}, ProgramMode::Compiled);
+    CUfunction fn = load(l);
+    const size_t wbytes = size_t(N * K) / ir::dtype_info(wt).block_elems * ir::dtype_info(wt).block_bytes;
+    DevBuf wb(wbytes), y(size_t(N * K) * 2), ds(sizeof(Step));
+    cudaMemset(wb.p, 0x11, wb.n);
+    std::vector<void*> ptr = bind(l, {wb.p}, y.p, ds.p);
+    std::vector<void*> args;
+    for (auto& p : ptr) args.push_back(&p);
+    const double us = time_us([&] {
+      driver().launchKernel(fn, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.smem, nullptr,
+                            args.data(), nullptr);
+    });
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << l.kernel.entry;
+    std::printf("{\"bench\": \"dequant\", \"type\": \"%s\", \"rows\": %lld, \"cols\": %lld, \"us\": %.2f, \"GBps\": %.0f}\n",
+                testcases::dn(wt).c_str(), static_cast<long long>(N), static_cast<long long>(K), us,
+                double(wbytes + y.n) / us / 1e3);
+  }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
 }
