@@ -17,16 +17,6 @@ __device__ __forceinline__ void k_cast(const float* __restrict__ x, void* __rest
     stf<ODT>(y, i, x[i]);
 }
 
-// Four consecutive outputs of a half-precision row as one 8-byte store (p
-// 8-byte aligned), each rounded exactly as stf rounds it.
-template <int ODT>
-__device__ __forceinline__ void st4h(u16* p, const float* v) {
-  u16 h[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) h[i] = ODT == DT_F16 ? f2h(v[i]) : f2bf(v[i]);
-  *(uint2*)p = make_uint2((u32)h[0] | ((u32)h[1] << 16), (u32)h[2] | ((u32)h[3] << 16));
-}
-
 // dequant: y[n, :] = round(dequant(w[n, :])) for the N rows of K elements,
 // value for value what ir::dequantize gives (dequant.cuh), then rounded.
 // A block takes one row at a time (grid-stride over rows); its threads sweep
@@ -42,7 +32,6 @@ __device__ __forceinline__ void k_dequant_rows(const u8* __restrict__ w, void* _
   const int nb = K / Q::QK, units = nb * Q::CH;
   for (int row = blockIdx.x; row < N; row += gridDim.x) {
     const u8* wr = w + (i64)row * nb * Q::BB;
-    u16* yr = (u16*)y + (i64)row * K;
     for (int u0 = threadIdx.x; u0 < units; u0 += 2 * blockDim.x) {
       float v[2][8];
       int a[2], b[2], blk[2];
@@ -55,9 +44,9 @@ __device__ __forceinline__ void k_dequant_rows(const u8* __restrict__ w, void* _
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         if (u0 + j * (int)blockDim.x >= units) break;
-        u16* yb = yr + (i64)blk[j] * Q::QK;
-        st4h<ODT>(yb + a[j], v[j]);
-        st4h<ODT>(yb + b[j], v[j] + 4);
+        const i64 yb = (i64)row * K + (i64)blk[j] * Q::QK;
+        st4<ODT>(y, yb + a[j], v[j]);
+        st4<ODT>(y, yb + b[j], v[j] + 4);
       }
     }
   }

@@ -6,9 +6,11 @@
 // this one is used), reads the operands with ldmatrix (V transposed on the
 // way, so K and V tiles are plain row copies of the cache), computes S = Q K^T
 // and O += P V with mma.sync m16n8k16 (f16 operands, fp32 accumulation) and
-// keeps an online softmax per row in registers. Reads an f16 KV cache. Rounding beyond the
-// interpreter's: q and the probabilities P are rounded to f16 for the tensor
-// cores (the per-op tolerance in tests/gpu/kernels_test.cpp says why).
+// keeps an online softmax per row in registers. Reads an f16 KV cache.
+// Rounding beyond the interpreter's: q (pre-multiplied by scale * log2 e) and
+// the probabilities P are rounded to f16 for the tensor cores, and 2^x is the
+// SFU's approximation (the per-op tolerance in tests/gpu/kernels_test.cpp says
+// why).
 #pragma once
 #include "common.cuh"
 
@@ -25,6 +27,12 @@ __device__ __forceinline__ void mma_16816(float c[4], const u32 a[4], u32 b0, u3
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
+}
+// 2^x by the SFU (ex2.approx: ~2 ulp, -inf -> 0), without exp2f's range handling.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 __device__ __forceinline__ u32 pack_f16x2(float lo, float hi) { return (u32)f2h(lo) | ((u32)f2h(hi) << 16); }
 
@@ -68,10 +76,11 @@ __host__ __device__ constexpr int flash_keys(int hd) { return hd >= 128 ? 32 : 6
 
 // Launch: grid (ceil(T / kFlashRows), nh), block kFlashThreads. Rows t >=
 // n_tokens are not written; row t sees keys 0 .. pos0 + t (< C). Blocks take
-// row groups last-first, so the longest causal prefixes start first.
-template <int HD>
+// row groups last-first, so the longest causal prefixes start first. out is
+// ODT: f32, or f16/bf16 (fold-cast: the operand of the output projection).
+template <int HD, int ODT>
 __device__ __forceinline__ void k_flash_attention(const float* __restrict__ q, const u16* __restrict__ kc,
-                                                  const u16* __restrict__ vc, float* __restrict__ out,
+                                                  const u16* __restrict__ vc, void* __restrict__ out,
                                                   const KilnStep* step, int C, int nh, int nkv, float scale) {
   constexpr int BK = flash_keys(HD), LD = HD + 8, NKT = BK / 8, KS = HD / 16, ND = HD / 8;
   constexpr int CHUNKS = BK * HD / 8;  // 16-byte pieces per tile
@@ -100,7 +109,10 @@ __device__ __forceinline__ void k_flash_attention(const float* __restrict__ q, c
     cp_async_commit();
   };
   load_tile(0, 0);
-  // Q as A fragments (rows qw+g, qw+g+8), rounded to f16 (overlaps the first tile's copy).
+  // Q * scale * log2(e) as A fragments (rows qw+g, qw+g+8), rounded to f16
+  // (overlaps the first tile's copy): S comes out of the tensor cores in the
+  // base-2 domain of the softmax, with no multiply per score.
+  const float sl2 = scale * 1.4426950408889634f;
   u32 qa[KS][4];
 #pragma unroll
   for (int kk = 0; kk < KS; ++kk) {
@@ -108,7 +120,7 @@ __device__ __forceinline__ void k_flash_attention(const float* __restrict__ q, c
     auto ld = [&](int r, int col) -> u32 {
       if (r >= nt) return 0u;
       const float2 v = *(const float2*)(q + (i64)r * QW + (i64)h * HD + col);
-      return pack_f16x2(v.x, v.y);
+      return pack_f16x2(v.x * sl2, v.y * sl2);
     };
     qa[kk][0] = ld(qw + g, c);
     qa[kk][1] = ld(qw + g + 8, c);
@@ -118,7 +130,6 @@ __device__ __forceinline__ void k_flash_attention(const float* __restrict__ q, c
   float o[ND][4];
 #pragma unroll
   for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  const float sl2 = scale * 1.4426950408889634f;  // softmax in base 2
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   const int prow[2] = {pos0 + qw + g, pos0 + qw + g + 8};  // positions of this thread's rows
   const int warp_first = pos0 + qw;                         // the earliest row of this warp sees keys <= it
@@ -155,7 +166,7 @@ __device__ __forceinline__ void k_flash_attention(const float* __restrict__ q, c
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int r = e >> 1, key = j0 + n8 * 8 + 2 * tq + (e & 1);
-          const float v = (!masked || (key <= prow[r] && key < C)) ? s[n8][e] * sl2 : -INFINITY;
+          const float v = (!masked || (key <= prow[r] && key < C)) ? s[n8][e] : -INFINITY;
           s[n8][e] = v;
           mx[r] = fmaxf(mx[r], v);
         }
@@ -165,7 +176,7 @@ __device__ __forceinline__ void k_flash_attention(const float* __restrict__ q, c
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xFFFFFFFFu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xFFFFFFFFu, mx[r], 2));
         base[r] = mx[r] == -INFINITY ? 0.f : mx[r];
-        alpha[r] = m[r] == -INFINITY ? 0.f : exp2f(m[r] - base[r]);
+        alpha[r] = m[r] == -INFINITY ? 0.f : ex2(m[r] - base[r]);
         m[r] = mx[r];
         l[r] *= alpha[r];
       }
@@ -186,7 +197,7 @@ __device__ __forceinline__ void k_flash_attention(const float* __restrict__ q, c
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = e >> 1;
-            p[half][e] = exp2f(s[2 * kk + half][e] - base[r]);
+            p[half][e] = ex2(s[2 * kk + half][e] - base[r]);
             l[r] += p[half][e];
           }
         pa[0] = pack_f16x2(p[0][0], p[0][1]);
@@ -215,9 +226,14 @@ __device__ __forceinline__ void k_flash_attention(const float* __restrict__ q, c
   for (int r = 0; r < 2; ++r) {
     if (rows[r] >= nt) continue;
     const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-    float* orow = out + (i64)rows[r] * QW + (i64)h * HD;
+    const i64 orow = (i64)rows[r] * QW + (i64)h * HD;
 #pragma unroll
-    for (int nd = 0; nd < ND; ++nd)
-      *(float2*)(orow + nd * 8 + 2 * tq) = make_float2(o[nd][2 * r] * inv, o[nd][2 * r + 1] * inv);
+    for (int nd = 0; nd < ND; ++nd) {
+      const float a = o[nd][2 * r] * inv, b = o[nd][2 * r + 1] * inv;
+      const i64 i = orow + nd * 8 + 2 * tq;
+      if (ODT == DT_F32) *(float2*)((float*)out + i) = make_float2(a, b);
+      else if (ODT == DT_F16) *(u32*)((u16*)out + i) = pack_f16x2(a, b);
+      else *(u32*)((u16*)out + i) = (u32)f2bf(a) | ((u32)f2bf(b) << 16);
+    }
   }
 }

@@ -49,7 +49,7 @@ std::string command_line() {
 
 struct Args {
   std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutGgml, kv_type = "f16";
-  int64_t ctx = 0, max_tokens = 256;
+  int64_t ctx = 0, max_tokens = 512;
   std::vector<int64_t> buckets;
   bool no_eager = false, no_cache = false, quiet = false, list_passes = false;
   std::vector<std::string> dump_after, disable;
