@@ -487,7 +487,11 @@ TEST_P(KernelVsInterpreter, Matches) {
     for (int64_t i = 0; i < counters; ++i)
       EXPECT_EQ(sc[static_cast<size_t>(i)], 0.f) << "split counter " << i << " not reset";
   }
-  const double tol = tolerance(c.name, c.dtype);
+  // a case the flash-attention family takes (compiled, f16 cache, > 4 rows)
+  // gets that kernel's tolerance whatever the case is called
+  const Lowered low = lower(c.g, node, {c.bucket}, Target{compile_sm(), c.weight_layout}, mode);
+  const bool flash = low.kernel.entry.rfind("kiln_flash_attention", 0) == 0 && c.name.rfind("flash_attention", 0) != 0;
+  const double tol = tolerance(flash ? "flash_attention/" + c.name : c.name, c.dtype);
   int compared = 0;
   for (const auto& [name, t] : ref) {
     const std::string gname = gpu_name(name);
