@@ -87,6 +87,21 @@ __device__ __forceinline__ void stf(void* p, i64 i, float v) {
   else ((u16*)p)[i] = f2bf(v);
 }
 
+// Four consecutive elements i..i+3 of a float-typed tensor in one store
+// (16 bytes for f32, 8 for f16/bf16; p + i must be aligned to that), each
+// rounded exactly as stf rounds it.
+template <int DT>
+__device__ __forceinline__ void st4(void* p, i64 i, const float v[4]) {
+  if (DT == DT_F32) {
+    *(float4*)((float*)p + i) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    u16 h[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) h[j] = DT == DT_F16 ? f2h(v[j]) : f2bf(v[j]);
+    *(uint2*)((u16*)p + i) = make_uint2((u32)h[0] | ((u32)h[1] << 16), (u32)h[2] | ((u32)h[3] << 16));
+  }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);

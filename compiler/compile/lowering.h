@@ -22,7 +22,7 @@ struct ProgramShapes {
   std::vector<int64_t> buckets;    // prefill chunk sizes, ascending, in [2, max_tokens], max_tokens included
 };
 // The largest prefill chunk when none is asked for (clipped to ctx).
-inline constexpr int64_t kDefaultMaxTokens = 256;
+inline constexpr int64_t kDefaultMaxTokens = 512;
 // ctx: requested (0 = min(2048, model's)); max_tokens: requested (0 =
 // kDefaultMaxTokens clipped to ctx); buckets: requested (empty = {16, 64,
 // max_tokens}, those above max_tokens left out), sorted, duplicates merged,

@@ -30,8 +30,8 @@ std::string invalid_argument(F f) {
 TEST(Lowering, ResolveShapes) {
   ProgramShapes s = resolve_shapes(0, 0, {}, 8192);
   EXPECT_EQ(s.ctx, 2048);
-  EXPECT_EQ(s.max_tokens, 256);
-  EXPECT_EQ(s.buckets, (std::vector<int64_t>{16, 64, 256}));
+  EXPECT_EQ(s.max_tokens, kDefaultMaxTokens);
+  EXPECT_EQ(s.buckets, (std::vector<int64_t>{16, 64, kDefaultMaxTokens}));
   s = resolve_shapes(100, 0, {}, 8192);  // default max_tokens clipped to ctx; default buckets clipped
   EXPECT_EQ(s.ctx, 100);
   EXPECT_EQ(s.max_tokens, 100);
@@ -55,10 +55,10 @@ TEST(Lowering, ResolveShapesRefusesWhatItCannotCompile) {
     EXPECT_NE(m.find("--buckets " + std::to_string(b) + ": "), std::string::npos) << m;
     EXPECT_NE(m.find("2..64"), std::string::npos) << m;
   }
-  // A bucket above the default max_tokens (256), with no --max-tokens.
-  std::string m = invalid_argument([] { resolve_shapes(0, 0, {512}, 8192); });
-  EXPECT_NE(m.find("--buckets 512"), std::string::npos) << m;
-  EXPECT_NE(m.find("256 by default"), std::string::npos) << m;
+  // A bucket above the default max_tokens (512), with no --max-tokens.
+  std::string m = invalid_argument([] { resolve_shapes(0, 0, {1024}, 8192); });
+  EXPECT_NE(m.find("--buckets 1024"), std::string::npos) << m;
+  EXPECT_NE(m.find("512 by default"), std::string::npos) << m;
   // --max-tokens above the default context: the message names where ctx came from.
   m = invalid_argument([] { resolve_shapes(0, 4096, {}, 131072); });
   EXPECT_NE(m.find("--max-tokens 4096 exceeds the compiled context 2048 (--ctx not given"), std::string::npos) << m;
