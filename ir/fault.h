@@ -8,7 +8,7 @@
 // e.g. KILN_FAULT=write:3 fails the third file write; KILN_FAULT=write:3:kill
 // ends the process with SIGKILL there instead (a crash or `kill -9` mid-way).
 // KILN_FAULT=report arms nothing and prints at exit how many calls each site
-// saw ("kiln: fault sites: read 41, write 57, nvrtc 0"), the range of n to
+// saw ("kiln: fault sites: read 18, write 23, nvrtc 0"), the range of n to
 // test. A malformed KILN_FAULT is ignored with one line on stderr.
 //
 // The sites (each a call to hit() just before the real operation):
