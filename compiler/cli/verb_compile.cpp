@@ -15,6 +15,7 @@
 #include "codegen/codegen.h"
 #include "compiler/cli/verbs.h"
 #include "compiler/compile/compile.h"
+#include "compiler/compile/lowering.h"
 #include "ir/error.h"
 #include "runtime/cli/args.h"
 
@@ -49,7 +50,7 @@ std::string command_line() {
 
 struct Args {
   std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutGgml, kv_type = "f16";
-  int64_t ctx = 0, max_tokens = 512;
+  int64_t ctx = 0, max_tokens = compile::kDefaultMaxTokens;
   std::vector<int64_t> buckets;
   bool no_eager = false, no_cache = false, quiet = false, list_passes = false;
   std::vector<std::string> dump_after, disable;
@@ -134,7 +135,7 @@ void register_compile(CLI::App& app) {
     if (o.out_path.empty())
       o.out_path = std::filesystem::path(a->model).replace_extension("").string() + ".sm_" + std::to_string(o.sm) + ".plan";
     o.ctx = a->ctx;
-    o.max_tokens = a->max_tokens;
+    o.max_tokens = cmd->count("--max-tokens") ? a->max_tokens : 0;  // 0: the default, clipped to ctx
     o.prefill_buckets = a->buckets;
     o.eager = !a->no_eager;
     o.cache_dir = a->no_cache ? "-" : a->cache_dir;
@@ -142,18 +143,27 @@ void register_compile(CLI::App& app) {
     o.pipeline.dump_after = a->dump_after;
     o.pipeline.disable = a->disable;
     if (!a->quiet) {
-      o.progress = [](const std::string& line) { std::fprintf(stderr, "  %s\n", line.c_str()); };
-      std::fprintf(stderr, "kiln compile %s -> %s (sm_%d)\n", a->model.c_str(), o.out_path.c_str(), o.sm);
+      // The heading comes with the first stage done, so a model or option the
+      // first stage refuses ends in the error line alone.
+      const std::string heading = "kiln compile " + a->model + " -> " + o.out_path + " (sm_" + std::to_string(o.sm) + ")";
+      o.progress = [heading, first = true](const std::string& line) mutable {
+        if (first) std::fprintf(stderr, "%s\n", heading.c_str());
+        first = false;
+        std::fprintf(stderr, "  %s\n", line.c_str());
+      };
     }
     auto rep = compile::compile_model(o);
     if (!a->quiet)
       std::fprintf(stderr,
                    "done in %.2f s: %zu kernels, plan %.1f MiB (weights %.1f MiB, arena %.1f MiB incl. KV %.1f MiB)\n"
                    "decode step: %zu kernel launches compiled vs %zu eager\n"
+                   "peak memory: anonymous %.1f MiB (RssAnon sampled every 10 ms; largest weight blob %.1f MiB), "
+                   "resident %.1f MiB (VmHWM, incl. the pages of the mapped model and plan)\n"
                    "next: kiln run %s -p \"Hello\"\n",
                    rep.total_seconds, rep.n_kernels, rep.plan_bytes / 1048576.0, rep.weights_bytes / 1048576.0,
                    rep.arena_bytes / 1048576.0, rep.kv_bytes / 1048576.0, rep.n_launches_compiled_decode,
-                   rep.n_launches_eager_decode, o.out_path.c_str());
+                   rep.n_launches_eager_decode, rep.peak_anon_bytes / 1048576.0, rep.largest_blob_bytes / 1048576.0,
+                   rep.peak_rss_bytes / 1048576.0, o.out_path.c_str());
   });
 }
 
