@@ -102,6 +102,20 @@ __device__ __forceinline__ void st4(void* p, i64 i, const float v[4]) {
   }
 }
 
+// Programmatic dependent launch (sm_90+; Program.pdl): a kernel launched with
+// the attribute may be scheduled while the previous kernel of the stream still
+// runs. The wait blocks until that kernel has finished and its writes are
+// visible, so nothing of this kernel touches memory before it (the memory
+// planner reuses arena buffers between kernels); launch_dependents then lets
+// the next kernel be scheduled as this one's blocks retire. Both are no-ops
+// for a kernel launched without the attribute (eager programs) and before sm_90.
+__device__ __forceinline__ void kiln_pdl_enter() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);

@@ -52,7 +52,7 @@ struct Args {
   std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutGgml, kv_type = "f16";
   int64_t ctx = 0, max_tokens = compile::kDefaultMaxTokens;
   std::vector<int64_t> buckets;
-  bool no_eager = false, no_cache = false, quiet = false, list_passes = false;
+  bool no_eager = false, no_cache = false, quiet = false, list_passes = false, no_pdl = false;
   std::vector<std::string> dump_after, disable;
   int jobs = 0;
 };
@@ -107,6 +107,9 @@ void register_compile(CLI::App& app) {
   cmd->add_option("--max-tokens", a->max_tokens, "largest prefill chunk in tokens")->capture_default_str();
   cmd->add_option("--buckets", a->buckets, "prefill chunk sizes (default 16 64 <max-tokens>)")->delimiter(',');
   cmd->add_flag("--no-eager", a->no_eager, "leave out the eager (unfused, per-op) programs that `kiln bench` compares with");
+  cmd->add_flag("--no-pdl", a->no_pdl,
+                "launch compiled kernels without programmatic dependent launch (sm_90+: each kernel's launch "
+                "otherwise overlaps the end of the one before)");
   cmd->add_option("--dump-after", a->dump_after, "print the IR after this pass ('all' for every pass)")->delimiter(',');
   cmd->add_option("--disable-pass", a->disable, "skip this pass")->delimiter(',');
   cmd->add_flag("--list-passes", a->list_passes, "list the passes of the pipeline and exit");
@@ -138,6 +141,7 @@ void register_compile(CLI::App& app) {
     o.max_tokens = cmd->count("--max-tokens") ? a->max_tokens : 0;  // 0: the default, clipped to ctx
     o.prefill_buckets = a->buckets;
     o.eager = !a->no_eager;
+    o.pdl = !a->no_pdl;
     o.cache_dir = a->no_cache ? "-" : a->cache_dir;
     o.jobs = a->jobs;
     o.pipeline.dump_after = a->dump_after;

@@ -162,6 +162,12 @@ CompileReport compile_model(const CompileOptions& opt) {
     const BufferAssignment buffers(*job.g, job.dims, slots, W);
     temps_bytes = std::max(temps_bytes, buffers.temps_bytes());
     plan::ProgramSpec ps = lower_program(job, target, buffers, kernels);
+    // Compiled programs overlap each kernel's launch with the end of the one
+    // before (programmatic dependent launch, sm_90+): every kernel waits for
+    // its predecessor to finish before its first memory access (kernel_text
+    // in codegen.cpp), so this changes timing only. Eager programs stay plain
+    // host launches (the baseline).
+    ps.pdl = opt.pdl && job.mode == ProgramMode::Compiled && opt.sm >= 90;
     if (job.phase == plan::Phase::kDecode) {
       if (job.mode == ProgramMode::Compiled) rep.n_launches_compiled_decode = ps.launches.size();
       else rep.n_launches_eager_decode = ps.launches.size();

@@ -31,6 +31,8 @@ struct CompileOptions {
   std::vector<int64_t> prefill_buckets;   // each in [2, max_tokens]; empty = {16, 64, max_tokens} clipped
                                           // (lowering.h resolve_shapes: nothing asked for is dropped)
   bool eager = true;                      // also emit the eager (unfused, host-launched) programs
+  bool pdl = true;                        // --no-pdl clears: compiled programs on sm_90+ launch each kernel
+                                          // with programmatic dependent launch (Program.pdl)
   std::string cache_dir;                  // NVRTC kernel cache ("" = default, "-" = off)
   int jobs = 0;                           // parallel NVRTC compiles (0 = hardware threads)
   passes::PipelineOptions pipeline;       // --disable-pass (recorded), --dump-after
