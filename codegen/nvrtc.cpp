@@ -1,8 +1,10 @@
 // NVRTC driver and the on-disk kernel cache.
 // Cache entry <dir>/<key>.kc, key = FNV-1a(source, options, sm, NVRTC version):
 //   "KILNKC01" | u64 key | u64 cubin_size | u64 ptx_size | u64 fnv(payload) | cubin | ptx
-// Written to a unique temp file then renamed (atomic on POSIX); any entry that
-// fails these checks is treated as a miss and rewritten.
+// Written in full to an unnamed temporary, then renamed into place
+// (kiln::AtomicFile), so concurrent compiles sharing a cache and a compile
+// killed mid-write leave only whole entries; any entry that fails these checks
+// (truncated, corrupt, another key) is treated as a miss and rewritten.
 #include <nvrtc.h>
 #include <unistd.h>
 
@@ -11,10 +13,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <sstream>
 
 #include "codegen/codegen.h"
+#include "ir/atomic_file.h"
+#include "ir/fault.h"
 
 namespace kiln::codegen {
 namespace {
@@ -57,6 +60,7 @@ uint64_t get64(const char* p) {
 }
 
 bool read_entry(const fs::path& path, uint64_t key, CompiledKernel& out) {
+  if (fault::hit(fault::Site::kRead)) return false;  // an unreadable entry is a miss
   std::ifstream f(path, std::ios::binary);
   if (!f) return false;
   std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -83,22 +87,13 @@ void write_entry(const fs::path& dir, const fs::path& path, uint64_t key, const 
   payload += k.ptx;
   put64(data, fnv1a(payload.data(), payload.size()));
   data += payload;
-  static std::atomic<uint64_t> counter{0};
-  std::random_device rd;
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid()) + "." +
-                       std::to_string(counter++) + "." + std::to_string(rd());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) return;  // an unwritable cache is not an error: the kernel is still compiled
-    f.write(data.data(), static_cast<std::streamsize>(data.size()));
-    if (!f.good()) {
-      f.close();
-      fs::remove(tmp, ec);
-      return;
-    }
+  try {
+    AtomicFile f(path.string(), "kernel-cache entry");
+    f.write(data.data(), data.size());
+    f.commit();
+  } catch (const Error&) {
+    // An unwritable cache is not an error: the kernel is still compiled.
   }
-  fs::rename(tmp, path, ec);
-  if (ec) fs::remove(tmp, ec);
 }
 
 std::string program_log(nvrtcProgram p) {
@@ -114,6 +109,10 @@ std::atomic<uint64_t> g_compiles{0};
 
 CompiledKernel nvrtc_compile(const KernelSource& k, int sm) {
   ++g_compiles;
+  if (fault::hit(fault::Site::kNvrtc))
+    throw Error(ErrorCode::kInternal, "NVRTC failed to compile kernel '" + k.entry + "' for sm_" + std::to_string(sm) +
+                                          " (fault injected by KILN_FAULT)",
+                k.entry);
   nvrtcProgram prog;
   const std::string name = (k.entry.empty() ? std::string("kiln_module") : k.entry) + ".cu";
   // Every embedded kernel file is a header the source may #include by name.

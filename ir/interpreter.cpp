@@ -354,6 +354,12 @@ std::map<std::string, Tensor> Interpreter::Impl::run(const std::map<std::string,
     const Node& n = g.nodes()[ni];
     TensorPtr out = eval(ni, vals);
     const Value& ov = g.value(n.outputs[0]);
+    if ((ov.dtype == DType::F16 || ov.dtype == DType::BF16) &&
+        (n.op == OpKind::RmsNorm || n.op == OpKind::SwiGlu || n.op == OpKind::GeGlu || n.op == OpKind::Attention)) {
+      // an activation written in half precision (fold-cast): rounded as a cast
+      // rounds it; values stay in f32 storage. eval made `out` for this node.
+      for (float& v : out->f32) v = round_to_dtype(ov.dtype, v);
+    }
     std::vector<int64_t> want = resolve(ov.shape);
     if (out->shape != want)
       fail_node(ni, "computed shape " + shape_str(out->shape) + " but the graph declares " + shape_str(want),

@@ -34,6 +34,7 @@ EngineInputs engine_inputs(const Plan& p) {
     d.phase = pr->phase() == fb::Phase::Decode ? Phase::Decode : Phase::Prefill;
     d.bucket = static_cast<int32_t>(pr->bucket());
     d.logits_offset = pr->logits_offset();
+    d.pdl = pr->pdl();
     for (const auto* l : *pr->launches()) {
       LaunchDesc ld;
       ld.kernel = l->kernel();

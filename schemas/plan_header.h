@@ -14,8 +14,10 @@ namespace kiln::plan_format {
 // 2.0 Launch.gemm (prefill matmuls as cuBLASLt GEMMs on tensor cores) and
 //     Arena.gemm_workspace_*: a 1.x plan is refused ("recompile"), since its
 //     prefill programs predate the tensor-core path a 2.0 runtime expects.
+// 2.1 Program.pdl (kernels after the first launched with programmatic
+//     dependent launch; a 2.0 plan reads as pdl = false).
 inline constexpr uint32_t kFormatMajor = 2;
-inline constexpr uint32_t kFormatMinor = 0;
+inline constexpr uint32_t kFormatMinor = 1;
 
 inline constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'L', 'A', 'N'};
 inline constexpr uint64_t kHeaderSize = 64;

@@ -44,6 +44,7 @@ namespace {
 
 struct AttentionParams {
   ir::DType kv_dt = ir::DType::F32;  // KV cache dtype
+  ir::DType out = ir::DType::F32;    // output: f32, or f16/bf16 (fold-cast; not the split variant)
   int64_t T = 0, C = 0, nh = 0, nkv = 0, hd = 0;
   double scale = 1.0;
   int64_t window = 0;  // sliding window (attr window; 0 = none): the generic kernel only
@@ -70,13 +71,13 @@ Kernel emit(const AttentionParams& p, bool compiled) {
     k.eager_module = p.kv_dt;
     return k;
   }
-  k.name = "kiln_attention_" + dt_lower(p.kv_dt);
+  k.name = "kiln_attention_" + dt_lower(p.kv_dt) + (p.out == ir::DType::F32 ? "" : "_o" + dt_lower(p.out));
   std::string q = e.in(0, "const float*"), kc = e.in(1, "const void*"), vc = e.in(2, "const void*"),
-              y = e.out(0, "float*"), st = e.step();
+              y = e.out(0, "void*"), st = e.step();
   std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), hd = e.i(p.hd), sc = e.f(p.scale),
               win = e.i(p.window);
-  k.call = "k_attention<" + dt_macro(p.kv_dt) + ">(" + q + ", " + kc + ", " + vc + ", " + y + ", " + st + ", " + C +
-           ", " + nh + ", " + nkv + ", " + hd + ", " + sc + ", " + win + ")";
+  k.call = "k_attention<" + dt_macro(p.kv_dt) + ", " + dt_macro(p.out) + ">(" + q + ", " + kc + ", " + vc + ", " + y +
+           ", " + st + ", " + C + ", " + nh + ", " + nkv + ", " + hd + ", " + sc + ", " + win + ")";
   k.take(e);
   k.block = launch::kAttThreads;
   k.grid = {static_cast<uint32_t>(p.nh), cdiv(p.T, 1), 1};
@@ -97,6 +98,11 @@ class AttentionFamily final : public Family {
     if (c.in(2).dtype != c.in(1).dtype) unsupported("attention: k and v must have one dtype");
     AttentionParams p;
     p.kv_dt = c.in(1).dtype;
+    p.out = c.out(0).dtype;
+    if (p.out != ir::DType::F32 && (!c.compiled() || c.n.inputs.size() > 4 ||
+                                    (p.out != ir::DType::F16 && p.out != ir::DType::BF16)))
+      unsupported("attention: output %" + c.out(0).name + " is " + dt_lower(p.out) +
+                  "; only compiled attention without the split-K scratch writes f16/bf16");
     p.nh = c.n.attr_int("n_heads");
     p.nkv = c.n.attr_int("n_kv_heads");
     p.hd = c.n.attr_int("head_dim");

@@ -39,8 +39,7 @@ Kernel emit(const ConvertParams& p, bool compiled) {
     (void)st;  // every kernel takes the step block (plan ABI); a weight copy does not depend on it
     k.call = "k_dequant_rows<" + dt_macro(p.in_dt) + ", " + dt_macro(p.out_dt) + ">(" + w + ", " + y + ", " + N + ", " +
              K + ")";
-    const int64_t units = p.R * p.N / 8;  // 8-element chunks
-    k.grid[0] = std::min<uint32_t>(cdiv(units, launch::kElementwiseThreads), launch::kConvertMaxBlocks);
+    k.grid[0] = static_cast<uint32_t>(std::min<int64_t>(p.R, launch::kConvertMaxBlocks));  // a row per block
   }
   k.take(e);
   return k;

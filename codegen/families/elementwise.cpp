@@ -14,12 +14,16 @@ using ir::OpKind;
 struct ElementwiseParams {
   OpKind op = OpKind::Add;
   DType dt = DType::F32;  // rms_norm gain / add, mul operand b
+  DType out = DType::F32;  // rms_norm, silu, swiglu: f32, or f16/bf16 (fold-cast; compiled only)
   int64_t R = 1, N = 1;   // rows, row length
   bool dyn = false;       // rows are the step's tokens
   bool bcast = false;     // add/mul: b is [N]
   double eps = 0;
   int64_t heads = 1;      // rms_norm: normalised rows per token row (attr head_dim: per-head norm)
 };
+
+// Kernel-name suffix of a half-precision output (f32 outputs keep the plain name).
+std::string out_suffix(DType out) { return out == DType::F32 ? "" : "_o" + dt_lower(out); }
 
 Kernel emit(const ElementwiseParams& p, bool compiled) {
   Emit e{compiled, {}, {}};
@@ -29,11 +33,11 @@ Kernel emit(const ElementwiseParams& p, bool compiled) {
   const std::string d = dt_macro(p.dt);
   switch (p.op) {
     case OpKind::RmsNorm: {
-      k.name = "kiln_rms_norm_" + dt_lower(p.dt);
-      std::string x = e.in(0, "const float*"), w = e.in(1, "const void*"), y = e.out(0, "float*"), st = e.step();
+      k.name = "kiln_rms_norm_" + dt_lower(p.dt) + out_suffix(p.out);
+      std::string x = e.in(0, "const float*"), w = e.in(1, "const void*"), y = e.out(0, "void*"), st = e.step();
       std::string H = e.i(p.N), eps = e.f(p.eps), heads = e.i(p.heads);
-      k.call = "k_rms_norm<" + d + ">(" + x + ", " + w + ", " + y + ", " + st + "->n_tokens, " + H + ", " + eps +
-               ", " + heads + ")";
+      k.call = "k_rms_norm<" + d + ", " + dt_macro(p.out) + ">(" + x + ", " + w + ", " + y + ", " + st +
+               "->n_tokens, " + H + ", " + eps + ", " + heads + ")";
       k.block = launch::kRowThreads;
       k.grid[0] = cdiv(p.R * p.heads, 1);
       k.eager_module = p.dt;
@@ -54,20 +58,22 @@ Kernel emit(const ElementwiseParams& p, bool compiled) {
     case OpKind::Silu:
     case OpKind::SwiGlu: {
       const bool sw = p.op == OpKind::SwiGlu;
-      k.name = sw ? "kiln_swiglu" : "kiln_silu";
+      k.name = std::string(sw ? "kiln_swiglu" : "kiln_silu") + out_suffix(p.out);
       std::string x = e.in(0, "const float*");
       std::string up = sw ? e.in(1, "const float*") : "nullptr";
-      std::string y = e.out(0, "float*"), st = e.step();
+      std::string y = e.out(0, "void*"), st = e.step();
       std::string dyn = e.i(p.dyn), R = e.i(p.R), N = e.i(p.N);
-      k.call = "k_silu(" + x + ", " + up + ", " + y + ", " + st + "->n_tokens, " + dyn + ", " + R + ", " + N + ")";
+      k.call = "k_silu<" + dt_macro(p.out) + ">(" + x + ", " + up + ", " + y + ", " + st + "->n_tokens, " + dyn +
+               ", " + R + ", " + N + ")";
       k.grid[0] = std::min<uint32_t>(cdiv(p.R * p.N, launch::kElementwiseThreads), launch::kElementwiseMaxBlocks);
       break;
     }
     case OpKind::GeGlu: {
-      k.name = "kiln_geglu";
-      std::string x = e.in(0, "const float*"), up = e.in(1, "const float*"), y = e.out(0, "float*"), st = e.step();
+      k.name = "kiln_geglu" + out_suffix(p.out);
+      std::string x = e.in(0, "const float*"), up = e.in(1, "const float*"), y = e.out(0, "void*"), st = e.step();
       std::string dyn = e.i(p.dyn), R = e.i(p.R), N = e.i(p.N);
-      k.call = "k_geglu(" + x + ", " + up + ", " + y + ", " + st + "->n_tokens, " + dyn + ", " + R + ", " + N + ")";
+      k.call = "k_geglu<" + dt_macro(p.out) + ">(" + x + ", " + up + ", " + y + ", " + st + "->n_tokens, " + dyn +
+               ", " + R + ", " + N + ")";
       k.grid[0] = std::min<uint32_t>(cdiv(p.R * p.N, launch::kElementwiseThreads), launch::kElementwiseMaxBlocks);
       break;
     }
@@ -97,6 +103,15 @@ class ElementwiseFamily final : public Family {
   Kernel lower(const NodeCtx& c) const override {
     ElementwiseParams p;
     p.op = c.n.op;
+    p.out = c.out(0).dtype;
+    if (p.out != DType::F32) {
+      if (c.n.op != OpKind::RmsNorm && c.n.op != OpKind::Silu && c.n.op != OpKind::SwiGlu && c.n.op != OpKind::GeGlu)
+        unsupported(c.opname() + ": output %" + c.out(0).name + " must be f32");
+      if (p.out != DType::F16 && p.out != DType::BF16)
+        unsupported(c.opname() + ": output %" + c.out(0).name + " is " + dt_lower(p.out) + ", expected f32, f16 or bf16");
+      if (!c.compiled())
+        unsupported(c.opname() + ": a half-precision output has no eager kernel (eager runs the fp32 graph)");
+    }
     auto rows_cols = [&](const ir::Value& a) {
       p.N = a.shape.empty() ? 1 : c.dim(a, a.shape.size() - 1);
       p.R = 1;

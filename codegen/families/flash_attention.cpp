@@ -40,11 +40,14 @@ class FlashAttentionFamily final : public Family {
     Emit e{true, {}, {}};
     Kernel k;
     k.header = "flash_attention.cuh";
-    k.name = "kiln_flash_attention_f16_hd" + std::to_string(p.hd);
+    const ir::DType out = c.out(0).dtype;
+    if (out != ir::DType::F32 && out != ir::DType::F16 && out != ir::DType::BF16)
+      unsupported("attention: output %" + c.out(0).name + " is " + dt_lower(out) + ", expected f32, f16 or bf16");
+    k.name = "kiln_flash_attention_f16_hd" + std::to_string(p.hd) + (out == ir::DType::F32 ? "" : "_o" + dt_lower(out));
     std::string q = e.in(0, "const float*"), kc = e.in(1, "const u16*"), vc = e.in(2, "const u16*"),
-                y = e.out(0, "float*"), st = e.step();
+                y = e.out(0, "void*"), st = e.step();
     std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), sc = e.f(p.scale);
-    k.call = "k_flash_attention<" + std::to_string(p.hd) + ">(" + q + ", " + kc + ", " + vc + ", " + y + ", " + st +
+    k.call = "k_flash_attention<" + std::to_string(p.hd) + ", " + dt_macro(out) + ">(" + q + ", " + kc + ", " + vc + ", " + y + ", " + st +
              ", " + C + ", " + nh + ", " + nkv + ", " + sc + ")";
     k.take(e);
     k.block = launch::kFlashThreads;

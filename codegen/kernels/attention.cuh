@@ -12,10 +12,11 @@
 // max(0, pos - window + 1) .. pos only, position j in cache row j mod C (the
 // ring of window + chunk - 1 rows the IR gives such a layer, or the full
 // cache); keys are visited in position order, as in the interpreter.
-// Launch: grid (nh, T), block 32*kAttWarps.
-template <int KDT>
+// Launch: grid (nh, T), block 32*kAttWarps. out is ODT (f32, or f16/bf16:
+// fold-cast).
+template <int KDT, int ODT>
 __device__ __forceinline__ void k_attention(const float* __restrict__ q, const void* __restrict__ kc,
-                                            const void* __restrict__ vc, float* __restrict__ out,
+                                            const void* __restrict__ vc, void* __restrict__ out,
                                             const KilnStep* step, int C, int nh, int nkv, int hd,
                                             float scale, int window) {
   __shared__ float sm[kAttWarps], sl[kAttWarps];
@@ -104,7 +105,7 @@ __device__ __forceinline__ void k_attention(const float* __restrict__ q, const v
     float o = 0.f;
     for (int w = 0; w < kAttWarps; ++w)
       if (sm[w] != -INFINITY) o += sacc[w][d] * expf(sm[w] - M);
-    out[(i64)t * nh * hd + (i64)h * hd + d] = L > 0.f ? o / L : 0.f;
+    stf<ODT>(out, (i64)t * nh * hd + (i64)h * hd + d, L > 0.f ? o / L : 0.f);
   }
 }
 

@@ -87,6 +87,35 @@ __device__ __forceinline__ void stf(void* p, i64 i, float v) {
   else ((u16*)p)[i] = f2bf(v);
 }
 
+// Four consecutive elements i..i+3 of a float-typed tensor in one store
+// (16 bytes for f32, 8 for f16/bf16; p + i must be aligned to that), each
+// rounded exactly as stf rounds it.
+template <int DT>
+__device__ __forceinline__ void st4(void* p, i64 i, const float v[4]) {
+  if (DT == DT_F32) {
+    *(float4*)((float*)p + i) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    u16 h[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) h[j] = DT == DT_F16 ? f2h(v[j]) : f2bf(v[j]);
+    *(uint2*)((u16*)p + i) = make_uint2((u32)h[0] | ((u32)h[1] << 16), (u32)h[2] | ((u32)h[3] << 16));
+  }
+}
+
+// Programmatic dependent launch (sm_90+; Program.pdl): a kernel launched with
+// the attribute may be scheduled while the previous kernel of the stream still
+// runs. The wait blocks until that kernel has finished and its writes are
+// visible, so nothing of this kernel touches memory before it (the memory
+// planner reuses arena buffers between kernels); launch_dependents then lets
+// the next kernel be scheduled as this one's blocks retire. Both are no-ops
+// for a kernel launched without the attribute (eager programs) and before sm_90.
+__device__ __forceinline__ void kiln_pdl_enter() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);

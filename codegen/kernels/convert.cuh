@@ -19,24 +19,35 @@ __device__ __forceinline__ void k_cast(const float* __restrict__ x, void* __rest
 
 // dequant: y[n, :] = round(dequant(w[n, :])) for the N rows of K elements,
 // value for value what ir::dequantize gives (dequant.cuh), then rounded.
-// One 8-element chunk per thread per iteration. Launch: grid-stride, block
-// kElementwiseThreads.
+// A block takes one row at a time (grid-stride over rows); its threads sweep
+// the row's 8-element chunks, two per iteration so two weight loads are in
+// flight, and store each chunk's two 4-element runs as 8-byte stores (every
+// run starts at a multiple of 4 elements). Row indices stay 32-bit and the
+// chunk -> block split divides by a power of two, so the loop is a handful of
+// integer instructions per 8 weights. Launch: grid min(N, kConvertMaxBlocks),
+// block kElementwiseThreads.
 template <int DT, int ODT>
 __device__ __forceinline__ void k_dequant_rows(const u8* __restrict__ w, void* __restrict__ y, int N, int K) {
   typedef QT<DT> Q;
-  const int nb = K / Q::QK;
-  const i64 units_row = (i64)nb * Q::CH, total = (i64)N * units_row;
-  for (i64 u = (i64)blockIdx.x * blockDim.x + threadIdx.x; u < total; u += (i64)gridDim.x * blockDim.x) {
-    const i64 row = u / units_row;
-    const int c = (int)(u - row * units_row), blk = c / Q::CH;
-    float v[8];
-    int a, b;
-    deq8<DT>(w + (row * nb + blk) * Q::BB, c % Q::CH, v, a, b);
-    const i64 base = row * K + (i64)blk * Q::QK;
+  const int nb = K / Q::QK, units = nb * Q::CH;
+  for (int row = blockIdx.x; row < N; row += gridDim.x) {
+    const u8* wr = w + (i64)row * nb * Q::BB;
+    for (int u0 = threadIdx.x; u0 < units; u0 += 2 * blockDim.x) {
+      float v[2][8];
+      int a[2], b[2], blk[2];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      stf<ODT>(y, base + a + i, v[i]);
-      stf<ODT>(y, base + b + i, v[4 + i]);
+      for (int j = 0; j < 2; ++j) {
+        const int u = min(u0 + j * (int)blockDim.x, units - 1);  // a duplicate of the last chunk is not stored
+        blk[j] = u / Q::CH;
+        deq8<DT>(wr + (i64)blk[j] * Q::BB, u % Q::CH, v[j], a[j], b[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        if (u0 + j * (int)blockDim.x >= units) break;
+        const i64 yb = (i64)row * K + (i64)blk[j] * Q::QK;
+        st4<ODT>(y, yb + a[j], v[j]);
+        st4<ODT>(y, yb + b[j], v[j] + 4);
+      }
     }
   }
 }

@@ -4,18 +4,37 @@
 #pragma once
 #include "common.cuh"
 
-// rms_norm: y = x / sqrt(mean(x^2) + eps) * w over rows of H. A token row
+// rms_norm: y = x / sqrt(mean(x^2) + eps) * w over rows of H, written as ODT
+// (f32, or f16/bf16 when it feeds a tensor-core GEMM: fold-cast). A token row
 // holds `heads` such rows (1, or the heads of a per-head Q/K norm, w one head
-// wide). Launch: grid T * heads, block 256.
-template <int WDT>
+// wide). Rows of a multiple of 4 elements move as float4 (x is read twice, the
+// second time from L1/L2). Launch: grid T * heads, block kRowThreads.
+template <int WDT, int ODT>
 __device__ __forceinline__ void k_rms_norm(const float* __restrict__ x, const void* __restrict__ w,
-                                           float* __restrict__ y, int nt, int H, float eps, int heads) {
+                                           void* __restrict__ y, int nt, int H, float eps, int heads) {
   __shared__ float red[33];
-  const int r = blockIdx.x;
+  const int r = blockIdx.x;  // row r of H: token r / heads
   if (r / heads >= nt) return;
-  const float inv = row_inv_rms(x + (i64)r * H, H, eps, red);
-  for (int k = threadIdx.x; k < H; k += blockDim.x)
-    y[(i64)r * H + k] = (x[(i64)r * H + k] * inv) * ldf<WDT>(w, k);
+  const float* xr = x + (i64)r * H;
+  if ((H & 3) == 0) {
+    const float4* x4 = (const float4*)xr;
+    float s = 0.f;
+    for (int k = threadIdx.x; k < H / 4; k += blockDim.x) {
+      const float4 v = x4[k];
+      s += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    s = block_sum(s, red);
+    const float inv = 1.0f / sqrtf(s / (float)H + eps);
+    for (int k = threadIdx.x; k < H / 4; k += blockDim.x) {
+      const float4 v = x4[k];
+      const float o[4] = {(v.x * inv) * ldf<WDT>(w, 4 * k), (v.y * inv) * ldf<WDT>(w, 4 * k + 1),
+                          (v.z * inv) * ldf<WDT>(w, 4 * k + 2), (v.w * inv) * ldf<WDT>(w, 4 * k + 3)};
+      st4<ODT>(y, (i64)r * H + 4 * k, o);
+    }
+    return;
+  }
+  const float inv = row_inv_rms(xr, H, eps, red);
+  for (int k = threadIdx.x; k < H; k += blockDim.x) stf<ODT>(y, (i64)r * H + k, (xr[k] * inv) * ldf<WDT>(w, k));
 }
 
 // add / mul over a [R, N] view; b is [R, N] or (bcast) [N]. Launch: grid-stride,
@@ -32,22 +51,42 @@ __device__ __forceinline__ void k_binary(const float* __restrict__ a, const void
 }
 
 
-// silu (up == nullptr) or swiglu: y = silu(x) [* up]. Launch: grid-stride, block 256.
+// silu (up == nullptr) or swiglu: y = silu(x) [* up], written as ODT (f32,
+// or f16/bf16: fold-cast). Rows of a multiple of 4 elements move as float4.
+// Launch: grid-stride, block 256.
+template <int ODT>
 __device__ __forceinline__ void k_silu(const float* __restrict__ x, const float* __restrict__ up,
-                                       float* __restrict__ y, int nt, int dyn, int R, int N) {
+                                       void* __restrict__ y, int nt, int dyn, int R, int N) {
   const int rows = dyn ? min(R, nt) : R;
   const i64 total = (i64)rows * N;
+  if ((N & 3) == 0) {
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total / 4; i += (i64)gridDim.x * blockDim.x) {
+      const float4 a = ((const float4*)x)[i];
+      float o[4] = {silu(a.x), silu(a.y), silu(a.z), silu(a.w)};
+      if (up) {
+        const float4 b = ((const float4*)up)[i];
+        o[0] *= b.x;
+        o[1] *= b.y;
+        o[2] *= b.z;
+        o[3] *= b.w;
+      }
+      st4<ODT>(y, 4 * i, o);
+    }
+    return;
+  }
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x)
-    y[i] = up ? silu(x[i]) * up[i] : silu(x[i]);
+    stf<ODT>(y, i, up ? silu(x[i]) * up[i] : silu(x[i]));
 }
 
-// geglu: y = gelu_tanh(x) * up (Gemma's feed-forward). Launch: grid-stride, block 256.
+// geglu: y = gelu_tanh(x) * up (Gemma's feed-forward), written as ODT (f32, or
+// f16/bf16: fold-cast). Launch: grid-stride, block 256.
+template <int ODT>
 __device__ __forceinline__ void k_geglu(const float* __restrict__ x, const float* __restrict__ up,
-                                        float* __restrict__ y, int nt, int dyn, int R, int N) {
+                                        void* __restrict__ y, int nt, int dyn, int R, int N) {
   const int rows = dyn ? min(R, nt) : R;
   const i64 total = (i64)rows * N;
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x)
-    y[i] = gelu_tanh(x[i]) * up[i];
+    stf<ODT>(y, i, gelu_tanh(x[i]) * up[i]);
 }
 
 // last_row: y[0,:] = x[n_tokens-1, :] (rows clamped to R). Launch: grid 1.., block 256.

@@ -61,11 +61,11 @@ constexpr int kAttSplitMaxGroup = 8;             // query heads per KV head (n_h
 constexpr int kAttSplitMaxGroupDims = 1024;      // group * head_dim (shared memory of the block merge)
 
 // Flash attention for prefill (flash_attention.cuh): a block is kFlashWarps
-// warps of 16 query rows of one head; KV tiles of kFlashKeys keys in shared memory.
+// warps of 16 query rows of one head; KV tiles of flash_keys(head_dim) keys
+// (flash_attention.cuh) in a two-stage shared-memory ring.
 constexpr int kFlashWarps = 4;
 constexpr int kFlashThreads = 32 * kFlashWarps;
 constexpr int kFlashRows = 16 * kFlashWarps;
-constexpr int kFlashKeys = 64;
 
 // Sampling (sample.cuh): LM head GEMV blocks, and the argmax-as-sampling kernel.
 constexpr int kSampleThreads = kGemvThreads;

@@ -7,6 +7,7 @@
 #include "compiler/cli/verbs.h"
 #include "ir/error.h"
 #include "runtime/cli/cli.h"
+#include "runtime/cli/interrupt.h"
 #include "runtime/error.h"
 
 int main(int argc, char** argv) {
@@ -32,9 +33,14 @@ int main(int argc, char** argv) {
   kiln::cli::register_tokenize(app);
   kiln::cli::register_supported(app);
   // Exit status (README.md, "Exit status"): 0 success, 1 bad input (command
-  // line, model, plan), 2 internal error, 3 no GPU or a device / CUDA error.
+  // line, model, plan), 2 internal error, 3 no GPU or a device / CUDA error,
+  // 130 stopped by Ctrl-C (runtime/cli/interrupt.h).
   try {
     app.parse(argc, argv);
+  } catch (const kiln::rt::cli::Interrupted& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "kiln: interrupted: %s\n", e.what.c_str());
+    return kiln::rt::cli::kExitInterrupted;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     std::fprintf(stderr, "kiln: error: %s\n", kiln::rt::cli::parse_error_message(app, e, argc, argv).c_str());

@@ -15,6 +15,7 @@
 #include "codegen/codegen.h"
 #include "compiler/cli/verbs.h"
 #include "compiler/compile/compile.h"
+#include "compiler/compile/lowering.h"
 #include "ir/error.h"
 #include "runtime/cli/args.h"
 
@@ -49,9 +50,9 @@ std::string command_line() {
 
 struct Args {
   std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutGgml, kv_type = "f16";
-  int64_t ctx = 0, max_tokens = 256;
+  int64_t ctx = 0, max_tokens = compile::kDefaultMaxTokens;
   std::vector<int64_t> buckets;
-  bool no_eager = false, no_cache = false, quiet = false, list_passes = false;
+  bool no_eager = false, no_cache = false, quiet = false, list_passes = false, no_pdl = false;
   std::vector<std::string> dump_after, disable;
   int jobs = 0;
 };
@@ -106,6 +107,9 @@ void register_compile(CLI::App& app) {
   cmd->add_option("--max-tokens", a->max_tokens, "largest prefill chunk in tokens")->capture_default_str();
   cmd->add_option("--buckets", a->buckets, "prefill chunk sizes (default 16 64 <max-tokens>)")->delimiter(',');
   cmd->add_flag("--no-eager", a->no_eager, "leave out the eager (unfused, per-op) programs that `kiln bench` compares with");
+  cmd->add_flag("--no-pdl", a->no_pdl,
+                "launch compiled kernels without programmatic dependent launch (sm_90+: each kernel's launch "
+                "otherwise overlaps the end of the one before)");
   cmd->add_option("--dump-after", a->dump_after, "print the IR after this pass ('all' for every pass)")->delimiter(',');
   cmd->add_option("--disable-pass", a->disable, "skip this pass")->delimiter(',');
   cmd->add_flag("--list-passes", a->list_passes, "list the passes of the pipeline and exit");
@@ -134,16 +138,23 @@ void register_compile(CLI::App& app) {
     if (o.out_path.empty())
       o.out_path = std::filesystem::path(a->model).replace_extension("").string() + ".sm_" + std::to_string(o.sm) + ".plan";
     o.ctx = a->ctx;
-    o.max_tokens = a->max_tokens;
+    o.max_tokens = cmd->count("--max-tokens") ? a->max_tokens : 0;  // 0: the default, clipped to ctx
     o.prefill_buckets = a->buckets;
     o.eager = !a->no_eager;
+    o.pdl = !a->no_pdl;
     o.cache_dir = a->no_cache ? "-" : a->cache_dir;
     o.jobs = a->jobs;
     o.pipeline.dump_after = a->dump_after;
     o.pipeline.disable = a->disable;
     if (!a->quiet) {
-      o.progress = [](const std::string& line) { std::fprintf(stderr, "  %s\n", line.c_str()); };
-      std::fprintf(stderr, "kiln compile %s -> %s (sm_%d)\n", a->model.c_str(), o.out_path.c_str(), o.sm);
+      // The heading comes with the first stage done, so a model or option the
+      // first stage refuses ends in the error line alone.
+      const std::string heading = "kiln compile " + a->model + " -> " + o.out_path + " (sm_" + std::to_string(o.sm) + ")";
+      o.progress = [heading, first = true](const std::string& line) mutable {
+        if (first) std::fprintf(stderr, "%s\n", heading.c_str());
+        first = false;
+        std::fprintf(stderr, "  %s\n", line.c_str());
+      };
     }
     auto rep = compile::compile_model(o);
     if (!a->quiet && rep.kv_ring_saved_bytes)
@@ -154,10 +165,13 @@ void register_compile(CLI::App& app) {
       std::fprintf(stderr,
                    "done in %.2f s: %zu kernels, plan %.1f MiB (weights %.1f MiB, arena %.1f MiB incl. KV %.1f MiB)\n"
                    "decode step: %zu kernel launches compiled vs %zu eager\n"
+                   "peak memory: anonymous %.1f MiB (RssAnon sampled every 10 ms; largest weight blob %.1f MiB), "
+                   "resident %.1f MiB (VmHWM, incl. the pages of the mapped model and plan)\n"
                    "next: kiln run %s -p \"Hello\"\n",
                    rep.total_seconds, rep.n_kernels, rep.plan_bytes / 1048576.0, rep.weights_bytes / 1048576.0,
                    rep.arena_bytes / 1048576.0, rep.kv_bytes / 1048576.0, rep.n_launches_compiled_decode,
-                   rep.n_launches_eager_decode, o.out_path.c_str());
+                   rep.n_launches_eager_decode, rep.peak_anon_bytes / 1048576.0, rep.largest_blob_bytes / 1048576.0,
+                   rep.peak_rss_bytes / 1048576.0, o.out_path.c_str());
   });
 }
 

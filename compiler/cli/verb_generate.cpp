@@ -11,6 +11,7 @@
 #include "compiler/gguf/gguf.h"
 #include "ir/error.h"
 #include "runtime/cli/args.h"
+#include "runtime/cli/interrupt.h"
 
 namespace kiln::cli {
 namespace {
@@ -36,6 +37,10 @@ void run_generate(const GenerateArgs& a) {
   gguf::File f = gguf::File::open(a.model);
   gen::GenerateOptions opt = a.opt;
   opt.chat = a.chat;
+  // Ctrl-C stops after the current token (runtime/cli/interrupt.h): what was
+  // generated is printed, then the verb ends with status 130.
+  rt::cli::InterruptGuard interrupt;
+  opt.stop = [] { return rt::cli::InterruptGuard::requested(); };
   gen::Generator g(f, opt);
   auto res = g.generate(a.prompt, [](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
@@ -53,6 +58,8 @@ void run_generate(const GenerateArgs& a) {
       std::fprintf(stderr, "kiln: the context (%lld tokens) is full: pass a larger --ctx to generate more\n",
                    static_cast<long long>(g.runner().context()));
   }
+  if (res.stop_reason == "interrupted")
+    throw rt::cli::Interrupted{"stopped after " + std::to_string(res.ids.size()) + " generated tokens"};
 }
 
 }  // namespace

@@ -29,6 +29,7 @@
 #include "compiler/compile/buffer_assignment.h"
 #include "compiler/compile/kernel_build.h"
 #include "compiler/compile/lowering.h"
+#include "compiler/compile/peak_memory.h"
 #include "compiler/compile/plan_assembly.h"
 #include "compiler/compile/weight_layout.h"
 #include "compiler/frontend/frontend.h"
@@ -91,6 +92,7 @@ int resolve_target(const std::string& target) {
 CompileReport compile_model(const CompileOptions& opt) {
   CompileReport rep;
   const auto t_all = Clock::now();
+  PeakMemorySampler memory;
   auto stage_done = [&](const std::string& name, Clock::time_point t, const std::string& detail) {
     double s = since(t);
     rep.stages.emplace_back(name, s);
@@ -168,6 +170,12 @@ CompileReport compile_model(const CompileOptions& opt) {
     const BufferAssignment buffers(*job.g, job.dims, slots, W);
     temps_bytes = std::max(temps_bytes, buffers.temps_bytes());
     plan::ProgramSpec ps = lower_program(job, target, buffers, kernels);
+    // Compiled programs overlap each kernel's launch with the end of the one
+    // before (programmatic dependent launch, sm_90+): every kernel waits for
+    // its predecessor to finish before its first memory access (kernel_text
+    // in codegen.cpp), so this changes timing only. Eager programs stay plain
+    // host launches (the baseline).
+    ps.pdl = opt.pdl && job.mode == ProgramMode::Compiled && opt.sm >= 90;
     if (job.phase == plan::Phase::kDecode) {
       if (job.mode == ProgramMode::Compiled) rep.n_launches_compiled_decode = ps.launches.size();
       else rep.n_launches_eager_decode = ps.launches.size();
@@ -213,6 +221,7 @@ CompileReport compile_model(const CompileOptions& opt) {
   rep.weights_bytes = wr.weights_size;
   rep.arena_bytes = spec.arena.size;
   rep.kv_bytes = slots.kv_size;
+  for (const auto& w : spec.weights) rep.largest_blob_bytes = std::max<uint64_t>(rep.largest_blob_bytes, w.size);
   stage_done("write", t,
              fmt::format("{} ({:.1f} MiB; arena {:.1f} MiB of which KV cache {:.1f} MiB{})", opt.out_path,
                          wr.file_size / 1048576.0, spec.arena.size / 1048576.0, slots.kv_size / 1048576.0,
@@ -222,6 +231,9 @@ CompileReport compile_model(const CompileOptions& opt) {
                                            rep.kv_ring_saved_bytes / 1048576.0)
                              : std::string()));
   rep.total_seconds = since(t_all);
+  const PeakMemory peak = memory.peak();
+  rep.peak_rss_bytes = peak.peak_rss;
+  rep.peak_anon_bytes = peak.peak_anon;
   return rep;
 }
 

@@ -26,9 +26,13 @@ struct CompileOptions {
   std::string kv_type = "f16";            // --kv-type: KV-cache dtype, one of kv_types() ("f16" halves the
                                           // f32 cache; the interpreter rounds stored rows the same way)
   int64_t ctx = 0;                        // compiled context (KV rows); 0 = min(2048, model's)
-  int64_t max_tokens = 256;               // largest prefill chunk
-  std::vector<int64_t> prefill_buckets;   // empty = {16, 64, max_tokens} clipped to max_tokens
+  int64_t max_tokens = 0;                 // largest prefill chunk, at most ctx; 0 = kDefaultMaxTokens (512:
+                                          // tensor-core GEMMs reach ~60% of peak at 512 rows) clipped to ctx
+  std::vector<int64_t> prefill_buckets;   // each in [2, max_tokens]; empty = {16, 64, max_tokens} clipped
+                                          // (lowering.h resolve_shapes: nothing asked for is dropped)
   bool eager = true;                      // also emit the eager (unfused, host-launched) programs
+  bool pdl = true;                        // --no-pdl clears: compiled programs on sm_90+ launch each kernel
+                                          // with programmatic dependent launch (Program.pdl)
   std::string cache_dir;                  // NVRTC kernel cache ("" = default, "-" = off)
   int jobs = 0;                           // parallel NVRTC compiles (0 = hardware threads)
   passes::PipelineOptions pipeline;       // --disable-pass (recorded), --dump-after
@@ -41,6 +45,10 @@ struct CompileReport {
   std::vector<std::pair<std::string, double>> stages;  // stage name, seconds
   size_t n_kernels = 0, n_modules = 0, n_launches_compiled_decode = 0, n_launches_eager_decode = 0;
   uint64_t plan_bytes = 0, weights_bytes = 0, arena_bytes = 0, kv_bytes = 0;
+  uint64_t largest_blob_bytes = 0;  // the largest weight blob written (the plan writer holds one at a time)
+  // Peak memory during the compile (peak_memory.h): VmHWM, which counts the
+  // mapped model's pages, and the largest RssAnon sampled every 10 ms.
+  uint64_t peak_rss_bytes = 0, peak_anon_bytes = 0;
   // KV bytes the sliding-window layers' ring caches save against full caches
   // of the compiled context (0 for a model without sliding-window layers).
   uint64_t kv_ring_saved_bytes = 0;

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <thread>
 
+#include "ir/atomic_file.h"
+
 namespace kiln::compile {
 
 void parallel_for(size_t n, int jobs, const std::function<void(size_t)>& fn,
@@ -48,6 +50,8 @@ KernelBuild compile_all(const std::vector<codegen::KernelSource>& sources, int s
     r.module_of.push_back(it->second);
   }
   r.modules.resize(unique.size());
+  // Temporaries of compiles killed while renaming an entry into place (AtomicFile).
+  if (!cache_dir.empty()) remove_stale_temporaries_in(cache_dir);
   parallel_for(
       unique.size(), jobs, [&](size_t u) { r.modules[u] = codegen::compile(sources[unique[u]], sm, cache_dir); },
       progress);

@@ -14,13 +14,38 @@ ProgramShapes resolve_shapes(int64_t ctx_opt, int64_t max_tokens_opt, const std:
   s.ctx = ctx_opt > 0 ? ctx_opt : std::min<int64_t>(2048, model_context);
   if (s.ctx > model_context)
     throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("--ctx {} exceeds the model's context length {}", s.ctx, model_context));
-  s.max_tokens = std::min<int64_t>(max_tokens_opt, s.ctx);
-  std::vector<int64_t> buckets = buckets_opt;
-  if (buckets.empty()) buckets = {16, 64, s.max_tokens};
+                fmt::format("--ctx {} exceeds the model's context length {}", s.ctx, model_context), "--ctx");
+  // Where ctx came from, for the messages below.
+  const std::string ctx_is = ctx_opt > 0 ? fmt::format("--ctx {}", s.ctx)
+                                         : fmt::format("the compiled context {} (--ctx not given: min(2048, the "
+                                                       "model's {}))",
+                                                       s.ctx, model_context);
+  if (max_tokens_opt > model_context)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--max-tokens {} exceeds the model's context length {}: pass --max-tokens {} or less",
+                            max_tokens_opt, model_context, model_context),
+                "--max-tokens");
+  if (max_tokens_opt > s.ctx)
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--max-tokens {} exceeds {}: pass --ctx {} or more, or a smaller --max-tokens",
+                            max_tokens_opt, ctx_is, max_tokens_opt),
+                "--max-tokens");
+  s.max_tokens = max_tokens_opt > 0 ? max_tokens_opt : std::min(kDefaultMaxTokens, s.ctx);
   std::set<int64_t> bset;
-  for (auto b : buckets)
-    if (b >= 2 && b <= s.max_tokens) bset.insert(b);
+  if (buckets_opt.empty()) {
+    for (int64_t b : {int64_t{16}, int64_t{64}})
+      if (b <= s.max_tokens) bset.insert(b);
+  }
+  for (int64_t b : buckets_opt) {
+    if (b < 2 || b > s.max_tokens)
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("--buckets {}: each prefill chunk size must be 2..{} (the largest prefill chunk, "
+                              "--max-tokens{}; one token runs the decode program): pass a larger --max-tokens "
+                              "(and --ctx) or leave the bucket out",
+                              b, s.max_tokens, max_tokens_opt > 0 ? "" : fmt::format(" {} by default", s.max_tokens)),
+                  "--buckets");
+    bset.insert(b);
+  }
   bset.insert(s.max_tokens);
   s.buckets.assign(bset.begin(), bset.end());
   return s;

@@ -21,10 +21,15 @@ struct ProgramShapes {
   int64_t max_tokens = 0;          // largest prefill chunk (<= ctx)
   std::vector<int64_t> buckets;    // prefill chunk sizes, ascending, in [2, max_tokens], max_tokens included
 };
-// ctx: requested (0 = min(2048, model's)); max_tokens clipped to ctx; buckets:
-// requested (empty = {16, 64, max_tokens}), those outside [2, max_tokens]
-// dropped, max_tokens added. Throws kiln::Error(kInvalidArgument) naming --ctx
-// when ctx exceeds the model's context length.
+// The largest prefill chunk when none is asked for (clipped to ctx).
+inline constexpr int64_t kDefaultMaxTokens = 512;
+// ctx: requested (0 = min(2048, model's)); max_tokens: requested (0 =
+// kDefaultMaxTokens clipped to ctx); buckets: requested (empty = {16, 64,
+// max_tokens}, those above max_tokens left out), sorted, duplicates merged,
+// max_tokens added. Nothing asked for is dropped silently: throws
+// kiln::Error(kInvalidArgument) naming the flag when ctx exceeds the model's
+// context length, a requested max_tokens exceeds ctx (also when ctx is the
+// default), or a requested bucket lies outside [2, max_tokens].
 ProgramShapes resolve_shapes(int64_t ctx, int64_t max_tokens, const std::vector<int64_t>& buckets,
                              int64_t model_context);
 

@@ -26,6 +26,8 @@
 
 #include <fmt/format.h>
 
+#include "ir/fault.h"
+
 namespace kiln::gguf {
 namespace {
 
@@ -370,7 +372,7 @@ File File::open(const std::string& path, const Limits& limits) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   // O_NONBLOCK: opening a FIFO must not hang (it is refused below as not a regular file).
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  int fd = fault::hit(fault::Site::kRead) ? (errno = EIO, -1) : ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     throw Error(ErrorCode::kIo, fmt::format("cannot open '{}': {}", path, std::strerror(errno)), path);
   struct stat st {};

@@ -7,6 +7,9 @@
 #include <filesystem>
 #include <limits>
 #include <unistd.h>
+#include <vector>
+
+#include "ir/atomic_file.h"
 
 namespace kiln::gguf {
 namespace {
@@ -157,20 +160,28 @@ class VectorSink : public ByteSink {
   }
 };
 
+// Buffers small writes (metadata values) into large ones for the AtomicFile.
 class FileSink : public ByteSink {
  public:
-  FileSink(std::FILE* f, const std::string& path) : f_(f), path_(path) {}
+  explicit FileSink(AtomicFile& f) : f_(f) { buf_.reserve(kBuffer); }
   void write(const void* data, size_t n) override {
-    if (n && std::fwrite(data, 1, n, f_) != n)
-      throw Error(ErrorCode::kIo,
-                  "cannot write " + path_ + ": " + std::strerror(errno) +
-                      " (is the disk full?)",
-                  path_);
+    const auto* p = static_cast<const uint8_t*>(data);
+    if (buf_.size() + n > kBuffer) flush();
+    if (n >= kBuffer) {
+      f_.write(p, n);
+      return;
+    }
+    buf_.insert(buf_.end(), p, p + n);
+  }
+  void flush() {
+    if (!buf_.empty()) f_.write(buf_.data(), buf_.size());
+    buf_.clear();
   }
 
  private:
-  std::FILE* f_;
-  const std::string& path_;
+  static constexpr size_t kBuffer = size_t{4} << 20;
+  AtomicFile& f_;
+  std::vector<uint8_t> buf_;
 };
 
 void write_zeros(ByteSink& out, uint64_t n) {
@@ -369,36 +380,14 @@ std::vector<uint8_t> Writer::to_bytes() const {
 
 void Writer::write(const std::string& path, const Progress& progress) const {
   if (path.empty()) bad_arg("GGUF writer: empty output path", "path");
-  namespace fs = std::filesystem;
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f)
-    throw Error(ErrorCode::kIo,
-                "cannot create " + tmp + ": " + std::strerror(errno) +
-                    " (does the output folder exist and is it writable?)",
-                path);
-  static thread_local std::vector<char> iobuf(size_t(4) << 20);
-  std::setvbuf(f, iobuf.data(), _IOFBF, iobuf.size());
-  try {
-    FileSink sink(f, tmp);
-    write_to(sink, progress);
-    if (std::fflush(f) != 0 || ::fsync(::fileno(f)) != 0)
-      throw Error(ErrorCode::kIo, "cannot write " + tmp + ": " + std::strerror(errno), path);
-    if (std::fclose(f) != 0) {
-      f = nullptr;
-      throw Error(ErrorCode::kIo, "cannot close " + tmp + ": " + std::strerror(errno), path);
-    }
-    f = nullptr;
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec)
-      throw Error(ErrorCode::kIo, "cannot rename " + tmp + " to " + path + ": " + ec.message(), path);
-  } catch (...) {
-    if (f) std::fclose(f);
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
-  }
+  // Written whole, then renamed into place (AtomicFile): an error, a full disk
+  // or a kill leaves an existing file at `path` as it was and no partial file.
+  remove_stale_temporaries(path);
+  AtomicFile f(path, "GGUF file");
+  FileSink sink(f);
+  write_to(sink, progress);
+  sink.flush();
+  f.commit();
 }
 
 }  // namespace kiln::gguf

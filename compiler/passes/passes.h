@@ -15,5 +15,6 @@ Pass fuse_lm_head_sample_pass();   // "fuse-lm-head-sample"
 Pass dce_pass();                   // "dce"
 Pass split_decode_attention_pass();  // "split-decode-attention"
 Pass tensor_core_gemm_pass();      // "tensor-core-gemm" (prefill programs only)
+Pass fold_cast_pass();             // "fold-cast" (prefill programs only)
 
 }  // namespace kiln::passes

@@ -27,7 +27,8 @@ struct PipelineOptions {
 // The default pipeline for the compiled (fused) programs, in order.
 std::vector<Pass> default_pipeline();
 // Run after it on a copy for the compiled prefill programs: GEMMs on tensor
-// cores (tensor-core-gemm, then dce). Decode programs keep the default graph.
+// cores (tensor-core-gemm, fold-cast, then dce). Decode programs keep the
+// default graph.
 std::vector<Pass> prefill_pipeline();
 
 // For options that serve several pipelines run one after another (the

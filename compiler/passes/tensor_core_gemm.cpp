@@ -106,6 +106,6 @@ Pass tensor_core_gemm_pass() {
           "prefill matmuls -> GEMMs on f16/bf16 operands (cast activations, dequant quantised weights)", run};
 }
 
-std::vector<Pass> prefill_pipeline() { return {tensor_core_gemm_pass(), dce_pass()}; }
+std::vector<Pass> prefill_pipeline() { return {tensor_core_gemm_pass(), fold_cast_pass(), dce_pass()}; }
 
 }  // namespace kiln::passes

@@ -108,6 +108,7 @@ struct ProgramSpec {
   std::vector<LaunchSpec> launches;
   uint64_t logits_offset = 0;
   uint64_t token_offset = 0;
+  bool pdl = false;  // programmatic dependent launch for kernels after the first (sm_90+)
 };
 
 struct StateBufferSpec {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "ir/atomic_file.h"
 #include "ir/error.h"
 #include "runtime/error.h"
 #include "runtime/plan/verify.h"
@@ -62,20 +63,6 @@ uint64_t check_weights(const std::vector<WeightSpec>& weights) {
 fb::Dim3 dim3(const std::array<uint32_t, 3>& d) { return fb::Dim3(d[0], d[1], d[2]); }
 
 // Writes all of `data` or throws.
-void write_all(int fd, const void* data, size_t size, const std::string& path) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (size > 0) {
-    ssize_t n = ::write(fd, p, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw Error(ErrorCode::kIo, "cannot write plan '" + path + "': " + std::strerror(errno) +
-                                      " (check free disk space and permissions)");
-    }
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-}
-
 }  // namespace
 
 uint64_t assign_weight_offsets(std::vector<WeightSpec>& weights) {
@@ -134,7 +121,7 @@ std::vector<uint8_t> build_plan_flatbuffer(const PlanSpec& s, uint64_t weights_s
                                          static_cast<fb::ProgramMode>(p.mode),
                                          static_cast<fb::Phase>(p.phase), p.bucket,
                                          b.CreateVector(launches), p.logits_offset,
-                                         p.token_offset));
+                                         p.token_offset, p.pdl));
   }
 
   const ArenaSpec& a = s.arena;
@@ -188,75 +175,61 @@ WriteResult write_plan(const PlanSpec& spec, const std::string& path, const Writ
   r.weights_size = h.weights_size;
   r.file_size = h.weights_offset + h.weights_size;
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw Error(ErrorCode::kIo, "cannot create '" + tmp + "': " + std::strerror(errno) +
-                                    " (check that the output directory exists and is writable)");
-  try {
-    // Header last (once the weights hash is known): reserve its bytes now.
-    std::vector<uint8_t> pad(kWeightsAlign, 0);
-    write_all(fd, pad.data(), kHeaderSize, tmp);
-    write_all(fd, fbuf.data(), fbuf.size(), tmp);
-    write_all(fd, pad.data(), h.weights_offset - (h.fb_offset + h.fb_size), tmp);
+  // Written in full to an unnamed file, verified, then renamed over `path`
+  // (AtomicFile): a failure at any point, a full disk or a kill leaves an
+  // existing plan at `path` as it was and no partial file.
+  remove_stale_temporaries(path);
+  AtomicFile out(path, "plan");
+  // Header last (once the weights hash is known): reserve its bytes now.
+  std::vector<uint8_t> pad(kWeightsAlign, 0);
+  out.write(pad.data(), kHeaderSize);
+  out.write(fbuf.data(), fbuf.size());
+  out.write(pad.data(), h.weights_offset - (h.fb_offset + h.fb_size));
 
-    // Weights in offset order, zero padding between blobs, hashed as written.
-    std::vector<size_t> order(spec.weights.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      return spec.weights[a].offset < spec.weights[b].offset;
-    });
-    plan_format::Hasher hasher;
-    uint64_t pos = 0;
-    std::vector<uint8_t> scratch;
-    for (size_t idx : order) {
-      const WeightSpec& w = spec.weights[idx];
-      if (w.offset > pos) {
-        const uint64_t gap = w.offset - pos;  // < 256 after assign_weight_offsets, any size otherwise
-        std::vector<uint8_t> zeros(gap, 0);
-        hasher.update(zeros.data(), zeros.size());
-        write_all(fd, zeros.data(), zeros.size(), tmp);
-      }
-      const uint8_t* data = w.bytes.data();
-      if (w.fill) {
-        scratch.assign(w.size, 0);
-        w.fill(std::span<uint8_t>(scratch.data(), scratch.size()));
-        data = scratch.data();
-      }
-      hasher.update(data, w.size);
-      write_all(fd, data, w.size, tmp);
-      pos = w.offset + w.size;
+  // Weights in offset order, zero padding between blobs, hashed as written.
+  std::vector<size_t> order(spec.weights.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return spec.weights[a].offset < spec.weights[b].offset;
+  });
+  plan_format::Hasher hasher;
+  uint64_t pos = 0;
+  std::vector<uint8_t> scratch;
+  for (size_t idx : order) {
+    const WeightSpec& w = spec.weights[idx];
+    if (w.offset > pos) {
+      const uint64_t gap = w.offset - pos;  // < 256 after assign_weight_offsets, any size otherwise
+      std::vector<uint8_t> zeros(gap, 0);
+      hasher.update(zeros.data(), zeros.size());
+      out.write(zeros.data(), zeros.size());
     }
-    h.weights_hash = hasher.digest();
-    if (::pwrite(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
-      throw Error(ErrorCode::kIo, "cannot write the header of '" + tmp + "': " + std::strerror(errno));
-    if (::fsync(fd) != 0)
-      throw Error(ErrorCode::kIo, "cannot flush '" + tmp + "': " + std::strerror(errno));
-
-    if (options.verify) {
-      void* map = ::mmap(nullptr, r.file_size, PROT_READ, MAP_SHARED, fd, 0);
-      if (map == MAP_FAILED)
-        throw Error(ErrorCode::kIo, "cannot map '" + tmp + "' to verify it: " + std::strerror(errno));
-      try {
-        rt::verify_plan(std::span<const uint8_t>(static_cast<const uint8_t*>(map), r.file_size));
-      } catch (const rt::Error& e) {
-        ::munmap(map, r.file_size);
-        throw Error(ErrorCode::kInvalidArgument,
-                    std::string("plan writer: the plan fails the runtime verifier: ") + e.what(),
-                    e.field());
-      }
-      ::munmap(map, r.file_size);
+    const uint8_t* data = w.bytes.data();
+    if (w.fill) {
+      scratch.assign(w.size, 0);
+      w.fill(std::span<uint8_t>(scratch.data(), scratch.size()));
+      data = scratch.data();
     }
-    ::close(fd);
-    fd = -1;
-    if (::rename(tmp.c_str(), path.c_str()) != 0)
-      throw Error(ErrorCode::kIo, "cannot rename '" + tmp + "' to '" + path + "': " +
-                                      std::strerror(errno));
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
+    hasher.update(data, w.size);
+    out.write(data, w.size);
+    pos = w.offset + w.size;
   }
+  h.weights_hash = hasher.digest();
+  out.pwrite(&h, sizeof h, 0);
+
+  if (options.verify) {
+    void* map = ::mmap(nullptr, r.file_size, PROT_READ, MAP_SHARED, out.fd(), 0);
+    if (map == MAP_FAILED)
+      throw Error(ErrorCode::kIo, "cannot map plan '" + path + "' to verify it: " + std::strerror(errno));
+    try {
+      rt::verify_plan(std::span<const uint8_t>(static_cast<const uint8_t*>(map), r.file_size));
+    } catch (const rt::Error& e) {
+      ::munmap(map, r.file_size);
+      throw Error(ErrorCode::kInvalidArgument,
+                  std::string("plan writer: the plan fails the runtime verifier: ") + e.what(), e.field());
+    }
+    ::munmap(map, r.file_size);
+  }
+  out.commit();
   return r;
 }
 

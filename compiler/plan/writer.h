@@ -1,9 +1,10 @@
 // plan::write_plan: PlanSpec -> plan file (docs/plan-abi.md):
 //   64-byte header | flatbuffer (schemas/plan.fbs) | weights section at a
 //   4096-aligned offset, each blob at its 256-aligned offset
-// with XXH64 hashes of both sections in the header. The file is written to a
-// temporary next to `path` and renamed over it only when complete, so a
-// failure never clobbers an existing plan.
+// with XXH64 hashes of both sections in the header. The file is written to an
+// unnamed temporary next to `path` (kiln::AtomicFile), verified, and renamed
+// over it only when complete, so a failure, a full disk or a kill never
+// clobbers an existing plan nor leaves a partial one.
 #pragma once
 #include <cstdint>
 #include <string>

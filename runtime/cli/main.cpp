@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include "runtime/cli/cli.h"
+#include "runtime/cli/interrupt.h"
 #include "runtime/error.h"
 
 int main(int argc, char** argv) {
@@ -24,9 +25,14 @@ int main(int argc, char** argv) {
   kiln::rt::cli::register_bench(app);
   kiln::rt::cli::register_inspect_plan(app);
   // Exit status as kiln's (README.md, "Exit status"): 0 success, 1 bad input,
-  // 2 internal error, 3 no GPU or a device / CUDA error.
+  // 2 internal error, 3 no GPU or a device / CUDA error, 130 stopped by
+  // Ctrl-C (interrupt.h).
   try {
     app.parse(argc, argv);
+  } catch (const kiln::rt::cli::Interrupted& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "kiln-run: interrupted: %s\n", e.what.c_str());
+    return kiln::rt::cli::kExitInterrupted;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     std::fprintf(stderr, "kiln-run: error: %s\n", kiln::rt::cli::parse_error_message(app, e, argc, argv).c_str());

@@ -16,6 +16,7 @@
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/cli.h"
+#include "runtime/cli/interrupt.h"
 #include "runtime/kiln_runtime.h"
 
 namespace kiln::rt::cli {
@@ -217,6 +218,7 @@ void register_bench(CLI::App& app) {
                        {"weights_bytes", weight_bytes},
                        {"params", n_params}};
     rt::Session s = model->session();
+    InterruptGuard interrupt;  // Ctrl-C: stop after the current token, report nothing, exit 130
     for (int m = 0; m < 2; ++m) {
       auto mode = m == 0 ? rt::ProgramMode::Compiled : rt::ProgramMode::Eager;
       if ((m == 0 && a->eager_only) || (m == 1 && a->compiled_only) || !eng.has_mode(mode)) continue;
@@ -224,11 +226,18 @@ void register_bench(CLI::App& app) {
       go.max_new_tokens = a->gen;
       go.mode = mode;
       go.stop_at_eog = false;
-      auto sink = [](int32_t, std::string_view) { return true; };
-      for (int i = 0; i < a->warmup; ++i) s.generate(prompt, go, sink);
+      auto sink = [](int32_t, std::string_view) { return !InterruptGuard::requested(); };
+      auto stop_if_interrupted = [] {
+        if (InterruptGuard::requested()) throw Interrupted{"bench stopped before its results (nothing reported)"};
+      };
+      for (int i = 0; i < a->warmup; ++i) {
+        s.generate(prompt, go, sink);
+        stop_if_interrupted();
+      }
       std::vector<double> ttft, prefill_gpu, tpot, tpot_gpu;
       for (int i = 0; i < a->repeats; ++i) {
         auto st = s.generate(prompt, go, sink);
+        stop_if_interrupted();
         ttft.push_back(st.prefill_s * 1e3);
         prefill_gpu.push_back(st.prefill_gpu_ms);
         tpot.insert(tpot.end(), st.decode_ms.begin(), st.decode_ms.end());

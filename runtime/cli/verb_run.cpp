@@ -6,6 +6,7 @@
 
 #include "runtime/cli/args.h"
 #include "runtime/cli/cli.h"
+#include "runtime/cli/interrupt.h"
 #include "runtime/kiln_runtime.h"
 
 namespace kiln::rt::cli {
@@ -69,10 +70,19 @@ void register_run(CLI::App& app) {
     go.max_new_tokens = a->n;
     go.sampling = {a->temp, a->top_k, a->top_p, seed};
     go.mode = a->eager ? rt::ProgramMode::Eager : rt::ProgramMode::Compiled;
-    auto stream = [](int32_t, std::string_view text) {
+    // Ctrl-C stops generating after the current token (interrupt.h): what was
+    // generated is printed, then the verb ends with status 130.
+    InterruptGuard interrupt;
+    int32_t generated = 0;
+    auto stream = [&generated](int32_t id, std::string_view text) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
-      return true;
+      if (id >= 0) ++generated;
+      return !InterruptGuard::requested();
+    };
+    auto stop_if_interrupted = [&] {
+      if (InterruptGuard::requested())
+        throw Interrupted{"stopped after " + std::to_string(generated) + " generated tokens"};
     };
     if (!a->chat) {
       if (a->prompt.empty()) throw rt::Error(rt::ErrorCode::kInvalidArgument, "give a prompt with -p, or use --chat");
@@ -88,6 +98,7 @@ void register_run(CLI::App& app) {
       });
       std::printf("\n");
       if (a->stats) print_stats(st);
+      stop_if_interrupted();
       return;
     }
     const auto& tmpl = model->chat_template();
@@ -108,6 +119,7 @@ void register_run(CLI::App& app) {
       std::printf("\n");
       msgs.push_back({"assistant", reply});
       if (a->stats) print_stats(st);
+      stop_if_interrupted();
     };
     if (!a->prompt.empty()) {
       turn(a->prompt);
@@ -122,6 +134,7 @@ void register_run(CLI::App& app) {
       if (!std::getline(std::cin, line) || line.empty()) break;
       turn(line);
     }
+    stop_if_interrupted();  // Ctrl-C at the prompt
   });
 }
 

@@ -32,6 +32,7 @@ const DriverApi& driver() {
       load(api.cuModuleGetFunction, "cuModuleGetFunction");
       load(api.cuModuleUnload, "cuModuleUnload");
       load(api.cuLaunchKernel, "cuLaunchKernel");
+      load(api.cuLaunchKernelEx, "cuLaunchKernelEx");
       load(api.cuFuncSetAttribute, "cuFuncSetAttribute");
       load(api.cuGetErrorString, "cuGetErrorString");
     } catch (const Error& e) {

@@ -189,6 +189,28 @@ void Engine::enqueue(const Program& p) const {
              stream_);
       continue;
     }
+    if (p.desc->pdl && i > 0 && dev_.sm >= 90) {
+      // programmatic dependent launch: this kernel may be scheduled while the
+      // previous one finishes; it waits for it (griddepcontrol.wait, the first
+      // statement of every kiln kernel) before touching memory
+      CUlaunchAttribute attr{};
+      attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+      attr.value.programmaticStreamSerializationAllowed = 1;
+      CUlaunchConfig cfg{};
+      cfg.gridDimX = l.grid[0];
+      cfg.gridDimY = l.grid[1];
+      cfg.gridDimZ = l.grid[2];
+      cfg.blockDimX = l.block[0];
+      cfg.blockDimY = l.block[1];
+      cfg.blockDimZ = l.block[2];
+      cfg.sharedMemBytes = l.smem;
+      cfg.hStream = stream_;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      check(drv.cuLaunchKernelEx(&cfg, functions_[l.kernel], const_cast<void**>(p.params[i].data()), nullptr),
+            ("launch " + l.label).c_str());
+      continue;
+    }
     check(drv.cuLaunchKernel(functions_[l.kernel], l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1],
                              l.block[2], l.smem, stream_, const_cast<void**>(p.params[i].data()), nullptr),
           ("launch " + l.label).c_str());

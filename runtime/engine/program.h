@@ -46,6 +46,7 @@ struct ProgramDesc {
   Phase phase = Phase::Prefill;
   int32_t bucket = 1;             // tokens per step this program is built for
   uint64_t logits_offset = 0;     // arena offset of this program's logits [vocab] f32
+  bool pdl = false;               // kernels after the first: programmatic dependent launch (Program.pdl)
   std::vector<LaunchDesc> launches;
 };
 

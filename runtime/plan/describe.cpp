@@ -140,6 +140,7 @@ std::string describe(const Plan& plan) {
     add(o, "  %-24s %-8s %-7s bucket %5u  %5u launches", str(pr->name()), mode_name(pr->mode()),
         phase_name(pr->phase()), pr->bucket(), n);
     if (gemms) add(o, " (%u cuBLASLt GEMMs on tensor cores)", gemms);
+    if (pr->pdl()) add(o, ", programmatic dependent launch");
     add(o, "\n");
   }
 

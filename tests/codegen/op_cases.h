@@ -563,6 +563,41 @@ inline std::vector<OpCase> tensor_core_cases(const std::vector<int64_t>& gemm_bu
     out.push_back(simple("cast/" + dn(h), g, B, h));
     out.back().compiled_only = true;
   }
+  // half-precision outputs (fold-cast: the producer of a GEMM operand writes
+  // it rounded): rms_norm and swiglu, float4 rows (264) and scalar rows (258);
+  // one f32 rms_norm of scalar rows for the eager and f32 path.
+  for (DType h : {DType::F16, DType::BF16, DType::F32})
+    for (int64_t H : {264, 258}) {
+      if (h == DType::F32 && H == 264) continue;
+      const std::string tag = (h == DType::F32 ? std::string("rms_norm/f32/") : "half_out/rms_norm/" + dn(h) + "/") +
+                              "h" + std::to_string(H);
+      Graph g = base_graph(B);
+      auto x = g.add_input("x", DType::F32, {tok(B), fx(H)});
+      auto w = g.add_weight("gain", DType::F32, {fx(H)}, "gain");
+      auto y = g.add_node(OpKind::RmsNorm, {x, w}, eps_attr(), "y", h, {tok(B), fx(H)});
+      g.mark_output(y);
+      out.push_back(simple(tag, g, B, DType::F32));
+      out.back().compiled_only = h != DType::F32;
+    }
+  for (DType h : {DType::F16, DType::BF16})
+    for (int64_t N : {264, 258}) {
+      Graph g = base_graph(B);
+      auto a = g.add_input("gate", DType::F32, {tok(B), fx(N)});
+      auto b = g.add_input("up", DType::F32, {tok(B), fx(N)});
+      auto y = g.add_node(OpKind::SwiGlu, {a, b}, {}, "y", h, {tok(B), fx(N)});
+      g.mark_output(y);
+      out.push_back(simple("half_out/swiglu/" + dn(h) + "/n" + std::to_string(N), g, B, DType::F32));
+      out.back().compiled_only = true;
+    }
+  for (DType h : {DType::F16, DType::BF16}) {  // geglu writing its GEMM operand (Gemma's FFN at prefill)
+    Graph g = base_graph(B);
+    auto a = g.add_input("gate", DType::F32, {tok(B), fx(258)});
+    auto b = g.add_input("up", DType::F32, {tok(B), fx(258)});
+    auto y = g.add_node(OpKind::GeGlu, {a, b}, {}, "y", h, {tok(B), fx(258)});
+    g.mark_output(y);
+    out.push_back(simple("half_out/geglu/" + dn(h), g, B, DType::F32));
+    out.back().compiled_only = true;
+  }
   for (DType wt : weight_dtypes()) {
     Graph g = base_graph(B);
     const int64_t K = k_for(wt);
@@ -610,6 +645,18 @@ inline std::vector<OpCase> tensor_core_cases(const std::vector<int64_t>& gemm_bu
       flash(b, b, 4, 1, 128, 0);  // keeps the interpreter's share of a 4096-row case small
     }
   }
+  // attention writing f16/bf16 (fold-cast): the flash kernel (f16 cache) and
+  // the CUDA-core kernel (f32 cache), prefill-sized steps
+  for (DType h : {DType::F16, DType::BF16})
+    for (DType cache : {DType::F16, DType::F32}) {
+      OpCase c = attention_case(cache, B, 256, 8, 2, 64, false);
+      const ir::ValueId y = c.g.outputs()[0];
+      c.g.mutable_values()[static_cast<size_t>(y)].dtype = h;
+      c.ref = c.g;
+      c.name = (cache == DType::F16 ? "flash_attention_o" : "attention_o") + dn(h) + "/" + c.name;
+      c.compiled_only = true;
+      out.push_back(std::move(c));
+    }
   return out;
 }
 

@@ -109,8 +109,13 @@ def main():
             (["--buckets", "16,0,64"], ["--buckets 0"]),
             (["--buckets", "-16"], ["--buckets -16"]),
             (["--buckets", "1"], ["--buckets 1", "decode"]),
-            (["--buckets", "512"], ["--buckets 512"]),
+            (["--buckets", "1024"], ["--buckets 1024"]),
             (["--ctx", "64", "--buckets", "128"], ["--buckets 128"]),
+            # --ctx not given: the tiny model's context (2048) is the default; nothing is clipped silently
+            (["--max-tokens", "4096"], ["--max-tokens 4096", "model's context length 2048"]),
+            (["--ctx", "100", "--max-tokens", "128"], ["--max-tokens 128", "at most --ctx"]),
+            (["--max-tokens", "64", "--buckets", "16,65"], ["--buckets 65"]),
+            (["--buckets", "600"], ["--buckets 600", "2..512"]),
             (["-j", "-1"], ["--jobs -1"]),
 
             (["--kernel-cache", a_file], ["--kernel-cache", "not a directory"]),

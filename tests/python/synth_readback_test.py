@@ -243,7 +243,7 @@ class SynthReadback(unittest.TestCase):
                            capture_output=True, text=True)
         self.assertNotEqual(p.returncode, 0)
         self.assertFalse(os.path.exists(out))
-        self.assertEqual([f for f in os.listdir(self.dir) if ".tmp-" in f], [])
+        self.assertEqual([f for f in os.listdir(self.dir) if ".tmp" in f], [])
 
     def test_smollm2_geometry(self):
         for typ in ["q8_0", "q4_k_m"]:

@@ -129,6 +129,10 @@ GenerateResult Generator::generate_ids(std::vector<int32_t> prompt_ids,
       r.stop_reason = "context";
       break;
     }
+    if (opt_.stop && opt_.stop()) {
+      r.stop_reason = "interrupted";
+      break;
+    }
     logits = runner_->feed(std::vector<int32_t>{id});
   }
   r.decode_s = seconds_since(t0);

@@ -26,6 +26,9 @@ struct GenerateOptions {
   int64_t chunk = 256;          // prefill chunk (graph bound of "tokens")
   bool chat = false;            // wrap the prompt as one user turn of the chat template
   SamplerOptions sampling;
+  // Polled before each decode step; true stops generation (stop_reason
+  // "interrupted"). `kiln generate` stops on Ctrl-C with it.
+  std::function<bool()> stop;
   static constexpr int64_t kDefaultCtx = 2048;
 };
 
@@ -33,7 +36,7 @@ struct GenerateResult {
   std::vector<int32_t> prompt_ids;
   std::vector<int32_t> ids;     // generated ids (including a final end-of-generation id)
   std::string text;             // generated text (end-of-generation tokens not rendered)
-  std::string stop_reason;      // "eog", "max_tokens" or "context"
+  std::string stop_reason;      // "eog", "max_tokens", "context" or "interrupted"
   double prefill_s = 0, decode_s = 0;
   // Decode speed: tokens sampled after the first, over the time spent making them.
   double decode_tokens_per_s() const;

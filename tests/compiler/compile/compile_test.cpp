@@ -122,8 +122,32 @@ TEST(Compile, EverySupportedTargetCompiles) {
     ASSERT_NO_THROW(compile::compile_model(o)) << "sm_" << sm;
     rt::Plan plan = rt::Plan::load(o.out_path);
     EXPECT_EQ(plan.target_sm(), uint32_t(sm));
-    for (const auto* p : plan.programs()) EXPECT_EQ(p->mode(), fb::ProgramMode::Compiled);
+    for (const auto* p : plan.programs()) {
+      EXPECT_EQ(p->mode(), fb::ProgramMode::Compiled);
+      // programmatic dependent launch exists from sm_90 (griddepcontrol)
+      EXPECT_EQ(p->pdl(), sm >= 90) << p->name()->str() << " on sm_" << sm;
+    }
   }
+}
+
+// Compiled programs on sm_90 launch with programmatic dependent launch, eager
+// ones never (they are the host-launched baseline); --no-pdl turns it off, and
+// every kernel source starts by waiting for its predecessor.
+TEST(Compile, ProgrammaticDependentLaunchIsRecordedPerProgram) {
+  auto o = opts(tiny("q8_0"), "tiny_pdl.plan");
+  compile::compile_model(o);
+  {
+    rt::Plan plan = rt::Plan::load(o.out_path);
+    EXPECT_EQ(plan.header().format_minor, 1u);
+    for (const auto* p : plan.programs())
+      EXPECT_EQ(p->pdl(), p->mode() == fb::ProgramMode::Compiled) << p->name()->str();
+    EXPECT_NE(rt::describe(plan).find("programmatic dependent launch"), std::string::npos);
+  }
+  o.pdl = false;
+  o.out_path = (scratch() / "tiny_nopdl.plan").string();
+  compile::compile_model(o);
+  rt::Plan plan = rt::Plan::load(o.out_path);
+  for (const auto* p : plan.programs()) EXPECT_FALSE(p->pdl()) << p->name()->str();
 }
 
 TEST(Compile, ContextLargerThanTheModelIsRefused) {

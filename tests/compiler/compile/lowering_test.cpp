@@ -14,25 +14,62 @@ namespace {
 
 using namespace stage_test;
 
+// The message of the kInvalidArgument error `f` throws ("" when none).
+template <class F>
+std::string invalid_argument(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an error";
+  return {};
+}
+
 TEST(Lowering, ResolveShapes) {
-  ProgramShapes s = resolve_shapes(0, 256, {}, 8192);
+  ProgramShapes s = resolve_shapes(0, 0, {}, 8192);
   EXPECT_EQ(s.ctx, 2048);
-  EXPECT_EQ(s.max_tokens, 256);
-  EXPECT_EQ(s.buckets, (std::vector<int64_t>{16, 64, 256}));
-  s = resolve_shapes(100, 256, {}, 8192);  // max_tokens clipped to ctx; default buckets clipped
+  EXPECT_EQ(s.max_tokens, kDefaultMaxTokens);
+  EXPECT_EQ(s.buckets, (std::vector<int64_t>{16, 64, kDefaultMaxTokens}));
+  s = resolve_shapes(100, 0, {}, 8192);  // default max_tokens clipped to ctx; default buckets clipped
   EXPECT_EQ(s.ctx, 100);
   EXPECT_EQ(s.max_tokens, 100);
   EXPECT_EQ(s.buckets, (std::vector<int64_t>{16, 64, 100}));
-  s = resolve_shapes(0, 64, {1, 8, 8, 500}, 512);  // out of [2, max_tokens] dropped, max_tokens added, sorted
+  s = resolve_shapes(0, 0, {}, 40);  // a model with a short context: everything clipped to it
+  EXPECT_EQ(s.ctx, 40);
+  EXPECT_EQ(s.max_tokens, 40);
+  EXPECT_EQ(s.buckets, (std::vector<int64_t>{16, 40}));
+  s = resolve_shapes(0, 64, {8, 8, 2, 64}, 512);  // sorted, duplicates merged, max_tokens added
   EXPECT_EQ(s.ctx, 512);
-  EXPECT_EQ(s.buckets, (std::vector<int64_t>{8, 64}));
-  try {
-    resolve_shapes(4096, 64, {}, 2048);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
-    EXPECT_NE(std::string(e.what()).find("--ctx 4096"), std::string::npos) << e.what();
+  EXPECT_EQ(s.buckets, (std::vector<int64_t>{2, 8, 64}));
+  EXPECT_NE(invalid_argument([] { resolve_shapes(4096, 64, {}, 2048); }).find("--ctx 4096"), std::string::npos);
+}
+
+// Nothing asked for is dropped silently: a bucket or --max-tokens that the
+// context cannot hold is an error naming the flag, the value and the fix,
+// also when --ctx is the default (min(2048, model's)).
+TEST(Lowering, ResolveShapesRefusesWhatItCannotCompile) {
+  for (int64_t b : {0, 1, -16, 65, 500}) {
+    const std::string m = invalid_argument([&] { resolve_shapes(0, 64, {16, b}, 512); });
+    EXPECT_NE(m.find("--buckets " + std::to_string(b) + ": "), std::string::npos) << m;
+    EXPECT_NE(m.find("2..64"), std::string::npos) << m;
   }
+  // A bucket above the default max_tokens (512), with no --max-tokens.
+  std::string m = invalid_argument([] { resolve_shapes(0, 0, {1024}, 8192); });
+  EXPECT_NE(m.find("--buckets 1024"), std::string::npos) << m;
+  EXPECT_NE(m.find("512 by default"), std::string::npos) << m;
+  // --max-tokens above the default context: the message names where ctx came from.
+  m = invalid_argument([] { resolve_shapes(0, 4096, {}, 131072); });
+  EXPECT_NE(m.find("--max-tokens 4096 exceeds the compiled context 2048 (--ctx not given"), std::string::npos) << m;
+  EXPECT_NE(m.find("pass --ctx 4096"), std::string::npos) << m;
+  m = invalid_argument([] { resolve_shapes(0, 4096, {}, 2048); });
+  EXPECT_NE(m.find("--max-tokens 4096 exceeds the model's context length 2048"), std::string::npos) << m;
+  m = invalid_argument([] { resolve_shapes(1000, 4096, {}, 131072); });
+  EXPECT_NE(m.find("--max-tokens 4096 exceeds --ctx 1000"), std::string::npos) << m;
+  // A bucket above a default context, given with a --max-tokens the context holds.
+  m = invalid_argument([] { resolve_shapes(0, 2048, {4096}, 131072); });
+  EXPECT_NE(m.find("--buckets 4096"), std::string::npos) << m;
 }
 
 TEST(Lowering, ProgramJobsPerModePhaseAndBucket) {

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
 #include <string>
 
 #include "compiler/passes/passes.h"
@@ -142,6 +145,123 @@ TEST(TensorCoreGemm, InterpreterRoundsOperandsToF16) {
   const double rel = std::sqrt(num / den);
   EXPECT_GT(rel, 0.0) << "the operands were not rounded";
   EXPECT_LT(rel, 2e-3) << "f16 operands keep ~11 bits";
+}
+
+// fold-cast (the prefill pipeline's second pass): the casts that feed the
+// GEMMs disappear into the rms_norm and swiglu that make their activations.
+TEST(FoldCast, PrefillPipelineGolden) {
+  kiln::ir::Graph g = kiln::ir::parse(kBefore);
+  g = kiln::passes::run_pipeline(g, kiln::passes::prefill_pipeline(), {});
+  kiln::ir::verify(g);
+  EXPECT_EQ(kiln::ir::print(g), R"(graph {
+  sym tokens <= 16
+  input %x : f32[tokens, 32]
+  weight %ffn_norm.weight : f32[32] = "blk.0.ffn_norm.weight"
+  %act.xh : f16[tokens, 32] = rms_norm(%x, %ffn_norm.weight) {eps = 1e-05}
+  weight %blk.0.ffn_gate.weight : q4_0[8, 32] = "blk.0.ffn_gate.weight"
+  %blk.0.ffn_gate.weight.f16 : f16[8, 32] = dequant(%blk.0.ffn_gate.weight)
+  %act.gate : f32[tokens, 8] = matmul(%act.xh, %blk.0.ffn_gate.weight.f16)
+  weight %blk.0.ffn_up.weight : q4_0[8, 32] = "blk.0.ffn_up.weight"
+  %blk.0.ffn_up.weight.f16 : f16[8, 32] = dequant(%blk.0.ffn_up.weight)
+  %act.up : f32[tokens, 8] = matmul(%act.xh, %blk.0.ffn_up.weight.f16)
+  %y.xh : f16[tokens, 8] = swiglu(%act.gate, %act.up)
+  weight %ffn_down.weight : f16[32, 8] = "blk.0.ffn_down.weight"
+  %y : f32[tokens, 32] = matmul_add(%y.xh, %ffn_down.weight, %x)
+  output %y
+}
+)");
+}
+
+// Casts of values something else also reads, and casts of other producers,
+// stay; attention with the split-K scratch (f32 only) is never folded.
+TEST(FoldCast, LeavesSharedValuesAndOtherProducersAlone) {
+  const std::string before = R"(graph {
+  sym tokens <= 16
+  input %x : f32[tokens, 32]
+  weight %g : f32[32] = "g"
+  %n : f32[tokens, 32] = rms_norm(%x, %g) {eps = 1e-05}
+  %nh : f16[tokens, 32] = cast(%n)
+  %s : f32[tokens, 32] = add(%n, %x)
+  %sh : f16[tokens, 32] = cast(%s)
+  output %nh
+  output %sh
+}
+)";
+  kiln::ir::Graph g = kiln::ir::parse(before);
+  EXPECT_FALSE(kiln::passes::fold_cast_pass().run(g));
+  EXPECT_EQ(kiln::ir::print(g), kiln::ir::print(kiln::ir::parse(before)));
+}
+
+// Semantics: folding changes no value. Every output of the prefill pipeline
+// equals, bit for bit, the graph with the casts left in (tensor-core-gemm
+// alone), through rms_norm, swiglu and attention outputs written as f16.
+TEST(FoldCast, InterpreterValuesUnchanged) {
+  using namespace kiln::ir;
+  const std::string src = R"(graph {
+  sym kv_len <= 16
+  sym tokens <= 8
+  input %x : f32[tokens, 32]
+  input %pos : i32[tokens]
+  weight %g : f32[32] = "g"
+  weight %wqkv : q8_0[64, 32] = "wqkv"
+  %qkv : f32[tokens, 64] = rms_matmul(%x, %g, %wqkv) {eps = 1e-05}
+  state %k_cache : f16[kv_len, 16]
+  state %v_cache : f16[kv_len, 16]
+  %q_rope : f32[tokens, 32], %k_cache_out : f16[kv_len, 16], %v_cache_out : f16[kv_len, 16] = rope_store(%qkv, %pos, %k_cache, %v_cache) {head_dim = 16, mode = "normal", n_heads = 2, n_kv_heads = 1, n_rot = 16, theta = 10000.0}
+  %att : f32[tokens, 32] = attention(%q_rope, %k_cache_out, %v_cache_out, %pos) {head_dim = 16, n_heads = 2, n_kv_heads = 1, scale = 0.25}
+  weight %wo : q8_0[32, 32] = "wo"
+  %o : f32[tokens, 32] = matmul_add(%att, %wo, %x)
+  weight %wgu : q8_0[64, 32] = "gate+up"
+  %act : f32[tokens, 32] = rms_matmul_swiglu(%o, %g, %wgu) {eps = 1e-05}
+  weight %wd : q8_0[32, 32] = "wd"
+  %y : f32[tokens, 32] = matmul_add(%act, %wd, %o)
+  output %y
+}
+)";
+  Graph g = parse(src);
+  verify(g);
+  Graph casts = g;
+  ASSERT_TRUE(kiln::passes::tensor_core_gemm_pass().run(casts));
+  Graph folded = casts;
+  ASSERT_TRUE(kiln::passes::fold_cast_pass().run(folded));
+  verify(folded);
+  const std::string text = print(folded);
+  EXPECT_EQ(text.find("cast("), std::string::npos) << text;
+  std::map<std::string, std::vector<uint8_t>> blobs;
+  auto weights = [&](const std::string& name) {
+    const bool gain = name == "g";
+    const int64_t rows = name == "wqkv" || name == "gate+up" ? 64 : 32;
+    auto& b = blobs[name];
+    if (b.empty()) {
+      if (gain) {
+        b.resize(32 * 4);
+        for (int i = 0; i < 32; ++i) {
+          const float v = 1.0f + 0.01f * float(i);
+          std::memcpy(b.data() + 4 * i, &v, 4);
+        }
+      } else {
+        random_blocks(DType::Q8_0, rows * 32, std::hash<std::string>{}(name), b);
+      }
+    }
+    if (gain) return WeightData{DType::F32, {32}, b.data(), b.size()};
+    return WeightData{DType::Q8_0, {rows, 32}, b.data(), b.size()};
+  };
+  Tensor x;
+  x.dtype = DType::F32;
+  x.shape = {5, 32};
+  SplitMix64 rng(11);
+  for (int i = 0; i < 5 * 32; ++i) x.f32.push_back(static_cast<float>(2.0 * rng.uniform() - 1.0));
+  Tensor pos = Tensor::from_i32({0, 1, 2, 3, 4});
+  pos.shape = {5};
+  const auto a = Interpreter(casts, weights).run({{"x", x}, {"pos", pos}}).at("y").f32;
+  const auto b = Interpreter(folded, weights).run({{"x", x}, {"pos", pos}}).at("y").f32;
+  ASSERT_EQ(a.size(), b.size());
+  double norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i], b[i]) << "element " << i;
+    norm += double(a[i]) * a[i];
+  }
+  EXPECT_GT(norm, 0.0) << "compared on zeros";
 }
 
 }  // namespace

@@ -183,7 +183,7 @@ TEST(GgufWriter, FailedWriteLeavesTargetUntouched) {
   const auto after = read_all(target);
   EXPECT_EQ(std::string(after.begin(), after.end()), "previous contents");
   for (const auto& e : fs::directory_iterator(dir))
-    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
   // Unwritable destination: a clear kIo error.
   try {
     w.write((dir / "no" / "such" / "dir.gguf").string());
