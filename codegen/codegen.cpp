@@ -74,12 +74,13 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-// Every kernel starts with kiln_pdl_enter() (common.cuh): under programmatic
-// dependent launch it waits for the previous kernel before any memory access
-// and lets the next one launch; otherwise it does nothing.
+// Every kernel starts with kiln_pdl_wait() and ends with kiln_pdl_trigger()
+// (common.cuh): under programmatic dependent launch it waits for the previous
+// kernel before any memory access, and lets the next one launch once all its
+// blocks are done with their work; otherwise both do nothing.
 std::string kernel_text(const Kernel& k, const std::string& entry) {
   return "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(k.block) + ") " + entry + "(" +
-         join(k.sig) + ") {\n  kiln_pdl_enter();\n  " + k.call + ";\n}\n";
+         join(k.sig) + ") {\n  kiln_pdl_wait();\n  " + k.call + ";\n  kiln_pdl_trigger();\n}\n";
 }
 
 // The eager module of one dtype: every family's generic kernels for it.

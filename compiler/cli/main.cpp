@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
       "  kiln compile model.gguf --target sm_90 -o m.plan   compile (no GPU needed)\n"
       "  kiln run m.plan -p \"Once upon a time\"         generate on the GPU (--chat for a conversation)\n"
       "  kiln bench m.plan                              compiled vs eager latency\n"
+      "  kiln verify m.plan model.gguf                  check the plan on this GPU against the interpreter\n"
       "  kiln generate --reference model.gguf -p Hi    generate on the CPU (reference interpreter)\n"
       "  kiln synth --geometry llama-1b --type q8_0 -o m.gguf   make a random-weight test model\n"
       "  kiln supported                                 architectures, weight types, targets kiln supports\n",
@@ -31,12 +32,16 @@ int main(int argc, char** argv) {
   kiln::cli::register_generate(app);
   kiln::cli::register_synth(app);
   kiln::cli::register_tokenize(app);
+  kiln::cli::register_verify(app);
   kiln::cli::register_supported(app);
   // Exit status (README.md, "Exit status"): 0 success, 1 bad input (command
   // line, model, plan), 2 internal error, 3 no GPU or a device / CUDA error,
-  // 130 stopped by Ctrl-C (runtime/cli/interrupt.h).
+  // 4 `kiln verify` found results outside tolerance, 130 stopped by Ctrl-C
+  // (runtime/cli/interrupt.h).
   try {
     app.parse(argc, argv);
+  } catch (const kiln::cli::VerifyFailed& v) {
+    return v.status;
   } catch (const kiln::rt::cli::Interrupted& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "kiln: interrupted: %s\n", e.what.c_str());

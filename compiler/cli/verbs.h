@@ -14,5 +14,12 @@ void register_generate(CLI::App& app);  // verb_generate.cpp
 void register_synth(CLI::App& app);     // verb_synth.cpp
 void register_tokenize(CLI::App& app);  // verb_tokenize.cpp
 void register_compile(CLI::App& app);   // verb_compile.cpp
+void register_verify(CLI::App& app);    // verb_verify.cpp
 void register_supported(CLI::App& app); // verb_supported.cpp
+
+// `kiln verify` found a step outside tolerance: main() exits with this status.
+inline constexpr int kExitVerifyFailed = 4;
+struct VerifyFailed {
+  int status;
+};
 }  // namespace kiln::cli

@@ -168,6 +168,16 @@ def main():
         rc, out, err = run(kiln, "generate", "--reference", model, "-p", "Hi", "-n", "2", "--seed", "7", "-q")
         check(rc == 0, "kiln generate --reference with valid values: exit 0", err)
 
+        # ---- kiln verify: values checked first; then PASS (exit 0, GPU) or no GPU (exit 3)
+        expect_error(kiln, ["verify", plan, model, "--steps", "0"], ["--steps 0"])
+        expect_error(kiln, ["verify", plan, a_dir], ["model", "is a directory"])
+        expect_error(kiln, ["verify", a_dir, model], ["plan", "is a directory"])
+        expect_error(kiln, ["verify", plan, model, "--compiled-only", "--eager-only"], ["exclude each other"])
+        expect_error(kiln, ["verify", plan, model, "-p", ""], ["empty prompt"])
+        rc, out, err = run(kiln, "verify", plan, model, "--steps", "4", timeout=600)
+        check((rc == 0 and "verify: PASS" in out) or (rc == 3 and err.startswith("kiln: error:")),
+              f"kiln verify PLAN MODEL: PASS (exit 0) or exits 3 naming the missing GPU (rc={rc})", out + err)
+
     if FAILURES:
         print(f"{len(FAILURES)} check(s) failed")
         return 1

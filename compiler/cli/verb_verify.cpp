@@ -1,0 +1,215 @@
+// `kiln verify model.plan model.gguf`: trust a plan on the machine at hand.
+// Runs the plan on this GPU (compiled and eager programs) and the reference
+// interpreter (the oracle) side by side on a few prompts, step by step: after
+// the prompt and after every generated token both produce logits, compared by
+// relative error against a stated tolerance, and the GPU's greedy token must
+// be the interpreter's argmax (or a near-tie of it). The interpreter is fed the
+// GPU's tokens, so one disagreement does not derail the steps after it. Exit
+// status 0 only when every step of every prompt holds; 4 when any does not.
+// What a user runs after a driver, GPU or kiln upgrade.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "compiler/cli/verbs.h"
+#include "compiler/gguf/gguf.h"
+#include "compiler/tools/reference/model_runner.h"
+#include "ir/error.h"
+#include "runtime/cli/args.h"
+#include "runtime/cli/interrupt.h"
+#include "runtime/kiln_runtime.h"
+
+namespace kiln::cli {
+namespace {
+
+// Logits tolerances (relative L2 error per step). Compiled programs against
+// the interpreter of the compiled graphs (f16/bf16 GEMM operands where the
+// prefill GEMMs round them, flash attention's f16 q and P, fp32 summation in
+// another order): measured 1.2e-3 on SmolLM2; eager programs against the fp32
+// interpreter (only summation order differs): measured <= 3e-5.
+constexpr double kTolCompiled = 5e-3;
+constexpr double kTolEager = 1e-3;
+// A greedy token that is not the interpreter's argmax still agrees when its
+// logit is within this fraction of the logits' RMS of the maximum (a near-tie
+// that rounding can flip).
+constexpr double kTieFraction = 1e-2;
+
+const std::vector<std::string>& default_prompts() {
+  static const std::vector<std::string> p = {
+      "The capital of France is",
+      "Here is a short poem about the sea:\n",
+      "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+  };
+  return p;
+}
+
+struct VerifyArgs {
+  std::string plan, model;
+  std::vector<std::string> prompts;
+  int32_t steps = 16;
+  int device = 0;
+  bool compiled_only = false, eager_only = false, allow_ptx = false;
+};
+
+double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = double(got[i]) - double(ref[i]);
+    num += d * d;
+    den += double(ref[i]) * double(ref[i]);
+  }
+  return den > 0 ? std::sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
+}
+
+struct ModeResult {
+  double worst = 0;  // largest per-step relative error
+  int steps = 0, equal = 0, near_tie = 0, disagree = 0;
+  bool finite = true;
+};
+
+// The plan's programs in `mode` and the interpreter configured as that mode's
+// oracle, over one prompt: `steps` logits vectors compared.
+ModeResult verify_mode(rt::Model& model, const gguf::File& f, rt::ProgramMode mode, const std::vector<int32_t>& ids,
+                       int32_t steps, bool tensor_core, ir::DType kv) {
+  rt::Engine& e = model.engine();
+  e.reset();
+  const int32_t chunk = e.max_prefill_bucket(mode);
+  gen::ModelRunner ref(f, model.context_length(), chunk, tensor_core, kv);
+  rt::SamplingParams greedy;
+  ModeResult r;
+  int32_t pos = 0, tok = -1;
+  while (pos < int32_t(ids.size())) {
+    const int32_t len = std::min<int32_t>(chunk, int32_t(ids.size()) - pos);
+    tok = e.step(mode, std::span<const int32_t>(ids.data() + pos, size_t(len)), pos, greedy);
+    pos += len;
+  }
+  std::vector<float> want = ref.feed(ids);
+  for (int32_t s = 0; s < steps; ++s) {
+    if (rt::cli::InterruptGuard::requested()) throw rt::cli::Interrupted{"verification stopped"};
+    const std::vector<float> got = e.last_logits();
+    if (got.size() != want.size())
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("the plan's logits have {} entries, the model's {}: the GGUF is not the model "
+                              "this plan was compiled from",
+                              got.size(), want.size()),
+                  "model");
+    for (float v : got) r.finite = r.finite && std::isfinite(v);
+    r.worst = std::max(r.worst, rel_err(got, want));
+    const size_t best = size_t(std::max_element(want.begin(), want.end()) - want.begin());
+    double rms = 0;
+    for (float v : want) rms += double(v) * v;
+    rms = std::sqrt(rms / double(want.size()));
+    ++r.steps;
+    if (size_t(tok) == best) ++r.equal;
+    else if (tok >= 0 && size_t(tok) < want.size() && double(want[best]) - want[size_t(tok)] <= kTieFraction * rms)
+      ++r.near_tie;
+    else
+      ++r.disagree;
+    if (s + 1 == steps) break;
+    const int32_t fed = tok;
+    tok = e.decode_next(mode, pos++, greedy);
+    want = ref.feed(std::span<const int32_t>(&fed, 1));
+  }
+  return r;
+}
+
+int run_verify(const VerifyArgs& a) {
+  rt::EngineOptions eo;
+  eo.device = a.device;
+  eo.allow_ptx_jit = a.allow_ptx;
+  auto model = rt::Model::load(a.plan, eo);  // no GPU: rt::Error(kDevice), exit 3
+  gguf::File f = gguf::File::open(a.model);
+  const fb::Plan& p = model->plan().root();
+  // The interpreter models what the plan's compiled programs run: the
+  // tensor-core prefill graph unless that pass was disabled, the KV dtype.
+  bool tensor_core = true;
+  ir::DType kv = ir::DType::F32;
+  if (const fb::CompileOptionsRecord* c = p.compile_options()) {
+    if (c->disabled_passes())
+      for (const auto* d : *c->disabled_passes()) tensor_core = tensor_core && d->str() != "tensor-core-gemm";
+    if (c->kv_type()) {
+      const std::string k = c->kv_type()->str();
+      kv = k == "f16" ? ir::DType::F16 : k == "bf16" ? ir::DType::BF16 : ir::DType::F32;
+    }
+  }
+  std::vector<rt::ProgramMode> modes;
+  if (!a.eager_only) modes.push_back(rt::ProgramMode::Compiled);
+  if (!a.compiled_only && model->engine().has_mode(rt::ProgramMode::Eager)) modes.push_back(rt::ProgramMode::Eager);
+  if (a.eager_only && !model->engine().has_mode(rt::ProgramMode::Eager))
+    throw Error(ErrorCode::kInvalidArgument, "--eager-only: the plan has no eager programs (compiled with --no-eager)",
+                "eager-only");
+  const auto& dev = model->engine().device();
+  std::printf("kiln verify: %s (sm_%u) on %s (sm_%d) against %s, reference interpreter, %d steps per prompt\n",
+              a.plan.c_str(), model->plan().target_sm(), dev.name.c_str(), dev.sm, a.model.c_str(), a.steps);
+  std::printf("tolerances: logits relative error compiled %.0e, eager %.0e; greedy token = interpreter argmax or a "
+              "near-tie (within %.0e x RMS of the logits)\n",
+              kTolCompiled, kTolEager, kTieFraction);
+  rt::cli::InterruptGuard interrupt;
+  const std::vector<std::string>& prompts = a.prompts.empty() ? default_prompts() : a.prompts;
+  bool pass = true;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::vector<int32_t> ids = model->tokenizer().encode(prompts[i]);
+    if (int64_t(ids.size()) + a.steps > model->context_length())
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("prompt {} is {} tokens; with --steps {} that exceeds the plan's context of {} tokens: "
+                              "shorten it, lower --steps, or recompile with a larger --ctx",
+                              i + 1, ids.size(), a.steps, model->context_length()),
+                  "prompt");
+    std::string shown = prompts[i].substr(0, 48);
+    std::replace(shown.begin(), shown.end(), '\n', ' ');
+    std::printf("prompt %zu \"%s%s\" (%zu tokens)\n", i + 1, shown.c_str(), prompts[i].size() > 48 ? "..." : "",
+                ids.size());
+    for (rt::ProgramMode m : modes) {
+      const bool compiled = m == rt::ProgramMode::Compiled;
+      const ModeResult r = verify_mode(*model, f, m, ids, a.steps, compiled && tensor_core, kv);
+      const double tol = compiled ? kTolCompiled : kTolEager;
+      const bool ok = r.finite && r.worst <= tol && r.disagree == 0;
+      pass = pass && ok;
+      std::printf("  %-8s logits rel err max %.2e (tol %.0e)%s  greedy tokens %d/%d equal, %d near-tie, %d differ  %s\n",
+                  compiled ? "compiled" : "eager", r.worst, tol, r.finite ? "" : ", NON-FINITE logits", r.equal,
+                  r.steps, r.near_tie, r.disagree, ok ? "ok" : "FAIL");
+    }
+  }
+  std::printf("verify: %s\n", pass ? "PASS (every step within tolerance)" : "FAIL (see the rows marked FAIL)");
+  std::fflush(stdout);
+  return pass ? 0 : kExitVerifyFailed;
+}
+
+}  // namespace
+
+void register_verify(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "verify",
+      "Check a plan on this GPU against the reference interpreter: per-step logits error and greedy-token agreement\n"
+      "of the compiled and eager programs on a few prompts; exit status 0 only when every step is within tolerance.\n"
+      "Example: kiln verify model.plan model.gguf\n"
+      "         kiln verify model.plan model.gguf -p \"Once upon a time\" --steps 32");
+  auto a = std::make_shared<VerifyArgs>();
+  cmd->add_option("plan", a->plan, "plan file from `kiln compile`")->required();
+  cmd->add_option("model", a->model, "the GGUF model the plan was compiled from")->required();
+  cmd->add_option("-p,--prompt", a->prompts, "a prompt (repeatable; default: three built-in prompts)");
+  cmd->add_option("--steps", a->steps, "logits compared per prompt: after the prompt and after each greedy token")
+      ->capture_default_str();
+  cmd->add_flag("--compiled-only", a->compiled_only, "verify only the compiled programs");
+  cmd->add_flag("--eager-only", a->eager_only, "verify only the eager programs");
+  cmd->add_option("--device", a->device, "CUDA device index")->capture_default_str();
+  cmd->add_flag("--allow-ptx-jit", a->allow_ptx, "run a plan built for an older SM by JIT-compiling its PTX");
+  cmd->callback([a] {
+    rt::cli::check_input_file(a->plan, "plan");
+    rt::cli::check_input_file(a->model, "model");
+    rt::cli::check_int("--steps", a->steps, 1, 4096, "logits compared per prompt");
+    rt::cli::check_device("--device", a->device);
+    if (a->compiled_only && a->eager_only)
+      throw Error(ErrorCode::kInvalidArgument, "--compiled-only and --eager-only exclude each other", "eager-only");
+    for (const auto& p : a->prompts)
+      if (p.empty()) throw Error(ErrorCode::kInvalidArgument, "--prompt: an empty prompt has nothing to verify", "prompt");
+    const int status = run_verify(*a);
+    if (status != 0) throw VerifyFailed{status};
+  });
+}
+
+}  // namespace kiln::cli
