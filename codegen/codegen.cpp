@@ -83,13 +83,6 @@ std::string kernel_text(const Kernel& k, const std::string& entry) {
          join(k.sig) + ") {\n  kiln_pdl_wait();\n  " + k.call + ";\n  kiln_pdl_trigger();\n}\n";
 }
 
-const std::vector<DType>& weight_dtypes() {
-  static const std::vector<DType> v = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,
-                                       DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K,
-                                       DType::Q4_K, DType::Q5_K, DType::Q6_K};
-  return v;
-}
-
 // The eager module of one dtype: every family's generic kernels for it.
 const KernelSource& eager_module(DType dt) {
   static std::mutex mu;
@@ -225,6 +218,13 @@ Lowered lower(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims
     l.kernel.hash = hash_source(l.kernel.source, l.kernel.options);
   }
   return l;
+}
+
+const std::vector<DType>& weight_dtypes() {
+  static const std::vector<DType> v = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,
+                                       DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K,
+                                       DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  return v;
 }
 
 }  // namespace kiln::codegen

@@ -21,6 +21,8 @@ namespace kiln::codegen {
 
 // SM versions kiln compiles for (all accepted by CUDA 13 NVRTC).
 const std::vector<int>& supported_sms();
+// Weight dtypes every kernel family reads (one eager module each).
+const std::vector<ir::DType>& weight_dtypes();
 // "sm_90" -> 90. Throws kiln::Error(kInvalidArgument) naming the supported ones.
 int parse_target(std::string_view target);
 

@@ -52,18 +52,30 @@ struct Value {
 // Op table. Semantics (x rows are tokens; all activations f32 unless noted):
 //  embed(table[V,H] weight, ids i32[T])            -> [T,H]   rows of table; attr scale (opt, default 1)
 //  rms_norm(x[T,H], w[H])                            -> [T,H]   x / sqrt(mean(x^2)+eps) * w; attr eps
+//  rms_norm(x[T,n*D], w[D]) with attr head_dim = D   -> [T,n*D] the same over each D-wide head of a row
+//                                                               (Gemma 3's per-head Q/K norm)
 //  matmul(x[T,K], w[N,K])                            -> [T,N]   x @ w^T (w may be quantised)
 //  add(a[T,N], b[T,N] or b[N])                       -> [T,N]
 //  mul(a[T,N], b[T,N] or b[N])                       -> [T,N]
 //  silu(x)                                           -> same    x * sigmoid(x)
 //  swiglu(gate[T,F], up[T,F])                        -> [T,F]   silu(gate) * up
+//  geglu(gate[T,F], up[T,F])                         -> [T,F]   gelu_tanh(gate) * up, gelu_tanh(x) =
+//                                                               0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
 //  rope(x[T,nh*hd], pos i32[T] [, freq_factors[hd_rot/2]])
 //                                                    -> same    attrs n_heads, head_dim, n_rot,
-//                                                               theta, mode ("normal"|"neox")
+//                                                               theta, mode ("normal"|"neox");
+//                                                               freq_scale (opt, default 1): angles of
+//                                                               pos * freq_scale (linear rope scaling)
 //  kv_store(cache State[C,W], x[T,W], pos i32[T])    -> cache'  row pos[t] of cache := x[t]; aliases input 0
+//                                                               attr ring (opt, 0|1): row pos[t] mod C
+//                                                               (a sliding-window layer's ring buffer)
 //  attention(q[T,nh*hd], k[C,nkv*hd], v[C,nkv*hd], pos i32[T] [, scratch State f32[n]])
 //                                                    -> [T,nh*hd] causal: query t sees rows 0..pos[t];
-//                                                               attrs n_heads, n_kv_heads, head_dim, scale
+//                                                               attrs n_heads, n_kv_heads, head_dim, scale;
+//                                                               window (opt, 0 = none): query t sees only
+//                                                               positions pos[t]-window+1..pos[t], position
+//                                                               j read from row j mod C (a ring of C >=
+//                                                               window + T - 1 rows keeps a whole chunk)
 //                                                    [, scratch'] with the scratch (split-decode-attention
 //                                                               pass): kernel workspace the op updates in
 //                                                               place; it does not change the result
@@ -78,6 +90,8 @@ struct Value {
 // matmul and matmul_add also take x in f16 / bf16 when w has that same dtype
 // (a tensor-core GEMM: products exact in fp32, fp32 accumulation).
 // Fused ops (issue 3 passes) are added to this table by the pass that makes them.
+// rms_matmul_swiglu takes an optional attr act: "silu" (default, SwiGLU) or
+// "gelu_tanh" (Gemma's GeGLU: gelu_tanh(gate) * up).
 enum class OpKind {
   Embed, RmsNorm, MatMul, Add, Mul, Silu, SwiGlu, Rope, KvStore, Attention, LastRow, ArgMax,
   // Fused ops made by compiler passes; semantics in docs/plan-abi.md ("Fused ops").
@@ -85,6 +99,8 @@ enum class OpKind {
   RmsMatMul, MatMulAdd, RmsMatMulSwiGlu, RopeStore, LmHeadSample,
   // Half-precision operands of tensor-core GEMMs (the tensor-core-gemm pass).
   Cast, Dequant,
+  // Gemma's GeGLU feed-forward activation.
+  GeGlu,
 };
 
 struct OpInfo {

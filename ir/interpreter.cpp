@@ -10,6 +10,9 @@
 // - rope: angles and their cos/sin in double, theta_i = pos * base^(-2i/n_rot)
 //   / freq_factor[i]; rotation applied in fp32.
 // - softmax: fp32 with max subtraction; exp via std::exp on float.
+// - geglu: gelu_tanh in fp32 with std::tanh on float (gelu_tanh() below).
+// - attention with a window reads its keys in position order (rows j mod C),
+//   so a ring cache and a full cache give bit-identical results.
 // - kv_store / rope_store: rows stored into an f16 / bf16 cache are rounded to
 //   that dtype (nearest even), as the GPU stores them; states stay f32 storage.
 // Weights are dequantised to fp32 once, on first use, row by row via
@@ -150,6 +153,12 @@ void matmul(const float* x, const float* w, float* out, int64_t T, int64_t K, in
 // f32 storage, so attention reads exactly what the GPU's cache holds.
 void store_row(float* dst, const float* src, int64_t n, DType cache_t) {
   for (int64_t i = 0; i < n; ++i) dst[i] = round_to_dtype(cache_t, src[i]);
+}
+
+// GELU, tanh approximation (Hendrycks & Gimpel 2016, eq. for "gelu_pytorch_tanh"), in fp32.
+inline float gelu_tanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f, kCoef = 0.044715f;
+  return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoef * x * x)));
 }
 
 // rms_norm of each row, exactly as the rms_norm op computes it (fused ops reuse it).
@@ -346,7 +355,7 @@ std::map<std::string, Tensor> Interpreter::Impl::run(const std::map<std::string,
     TensorPtr out = eval(ni, vals);
     const Value& ov = g.value(n.outputs[0]);
     if ((ov.dtype == DType::F16 || ov.dtype == DType::BF16) &&
-        (n.op == OpKind::RmsNorm || n.op == OpKind::SwiGlu || n.op == OpKind::Attention)) {
+        (n.op == OpKind::RmsNorm || n.op == OpKind::SwiGlu || n.op == OpKind::GeGlu || n.op == OpKind::Attention)) {
       // an activation written in half precision (fold-cast): rounded as a cast
       // rounds it; values stay in f32 storage. eval made `out` for this node.
       for (float& v : out->f32) v = round_to_dtype(ov.dtype, v);
@@ -415,7 +424,9 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
     }
     case OpKind::RmsNorm: {
       const Tensor &x = in(0), &w = in(1);
-      int64_t T = x.shape[0], H = x.shape[1];
+      // Per-head form (attr head_dim): each head of a row is a row of its own.
+      const int64_t heads = n.attrs.count("head_dim") ? x.shape[1] / n.attr_int("head_dim") : 1;
+      int64_t T = x.shape[0] * heads, H = x.shape[1] / heads;
       double eps = n.attr_float("eps");
       auto out = std::make_shared<Tensor>(Tensor::zeros_f32(x.shape));
       for (int64_t t = 0; t < T; ++t) {
@@ -451,6 +462,12 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       for (float& x : out->f32) x = x / (1.0f + std::exp(-x));
       return out;
     }
+    case OpKind::GeGlu: {
+      const Tensor &gate = in(0), &up = in(1);
+      auto out = std::make_shared<Tensor>(Tensor::zeros_f32(gate.shape));
+      for (size_t i = 0; i < gate.f32.size(); ++i) out->f32[i] = gelu_tanh(gate.f32[i]) * up.f32[i];
+      return out;
+    }
     case OpKind::SwiGlu: {
       const Tensor &gate = in(0), &up = in(1);
       auto out = std::make_shared<Tensor>(Tensor::zeros_f32(gate.shape));
@@ -465,12 +482,12 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       const Tensor* ff = n.inputs.size() == 3 ? &in(2) : nullptr;
       int64_t T = x.shape[0], W = x.shape[1];
       int64_t nh = n.attr_int("n_heads"), hd = n.attr_int("head_dim"), n_rot = n.attr_int("n_rot");
-      double base = n.attr_float("theta");
+      double base = n.attr_float("theta"), freq_scale = n.attr_float_opt("freq_scale").value_or(1.0);
       bool neox = n.attr_str("mode") == "neox";
       auto out = std::make_shared<Tensor>(x);
       std::vector<double> cs(static_cast<size_t>(n_rot / 2)), sn(static_cast<size_t>(n_rot / 2));
       for (int64_t t = 0; t < T; ++t) {
-        double p = pos.i32[static_cast<size_t>(t)];
+        double p = pos.i32[static_cast<size_t>(t)] * freq_scale;
         for (int64_t i = 0; i < n_rot / 2; ++i) {
           double a = p * std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(n_rot));
           if (ff) a /= ff->f32[static_cast<size_t>(i)];
@@ -495,12 +512,13 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       TensorPtr cache = vals[static_cast<size_t>(n.inputs[0])];
       const Tensor &x = in(1), &pos = in(2);
       int64_t C = cache->shape[0], W = cache->shape[1], T = x.shape[0];
+      const bool ring = n.attrs.count("ring") && n.attr_int("ring") != 0;
       for (int64_t t = 0; t < T; ++t) {
         int32_t p = pos.i32[static_cast<size_t>(t)];
-        if (p < 0 || p >= C)
+        if (p < 0 || (p >= C && !ring))
           fail_node(ni, "position " + std::to_string(p) + " is outside the KV cache (0.." + std::to_string(C - 1) +
                             "); the context is full");
-        store_row(cache->f32.data() + p * W, x.f32.data() + t * W, W, g.value(n.inputs[0]).dtype);
+        store_row(cache->f32.data() + (p % C) * W, x.f32.data() + t * W, W, g.value(n.inputs[0]).dtype);
       }
       return cache;  // aliases input 0
     }
@@ -509,19 +527,26 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       int64_t nh = n.attr_int("n_heads"), nkv = n.attr_int("n_kv_heads"), hd = n.attr_int("head_dim");
       float scale = static_cast<float>(n.attr_float("scale"));
       int64_t T = q.shape[0], C = k.shape[0], Wq = nh * hd, Wk = nkv * hd, group = nh / nkv;
+      // Sliding window: query t sees positions j0..pos[t], position j in row j mod C (a ring, or
+      // j itself in a full cache), so a window's keys are read in position order either way.
+      const int64_t window = n.attrs.count("window") ? n.attr_int("window") : 0;
       auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, Wq}));
       std::vector<float> p(static_cast<size_t>(C));
       for (int64_t t = 0; t < T; ++t) {
         int32_t pt = pos.i32[static_cast<size_t>(t)];
-        if (pt < 0 || pt >= C)
+        if (pt < 0 || (pt >= C && window == 0))
           fail_node(ni, "position " + std::to_string(pt) + " is outside the KV cache (0.." + std::to_string(C - 1) + ")");
-        int64_t L = pt + 1;
+        const int64_t j0 = window > 0 ? std::max<int64_t>(0, pt - window + 1) : 0;
+        if (pt - j0 + 1 > C)
+          fail_node(ni, "window " + std::to_string(window) + " at position " + std::to_string(pt) +
+                            " needs more rows than the cache's " + std::to_string(C));
+        int64_t L = pt + 1 - j0;
         for (int64_t h = 0; h < nh; ++h) {
           int64_t kh = h / group;
           const float* qh = q.f32.data() + t * Wq + h * hd;
           float mx = -INFINITY;
           for (int64_t j = 0; j < L; ++j) {
-            p[static_cast<size_t>(j)] = dot(qh, k.f32.data() + j * Wk + kh * hd, hd) * scale;
+            p[static_cast<size_t>(j)] = dot(qh, k.f32.data() + ((j0 + j) % C) * Wk + kh * hd, hd) * scale;
             mx = std::max(mx, p[static_cast<size_t>(j)]);
           }
           float sum = 0;
@@ -533,7 +558,7 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
           float* o = out->f32.data() + t * Wq + h * hd;
           for (int64_t j = 0; j < L; ++j) {
             float pj = p[static_cast<size_t>(j)] * inv;
-            const float* vr = v.f32.data() + j * Wk + kh * hd;
+            const float* vr = v.f32.data() + ((j0 + j) % C) * Wk + kh * hd;
             for (int64_t d = 0; d < hd; ++d) o[d] += pj * vr[d];
           }
         }
@@ -578,11 +603,12 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       matmul(h.f32.data(), w.f32.data(), mm->f32.data(), T, K, N);
       if (n.op == OpKind::RmsMatMul) return mm;
       int64_t F = N / 2;
+      const bool gelu = n.attrs.count("act") && n.attr_str("act") == "gelu_tanh";  // GeGLU, else SwiGLU
       auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, F}));
       for (int64_t t = 0; t < T; ++t)
         for (int64_t f = 0; f < F; ++f) {
           float gv = mm->f32[static_cast<size_t>(t * N + f)], uv = mm->f32[static_cast<size_t>(t * N + F + f)];
-          out->f32[static_cast<size_t>(t * F + f)] = gv / (1.0f + std::exp(-gv)) * uv;
+          out->f32[static_cast<size_t>(t * F + f)] = gelu ? gelu_tanh(gv) * uv : gv / (1.0f + std::exp(-gv)) * uv;
         }
       return out;
     }

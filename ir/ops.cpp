@@ -9,7 +9,7 @@
 namespace kiln::ir {
 namespace {
 constexpr std::array<int8_t, 4> kNone = {-1, -1, -1, -1};
-constexpr std::array<OpInfo, 19> kOps = {{
+constexpr std::array<OpInfo, 20> kOps = {{
     {OpKind::Embed, "embed", 2, 2, kNone},
     {OpKind::RmsNorm, "rms_norm", 2, 2, kNone},
     {OpKind::MatMul, "matmul", 2, 2, kNone},
@@ -31,6 +31,7 @@ constexpr std::array<OpInfo, 19> kOps = {{
     // Half-precision GEMM operands (compiler/passes/tensor_core_gemm.cpp).
     {OpKind::Cast, "cast", 1, 1, kNone},
     {OpKind::Dequant, "dequant", 1, 1, kNone},
+    {OpKind::GeGlu, "geglu", 2, 2, kNone},
 }};
 }  // namespace
 

@@ -1,5 +1,6 @@
 // The IR verifier: structural checks plus the dtype/shape rule of every op
 // (the table in graph.h). Errors name the node index, its op, and the rule.
+#include <cmath>
 #include <set>
 #include <sstream>
 
@@ -129,7 +130,14 @@ class NodeChecker {
         dtype(x, DType::F32, "rms_norm x");
         rank(w, 1, "rms_norm w");
         if (!is_float(w.dtype)) fail("rms_norm w is a float type", desc(w));
-        same_dim(x.shape[1], w.shape[0], "rms_norm w width equals x width", x, w);
+        if (n_.attrs.count("head_dim")) {  // per-head norm: w is one head wide
+          const int64_t hd = int_attr("head_dim");
+          if (hd <= 0 || !x.shape[1].is_static() || x.shape[1].value % hd != 0)
+            fail("rms_norm head_dim > 0 divides the width of x", desc(x) + ", head_dim " + std::to_string(hd));
+          same_dim(Dim::fixed(hd), w.shape[0], "rms_norm w width equals head_dim", x, w);
+        } else {
+          same_dim(x.shape[1], w.shape[0], "rms_norm w width equals x width", x, w);
+        }
         float_attr("eps", true);
         out_act(x.shape);
         break;
@@ -161,11 +169,13 @@ class NodeChecker {
         out_is(DType::F32, in(0).shape);
         break;
       }
-      case OpKind::SwiGlu: {
+      case OpKind::SwiGlu:
+      case OpKind::GeGlu: {
         const Value &gate = in(0), &up = in(1);
-        dtype(gate, DType::F32, "swiglu gate");
-        dtype(up, DType::F32, "swiglu up");
-        if (!shape_eq(gate.shape, up.shape)) fail("swiglu gate and up have one shape", desc(gate) + " vs " + desc(up));
+        const std::string op(op_info(n_.op).name);
+        dtype(gate, DType::F32, op + " gate");
+        dtype(up, DType::F32, op + " up");
+        if (!shape_eq(gate.shape, up.shape)) fail(op + " gate and up have one shape", desc(gate) + " vs " + desc(up));
         out_act(gate.shape);
         break;
       }
@@ -178,6 +188,10 @@ class NodeChecker {
         same_dim(x.shape[0], pos.shape[0], "rope pos has one entry per row of x", x, pos);
         int64_t nh = int_attr("n_heads"), hd = int_attr("head_dim"), n_rot = int_attr("n_rot");
         float_attr("theta", true);
+        if (n_.attrs.count("freq_scale")) {
+          const double fs = float_attr("freq_scale", true);
+          if (!(fs > 0) || !std::isfinite(fs)) fail("rope freq_scale is positive", std::to_string(fs));
+        }
         std::string mode = str_attr("mode");
         if (mode != "normal" && mode != "neox") fail("rope mode is \"normal\" or \"neox\"", "mode = \"" + mode + "\"");
         if (nh <= 0 || hd <= 0) fail("rope n_heads, head_dim > 0", "n_heads " + std::to_string(nh) + ", head_dim " + std::to_string(hd));
@@ -206,6 +220,10 @@ class NodeChecker {
         dtype(pos, DType::I32, "kv_store pos");
         same_dim(cache.shape[1], x.shape[1], "kv_store x width equals cache width", cache, x);
         same_dim(x.shape[0], pos.shape[0], "kv_store pos has one entry per row of x", x, pos);
+        if (n_.attrs.count("ring")) {
+          const int64_t ring = int_attr("ring");
+          if (ring != 0 && ring != 1) fail("kv_store ring is 0 or 1", std::to_string(ring));
+        }
         out_is(cache.dtype, cache.shape);
         break;
       }
@@ -230,6 +248,13 @@ class NodeChecker {
           fail("attention k width == n_kv_heads*head_dim", desc(k) + ", n_kv_heads " + std::to_string(nkv) + " * head_dim " + std::to_string(hd));
         if (!shape_eq(k.shape, v.shape)) fail("attention k and v have one shape", desc(k) + " vs " + desc(v));
         same_dim(q.shape[0], pos.shape[0], "attention pos has one entry per row of q", q, pos);
+        if (n_.attrs.count("window")) {  // sliding window: a full cache, or a ring that keeps a whole chunk
+          const int64_t w = int_attr("window");
+          if (w < 0) fail("attention window >= 0", std::to_string(w));
+          if (w > 0 && k.shape[0].is_static() && k.shape[0].value < w + q.shape[0].value - 1)
+            fail("attention over a ring cache has >= window + tokens - 1 rows",
+                 desc(k) + ", window " + std::to_string(w) + ", tokens " + std::to_string(q.shape[0].value));
+        }
         if (n_.inputs.size() == 5) {  // the split-K scratch (split-decode-attention pass)
           const Value& sc = in(4);
           if (sc.kind != ValueKind::State) fail("attention input 4 (scratch) is a State value", desc(sc));
@@ -292,6 +317,11 @@ class NodeChecker {
           out_is(DType::F32, {x.shape[0], w.shape[0]});
         } else if (n_.op == OpKind::RmsMatMulSwiGlu) {
           outputs(1);
+          if (n_.attrs.count("act")) {
+            const std::string act = str_attr("act");
+            if (act != "silu" && act != "gelu_tanh")
+              fail("rms_matmul_swiglu act is \"silu\" or \"gelu_tanh\"", "act = \"" + act + "\"");
+          }
           if (!w.shape[0].is_static() || w.shape[0].value % 2 != 0)
             fail("rms_matmul_swiglu w has 2F rows (gate rows, then up rows)", desc(w));
           out_is(DType::F32, {x.shape[0], Dim::fixed(w.shape[0].value / 2)});

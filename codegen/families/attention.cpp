@@ -5,7 +5,8 @@
 //    one block per (split of the KV sequence, KV head, row) covering the whole
 //    GQA group, the last block of each (KV head, row) merging the splits;
 //  - otherwise (prefill buckets, eager programs, shapes the split kernel does not
-//    take) one block per (head, token), online softmax per warp.
+//    take, sliding-window layers) one block per (head, token), online softmax
+//    per warp; attr window limits each query to its window, read from a ring.
 #include <algorithm>
 
 #include "codegen/family.h"
@@ -46,6 +47,7 @@ struct AttentionParams {
   ir::DType out = ir::DType::F32;    // output: f32, or f16/bf16 (fold-cast; not the split variant)
   int64_t T = 0, C = 0, nh = 0, nkv = 0, hd = 0;
   double scale = 1.0;
+  int64_t window = 0;  // sliding window (attr window; 0 = none): the generic kernel only
   int splits = 0;  // > 0: the split-K variant with this many splits (grid (splits, nkv, T))
 };
 
@@ -72,9 +74,10 @@ Kernel emit(const AttentionParams& p, bool compiled) {
   k.name = "kiln_attention_" + dt_lower(p.kv_dt) + (p.out == ir::DType::F32 ? "" : "_o" + dt_lower(p.out));
   std::string q = e.in(0, "const float*"), kc = e.in(1, "const void*"), vc = e.in(2, "const void*"),
               y = e.out(0, "void*"), st = e.step();
-  std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), hd = e.i(p.hd), sc = e.f(p.scale);
-  k.call = "k_attention<" + dt_macro(p.kv_dt) + ", " + dt_macro(p.out) + ">(" + q + ", " + kc + ", " + vc + ", " + y + ", " + st + ", " + C +
-           ", " + nh + ", " + nkv + ", " + hd + ", " + sc + ")";
+  std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), hd = e.i(p.hd), sc = e.f(p.scale),
+              win = e.i(p.window);
+  k.call = "k_attention<" + dt_macro(p.kv_dt) + ", " + dt_macro(p.out) + ">(" + q + ", " + kc + ", " + vc + ", " + y +
+           ", " + st + ", " + C + ", " + nh + ", " + nkv + ", " + hd + ", " + sc + ", " + win + ")";
   k.take(e);
   k.block = launch::kAttThreads;
   k.grid = {static_cast<uint32_t>(p.nh), cdiv(p.T, 1), 1};
@@ -110,8 +113,11 @@ class AttentionFamily final : public Family {
     if (p.nkv <= 0 || p.nh % p.nkv) unsupported("attention: n_heads must be a multiple of n_kv_heads");
     p.C = c.dim(c.in(1), 0);
     p.T = c.dim(c.in(0), 0);
+    p.window = c.n.attrs.count("window") ? c.n.attr_int("window") : 0;
+    if (p.window < 0) unsupported("attention: window must be >= 0");
     // the split variant: compiled decode-sized steps whose node has the scratch
-    if (c.compiled() && c.n.inputs.size() > 4 && p.T <= launch::kAttSplitMaxRows &&
+    // (never a windowed one: the split-decode-attention pass leaves those alone)
+    if (p.window == 0 && c.compiled() && c.n.inputs.size() > 4 && p.T <= launch::kAttSplitMaxRows &&
         split_geometry(p.nh, p.nkv, p.hd)) {
       const ir::Value& sc = c.in(4);
       if (sc.dtype != ir::DType::F32 || sc.shape.size() != 1)

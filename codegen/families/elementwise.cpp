@@ -1,5 +1,6 @@
-// Elementwise family: rms_norm (one block per row), add / mul with [N]
-// broadcast, silu, swiglu and last_row (grid-stride), kernels/elementwise.cuh.
+// Elementwise family: rms_norm (one block per row, or per head of a row with
+// attr head_dim), add / mul with [N] broadcast, silu, swiglu, geglu and
+// last_row (grid-stride), kernels/elementwise.cuh.
 #include <algorithm>
 
 #include "codegen/family.h"
@@ -18,6 +19,7 @@ struct ElementwiseParams {
   bool dyn = false;       // rows are the step's tokens
   bool bcast = false;     // add/mul: b is [N]
   double eps = 0;
+  int64_t heads = 1;      // rms_norm: normalised rows per token row (attr head_dim: per-head norm)
 };
 
 // Kernel-name suffix of a half-precision output (f32 outputs keep the plain name).
@@ -33,11 +35,11 @@ Kernel emit(const ElementwiseParams& p, bool compiled) {
     case OpKind::RmsNorm: {
       k.name = "kiln_rms_norm_" + dt_lower(p.dt) + out_suffix(p.out);
       std::string x = e.in(0, "const float*"), w = e.in(1, "const void*"), y = e.out(0, "void*"), st = e.step();
-      std::string H = e.i(p.N), eps = e.f(p.eps);
+      std::string H = e.i(p.N), eps = e.f(p.eps), heads = e.i(p.heads);
       k.call = "k_rms_norm<" + d + ", " + dt_macro(p.out) + ">(" + x + ", " + w + ", " + y + ", " + st +
-               "->n_tokens, " + H + ", " + eps + ")";
+               "->n_tokens, " + H + ", " + eps + ", " + heads + ")";
       k.block = launch::kRowThreads;
-      k.grid[0] = cdiv(p.R, 1);
+      k.grid[0] = cdiv(p.R * p.heads, 1);
       k.eager_module = p.dt;
       break;
     }
@@ -66,6 +68,15 @@ Kernel emit(const ElementwiseParams& p, bool compiled) {
       k.grid[0] = std::min<uint32_t>(cdiv(p.R * p.N, launch::kElementwiseThreads), launch::kElementwiseMaxBlocks);
       break;
     }
+    case OpKind::GeGlu: {
+      k.name = "kiln_geglu" + out_suffix(p.out);
+      std::string x = e.in(0, "const float*"), up = e.in(1, "const float*"), y = e.out(0, "void*"), st = e.step();
+      std::string dyn = e.i(p.dyn), R = e.i(p.R), N = e.i(p.N);
+      k.call = "k_geglu<" + dt_macro(p.out) + ">(" + x + ", " + up + ", " + y + ", " + st + "->n_tokens, " + dyn +
+               ", " + R + ", " + N + ")";
+      k.grid[0] = std::min<uint32_t>(cdiv(p.R * p.N, launch::kElementwiseThreads), launch::kElementwiseMaxBlocks);
+      break;
+    }
     case OpKind::LastRow: {
       k.name = "kiln_last_row";
       std::string x = e.in(0, "const float*"), y = e.out(0, "float*"), st = e.step();
@@ -82,7 +93,7 @@ Kernel emit(const ElementwiseParams& p, bool compiled) {
 
 bool is_elementwise(OpKind op) {
   return op == OpKind::RmsNorm || op == OpKind::Add || op == OpKind::Mul || op == OpKind::Silu ||
-         op == OpKind::SwiGlu || op == OpKind::LastRow;
+         op == OpKind::SwiGlu || op == OpKind::GeGlu || op == OpKind::LastRow;
 }
 
 class ElementwiseFamily final : public Family {
@@ -94,7 +105,7 @@ class ElementwiseFamily final : public Family {
     p.op = c.n.op;
     p.out = c.out(0).dtype;
     if (p.out != DType::F32) {
-      if (c.n.op != OpKind::RmsNorm && c.n.op != OpKind::Silu && c.n.op != OpKind::SwiGlu)
+      if (c.n.op != OpKind::RmsNorm && c.n.op != OpKind::Silu && c.n.op != OpKind::SwiGlu && c.n.op != OpKind::GeGlu)
         unsupported(c.opname() + ": output %" + c.out(0).name + " must be f32");
       if (p.out != DType::F16 && p.out != DType::BF16)
         unsupported(c.opname() + ": output %" + c.out(0).name + " is " + dt_lower(p.out) + ", expected f32, f16 or bf16");
@@ -115,6 +126,12 @@ class ElementwiseFamily final : public Family {
         p.N = c.dim(c.in(0), 1);
         p.R = c.dim(c.in(0), 0);
         p.eps = c.n.attr_float("eps");
+        if (c.n.attrs.count("head_dim")) {  // per-head norm: rows of head_dim, `heads` per token
+          const int64_t hd = c.n.attr_int("head_dim");
+          if (hd <= 0 || p.N % hd) unsupported("rms_norm: head_dim must divide the row width");
+          p.heads = p.N / hd;
+          p.N = hd;
+        }
         break;
       case OpKind::Add:
       case OpKind::Mul: {
@@ -128,8 +145,9 @@ class ElementwiseFamily final : public Family {
       }
       case OpKind::Silu:
       case OpKind::SwiGlu:
+      case OpKind::GeGlu:
         c.need_f32(c.in(0), "x");
-        if (c.n.op == OpKind::SwiGlu) c.need_f32(c.in(1), "up");
+        if (c.n.op != OpKind::Silu) c.need_f32(c.in(1), "up");
         rows_cols(c.in(0));
         break;
       default:  // LastRow
@@ -150,7 +168,7 @@ class ElementwiseFamily final : public Family {
     if (is_float(dt))
       for (OpKind op : {OpKind::RmsNorm, OpKind::Add, OpKind::Mul}) add(op);
     if (dt == DType::F32)  // dtype-free kernels live in the f32 module
-      for (OpKind op : {OpKind::Silu, OpKind::SwiGlu, OpKind::LastRow}) add(op);
+      for (OpKind op : {OpKind::Silu, OpKind::SwiGlu, OpKind::GeGlu, OpKind::LastRow}) add(op);
     return v;
   }
 };

@@ -19,6 +19,7 @@ class FlashAttentionFamily final : public Family {
   std::string_view name() const override { return "flash_attention"; }
   bool selects(const NodeCtx& c) const override {
     if (c.n.op != ir::OpKind::Attention || !c.compiled() || c.n.inputs.size() < 3) return false;
+    if (c.n.attrs.count("window") && c.n.attr_int("window") != 0) return false;  // the attention family's
     if (c.target.sm < 80) return false;  // mma.sync m16n8k16
     const ir::Value &q = c.in(0), &k = c.in(1), &v = c.in(2);
     if (q.shape.size() != 2 || q.dtype != ir::DType::F32 || k.dtype != ir::DType::F16 || v.dtype != ir::DType::F16)

@@ -15,11 +15,12 @@ bool is_f32_matmul(const NodeCtx& c) {
 }
 
 namespace {
-int flags_of(OpKind op) {
-  switch (op) {
+int flags_of(const ir::Node& n) {
+  switch (n.op) {
     case OpKind::RmsMatMul: return kMmRms;
     case OpKind::MatMulAdd: return kMmAdd;
-    case OpKind::RmsMatMulSwiGlu: return kMmRms | kMmSwiGlu;
+    case OpKind::RmsMatMulSwiGlu:
+      return kMmRms | kMmSwiGlu | (n.attrs.count("act") && n.attr_str("act") == "gelu_tanh" ? kMmGeGlu : 0);
     default: return 0;
   }
 }
@@ -35,7 +36,7 @@ int64_t matmul_rows(const NodeCtx& c) {
 
 MatmulOperands matmul_operands(const NodeCtx& c) {
   MatmulOperands m;
-  m.flags = flags_of(c.n.op);
+  m.flags = flags_of(c.n);
   const ir::Value& x = c.in(0);
   c.need_f32(x, "x");
   const size_t wi = (m.flags & kMmRms) ? 2 : 1;
@@ -68,6 +69,7 @@ std::string matmul_name(const MatmulOperands& m, const char* path) {
   if (m.flags == 0) n += "matmul";
   else if (m.flags == kMmRms) n += "rms_matmul";
   else if (m.flags == kMmAdd) n += "matmul_add";
+  else if (m.flags & kMmGeGlu) n += "rms_matmul_geglu";
   else n += "rms_matmul_swiglu";
   n += std::string("_") + path + "_" + dt_lower(m.wdt);
   if (m.flags & kMmRms) n += "_g" + dt_lower(m.gdt);

@@ -6,8 +6,8 @@
 
 namespace kiln::codegen::detail {
 
-// matmul.cuh's MM_* flags
-constexpr int kMmRms = 1, kMmAdd = 2, kMmSwiGlu = 4;
+// matmul.cuh's MM_* flags (kMmGeGlu comes with kMmSwiGlu: the gate/up rows, GELU-tanh gating)
+constexpr int kMmRms = 1, kMmAdd = 2, kMmSwiGlu = 4, kMmGeGlu = 8;
 
 struct MatmulOperands {
   ir::DType wdt = ir::DType::F32;  // weight dtype

@@ -18,6 +18,8 @@ struct RopeParams {
   int64_t nh = 0, nkv = 0, hd = 0, n_rot = 0;
   bool neox = false;
   double theta = 0;
+  double fscale = 1.0;  // rope: attr freq_scale (linear rope scaling)
+  bool ring = false;    // kv_store: attr ring (row pos mod C)
 };
 
 Kernel emit(const RopeParams& p, bool compiled) {
@@ -31,9 +33,10 @@ Kernel emit(const RopeParams& p, bool compiled) {
       std::string x = e.in(0, "const float*");
       std::string ff = p.has_ff ? e.in(2, "const void*") : "nullptr";
       std::string y = e.out(0, "float*"), st = e.step();
-      std::string nh = e.i(p.nh), hd = e.i(p.hd), nr = e.i(p.n_rot), nx = e.i(p.neox), th = e.f(p.theta);
+      std::string nh = e.i(p.nh), hd = e.i(p.hd), nr = e.i(p.n_rot), nx = e.i(p.neox), th = e.f(p.theta),
+                  fs = e.f(p.fscale);
       k.call = "k_rope<" + ffd + ">(" + x + ", " + ff + ", " + y + ", " + st + ", " + nh + ", " + hd + ", " + nr +
-               ", " + nx + ", " + th + ")";
+               ", " + nx + ", " + th + ", " + fs + ")";
       k.block = launch::kRopeThreads;
       k.grid = {cdiv(p.T, 1), static_cast<uint32_t>(p.nh), 1};
       k.eager_module = p.has_ff ? p.ff_dt : DType::F32;
@@ -56,8 +59,9 @@ Kernel emit(const RopeParams& p, bool compiled) {
     default: {  // KvStore
       k.name = "kiln_kv_store_" + dt_lower(p.cache_dt);
       std::string c = e.in(0, "void*"), x = e.in(1, "const float*"), st = e.step();
-      std::string C = e.i(p.C), W = e.i(p.W);
-      k.call = "k_kv_store<" + dt_macro(p.cache_dt) + ">(" + c + ", " + x + ", " + st + ", " + C + ", " + W + ")";
+      std::string C = e.i(p.C), W = e.i(p.W), ring = e.i(p.ring);
+      k.call = "k_kv_store<" + dt_macro(p.cache_dt) + ">(" + c + ", " + x + ", " + st + ", " + C + ", " + W + ", " +
+               ring + ")";
       k.block = launch::kRowThreads;
       k.grid[0] = cdiv(p.T, 1);
       k.eager_module = p.cache_dt;
@@ -80,6 +84,7 @@ RopeParams rope_params(const NodeCtx& c) {
     p.C = c.dim(cache, 0);
     p.W = c.dim(cache, 1);
     p.T = c.dim(x, 0);
+    p.ring = n.attrs.count("ring") && n.attr_int("ring") != 0;
     return p;
   }
   const bool store = n.op == OpKind::RopeStore;
@@ -88,6 +93,8 @@ RopeParams rope_params(const NodeCtx& c) {
   p.hd = n.attr_int("head_dim");
   p.n_rot = n.attr_int("n_rot");
   p.theta = n.attr_float("theta");
+  p.fscale = n.attr_float_opt("freq_scale").value_or(1.0);
+  if (store && p.fscale != 1.0) unsupported("rope_store: freq_scale is not implemented (the rope op has it)");
   const std::string& m = n.attr_str("mode");
   if (m != "normal" && m != "neox") unsupported(c.opname() + ": unknown rope mode '" + m + "'");
   p.neox = m == "neox";

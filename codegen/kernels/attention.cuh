@@ -8,21 +8,32 @@
 #include "common.cuh"
 
 
+// window > 0 (a sliding-window layer): query t sees positions
+// max(0, pos - window + 1) .. pos only, position j in cache row j mod C (the
+// ring of window + chunk - 1 rows the IR gives such a layer, or the full
+// cache); keys are visited in position order, as in the interpreter.
 // Launch: grid (nh, T), block 32*kAttWarps. out is ODT (f32, or f16/bf16:
 // fold-cast).
 template <int KDT, int ODT>
 __device__ __forceinline__ void k_attention(const float* __restrict__ q, const void* __restrict__ kc,
                                             const void* __restrict__ vc, void* __restrict__ out,
                                             const KilnStep* step, int C, int nh, int nkv, int hd,
-                                            float scale) {
+                                            float scale, int window) {
   __shared__ float sm[kAttWarps], sl[kAttWarps];
   __shared__ float sacc[kAttWarps][32 * kAttMaxDimsPerLane];
   const int h = blockIdx.x, t = blockIdx.y;
   if (t >= step->n_tokens) return;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int kvh = h / (nh / nkv);
-  int last = step->pos0 + t;
-  if (last > C - 1) last = C - 1;  // never read past the cache
+  // Keys are offsets 0..last from the first visible position `first`.
+  int first = 0, last = step->pos0 + t;
+  if (window > 0) {
+    first = max(0, last - window + 1);
+    last -= first;
+    if (last > C - 1) last = C - 1;  // a ring smaller than the window: never wrap onto itself
+  } else if (last > C - 1) {
+    last = C - 1;  // never read past the cache
+  }
   const i64 W = (i64)nkv * hd;
   const float* qr = q + (i64)t * nh * hd + (i64)h * hd;
   float qv[kAttMaxDimsPerLane], acc[kAttMaxDimsPerLane];
@@ -37,7 +48,8 @@ __device__ __forceinline__ void k_attention(const float* __restrict__ q, const v
     float kv[kAttKeysPerGroup][kAttMaxDimsPerLane], vv[kAttKeysPerGroup][kAttMaxDimsPerLane], s[kAttKeysPerGroup];
 #pragma unroll
     for (int g = 0; g < kAttKeysPerGroup; ++g) {
-      const i64 base = (i64)min(j0 + g, last) * W + (i64)kvh * hd;  // rows past last: masked below
+      const int j = min(j0 + g, last) + first;  // rows past last: masked below
+      const i64 base = (i64)(window > 0 ? j % C : j) * W + (i64)kvh * hd;
 #pragma unroll
       for (int i = 0; i < kAttMaxDimsPerLane; ++i) {
         const int d = lane + 32 * i;

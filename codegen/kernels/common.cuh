@@ -160,3 +160,7 @@ __device__ __forceinline__ float row_inv_rms(const float* x, int K, float eps, f
 
 // SiLU, as the interpreter computes it: x * sigmoid(x) = x / (1 + e^-x).
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+// GELU, tanh approximation, as the interpreter's gelu_tanh (ir/interpreter.cpp).
+__device__ __forceinline__ float gelu_tanh(float v) {
+  return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * v * (1.0f + 0.044715f * v * v)));
+}

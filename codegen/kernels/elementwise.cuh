@@ -1,20 +1,21 @@
-// elementwise.cuh: rms_norm, add/mul (with [N] broadcast), silu, swiglu,
-// last_row. Rows t >= n_tokens are skipped when the row dimension is the
+// elementwise.cuh: rms_norm (per row or per head), add/mul (with [N] broadcast),
+// silu, swiglu, geglu, last_row. Rows t >= n_tokens are skipped when the row dimension is the
 // symbolic "tokens" dim (dyn != 0).
 #pragma once
 #include "common.cuh"
 
-// rms_norm: y = x / sqrt(mean(x^2) + eps) * w, written as ODT (f32, or
-// f16/bf16 when it feeds a tensor-core GEMM: fold-cast). Rows of a multiple
-// of 4 elements move as float4 (x is read twice, the second time from L1/L2).
-// Launch: grid T, block kRowThreads.
+// rms_norm: y = x / sqrt(mean(x^2) + eps) * w over rows of H, written as ODT
+// (f32, or f16/bf16 when it feeds a tensor-core GEMM: fold-cast). A token row
+// holds `heads` such rows (1, or the heads of a per-head Q/K norm, w one head
+// wide). Rows of a multiple of 4 elements move as float4 (x is read twice, the
+// second time from L1/L2). Launch: grid T * heads, block kRowThreads.
 template <int WDT, int ODT>
 __device__ __forceinline__ void k_rms_norm(const float* __restrict__ x, const void* __restrict__ w,
-                                           void* __restrict__ y, int nt, int H, float eps) {
+                                           void* __restrict__ y, int nt, int H, float eps, int heads) {
   __shared__ float red[33];
-  const int t = blockIdx.x;
-  if (t >= nt) return;
-  const float* xr = x + (i64)t * H;
+  const int r = blockIdx.x;  // row r of H: token r / heads
+  if (r / heads >= nt) return;
+  const float* xr = x + (i64)r * H;
   if ((H & 3) == 0) {
     const float4* x4 = (const float4*)xr;
     float s = 0.f;
@@ -28,12 +29,12 @@ __device__ __forceinline__ void k_rms_norm(const float* __restrict__ x, const vo
       const float4 v = x4[k];
       const float o[4] = {(v.x * inv) * ldf<WDT>(w, 4 * k), (v.y * inv) * ldf<WDT>(w, 4 * k + 1),
                           (v.z * inv) * ldf<WDT>(w, 4 * k + 2), (v.w * inv) * ldf<WDT>(w, 4 * k + 3)};
-      st4<ODT>(y, (i64)t * H + 4 * k, o);
+      st4<ODT>(y, (i64)r * H + 4 * k, o);
     }
     return;
   }
   const float inv = row_inv_rms(xr, H, eps, red);
-  for (int k = threadIdx.x; k < H; k += blockDim.x) stf<ODT>(y, (i64)t * H + k, (xr[k] * inv) * ldf<WDT>(w, k));
+  for (int k = threadIdx.x; k < H; k += blockDim.x) stf<ODT>(y, (i64)r * H + k, (xr[k] * inv) * ldf<WDT>(w, k));
 }
 
 // add / mul over a [R, N] view; b is [R, N] or (bcast) [N]. Launch: grid-stride,
@@ -75,6 +76,17 @@ __device__ __forceinline__ void k_silu(const float* __restrict__ x, const float*
   }
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x)
     stf<ODT>(y, i, up ? silu(x[i]) * up[i] : silu(x[i]));
+}
+
+// geglu: y = gelu_tanh(x) * up (Gemma's feed-forward), written as ODT (f32, or
+// f16/bf16: fold-cast). Launch: grid-stride, block 256.
+template <int ODT>
+__device__ __forceinline__ void k_geglu(const float* __restrict__ x, const float* __restrict__ up,
+                                        void* __restrict__ y, int nt, int dyn, int R, int N) {
+  const int rows = dyn ? min(R, nt) : R;
+  const i64 total = (i64)rows * N;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x)
+    stf<ODT>(y, i, gelu_tanh(x[i]) * up[i]);
 }
 
 // last_row: y[0,:] = x[n_tokens-1, :] (rows clamped to R). Launch: grid 1.., block 256.

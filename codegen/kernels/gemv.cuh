@@ -119,7 +119,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
         if (j < nr) {
           const int n = n0 + j;
           float o;
-          if (FL & MM_SWIGLU) o = silu(acc[j][t] * inv) * (acc[R + j][t] * inv);
+          if (FL & MM_SWIGLU) o = mm_gate<FL>(acc[j][t] * inv) * (acc[R + j][t] * inv);
           else o = (FL & MM_RMS) ? acc[j][t] * inv : acc[j][t];
           if (FL & MM_ADD) o += r[(i64)t * N + n];
           y[(i64)t * N + n] = o;

@@ -13,12 +13,13 @@
 #pragma once
 #include "common.cuh"
 
+// fscale: linear rope scaling (the angle of position pos * fscale; 1 = none).
 template <int FDT>
 __device__ __forceinline__ void rope_cs(int pos, int i, int n_rot, float theta, const void* ff, float& cs,
-                                        float& sn) {
+                                        float& sn, float fscale = 1.f) {
   double freq = pow((double)theta, -2.0 * (double)i / (double)n_rot);
   if (ff) freq /= (double)ldf<FDT>(ff, i);
-  const double a = (double)pos * freq;
+  const double a = (double)pos * (double)fscale * freq;
   const double k = rint(a * 0.15915494309189533577);  // 1 / (2 pi)
   const float r = (float)fma(-k, 6.28318530717958647693, a);
   sincosf(r, &sn, &cs);
@@ -28,13 +29,14 @@ __device__ __forceinline__ void rope_cs(int pos, int i, int n_rot, float theta, 
 // ODT (F32 for activations, the cache dtype for k).
 template <int FDT, int ODT>
 __device__ __forceinline__ void rope_head(const float* __restrict__ src, void* __restrict__ dst, i64 o,
-                                          int hd, int n_rot, int neox, int pos, float theta, const void* ff) {
+                                          int hd, int n_rot, int neox, int pos, float theta, const void* ff,
+                                          float fscale = 1.f) {
   const int half = n_rot / 2;
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
     const float x0 = src[i0], x1 = src[i1];
     float cs, sn;
-    rope_cs<FDT>(pos, i, n_rot, theta, ff, cs, sn);
+    rope_cs<FDT>(pos, i, n_rot, theta, ff, cs, sn, fscale);
     stf<ODT>(dst, o + i0, x0 * cs - x1 * sn);
     stf<ODT>(dst, o + i1, x0 * sn + x1 * cs);
   }
@@ -45,12 +47,12 @@ __device__ __forceinline__ void rope_head(const float* __restrict__ src, void* _
 template <int FDT>
 __device__ __forceinline__ void k_rope(const float* __restrict__ x, const void* __restrict__ ff,
                                        float* __restrict__ y, const KilnStep* step, int nh, int hd, int n_rot,
-                                       int neox, float theta) {
+                                       int neox, float theta, float fscale) {
   const int t = blockIdx.x, h = blockIdx.y;
   if (t >= step->n_tokens || h >= nh) return;
   const i64 W = (i64)nh * hd;
   rope_head<FDT, DT_F32>(x + t * W + (i64)h * hd, y, t * W + (i64)h * hd, hd, n_rot, neox, step->pos0 + t,
-                         theta, ff);
+                         theta, ff, fscale);
 }
 
 // rope_store: qkv[t] = [q (nh*hd) | k (nkv*hd) | v (nkv*hd)]; q' -> y[t],
@@ -77,14 +79,16 @@ __device__ __forceinline__ void k_rope_store(const float* __restrict__ qkv, cons
   for (int d = threadIdx.x; d < hd; d += blockDim.x) stf<CDT>(vc, o + d, row[Wq + Wk + (i64)j * hd + d]);
 }
 
-// kv_store: cache[pos0 + t, :] = x[t, :] (rows past the cache are dropped).
+// kv_store: cache[pos0 + t, :] = x[t, :] (rows past the cache are dropped),
+// or with ring != 0 cache[(pos0 + t) mod C, :] (a sliding-window layer's ring).
 // Launch: grid T, block 256.
 template <int CDT>
 __device__ __forceinline__ void k_kv_store(void* __restrict__ cache, const float* __restrict__ x,
-                                           const KilnStep* step, int C, int W) {
+                                           const KilnStep* step, int C, int W, int ring) {
   const int t = blockIdx.x;
   if (t >= step->n_tokens) return;
-  const int pos = step->pos0 + t;
-  if (pos < 0 || pos >= C) return;
+  int pos = step->pos0 + t;
+  if (pos < 0 || (pos >= C && !ring)) return;
+  if (ring) pos %= C;
   for (int k = threadIdx.x; k < W; k += blockDim.x) stf<CDT>(cache, (i64)pos * W + k, x[(i64)t * W + k]);
 }

@@ -76,7 +76,7 @@ __device__ __forceinline__ void mm_tiled(const float* __restrict__ x, const void
     if (t >= nt) continue;
     if (FL & MM_SWIGLU) {
       const int n = n0 + cc;
-      if (n < N) y[(i64)t * N + n] = silu(acc[j][0]) * acc[j][1];
+      if (n < N) y[(i64)t * N + n] = mm_gate<FL>(acc[j][0]) * acc[j][1];
     } else {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {

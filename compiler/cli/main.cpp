@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
       "  kiln bench m.plan                              compiled vs eager latency\n"
       "  kiln verify m.plan model.gguf                  check the plan on this GPU against the interpreter\n"
       "  kiln generate --reference model.gguf -p Hi    generate on the CPU (reference interpreter)\n"
-      "  kiln synth --geometry llama-1b --type q8_0 -o m.gguf   make a random-weight test model\n",
+      "  kiln synth --geometry llama-1b --type q8_0 -o m.gguf   make a random-weight test model\n"
+      "  kiln supported                                 architectures, weight types, targets kiln supports\n",
       "kiln"};
   app.set_version_flag("--version", std::string("kiln ") + KILN_VERSION);
   app.require_subcommand(1);
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   kiln::cli::register_synth(app);
   kiln::cli::register_tokenize(app);
   kiln::cli::register_verify(app);
+  kiln::cli::register_supported(app);
   // Exit status (README.md, "Exit status"): 0 success, 1 bad input (command
   // line, model, plan), 2 internal error, 3 no GPU or a device / CUDA error,
   // 4 `kiln verify` found results outside tolerance, 130 stopped by Ctrl-C

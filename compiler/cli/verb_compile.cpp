@@ -157,6 +157,10 @@ void register_compile(CLI::App& app) {
       };
     }
     auto rep = compile::compile_model(o);
+    if (!a->quiet && rep.kv_ring_saved_bytes)
+      std::fprintf(stderr, "KV cache: %.1f MiB; full caches would be %.1f MiB (sliding-window rings save %.1f MiB)\n",
+                   rep.kv_bytes / 1048576.0, (rep.kv_bytes + rep.kv_ring_saved_bytes) / 1048576.0,
+                   rep.kv_ring_saved_bytes / 1048576.0);
     if (!a->quiet)
       std::fprintf(stderr,
                    "done in %.2f s: %zu kernels, plan %.1f MiB (weights %.1f MiB, arena %.1f MiB incl. KV %.1f MiB)\n"

@@ -146,6 +146,9 @@ const std::vector<std::pair<std::string, std::string>>& hparam_keys() {
       {"rope dims", "rope.dimension_count"},
       {"rope freq base", "rope.freq_base"},
       {"RMS norm epsilon", "attention.layer_norm_rms_epsilon"},
+      {"sliding window", "attention.sliding_window"},
+      {"rope scaling", "rope.scaling.type"},
+      {"rope scale factor", "rope.scaling.factor"},
   };
   return k;
 }

@@ -16,6 +16,7 @@
 //   write    plan_assembly.{h,cpp}  PlanSpec: model config, tokenizer, kernels, weights,
 //                                   arena, programs, compile-options record; then plan::write_plan
 #include "compiler/compile/compile.h"
+#include "ir/dequant.h"
 
 #include <algorithm>
 #include <chrono>
@@ -124,6 +125,13 @@ CompileReport compile_model(const CompileOptions& opt) {
     base.mark_output(next);
     ir::verify(base);
   }
+  // A KV cache whose rows are not the context (the symbolic kv_len) is a
+  // sliding-window ring: what it saves against a full cache of ctx rows.
+  for (const ir::Value& v : base.values())
+    if (v.kind == ir::ValueKind::State && v.shape.size() == 2 && v.shape[0].is_static() &&
+        v.shape[0].value < shapes.ctx && v.shape[1].is_static())
+      rep.kv_ring_saved_bytes += ir::row_bytes(v.dtype, v.shape[1].value) *
+                                 static_cast<uint64_t>(shapes.ctx - v.shape[0].value);
   const auto main_passes = passes::default_pipeline(), prefill_passes = passes::prefill_pipeline();
   std::vector<passes::Pass> all_passes = main_passes;
   all_passes.insert(all_passes.end(), prefill_passes.begin(), prefill_passes.end());
@@ -214,9 +222,14 @@ CompileReport compile_model(const CompileOptions& opt) {
   rep.arena_bytes = spec.arena.size;
   rep.kv_bytes = slots.kv_size;
   for (const auto& w : spec.weights) rep.largest_blob_bytes = std::max<uint64_t>(rep.largest_blob_bytes, w.size);
-  stage_done("write", t, fmt::format("{} ({:.1f} MiB; arena {:.1f} MiB of which KV cache {:.1f} MiB)", opt.out_path,
-                                     wr.file_size / 1048576.0, spec.arena.size / 1048576.0,
-                                     slots.kv_size / 1048576.0));
+  stage_done("write", t,
+             fmt::format("{} ({:.1f} MiB; arena {:.1f} MiB of which KV cache {:.1f} MiB{})", opt.out_path,
+                         wr.file_size / 1048576.0, spec.arena.size / 1048576.0, slots.kv_size / 1048576.0,
+                         rep.kv_ring_saved_bytes
+                             ? fmt::format(", {:.1f} MiB less than full caches: sliding-window layers keep "
+                                           "only their window in a ring",
+                                           rep.kv_ring_saved_bytes / 1048576.0)
+                             : std::string()));
   rep.total_seconds = since(t_all);
   const PeakMemory peak = memory.peak();
   rep.peak_rss_bytes = peak.peak_rss;

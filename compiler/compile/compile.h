@@ -49,6 +49,9 @@ struct CompileReport {
   // Peak memory during the compile (peak_memory.h): VmHWM, which counts the
   // mapped model's pages, and the largest RssAnon sampled every 10 ms.
   uint64_t peak_rss_bytes = 0, peak_anon_bytes = 0;
+  // KV bytes the sliding-window layers' ring caches save against full caches
+  // of the compiled context (0 for a model without sliding-window layers).
+  uint64_t kv_ring_saved_bytes = 0;
   double total_seconds = 0;
 };
 

@@ -23,12 +23,25 @@ struct ModelConfig {
   bool has_rope_freqs = false;       // Llama 3 rope_freqs.weight factors
   bool tied_embeddings = false;      // no output.weight: LM head reuses token_embd
   bool attn_bias = false;            // Qwen2-style q/k/v biases
+  // Gemma 3 (compiler/frontend/gemma3.cpp); defaults mean "not used".
+  int64_t sliding_window = 0;        // local layers' attention window in tokens; 0 = none
+  std::vector<bool> layer_is_local;  // per layer: sliding-window (true) or global attention
+  double rope_theta_local = 0;       // rope base of the sliding-window layers
+  double rope_freq_scale = 1.0;      // global layers' linear rope scaling: 1 / rope.scaling.factor
+  double attn_scale = 0;             // q.k scale; 0 = 1/sqrt(head_dim)
+  double embed_scale = 1.0;          // token embeddings are multiplied by this (sqrt(hidden) in Gemma)
 };
 
 // Reads and validates hyper-parameters. Throws kiln::Error(kUnsupported)
 // naming the architecture and listing supported ones, or kFormat naming a
 // missing/inconsistent key or tensor.
 ModelConfig read_config(const gguf::File& f);
+
+// Rows of a sliding-window layer's KV cache: a ring of window + max_tokens - 1
+// rows (position p in row p mod rows) keeps every key a prefill chunk of up to
+// max_tokens tokens needs while the chunk's own rows overwrite the oldest ones;
+// 0 when the full cache (max_context rows) is no larger, so no ring is used.
+int64_t ring_rows(int64_t window, int64_t max_tokens, int64_t max_context);
 
 struct GraphOptions {
   int64_t max_tokens = 512;     // bound of symbolic dim "tokens" (prefill chunk)

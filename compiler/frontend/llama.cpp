@@ -13,11 +13,14 @@
 #include <fmt/format.h>
 
 #include "compiler/frontend/frontend.h"
+#include "compiler/frontend/gemma3.h"
+#include "compiler/frontend/keys.h"
 
 namespace kiln::frontend {
 
 namespace {
 
+using namespace detail;
 using ir::Dim;
 using ir::DType;
 using ir::OpKind;
@@ -46,50 +49,6 @@ std::string supported_list() {
   for (const auto& a : supported_architectures()) s += (s.empty() ? "" : ", ") + a;
   return s;
 }
-
-int64_t require_int(const gguf::File& f, const std::string& key) {
-  auto v = f.get_u64(key);
-  if (!v)
-    throw Error(ErrorCode::kFormat,
-                fmt::format("GGUF key '{}' is missing: the model's hyper-parameters are incomplete "
-                            "(re-convert it with a current llama.cpp convert_hf_to_gguf.py)",
-                            key),
-                key);
-  if (*v == 0 || *v > (1ull << 40))
-    throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}' has an implausible value {}", key, *v), key);
-  return static_cast<int64_t>(*v);
-}
-
-std::optional<int64_t> optional_int(const gguf::File& f, const std::string& key) {
-  auto v = f.get_u64(key);
-  if (!v) return std::nullopt;
-  if (*v == 0 || *v > (1ull << 40))
-    throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}' has an implausible value {}", key, *v), key);
-  return static_cast<int64_t>(*v);
-}
-
-[[noreturn]] void inconsistent(const std::string& key, const std::string& why) {
-  throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}': {}", key, why), key);
-}
-
-// IR shape of a GGUF tensor: ggml ne is innermost-first, IR is outermost-first.
-std::vector<int64_t> ir_shape(const gguf::TensorInfo& t) {
-  return std::vector<int64_t>(t.ne.rbegin(), t.ne.rend());
-}
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-// One weight the graph needs: GGUF name and expected IR shape.
-struct WeightSpec {
-  std::string name;
-  std::vector<int64_t> shape;
-  bool optional = false;
-  bool matmul = false;  // may be quantised; otherwise must be f32
-};
 
 std::vector<WeightSpec> expected_weights(const ModelConfig& c, const gguf::File& f) {
   std::vector<WeightSpec> w;
@@ -121,26 +80,7 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c, const gguf::File&
 
 // Problems with the tensors the graph reads (missing, wrong shape, dtype).
 std::vector<std::string> weight_problems(const gguf::File& f, const ModelConfig& c) {
-  std::vector<std::string> out;
-  for (const auto& spec : expected_weights(c, f)) {
-    const auto* t = f.find_tensor(spec.name);
-    if (!t) {
-      if (!spec.optional) out.push_back(fmt::format("tensor '{}' is missing", spec.name));
-      continue;
-    }
-    auto got = ir_shape(*t);
-    if (got != spec.shape)
-      out.push_back(fmt::format("tensor '{}' has shape {}, expected {} for this configuration", spec.name,
-                                shape_str(got), shape_str(spec.shape)));
-    if (spec.matmul) {
-      if (t->type == DType::I32)
-        out.push_back(fmt::format("tensor '{}' has type i32, which is not a weight type", spec.name));
-    } else if (t->type != DType::F32) {
-      out.push_back(fmt::format("tensor '{}' has type {}, expected f32 (norm / bias / rope factors)",
-                                spec.name, ir::dtype_name(t->type)));
-    }
-  }
-  return out;
+  return check_weights(f, expected_weights(c, f));
 }
 
 }  // namespace
@@ -149,12 +89,20 @@ const std::vector<std::string>& supported_architectures() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> v;
     for (const auto& a : kArchs) v.emplace_back(a.name);
+    v.emplace_back(kGemma3Arch);
     return v;
   }();
   return names;
 }
 
+int64_t ring_rows(int64_t window, int64_t max_tokens, int64_t max_context) {
+  if (window <= 0) return 0;
+  const int64_t rows = window + max_tokens - 1;
+  return rows < max_context ? rows : 0;
+}
+
 ModelConfig read_config(const gguf::File& f) {
+  if (f.architecture() == kGemma3Arch) return read_gemma3_config(f);
   ModelConfig c;
   c.arch = f.architecture();
   const ArchTraits* traits = find_arch(c.arch);
@@ -213,30 +161,7 @@ ModelConfig read_config(const gguf::File& f) {
                   p + "rope.scaling.factor");
   }
 
-  // Vocabulary: <arch>.vocab_size, else the tokenizer's token count, else the embedding rows.
-  const auto* embd = f.find_tensor("token_embd.weight");
-  if (auto v = optional_int(f, p + "vocab_size")) {
-    c.vocab = *v;
-  } else if (auto toks = f.find("tokenizer.ggml.tokens");
-             toks && toks->type == gguf::ValueType::ARRAY) {
-    c.vocab = static_cast<int64_t>(std::get<gguf::Array>(toks->v).items.size());
-  } else if (embd && embd->ne.size() == 2) {
-    c.vocab = embd->ne[1];
-  } else {
-    throw Error(ErrorCode::kFormat,
-                fmt::format("cannot tell the vocabulary size: neither '{}vocab_size', "
-                            "'tokenizer.ggml.tokens' nor 'token_embd.weight' is present",
-                            p),
-                p + "vocab_size");
-  }
-  if (!embd)
-    throw Error(ErrorCode::kFormat, "tensor 'token_embd.weight' is missing", "token_embd.weight");
-  if (embd->ne.size() != 2 || embd->ne[0] != c.hidden || embd->ne[1] != c.vocab)
-    throw Error(ErrorCode::kFormat,
-                fmt::format("tensor 'token_embd.weight' has shape {}, expected [{}, {}] (vocab, "
-                            "embedding_length)",
-                            shape_str(ir_shape(*embd)), c.vocab, c.hidden),
-                "token_embd.weight");
+  c.vocab = vocab_size(f, p, c.hidden);
 
   c.rope_mode = traits->rope_mode;
   c.attn_bias = traits->attn_bias;
@@ -252,6 +177,7 @@ std::vector<std::string> support_problems(const gguf::File& f) {
   } catch (const Error& e) {
     return {e.what()};
   }
+  if (c.arch == kGemma3Arch) return gemma3_weight_problems(f, c);
   return weight_problems(f, c);
 }
 
@@ -270,6 +196,7 @@ ir::Graph build_graph(const gguf::File& f, const ModelConfig& c, const GraphOpti
   if (kv_t != DType::F32 && kv_t != DType::F16 && kv_t != DType::BF16)
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("KV-cache type {} is not f32, f16 or bf16", ir::dtype_name(kv_t)), "kv_type");
+  if (c.arch == kGemma3Arch) return build_gemma3_graph(f, c, opt);
   if (auto problems = weight_problems(f, c); !problems.empty()) {
     std::string msg = "model cannot be built:";
     for (const auto& p : problems) msg += "\n  " + p;

@@ -2,7 +2,7 @@
 // folded into the node that makes the activation, which then writes half
 // precision itself
 //
-//   a = rms_norm(x, g) | swiglu(gate, up) | attention(q, k, v, pos)
+//   a = rms_norm(x, g) | swiglu(gate, up) | geglu(gate, up) | attention(q, k, v, pos)
 //   ah = cast(a)                              ->   ah = <same op>(...) : f16
 //
 // One kernel launch and one fp32 round trip of the activation fewer per cast
@@ -24,7 +24,8 @@ using ir::ValueId;
 
 bool foldable(const Node& n) {
   if (n.outputs.size() != 1) return false;
-  return n.op == OpKind::RmsNorm || n.op == OpKind::SwiGlu || (n.op == OpKind::Attention && n.inputs.size() == 4);
+  return n.op == OpKind::RmsNorm || n.op == OpKind::SwiGlu || n.op == OpKind::GeGlu ||
+         (n.op == OpKind::Attention && n.inputs.size() == 4);
 }
 
 bool try_fold(Graph& g, size_t cast_i) {
@@ -50,7 +51,7 @@ bool run(Graph& g) { return rewrite_to_fixpoint(g, {OpKind::Cast}, try_fold); }
 }  // namespace
 
 Pass fold_cast_pass() {
-  return {"fold-cast", "cast to f16/bf16 of an rms_norm, swiglu or attention output -> that op writes half precision",
+  return {"fold-cast", "cast to f16/bf16 of an rms_norm, swiglu, geglu or attention output -> that op writes half precision",
           run};
 }
 

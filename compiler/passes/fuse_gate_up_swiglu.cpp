@@ -5,7 +5,8 @@
 //
 // becomes  a = rms_matmul_swiglu(x, g, wgu)  with wgu the gate rows then the up
 // rows (source "wg+wu"). h, gate and up must have no other users: the norm is
-// computed inside the fused op. a keeps its value id and name.
+// computed inside the fused op. a keeps its value id and name. Gemma's
+// a = geglu(gate, up) fuses the same way, with attr act = "gelu_tanh".
 #include <optional>
 
 #include "compiler/passes/passes.h"
@@ -23,10 +24,12 @@ using ir::ValueId;
 struct Act {
   ValueId gate = ir::kNoValue, up = ir::kNoValue;
   int silu = -1;
+  bool gelu = false;  // geglu: gelu_tanh(gate) * up
 };
 
 std::optional<Act> activation(const Graph& g, const Uses& u, const Node& n) {
   if (n.op == OpKind::SwiGlu && n.attrs.empty()) return Act{n.inputs[0], n.inputs[1], -1};
+  if (n.op == OpKind::GeGlu && n.attrs.empty()) return Act{n.inputs[0], n.inputs[1], -1, true};
   if (n.op != OpKind::Mul || !n.attrs.empty()) return std::nullopt;
   if (!same_shape(g.value(n.inputs[0]).shape, g.value(n.inputs[1]).shape)) return std::nullopt;
   for (int s = 0; s < 2; ++s) {
@@ -69,7 +72,8 @@ bool try_fuse(Graph& g, size_t act_i) {
   const ir::DType dt = Wg.dtype;
   const ir::Dim K = Wg.shape[1];
   const ValueId x = norm->inputs[0], gain = norm->inputs[1], out = act.outputs[0];
-  const ir::Attrs attrs{{"eps", norm->attr_float("eps")}};
+  ir::Attrs attrs{{"eps", norm->attr_float("eps")}};
+  if (a->gelu) attrs["act"] = std::string("gelu_tanh");
 
   Rewriter rw(g);
   for (size_t r : remove) rw.remove(r);
@@ -78,13 +82,13 @@ bool try_fuse(Graph& g, size_t act_i) {
   return rw.commit();
 }
 
-bool run(Graph& g) { return rewrite_to_fixpoint(g, {OpKind::SwiGlu, OpKind::Mul}, try_fuse); }
+bool run(Graph& g) { return rewrite_to_fixpoint(g, {OpKind::SwiGlu, OpKind::GeGlu, OpKind::Mul}, try_fuse); }
 
 }  // namespace
 
 Pass fuse_gate_up_swiglu_pass() {
   return {"fuse-gate-up-swiglu",
-          "rms_norm + gate/up matmuls + swiglu -> rms_matmul_swiglu (weights \"gate+up\")", run};
+          "rms_norm + gate/up matmuls + swiglu (or geglu) -> rms_matmul_swiglu (weights \"gate+up\")", run};
 }
 
 }  // namespace kiln::passes

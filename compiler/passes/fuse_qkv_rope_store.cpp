@@ -78,7 +78,9 @@ bool try_fuse(Graph& g, size_t rk_i) {
   if (!rope_attrs_ok(rk)) return false;
   const ValueId pos = rk.inputs[1];
   const Node* ks = u.sole_consumer(g, rk.outputs[0]);
-  if (!ks || ks->op != OpKind::KvStore || ks->inputs[1] != rk.outputs[0] || ks->inputs[2] != pos) return false;
+  if (!ks || ks->op != OpKind::KvStore || !ks->attrs.empty() || ks->inputs[1] != rk.outputs[0] ||
+      ks->inputs[2] != pos)
+    return false;
   const size_t ks_i = u.consumers[static_cast<size_t>(rk.outputs[0])][0];
   auto pk = projection(g, u, rk.inputs[0]);
   if (!pk) return false;
@@ -90,7 +92,7 @@ bool try_fuse(Graph& g, size_t rk_i) {
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];
     if (i == ks_i || i == rk_i) continue;
-    if (n.op == OpKind::KvStore && n.inputs[2] == pos) {
+    if (n.op == OpKind::KvStore && n.attrs.empty() && n.inputs[2] == pos) {
       auto p = projection(g, u, n.inputs[1]);
       if (p && p->x == x) {
         ++n_v;

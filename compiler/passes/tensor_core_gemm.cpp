@@ -82,7 +82,8 @@ bool try_gemm(Graph& g, size_t i) {
     const ValueId up = rw.new_temp(unique_name(g, yname + ".up"), DType::F32, hs);
     add.push_back(Node{OpKind::MatMul, {xh, half_weight(wg)}, {gate}, {}});
     add.push_back(Node{OpKind::MatMul, {xh, half_weight(wu)}, {up}, {}});
-    add.push_back(Node{OpKind::SwiGlu, {gate, up}, {n.outputs[0]}, {}});
+    const bool gelu = n.attrs.count("act") && n.attr_str("act") == "gelu_tanh";
+    add.push_back(Node{gelu ? OpKind::GeGlu : OpKind::SwiGlu, {gate, up}, {n.outputs[0]}, {}});
   } else if (n.op == OpKind::MatMulAdd) {
     add.push_back(Node{OpKind::MatMulAdd, {xh, half_weight(w), n.inputs[2]}, {n.outputs[0]}, {}});
   } else {

@@ -19,6 +19,12 @@ int32_t get_id(const gguf::File& f, const char* key, size_t n_vocab) {
 
 }  // namespace
 
+// Gemma's turn format (<start_of_turn>user|model ... <end_of_turn>), written
+// for kiln; the runtime renders it as its Gemma family (runtime/tokenizer/chat_template.cpp).
+const char* const kGemmaChatTemplate =
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+
 rt::VocabData import_vocab(const gguf::File& f) {
   rt::VocabData d;
   auto model = f.get_string("tokenizer.ggml.model");
@@ -92,6 +98,10 @@ rt::VocabData import_vocab(const gguf::File& f) {
   if (d.add_bos && d.bos_id < 0) d.add_bos = false;  // nothing to add
   if (d.add_eos && d.eos_id < 0) d.add_eos = false;
   d.chat_template = f.get_string("tokenizer.chat_template").value_or("");
+  // Gemma 3 conversions often carry no chat template (the real 270M Q4_K_M
+  // file has none), yet the model is trained on one turn format: give it that
+  // format, so `--chat` works and the plan records what is rendered.
+  if (d.chat_template.empty() && f.architecture() == "gemma3") d.chat_template = kGemmaChatTemplate;
 
   // Reject an unknown BPE pre-tokenizer now, at compile time, with the GGUF key named.
   if (d.model == rt::TokenizerModel::kBpe) {

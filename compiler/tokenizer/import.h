@@ -8,6 +8,10 @@ namespace kiln::tokenizer {
 
 // Throws kiln::Error: kFormat for missing/malformed keys (field = key),
 // kUnsupported for a tokenizer model other than "gpt2" (BPE) or "llama" (SPM).
+// A gemma3 GGUF without tokenizer.chat_template gets kGemmaChatTemplate.
 rt::VocabData import_vocab(const gguf::File& f);
+
+// The chat template kiln gives Gemma models whose GGUF has none.
+extern const char* const kGemmaChatTemplate;
 
 }  // namespace kiln::tokenizer

@@ -153,6 +153,25 @@ std::string describe(const Plan& plan) {
   const uint32_t n_kv = a.kv() ? a.kv()->size() : 0;
   for (uint32_t i = 0; i < n_kv; ++i) kv += a.kv()->Get(i)->size();
   add(o, "  kv cache      %u buffers, %s\n", n_kv, human_bytes(kv).c_str());
+  // Sliding-window layers keep only their window in a ring (Gemma 3): what
+  // that saves against full caches of the compiled context.
+  uint64_t ring_saved = 0;
+  if (const fb::CompileOptionsRecord* c = p.compile_options()) {
+    uint64_t full = 0, have = 0;
+    for (uint32_t i = 0; i < n_kv; ++i) {
+      const fb::StateBuffer& s = *a.kv()->Get(i);
+      const std::string name = str(s.name());
+      if (name.size() < 6 || name.compare(name.size() - 6, 6, "_cache") != 0) continue;  // not a K/V cache
+      have += s.size();
+    }
+    const uint64_t elem = c->kv_type() && c->kv_type()->str() != "f32" ? 2 : 4;
+    full = uint64_t{2} * m.n_layers() * c->context_length() * m.n_kv_heads() * m.head_dim() * elem;
+    if (have > 0 && have < full) {
+      ring_saved = full - have;
+      add(o, "                sliding-window rings: K/V caches %s, full caches would be %s (%s saved)\n",
+          human_bytes(have).c_str(), human_bytes(full).c_str(), human_bytes(ring_saved).c_str());
+    }
+  }
   if (a.gemm_workspace_size())
     add(o, "  gemm space    @ %12" PRIu64 "  %s (cuBLASLt workspace)\n", a.gemm_workspace_offset(),
         human_bytes(a.gemm_workspace_size()).c_str());
@@ -167,6 +186,9 @@ std::string describe(const Plan& plan) {
   add(o, "  weights       %12s\n", human_bytes(b.weights_bytes()).c_str());
   add(o, "  arena         %12s  (kv cache %s)\n", human_bytes(b.arena_bytes()).c_str(),
       human_bytes(b.kv_bytes()).c_str());
+  if (ring_saved)
+    add(o, "  kv saved      %12s  (sliding-window layers keep only their window in a ring)\n",
+        human_bytes(ring_saved).c_str());
   add(o, "  total         %12s\n", human_bytes(b.total_bytes()).c_str());
   return o;
 }

@@ -307,6 +307,90 @@ inline std::vector<OpCase> attention_split_cases(int64_t b) {
   return out;
 }
 
+// Gemma 3's ops and attributes: per-head rms_norm (Q/K norm), geglu, rope with
+// linear scaling (freq_scale), kv_store into a ring, and sliding-window
+// attention over a ring cache (Gemma 3 270M's geometry: 4 query heads, 1 KV
+// head, head_dim 256). pos0 puts the step's rows across the ring's end, so the
+// chunk that wraps is exercised; the attention ring has window + bucket - 1
+// rows, the fewest the IR allows (verify.cpp).
+inline std::vector<OpCase> gemma_cases(int64_t B) {
+  std::vector<OpCase> out;
+  {
+    Graph g = base_graph(B);
+    auto x = g.add_input("x", DType::F32, {tok(B), fx(4 * 64)});
+    auto w = g.add_weight("gain", DType::F32, {fx(64)}, "gain");
+    auto y = g.add_node(OpKind::RmsNorm, {x, w}, {{"eps", 1e-6}, {"head_dim", int64_t{64}}}, "y", DType::F32,
+                        {tok(B), fx(4 * 64)});
+    g.mark_output(y);
+    out.push_back(simple("rms_norm/heads/f32", g, B, DType::F32));
+  }
+  {
+    Graph g = base_graph(B);
+    auto a = g.add_input("gate", DType::F32, {tok(B), fx(100)});
+    auto b = g.add_input("up", DType::F32, {tok(B), fx(100)});
+    auto y = g.add_node(OpKind::GeGlu, {a, b}, {}, "y", DType::F32, {tok(B), fx(100)});
+    g.mark_output(y);
+    out.push_back(simple("geglu", g, B, DType::F32));
+  }
+  {
+    Graph g = base_graph(B);
+    auto x = g.add_input("x", DType::F32, {tok(B), fx(2 * 256)});
+    auto pos = g.add_input("pos", DType::I32, {tok(B)});
+    ir::Attrs a = rope_attrs(2, 256, 256, true);
+    a["theta"] = 1e6;
+    a["freq_scale"] = 0.125;
+    auto y = g.add_node(OpKind::Rope, {x, pos}, a, "y", DType::F32, {tok(B), fx(2 * 256)});
+    g.mark_output(y);
+    OpCase c = simple("rope/neox/freq_scale", g, B, DType::F32);
+    c.pos0 = 3000;
+    out.push_back(std::move(c));
+  }
+  // rms_matmul_swiglu with act "gelu_tanh" (fuse-gate-up-swiglu on Gemma's GeGLU):
+  // GEMV (bucket 1) and tiled (bucket B) paths, Gemma 3 270M's weight types.
+  for (DType wt : {DType::Q5_0, DType::Q8_0, DType::Q4_K, DType::Q6_K})
+    for (int64_t b : {int64_t{1}, B}) {
+      OpCase c = matmul_case(OpKind::RmsMatMulSwiGlu, wt, b);
+      c.name += "/geglu";
+      c.g.nodes()[0].attrs["act"] = std::string("gelu_tanh");
+      for (auto& n : c.ref.nodes())
+        if (n.op == OpKind::SwiGlu) n.op = OpKind::GeGlu;
+      out.push_back(std::move(c));
+    }
+  // Gemma 3 270M's global layers at decode: the split-K kernel with 4 query heads on 1 KV head of 256 dims.
+  out.push_back(attention_case(DType::F16, 1, 2048, 4, 1, 256, true));
+  for (DType ft : float_dtypes()) {
+    {  // kv_store into a ring of B + 12 rows: the step's rows wrap from row R - 2 to row 0
+      const int64_t R = B + 12;
+      Graph g = base_graph(B);
+      auto cache = g.add_state("cache", ft, {fx(R), fx(96)});
+      auto x = g.add_input("x", DType::F32, {tok(B), fx(96)});
+      auto pos = g.add_input("pos", DType::I32, {tok(B)});
+      auto y = g.add_node(OpKind::KvStore, {cache, x, pos}, {{"ring", int64_t{1}}}, "cache_out", ft,
+                          {fx(R), fx(96)});
+      g.mark_output(y);
+      OpCase c = simple("kv_store/ring/" + dn(ft), g, B, ft);
+      c.pos0 = static_cast<int>(R * 5 + R - 2);
+      out.push_back(std::move(c));
+    }
+    for (int64_t window : {int64_t{16}, int64_t{512}}) {  // attention over a ring cache
+      if (window == 512 && ft != DType::F16) continue;
+      const int64_t nh = 4, nkv = 1, hd = 256, C = window + B - 1;
+      Graph g = base_graph(B, C);
+      auto q = g.add_input("q", DType::F32, {tok(B), fx(nh * hd)});
+      auto k = g.add_input("k", ft, {fx(C), fx(nkv * hd)});
+      auto v = g.add_input("v", ft, {fx(C), fx(nkv * hd)});
+      auto pos = g.add_input("pos", DType::I32, {tok(B)});
+      ir::Attrs a = {{"n_heads", nh}, {"n_kv_heads", nkv}, {"head_dim", hd}, {"scale", 0.0625}, {"window", window}};
+      auto y = g.add_node(OpKind::Attention, {q, k, v, pos}, a, "y", DType::F32, {tok(B), fx(nh * hd)});
+      g.mark_output(y);
+      OpCase c = simple("attention/window" + std::to_string(window) + "/" + dn(ft), g, B, ft);
+      c.pos0 = static_cast<int>(3 * C + C - 2);  // rows wrap within the step
+      out.push_back(std::move(c));
+    }
+  }
+  return out;
+}
+
 // Every variant. `buckets` for the matmul family; other ops use `other_bucket`.
 inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int64_t other_bucket) {
   std::vector<OpCase> out;
@@ -460,6 +544,7 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
     g.mark_output(y);
     out.push_back(simple("argmax", g, B, DType::F32));
   }
+  for (auto& c : gemma_cases(B)) out.push_back(std::move(c));
   return out;
 }
 
@@ -504,6 +589,15 @@ inline std::vector<OpCase> tensor_core_cases(const std::vector<int64_t>& gemm_bu
       out.push_back(simple("half_out/swiglu/" + dn(h) + "/n" + std::to_string(N), g, B, DType::F32));
       out.back().compiled_only = true;
     }
+  for (DType h : {DType::F16, DType::BF16}) {  // geglu writing its GEMM operand (Gemma's FFN at prefill)
+    Graph g = base_graph(B);
+    auto a = g.add_input("gate", DType::F32, {tok(B), fx(258)});
+    auto b = g.add_input("up", DType::F32, {tok(B), fx(258)});
+    auto y = g.add_node(OpKind::GeGlu, {a, b}, {}, "y", h, {tok(B), fx(258)});
+    g.mark_output(y);
+    out.push_back(simple("half_out/geglu/" + dn(h), g, B, DType::F32));
+    out.back().compiled_only = true;
+  }
   for (DType wt : weight_dtypes()) {
     Graph g = base_graph(B);
     const int64_t K = k_for(wt);

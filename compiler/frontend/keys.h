@@ -1,0 +1,115 @@
+// Helpers the architecture frontends share: GGUF hyper-parameter reads that
+// fail naming the key, and GGUF -> IR shapes. Internal to compiler/frontend.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <variant>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "compiler/gguf/gguf.h"
+#include "ir/error.h"
+
+namespace kiln::frontend::detail {
+
+inline int64_t require_int(const gguf::File& f, const std::string& key) {
+  auto v = f.get_u64(key);
+  if (!v)
+    throw Error(ErrorCode::kFormat,
+                fmt::format("GGUF key '{}' is missing: the model's hyper-parameters are incomplete "
+                            "(re-convert it with a current llama.cpp convert_hf_to_gguf.py)",
+                            key),
+                key);
+  if (*v == 0 || *v > (1ull << 40))
+    throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}' has an implausible value {}", key, *v), key);
+  return static_cast<int64_t>(*v);
+}
+
+inline std::optional<int64_t> optional_int(const gguf::File& f, const std::string& key) {
+  auto v = f.get_u64(key);
+  if (!v) return std::nullopt;
+  if (*v == 0 || *v > (1ull << 40))
+    throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}' has an implausible value {}", key, *v), key);
+  return static_cast<int64_t>(*v);
+}
+
+[[noreturn]] inline void inconsistent(const std::string& key, const std::string& why) {
+  throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}': {}", key, why), key);
+}
+
+// IR shape of a GGUF tensor: ggml ne is innermost-first, IR is outermost-first.
+inline std::vector<int64_t> ir_shape(const gguf::TensorInfo& t) {
+  return std::vector<int64_t>(t.ne.rbegin(), t.ne.rend());
+}
+
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// One weight the graph needs: GGUF name and expected IR shape.
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool optional = false;
+  bool matmul = false;  // may be quantised; otherwise must be f32
+};
+
+// Problems with the tensors the graph reads (missing, wrong shape, dtype).
+inline std::vector<std::string> check_weights(const gguf::File& f, const std::vector<WeightSpec>& specs) {
+  std::vector<std::string> out;
+  for (const auto& spec : specs) {
+    const auto* t = f.find_tensor(spec.name);
+    if (!t) {
+      if (!spec.optional) out.push_back(fmt::format("tensor '{}' is missing", spec.name));
+      continue;
+    }
+    auto got = ir_shape(*t);
+    if (got != spec.shape)
+      out.push_back(fmt::format("tensor '{}' has shape {}, expected {} for this configuration", spec.name,
+                                shape_str(got), shape_str(spec.shape)));
+    if (spec.matmul) {
+      if (t->type == ir::DType::I32)
+        out.push_back(fmt::format("tensor '{}' has type i32, which is not a weight type", spec.name));
+    } else if (t->type != ir::DType::F32) {
+      out.push_back(fmt::format("tensor '{}' has type {}, expected f32 (norm / bias / rope factors)",
+                                spec.name, ir::dtype_name(t->type)));
+    }
+  }
+  return out;
+}
+
+// Vocabulary: <arch>.vocab_size, else the tokenizer's token count, else the
+// embedding rows; token_embd.weight must be [vocab, hidden].
+inline int64_t vocab_size(const gguf::File& f, const std::string& p, int64_t hidden) {
+  int64_t vocab = 0;
+  const auto* embd = f.find_tensor("token_embd.weight");
+  if (auto v = optional_int(f, p + "vocab_size")) {
+    vocab = *v;
+  } else if (auto toks = f.find("tokenizer.ggml.tokens");
+             toks && toks->type == gguf::ValueType::ARRAY) {
+    vocab = static_cast<int64_t>(std::get<gguf::Array>(toks->v).items.size());
+  } else if (embd && embd->ne.size() == 2) {
+    vocab = embd->ne[1];
+  } else {
+    throw Error(ErrorCode::kFormat,
+                fmt::format("cannot tell the vocabulary size: neither '{}vocab_size', "
+                            "'tokenizer.ggml.tokens' nor 'token_embd.weight' is present",
+                            p),
+                p + "vocab_size");
+  }
+  if (!embd)
+    throw Error(ErrorCode::kFormat, "tensor 'token_embd.weight' is missing", "token_embd.weight");
+  if (embd->ne.size() != 2 || embd->ne[0] != hidden || embd->ne[1] != vocab)
+    throw Error(ErrorCode::kFormat,
+                fmt::format("tensor 'token_embd.weight' has shape {}, expected [{}, {}] (vocab, "
+                            "embedding_length)",
+                            shape_str(ir_shape(*embd)), vocab, hidden),
+                "token_embd.weight");
+  return vocab;
+}
+
+}  // namespace kiln::frontend::detail

@@ -1,0 +1,216 @@
+// Golden before/after texts of the default pipeline's passes on Gemma 3's
+// blocks: the attention input (pre-norm, q/k/v projections, per-head q/k
+// norms, rope, ring KV stores, windowed attention) and the GeGLU feed-forward.
+// Written from the pass specifications: fold-rms-norm folds the pre-norm into
+// the projections but never a per-head norm; fuse-qkv-rope-store needs rope
+// directly on the projections and plain (non-ring) stores; fuse-gate-up-swiglu
+// fuses GeGLU into rms_matmul_swiglu with act "gelu_tanh" (and tensor-core-gemm
+// splits it back into GEMMs and geglu); split-decode-attention gives no scratch
+// to a windowed attention (the split kernel has no window).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "compiler/passes/passes.h"
+#include "compiler/passes/pipeline.h"
+#include "ir/graph.h"
+
+namespace {
+
+using kiln::passes::Pass;
+
+std::string canon(const std::string& s) { return kiln::ir::print(kiln::ir::parse(s)); }
+
+std::string run_pass(const Pass& p, const std::string& before, bool* changed) {
+  kiln::ir::Graph g = kiln::ir::parse(before);
+  kiln::ir::verify(g);
+  *changed = p.run(g);
+  kiln::ir::verify(g);
+  return kiln::ir::print(g);
+}
+
+void expect_unchanged(const Pass& p, const std::string& before) {
+  bool changed = true;
+  EXPECT_EQ(run_pass(p, before, &changed), canon(before)) << p.name;
+  EXPECT_FALSE(changed) << p.name;
+}
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (size_t p = 0; (p = s.find(from, p)) != std::string::npos; p += to.size()) s.replace(p, from.size(), to);
+  return s;
+}
+
+// One local (sliding-window) layer's attention input, window 4, ring of 4 + 4 - 1 rows.
+const std::string kAttnBefore = R"(graph {
+  sym kv_len <= 16
+  sym tokens <= 4
+  input %x : f32[tokens, 8]
+  input %pos : i32[tokens]
+  weight %attn_norm.weight : f32[8] = "blk.0.attn_norm.weight"
+  %h : f32[tokens, 8] = rms_norm(%x, %attn_norm.weight) {eps = 0.5}
+  weight %attn_q.weight : f16[8, 8] = "blk.0.attn_q.weight"
+  %q : f32[tokens, 8] = matmul(%h, %attn_q.weight)
+  weight %attn_k.weight : f16[4, 8] = "blk.0.attn_k.weight"
+  %k : f32[tokens, 4] = matmul(%h, %attn_k.weight)
+  weight %attn_v.weight : f16[4, 8] = "blk.0.attn_v.weight"
+  %v : f32[tokens, 4] = matmul(%h, %attn_v.weight)
+  weight %attn_q_norm.weight : f32[4] = "blk.0.attn_q_norm.weight"
+  %q_norm : f32[tokens, 8] = rms_norm(%q, %attn_q_norm.weight) {eps = 0.5, head_dim = 4}
+  weight %attn_k_norm.weight : f32[4] = "blk.0.attn_k_norm.weight"
+  %k_norm : f32[tokens, 4] = rms_norm(%k, %attn_k_norm.weight) {eps = 0.5, head_dim = 4}
+  %q_rope : f32[tokens, 8] = rope(%q_norm, %pos) {head_dim = 4, mode = "neox", n_heads = 2, n_rot = 4, theta = 10000.0}
+  %k_rope : f32[tokens, 4] = rope(%k_norm, %pos) {head_dim = 4, mode = "neox", n_heads = 1, n_rot = 4, theta = 10000.0}
+  state %k_cache : f16[7, 4]
+  %k_cache_out : f16[7, 4] = kv_store(%k_cache, %k_rope, %pos) {ring = 1}
+  state %v_cache : f16[7, 4]
+  %v_cache_out : f16[7, 4] = kv_store(%v_cache, %v, %pos) {ring = 1}
+  %attn : f32[tokens, 8] = attention(%q_rope, %k_cache_out, %v_cache_out, %pos) {head_dim = 4, n_heads = 2, n_kv_heads = 1, scale = 0.5, window = 4}
+  output %attn
+}
+)";
+
+TEST(Gemma3Passes, FoldRmsNormFoldsThePreNormNotTheHeadNorms) {
+  bool changed = false;
+  const std::string after = run_pass(kiln::passes::fold_rms_norm_pass(), kAttnBefore, &changed);
+  EXPECT_TRUE(changed);
+  EXPECT_EQ(after, R"(graph {
+  sym kv_len <= 16
+  sym tokens <= 4
+  input %x : f32[tokens, 8]
+  input %pos : i32[tokens]
+  weight %attn_norm.weight : f32[8] = "blk.0.attn_norm.weight"
+  weight %attn_q.weight : f16[8, 8] = "blk.0.attn_q.weight"
+  %q : f32[tokens, 8] = rms_matmul(%x, %attn_norm.weight, %attn_q.weight) {eps = 0.5}
+  weight %attn_k.weight : f16[4, 8] = "blk.0.attn_k.weight"
+  %k : f32[tokens, 4] = rms_matmul(%x, %attn_norm.weight, %attn_k.weight) {eps = 0.5}
+  weight %attn_v.weight : f16[4, 8] = "blk.0.attn_v.weight"
+  %v : f32[tokens, 4] = rms_matmul(%x, %attn_norm.weight, %attn_v.weight) {eps = 0.5}
+  weight %attn_q_norm.weight : f32[4] = "blk.0.attn_q_norm.weight"
+  %q_norm : f32[tokens, 8] = rms_norm(%q, %attn_q_norm.weight) {eps = 0.5, head_dim = 4}
+  weight %attn_k_norm.weight : f32[4] = "blk.0.attn_k_norm.weight"
+  %k_norm : f32[tokens, 4] = rms_norm(%k, %attn_k_norm.weight) {eps = 0.5, head_dim = 4}
+  %q_rope : f32[tokens, 8] = rope(%q_norm, %pos) {head_dim = 4, mode = "neox", n_heads = 2, n_rot = 4, theta = 10000.0}
+  %k_rope : f32[tokens, 4] = rope(%k_norm, %pos) {head_dim = 4, mode = "neox", n_heads = 1, n_rot = 4, theta = 10000.0}
+  state %k_cache : f16[7, 4]
+  %k_cache_out : f16[7, 4] = kv_store(%k_cache, %k_rope, %pos) {ring = 1}
+  state %v_cache : f16[7, 4]
+  %v_cache_out : f16[7, 4] = kv_store(%v_cache, %v, %pos) {ring = 1}
+  %attn : f32[tokens, 8] = attention(%q_rope, %k_cache_out, %v_cache_out, %pos) {head_dim = 4, n_heads = 2, n_kv_heads = 1, scale = 0.5, window = 4}
+  output %attn
+}
+)");
+  // A per-head norm read only by a matmul is not folded either: rms_matmul normalises whole rows.
+  expect_unchanged(kiln::passes::fold_rms_norm_pass(), R"(graph {
+  sym tokens <= 4
+  input %q : f32[tokens, 8]
+  weight %n.weight : f32[4] = "n.weight"
+  %qn : f32[tokens, 8] = rms_norm(%q, %n.weight) {eps = 0.5, head_dim = 4}
+  weight %w : f16[8, 8] = "w"
+  %y : f32[tokens, 8] = matmul(%qn, %w)
+  output %y
+}
+)");
+}
+
+TEST(Gemma3Passes, QkvRopeStoreFusionNeedsRopeOnTheProjectionsAndPlainStores) {
+  // q/k norms between the projections and rope: no match.
+  expect_unchanged(kiln::passes::fuse_qkv_rope_store_pass(), kAttnBefore);
+  // Without the norms, ring stores still keep it off (rope_store writes row pos, not pos mod C).
+  std::string s = replace_all(kAttnBefore, "rope(%q_norm, %pos)", "rope(%q, %pos)");
+  s = replace_all(s, "rope(%k_norm, %pos)", "rope(%k, %pos)");
+  s = replace_all(s, "  weight %attn_q_norm.weight : f32[4] = \"blk.0.attn_q_norm.weight\"\n"
+                     "  %q_norm : f32[tokens, 8] = rms_norm(%q, %attn_q_norm.weight) {eps = 0.5, head_dim = 4}\n",
+                  "");
+  s = replace_all(s, "  weight %attn_k_norm.weight : f32[4] = \"blk.0.attn_k_norm.weight\"\n"
+                     "  %k_norm : f32[tokens, 4] = rms_norm(%k, %attn_k_norm.weight) {eps = 0.5, head_dim = 4}\n",
+                  "");
+  ASSERT_EQ(s.find("q_norm"), std::string::npos);
+  expect_unchanged(kiln::passes::fuse_qkv_rope_store_pass(), s);
+  // ... and with plain stores (a global layer without the norms) it fuses: the guard is the ring.
+  const std::string plain = replace_all(replace_all(s, " {ring = 1}", ""), "f16[7, 4]", "f16[kv_len, 4]");
+  bool changed = false;
+  run_pass(kiln::passes::fuse_qkv_rope_store_pass(), plain, &changed);
+  EXPECT_TRUE(changed);
+}
+
+TEST(Gemma3Passes, SplitDecodeAttentionSkipsWindowedAttention) {
+  // head_dim 8 (a split-kernel geometry); a ring of 8 + 4 - 1 rows.
+  const std::string windowed = R"(graph {
+  sym kv_len <= 16
+  sym tokens <= 4
+  input %q : f32[tokens, 16]
+  input %pos : i32[tokens]
+  state %kc : f16[11, 8]
+  state %vc : f16[11, 8]
+  %a0 : f32[tokens, 16] = attention(%q, %kc, %vc, %pos) {head_dim = 8, n_heads = 2, n_kv_heads = 1, scale = 0.5, window = 8}
+  output %a0
+}
+)";
+  expect_unchanged(kiln::passes::split_decode_attention_pass(), windowed);
+  // The same attention without the window over a full cache (a global layer) gets the split scratch.
+  const std::string global =
+      replace_all(replace_all(windowed, ", window = 8}", "}"), "f16[11, 8]", "f16[kv_len, 8]");
+  bool changed = false;
+  const std::string after = run_pass(kiln::passes::split_decode_attention_pass(), global, &changed);
+  EXPECT_TRUE(changed);
+  EXPECT_NE(after.find("attention(%q, %kc, %vc, %pos, %attn_split_scratch)"), std::string::npos) << after;
+}
+
+const std::string kFfnBefore = R"(graph {
+  sym tokens <= 4
+  input %x : f32[tokens, 8]
+  weight %ffn_norm.weight : f32[8] = "blk.0.ffn_norm.weight"
+  %h : f32[tokens, 8] = rms_norm(%x, %ffn_norm.weight) {eps = 0.5}
+  weight %ffn_gate.weight : q8_0[32, 8] = "blk.0.ffn_gate.weight"
+  %gate : f32[tokens, 32] = matmul(%h, %ffn_gate.weight)
+  weight %ffn_up.weight : q8_0[32, 8] = "blk.0.ffn_up.weight"
+  %up : f32[tokens, 32] = matmul(%h, %ffn_up.weight)
+  %act : f32[tokens, 32] = geglu(%gate, %up)
+  weight %ffn_down.weight : q8_0[8, 32] = "blk.0.ffn_down.weight"
+  %down : f32[tokens, 8] = matmul(%act, %ffn_down.weight)
+  weight %post_ffw_norm.weight : f32[8] = "blk.0.post_ffw_norm.weight"
+  %post : f32[tokens, 8] = rms_norm(%down, %post_ffw_norm.weight) {eps = 0.5}
+  %y : f32[tokens, 8] = add(%x, %post)
+  output %y
+}
+)";
+
+TEST(Gemma3Passes, GeGluFeedForwardThroughTheDefaultPipeline) {
+  // fuse-gate-up-swiglu fuses the GeGLU block as it does SwiGLU, with act
+  // "gelu_tanh"; fuse-residual has no matmul feeding the add (the post-FFN norm
+  // sits between).
+  expect_unchanged(kiln::passes::fuse_residual_pass(), kFfnBefore);
+  const kiln::ir::Graph g =
+      kiln::passes::run_pipeline(kiln::ir::parse(kFfnBefore), kiln::passes::default_pipeline(), {});
+  EXPECT_EQ(kiln::ir::print(g), R"(graph {
+  sym tokens <= 4
+  input %x : f32[tokens, 8]
+  weight %ffn_norm.weight : f32[8] = "blk.0.ffn_norm.weight"
+  weight %ffn_gate_up.weight : q8_0[64, 8] = "blk.0.ffn_gate.weight+blk.0.ffn_up.weight"
+  %act : f32[tokens, 32] = rms_matmul_swiglu(%x, %ffn_norm.weight, %ffn_gate_up.weight) {act = "gelu_tanh", eps = 0.5}
+  weight %ffn_down.weight : q8_0[8, 32] = "blk.0.ffn_down.weight"
+  %down : f32[tokens, 8] = matmul(%act, %ffn_down.weight)
+  weight %post_ffw_norm.weight : f32[8] = "blk.0.post_ffw_norm.weight"
+  %post : f32[tokens, 8] = rms_norm(%down, %post_ffw_norm.weight) {eps = 0.5}
+  %y : f32[tokens, 8] = add(%x, %post)
+  output %y
+}
+)");
+}
+
+TEST(Gemma3Passes, TensorCoreGemmSplitsTheGeGluMatmulBackIntoGemmsAndGeGlu) {
+  const kiln::ir::Graph fused =
+      kiln::passes::run_pipeline(kiln::ir::parse(kFfnBefore), kiln::passes::default_pipeline(), {});
+  kiln::ir::Graph g = fused;
+  ASSERT_TRUE(kiln::passes::tensor_core_gemm_pass().run(g));
+  kiln::ir::verify(g);
+  int geglu = 0, swiglu = 0;
+  for (const auto& n : g.nodes()) {
+    geglu += n.op == kiln::ir::OpKind::GeGlu;
+    swiglu += n.op == kiln::ir::OpKind::SwiGlu || n.op == kiln::ir::OpKind::RmsMatMulSwiGlu;
+  }
+  EXPECT_EQ(geglu, 1);
+  EXPECT_EQ(swiglu, 0);
+}
+
+}  // namespace
