@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -71,14 +72,15 @@ struct ModeResult {
   bool finite = true;
 };
 
-// The plan's programs in `mode` and the interpreter configured as that mode's
-// oracle, over one prompt: `steps` logits vectors compared.
-ModeResult verify_mode(rt::Model& model, const gguf::File& f, rt::ProgramMode mode, const std::vector<int32_t>& ids,
-                       int32_t steps, bool tensor_core, ir::DType kv) {
+// The plan's programs in `mode` against `ref`, the interpreter configured as
+// that mode's oracle (same prefill chunk), over one prompt: `steps` logits
+// vectors compared.
+ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, rt::ProgramMode mode, const std::vector<int32_t>& ids,
+                       int32_t steps) {
   rt::Engine& e = model.engine();
   e.reset();
+  ref.reset();
   const int32_t chunk = e.max_prefill_bucket(mode);
-  gen::ModelRunner ref(f, model.context_length(), chunk, tensor_core, kv);
   rt::SamplingParams greedy;
   ModeResult r;
   int32_t pos = 0, tok = -1;
@@ -148,6 +150,13 @@ int run_verify(const VerifyArgs& a) {
   std::printf("tolerances: logits relative error compiled %.0e, eager %.0e; greedy token = interpreter argmax or a "
               "near-tie (within %.0e x RMS of the logits)\n",
               kTolCompiled, kTolEager, kTieFraction);
+  // one interpreter per mode, reset per prompt (its weights are dequantised once)
+  std::vector<std::unique_ptr<gen::ModelRunner>> refs;
+  for (rt::ProgramMode m : modes) {
+    const bool compiled = m == rt::ProgramMode::Compiled;
+    refs.push_back(std::make_unique<gen::ModelRunner>(f, model->context_length(), model->engine().max_prefill_bucket(m),
+                                                      compiled && tensor_core, kv));
+  }
   rt::cli::InterruptGuard interrupt;
   const std::vector<std::string>& prompts = a.prompts.empty() ? default_prompts() : a.prompts;
   bool pass = true;
@@ -163,9 +172,10 @@ int run_verify(const VerifyArgs& a) {
     std::replace(shown.begin(), shown.end(), '\n', ' ');
     std::printf("prompt %zu \"%s%s\" (%zu tokens)\n", i + 1, shown.c_str(), prompts[i].size() > 48 ? "..." : "",
                 ids.size());
-    for (rt::ProgramMode m : modes) {
+    for (size_t mi = 0; mi < modes.size(); ++mi) {
+      const rt::ProgramMode m = modes[mi];
       const bool compiled = m == rt::ProgramMode::Compiled;
-      const ModeResult r = verify_mode(*model, f, m, ids, a.steps, compiled && tensor_core, kv);
+      const ModeResult r = verify_mode(*model, *refs[mi], m, ids, a.steps);
       const double tol = compiled ? kTolCompiled : kTolEager;
       const bool ok = r.finite && r.worst <= tol && r.disagree == 0;
       pass = pass && ok;
