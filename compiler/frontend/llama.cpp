@@ -153,12 +153,21 @@ ModelConfig read_config(const gguf::File& f) {
   if (!(c.rms_eps > 0) || c.rms_eps > 1)
     inconsistent(p + "attention.layer_norm_rms_epsilon", fmt::format("implausible value {}", c.rms_eps));
   if (auto st = f.get_string(p + "rope.scaling.type"); st && *st != "none" && *st != "linear")
-    throw Error(ErrorCode::kUnsupported, fmt::format("rope scaling '{}' is not supported", *st),
+    throw Error(ErrorCode::kUnsupported,
+                fmt::format("rope scaling '{}' is not supported (kiln supports none and linear)", *st),
                 p + "rope.scaling.type");
   if (auto st = f.get_string(p + "rope.scaling.type"); st && *st == "linear") {
-    if (auto factor = f.get_f64(p + "rope.scaling.factor"); factor && *factor != 1.0)
-      throw Error(ErrorCode::kUnsupported, "linear rope scaling is not supported",
+    // positions are divided by the factor before the rotation (the rope op's
+    // freq_scale = 1 / factor, as llama.cpp's freq_scale); a linear type
+    // without a factor is an error, not a silent 1
+    const auto factor = f.get_f64(p + "rope.scaling.factor");
+    if (!factor)
+      throw Error(ErrorCode::kFormat,
+                  fmt::format("GGUF key '{}rope.scaling.factor' is missing (rope.scaling.type is linear)", p),
                   p + "rope.scaling.factor");
+    if (!(*factor > 0) || !std::isfinite(*factor))
+      inconsistent(p + "rope.scaling.factor", fmt::format("must be positive, got {}", *factor));
+    c.rope_freq_scale = 1.0 / *factor;
   }
 
   c.vocab = vocab_size(f, p, c.hidden);
@@ -234,8 +243,10 @@ ir::Graph build_graph(const gguf::File& f, const ModelConfig& c, const GraphOpti
 
   ir::Attrs norm_attrs{{"eps", c.rms_eps}};
   auto rope_attrs = [&](int64_t heads) {
-    return ir::Attrs{{"n_heads", heads},        {"head_dim", c.head_dim}, {"n_rot", c.n_rot},
-                     {"theta", c.rope_theta},   {"mode", c.rope_mode}};
+    ir::Attrs a{{"n_heads", heads},        {"head_dim", c.head_dim}, {"n_rot", c.n_rot},
+                {"theta", c.rope_theta},   {"mode", c.rope_mode}};
+    if (c.rope_freq_scale != 1.0) a["freq_scale"] = c.rope_freq_scale;  // linear rope scaling
+    return a;
   };
   const ir::Attrs attn_attrs{{"n_heads", c.n_heads},
                              {"n_kv_heads", c.n_kv_heads},

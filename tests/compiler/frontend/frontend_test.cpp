@@ -8,7 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include "codegen/codegen.h"
 #include "compiler/frontend/frontend.h"
+#include "compiler/passes/pipeline.h"
 #include "compiler/gguf/writer.h"
 
 namespace {
@@ -22,6 +24,8 @@ struct Tiny {
   std::string arch = "llama";
   int64_t layers = 2, hidden = 16, ffn = 32, heads = 4, kv_heads = 2, vocab = 40, ctx = 64;
   bool tied = true, rope_freqs = false, biases = false;
+  std::string rope_scaling;           // rope.scaling.type when set
+  double rope_scaling_factor = 0;     // rope.scaling.factor when > 0
   std::vector<std::string> drop_keys;
   std::vector<std::string> drop_tensors;
   std::map<std::string, std::vector<int64_t>> override_ne;
@@ -50,6 +54,8 @@ kiln::gguf::File make(const Tiny& t) {
   if (has(p + "rope.freq_base")) w.add_f32(p + "rope.freq_base", 10000.0f);
   if (has(p + "attention.layer_norm_rms_epsilon")) w.add_f32(p + "attention.layer_norm_rms_epsilon", 1e-5f);
   if (has(p + "vocab_size")) w.add_u32(p + "vocab_size", static_cast<uint32_t>(t.vocab));
+  if (!t.rope_scaling.empty()) w.add_string(p + "rope.scaling.type", t.rope_scaling);
+  if (t.rope_scaling_factor > 0) w.add_f32(p + "rope.scaling.factor", static_cast<float>(t.rope_scaling_factor));
 
   const int64_t hd = t.hidden / t.heads;
   auto tensor = [&](const std::string& name, std::vector<int64_t> ne) {
@@ -249,6 +255,63 @@ TEST(Frontend, UntiedHeadAndRopeFreqs) {
     if (node.op == OpKind::Rope) {
       ASSERT_EQ(node.inputs.size(), 3u);
       EXPECT_EQ(g.value(node.inputs[2]).source, "rope_freqs.weight");
+    }
+}
+
+// Linear rope scaling (rope.scaling.type "linear"): every rope node carries
+// freq_scale = 1 / factor, so the QKV/rope_store fusion leaves those ropes
+// unfused (rope_store has no freq_scale); other scaling types and a linear type
+// without a factor are errors naming the key.
+TEST(Frontend, LinearRopeScaling) {
+  Tiny t;
+  t.rope_scaling = "linear";
+  t.rope_scaling_factor = 4.0;
+  auto f = make(t);
+  auto c = kiln::frontend::read_config(f);
+  EXPECT_DOUBLE_EQ(c.rope_freq_scale, 0.25);
+  auto g = kiln::frontend::build_graph(f, c, {8, 32});
+  kiln::ir::verify(g);
+  int ropes = 0;
+  for (const auto& node : g.nodes())
+    if (node.op == OpKind::Rope) {
+      ++ropes;
+      EXPECT_DOUBLE_EQ(node.attr_float("freq_scale"), 0.25);
+    }
+  EXPECT_EQ(ropes, 2 * t.layers);
+  // through the default pipeline (the rope/KV-store fusion leaves scaled ropes
+  // alone) and the prefill pipeline, every node has a compiled kernel
+  const kiln::ir::Graph fused = kiln::passes::run_pipeline(g, kiln::passes::default_pipeline(), {});
+  const kiln::ir::Graph prefill = kiln::passes::run_pipeline(fused, kiln::passes::prefill_pipeline(), {});
+  for (const kiln::ir::Graph* pg : {&fused, &prefill})
+    for (const auto& node : pg->nodes()) {
+      EXPECT_NE(node.op, OpKind::RopeStore) << "a scaled rope was fused into rope_store";
+      EXPECT_NO_THROW(kiln::codegen::lower(*pg, node, {8, 32}, kiln::codegen::Target{90},
+                                           kiln::ProgramMode::Compiled))
+          << kiln::ir::op_info(node.op).name;
+    }
+  auto error_key = [](const Tiny& bad) {
+    try {
+      kiln::frontend::read_config(make(bad));
+    } catch (const Error& e) {
+      return e.field();
+    }
+    return std::string("no error");
+  };
+  Tiny yarn;
+  yarn.rope_scaling = "yarn";
+  EXPECT_EQ(error_key(yarn), "llama.rope.scaling.type");
+  Tiny no_factor;
+  no_factor.rope_scaling = "linear";
+  EXPECT_EQ(error_key(no_factor), "llama.rope.scaling.factor");
+  Tiny one;  // factor 1 is no scaling: no attribute
+  one.rope_scaling = "linear";
+  one.rope_scaling_factor = 1.0;
+  auto f1 = make(one);
+  auto c1 = kiln::frontend::read_config(f1);
+  const kiln::ir::Graph g1 = kiln::frontend::build_graph(f1, c1, {8, 32});
+  for (const auto& node : g1.nodes())
+    if (node.op == OpKind::Rope) {
+      EXPECT_FALSE(node.attrs.count("freq_scale"));
     }
 }
 
