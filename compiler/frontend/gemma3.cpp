@@ -202,39 +202,18 @@ std::vector<std::string> gemma3_weight_problems(const gguf::File& f, const Model
 }
 
 ir::Graph build_gemma3_graph(const gguf::File& f, const ModelConfig& c, const GraphOptions& opt) {
-  if (auto problems = gemma3_weight_problems(f, c); !problems.empty()) {
-    std::string msg = "model cannot be built:";
-    for (const auto& p : problems) msg += "\n  " + p;
-    throw Error(ErrorCode::kFormat, msg);
-  }
+  throw_weight_problems(gemma3_weight_problems(f, c));
   if (c.layer_is_local.size() != static_cast<size_t>(c.n_layers))
     throw Error(ErrorCode::kInternal, "gemma3: layer pattern does not cover every layer");
 
-  ir::Graph g;
+  ir::Graph g = graph_skeleton(c, opt);
   const int64_t T = opt.max_tokens, C = opt.max_context, ring_n = ring_rows(c.sliding_window, T, C);
   const DType kv_t = opt.kv_type;
-  g.sym_bounds["tokens"] = T;
-  g.sym_bounds["kv_len"] = C;
-  g.meta["architecture"] = c.arch;
-  g.meta["name"] = c.name;
-  g.meta["vocab"] = c.vocab;
-  g.meta["n_layers"] = c.n_layers;
-  g.meta["hidden"] = c.hidden;
-  g.meta["n_heads"] = c.n_heads;
-  g.meta["n_kv_heads"] = c.n_kv_heads;
-  g.meta["head_dim"] = c.head_dim;
-  g.meta["context_length"] = c.context_length;
   g.meta["sliding_window"] = c.sliding_window;
 
   const Dim tok = Dim::symbolic("tokens", T);
   auto rows = [&](int64_t n) { return Shape{tok, Dim::fixed(n)}; };
-  auto weight = [&](const std::string& name) -> ValueId {
-    if (auto id = g.find_value(name)) return *id;
-    const auto* t = f.find_tensor(name);
-    Shape s;
-    for (int64_t d : ir_shape(*t)) s.push_back(Dim::fixed(d));
-    return g.add_weight(name, t->type, s, name);
-  };
+  auto weight = [&](const std::string& name) { return weight_value(g, f, name); };
 
   const int64_t H = c.hidden, q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
   const ValueId tokens = g.add_input("tokens", DType::I32, {tok});
@@ -300,13 +279,7 @@ ir::Graph build_gemma3_graph(const gguf::File& f, const ModelConfig& c, const Gr
     down = norm(down, "post_ffw_norm", "ffn_post_norm_out", norm_attrs, H);
     x = g.add_node(OpKind::Add, {x, down}, {}, b + "ffn_resid", DType::F32, rows(H));
   }
-  x = g.add_node(OpKind::RmsNorm, {x, weight("output_norm.weight")}, norm_attrs, "output_norm_out", DType::F32,
-                 rows(H));
-  ValueId last = g.add_node(OpKind::LastRow, {x}, {}, "last_hidden", DType::F32, {Dim::fixed(1), Dim::fixed(H)});
-  const std::string head = c.tied_embeddings ? "token_embd.weight" : "output.weight";
-  ValueId logits = g.add_node(OpKind::MatMul, {last, weight(head)}, {}, "logits", DType::F32,
-                              {Dim::fixed(1), Dim::fixed(c.vocab)});
-  g.mark_output(logits);
+  add_lm_head(g, f, c, x, norm_attrs);
   return g;
 }
 

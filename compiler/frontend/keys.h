@@ -1,5 +1,7 @@
 // Helpers the architecture frontends share: GGUF hyper-parameter reads that
-// fail naming the key, and GGUF -> IR shapes. Internal to compiler/frontend.
+// fail naming the key, GGUF -> IR shapes, and the parts of a model graph every
+// architecture builds the same way (bounds and metadata, weight values, the
+// final norm and LM head). Internal to compiler/frontend.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -9,8 +11,10 @@
 
 #include <fmt/format.h>
 
+#include "compiler/frontend/frontend.h"
 #include "compiler/gguf/gguf.h"
 #include "ir/error.h"
+#include "ir/graph.h"
 
 namespace kiln::frontend::detail {
 
@@ -110,6 +114,58 @@ inline int64_t vocab_size(const gguf::File& f, const std::string& p, int64_t hid
                             shape_str(ir_shape(*embd)), vocab, hidden),
                 "token_embd.weight");
   return vocab;
+}
+
+// Throws kiln::Error(kFormat) listing the weight problems, if any.
+inline void throw_weight_problems(const std::vector<std::string>& problems) {
+  if (problems.empty()) return;
+  std::string msg = "model cannot be built:";
+  for (const auto& p : problems) msg += "\n  " + p;
+  throw Error(ErrorCode::kFormat, msg);
+}
+
+// An empty model graph: symbolic dims "tokens" <= max_tokens and "kv_len" <=
+// max_context, and the metadata every architecture records.
+inline ir::Graph graph_skeleton(const ModelConfig& c, const GraphOptions& opt) {
+  ir::Graph g;
+  g.sym_bounds["tokens"] = opt.max_tokens;
+  g.sym_bounds["kv_len"] = opt.max_context;
+  g.meta["architecture"] = c.arch;
+  g.meta["name"] = c.name;
+  g.meta["vocab"] = c.vocab;
+  g.meta["n_layers"] = c.n_layers;
+  g.meta["hidden"] = c.hidden;
+  g.meta["n_heads"] = c.n_heads;
+  g.meta["n_kv_heads"] = c.n_kv_heads;
+  g.meta["head_dim"] = c.head_dim;
+  g.meta["context_length"] = c.context_length;
+  return g;
+}
+
+// The weight value of GGUF tensor `name` (added on first use, its IR shape
+// from the file; the caller has checked the tensor exists).
+inline ir::ValueId weight_value(ir::Graph& g, const gguf::File& f, const std::string& name) {
+  if (auto id = g.find_value(name)) return *id;
+  const auto* t = f.find_tensor(name);
+  ir::Shape s;
+  for (int64_t d : ir_shape(*t)) s.push_back(ir::Dim::fixed(d));
+  return g.add_weight(name, t->type, s, name);
+}
+
+// The graph's end: final RMS norm of x [tokens, hidden], its last row, and the
+// LM head (the token embedding when tied) into the output "logits" [1, vocab].
+inline void add_lm_head(ir::Graph& g, const gguf::File& f, const ModelConfig& c, ir::ValueId x,
+                        const ir::Attrs& norm_attrs) {
+  const int64_t H = c.hidden;
+  const ir::Dim tok = ir::Dim::symbolic("tokens", g.sym_bounds.at("tokens"));
+  x = g.add_node(ir::OpKind::RmsNorm, {x, weight_value(g, f, "output_norm.weight")}, norm_attrs, "output_norm_out",
+                 ir::DType::F32, {tok, ir::Dim::fixed(H)});
+  const ir::ValueId last = g.add_node(ir::OpKind::LastRow, {x}, {}, "last_hidden", ir::DType::F32,
+                                      {ir::Dim::fixed(1), ir::Dim::fixed(H)});
+  const std::string head = c.tied_embeddings ? "token_embd.weight" : "output.weight";
+  const ir::ValueId logits = g.add_node(ir::OpKind::MatMul, {last, weight_value(g, f, head)}, {}, "logits",
+                                        ir::DType::F32, {ir::Dim::fixed(1), ir::Dim::fixed(c.vocab)});
+  g.mark_output(logits);
 }
 
 }  // namespace kiln::frontend::detail

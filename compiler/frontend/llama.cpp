@@ -206,35 +206,14 @@ ir::Graph build_graph(const gguf::File& f, const ModelConfig& c, const GraphOpti
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("KV-cache type {} is not f32, f16 or bf16", ir::dtype_name(kv_t)), "kv_type");
   if (c.arch == kGemma3Arch) return build_gemma3_graph(f, c, opt);
-  if (auto problems = weight_problems(f, c); !problems.empty()) {
-    std::string msg = "model cannot be built:";
-    for (const auto& p : problems) msg += "\n  " + p;
-    throw Error(ErrorCode::kFormat, msg);
-  }
+  throw_weight_problems(weight_problems(f, c));
 
-  ir::Graph g;
+  ir::Graph g = graph_skeleton(c, opt);
   const int64_t T = opt.max_tokens, C = opt.max_context;
-  g.sym_bounds["tokens"] = T;
-  g.sym_bounds["kv_len"] = C;
-  g.meta["architecture"] = c.arch;
-  g.meta["name"] = c.name;
-  g.meta["vocab"] = c.vocab;
-  g.meta["n_layers"] = c.n_layers;
-  g.meta["hidden"] = c.hidden;
-  g.meta["n_heads"] = c.n_heads;
-  g.meta["n_kv_heads"] = c.n_kv_heads;
-  g.meta["head_dim"] = c.head_dim;
-  g.meta["context_length"] = c.context_length;
 
   const Dim tok = Dim::symbolic("tokens", T);
   auto rows = [&](int64_t n) { return Shape{tok, Dim::fixed(n)}; };
-  auto weight = [&](const std::string& name) -> ValueId {
-    if (auto id = g.find_value(name)) return *id;
-    const auto* t = f.find_tensor(name);
-    Shape s;
-    for (int64_t d : ir_shape(*t)) s.push_back(Dim::fixed(d));
-    return g.add_weight(name, t->type, s, name);
-  };
+  auto weight = [&](const std::string& name) { return weight_value(g, f, name); };
 
   const int64_t H = c.hidden, q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
   const ValueId tokens = g.add_input("tokens", DType::I32, {tok});
@@ -295,13 +274,7 @@ ir::Graph build_graph(const gguf::File& f, const ModelConfig& c, const GraphOpti
                               DType::F32, rows(H));
     x = g.add_node(OpKind::Add, {x, down}, {}, b + "ffn_resid", DType::F32, rows(H));
   }
-  x = g.add_node(OpKind::RmsNorm, {x, weight("output_norm.weight")}, norm_attrs, "output_norm_out", DType::F32,
-                 rows(H));
-  ValueId last = g.add_node(OpKind::LastRow, {x}, {}, "last_hidden", DType::F32, {Dim::fixed(1), Dim::fixed(H)});
-  const std::string head = c.tied_embeddings ? "token_embd.weight" : "output.weight";
-  ValueId logits = g.add_node(OpKind::MatMul, {last, weight(head)}, {}, "logits", DType::F32,
-                              {Dim::fixed(1), Dim::fixed(c.vocab)});
-  g.mark_output(logits);
+  add_lm_head(g, f, c, x, norm_attrs);
   return g;
 }
 
