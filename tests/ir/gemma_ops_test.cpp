@@ -16,19 +16,8 @@ namespace kiln::ir {
 namespace {
 using testing::F;
 using testing::WeightStore;
-
-std::vector<float> rand_vec(size_t n, std::mt19937& rng, float lo = -1, float hi = 1) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(rng);
-  return v;
-}
-Tensor f32_tensor(std::vector<int64_t> shape, std::vector<float> data) {
-  Tensor t;
-  t.shape = std::move(shape);
-  t.f32 = std::move(data);
-  return t;
-}
+using testing::f32_tensor;
+using testing::rand_vec;
 
 TEST(GemmaOps, GeGluIsTanhGeluTimesUp) {
   const int64_t T = 3, Fd = 40;

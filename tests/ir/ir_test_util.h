@@ -68,6 +68,21 @@ struct WeightStore {
 };
 
 inline Shape S(std::initializer_list<Dim> d) { return Shape(d); }
+
+// n values uniform in [lo, hi).
+inline std::vector<float> rand_vec(size_t n, std::mt19937& rng, float lo = -1, float hi = 1) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+// An f32 tensor of `shape` holding `data`.
+inline Tensor f32_tensor(std::vector<int64_t> shape, std::vector<float> data) {
+  Tensor t;
+  t.shape = std::move(shape);
+  t.f32 = std::move(data);
+  return t;
+}
 inline Dim F(int64_t v) { return Dim::fixed(v); }
 
 }  // namespace kiln::ir::testing
