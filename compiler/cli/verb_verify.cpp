@@ -80,15 +80,9 @@ ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, rt::ProgramMode 
   rt::Engine& e = model.engine();
   e.reset();
   ref.reset();
-  const int32_t chunk = e.max_prefill_bucket(mode);
   rt::SamplingParams greedy;
   ModeResult r;
-  int32_t pos = 0, tok = -1;
-  while (pos < int32_t(ids.size())) {
-    const int32_t len = std::min<int32_t>(chunk, int32_t(ids.size()) - pos);
-    tok = e.step(mode, std::span<const int32_t>(ids.data() + pos, size_t(len)), pos, greedy);
-    pos += len;
-  }
+  int32_t tok = e.prefill(mode, ids, greedy), pos = int32_t(ids.size());
   std::vector<float> want = ref.feed(ids);
   for (int32_t s = 0; s < steps; ++s) {
     if (rt::cli::InterruptGuard::requested()) throw rt::cli::Interrupted{"verification stopped"};

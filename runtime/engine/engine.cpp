@@ -247,6 +247,21 @@ std::vector<int32_t> Engine::prefill_buckets(ProgramMode m) const {
   return b;
 }
 
+int32_t Engine::prefill(ProgramMode mode, std::span<const int32_t> prompt, const SamplingParams& sp,
+                        float* gpu_ms) {
+  const int32_t n = static_cast<int32_t>(prompt.size()), chunk = std::max<int32_t>(1, max_prefill_bucket(mode));
+  int32_t pos = 0, next = -1;
+  float gpu = 0;
+  while (pos < n) {
+    const int32_t len = std::min(chunk, n - pos);
+    next = step(mode, prompt.subspan(static_cast<size_t>(pos), static_cast<size_t>(len)), pos, sp);
+    gpu += last_step_gpu_ms();
+    pos += len;
+  }
+  if (gpu_ms) *gpu_ms = gpu;
+  return next;
+}
+
 int32_t Engine::max_prefill_bucket(ProgramMode m) const {
   auto b = prefill_buckets(m);
   return b.empty() ? 0 : b.back();

@@ -54,6 +54,11 @@ class Engine {
   // Runs one step over `tokens` (1..max bucket) placed at positions pos0..;
   // returns the token sampled after the last one. Throws rt::Error on misuse.
   int32_t step(ProgramMode mode, std::span<const int32_t> tokens, int32_t pos0, const SamplingParams& sp);
+  // The whole prompt from position 0, in steps of the largest prefill bucket;
+  // returns the token sampled after its last token. gpu_ms (optional): the
+  // summed GPU time of those steps.
+  int32_t prefill(ProgramMode mode, std::span<const int32_t> prompt, const SamplingParams& sp,
+                  float* gpu_ms = nullptr);
   // Decode step that feeds the token the previous step sampled (already on the device).
   int32_t decode_next(ProgramMode mode, int32_t pos0, const SamplingParams& sp);
   // Logits of the last step's last token (copies vocab floats to the host).

@@ -33,19 +33,12 @@ GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateO
 
   engine_.reset();
   StreamDecoder dec(tok_);
-  const int32_t chunk = std::max<int32_t>(1, engine_.max_prefill_bucket(opt.mode));
 
   // Prefill in chunks; the token sampled after the last chunk is the first output.
   auto t0 = Clock::now();
-  int32_t pos = 0, next = -1;
   float gpu = 0;
-  while (pos < n) {
-    int32_t len = std::min(chunk, n - pos);
-    next = engine_.step(opt.mode, prompt.subspan(static_cast<size_t>(pos), static_cast<size_t>(len)), pos,
-                        opt.sampling);
-    gpu += engine_.last_step_gpu_ms();
-    pos += len;
-  }
+  int32_t next = engine_.prefill(opt.mode, prompt, opt.sampling, &gpu);
+  int32_t pos = n;
   st.prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
   st.prefill_gpu_ms = gpu;
 

@@ -97,13 +97,7 @@ RunResult run_plan(rt::Model& m, const std::vector<int32_t>& prompt, int n, rt::
   auto& e = m.engine();
   e.reset();
   rt::SamplingParams sp;  // greedy
-  int32_t pos = 0, next = -1;
-  const int32_t chunk = e.max_prefill_bucket(mode);
-  while (pos < int32_t(prompt.size())) {
-    int32_t len = std::min<int32_t>(chunk, int32_t(prompt.size()) - pos);
-    next = e.step(mode, std::span<const int32_t>(prompt.data() + pos, size_t(len)), pos, sp);
-    pos += len;
-  }
+  int32_t next = e.prefill(mode, prompt, sp), pos = int32_t(prompt.size());
   res.first_logits = e.last_logits();
   res.tokens.push_back(next);
   for (int i = 1; i < n; ++i) {
@@ -174,7 +168,7 @@ TEST(GpuE2E, Gemma3CompiledEagerInterpreterAgree) {
   for (int i = 0; i < 160; ++i) counting += std::string(i ? ", " : " ") + ones[i % 9] + " " + std::to_string(i);
   counting += ",";
   int longest = 0;
-  for (const std::string prompt_text :
+  for (const std::string& prompt_text :
        {std::string("Water boils at 100 degrees Celsius. Water freezes at"),
         std::string("<start_of_turn>user\nHello! How are you today?<end_of_turn>\n<start_of_turn>model\n"),
         counting}) {

@@ -54,11 +54,6 @@ compile::CompileOptions opts(const fs::path& gguf, const std::string& out, int s
   return o;
 }
 
-fs::path model_dir() {
-  const char* d = std::getenv("KILN_MODEL_DIR");
-  return d ? fs::path(d) : fs::path(KILN_SOURCE_DIR) / ".cache" / "models";
-}
-
 }  // namespace
 
 TEST(Compile, TinyPlanHasFusedAndEagerProgramsThatVerify) {
