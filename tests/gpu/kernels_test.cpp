@@ -642,6 +642,31 @@ TEST(LmHeadSample, SamplingSemantics) {
   EXPECT_GE(wide.size(), 20u) << "no top-k: draws spread over the vocabulary";
 }
 
+// Median of `reps` single launches in microseconds (CUDA events around each),
+// after 3 warm-up launches; `before` (optional) runs before each timed launch,
+// outside the events (a cache flush).
+double median_launch_us(const std::function<void()>& launch, int reps, const std::function<void()>& before = {}) {
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (int i = 0; i < 3; ++i) launch();
+  std::vector<float> t;
+  for (int i = 0; i < reps; ++i) {
+    if (before) before();
+    cudaEventRecord(e0);
+    launch();
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    t.push_back(ms * 1000.f);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  std::sort(t.begin(), t.end());
+  return double(t[t.size() / 2]);
+}
+
 // Decode GEMV throughput (bucket 1, compiled), printed as JSON lines; no
 // assertion on speed. Runs only with KILN_BENCH=1.
 TEST(GemvBench, Throughput) {
@@ -877,24 +902,9 @@ TEST(AttentionBench, DecodeSplitVsOld) {
   unsigned long long fn16 = flush_bytes / 16;
   void* sp = sink.p;
   void* flush_args[] = {&fp, &fn16, &sp};
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
+  auto flush_l2 = [&] { driver().launchKernel(flush_fn, 132 * 8, 1, 1, 256, 1, 1, 0, nullptr, flush_args, nullptr); };
   auto time_us = [&](const std::function<void()>& launch, bool cold) {
-    for (int i = 0; i < 3; ++i) launch();
-    std::vector<float> t;
-    for (int i = 0; i < kReps; ++i) {
-      if (cold) driver().launchKernel(flush_fn, 132 * 8, 1, 1, 256, 1, 1, 0, nullptr, flush_args, nullptr);
-      cudaEventRecord(e0);
-      launch();
-      cudaEventRecord(e1);
-      cudaEventSynchronize(e1);
-      float ms = 0;
-      cudaEventElapsedTime(&ms, e0, e1);
-      t.push_back(ms * 1000.f);
-    }
-    std::sort(t.begin(), t.end());
-    return double(t[t.size() / 2]);
+    return median_launch_us(launch, kReps, cold ? std::function<void()>(flush_l2) : std::function<void()>());
   };
   {  // the floor of this timing: an empty launch (the flush kernel over 0 bytes)
     unsigned long long zero = 0;
@@ -973,8 +983,6 @@ TEST(AttentionBench, DecodeSplitVsOld) {
           }
         }
       }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
 }
 
 // Prefill kernels, printed as JSON lines (median of 15 launches after 3 warm
@@ -988,24 +996,7 @@ TEST(PrefillBench, FlashAttentionAndDequant) {
   SKIP_WITHOUT_GPU();
   if (!std::getenv("KILN_BENCH")) GTEST_SKIP() << "set KILN_BENCH=1 to run the prefill kernel benchmark";
   const int sm = compile_sm();
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  auto time_us = [&](const std::function<void()>& launch) {
-    for (int i = 0; i < 3; ++i) launch();
-    std::vector<float> t;
-    for (int i = 0; i < 15; ++i) {
-      cudaEventRecord(e0);
-      launch();
-      cudaEventRecord(e1);
-      cudaEventSynchronize(e1);
-      float ms = 0;
-      cudaEventElapsedTime(&ms, e0, e1);
-      t.push_back(ms * 1000.f);
-    }
-    std::sort(t.begin(), t.end());
-    return double(t[t.size() / 2]);
-  };
+  auto time_us = [](const std::function<void()>& launch) { return median_launch_us(launch, 15); };
   auto bind = [](const Lowered& l, const std::vector<void*>& inputs, void* out, void* step) {
     std::vector<void*> ptr;
     for (const Param& p : l.params) {
@@ -1076,8 +1067,6 @@ TEST(PrefillBench, FlashAttentionAndDequant) {
                 testcases::dn(wt).c_str(), static_cast<long long>(N), static_cast<long long>(K), us,
                 double(wbytes + y.n) / us / 1e3);
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
 }
 
 }  // namespace
