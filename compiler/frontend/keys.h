@@ -43,6 +43,19 @@ inline std::optional<int64_t> optional_int(const gguf::File& f, const std::strin
   throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}': {}", key, why), key);
 }
 
+// The layer count (block_count): every layer has tensors of its own, so a
+// count above the file's tensor count is corrupt — refused before anything
+// per-layer is built (a hostile count would otherwise make the frontend list
+// millions of expected weights).
+inline int64_t require_layer_count(const gguf::File& f, const std::string& key) {
+  const int64_t n = require_int(f, key);
+  if (static_cast<uint64_t>(n) > f.tensors().size())
+    inconsistent(key, fmt::format("{} layers, but the file holds only {} tensors (each layer has its own): the "
+                                  "file is corrupt or truncated",
+                                  n, f.tensors().size()));
+  return n;
+}
+
 // IR shape of a GGUF tensor: ggml ne is innermost-first, IR is outermost-first.
 inline std::vector<int64_t> ir_shape(const gguf::TensorInfo& t) {
   return std::vector<int64_t>(t.ne.rbegin(), t.ne.rend());

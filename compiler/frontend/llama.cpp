@@ -112,7 +112,7 @@ ModelConfig read_config(const gguf::File& f) {
                 "general.architecture");
   c.name = f.get_string("general.name").value_or("");
   const std::string p = c.arch + ".";
-  c.n_layers = require_int(f, p + "block_count");
+  c.n_layers = require_layer_count(f, p + "block_count");
   c.hidden = require_int(f, p + "embedding_length");
   c.ffn = require_int(f, p + "feed_forward_length");
   c.n_heads = require_int(f, p + "attention.head_count");

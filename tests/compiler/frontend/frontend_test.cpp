@@ -24,6 +24,7 @@ struct Tiny {
   std::string arch = "llama";
   int64_t layers = 2, hidden = 16, ffn = 32, heads = 4, kv_heads = 2, vocab = 40, ctx = 64;
   bool tied = true, rope_freqs = false, biases = false;
+  int64_t block_count = 0;            // > 0: written as block_count instead of `layers`
   std::string rope_scaling;           // rope.scaling.type when set
   double rope_scaling_factor = 0;     // rope.scaling.factor when > 0
   std::vector<std::string> drop_keys;
@@ -44,7 +45,8 @@ kiln::gguf::File make(const Tiny& t) {
   const std::string p = t.arch + ".";
   w.add_string("general.architecture", t.arch);
   w.add_string("general.name", "tiny");
-  if (has(p + "block_count")) w.add_u32(p + "block_count", static_cast<uint32_t>(t.layers));
+  if (has(p + "block_count"))
+    w.add_u32(p + "block_count", static_cast<uint32_t>(t.block_count > 0 ? t.block_count : t.layers));
   if (has(p + "embedding_length")) w.add_u32(p + "embedding_length", static_cast<uint32_t>(t.hidden));
   if (has(p + "feed_forward_length")) w.add_u32(p + "feed_forward_length", static_cast<uint32_t>(t.ffn));
   if (has(p + "attention.head_count")) w.add_u32(p + "attention.head_count", static_cast<uint32_t>(t.heads));
@@ -313,6 +315,22 @@ TEST(Frontend, LinearRopeScaling) {
     if (node.op == OpKind::Rope) {
       EXPECT_FALSE(node.attrs.count("freq_scale"));
     }
+}
+
+// A block_count beyond the file's tensors is refused naming the key, before
+// anything per layer is built (found by fuzz_gguf: a count of millions made
+// the weight check allocate gigabytes of expected names).
+TEST(Frontend, LayerCountBeyondTheTensorsIsRefused) {
+  Tiny t;  // 2 layers of tensors, block_count 2^30
+  t.block_count = int64_t{1} << 30;
+  try {
+    kiln::frontend::read_config(make(t));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFormat);
+    EXPECT_EQ(e.field(), "llama.block_count");
+    EXPECT_NE(std::string(e.what()).find("tensors"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Frontend, Qwen2UsesNeoxAndBiases) {
