@@ -201,6 +201,7 @@ Lowered lower(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims
   Lowered l;
   l.grid = k.grid;
   l.block = {k.block, 1, 1};
+  l.smem = k.smem;
   l.params = k.params;
   if (k.gemm) {  // a library call: no kernel source
     l.gemm = k.gemm;

@@ -86,26 +86,30 @@ Lowered lower(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims
 
 // ---- weight layouts -----------------------------------------------------------
 // How a kernel reads a weight blob. "ggml": the GGUF blocks as stored.
-// "planes" (q4_0, q4_1, q8_0, q4_K): a matrix of nblk = rows*K/QK blocks is
-// plane 0 = the quant bytes of every block (QB bytes each, in row-major block
-// order, so every row's quants are one contiguous 16-byte-aligned run) followed
-// by plane 1 = the scale bytes of every block (SB each, same order). SB is the
-// GGUF block's leading scale bytes (q4_0 2: d; q4_1 4: d, m; q8_0 2: d;
-// q4_K 16: d, dmin, 12 packed scales), QB the rest. Same size as "ggml"; the
-// values are untouched, so kernels compute identical numbers.
+// "planes" (q4_0, q4_1, q8_0, q4_K, q6_K; the compile default): every row of
+// nb = K/QK blocks is its nb * QB quant bytes (one contiguous 16-byte-aligned
+// run: 16-byte loads of whole quants) followed by its nb * SB scale bytes
+// (q4_0 2: d; q4_1 4: d, m; q8_0 2: d; q4_K 16: d, dmin, 12 packed scales;
+// q6_K 18: 16 int8 scales, d). Rows keep their GGUF size, so a row range of a
+// concatenated weight (qkv) is a view in both layouts; the values are
+// untouched, so kernels compute identical numbers.
 inline constexpr const char* kLayoutGgml = "ggml";
 inline constexpr const char* kLayoutPlanes = "planes";
 // Layout in which the kernel lower(g, n, ., target, mode) reads input `input`
-// of n: target.weight_layout for the weight operand of compiled matmul-family,
-// lm_head_sample and embed nodes whose dtype has that layout, else "ggml".
-// "planes" is opt-in (--weight-layout planes): on an H200 the plane kernels are
-// correct (kernel tests 461/461) but not faster overall (docs/perf-notes.md round 3).
+// of n: target.weight_layout for the weight operand of matmul-family,
+// lm_head_sample, embed and dequant nodes (compiled and eager: the eager
+// module has both variants) whose dtype and row length fit it
+// (layout_fits), else "ggml".
 std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, ProgramMode mode,
                          const Target& target);
 // The layouts --weight-layout accepts.
 const std::vector<std::string>& weight_layouts();
 // Whether dtype dt can be stored in `layout`.
 bool layout_supported(ir::DType dt, std::string_view layout);
+// Whether rows of K elements of dt are stored in `layout` by kiln: planes
+// needs each row's scale bytes to be a multiple of 16 (so every row's quants
+// start 16-byte aligned: K a multiple of 256, of 2048 for q6_K).
+bool layout_fits(ir::DType dt, std::string_view layout, int64_t K);
 // GGUF bytes of `rows` rows of K elements -> `layout` (out has the same size,
 // ir::row_bytes(dt, K) * rows). unpack is its exact inverse. "ggml" copies.
 // Throws kiln::Error(kInvalidArgument) for an unsupported (dt, layout) or a K

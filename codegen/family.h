@@ -77,6 +77,7 @@ struct Kernel {
   std::vector<Param> params;        // from Emit
   std::array<uint32_t, 3> grid{1, 1, 1};
   uint32_t block = 256;
+  uint32_t smem = 0;                // dynamic shared memory bytes of the launch
   ir::DType eager_module = ir::DType::F32;  // the eager module (one per dtype) that holds it
   std::optional<GemmCall> gemm;             // a library GEMM, no kernel (the gemm family)
   void take(Emit& e) {

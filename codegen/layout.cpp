@@ -10,15 +10,17 @@ namespace kiln::codegen {
 namespace {
 
 struct Planes {
-  uint32_t sb = 0, qb = 0;  // scale bytes (block prefix), quant bytes (the rest)
+  uint32_t sb = 0, qb = 0;  // scale bytes, quant bytes of a block
+  uint32_t qoff = 0;        // where the quants start in the GGUF block (the scale bytes are the rest)
 };
 // Must match PL<DT> in kernels/dequant.cuh.
 bool planes_of(ir::DType dt, Planes& p) {
   switch (dt) {
-    case ir::DType::Q4_0: p = {2, 16}; return true;
-    case ir::DType::Q4_1: p = {4, 16}; return true;
-    case ir::DType::Q8_0: p = {2, 32}; return true;
-    case ir::DType::Q4_K: p = {16, 128}; return true;
+    case ir::DType::Q4_0: p = {2, 16, 2}; return true;
+    case ir::DType::Q4_1: p = {4, 16, 4}; return true;
+    case ir::DType::Q8_0: p = {2, 32, 2}; return true;
+    case ir::DType::Q4_K: p = {16, 128, 16}; return true;
+    case ir::DType::Q6_K: p = {18, 192, 0}; return true;  // ql, qh first; scales, d after
     default: return false;
   }
 }
@@ -35,7 +37,7 @@ uint64_t blocks(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, 
                                                  std::string(ir::dtype_name(dt)) + " blocks");
   if (layout == kLayoutPlanes) {
     planes_of(dt, p);
-    if (p.sb + p.qb != info.block_bytes)
+    if (p.sb + p.qb != info.block_bytes || (p.qoff != 0 && p.qoff != p.sb))
       throw Error(ErrorCode::kInternal, "planes layout of " + std::string(ir::dtype_name(dt)) + " does not cover its block");
   }
   return static_cast<uint64_t>(rows) * static_cast<uint64_t>(K / info.block_elems);
@@ -50,6 +52,14 @@ bool layout_supported(ir::DType dt, std::string_view layout) {
   return false;
 }
 
+bool layout_fits(ir::DType dt, std::string_view layout, int64_t K) {
+  Planes p;
+  if (layout != kLayoutPlanes) return layout_supported(dt, layout);
+  if (!planes_of(dt, p)) return false;
+  const int64_t be = ir::dtype_info(dt).block_elems;
+  return K > 0 && K % be == 0 && (K / be) * p.sb % 16 == 0;  // every row's quants start 16-byte aligned
+}
+
 const std::vector<std::string>& weight_layouts() {
   static const std::vector<std::string> v = {kLayoutGgml, kLayoutPlanes};
   return v;
@@ -57,8 +67,8 @@ const std::vector<std::string>& weight_layouts() {
 
 std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, ProgramMode mode,
                          const Target& target) {
-  if (mode != ProgramMode::Compiled || input >= n.inputs.size() || target.weight_layout == kLayoutGgml)
-    return kLayoutGgml;
+  (void)mode;  // eager programs read the same blobs (their kernels come in both layouts)
+  if (input >= n.inputs.size() || target.weight_layout == kLayoutGgml) return kLayoutGgml;
   size_t w = SIZE_MAX;
   switch (n.op) {
     case ir::OpKind::MatMul:
@@ -66,12 +76,15 @@ std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, Pr
     case ir::OpKind::RmsMatMul:
     case ir::OpKind::RmsMatMulSwiGlu:
     case ir::OpKind::LmHeadSample: w = 2; break;
-    case ir::OpKind::Embed: w = 0; break;
+    case ir::OpKind::Embed:
+    case ir::OpKind::Dequant: w = 0; break;
     default: break;
   }
   if (input != w) return kLayoutGgml;
   const ir::Value& v = g.value(n.inputs[input]);
-  return layout_supported(v.dtype, target.weight_layout) ? target.weight_layout : std::string(kLayoutGgml);
+  const bool fits = v.shape.size() == 2 && v.shape[1].is_static() &&
+                    layout_fits(v.dtype, target.weight_layout, v.shape[1].value);
+  return fits ? target.weight_layout : std::string(kLayoutGgml);
 }
 
 void repack(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, const uint8_t* src, uint8_t* out) {
@@ -82,10 +95,17 @@ void repack(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, cons
     std::memcpy(out, src, nblk * bb);
     return;
   }
-  uint8_t* scales = out + nblk * p.qb;
-  for (uint64_t i = 0; i < nblk; ++i) {
-    std::memcpy(scales + i * p.sb, src + i * bb, p.sb);
-    std::memcpy(out + i * p.qb, src + i * bb + p.sb, p.qb);
+  const uint64_t nb = static_cast<uint64_t>(K / ir::dtype_info(dt).block_elems);
+  const uint32_t pre = p.qoff, post = p.sb - p.qoff;  // scale bytes before / after the quants
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* q = out + static_cast<uint64_t>(r) * nb * bb;
+    uint8_t* s = q + nb * p.qb;
+    for (uint64_t i = 0; i < nb; ++i) {
+      const uint8_t* b = src + (static_cast<uint64_t>(r) * nb + i) * bb;
+      std::memcpy(s + i * p.sb, b, pre);
+      std::memcpy(s + i * p.sb + pre, b + p.qoff + p.qb, post);
+      std::memcpy(q + i * p.qb, b + p.qoff, p.qb);
+    }
   }
 }
 
@@ -97,10 +117,17 @@ void unpack(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, cons
     std::memcpy(dst, in, nblk * bb);
     return;
   }
-  const uint8_t* scales = in + nblk * p.qb;
-  for (uint64_t i = 0; i < nblk; ++i) {
-    std::memcpy(dst + i * bb, scales + i * p.sb, p.sb);
-    std::memcpy(dst + i * bb + p.sb, in + i * p.qb, p.qb);
+  const uint64_t nb = static_cast<uint64_t>(K / ir::dtype_info(dt).block_elems);
+  const uint32_t pre = p.qoff, post = p.sb - p.qoff;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* q = in + static_cast<uint64_t>(r) * nb * bb;
+    const uint8_t* s = q + nb * p.qb;
+    for (uint64_t i = 0; i < nb; ++i) {
+      uint8_t* b = dst + (static_cast<uint64_t>(r) * nb + i) * bb;
+      std::memcpy(b, s + i * p.sb, pre);
+      std::memcpy(b + p.qoff + p.qb, s + i * p.sb + pre, post);
+      std::memcpy(b + p.qoff, q + i * p.qb, p.qb);
+    }
   }
 }
 

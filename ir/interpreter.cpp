@@ -15,6 +15,9 @@
 //   so a ring cache and a full cache give bit-identical results.
 // - kv_store / rope_store: rows stored into an f16 / bf16 cache are rounded to
 //   that dtype (nearest even), as the GPU stores them; states stay f32 storage.
+// - x_q8 = 1 on a matmul-family node: activation rows are replaced by their
+//   16-value q8 round trip (ir/quantize.h) before the product; with a rms
+//   prologue the quantised value is x * gain and 1/rms scales the product.
 // Weights are dequantised to fp32 once, on first use, row by row via
 // ir::dequantize, and cached for the interpreter's lifetime.
 #include "ir/interpreter.h"
@@ -25,6 +28,7 @@
 #include <thread>
 
 #include "ir/dequant.h"
+#include "ir/quantize.h"
 
 namespace kiln::ir {
 
@@ -173,6 +177,38 @@ Tensor rms_norm_rows(const Tensor& x, const Tensor& w, double eps) {
     for (int64_t h = 0; h < H; ++h) out.f32[static_cast<size_t>(t * H + h)] = xr[h] * r * w.f32[static_cast<size_t>(h)];
   }
   return out;
+}
+
+// x_q8 = 1 on a matmul-family node: its activation rows pass through the
+// 16-value q8 quantiser (ir/quantize.h) before the product, as the decode
+// GEMV's integer dot products see them.
+bool x_q8(const Node& n) { return n.attrs.count("x_q8") && n.attr_int("x_q8") == 1; }
+void act_q8_rows(Tensor& x) { act_q8_roundtrip(x.f32.data(), static_cast<int64_t>(x.f32.size())); }
+
+// rms_matmul's activation: with x_q8 the kernel quantises x * gain (the
+// per-row 1/rms is a scalar applied to the finished dot products), so h is
+// q8(x * gain) and `inv` receives the per-row scalars; otherwise h is
+// rms_norm(x, gain) and inv stays empty.
+Tensor rms_activation(const Node& n, const Tensor& x, const Tensor& gain, std::vector<float>& inv) {
+  if (!x_q8(n)) return rms_norm_rows(x, gain, n.attr_float("eps"));
+  const int64_t T = x.shape[0], H = x.shape[1];
+  const double eps = n.attr_float("eps");
+  Tensor h = Tensor::zeros_f32(x.shape);
+  inv.assign(static_cast<size_t>(T), 0.0f);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = x.f32.data() + t * H;
+    double ss = 0;
+    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    inv[static_cast<size_t>(t)] = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
+    for (int64_t i = 0; i < H; ++i) h.f32[static_cast<size_t>(t * H + i)] = xr[i] * gain.f32[static_cast<size_t>(i)];
+  }
+  act_q8_rows(h);
+  return h;
+}
+void scale_rows(Tensor& y, const std::vector<float>& inv) {
+  if (inv.empty()) return;
+  const int64_t N = y.shape[1];
+  for (size_t i = 0; i < y.f32.size(); ++i) y.f32[i] *= inv[i / static_cast<size_t>(N)];
 }
 
 // Rope angles and rotation, exactly as the rope op computes them (used by rope_store).
@@ -439,7 +475,13 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       return out;
     }
     case OpKind::MatMul: {
-      const Tensor &x = in(0), &w = in(1);
+      const Tensor& w = in(1);
+      Tensor xq;
+      if (x_q8(n)) {
+        xq = in(0);
+        act_q8_rows(xq);
+      }
+      const Tensor& x = x_q8(n) ? xq : in(0);
       int64_t T = x.shape[0], K = x.shape[1], N = w.shape[0];
       auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, N}));
       matmul(x.f32.data(), w.f32.data(), out->f32.data(), T, K, N);
@@ -597,10 +639,12 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
     case OpKind::RmsMatMul:
     case OpKind::RmsMatMulSwiGlu: {
       const Tensor &x = in(0), &gain = in(1), &w = in(2);
-      Tensor h = rms_norm_rows(x, gain, n.attr_float("eps"));
+      std::vector<float> inv;
+      Tensor h = rms_activation(n, x, gain, inv);
       int64_t T = x.shape[0], K = x.shape[1], N = w.shape[0];
       auto mm = std::make_shared<Tensor>(Tensor::zeros_f32({T, N}));
       matmul(h.f32.data(), w.f32.data(), mm->f32.data(), T, K, N);
+      scale_rows(*mm, inv);
       if (n.op == OpKind::RmsMatMul) return mm;
       int64_t F = N / 2;
       const bool gelu = n.attrs.count("act") && n.attr_str("act") == "gelu_tanh";  // GeGLU, else SwiGLU
@@ -613,7 +657,13 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       return out;
     }
     case OpKind::MatMulAdd: {
-      const Tensor &x = in(0), &w = in(1), &r = in(2);
+      const Tensor &w = in(1), &r = in(2);
+      Tensor xq;
+      if (x_q8(n)) {
+        xq = in(0);
+        act_q8_rows(xq);
+      }
+      const Tensor& x = x_q8(n) ? xq : in(0);
       int64_t T = x.shape[0], K = x.shape[1], N = w.shape[0];
       auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, N}));
       matmul(x.f32.data(), w.f32.data(), out->f32.data(), T, K, N);
@@ -654,9 +704,11 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       if (T < 1) fail_node(ni, "lm_head_sample of an empty tensor");
       Tensor last = Tensor::zeros_f32({1, K});
       std::memcpy(last.f32.data(), x.f32.data() + (T - 1) * K, sizeof(float) * static_cast<size_t>(K));
-      Tensor h = rms_norm_rows(last, gain, n.attr_float("eps"));
+      std::vector<float> inv;
+      Tensor h = rms_activation(n, last, gain, inv);
       auto logits = std::make_shared<Tensor>(Tensor::zeros_f32({1, V}));
       matmul(h.f32.data(), w.f32.data(), logits->f32.data(), 1, K, V);
+      scale_rows(*logits, inv);
       int64_t best = 0;
       for (int64_t i = 1; i < V; ++i)
         if (logits->f32[static_cast<size_t>(i)] > logits->f32[static_cast<size_t>(best)]) best = i;  // first max wins

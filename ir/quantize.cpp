@@ -134,4 +134,36 @@ void quantize_q4_0(const float* src, uint8_t* dst, int64_t n) {
   }
 }
 
+bool act_q8_weight(DType t) {
+  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0 || t == DType::Q4_K || t == DType::Q6_K;
+}
+
+void act_q8_block(const float* v, int8_t* q, float* d) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < kActQ8Block; ++i) amax = std::fmax(amax, std::fabs(v[i]));
+  if (!(amax > 0.0f)) {
+    for (int64_t i = 0; i < kActQ8Block; ++i) q[i] = 0;
+    *d = 0.0f;
+    return;
+  }
+  const float id = 127.0f / amax;
+  for (int64_t i = 0; i < kActQ8Block; ++i) {
+    const float p = v[i] * id;  // one rounding, then to nearest even (as __float2int_rn)
+    q[i] = static_cast<int8_t>(std::nearbyint(p));
+  }
+  *d = amax / 127.0f;
+}
+
+void act_q8_roundtrip(float* v, int64_t n) {
+  if (n % kActQ8Block != 0)
+    throw Error(ErrorCode::kInternal, "act_q8: " + std::to_string(n) + " values are not whole blocks of " +
+                                          std::to_string(kActQ8Block));
+  int8_t q[kActQ8Block];
+  float d;
+  for (int64_t b = 0; b < n; b += kActQ8Block) {
+    act_q8_block(v + b, q, &d);
+    for (int64_t i = 0; i < kActQ8Block; ++i) v[b + i] = static_cast<float>(q[i]) * d;
+  }
+}
+
 }  // namespace kiln::ir

@@ -44,3 +44,22 @@ void quantize_q8_0(const float* src, uint8_t* dst, int64_t n);
 void quantize_q4_0(const float* src, uint8_t* dst, int64_t n);
 
 }  // namespace kiln::ir
+
+namespace kiln::ir {
+
+// Activation quantisation of the decode GEMVs (matmul-family attribute
+// x_q8 = 1; docs/plan-abi.md "Activation quantisation"): each row of v is
+// cut into blocks of kActQ8Block values; per block amax = max |v|, and
+// (amax > 0) q = rint(v * (127 / amax)) (ties to even, |q| <= 127) with
+// scale d = amax / 127, else q = 0, d = 0. Every step is one IEEE f32
+// operation, so the GPU kernel produces the same q and d bit for bit.
+constexpr int64_t kActQ8Block = 16;
+// Weight dtypes whose GEMV reads q8 activations (integer dot products).
+bool act_q8_weight(DType t);
+// Replaces v[0..n) (n a multiple of kActQ8Block) by q * d, the values the
+// integer dot products see.
+void act_q8_roundtrip(float* v, int64_t n);
+// One block: the quants and the scale.
+void act_q8_block(const float* v, int8_t* q, float* d);
+
+}  // namespace kiln::ir

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "ir/graph.h"
+#include "ir/quantize.h"
 
 namespace kiln::ir {
 namespace {
@@ -90,6 +91,17 @@ class NodeChecker {
     if (w.dtype == DType::I32) fail(op + " w is a float or quantised type", desc(w));
     same_dim(x.shape[1], w.shape[1], op + " K must match (x[T,K], w[N,K])", x, w);
   }
+  // Optional attr x_q8 (0|1) of the matmul family: the activation is
+  // quantised in 16-value blocks (ir/quantize.h); f32 x and a weight dtype
+  // with integer dot products only.
+  void x_q8(const Value& x, const Value& w) const {
+    if (!n_.attrs.count("x_q8")) return;
+    const int64_t v = int_attr("x_q8");
+    if (v != 0 && v != 1) fail("x_q8 is 0 or 1", "x_q8 = " + std::to_string(v));
+    if (v == 0) return;
+    if (x.dtype != DType::F32) fail("x_q8 quantises an f32 activation", desc(x));
+    if (!act_q8_weight(w.dtype)) fail("x_q8 needs a weight of type q4_0, q4_1, q8_0, q4_k or q6_k", desc(w));
+  }
   int64_t int_attr(const std::string& key) const {
     try {
       return n_.attr_int(key);
@@ -150,6 +162,7 @@ class NodeChecker {
         if (w.dtype == DType::I32) fail("matmul w is a float or quantised type", desc(w));
         same_dim(x.shape[1], w.shape[1], "matmul K must match (x[T,K], w[N,K])", x, w);
         out_is(DType::F32, {x.shape[0], w.shape[0]});
+        x_q8(x, w);
         break;
       }
       case OpKind::Add:
@@ -312,6 +325,7 @@ class NodeChecker {
         same_dim(x.shape[1], gn.shape[0], op + " gain width equals x width", x, gn);
         matmul_weight(x, w, op);
         float_attr("eps", true);
+        x_q8(x, w);
         if (n_.op == OpKind::RmsMatMul) {
           outputs(1);
           out_is(DType::F32, {x.shape[0], w.shape[0]});
@@ -337,6 +351,7 @@ class NodeChecker {
         rank(x, 2, "matmul_add x");
         half_or_f32_x(x, w, "matmul_add");
         matmul_weight(x, w, "matmul_add");
+        x_q8(x, w);
         const Shape want{x.shape[0], w.shape[0]};
         dtype(r, DType::F32, "matmul_add r");
         if (!shape_eq(r.shape, want)) fail("matmul_add r has the output shape [T,N]", desc(r));

@@ -18,6 +18,7 @@ struct ConvertParams {
   DType out_dt = DType::F16;  // f16 | bf16
   int64_t R = 0, N = 0;       // rows and row length (dequant: the weight's N rows of K elements)
   bool dyn = false;
+  bool planes = false;        // dequant: the weight is in the "planes" layout
 };
 
 Kernel emit(const ConvertParams& p, bool compiled) {
@@ -33,12 +34,12 @@ Kernel emit(const ConvertParams& p, bool compiled) {
              N + ")";
     k.grid[0] = std::min<uint32_t>(cdiv(p.R * p.N, launch::kElementwiseThreads), launch::kElementwiseMaxBlocks);
   } else {
-    k.name = "kiln_dequant_" + dt_lower(p.in_dt) + "_" + dt_lower(p.out_dt);
+    k.name = "kiln_dequant_" + dt_lower(p.in_dt) + "_" + dt_lower(p.out_dt) + (p.planes ? "_pl" : "");
     std::string w = e.in(0, "const u8*"), y = e.out(0, "void*"), st = e.step();
     std::string N = e.i(p.R), K = e.i(p.N);
     (void)st;  // every kernel takes the step block (plan ABI); a weight copy does not depend on it
-    k.call = "k_dequant_rows<" + dt_macro(p.in_dt) + ", " + dt_macro(p.out_dt) + ">(" + w + ", " + y + ", " + N + ", " +
-             K + ")";
+    k.call = "k_dequant_rows<" + dt_macro(p.in_dt) + ", " + dt_macro(p.out_dt) + ", " + (p.planes ? "1" : "0") +
+             ">(" + w + ", " + y + ", " + N + ", " + K + ")";
     k.grid[0] = static_cast<uint32_t>(std::min<int64_t>(p.R, launch::kConvertMaxBlocks));  // a row per block
   }
   k.take(e);
@@ -65,6 +66,7 @@ class ConvertFamily final : public Family {
     } else {
       c.need_weight(x, p.N);
       p.in_dt = x.dtype;
+      p.planes = c.planes(0);
     }
     return emit(p, true);
   }

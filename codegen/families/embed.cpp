@@ -52,7 +52,12 @@ class EmbedFamily final : public Family {
   std::vector<Kernel> eager_kernels(ir::DType dt) const override {
     EmbedParams p;
     p.dt = dt;
-    return {emit(p, false)};
+    std::vector<Kernel> v = {emit(p, false)};
+    if (layout_supported(dt, kLayoutPlanes)) {  // the same in the planes layout
+      p.planes = true;
+      v.push_back(emit(p, false));
+    }
+    return v;
   }
 };
 

@@ -29,14 +29,16 @@ Kernel emit(const GemvParams& p, bool compiled) {
   k.header = "gemv.cuh";
   k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) +
            (p.split > 1 ? "_s" + std::to_string(p.split) : "") + (p.rows > 1 ? "_r" + std::to_string(p.rows) : "") +
-           (m.planes ? "_pl" : "");
+           (m.planes ? "_pl" : "") + (m.xq ? "_xq" : "");
   const std::string args = matmul_args(m, e);
   k.call = "mm_gemv<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
            std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(p.split) + ", " +
-           std::to_string(p.rows) + ", " + std::to_string(m.planes ? 1 : 0) + ">(" + args + ")";
+           std::to_string(p.rows) + ", " + std::to_string(m.planes ? 1 : 0) + ", " + std::to_string(m.xq ? 1 : 0) +
+           ">(" + args + ")";
   k.take(e);
   k.block = launch::kGemvThreads;
   k.grid[0] = cdiv(m.N, (launch::kGemvWarps / p.split) * p.rows);
+  if (m.xq) k.smem = gemv_xq_smem(m.K, p.max_tokens);
   k.eager_module = m.wdt;
   return k;
 }
@@ -49,7 +51,10 @@ class GemvFamily final : public Family {
     GemvParams p;
     p.m = matmul_operands(c);
     p.max_tokens = static_cast<int>(std::max<int64_t>(1, p.m.rows));
-    if (c.compiled()) {
+    if (p.m.xq) {
+      p.split = gemv_split_xq(p.m.K);
+      p.rows = gemv_rows_xq(p.m.N, p.split, p.m.flags & kMmSwiGlu);
+    } else if (c.compiled()) {
       p.split = gemv_split(p.m.K);
       p.rows = gemv_rows(p.m.N, p.split, p.m.flags & kMmSwiGlu);
     }
@@ -58,7 +63,12 @@ class GemvFamily final : public Family {
   std::vector<Kernel> eager_kernels(ir::DType dt) const override {
     GemvParams p;  // eager: plain matmul, one token, one column per warp group
     p.m.wdt = dt;
-    return {emit(p, false)};
+    std::vector<Kernel> v = {emit(p, false)};
+    if (layout_supported(dt, kLayoutPlanes)) {  // the same in the planes layout
+      p.m.planes = true;
+      v.push_back(emit(p, false));
+    }
+    return v;
   }
 };
 

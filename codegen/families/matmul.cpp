@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "codegen/kernels/launch.h"
+
 namespace kiln::codegen::detail {
 using ir::DType;
 using ir::OpKind;
@@ -61,6 +63,10 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
   m.dyn = c.dyn(x);
   m.rows = matmul_rows(c);
   m.planes = c.planes(wi);
+  m.xq = node_xq(c.n);
+  if (m.xq && (!c.compiled() || m.rows > launch::kGemvMaxTokens))
+    unsupported(c.opname() + ": x_q8 (int8 activations) lowers to the compiled GEMV only (steps of <= " +
+                std::to_string(launch::kGemvMaxTokens) + " rows)");
   return m;
 }
 
@@ -103,6 +109,24 @@ int gemv_split(int64_t K) {
 int gemv_rows(int64_t N, int split, bool swiglu) {
   for (int r = swiglu ? 2 : 4; r > 1; r /= 2)
     if (N * split / r >= 4096) return r;
+  return 1;
+}
+
+bool node_xq(const ir::Node& n) { return n.attrs.count("x_q8") && n.attr_int("x_q8") == 1; }
+
+// int8 activations: a lane's unit is 32 weights, so rows split later (K of
+// 8192+ per 2 warps); 4 columns per group (2 with the swiglu "up" rows) while
+// the grid keeps >= kGemvXqMinWarps warps, since every group quantises each
+// x part once for all its rows.
+uint32_t gemv_xq_smem(int64_t K, int64_t tokens) { return static_cast<uint32_t>(tokens * (K + K / 16 * 8)); }
+
+int gemv_split_xq(int64_t K) {
+  const int64_t units = K / 32;
+  return units >= 512 ? 4 : units >= 256 ? 2 : 1;
+}
+int gemv_rows_xq(int64_t N, int split, bool swiglu) {
+  for (int r = swiglu ? 2 : 4; r > 1; r /= 2)
+    if (N * split / r >= launch::kGemvXqMinWarps) return r;
   return 1;
 }
 

@@ -18,6 +18,7 @@ struct MatmulOperands {
   int64_t rows = 0;                // rows this program computes (bucket-bounded when dyn)
   double eps = 0;
   bool planes = false;             // weight read in the "planes" layout
+  bool xq = false;                 // x_q8: int8 activations (GEMV only)
 };
 
 bool is_matmul_op(ir::OpKind op);
@@ -38,5 +39,15 @@ std::string matmul_args(const MatmulOperands& m, Emit& e);
 // warps per output column group (split long rows) and columns per group.
 int gemv_split(int64_t K);
 int gemv_rows(int64_t N, int split, bool swiglu);
+// The same for int8-activation GEMVs (x_q8): 32-weight units, and more
+// columns per group, which share one quantisation of each x part.
+int gemv_split_xq(int64_t K);
+int gemv_rows_xq(int64_t N, int split, bool swiglu);
+// The node's x_q8 attribute (0 when absent).
+bool node_xq(const ir::Node& n);
+// Dynamic shared memory of an int8-activation GEMV (gemv.cuh): each of the
+// `tokens` rows of K values quantised once per block, int8 plus (d, sum) per
+// 16 values.
+uint32_t gemv_xq_smem(int64_t K, int64_t tokens);
 
 }  // namespace kiln::codegen::detail

@@ -20,6 +20,7 @@ struct SamplingParams {
   double eps = 0;
   int split = 1, rows = 1;                   // lm_head GEMV geometry (gemv_split / gemv_rows)
   bool planes = false;
+  bool xq = false;                           // x_q8: int8 activations
 };
 
 Kernel emit(const SamplingParams& p, bool compiled) {
@@ -37,15 +38,17 @@ Kernel emit(const SamplingParams& p, bool compiled) {
   } else {
     k.name = "kiln_lm_head_sample_" + dt_lower(p.wdt) + "_g" + dt_lower(p.gdt) +
              (p.split > 1 ? "_s" + std::to_string(p.split) : "") + (p.rows > 1 ? "_r" + std::to_string(p.rows) : "") +
-             (p.planes ? "_pl" : "");
+             (p.planes ? "_pl" : "") + (p.xq ? "_xq" : "");
     std::string x = e.in(0, "const float*"), g = e.in(1, "const void*"), w = e.in(2, "const u8*");
     std::string tok = e.out(0, "i32*"), lg = e.out(1, "float*");
     std::string toks = e.tokens(), st = e.step(true);
     std::string K = e.i(p.K), V = e.i(p.N), eps = e.f(p.eps);
     k.call = "k_lm_head_sample<" + dt_macro(p.wdt) + ", " + dt_macro(p.gdt) + ", " + std::to_string(p.split) + ", " +
-             std::to_string(p.rows) + ", " + std::to_string(p.planes ? 1 : 0) + ">(" + x + ", " + g + ", " + w + ", " +
+             std::to_string(p.rows) + ", " + std::to_string(p.planes ? 1 : 0) + ", " + std::to_string(p.xq ? 1 : 0) +
+             ">(" + x + ", " + g + ", " + w + ", " +
              tok + ", " + lg + ", " + toks + ", " + st + ", " + K + ", " + V + ", " + eps + ")";
     k.grid[0] = cdiv(p.N, (launch::kGemvWarps / p.split) * p.rows);
+    if (p.xq) k.smem = gemv_xq_smem(p.K, 1);
   }
   k.take(e);
   return k;
@@ -74,8 +77,10 @@ SamplingParams sampling_params(const NodeCtx& c) {
   p.gdt = g.dtype;
   p.N = c.dim(w, 0);
   p.eps = c.n.attr_float("eps");
-  p.split = gemv_split(p.K);
-  p.rows = gemv_rows(p.N, p.split, false);
+  p.xq = node_xq(c.n);
+  if (p.xq && !c.compiled()) unsupported(c.opname() + ": x_q8 (int8 activations) lowers to compiled programs only");
+  p.split = p.xq ? gemv_split_xq(p.K) : gemv_split(p.K);
+  p.rows = p.xq ? gemv_rows_xq(p.N, p.split, false) : gemv_rows(p.N, p.split, false);
   p.planes = c.planes(2);
   if (c.n.outputs.size() < 2)
     throw Error(ErrorCode::kInvalidArgument,

@@ -33,11 +33,20 @@ class TiledFamily final : public Family {
   std::string_view name() const override { return "tiled"; }
   // Every matmul-family node the GEMV does not take (gemv.cpp).
   bool selects(const NodeCtx& c) const override { return is_f32_matmul(c) && !gemv_family().selects(c); }
-  Kernel lower(const NodeCtx& c) const override { return emit({matmul_operands(c)}, c.compiled()); }
+  Kernel lower(const NodeCtx& c) const override {
+    const MatmulOperands m = matmul_operands(c);
+    if (m.xq) unsupported(c.opname() + ": x_q8 (int8 activations) has no tiled kernel");
+    return emit({m}, c.compiled());
+  }
   std::vector<Kernel> eager_kernels(ir::DType dt) const override {
     TiledParams p;
     p.m.wdt = dt;
-    return {emit(p, false)};
+    std::vector<Kernel> v = {emit(p, false)};
+    if (layout_supported(dt, kLayoutPlanes)) {  // the same in the planes layout
+      p.m.planes = true;
+      v.push_back(emit(p, false));
+    }
+    return v;
   }
 };
 

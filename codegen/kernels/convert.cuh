@@ -26,12 +26,13 @@ __device__ __forceinline__ void k_cast(const float* __restrict__ x, void* __rest
 // chunk -> block split divides by a power of two, so the loop is a handful of
 // integer instructions per 8 weights. Launch: grid min(N, kConvertMaxBlocks),
 // block kElementwiseThreads.
-template <int DT, int ODT>
+// L: the weight's layout (0 GGUF blocks, 1 planes; dequant.cuh WRow).
+template <int DT, int ODT, int L = 0>
 __device__ __forceinline__ void k_dequant_rows(const u8* __restrict__ w, void* __restrict__ y, int N, int K) {
   typedef QT<DT> Q;
   const int nb = K / Q::QK, units = nb * Q::CH;
   for (int row = blockIdx.x; row < N; row += gridDim.x) {
-    const u8* wr = w + (i64)row * nb * Q::BB;
+    const WRow<DT, L> wr(w, row, nb, (i64)N * nb);
     for (int u0 = threadIdx.x; u0 < units; u0 += 2 * blockDim.x) {
       float v[2][8];
       int a[2], b[2], blk[2];
@@ -39,7 +40,7 @@ __device__ __forceinline__ void k_dequant_rows(const u8* __restrict__ w, void* _
       for (int j = 0; j < 2; ++j) {
         const int u = min(u0 + j * (int)blockDim.x, units - 1);  // a duplicate of the last chunk is not stored
         blk[j] = u / Q::CH;
-        deq8<DT>(wr + (i64)blk[j] * Q::BB, u % Q::CH, v[j], a[j], b[j]);
+        wr.deq(blk[j], u % Q::CH, v[j], a[j], b[j]);
       }
 #pragma unroll
       for (int j = 0; j < 2; ++j) {

@@ -52,17 +52,23 @@ __device__ __forceinline__ int q3k_scale(const u8* sc, int k) {
   return (lo | (hi << 4)) - 32;
 }
 
-// Plane layout ("planes", codegen::repack): a matrix of nblk blocks is stored
-// as plane 0 = the quant bytes of every block (QB bytes each, row-major, so a
-// row's quants are one contiguous, 16-byte-aligned run), then plane 1 = the
-// scale bytes (SB each). In the GGUF block the scale bytes come first
-// (bytes [0, SB)), the quants after ([SB, SB + QB)). Types without a plane
-// layout have SB = 0 and are never read through it.
+// Plane layout ("planes", codegen::repack; the compile default): each row
+// of nb blocks is stored as its nb * QB quant bytes (one contiguous,
+// 16-byte-aligned run), then its nb * SB scale bytes. Rows keep their GGUF
+// size, so a row range of a concatenated weight is a view in either layout;
+// codegen uses planes only where nb * SB is a multiple of 16 (every row
+// starts aligned). In the GGUF block the scale bytes come first (bytes
+// [0, SB)), the quants after ([SB, SB + QB)), except for q6_k (quants
+// first). Types without a plane layout have SB = 0 and are never read
+// through it.
 template <int DT> struct PL { enum { SB = 0, QB = QT<DT>::BB }; };
 template <> struct PL<DT_Q4_0> { enum { SB = 2, QB = 16 }; };
 template <> struct PL<DT_Q4_1> { enum { SB = 4, QB = 16 }; };
 template <> struct PL<DT_Q8_0> { enum { SB = 2, QB = 32 }; };
 template <> struct PL<DT_Q4_K> { enum { SB = 16, QB = 128 }; };
+// q6_k: the quants (ql, qh: 192 bytes) come first in its GGUF block, the
+// scale bytes (16 int8 scales, then d) after them.
+template <> struct PL<DT_Q6_K> { enum { SB = 18, QB = 192 }; };
 
 __device__ __forceinline__ u32 ldw32(const u8* p) {  // 4-byte aligned
   u32 v;
@@ -130,6 +136,24 @@ __device__ __forceinline__ void deq8x(const u8* q, const u8* s, int c, float v[8
     for (int i = 0; i < 4; ++i) {
       v[i] = __fsub_rn(__fmul_rn(dla, qf(nib(w, i, 0))), mla);
       v[4 + i] = __fsub_rn(__fmul_rn(dlb, qf(nib(w, i, 1))), mlb);
+    }
+  } else if (DT == DT_Q6_K) {  // q: ql[128], qh[64]; s: scales[16], d
+    const int h = c >> 4, j0 = (c & 15) * 4;
+    a = h * 128 + j0;
+    b = h * 128 + 64 + j0;
+    const float d = ldh(s + 16);
+    const u32 ql = ldq32<AL>(q + h * 64 + j0);
+    const u32 qh = ldq32<AL>(q + 128 + h * 32 + (j0 & 31));
+    const int sh = 2 * (j0 >> 5);  // j0..j0+3 share j/32
+    const float dla = __fmul_rn(d, qf(s[a / 16] ^ 0x80, 128));
+    const float dlb = __fmul_rn(d, qf(s[b / 16] ^ 0x80, 128));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const u32 hb = (qh >> (8 * i)) & 0xFF;
+      const u32 qa = nib(ql, i, 0) | (((hb >> sh) & 3) << 4);  // value qa - 32
+      const u32 qb = nib(ql, i, 1) | (((hb >> (sh + 4)) & 3) << 4);
+      v[i] = __fmul_rn(dla, qf(qa, 32));
+      v[4 + i] = __fmul_rn(dlb, qf(qb, 32));
     }
   }
 }
@@ -239,28 +263,12 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
       v[4 + i] = __fsub_rn(__fmul_rn(dlb, qf(qb)), mlb);
     }
   } else if (DT == DT_Q6_K) {
-    const int h = c >> 4, j0 = (c & 15) * 4;
-    a = h * 128 + j0;
-    b = h * 128 + 64 + j0;
-    const float d = ldh(blk + 208);
-    const u32 ql = ld32u(blk + h * 64 + j0);
-    const u32 qh = ld32u(blk + 128 + h * 32 + (j0 & 31));
-    const int sh = 2 * (j0 >> 5);  // j0..j0+3 share j/32
-    const float dla = __fmul_rn(d, qf(blk[192 + a / 16] ^ 0x80, 128));
-    const float dlb = __fmul_rn(d, qf(blk[192 + b / 16] ^ 0x80, 128));
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const u32 hb = (qh >> (8 * i)) & 0xFF;
-      const u32 qa = nib(ql, i, 0) | (((hb >> sh) & 3) << 4);  // value qa - 32
-      const u32 qb = nib(ql, i, 1) | (((hb >> (sh + 4)) & 3) << 4);
-      v[i] = __fmul_rn(dla, qf(qa, 32));
-      v[4 + i] = __fmul_rn(dlb, qf(qb, 32));
-    }
+    deq8x<DT, false>(blk, blk + 192, c, v, a, b);
   }
 }
 
-// One weight row of a matrix of `nblk` blocks in layout L (0 = GGUF blocks,
-// 1 = planes, see PL). deq(blk, c, ...) = deq8 of chunk c of block blk.
+// One weight row of a matrix in layout L (0 = GGUF blocks, 1 = planes, see
+// PL). nblk (the matrix's blocks) is not needed by either layout. deq(blk, c, ...) = deq8 of chunk c of block blk.
 template <int DT, int L> struct WRow {
   const u8* q;
   const u8* s;
@@ -269,8 +277,8 @@ template <int DT, int L> struct WRow {
       q = w + row * nb * QT<DT>::BB;
       s = q;
     } else {
-      q = w + row * nb * PL<DT>::QB;
-      s = w + nblk * PL<DT>::QB + row * nb * PL<DT>::SB;
+      q = w + row * nb * (PL<DT>::QB + PL<DT>::SB);
+      s = q + (i64)nb * PL<DT>::QB;
     }
   }
   __device__ __forceinline__ WRow() : q(nullptr), s(nullptr) {}

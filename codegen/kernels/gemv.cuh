@@ -19,7 +19,194 @@
 // Weights are read with an L1 evict-first hint (ldw*) so x stays in L1.
 // ys (optional, shared memory): column n's value of token 0 is also stored in
 // ys[group * R + r] (lm_head_sample reduces its block's logits from there).
-template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0>
+// ---- int8 activations (XQ = the node's x_q8; ir/quantize.h) ---------------
+// A unit is 32 weights of one row (u = 0 .. K/32-1, whatever the type's block
+// size): two 16-value parts A and B, each inside one scale group of the
+// weight and one 16-value activation block. A part's weight quants are 4
+// words of 4 bytes in int8 range (nibbles, 6-bit values or q8_0's signed
+// bytes) and it contributes
+//   dx * (dw * dp4a-dot(qw, qx) + mw * sum(qx))
+// with dx the activation block's scale, dw the weight's scale of the part and
+// mw its min / offset term (q4_0: -8 d, q4_1: m, q4_K: -dmin m, q6_K: -32 d sc).
+struct QU {
+  u32 a[4], b[4];
+  float da, ma, db, mb;
+};
+template <bool AL>
+__device__ __forceinline__ uint4 ldq128(const u8* p) {  // AL: 16-byte aligned, else 2-byte aligned
+  if (AL) return ldw128(p);
+  return make_uint4(ld32u(p), ld32u(p + 4), ld32u(p + 8), ld32u(p + 12));
+}
+template <int DT> struct HasMin { enum { V = DT != DT_Q8_0 }; };
+// The raw words of one unit of one row, loaded a unit ahead of their use
+// (qload) and decoded when used (qdecode), so a lane keeps two units of
+// weight loads in flight.
+struct QRaw {
+  uint4 q, r;  // quant bytes (q8_0: 32 in q and r; q6_K: ql in q, qh in r; q4_K: scale block in r)
+  u32 s0, s1;  // scale bytes (q4_0: d; q4_1: d, m; q8_0: d; q6_K: the two int8 scales, d)
+};
+// First elements of parts A and B of unit u in the row.
+template <int DT>
+__device__ __forceinline__ void qparts(int u, int& pa, int& pb) {
+  if (DT == DT_Q4_K) {
+    pa = 256 * (u >> 3) + 64 * ((u >> 1) & 3) + 16 * (u & 1);
+    pb = pa + 32;
+  } else if (DT == DT_Q6_K) {
+    // element 128n + 32c + l: ql[64n + 32(c&1) + l] nibble c>>1, qh[32n + l] bits 2c.
+    // Part A: c = cp, l = l0..l0+15; part B: c = cp + 2 (same ql bytes, high nibbles).
+    pa = 256 * (u >> 3) + 128 * ((u >> 2) & 1) + 32 * (u & 1) + 16 * ((u >> 1) & 1);
+    pb = pa + 64;
+  } else {
+    pa = 32 * u;
+    pb = pa + 16;
+  }
+}
+// Unit u of one weight row (WRow: L = 0 GGUF blocks, q = s = the row; L = 1
+// planes, q = the row's quants, s = its scale bytes).
+template <int DT, int L>
+__device__ __forceinline__ void qload(const WRow<DT, L>& wr, int u, QRaw& o) {
+  if constexpr (DT == DT_Q4_0 || DT == DT_Q4_1 || DT == DT_Q8_0) {
+    const u8* q = L ? wr.q + (i64)u * PL<DT>::QB : wr.q + (i64)u * QT<DT>::BB + PL<DT>::SB;
+    const u8* s = L ? wr.s + (i64)u * PL<DT>::SB : wr.q + (i64)u * QT<DT>::BB;
+    o.q = ldq128<L == 1>(q);
+    if (DT == DT_Q8_0) o.r = ldq128<L == 1>(q + 16);
+    o.s0 = DT == DT_Q4_1 ? ld32u(s) : (u32)ld16(s);
+  } else if constexpr (DT == DT_Q4_K) {
+    const int sb = u >> 3, j = (u >> 1) & 3, h = u & 1;
+    const u8* q = (L ? wr.q + (i64)sb * 128 : wr.q + (i64)sb * 144 + 16) + 32 * j + 16 * h;
+    const u8* s = L ? wr.s + (i64)sb * 16 : wr.q + (i64)sb * 144;
+    o.q = ldw128(q);  // 16-byte aligned in both layouts (144-byte blocks, quants at +16)
+    o.r = ldw128(s);  // d, dmin, then the 12 scale bytes
+  } else if constexpr (DT == DT_Q6_K) {
+    const int sb = u >> 3, n = (u >> 2) & 1, l0 = ((u >> 1) & 1) * 16, cp = u & 1;
+    const u8* q = L ? wr.q + (i64)sb * 192 : wr.q + (i64)sb * 210;
+    const u8* s = L ? wr.s + (i64)sb * 18 : wr.q + (i64)sb * 210 + 192;
+    o.q = ldq128<L == 1>(q + 64 * n + 32 * cp + l0);
+    o.r = ldq128<L == 1>(q + 128 + 32 * n + l0);
+    const int k = 8 * n + 2 * cp + (l0 >> 4);
+    o.s0 = (u32)s[k] | ((u32)s[k + 4] << 8);
+    o.s1 = (u32)ld16(s + 16);
+  }
+}
+template <int DT>
+__device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
+  if constexpr (DT == DT_Q8_0) {
+    o.a[0] = w.q.x; o.a[1] = w.q.y; o.a[2] = w.q.z; o.a[3] = w.q.w;
+    o.b[0] = w.r.x; o.b[1] = w.r.y; o.b[2] = w.r.z; o.b[3] = w.r.w;
+    o.da = o.db = h2f((u16)w.s0);
+    o.ma = o.mb = 0.f;
+  } else if constexpr (DT == DT_Q4_0 || DT == DT_Q4_1 || DT == DT_Q4_K) {
+    const u32 q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.a[i] = q[i] & 0x0F0F0F0Fu;
+      o.b[i] = (q[i] >> 4) & 0x0F0F0F0Fu;
+    }
+    if (DT == DT_Q4_0) {
+      o.da = o.db = h2f((u16)w.s0);
+      o.ma = o.mb = -8.f * o.da;
+    } else if (DT == DT_Q4_1) {
+      o.da = o.db = h2f((u16)(w.s0 & 0xFFFF));
+      o.ma = o.mb = h2f((u16)(w.s0 >> 16));
+    } else {
+      // 6-bit scale/min of sub-blocks 2j and 2j+1 by shifts (k4_scale_min
+      // with bytes b[0..11] = r.y, r.z, r.w)
+      const int j = (u >> 1) & 3;
+      const float d = h2f((u16)(w.r.x & 0xFFFF)), dmin = h2f((u16)(w.r.x >> 16));
+      int sc[2], mn[2];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int sh = 8 * ((2 * j + e) & 3);
+        const u32 Y = w.r.y >> sh, Z = w.r.z >> sh, W = w.r.w >> sh;
+        if (j < 2) {
+          sc[e] = Y & 63;
+          mn[e] = Z & 63;
+        } else {
+          sc[e] = (W & 0xF) | ((Y >> 2) & 0x30);
+          mn[e] = ((W >> 4) & 0xF) | ((Z >> 2) & 0x30);
+        }
+      }
+      o.da = d * (float)sc[0];
+      o.ma = -(dmin * (float)mn[0]);
+      o.db = d * (float)sc[1];
+      o.mb = -(dmin * (float)mn[1]);
+    }
+  } else if constexpr (DT == DT_Q6_K) {
+    const int cp = u & 1;
+    const u32 ql[4] = {w.q.x, w.q.y, w.q.z, w.q.w}, qh[4] = {w.r.x, w.r.y, w.r.z, w.r.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.a[i] = (ql[i] & 0x0F0F0F0Fu) | (((qh[i] >> (2 * cp)) & 0x03030303u) << 4);
+      o.b[i] = ((ql[i] >> 4) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * cp + 4)) & 0x03030303u) << 4);
+    }
+    const float d = h2f((u16)w.s1);
+    o.da = d * (float)(signed char)(w.s0 & 0xFF);
+    o.db = d * (float)(signed char)(w.s0 >> 8);
+    o.ma = -32.f * o.da;
+    o.mb = -32.f * o.db;
+  }
+}
+// 16 gain values from element i (a multiple of 16) of a float-typed vector.
+template <int GDT>
+__device__ __forceinline__ void ldg16(const void* g, int i, float v[16]) {
+  if (GDT == DT_F32) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float4 f = ((const float4*)g)[i / 4 + k];
+      v[4 * k] = f.x; v[4 * k + 1] = f.y; v[4 * k + 2] = f.z; v[4 * k + 3] = f.w;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const uint4 h = ((const uint4*)g)[i / 8 + k];
+      const u32 w[4] = {h.x, h.y, h.z, h.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const u16 lo = (u16)(w[e] & 0xFFFF), hi = (u16)(w[e] >> 16);
+        v[8 * k + 2 * e] = GDT == DT_F16 ? h2f(lo) : bf2f(lo);
+        v[8 * k + 2 * e + 1] = GDT == DT_F16 ? h2f(hi) : bf2f(hi);
+      }
+    }
+  }
+}
+// Quantises the 16 activation values at xp (times the gain values gv with
+// MM_RMS, whose squares of x go to ss) exactly as ir::act_q8_block: q packed
+// 4 per word, the scale d and the sum of the quants.
+template <int FL>
+__device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4], float& d, int& sum, float& ss) {
+  float v[16];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float4 f = *(const float4*)(xp + 4 * k);
+    v[4 * k] = f.x; v[4 * k + 1] = f.y; v[4 * k + 2] = f.z; v[4 * k + 3] = f.w;
+  }
+  float amax = 0.f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    if (FL & MM_RMS) {
+      ss += v[i] * v[i];
+      v[i] = __fmul_rn(v[i], gv[i]);
+    }
+    amax = fmaxf(amax, fabsf(v[i]));
+  }
+  const bool nz = amax > 0.f;
+  const float id = nz ? __fdiv_rn(127.f, amax) : 0.f;
+  d = nz ? __fdiv_rn(amax, 127.f) : 0.f;
+  sum = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    u32 w = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w |= ((u32)__float2int_rn(__fmul_rn(v[4 * k + i], id)) & 0xFFu) << (8 * i);
+    q[k] = w;
+    sum = __dp4a((int)w, 0x01010101, sum);
+  }
+}
+
+// XQ: the activation is read as int8 (x_q8; the part above): integer dot
+// products per 16-value part instead of f32 dequantisation (q4_0, q4_1, q8_0,
+// q4_K, q6_K). Units are then 32-weight units (qload / qdecode), not 8-weight chunks.
+template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, int XQ = 0>
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
                                         const u8* __restrict__ w, const float* __restrict__ r,
                                         float* __restrict__ y, int nt, int K, int N, float eps,
@@ -49,7 +236,89 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
 #pragma unroll
     for (int j = 0; j < 2 * R; ++j) acc[j][t] = 0.f;
   }
-  if (nr > 0) {
+  if constexpr (XQ != 0) {
+    // Prologue: the block quantises each token's x once into shared memory
+    // (int8 [MT][K], then (d, sum) per 16-value part [MT][K/16]); with MM_RMS
+    // the gain is applied first and the sums of squares of x are reduced over
+    // the block, so every thread ends with the row totals in ss.
+    // the first unit's weight loads fly during the prologue
+    const int qunits = K / 32, step = 32 * SPLIT;
+    int u = sub * 32 + lane;
+    QRaw cur[2 * R], nxt[2 * R];
+    if (nr > 0 && u < qunits) {
+#pragma unroll
+      for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u, cur[j]);
+    }
+    extern __shared__ __align__(16) u8 kiln_xq_smem[];
+    u8* xqs = kiln_xq_smem;
+    float2* xds = (float2*)(kiln_xq_smem + MT * K);
+    __shared__ float red[33];
+    const int parts = K / 16;
+    for (int t = 0; t < nt; ++t)
+      for (int p = threadIdx.x; p < parts; p += blockDim.x) {
+        float gv[16];
+        if (FL & MM_RMS) ldg16<GDT>(g, 16 * p, gv);
+        u32 q[4];
+        float d;
+        int sum;
+        xq16<FL>(x + (i64)t * K + 16 * p, gv, q, d, sum, ss[t]);
+        *(uint4*)(xqs + (i64)t * K + 16 * p) = make_uint4(q[0], q[1], q[2], q[3]);
+        xds[t * parts + p] = make_float2(d, (float)sum);
+      }
+    if (FL & MM_RMS) {
+#pragma unroll
+      for (int t = 0; t < MT; ++t) ss[t] = block_sum(ss[t], red);
+    } else {
+      __syncthreads();
+    }
+    if (nr > 0) {
+#pragma unroll 1
+      for (; u < qunits; u += step) {
+        if (u + step < qunits) {
+#pragma unroll
+          for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u + step, nxt[j]);
+        }
+        int pa, pb;
+        qparts<DT>(u, pa, pb);
+        u32 xa[MT][4], xb[MT][4];
+        float2 ea[MT], eb[MT];
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          if (t < nt) {
+            const uint4 a4 = *(const uint4*)(xqs + (i64)t * K + pa), b4 = *(const uint4*)(xqs + (i64)t * K + pb);
+            xa[t][0] = a4.x; xa[t][1] = a4.y; xa[t][2] = a4.z; xa[t][3] = a4.w;
+            xb[t][0] = b4.x; xb[t][1] = b4.y; xb[t][2] = b4.z; xb[t][3] = b4.w;
+            ea[t] = xds[t * parts + pa / 16];
+            eb[t] = xds[t * parts + pb / 16];
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < RR; ++j) {
+          QU wq;
+          qdecode<DT>(cur[j], u, wq);
+#pragma unroll
+          for (int t = 0; t < MT; ++t) {
+            if (t < nt) {
+              int ia = 0, ib = 0;
+#pragma unroll
+              for (int i = 0; i < 4; ++i) {
+                ia = __dp4a((int)wq.a[i], (int)xa[t][i], ia);
+                ib = __dp4a((int)wq.b[i], (int)xb[t][i], ib);
+              }
+              float ca = wq.da * (float)ia, cb = wq.db * (float)ib;
+              if (HasMin<DT>::V) {
+                ca += wq.ma * ea[t].y;
+                cb += wq.mb * eb[t].y;
+              }
+              acc[j][t] += ea[t].x * ca + eb[t].x * cb;
+            }
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < RR; ++j) cur[j] = nxt[j];
+      }
+    }
+  } else if (nr > 0) {
 #pragma unroll 2
     for (int u = sub * 32 + lane; u < units; u += 32 * SPLIT) {
       const int blk = u / Q::CH, c = u % Q::CH;
@@ -87,7 +356,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
   for (int t = 0; t < MT; ++t) {
 #pragma unroll
     for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
-    if (FL & MM_RMS) ss[t] = warp_sum(ss[t]);
+    if ((FL & MM_RMS) && !XQ) ss[t] = warp_sum(ss[t]);
   }
   if (SPLIT > 1) {
     if (lane == 0) {
@@ -105,7 +374,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
         for (int s = 1; s < SPLIT; ++s) {
 #pragma unroll
           for (int j = 0; j < RR; ++j) acc[j][t] += part[warp + s][t][j];
-          if (FL & MM_RMS) ss[t] += part[warp + s][t][RR];
+          if ((FL & MM_RMS) && !XQ) ss[t] += part[warp + s][t][RR];
         }
     }
   }

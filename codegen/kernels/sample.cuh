@@ -211,7 +211,7 @@ __device__ __forceinline__ void finish_sample(const float* logits, int V, i32* o
 }
 
 // Launch: grid ceil(V / ((kGemvWarps / SPLIT) * R)), block 32*kGemvWarps.
-template <int DT, int GDT, int SPLIT, int R = 1, int L = 0>
+template <int DT, int GDT, int SPLIT, int R = 1, int L = 0, int XQ = 0>
 __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, const void* __restrict__ g,
                                                  const u8* __restrict__ w, i32* __restrict__ out,
                                                  float* __restrict__ logits, i32* __restrict__ tokens,
@@ -219,7 +219,7 @@ __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, co
   __shared__ float ys[kGemvWarps * R];  // <= 32 (R <= 8)
   const int nt = step->n_tokens;
   if (nt <= 0) return;
-  mm_gemv<DT, GDT, MM_RMS, 1, SPLIT, R, L>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, ys);
+  mm_gemv<DT, GDT, MM_RMS, 1, SPLIT, R, L, XQ>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, ys);
   __syncthreads();
   const int rows = (kGemvWarps / SPLIT) * R, n0 = blockIdx.x * rows;
   u64 key = 0ull;

@@ -49,7 +49,7 @@ std::string command_line() {
 }
 
 struct Args {
-  std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutGgml, kv_type = "f16";
+  std::string model, out, target = "sm_90", cache_dir, weight_layout = codegen::kLayoutPlanes, kv_type = "f16";
   int64_t ctx = 0, max_tokens = compile::kDefaultMaxTokens;
   std::vector<int64_t> buckets;
   bool no_eager = false, no_cache = false, quiet = false, list_passes = false, no_pdl = false;
@@ -96,8 +96,9 @@ void register_compile(CLI::App& app) {
                   "GPU architecture: sm_75, sm_80, sm_86, sm_89, sm_90, or 'native' (the local GPU)")
       ->capture_default_str();
   cmd->add_option("--weight-layout", a->weight_layout,
-                  "how compiled matmul-family weights are stored: " + fmt::format("{}", fmt::join(codegen::weight_layouts(), ", ")) +
-                      " (eager programs always read ggml)")
+                  "how matmul-family weights are stored: " + fmt::format("{}", fmt::join(codegen::weight_layouts(), ", ")) +
+                      " (planes: each row's quants as one aligned run, then its scales, where the type and "
+                      "row length allow; else ggml, the GGUF blocks)")
       ->capture_default_str();
   cmd->add_option("--kv-type", a->kv_type,
                   "KV-cache dtype: " + fmt::format("{}", fmt::join(compile::kv_types(), ", ")) +

@@ -121,12 +121,13 @@ int run_verify(const VerifyArgs& a) {
   gguf::File f = gguf::File::open(a.model);
   const fb::Plan& p = model->plan().root();
   // The interpreter models what the plan's compiled programs run: the
-  // tensor-core prefill graph unless that pass was disabled, the KV dtype.
-  bool tensor_core = true;
+  // compiled prefill and decode graphs without the passes the plan disabled,
+  // the KV dtype.
+  std::vector<std::string> disabled;
   ir::DType kv = ir::DType::F32;
   if (const fb::CompileOptionsRecord* c = p.compile_options()) {
     if (c->disabled_passes())
-      for (const auto* d : *c->disabled_passes()) tensor_core = tensor_core && d->str() != "tensor-core-gemm";
+      for (const auto* d : *c->disabled_passes()) disabled.push_back(d->str());
     if (c->kv_type()) {
       const std::string k = c->kv_type()->str();
       kv = k == "f16" ? ir::DType::F16 : k == "bf16" ? ir::DType::BF16 : ir::DType::F32;
@@ -149,7 +150,7 @@ int run_verify(const VerifyArgs& a) {
   for (rt::ProgramMode m : modes) {
     const bool compiled = m == rt::ProgramMode::Compiled;
     refs.push_back(std::make_unique<gen::ModelRunner>(f, model->context_length(), model->engine().max_prefill_bucket(m),
-                                                      compiled && tensor_core, kv));
+                                                      compiled, kv, disabled));
   }
   rt::cli::InterruptGuard interrupt;
   const std::vector<std::string>& prompts = a.prompts.empty() ? default_prompts() : a.prompts;

@@ -132,13 +132,17 @@ CompileReport compile_model(const CompileOptions& opt) {
         v.shape[0].value < shapes.ctx && v.shape[1].is_static())
       rep.kv_ring_saved_bytes += ir::row_bytes(v.dtype, v.shape[1].value) *
                                  static_cast<uint64_t>(shapes.ctx - v.shape[0].value);
-  const auto main_passes = passes::default_pipeline(), prefill_passes = passes::prefill_pipeline();
+  const auto main_passes = passes::default_pipeline(), prefill_passes = passes::prefill_pipeline(),
+             decode_passes = passes::decode_pipeline();
   std::vector<passes::Pass> all_passes = main_passes;
   all_passes.insert(all_passes.end(), prefill_passes.begin(), prefill_passes.end());
+  all_passes.insert(all_passes.end(), decode_passes.begin(), decode_passes.end());
   passes::check_pass_names(opt.pipeline, all_passes);
-  ir::Graph fused = passes::run_pipeline(base, main_passes, passes::options_for(opt.pipeline, main_passes));
+  const ir::Graph fused = passes::run_pipeline(base, main_passes, passes::options_for(opt.pipeline, main_passes));
   // Compiled prefill programs: GEMMs on tensor cores (tensor-core-gemm).
   ir::Graph prefill = passes::run_pipeline(fused, prefill_passes, passes::options_for(opt.pipeline, prefill_passes));
+  // The compiled decode program: GEMVs on int8 activations (q8-activations).
+  ir::Graph decode = passes::run_pipeline(fused, decode_passes, passes::options_for(opt.pipeline, decode_passes));
   size_t n_gemms = 0;
   for (const auto& n : prefill.nodes())
     if ((n.op == ir::OpKind::MatMul || n.op == ir::OpKind::MatMulAdd) &&
@@ -150,7 +154,7 @@ CompileReport compile_model(const CompileOptions& opt) {
   // 3. Weights: one blob per (possibly fused) source and layout, views for the parts.
   t = Clock::now();
   const codegen::Target target{opt.sm, opt.weight_layout};
-  std::vector<GraphUse> uses = {{&fused, ProgramMode::Compiled}, {&prefill, ProgramMode::Compiled}};
+  std::vector<GraphUse> uses = {{&decode, ProgramMode::Compiled}, {&prefill, ProgramMode::Compiled}};
   if (opt.eager) uses.push_back({&base, ProgramMode::Eager});
   WeightLayout W = layout_weights(f, uses, target);
   stage_done("weights", t,
@@ -159,14 +163,14 @@ CompileReport compile_model(const CompileOptions& opt) {
   // 4. Buffers and launches: fixed arena slots, then per program its
   // temporaries (memory plan) and one launch per node.
   t = Clock::now();
-  std::vector<const ir::Graph*> graphs = {&fused, &prefill};
+  std::vector<const ir::Graph*> graphs = {&decode, &prefill};
   if (opt.eager) graphs.push_back(&base);
   const FixedSlots slots =
       assign_fixed_slots(graphs, shapes.max_tokens, shapes.ctx, n_gemms ? kGemmWorkspaceBytes : 0);
   KernelTable kernels;
   std::vector<plan::ProgramSpec> programs;
   uint64_t temps_bytes = 0;
-  for (const ProgramJob& job : program_jobs(fused, opt.eager ? &base : nullptr, shapes, &prefill)) {
+  for (const ProgramJob& job : program_jobs(decode, opt.eager ? &base : nullptr, shapes, &prefill)) {
     const BufferAssignment buffers(*job.g, job.dims, slots, W);
     temps_bytes = std::max(temps_bytes, buffers.temps_bytes());
     plan::ProgramSpec ps = lower_program(job, target, buffers, kernels);

@@ -21,7 +21,7 @@ struct CompileOptions {
   std::string model_path;
   std::string out_path;
   int sm = 90;                            // target SM (90 = sm_90)
-  std::string weight_layout = "ggml";     // --weight-layout: how compiled matmul weights are stored (codegen::Target;
+  std::string weight_layout = "planes";   // --weight-layout: how compiled matmul weights are stored (codegen::Target;
                                           // one of codegen::weight_layouts())
   std::string kv_type = "f16";            // --kv-type: KV-cache dtype, one of kv_types() ("f16" halves the
                                           // f32 cache; the interpreter rounds stored rows the same way)

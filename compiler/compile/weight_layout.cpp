@@ -90,21 +90,21 @@ WeightLayout layout_weights(const gguf::File& f, const std::vector<GraphUse>& gr
     L.blobs.push_back(std::move(w));
     L.where[{source, layout}] = {};  // offset filled below
   };
-  std::set<std::string> covered;  // parts of a "ggml" concatenated blob
+  // parts of a concatenated blob, per layout: every layout keeps whole rows
+  // in GGUF row size (codegen.h), so a part is a row range of the blob
+  std::set<std::pair<std::string, std::string>> covered;
   for (const auto& s : concat)
     for (const auto& l : need[s]) {
       add_blob(s, l);
-      if (l == codegen::kLayoutGgml)
-        for (const auto& p : gguf::split_weight_source(s)) covered.insert(p);
+      for (const auto& p : gguf::split_weight_source(s)) covered.insert({p, l});
     }
   for (const auto& s : single)
     for (const auto& l : need[s])
-      if (!(l == codegen::kLayoutGgml && covered.count(s))) add_blob(s, l);
+      if (!covered.count({s, l})) add_blob(s, l);
   plan::assign_weight_offsets(L.blobs);
   for (const auto& b : L.blobs) {
     const std::string source = b.name.substr(0, b.name.find('@'));
     L.where[{source, b.layout}] = {b.offset, b.size};
-    if (b.layout != codegen::kLayoutGgml) continue;
     uint64_t off = b.offset;
     for (const auto& p : gguf::split_weight_source(source)) {
       const auto& t = tensor(p);

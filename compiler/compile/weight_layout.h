@@ -1,14 +1,13 @@
 // Stage "weights" of the compile driver: where each weight source lives in the
 // plan's weights section, per layout its readers want.
 //
-// codegen::input_layout names the layout each kernel input is read in:
-// compiled matmul-family kernels may read repacked "planes", eager kernels the
-// GGUF "ggml" blocks. One blob is stored per (source, layout). A fused weight
-// whose source is "a+b+c" (rows concatenated by a pass) is one blob; when that
-// blob is in "ggml" layout, a program's separate a, b, c (the eager graph's)
-// are views into it (no extra memory). A repacked fused blob interleaves its
-// parts' rows over planes, so a program reading a part in "ggml" gets a blob of
-// its own.
+// codegen::input_layout names the layout each kernel input is read in (the
+// target's --weight-layout where the weight's dtype and row length fit it,
+// for compiled and eager kernels alike, else the GGUF "ggml" blocks). One
+// blob is stored per (source, layout). A fused weight whose source is
+// "a+b+c" (rows concatenated by a pass) is one blob; a program's separate
+// a, b, c (the eager graph's) are views into it (no extra memory): every
+// layout keeps whole rows of GGUF row size.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -27,9 +27,11 @@ struct PipelineOptions {
 // The default pipeline for the compiled (fused) programs, in order.
 std::vector<Pass> default_pipeline();
 // Run after it on a copy for the compiled prefill programs: GEMMs on tensor
-// cores (tensor-core-gemm, fold-cast, then dce). Decode programs keep the
-// default graph.
+// cores (tensor-core-gemm, fold-cast, then dce).
 std::vector<Pass> prefill_pipeline();
+// Run after the default pipeline on a copy for the compiled decode program
+// (one token per step, GEMVs): q8-activations.
+std::vector<Pass> decode_pipeline();
 
 // For options that serve several pipelines run one after another (the
 // compiled graph, then the prefill graph): checks every --dump-after /

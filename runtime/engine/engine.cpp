@@ -105,6 +105,7 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
   }
 
   // Bind every argument to its device address once.
+  std::vector<uint32_t> dyn_smem(e->functions_.size(), 0);  // the limit set per function
   auto* wbase = static_cast<uint8_t*>(e->d_weights_);
   auto* abase = static_cast<uint8_t*>(e->d_arena_);
   for (const auto& pd : p.programs) {
@@ -123,6 +124,14 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
       if (!l.gemm && l.kernel >= e->functions_.size())
         throw Error(ErrorCode::kFormat, "launch " + l.label + " names kernel " + std::to_string(l.kernel) +
                                             " of " + std::to_string(e->functions_.size()), "programs");
+      if (!l.gemm && uint64_t{l.smem} + p.kernels[l.kernel].smem > 48 * 1024 && l.smem > dyn_smem[l.kernel]) {
+        // dynamic shared memory above the default 48 KiB needs the function's
+        // limit raised (the plan verifier bounds it by the device's)
+        dyn_smem[l.kernel] = l.smem;
+        check(drv.cuFuncSetAttribute(e->functions_[l.kernel], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                     static_cast<int>(l.smem)),
+              "cuFuncSetAttribute(max dynamic shared memory)");
+      }
       std::vector<uint64_t> slot(l.args.size());
       for (size_t a = 0; a < l.args.size(); ++a) {
         const ArgDesc& ad = l.args[a];

@@ -113,7 +113,16 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
       for (int i = 0; i < 3; ++i) EXPECT_GE(l.grid[static_cast<size_t>(i)], 1u);
       EXPECT_LE(l.grid[1], 65535u);
       EXPECT_LE(l.grid[2], 65535u);
-      EXPECT_EQ(l.smem, 0u);
+      // dynamic shared memory: only the int8-activation GEMVs (x_q8), sized
+      // for the block's quantised x (codegen gemv_xq_smem), within the
+      // 48 KiB a launch gets without raising the function's limit
+      const bool xq = n.attrs.count("x_q8") && n.attr_int("x_q8") == 1;
+      if (xq) {
+        EXPECT_GT(l.smem, 0u) << c.name;
+        EXPECT_LE(l.smem, 48u * 1024u) << c.name;
+      } else {
+        EXPECT_EQ(l.smem, 0u) << c.name;
+      }
       int steps = 0;
       for (const Param& p : l.params) {
         switch (p.kind) {
@@ -183,7 +192,7 @@ TEST(Codegen, EagerKernelsShareOneModulePerDtype) {
   const auto cases = testcases::all_cases({1}, 4);
   std::map<std::string, std::set<uint64_t>> by_dtype;
   for (const OpCase& c : cases) {
-    if (is_fused(c.g.nodes()[0].op)) continue;
+    if (is_fused(c.g.nodes()[0].op) || c.compiled_only) continue;
     Lowered l = lower(c.g, c.g.nodes()[0], {c.bucket}, Target{80}, ProgramMode::Eager);
     by_dtype[testcases::dn(c.dtype)].insert(l.kernel.hash);
   }

@@ -1,6 +1,7 @@
 // Weight layouts (codegen.h): repack/unpack are exact inverses for every dtype
-// and layout, "planes" puts the quants and the scales where the format says,
-// and input_layout picks the layout only for compiled weight operands.
+// and layout, "planes" puts each row's quants and then its scales where the
+// format says, and input_layout picks the layout for the weight operands whose
+// dtype and row length fit it, in compiled and eager programs.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -39,44 +40,67 @@ TEST(Layout, UnpackInvertsRepackForEveryDtypeAndLayout) {
           repack(dt, layout, rows, K, src.data(), packed.data());
           unpack(dt, layout, rows, K, packed.data(), back.data());
           EXPECT_EQ(back, src) << ir::dtype_name(dt) << " " << layout << " rows " << rows << " K " << K;
-          if (std::string(layout) == kLayoutPlanes && rows * nb > 1) {
+          if (std::string(layout) == kLayoutPlanes && nb > 1) {  // one block per row: q6_K rows stay as they are
             EXPECT_NE(packed, src) << ir::dtype_name(dt) << ": planes must move bytes";
           }
         }
     }
-  EXPECT_EQ(planes, 4) << "q4_0, q4_1, q8_0 and q4_K have a plane layout";
+  EXPECT_EQ(planes, 5) << "q4_0, q4_1, q8_0, q4_K and q6_K have a plane layout";
 }
 
-// q8_0 block (GGUF): fp16 scale d, then 32 int8 quants. In "planes" the first
-// rows*K bytes are every quant in element order, then one fp16 d per block.
-TEST(Layout, Q8PlanesHoldQuantsInElementOrderThenScales) {
-  const int64_t rows = 5, K = 96, nb = K / 32;
+// q8_0 block (GGUF): fp16 scale d, then 32 int8 quants. In "planes" every row
+// is its K quant bytes in element order, then one fp16 d per block; rows keep
+// the GGUF row size, so row r starts where it starts in GGUF.
+TEST(Layout, PlanesHoldEachRowsQuantsInElementOrderThenItsScales) {
+  const int64_t rows = 5, K = 256, nb = K / 32, rb = nb * 34;
   std::vector<uint8_t> src, out;
   ir::random_blocks(DType::Q8_0, rows * K, 9, src);
   out.resize(src.size());
   repack(DType::Q8_0, kLayoutPlanes, rows, K, src.data(), out.data());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t blk = r * nb + k / 32;
-      ASSERT_EQ(out[static_cast<size_t>(r * K + k)], src[static_cast<size_t>(blk * 34 + 2 + k % 32)]);
-    }
-  for (int64_t b = 0; b < rows * nb; ++b) {
-    EXPECT_EQ(std::memcmp(&out[static_cast<size_t>(rows * K + 2 * b)], &src[static_cast<size_t>(b * 34)], 2), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < K; ++k)
+      ASSERT_EQ(out[static_cast<size_t>(r * rb + k)], src[static_cast<size_t>(r * rb + (k / 32) * 34 + 2 + k % 32)]);
+    for (int64_t b = 0; b < nb; ++b)
+      EXPECT_EQ(std::memcmp(&out[static_cast<size_t>(r * rb + K + 2 * b)], &src[static_cast<size_t>(r * rb + b * 34)], 2),
+                0);
   }
   // q4_K: 12 + 4 scale bytes lead the 144-byte block, 128 quant bytes follow.
   std::vector<uint8_t> k4, k4p;
-  ir::random_blocks(DType::Q4_K, 3 * 256, 4, k4);
+  ir::random_blocks(DType::Q4_K, 2 * 512, 4, k4);
   k4p.resize(k4.size());
-  repack(DType::Q4_K, kLayoutPlanes, 3, 256, k4.data(), k4p.data());
-  for (int b = 0; b < 3; ++b) {
-    EXPECT_EQ(std::memcmp(&k4p[static_cast<size_t>(b * 128)], &k4[static_cast<size_t>(b * 144 + 16)], 128), 0);
-    EXPECT_EQ(std::memcmp(&k4p[static_cast<size_t>(3 * 128 + b * 16)], &k4[static_cast<size_t>(b * 144)], 16), 0);
+  repack(DType::Q4_K, kLayoutPlanes, 2, 512, k4.data(), k4p.data());
+  for (int r = 0; r < 2; ++r)
+    for (int b = 0; b < 2; ++b) {
+      const size_t row = static_cast<size_t>(r) * 288, blk = row + static_cast<size_t>(b) * 144;
+      EXPECT_EQ(std::memcmp(&k4p[row + static_cast<size_t>(b) * 128], &k4[blk + 16], 128), 0);
+      EXPECT_EQ(std::memcmp(&k4p[row + 256 + static_cast<size_t>(b) * 16], &k4[blk], 16), 0);
+    }
+  // q6_K: the 192 quant bytes (ql, qh) lead the 210-byte block, 16 scales and d follow.
+  std::vector<uint8_t> k6, k6p;
+  ir::random_blocks(DType::Q6_K, 3 * 256, 5, k6);
+  k6p.resize(k6.size());
+  repack(DType::Q6_K, kLayoutPlanes, 3, 256, k6.data(), k6p.data());
+  for (int r = 0; r < 3; ++r) {  // one block per row: quants, then the 18 scale bytes
+    EXPECT_EQ(std::memcmp(&k6p[static_cast<size_t>(r * 210)], &k6[static_cast<size_t>(r * 210)], 192), 0);
+    EXPECT_EQ(std::memcmp(&k6p[static_cast<size_t>(r * 210 + 192)], &k6[static_cast<size_t>(r * 210 + 192)], 18), 0);
   }
+}
+
+// Planes only where every row's quants start 16-byte aligned.
+TEST(Layout, PlanesFitOnlyAlignedRows) {
+  EXPECT_TRUE(layout_fits(DType::Q4_0, kLayoutPlanes, 4096));
+  EXPECT_FALSE(layout_fits(DType::Q4_0, kLayoutPlanes, 576));  // SmolLM2: 18 blocks x 2 scale bytes
+  EXPECT_TRUE(layout_fits(DType::Q4_1, kLayoutPlanes, 128));
+  EXPECT_TRUE(layout_fits(DType::Q4_K, kLayoutPlanes, 256));
+  EXPECT_TRUE(layout_fits(DType::Q6_K, kLayoutPlanes, 14336));  // 56 blocks x 18 = 1008 = 63 x 16
+  EXPECT_FALSE(layout_fits(DType::Q6_K, kLayoutPlanes, 768));
+  EXPECT_FALSE(layout_fits(DType::Q5_K, kLayoutPlanes, 4096));
+  EXPECT_TRUE(layout_fits(DType::Q5_K, kLayoutGgml, 4096));
 }
 
 TEST(Layout, BadRequestsThrow) {
   std::vector<uint8_t> a(1024), b(1024);
-  EXPECT_THROW(repack(DType::Q6_K, kLayoutPlanes, 1, 256, a.data(), b.data()), Error);
+  EXPECT_THROW(repack(DType::Q5_K, kLayoutPlanes, 1, 256, a.data(), b.data()), Error);
   EXPECT_THROW(repack(DType::Q8_0, "tiles", 1, 32, a.data(), b.data()), Error);
   EXPECT_THROW(repack(DType::Q8_0, kLayoutPlanes, 1, 48, a.data(), b.data()), Error);
   EXPECT_THROW(unpack(DType::Q4_K, kLayoutPlanes, 1, 128, a.data(), b.data()), Error);
@@ -93,19 +117,21 @@ TEST(Layout, PlanesOnlyWhenAsked) {
   unsetenv("KILN_WEIGHT_LAYOUT");
 }
 
-TEST(Layout, InputLayoutOnlyForCompiledWeightOperands) {
+TEST(Layout, InputLayoutForWeightOperandsThatFit) {
   using ir::OpKind;
   const Target planes_target{90, kLayoutPlanes};
   for (OpKind op : {OpKind::MatMul, OpKind::RmsMatMul, OpKind::MatMulAdd, OpKind::RmsMatMulSwiGlu}) {
-    for (DType wt : {DType::Q8_0, DType::Q4_1, DType::Q6_K, DType::F16}) {
+    for (DType wt : {DType::Q8_0, DType::Q4_1, DType::Q6_K, DType::Q5_K, DType::F16}) {
       const testcases::OpCase c = testcases::matmul_case(op, wt, 1, DType::F32, 256, 64);
       const ir::Node& n = c.g.nodes()[0];
       const size_t w = (op == OpKind::RmsMatMul || op == OpKind::RmsMatMulSwiGlu) ? 2 : 1;
-      const bool planes = wt == DType::Q8_0 || wt == DType::Q4_1;
+      const bool planes = wt == DType::Q8_0 || wt == DType::Q4_1;  // q6_K rows of 256: 18 scale bytes
       for (size_t i = 0; i < n.inputs.size(); ++i) {
         EXPECT_EQ(input_layout(c.g, n, i, ProgramMode::Compiled, planes_target), i == w && planes ? kLayoutPlanes : kLayoutGgml)
             << c.name << " input " << i;
-        EXPECT_EQ(input_layout(c.g, n, i, ProgramMode::Eager, planes_target), kLayoutGgml) << c.name << " input " << i;
+        EXPECT_EQ(input_layout(c.g, n, i, ProgramMode::Eager, planes_target),
+                  input_layout(c.g, n, i, ProgramMode::Compiled, planes_target))
+            << c.name << " input " << i;
       }
       // the lowered kernel is the plane variant exactly when the weight is in planes
       const Lowered l = lower(c.g, n, {1}, planes_target, ProgramMode::Compiled);

@@ -129,13 +129,14 @@ inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType:
 
 // lm_head_sample(x, gain, w) -> token i32[1], logits [1,V]; ref: last_row,
 // rms_norm, matmul, argmax (greedy).
-inline OpCase lm_head_case(DType wt, int64_t bucket, int64_t v_override = 0) {
-  const int64_t K = k_for(wt), V = v_override ? v_override : 300;
+inline OpCase lm_head_case(DType wt, int64_t bucket, int64_t v_override = 0, int64_t k_override = 0) {
+  const int64_t K = k_override ? k_override : k_for(wt), V = v_override ? v_override : 300;
   OpCase c;
   c.bucket = bucket;
   c.dtype = wt;
   c.fused = true;
-  c.name = "lm_head_sample/" + dn(wt) + "/b" + std::to_string(bucket) + (v_override ? "/v" + std::to_string(V) : "");
+  c.name = "lm_head_sample/" + dn(wt) + "/b" + std::to_string(bucket) + (v_override ? "/v" + std::to_string(V) : "") +
+           (k_override ? "/k" + std::to_string(K) : "");
   Graph& g = c.g;
   g = base_graph(bucket);
   auto x = g.add_input("x", DType::F32, {tok(bucket), fx(K)});
@@ -415,26 +416,58 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
     g.mark_output(y);
     out.push_back(simple("embed/" + dn(wt), g, B, wt));
   }
-  // compiled weights in the "planes" layout (kiln compile --weight-layout planes)
-  for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K}) {
+  // weights in the "planes" layout (the compile default): rows of 2048 (every
+  // planes dtype fits, codegen layout_fits), compiled and eager kernels
+  for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
     auto planes = [&](OpCase c) {
       c.name += "/planes";
       c.weight_layout = "planes";
       out.push_back(std::move(c));
     };
     for (int64_t b : mm_buckets) {
-      planes(matmul_case(OpKind::RmsMatMul, wt, b));
-      planes(matmul_case(OpKind::RmsMatMulSwiGlu, wt, b));
-      planes(lm_head_case(wt, b));
+      planes(matmul_case(OpKind::MatMul, wt, b, DType::F32, 2048));
+      planes(matmul_case(OpKind::RmsMatMul, wt, b, DType::F32, 2048));
+      planes(matmul_case(OpKind::RmsMatMulSwiGlu, wt, b, DType::F32, 2048));
+      planes(lm_head_case(wt, b, 0, 2048));
     }
     Graph g = base_graph(B);
-    const int64_t H = k_for(wt);
+    const int64_t H = 2048;
     auto tab = g.add_weight("table", wt, {fx(50), fx(H)}, "table");
     auto ids = g.add_input("ids", DType::I32, {tok(B)});
     auto y = g.add_node(OpKind::Embed, {tab, ids}, {{"scale", 1.5}}, "y", DType::F32, {tok(B), fx(H)});
     g.mark_output(y);
     planes(simple("embed/" + dn(wt), g, B, wt));
   }
+  // int8 activations (x_q8, the decode pipeline's q8-activations): the GEMV's
+  // integer dot products against the interpreter's x_q8 semantics, in both
+  // layouts; long rows (split 2 / 4 warps) and wide matrices (4 columns per
+  // group) included
+  for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K})
+    for (const char* layout : {"ggml", "planes"}) {
+      auto xq = [&](OpCase c) {
+        c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
+        c.ref = c.g;  // the interpreter's x_q8 matmuls are the reference (tested on the CPU)
+        c.derive_weights = nullptr;
+        c.derive_inputs = nullptr;
+        c.fused = false;
+        c.compiled_only = true;
+        c.name += std::string("/xq") + (std::string(layout) == "planes" ? "/planes" : "");
+        c.weight_layout = layout;
+        out.push_back(std::move(c));
+      };
+      const int64_t k = std::string(layout) == "planes" ? 2048 : 0;  // rows that fit planes
+      for (int64_t b : {int64_t{1}, int64_t{3}}) {
+        xq(matmul_case(OpKind::MatMul, wt, b, DType::F32, k));
+        xq(matmul_case(OpKind::RmsMatMul, wt, b, DType::F32, k));
+        xq(matmul_case(OpKind::MatMulAdd, wt, b, DType::F32, k));
+        xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, b, DType::F32, k));
+        xq(lm_head_case(wt, b, 0, k));
+      }
+      xq(matmul_case(OpKind::MatMulAdd, wt, 1, DType::F32, 14336, 64));   // split 2
+      xq(matmul_case(OpKind::MatMul, wt, 1, DType::F32, 16384, 40));      // split 4
+      xq(matmul_case(OpKind::RmsMatMul, wt, 1, DType::F16, 4096, 4100));  // 4 columns per group, partial last group
+      xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, 1, DType::F32, 2048, 2050));
+    }
   // long rows: the GEMV splits a column over 2 or 4 warps
   out.push_back(matmul_case(OpKind::MatMul, DType::Q4_0, 1, DType::F32, 2048));
   out.push_back(matmul_case(OpKind::MatMul, DType::F16, 1, DType::F32, 4096));

@@ -668,7 +668,11 @@ double median_launch_us(const std::function<void()>& launch, int reps, const std
 }
 
 // Decode GEMV throughput (bucket 1, compiled), printed as JSON lines; no
-// assertion on speed. Runs only with KILN_BENCH=1.
+// assertion on speed. Runs only with KILN_BENCH=1. Each variant streams its
+// weights from a ring of copies of >= 256 MiB in all (more than the L2), so
+// back-to-back launches read HBM as a decode step does. Variants: "f32" (the
+// f32-activation GEMV), "xq" (int8 activations, x_q8) in GGUF blocks and
+// "xq_planes" (int8 activations, planes layout).
 TEST(GemvBench, Throughput) {
   SKIP_WITHOUT_GPU();
   if (!std::getenv("KILN_BENCH")) GTEST_SKIP() << "set KILN_BENCH=1 to run the GEMV benchmark";
@@ -677,67 +681,87 @@ TEST(GemvBench, Throughput) {
     int64_t K, N;
     OpKind op = OpKind::MatMul;
   };
-  for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_0, DType::F16,
-                   DType::BF16, DType::F32})
+  for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_0, DType::F16})
     for (Shape sh : {Shape{4096, 4096}, Shape{4096, 14336}, Shape{14336, 4096}, Shape{576, 1536},
+                     Shape{2048, 8192}, Shape{4096, 128256, OpKind::RmsMatMul},
                      Shape{4096, 6144, OpKind::RmsMatMul}, Shape{4096, 14336, OpKind::RmsMatMulSwiGlu},
                      Shape{14336, 4096, OpKind::MatMulAdd}}) {
       if (sh.K % ir::dtype_info(wt).block_elems) continue;  // rows must hold whole blocks
-      // plain matmul, and the fused decode ops at 8B-like shapes (op name in the JSON)
       const OpKind op = sh.op;
-      if (op != OpKind::MatMul && wt != DType::Q4_K && wt != DType::Q8_0 && wt != DType::F16) continue;
-      const testcases::OpCase c = testcases::matmul_case(op, wt, 1, DType::F32, sh.K, sh.N);
-      const ir::Graph& g = c.g;
-      const Lowered l = lower(g, g.nodes()[0], {1}, Target{compile_sm()}, ProgramMode::Compiled);
-      CUfunction fn = load(l);
-      const int64_t wrows = op == OpKind::RmsMatMulSwiGlu ? 2 * sh.N : sh.N;
-      const size_t wbytes = static_cast<size_t>(ir::row_bytes(wt, sh.K)) * static_cast<size_t>(wrows);
-      DevBuf dw(wbytes), dx(static_cast<size_t>(sh.K) * 4), dy(static_cast<size_t>(sh.N) * 4), ds(64),
-          dg(static_cast<size_t>(sh.K) * 4), dr(static_cast<size_t>(sh.N) * 4);
-      cudaMemset(dw.p, 0x11, wbytes);
-      cudaMemset(dx.p, 0, dx.n);
-      cudaMemset(dg.p, 0, dg.n);
-      cudaMemset(dr.p, 0, dr.n);
-      Step st{};
-      st.n_tokens = 1;
-      ds.upload(&st, sizeof st);
-      std::vector<void*> ptr;
-      for (const Param& p : l.params) {
-        const ir::ValueId id = p.kind == ParamKind::Input ? g.nodes()[0].inputs[static_cast<size_t>(p.index)] : -1;
-        const std::string vn = id >= 0 ? g.value(id).name : "";
-        if (p.kind == ParamKind::Step) ptr.push_back(ds.p);
-        else if (p.kind == ParamKind::Output) ptr.push_back(dy.p);
-        else if (vn == "x") ptr.push_back(dx.p);
-        else if (vn == "gain") ptr.push_back(dg.p);
-        else if (vn == "r") ptr.push_back(dr.p);
-        else ptr.push_back(dw.p);
+      if (op != OpKind::MatMul && wt != DType::Q4_K && wt != DType::Q8_0 && wt != DType::F16 && wt != DType::Q6_K &&
+          wt != DType::Q4_0)
+        continue;
+      for (int variant = 0; variant < 3; ++variant) {
+        if (variant > 0 && !ir::act_q8_weight(wt)) break;
+        testcases::OpCase c = testcases::matmul_case(op, wt, 1, DType::F32, sh.K, sh.N);
+        if (variant > 0) c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
+        const ir::Graph& g = c.g;
+        const Target target{compile_sm(), variant == 2 ? std::string("planes") : std::string("ggml")};
+        const Lowered l = lower(g, g.nodes()[0], {1}, target, ProgramMode::Compiled);
+        CUfunction fn = load(l);
+        const int64_t wrows = op == OpKind::RmsMatMulSwiGlu ? 2 * sh.N : sh.N;
+        const size_t wbytes = static_cast<size_t>(ir::row_bytes(wt, sh.K)) * static_cast<size_t>(wrows);
+        const size_t copies = std::max<size_t>(1, (size_t{256} << 20) / wbytes + 1);
+        DevBuf dw(wbytes * copies), dx(static_cast<size_t>(sh.K) * 4), dy(static_cast<size_t>(sh.N) * 4), ds(64),
+            dg(static_cast<size_t>(sh.K) * 4), dr(static_cast<size_t>(sh.N) * 4);
+        {
+          std::vector<uint8_t> wb;
+          ir::random_blocks(wt, sh.K * wrows, 5, wb);
+          for (size_t i = 0; i < copies; ++i)
+            cudaMemcpy(static_cast<uint8_t*>(dw.p) + i * wbytes, wb.data(), wbytes, cudaMemcpyHostToDevice);
+          std::vector<float> xv(static_cast<size_t>(sh.K));
+          ir::SplitMix64 rng(1);
+          for (float& v : xv) v = rng.uniform() - 0.5f;
+          dx.upload(xv.data(), dx.n);
+          dg.upload(xv.data(), dg.n);
+        }
+        cudaMemset(dr.p, 0, dr.n);
+        Step st{};
+        st.n_tokens = 1;
+        ds.upload(&st, sizeof st);
+        std::vector<std::vector<void*>> ptrs(copies);
+        for (size_t ci = 0; ci < copies; ++ci)
+          for (const Param& p : l.params) {
+            const ir::ValueId id = p.kind == ParamKind::Input ? g.nodes()[0].inputs[static_cast<size_t>(p.index)] : -1;
+            const std::string vn = id >= 0 ? g.value(id).name : "";
+            if (p.kind == ParamKind::Step) ptrs[ci].push_back(ds.p);
+            else if (p.kind == ParamKind::Output) ptrs[ci].push_back(dy.p);
+            else if (vn == "x") ptrs[ci].push_back(dx.p);
+            else if (vn == "gain") ptrs[ci].push_back(dg.p);
+            else if (vn == "r") ptrs[ci].push_back(dr.p);
+            else ptrs[ci].push_back(static_cast<uint8_t*>(dw.p) + ci * wbytes);
+          }
+        std::vector<std::vector<void*>> args(copies);
+        for (size_t ci = 0; ci < copies; ++ci)
+          for (auto& p : ptrs[ci]) args[ci].push_back(&p);
+        size_t next = 0;
+        auto launch = [&] {
+          driver().launchKernel(fn, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.smem,
+                                nullptr, args[next].data(), nullptr);
+          next = (next + 1) % copies;
+        };
+        for (int i = 0; i < 5; ++i) launch();
+        cudaEvent_t e0, e1;
+        cudaEventCreate(&e0);
+        cudaEventCreate(&e1);
+        const int iters = 100;
+        cudaEventRecord(e0);
+        for (int i = 0; i < iters; ++i) launch();
+        cudaEventRecord(e1);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+        const double us = 1000.0 * ms / iters;
+        static const char* kVariant[] = {"f32", "xq", "xq_planes"};
+        std::printf("{\"bench\": \"gemv\", \"op\": \"%s\", \"variant\": \"%s\", \"kernel\": \"%s\", \"dtype\": \"%s\", "
+                    "\"K\": %lld, \"N\": %lld, \"us\": %.2f, \"GBps\": %.0f}\n",
+                    c.name.substr(0, c.name.find('/')).c_str(), kVariant[variant], l.kernel.entry.c_str(),
+                    testcases::dn(wt).c_str(), static_cast<long long>(sh.K), static_cast<long long>(sh.N), us,
+                    wbytes / us / 1e3);
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
       }
-      std::vector<void*> args;
-      for (auto& p : ptr) args.push_back(&p);
-      auto launch = [&] {
-        driver().launchKernel(fn, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.smem,
-                              nullptr, args.data(), nullptr);
-      };
-      for (int i = 0; i < 5; ++i) launch();
-      cudaEvent_t e0, e1;
-      cudaEventCreate(&e0);
-      cudaEventCreate(&e1);
-      const int iters = 100;
-      cudaEventRecord(e0);
-      for (int i = 0; i < iters; ++i) launch();
-      cudaEventRecord(e1);
-      cudaEventSynchronize(e1);
-      float ms = 0;
-      cudaEventElapsedTime(&ms, e0, e1);
-      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-      const double us = 1000.0 * ms / iters;
-      std::printf("{\"bench\": \"gemv\", \"op\": \"%s\", \"kernel\": \"%s\", \"dtype\": \"%s\", \"K\": %lld, "
-                  "\"N\": %lld, \"us\": %.2f, \"GBps\": %.0f}\n",
-                  c.name.substr(0, c.name.find('/')).c_str(), l.kernel.entry.c_str(), testcases::dn(wt).c_str(),
-                  static_cast<long long>(sh.K), static_cast<long long>(sh.N), us,
-                  wbytes / us / 1e3);
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
     }
 }
 

@@ -56,7 +56,8 @@ frontend::GraphOptions graph_options(int64_t ctx, int64_t chunk, ir::DType kv_ty
 }
 }  // namespace
 
-ModelRunner::ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk, bool tensor_core_prefill, ir::DType kv_type)
+ModelRunner::ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk, bool tensor_core_prefill, ir::DType kv_type,
+                         const std::vector<std::string>& disabled_passes)
     : cfg_(frontend::read_config(f)), ctx_(ctx), chunk_(std::min(chunk, ctx)) {
   if (ctx <= 0 || chunk <= 0)
     throw Error(ErrorCode::kInvalidArgument,
@@ -70,16 +71,24 @@ ModelRunner::ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk, bool t
   ir::verify(graph_);
   interp_ = std::make_unique<ir::Interpreter>(graph_, gguf_weights(f));
   if (tensor_core_prefill) {
-    const ir::Graph fused = passes::run_pipeline(graph_, passes::default_pipeline(), {});
-    prefill_graph_ = passes::run_pipeline(fused, passes::prefill_pipeline(), {});
+    passes::PipelineOptions opt;
+    opt.disable = disabled_passes;
+    const auto main = passes::default_pipeline(), prefill = passes::prefill_pipeline(),
+               decode = passes::decode_pipeline();
+    const ir::Graph fused = passes::run_pipeline(graph_, main, passes::options_for(opt, main));
+    prefill_graph_ = passes::run_pipeline(fused, prefill, passes::options_for(opt, prefill));
     prefill_ = std::make_unique<ir::Interpreter>(prefill_graph_, gguf_weights(f));
     prefill_->share_states(*interp_);
+    decode_graph_ = passes::run_pipeline(fused, decode, passes::options_for(opt, decode));
+    decode_ = std::make_unique<ir::Interpreter>(decode_graph_, gguf_weights(f));
+    decode_->share_states(*interp_);
   }
 }
 
 void ModelRunner::reset() {
   interp_->reset_state();
   if (prefill_) prefill_->share_states(*interp_);
+  if (decode_) decode_->share_states(*interp_);
   pos_ = 0;
 }
 
@@ -103,7 +112,8 @@ std::vector<float> ModelRunner::feed(std::span<const int32_t> ids) {
                              ids.begin() + static_cast<std::ptrdiff_t>(start + n));
     std::vector<int32_t> pos(n);
     for (size_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(pos_ + static_cast<int64_t>(i));
-    ir::Interpreter& it_run = prefill_ && n > 1 ? *prefill_ : *interp_;  // as the engine picks programs
+    ir::Interpreter& it_run = n > 1 ? (prefill_ ? *prefill_ : *interp_)  // as the engine picks programs
+                                    : (decode_ ? *decode_ : *interp_);
     auto out = it_run.run({{"tokens", ir::Tensor::from_i32(std::move(tok))},
                              {"positions", ir::Tensor::from_i32(std::move(pos))}});
     auto it = out.find("logits");

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "compiler/frontend/frontend.h"
@@ -25,11 +26,15 @@ class ModelRunner {
   // tensor_core_prefill: model the compiled plan exactly: steps of more than
   // one token run the graph of the compiled prefill programs (the default
   // passes, then tensor-core-gemm: f16/bf16 GEMM operands rounded where the
-  // GPU rounds them), one-token steps the fp32 graph, on one shared KV cache.
+  // GPU rounds them), one-token steps the graph of the compiled decode program
+  // (the default passes, then q8-activations: int8 activations where the GPU
+  // quantises them), on one shared KV cache.
   // kv_type: the KV cache's dtype (kiln compile --kv-type; the compile default is
   // f16): stored rows are rounded to it, as the GPU rounds them.
+  // disabled_passes: the passes the plan was compiled without (kiln compile
+  // --disable-pass), left out of the compiled graphs here too.
   ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk = 128, bool tensor_core_prefill = false,
-              ir::DType kv_type = ir::DType::F32);
+              ir::DType kv_type = ir::DType::F32, const std::vector<std::string>& disabled_passes = {});
 
   // Appends ids at the current position (in chunks of at most `chunk`
   // tokens) and returns the logits of the last one ([vocab]). Throws
@@ -50,6 +55,8 @@ class ModelRunner {
   std::unique_ptr<ir::Interpreter> interp_;
   ir::Graph prefill_graph_;
   std::unique_ptr<ir::Interpreter> prefill_;  // null unless tensor_core_prefill
+  ir::Graph decode_graph_;
+  std::unique_ptr<ir::Interpreter> decode_;  // null unless tensor_core_prefill
   int64_t ctx_, chunk_, pos_ = 0;
 };
 

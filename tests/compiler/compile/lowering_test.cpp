@@ -179,7 +179,7 @@ TEST(Lowering, EagerProgramSharesKernels) {
   EXPECT_EQ(p.launches[1].label, "matmul -> q");
   EXPECT_EQ(p.launches[6].label, "kv_store -> k_cache_out");
   EXPECT_EQ(p.launches[7].label, "kv_store -> v_cache_out");
-  // q, k, v matmuls (q8_0): one kernel.
+  // q, k, v matmuls (q4_1): one kernel.
   EXPECT_EQ(p.launches[1].kernel, p.launches[2].kernel);
   EXPECT_EQ(p.launches[1].kernel, p.launches[3].kernel);
   // the two ropes and the two kv_stores: one kernel each.

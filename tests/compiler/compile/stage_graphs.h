@@ -51,7 +51,7 @@ inline Mini fused_graph(int64_t T = 16, int64_t C = 32) {
   m.tokens = g.add_input("tokens", DType::I32, {t});
   m.pos = g.add_input("positions", DType::I32, {t});
   m.emb = g.add_weight("emb", DType::F32, {fx(kV), fx(kH)}, "token_embd.weight");
-  auto wqkv = g.add_weight("wqkv", DType::Q8_0, {fx(kQkv), fx(kH)}, "wq+wk+wv");
+  auto wqkv = g.add_weight("wqkv", DType::Q4_1, {fx(kQkv), fx(kH)}, "wq+wk+wv");
   m.kc = g.add_state("k_cache", DType::F32, {c, fx(kKv)});
   m.vc = g.add_state("v_cache", DType::F32, {c, fx(kKv)});
   m.x = g.add_node(OpKind::Embed, {m.emb, m.tokens}, {{"scale", 1.0}}, "x", DType::F32, {t, fx(kH)});
@@ -93,9 +93,9 @@ inline Mini unfused_graph(int64_t T = 16, int64_t C = 32) {
   m.tokens = g.add_input("tokens", DType::I32, {t});
   m.pos = g.add_input("positions", DType::I32, {t});
   m.emb = g.add_weight("emb", DType::F32, {fx(kV), fx(kH)}, "token_embd.weight");
-  auto wq = g.add_weight("wq", DType::Q8_0, {fx(kQ), fx(kH)}, "wq");
-  auto wk = g.add_weight("wk", DType::Q8_0, {fx(kKv), fx(kH)}, "wk");
-  auto wv = g.add_weight("wv", DType::Q8_0, {fx(kKv), fx(kH)}, "wv");
+  auto wq = g.add_weight("wq", DType::Q4_1, {fx(kQ), fx(kH)}, "wq");
+  auto wk = g.add_weight("wk", DType::Q4_1, {fx(kKv), fx(kH)}, "wk");
+  auto wv = g.add_weight("wv", DType::Q4_1, {fx(kKv), fx(kH)}, "wv");
   m.kc = g.add_state("k_cache", DType::F32, {c, fx(kKv)});
   m.vc = g.add_state("v_cache", DType::F32, {c, fx(kKv)});
   m.x = g.add_node(OpKind::Embed, {m.emb, m.tokens}, {{"scale", 1.0}}, "x", DType::F32, {t, fx(kH)});
@@ -117,12 +117,12 @@ inline Mini unfused_graph(int64_t T = 16, int64_t C = 32) {
   return m;
 }
 
-// Deterministic bytes (q8_0 blocks get a finite f16 scale so they are valid).
+// Deterministic bytes (q4_1 blocks get finite f16 d and m so they are valid).
 inline std::vector<uint8_t> tensor_bytes(DType dt, int64_t rows, int64_t K, uint8_t seed) {
   std::vector<uint8_t> b(ir::row_bytes(dt, K) * static_cast<uint64_t>(rows));
   for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(seed + 7 * i);
-  if (dt == DType::Q8_0)
-    for (size_t i = 0; i + 34 <= b.size(); i += 34) b[i + 1] = 0x3c;  // d ~ 1.0
+  if (dt == DType::Q4_1)
+    for (size_t i = 0; i + 20 <= b.size(); i += 20) b[i + 1] = b[i + 3] = 0x3c;  // d, m ~ 1.0
   if (dt == DType::F32)
     for (size_t i = 0; i + 4 <= b.size(); i += 4) {
       const float f = static_cast<float>(static_cast<int>(i % 97) - 48) / 64.0f;
@@ -131,16 +131,16 @@ inline std::vector<uint8_t> tensor_bytes(DType dt, int64_t rows, int64_t K, uint
   return b;
 }
 
-// The GGUF the mini graphs read: token_embd.weight f32 [V, H], wq/wk/wv q8_0
+// The GGUF the mini graphs read: token_embd.weight f32 [V, H], wq/wk/wv/wo q4_1 (rows of 128: 4 blocks, 16 scale bytes, so they fit "planes")
 // (ggml ne order: ne[0] = K).
 inline gguf::File mini_gguf() {
   gguf::Writer w;
   w.add_string("general.architecture", "llama");
   w.add_tensor("token_embd.weight", DType::F32, {kH, kV}, tensor_bytes(DType::F32, kV, kH, 1));
-  w.add_tensor("wq", DType::Q8_0, {kH, kQ}, tensor_bytes(DType::Q8_0, kQ, kH, 2));
-  w.add_tensor("wk", DType::Q8_0, {kH, kKv}, tensor_bytes(DType::Q8_0, kKv, kH, 3));
-  w.add_tensor("wv", DType::Q8_0, {kH, kKv}, tensor_bytes(DType::Q8_0, kKv, kH, 4));
-  w.add_tensor("wo", DType::Q8_0, {kH, kH}, tensor_bytes(DType::Q8_0, kH, kH, 5));
+  w.add_tensor("wq", DType::Q4_1, {kH, kQ}, tensor_bytes(DType::Q4_1, kQ, kH, 2));
+  w.add_tensor("wk", DType::Q4_1, {kH, kKv}, tensor_bytes(DType::Q4_1, kKv, kH, 3));
+  w.add_tensor("wv", DType::Q4_1, {kH, kKv}, tensor_bytes(DType::Q4_1, kKv, kH, 4));
+  w.add_tensor("wo", DType::Q4_1, {kH, kH}, tensor_bytes(DType::Q4_1, kH, kH, 5));
   w.add_tensor("bias", DType::F32, {kH}, tensor_bytes(DType::F32, 1, kH, 6));
   return gguf::File::from_bytes(w.to_bytes());
 }

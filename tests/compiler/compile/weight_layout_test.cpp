@@ -4,6 +4,7 @@
 // read in ggml get blobs of their own.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "codegen/codegen.h"
@@ -48,9 +49,9 @@ TEST(WeightLayout, FusedGgmlSourceIsOneBlobAndItsPartsAreViews) {
   const auto* qkv = blob(L, "wq+wk+wv");
   ASSERT_NE(qkv, nullptr);
   EXPECT_EQ(qkv->layout, codegen::kLayoutGgml);
-  EXPECT_EQ(qkv->dtype, "q8_0");
+  EXPECT_EQ(qkv->dtype, "q4_1");
   EXPECT_EQ(qkv->shape, (std::vector<int64_t>{kQkv, kH}));
-  const uint64_t q_bytes = ir::row_bytes(DType::Q8_0, kH) * kQ, kv_bytes = ir::row_bytes(DType::Q8_0, kH) * kKv;
+  const uint64_t q_bytes = ir::row_bytes(DType::Q4_1, kH) * kQ, kv_bytes = ir::row_bytes(DType::Q4_1, kH) * kKv;
   EXPECT_EQ(qkv->size, q_bytes + 2 * kv_bytes);
   // Offsets: 256-aligned, in order, not overlapping.
   EXPECT_EQ(qkv->offset, 0u);
@@ -73,58 +74,60 @@ TEST(WeightLayout, FusedGgmlSourceIsOneBlobAndItsPartsAreViews) {
   EXPECT_EQ(filled(*emb), gguf_bytes(f, {"token_embd.weight"}));
 }
 
-TEST(WeightLayout, PlanesFusedBlobIsRepackedAndPartsGetTheirOwnBlobs) {
+TEST(WeightLayout, PlanesFusedBlobIsRepackedAndPartsAreViews) {
   const gguf::File f = mini_gguf();
   const Mini fused = fused_graph(), eager = unfused_graph();
   const WeightLayout L = layout_weights(f, {{&fused.g, ProgramMode::Compiled}, {&eager.g, ProgramMode::Eager}},
                                         codegen::Target{90, codegen::kLayoutPlanes});
   std::set<std::pair<std::string, std::string>> got;
   for (const auto& b : L.blobs) got.insert({b.name, b.layout});
-  // The compiled qkv matmul reads planes; embed / logits read an f32 table
-  // (no planes layout for f32): ggml; the eager q/k/v matmuls read ggml.
-  EXPECT_EQ(got, (std::set<std::pair<std::string, std::string>>{{"wq+wk+wv", "planes"},
-                                                                {"token_embd.weight", "ggml"},
-                                                                {"wq", "ggml"},
-                                                                {"wk", "ggml"},
-                                                                {"wv", "ggml"}}));
+  // Compiled and eager matmuls read planes (q4_1 rows of 128 fit); embed and
+  // logits read an f32 table (no planes layout for f32): ggml. One blob per
+  // source: the weights are stored once.
+  EXPECT_EQ(got, (std::set<std::pair<std::string, std::string>>{{"wq+wk+wv", "planes"}, {"token_embd.weight", "ggml"}}));
   const auto* qkv = blob(L, "wq+wk+wv");
   ASSERT_NE(qkv, nullptr);
-  // Separate blobs, not views: no ggml place for the fused source, and the
-  // parts do not point into the planes blob.
-  EXPECT_THROW(L.find("wq+wk+wv", "ggml"), Error);
-  for (const char* p : {"wq", "wk", "wv"}) {
-    const auto* b = blob(L, p);
-    ASSERT_NE(b, nullptr) << p;
-    EXPECT_EQ(L.find(p, "ggml").offset, b->offset) << p;
-    EXPECT_TRUE(b->offset >= qkv->offset + qkv->size || b->offset + b->size <= qkv->offset) << p;
-    EXPECT_EQ(filled(*b), gguf_bytes(f, {p})) << p;
-  }
-  // The planes blob is the concatenation repacked (and differs from it).
+  // The eager q, k, v are row ranges (views) of the planes blob: planes rows
+  // keep the GGUF row size.
+  const uint64_t rb = ir::row_bytes(DType::Q4_1, kH);
+  EXPECT_EQ(L.find("wq", "planes").offset, qkv->offset);
+  EXPECT_EQ(L.find("wk", "planes").offset, qkv->offset + rb * kQ);
+  EXPECT_EQ(L.find("wv", "planes").offset, qkv->offset + rb * (kQ + kKv));
+  EXPECT_EQ(L.find("wv", "planes").bytes, rb * kKv);
+  EXPECT_THROW(L.find("wq", "ggml"), Error);
+  // The planes blob is the concatenation repacked (and differs from it); a
+  // part's rows repacked alone are the same bytes as its view.
   const auto gg = gguf_bytes(f, {"wq", "wk", "wv"});
   std::vector<uint8_t> want(gg.size());
-  codegen::repack(DType::Q8_0, codegen::kLayoutPlanes, kQkv, kH, gg.data(), want.data());
-  EXPECT_EQ(filled(*qkv), want);
-  EXPECT_NE(filled(*qkv), gg);
+  codegen::repack(DType::Q4_1, codegen::kLayoutPlanes, kQkv, kH, gg.data(), want.data());
+  const auto got_bytes = filled(*qkv);
+  EXPECT_EQ(got_bytes, want);
+  EXPECT_NE(got_bytes, gg);
+  const auto wk = gguf_bytes(f, {"wk"});
+  std::vector<uint8_t> wk_planes(wk.size());
+  codegen::repack(DType::Q4_1, codegen::kLayoutPlanes, kKv, kH, wk.data(), wk_planes.data());
+  EXPECT_TRUE(std::equal(wk_planes.begin(), wk_planes.end(), got_bytes.begin() + static_cast<std::ptrdiff_t>(rb * kQ)));
 }
 
-// A source read in two layouts gets two blobs: the first keeps the source's
-// name, the second is "<source>@<layout>" (layouts in name order).
-TEST(WeightLayout, OneSourceInTwoLayoutsGetsTwoNamedBlobs) {
+// The target picks the layout of a weight that fits both (one blob either
+// way); a row of 72 q4_1 values (36 scale bytes) would not fit planes.
+TEST(WeightLayout, TargetPicksTheLayoutOfOneBlob) {
   const gguf::File f = mini_gguf();
   Graph g;
   g.sym_bounds = {{"tokens", 4}};
   auto x = g.add_input("x", DType::F32, {Dim::symbolic("tokens", 4), fx(kH)});
-  auto w = g.add_weight("w", DType::Q8_0, {fx(kH), fx(kH)}, "wo");
+  auto w = g.add_weight("w", DType::Q4_1, {fx(kH), fx(kH)}, "wo");
   g.mark_output(g.add_node(OpKind::MatMul, {x, w}, {}, "y", DType::F32, {Dim::symbolic("tokens", 4), fx(kH)}));
-  const WeightLayout L =
+  const WeightLayout P =
       layout_weights(f, {{&g, ProgramMode::Compiled}, {&g, ProgramMode::Eager}}, {90, codegen::kLayoutPlanes});
-  ASSERT_EQ(L.blobs.size(), 2u);
-  EXPECT_EQ(L.blobs[0].name, "wo");
-  EXPECT_EQ(L.blobs[0].layout, "ggml");
-  EXPECT_EQ(L.blobs[1].name, "wo@planes");
-  EXPECT_EQ(L.blobs[1].layout, "planes");
-  EXPECT_EQ(L.find("wo", "planes").offset, L.blobs[1].offset);
-  EXPECT_NE(L.blobs[0].offset, L.blobs[1].offset);
+  ASSERT_EQ(P.blobs.size(), 1u);
+  EXPECT_EQ(P.blobs[0].layout, "planes");
+  EXPECT_FALSE(codegen::layout_fits(DType::Q4_1, codegen::kLayoutPlanes, 72));
+  EXPECT_TRUE(codegen::layout_fits(DType::Q4_1, codegen::kLayoutPlanes, kH));
+  const WeightLayout G =
+      layout_weights(f, {{&g, ProgramMode::Compiled}, {&g, ProgramMode::Eager}}, {90, codegen::kLayoutGgml});
+  ASSERT_EQ(G.blobs.size(), 1u);
+  EXPECT_EQ(G.blobs[0].layout, "ggml");
 }
 
 TEST(WeightLayout, MissingWeightAndMixedFusedPartsAreErrors) {
@@ -146,7 +149,7 @@ TEST(WeightLayout, MissingWeightAndMixedFusedPartsAreErrors) {
     }
   }
   {
-    Graph g = one("wq+bias", DType::Q8_0, {fx(kQ + 1), fx(kH)});  // q8_0 matrix + f32 vector
+    Graph g = one("wq+bias", DType::Q4_1, {fx(kQ + 1), fx(kH)});  // q4_1 matrix + f32 vector
     try {
       layout_weights(f, {{&g, ProgramMode::Compiled}}, {});
       FAIL() << "expected an error";
