@@ -38,7 +38,10 @@ Kernel emit(const GemvParams& p, bool compiled) {
   k.take(e);
   k.block = launch::kGemvThreads;
   k.grid[0] = cdiv(m.N, (launch::kGemvWarps / p.split) * p.rows);
-  if (m.xq) k.smem = gemv_xq_smem(m.K, p.max_tokens);
+  if (m.xq) {  // a few blocks per SM, each quantising x once and then streaming many rows
+    k.smem = gemv_xq_smem(m.K, p.max_tokens);
+    k.grid[0] = std::min<uint32_t>(k.grid[0], launch::kGemvXqMaxBlocks);
+  }
   k.eager_module = m.wdt;
   return k;
 }

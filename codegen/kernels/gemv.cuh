@@ -203,77 +203,90 @@ __device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4],
   }
 }
 
-// XQ: the activation is read as int8 (x_q8; the part above): integer dot
-// products per 16-value part instead of f32 dequantisation (q4_0, q4_1, q8_0,
-// q4_K, q6_K). Units are then 32-weight units (qload / qdecode), not 8-weight chunks.
-template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, int XQ = 0>
-__device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
-                                        const u8* __restrict__ w, const float* __restrict__ r,
-                                        float* __restrict__ y, int nt, int K, int N, float eps,
-                                        float* ys = nullptr) {
-  typedef QT<DT> Q;
-  const int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
-  __shared__ float part[kGemvWarps][MT][2 * R + 1];
+// The int8-activation GEMV (x_q8). Launch: block 32*kGemvWarps; any grid: a
+// block takes the column-group sets blockIdx.x, blockIdx.x + gridDim.x, ...
+// (kGemvWarps / SPLIT groups of R columns each), so a grid of a few blocks per
+// SM quantises x once per block and then streams many rows.
+// Prologue: the block quantises each token's x into shared memory (int8
+// [MT][K], then (d, sum) per 16-value part [MT][K/16]); with MM_RMS the gain
+// is applied first and the sums of squares of x are reduced over the block.
+// Main loop: a lane takes 32-weight units u = sub*32 + lane, +32*SPLIT, ...
+// of its group's R (2R with MM_SWIGLU) rows, loading unit u + 32*SPLIT while
+// it multiplies unit u (dp4a per 16-value part, see QU).
+template <int DT, int GDT, int FL, int MT, int SPLIT, int R, int L>
+__device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const void* __restrict__ g,
+                                           const u8* __restrict__ w, const float* __restrict__ r,
+                                           float* __restrict__ y, int nt, int K, int N, float eps, float* ys) {
+  constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
+  constexpr int GPB = kGemvWarps / SPLIT;           // groups per block
+  __shared__ float part[kGemvWarps][MT][2 * R];
+  __shared__ float red[33];
+  extern __shared__ __align__(16) u8 kiln_xq_smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int grp = warp / SPLIT, sub = warp % SPLIT;
-  const int n0 = (blockIdx.x * (kGemvWarps / SPLIT) + grp) * R;
-  const int nr = min(R, N - n0);  // columns of this group (<= 0: none)
-  const int nb = K / Q::QK;
-  const i64 nblk = (i64)((FL & MM_SWIGLU) ? 2 * N : N) * nb;
-  WRow<DT, L> wr[2 * R];
-#pragma unroll
-  for (int j = 0; j < R; ++j) {
-    const int n = n0 + min(j, max(nr - 1, 0));  // clamp: rows past N are never used
-    wr[j] = WRow<DT, L>(w, n, nb, nblk);
-    if (FL & MM_SWIGLU) wr[R + j] = WRow<DT, L>(w, n + N, nb, nblk);
-  }
-  const int units = (K / Q::QK) * Q::CH;
+  const int nb = K / QT<DT>::QK, qunits = K / 32, step = 32 * SPLIT, parts = K / 16;
   if (nt > MT) nt = MT;
-  float acc[2 * R][MT], ss[MT];
+  u8* xqs = kiln_xq_smem;
+  float2* xds = (float2*)(kiln_xq_smem + MT * K);
+  auto rows_of = [&](int set, WRow<DT, L>* wr, int& n0, int& nr) {
+    n0 = (set * GPB + grp) * R;
+    nr = min(R, N - n0);
 #pragma unroll
-  for (int t = 0; t < MT; ++t) {
-    ss[t] = 0.f;
+    for (int j = 0; j < R; ++j) {
+      const int n = n0 + min(j, max(nr - 1, 0));  // clamp: rows past N are never used
+      wr[j] = WRow<DT, L>(w, n, nb, 0);
+      if (FL & MM_SWIGLU) wr[R + j] = WRow<DT, L>(w, n + N, nb, 0);
+    }
+  };
+  const int nsets = (N + GPB * R - 1) / (GPB * R);
+  WRow<DT, L> wr[2 * R];
+  int n0, nr;
+  rows_of(blockIdx.x, wr, n0, nr);
+  QRaw cur[2 * R], nxt[2 * R];
+  // the first unit's weight loads fly during the prologue
+  if (blockIdx.x < nsets && nr > 0 && sub * 32 + lane < qunits) {
 #pragma unroll
-    for (int j = 0; j < 2 * R; ++j) acc[j][t] = 0.f;
+    for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, cur[j]);
   }
-  if constexpr (XQ != 0) {
-    // Prologue: the block quantises each token's x once into shared memory
-    // (int8 [MT][K], then (d, sum) per 16-value part [MT][K/16]); with MM_RMS
-    // the gain is applied first and the sums of squares of x are reduced over
-    // the block, so every thread ends with the row totals in ss.
-    // the first unit's weight loads fly during the prologue
-    const int qunits = K / 32, step = 32 * SPLIT;
-    int u = sub * 32 + lane;
-    QRaw cur[2 * R], nxt[2 * R];
-    if (nr > 0 && u < qunits) {
+  float ss[MT];
 #pragma unroll
-      for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u, cur[j]);
+  for (int t = 0; t < MT; ++t) ss[t] = 0.f;
+  for (int t = 0; t < nt; ++t)
+    for (int p = threadIdx.x; p < parts; p += blockDim.x) {
+      float gv[16];
+      if (FL & MM_RMS) ldg16<GDT>(g, 16 * p, gv);
+      u32 q[4];
+      float d;
+      int sum;
+      xq16<FL>(x + (i64)t * K + 16 * p, gv, q, d, sum, ss[t]);
+      *(uint4*)(xqs + (i64)t * K + 16 * p) = make_uint4(q[0], q[1], q[2], q[3]);
+      xds[t * parts + p] = make_float2(d, (float)sum);
     }
-    extern __shared__ __align__(16) u8 kiln_xq_smem[];
-    u8* xqs = kiln_xq_smem;
-    float2* xds = (float2*)(kiln_xq_smem + MT * K);
-    __shared__ float red[33];
-    const int parts = K / 16;
-    for (int t = 0; t < nt; ++t)
-      for (int p = threadIdx.x; p < parts; p += blockDim.x) {
-        float gv[16];
-        if (FL & MM_RMS) ldg16<GDT>(g, 16 * p, gv);
-        u32 q[4];
-        float d;
-        int sum;
-        xq16<FL>(x + (i64)t * K + 16 * p, gv, q, d, sum, ss[t]);
-        *(uint4*)(xqs + (i64)t * K + 16 * p) = make_uint4(q[0], q[1], q[2], q[3]);
-        xds[t * parts + p] = make_float2(d, (float)sum);
+  float inv[MT];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) inv[t] = 1.f;
+  if (FL & MM_RMS) {
+#pragma unroll
+    for (int t = 0; t < MT; ++t) inv[t] = 1.0f / sqrtf(block_sum(ss[t], red) / (float)K + eps);
+  } else {
+    __syncthreads();
+  }
+  for (int set = blockIdx.x; set < nsets; set += gridDim.x) {
+    if (set != (int)blockIdx.x) {
+      rows_of(set, wr, n0, nr);
+      if (nr > 0 && sub * 32 + lane < qunits) {
+#pragma unroll
+        for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, cur[j]);
       }
-    if (FL & MM_RMS) {
-#pragma unroll
-      for (int t = 0; t < MT; ++t) ss[t] = block_sum(ss[t], red);
-    } else {
-      __syncthreads();
     }
+    float acc[2 * R][MT];
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int j = 0; j < 2 * R; ++j) acc[j][t] = 0.f;
     if (nr > 0) {
 #pragma unroll 1
-      for (; u < qunits; u += step) {
+      for (int u = sub * 32 + lane; u < qunits; u += step) {
         if (u + step < qunits) {
 #pragma unroll
           for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u + step, nxt[j]);
@@ -318,7 +331,87 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
         for (int j = 0; j < RR; ++j) cur[j] = nxt[j];
       }
     }
-  } else if (nr > 0) {
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
+    if (SPLIT > 1) {
+      if (lane == 0) {
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+#pragma unroll
+          for (int j = 0; j < RR; ++j) part[warp][t][j] = acc[j][t];
+      }
+      __syncthreads();
+      if (sub == 0 && lane == 0) {
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+          for (int s2 = 1; s2 < SPLIT; ++s2)
+#pragma unroll
+            for (int j = 0; j < RR; ++j) acc[j][t] += part[warp + s2][t][j];
+      }
+      __syncthreads();  // part is reused by the next set
+    }
+    if (nr > 0 && sub == 0 && lane == 0) {
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        if (t < nt) {
+#pragma unroll
+          for (int j = 0; j < R; ++j) {
+            if (j < nr) {
+              const int n = n0 + j;
+              float o;
+              if (FL & MM_SWIGLU) o = mm_gate<FL>(acc[j][t] * inv[t]) * (acc[R + j][t] * inv[t]);
+              else o = (FL & MM_RMS) ? acc[j][t] * inv[t] : acc[j][t];
+              if (FL & MM_ADD) o += r[(i64)t * N + n];
+              y[(i64)t * N + n] = o;
+              if (ys && t == 0) ys[grp * R + j] = o;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// XQ: the activation is read as int8 (x_q8; the part above): integer dot
+// products per 16-value part instead of f32 dequantisation (q4_0, q4_1, q8_0,
+// q4_K, q6_K). Units are then 32-weight units (qload / qdecode), not 8-weight chunks.
+template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, int XQ = 0>
+__device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
+                                        const u8* __restrict__ w, const float* __restrict__ r,
+                                        float* __restrict__ y, int nt, int K, int N, float eps,
+                                        float* ys = nullptr) {
+  if constexpr (XQ != 0) {
+    mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L>(x, g, w, r, y, nt, K, N, eps, ys);
+    return;
+  }
+  typedef QT<DT> Q;
+  const int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
+  __shared__ float part[kGemvWarps][MT][2 * R + 1];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int grp = warp / SPLIT, sub = warp % SPLIT;
+  const int n0 = (blockIdx.x * (kGemvWarps / SPLIT) + grp) * R;
+  const int nr = min(R, N - n0);  // columns of this group (<= 0: none)
+  const int nb = K / Q::QK;
+  const i64 nblk = (i64)((FL & MM_SWIGLU) ? 2 * N : N) * nb;
+  WRow<DT, L> wr[2 * R];
+#pragma unroll
+  for (int j = 0; j < R; ++j) {
+    const int n = n0 + min(j, max(nr - 1, 0));  // clamp: rows past N are never used
+    wr[j] = WRow<DT, L>(w, n, nb, nblk);
+    if (FL & MM_SWIGLU) wr[R + j] = WRow<DT, L>(w, n + N, nb, nblk);
+  }
+  const int units = (K / Q::QK) * Q::CH;
+  if (nt > MT) nt = MT;
+  float acc[2 * R][MT], ss[MT];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    ss[t] = 0.f;
+#pragma unroll
+    for (int j = 0; j < 2 * R; ++j) acc[j][t] = 0.f;
+  }
+  if (nr > 0) {
 #pragma unroll 2
     for (int u = sub * 32 + lane; u < units; u += 32 * SPLIT) {
       const int blk = u / Q::CH, c = u % Q::CH;
@@ -356,7 +449,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
   for (int t = 0; t < MT; ++t) {
 #pragma unroll
     for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
-    if ((FL & MM_RMS) && !XQ) ss[t] = warp_sum(ss[t]);
+    if (FL & MM_RMS) ss[t] = warp_sum(ss[t]);
   }
   if (SPLIT > 1) {
     if (lane == 0) {
@@ -374,7 +467,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
         for (int s = 1; s < SPLIT; ++s) {
 #pragma unroll
           for (int j = 0; j < RR; ++j) acc[j][t] += part[warp + s][t][j];
-          if ((FL & MM_RMS) && !XQ) ss[t] += part[warp + s][t][RR];
+          if (FL & MM_RMS) ss[t] += part[warp + s][t][RR];
         }
     }
   }

@@ -12,6 +12,7 @@ constexpr int kGemvWarps = 4;                    // warps per block
 constexpr int kGemvThreads = 32 * kGemvWarps;    // block size
 constexpr int kGemvMaxTokens = 4;                // compiled programs use the GEMV for steps of <= 4 rows
 constexpr int kGemvXqMinWarps = 1024;            // int8-activation GEMV: grid size that keeps 4 columns per group
+constexpr int kGemvXqMaxBlocks = 4 * 132;        // its grid: ~4 blocks per SM of an H100/H200, each looping over rows
 
 // Tiled matmul (tiled.cuh): a kTileK-wide K tile of kTileN weight rows in
 // shared memory, reused by kTileM tokens; with the SwiGLU epilogue a block
