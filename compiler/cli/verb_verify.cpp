@@ -34,6 +34,14 @@ namespace {
 // interpreter (only summation order differs): measured <= 3e-5.
 constexpr double kTolCompiled = 5e-3;
 constexpr double kTolEager = 1e-3;
+// Compiled decode on int8 activations (q8-activations; kernels "_xq"): the
+// interpreter rounds the activations exactly as the GPU does (the kernel
+// tests hold each such GEMV to 1e-4), but the whole model cannot be that
+// close: rounding to 8 bits is discontinuous, so the ~1e-4 float differences
+// arriving from upstream kernels move some values across a rounding boundary
+// and become whole quantisation steps (about 10x amplification per GEMV).
+// Measured 8.5e-3 on a tiny random q4_0 model on an H200.
+constexpr double kTolCompiledQ8 = 2e-2;
 // A greedy token that is not the interpreter's argmax still agrees when its
 // logit is within this fraction of the logits' RMS of the maximum (a near-tie
 // that rounding can flip).
@@ -142,9 +150,13 @@ int run_verify(const VerifyArgs& a) {
   const auto& dev = model->engine().device();
   std::printf("kiln verify: %s (sm_%u) on %s (sm_%d) against %s, reference interpreter, %d steps per prompt\n",
               a.plan.c_str(), model->plan().target_sm(), dev.name.c_str(), dev.sm, a.model.c_str(), a.steps);
-  std::printf("tolerances: logits relative error compiled %.0e, eager %.0e; greedy token = interpreter argmax or a "
+  bool xq = false;  // the compiled decode program multiplies int8 activations
+  for (const auto* k : *p.kernels())
+    if (k->name() && k->name()->str().find("_xq_") != std::string::npos) xq = true;
+  const double tol_compiled = xq ? kTolCompiledQ8 : kTolCompiled;
+  std::printf("tolerances: logits relative error compiled %.0e%s, eager %.0e; greedy token = interpreter argmax or a "
               "near-tie (within %.0e x RMS of the logits)\n",
-              kTolCompiled, kTolEager, kTieFraction);
+              tol_compiled, xq ? " (int8 activations in decode)" : "", kTolEager, kTieFraction);
   // one interpreter per mode, reset per prompt (its weights are dequantised once)
   std::vector<std::unique_ptr<gen::ModelRunner>> refs;
   for (rt::ProgramMode m : modes) {
@@ -171,7 +183,7 @@ int run_verify(const VerifyArgs& a) {
       const rt::ProgramMode m = modes[mi];
       const bool compiled = m == rt::ProgramMode::Compiled;
       const ModeResult r = verify_mode(*model, *refs[mi], m, ids, a.steps);
-      const double tol = compiled ? kTolCompiled : kTolEager;
+      const double tol = compiled ? tol_compiled : kTolEager;
       const bool ok = r.finite && r.worst <= tol && r.disagree == 0;
       pass = pass && ok;
       std::printf("  %-8s logits rel err max %.2e (tol %.0e)%s  greedy tokens %d/%d equal, %d near-tie, %d differ  %s\n",

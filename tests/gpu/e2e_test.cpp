@@ -14,6 +14,8 @@
 #include "compiler/tools/reference/model_runner.h"
 #include "compiler/gguf/gguf.h"
 #include "compiler/tools/synth/model.h"
+#include "ir/dtype.h"
+#include "ir/quantize.h"
 #include "runtime/cuda/cuda_api.h"
 #include "runtime/kiln_runtime.h"
 
@@ -228,12 +230,23 @@ TEST_P(GpuSynthTypes, LogitsMatchInterpreter) {
   int32_t tok = argmax(tc_logits);
   auto got = run_plan(*model, prompt, 1, rt::ProgramMode::Compiled);
   int32_t pos = int32_t(prompt.size());
+  // Int8 activations (q8-activations: q4_0, q4_1, q8_0, q4_K, q6_K): the
+  // interpreter rounds them as the GPU does, but ~1e-4 float differences from
+  // upstream kernels push some values across a rounding boundary, each a whole
+  // quantisation step (kiln verify's kTolCompiledQ8; measured up to 8.5e-3).
+  // The token must be the argmax or a near-tie (1e-2 x RMS of the logits).
+  const bool xq = ir::act_q8_weight(*ir::dtype_from_name(so.type == "q4_k_m" ? "q4_k" : so.type));
   for (int i = 0; i < 3; ++i) {
     int32_t next = eng.step(rt::ProgramMode::Compiled, std::span<const int32_t>(&tok, 1), pos++, {});
     auto rl = ref_tc.feed(std::span<const int32_t>(&tok, 1));
     double e = rel_err(eng.last_logits(), rl);
-    EXPECT_LT(e, 1e-3) << so.type << " decode step " << i;
-    EXPECT_EQ(next, argmax(rl));
+    std::printf("[tiny %-6s] decode step %d rel err %.2e\n", so.type.c_str(), i, e);
+    EXPECT_LT(e, xq ? 2e-2 : 1e-3) << so.type << " decode step " << i;
+    double rms = 0;
+    for (float v : rl) rms += double(v) * v;
+    rms = std::sqrt(rms / double(rl.size()));
+    EXPECT_LE(double(rl[size_t(argmax(rl))]) - rl[size_t(next)], (xq ? 1e-2 : 0.0) * rms)
+        << so.type << " decode step " << i << ": token " << next << " vs the interpreter's " << argmax(rl);
     tok = argmax(rl);
   }
 }
