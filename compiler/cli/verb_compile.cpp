@@ -120,7 +120,13 @@ void register_compile(CLI::App& app) {
   cmd->add_flag("-q,--quiet", a->quiet, "print only errors");
   cmd->callback([a, cmd] {
     if (a->list_passes) {
-      for (const auto& p : passes::default_pipeline()) std::printf("  %-22s %s\n", p.name.c_str(), p.summary.c_str());
+      auto list = [](const char* what, const std::vector<passes::Pass>& ps) {
+        std::printf("%s\n", what);
+        for (const auto& p : ps) std::printf("  %-22s %s\n", p.name.c_str(), p.summary.c_str());
+      };
+      list("every compiled program:", passes::default_pipeline());
+      list("then the prefill programs:", passes::prefill_pipeline());
+      list("then the decode program:", passes::decode_pipeline());
       return;
     }
     if (a->model.empty()) throw CLI::RequiredError("model");

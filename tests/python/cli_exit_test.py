@@ -70,6 +70,15 @@ def main():
         a_file = d / "afile"
         a_file.write_text("x")
 
+        # ---- --list-passes names every pipeline's passes, the decode one included
+        rc, out, err = run(kiln, "compile", "--list-passes")
+        check(rc == 0 and "q8-activations" in out and "tensor-core-gemm" in out and "fold-rms-norm" in out,
+              "kiln compile --list-passes lists the default, prefill and decode passes", out + err)
+        rc, _, err = run(kiln, "compile", model, "--target", "sm_90", "-q", "--kernel-cache", cache, "--no-eager",
+                         "--ctx", "64", "--max-tokens", "16", "--disable-pass", "q8-activations", "-o", d / "noq8.plan",
+                         timeout=600)
+        check(rc == 0, "kiln compile --disable-pass q8-activations", err)
+
         # ---- help and version: exit 0
         for prog in (kiln, kiln_run):
             for args in (["--help"], ["--version"], ["run", "--help"]):
