@@ -18,6 +18,7 @@ enum class ErrorCode {
   kCuda,            // a CUDA driver/runtime call failed
   kInvalidArgument, // bad user input (prompt too long, bad sampling parameter, ...)
   kInternal,        // a kiln bug: an invariant broke
+  kCheckFailed,     // a requested check found a problem (kiln run --check-finite: a NaN or Inf)
 };
 
 class Error : public std::runtime_error {

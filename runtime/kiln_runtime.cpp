@@ -42,6 +42,8 @@ EngineInputs engine_inputs(const Plan& p) {
       ld.block = {l->block()->x(), l->block()->y(), l->block()->z()};
       ld.smem = l->smem();
       ld.label = str(l->label());
+      if (l->inputs())
+        for (const auto* s : *l->inputs()) ld.inputs.push_back(s ? s->str() : std::string());
       if (const auto* g = l->gemm())
         ld.gemm = GemmDesc{g->m(), g->n(), g->k(), g->ab_type() == 30, g->residual()};
       if (l->args())
@@ -56,6 +58,8 @@ EngineInputs engine_inputs(const Plan& p) {
           ad.offset = a->offset();
           ad.i = static_cast<int32_t>(a->i());
           ad.f = a->f();
+          ad.size = a->size();
+          ad.out = a->out();
           ld.args.push_back(ad);
         }
       d.launches.push_back(std::move(ld));

@@ -17,7 +17,7 @@ namespace kiln::plan_format {
 // 2.1 Program.pdl (kernels after the first launched with programmatic
 //     dependent launch; a 2.0 plan reads as pdl = false).
 inline constexpr uint32_t kFormatMajor = 2;
-inline constexpr uint32_t kFormatMinor = 1;
+inline constexpr uint32_t kFormatMinor = 2;
 
 inline constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'L', 'A', 'N'};
 inline constexpr uint64_t kHeaderSize = 64;

@@ -97,6 +97,7 @@ plan::ProgramSpec lower_program(const ProgramJob& job, const codegen::Target& ta
     ls.block = low.block;
     ls.smem = low.smem;
     ls.label = std::string(ir::op_info(n.op).name) + " -> " + g.value(n.outputs[0]).name;
+    for (ir::ValueId in : n.inputs) ls.inputs.push_back(g.value(in).name);
     for (const auto& p : low.params) {
       switch (p.kind) {
         case codegen::ParamKind::Input: {
@@ -104,9 +105,19 @@ plan::ProgramSpec lower_program(const ProgramJob& job, const codegen::Target& ta
           ls.args.push_back(buffers.value(n.inputs.at(i), codegen::input_layout(g, n, i, job.mode, target)));
           break;
         }
-        case codegen::ParamKind::Output:
-          ls.args.push_back(buffers.value(n.outputs.at(static_cast<size_t>(p.index))));
+        case codegen::ParamKind::Output: {
+          const ir::ValueId o = n.outputs.at(static_cast<size_t>(p.index));
+          plan::ArgSpec a = buffers.value(o);
+          // activations are scanned by kiln run --check-finite (states such
+          // as caches and the split-K scratch are not: they may hold -inf)
+          const ir::Value& v = g.value(o);
+          if (v.kind == ir::ValueKind::Temp)
+            a.out = v.dtype == ir::DType::F32 ? 1 : v.dtype == ir::DType::F16 ? 2 : v.dtype == ir::DType::BF16 ? 3 : 0;
+          if (a.out && !v.shape.empty() && !v.shape[0].is_static() && v.shape[0].sym == "tokens")
+            a.out |= 16;  // only the step's rows are written
+          ls.args.push_back(a);
           break;
+        }
         case codegen::ParamKind::Step: ls.args.push_back(buffers.step()); break;
         case codegen::ParamKind::Tokens: ls.args.push_back(buffers.tokens()); break;
         case codegen::ParamKind::I32: ls.args.push_back(plan::ArgSpec::i32(static_cast<int32_t>(p.i))); break;

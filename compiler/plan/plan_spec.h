@@ -75,6 +75,7 @@ struct ArgSpec {
   int64_t i = 0;                   // kI32 only
   float f = 0.0f;                  // kF32 only
   uint64_t size = 0;               // kPtr only: bytes the kernel may touch (0 = unknown)
+  uint8_t out = 0;                 // kPtr only: an activation the kernel writes (1 f32, 2 f16, 3 bf16; +16: rows = tokens)
 
   static ArgSpec ptr(Region r, uint64_t off, uint64_t bytes = 0) {
     ArgSpec a; a.kind = ArgKind::kPtr; a.region = r; a.offset = off; a.size = bytes; return a;
@@ -98,6 +99,7 @@ struct LaunchSpec {
   uint32_t smem = 0;  // dynamic shared memory bytes
   std::vector<ArgSpec> args;
   std::string label;
+  std::vector<std::string> inputs;  // names of the IR values the node reads
 };
 
 struct ProgramSpec {

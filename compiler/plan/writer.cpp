@@ -110,12 +110,14 @@ std::vector<uint8_t> build_plan_flatbuffer(const PlanSpec& s, uint64_t weights_s
       for (const ArgSpec& a : l.args)
         args.push_back(fb::CreateArg(b, static_cast<fb::ArgKind>(a.kind),
                                      static_cast<fb::Region>(a.region), a.offset, a.i, a.f,
-                                     a.size));
+                                     a.size, a.out));
       fb::Dim3 grid = dim3(l.grid), block = dim3(l.block);
       flatbuffers::Offset<fb::Gemm> gemm = 0;
       if (l.gemm) gemm = fb::CreateGemm(b, l.gemm->m, l.gemm->n, l.gemm->k, l.gemm->ab_type, l.gemm->residual);
+      std::vector<flatbuffers::Offset<flatbuffers::String>> inputs;
+      for (const std::string& in : l.inputs) inputs.push_back(b.CreateString(in));
       launches.push_back(fb::CreateLaunch(b, l.kernel, &grid, &block, l.smem, b.CreateVector(args),
-                                          b.CreateString(l.label), gemm));
+                                          b.CreateString(l.label), gemm, b.CreateVector(inputs)));
     }
     programs.push_back(fb::CreateProgram(b, b.CreateString(p.name),
                                          static_cast<fb::ProgramMode>(p.mode),

@@ -27,11 +27,13 @@ bool is_plan_file(const std::string& path);
 void inspect_plan(const std::string& path, bool all_launches);
 
 // The process exit status for a runtime error: 3 for no GPU or a device /
-// CUDA error, 2 for an internal error, 1 for everything else (bad input).
+// CUDA error, 2 for an internal error, 4 for a failed check (--check-finite),
+// 1 for everything else (bad input).
 inline int exit_status(const rt::Error& e) {
   switch (e.code()) {
     case ErrorCode::kDevice: case ErrorCode::kCuda: return 3;
     case ErrorCode::kInternal: return 2;
+    case ErrorCode::kCheckFailed: return 4;
     default: return 1;
   }
 }

@@ -18,7 +18,7 @@ struct RunArgs {
   float temp = 0.f, top_p = 1.f;
   int32_t top_k = 0;
   std::string seed = "0";
-  bool chat = false, eager = false, allow_ptx = false, stats = false;
+  bool chat = false, eager = false, allow_ptx = false, stats = false, check_finite = false;
   int device = 0;
 };
 
@@ -52,6 +52,9 @@ void register_run(CLI::App& app) {
   cmd->add_flag("--eager", a->eager, "run the eager programs (one kernel per op, no graphs) instead of the compiled ones");
   cmd->add_option("--device", a->device, "CUDA device index")->capture_default_str();
   cmd->add_flag("--allow-ptx-jit", a->allow_ptx, "run a plan built for an older SM by JIT-compiling its PTX");
+  cmd->add_flag("--check-finite", a->check_finite,
+                "debug: run kernel by kernel (no graphs) and stop at the first that writes a NaN or Inf, naming its "
+                "IR op, layer and inputs (exit status 4); slow");
   cmd->add_flag("--stats", a->stats, "print timing after each answer");
   cmd->callback([a] {
     check_input_file(a->plan, "plan");
@@ -64,6 +67,7 @@ void register_run(CLI::App& app) {
     rt::EngineOptions eo;
     eo.device = a->device;
     eo.allow_ptx_jit = a->allow_ptx;
+    eo.check_finite = a->check_finite;
     auto model = rt::Model::load(a->plan, eo);
     rt::Session session = model->session();
     rt::GenerateOptions go;

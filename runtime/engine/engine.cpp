@@ -161,7 +161,8 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
 
   // Instantiate one CUDA graph per compiled program, up front.
   auto tg = std::chrono::steady_clock::now();
-  if (opt.instantiate_graphs) {
+  e->check_finite_ = opt.check_finite;
+  if (opt.instantiate_graphs && !opt.check_finite) {  // --check-finite runs launch by launch
     for (auto& prog : e->programs_) {
       if (prog->desc->mode != ProgramMode::Compiled) continue;
       check(cudaStreamBeginCapture(e->stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
@@ -196,6 +197,7 @@ void Engine::enqueue(const Program& p) const {
       const bool res = l.gemm->residual;
       g->run(ptr(0), ptr(1), res ? ptr(2) : nullptr, ptr(res ? 3 : 2), arena + in_.arena.gemm_workspace_offset,
              stream_);
+      if (check_finite_) check_launch(p, i);
       continue;
     }
     if (p.desc->pdl && i > 0 && dev_.sm >= 90) {
@@ -218,11 +220,65 @@ void Engine::enqueue(const Program& p) const {
       cfg.numAttrs = 1;
       check(drv.cuLaunchKernelEx(&cfg, functions_[l.kernel], const_cast<void**>(p.params[i].data()), nullptr),
             ("launch " + l.label).c_str());
+      if (check_finite_) check_launch(p, i);
       continue;
     }
     check(drv.cuLaunchKernel(functions_[l.kernel], l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1],
                              l.block[2], l.smem, stream_, const_cast<void**>(p.params[i].data()), nullptr),
           ("launch " + l.label).c_str());
+    if (check_finite_) check_launch(p, i);
+  }
+}
+
+namespace {
+// Index of the first NaN / Inf among n values of kind `out` (1 f32, 2 f16,
+// 3 bf16) at p, or -1.
+int64_t first_non_finite(const uint8_t* p, uint64_t bytes, uint8_t out) {
+  if (out == 1) {
+    for (uint64_t i = 0; i + 4 <= bytes; i += 4) {
+      uint32_t u;
+      std::memcpy(&u, p + i, 4);
+      if ((u & 0x7F800000u) == 0x7F800000u) return static_cast<int64_t>(i / 4);
+    }
+  } else {
+    const uint16_t mask = out == 2 ? 0x7C00 : 0x7F80;  // exponent all ones: Inf or NaN
+    for (uint64_t i = 0; i + 2 <= bytes; i += 2) {
+      uint16_t h;
+      std::memcpy(&h, p + i, 2);
+      if ((h & mask) == mask) return static_cast<int64_t>(i / 2);
+    }
+  }
+  return -1;
+}
+}  // namespace
+
+void Engine::check_launch(const Program& p, size_t i) const {
+  check(cudaStreamSynchronize(stream_), "check-finite: wait for the launch");
+  const LaunchDesc& l = p.desc->launches[i];
+  for (size_t a = 0; a < l.args.size(); ++a) {
+    const ArgDesc& ad = l.args[a];
+    if (ad.kind != ArgDesc::Kind::Ptr || (ad.out & 15) == 0 || ad.size == 0) continue;
+    // rows past the step's tokens hold whatever the buffer held before
+    uint64_t bytes = ad.size;
+    if ((ad.out & 16) && p.desc->bucket > 0 && check_tokens_ > 0 && check_tokens_ < p.desc->bucket)
+      bytes = ad.size / static_cast<uint64_t>(p.desc->bucket) * static_cast<uint64_t>(check_tokens_);
+    std::vector<uint8_t> host(bytes);
+    check(cudaMemcpy(host.data(), reinterpret_cast<const void*>(static_cast<uintptr_t>(p.slots[i][a])), bytes,
+                     cudaMemcpyDeviceToHost),
+          "check-finite: read a kernel output");
+    const int64_t bad = first_non_finite(host.data(), bytes, ad.out & 15);
+    if (bad < 0) continue;
+    const std::string value = l.label.find(" -> ") == std::string::npos ? l.label : l.label.substr(l.label.find(" -> ") + 4);
+    std::string layer;
+    if (value.rfind("blk.", 0) == 0) layer = ", layer " + value.substr(4, value.find('.', 4) - 4);
+    std::string inputs;
+    for (const auto& n : l.inputs) inputs += (inputs.empty() ? "" : ", ") + n;
+    throw Error(ErrorCode::kCheckFailed,
+                "--check-finite: launch " + std::to_string(i + 1) + " of " + std::to_string(p.desc->launches.size()) +
+                    " in program " + p.desc->name + " (" + l.label + layer + ") wrote a NaN or Inf at element " +
+                    std::to_string(bad) + " of its output" + (inputs.empty() ? "" : "; it read " + inputs) +
+                    ". Every earlier launch of this step wrote finite values: the fault is in this op or in "
+                    "values it read that no kernel of this step wrote (weights, KV cache)");
   }
 }
 
@@ -312,6 +368,7 @@ int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingPar
           "upload token ids");
   check(cudaMemcpyAsync(arena + A.step_offset, &s, sizeof s, cudaMemcpyHostToDevice, stream_), "upload step");
   check(cudaEventRecord(ev_start_, stream_), "cudaEventRecord");
+  check_tokens_ = n;
   if (p.exec) {
     check(cudaGraphLaunch(p.exec, stream_), "cudaGraphLaunch");
   } else {

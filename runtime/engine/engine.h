@@ -27,6 +27,10 @@ struct EngineOptions {
   int device = 0;
   bool allow_ptx_jit = false;  // run a plan for an older SM by JIT-compiling its PTX
   bool instantiate_graphs = true;
+  // Debug: launch every kernel on its own (no graphs), synchronise, and scan
+  // each activation it wrote; the first NaN or Inf stops the step with
+  // ErrorCode::kCheckFailed naming the launch (IR op, value, layer, inputs).
+  bool check_finite = false;
 };
 
 // What the engine needs from a verified plan (filled by runtime/plan).
@@ -81,6 +85,9 @@ class Engine {
   // Enqueues every launch of p on stream_ (kernels and cuBLASLt GEMMs); used
   // for graph capture and for programs run without a graph.
   void enqueue(const Program& p) const;
+  // check_finite: waits for launch i of p and scans the activations it wrote;
+  // throws Error(kCheckFailed) at the first NaN or Inf.
+  void check_launch(const Program& p, size_t i) const;
 
   EngineInputs in_;
   cuda::DeviceInfo dev_;
@@ -96,6 +103,8 @@ class Engine {
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
   float last_gpu_ms_ = 0.f;
   double load_seconds_ = 0, graph_seconds_ = 0;
+  bool check_finite_ = false;
+  int32_t check_tokens_ = 0;  // the running step's tokens (check_finite)
 };
 
 }  // namespace kiln::rt

@@ -22,6 +22,8 @@ struct ArgDesc {
   uint64_t offset = 0;
   int32_t i = 0;
   float f = 0.f;
+  uint64_t size = 0;  // Ptr: bytes the kernel may touch (0 = unknown)
+  uint8_t out = 0;    // Ptr: an activation output (1 f32, 2 f16, 3 bf16; +16: rows = the step's tokens)
 };
 
 // A cuBLASLt GEMM launch (schema table Gemm): args are x, w, [r,] y.
@@ -38,6 +40,7 @@ struct LaunchDesc {
   uint32_t smem = 0;
   std::vector<ArgDesc> args;
   std::string label;  // the IR node it came from, for errors and profiles
+  std::vector<std::string> inputs;  // the IR values it reads (format 2.2; empty before)
 };
 
 struct ProgramDesc {

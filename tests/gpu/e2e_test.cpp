@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <string>
 
 #include "compiler/compile/compile.h"
@@ -271,5 +273,51 @@ TEST(GpuE2E, WrongTargetIsRefusedWithFix) {
   } catch (const rt::Error& e) {
     EXPECT_EQ(e.code(), rt::ErrorCode::kDevice);
     EXPECT_NE(std::string(e.what()).find("--target sm_" + std::to_string(sm)), std::string::npos) << e.what();
+  }
+}
+
+// kiln run --check-finite (EngineOptions::check_finite): a tiny model whose
+// layer-1 FFN norm gain holds infinities goes non-finite in that layer's first
+// FFN kernel;
+// both modes stop there with kCheckFailed naming the op, the layer and the
+// inputs. The same plan without the check still runs (non-finite logits).
+TEST(GpuE2E, CheckFiniteNamesTheFirstKernelThatWritesInf) {
+  REQUIRE_GPU();
+  synth::SynthOptions so;
+  so.geometry = "tiny";
+  so.type = "f16";
+  so.seed = 5;
+  fs::path gguf = scratch() / "tiny_inf.gguf";
+  synth::build_model(so).write(gguf.string());
+  {
+    auto f = gguf::File::open(gguf.string());
+    const auto* t = f.find_tensor("blk.1.ffn_norm.weight");
+    ASSERT_NE(t, nullptr);
+    ASSERT_EQ(t->type, ir::DType::F32);
+    const uint64_t at = f.data_offset() + t->offset;
+    std::fstream io(gguf, std::ios::in | std::ios::out | std::ios::binary);
+    const float big = std::numeric_limits<float>::infinity();
+    for (int i = 0; i < 8; ++i) {
+      io.seekp(static_cast<std::streamoff>(at + 4 * i));
+      io.write(reinterpret_cast<const char*>(&big), 4);
+    }
+  }
+  std::string plan = compile_plan(gguf, gpu()->sm, 128, "inf");
+  rt::EngineOptions eo;
+  eo.check_finite = true;
+  auto model = rt::Model::load(plan, eo);
+  std::vector<int32_t> prompt = {1, 2, 3, 4, 5};
+  for (auto mode : {rt::ProgramMode::Compiled, rt::ProgramMode::Eager}) {
+    model->engine().reset();
+    try {
+      model->engine().prefill(mode, prompt, {});
+      ADD_FAILURE() << "no kernel reported a NaN or Inf";
+    } catch (const rt::Error& e) {
+      const std::string m = e.what();
+      EXPECT_EQ(e.code(), rt::ErrorCode::kCheckFailed) << m;
+      EXPECT_NE(m.find("layer 1"), std::string::npos) << m;
+      EXPECT_NE(m.find("blk.1.ffn_norm.weight"), std::string::npos) << m;  // among the inputs it names
+      std::printf("[check-finite %s] %s\n", mode == rt::ProgramMode::Compiled ? "compiled" : "eager", m.c_str());
+    }
   }
 }

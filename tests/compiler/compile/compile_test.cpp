@@ -133,7 +133,7 @@ TEST(Compile, ProgrammaticDependentLaunchIsRecordedPerProgram) {
   compile::compile_model(o);
   {
     rt::Plan plan = rt::Plan::load(o.out_path);
-    EXPECT_EQ(plan.header().format_minor, 1u);
+    EXPECT_GE(plan.header().format_minor, 1u);
     for (const auto* p : plan.programs())
       EXPECT_EQ(p->pdl(), p->mode() == fb::ProgramMode::Compiled) << p->name()->str();
     EXPECT_NE(rt::describe(plan).find("programmatic dependent launch"), std::string::npos);
@@ -143,6 +143,45 @@ TEST(Compile, ProgrammaticDependentLaunchIsRecordedPerProgram) {
   compile::compile_model(o);
   rt::Plan plan = rt::Plan::load(o.out_path);
   for (const auto* p : plan.programs()) EXPECT_FALSE(p->pdl()) << p->name()->str();
+}
+
+// Format 2.2: every launch names the IR values it reads, and marks the
+// activations it writes (dtype, and whether its rows are the step's tokens)
+// for kiln run --check-finite; states (KV caches, split-K scratch) and
+// integer outputs are not marked.
+TEST(Compile, LaunchesMarkActivationOutputsAndNameTheirInputs) {
+  auto o = opts(tiny("q4_k_m"), "tiny_marks.plan");
+  compile::compile_model(o);
+  rt::Plan plan = rt::Plan::load(o.out_path);
+  EXPECT_EQ(plan.header().format_minor, 2u);
+  int marked = 0, dyn = 0, half = 0;
+  for (const auto* p : plan.programs()) {
+    for (const auto* l : *p->launches()) {
+      const std::string label = l->label()->str();
+      ASSERT_NE(l->inputs(), nullptr) << label;
+      EXPECT_GE(l->inputs()->size(), 1u) << label;
+      for (const auto* s : *l->inputs()) EXPECT_FALSE(s->str().empty()) << label;
+      int outs = 0;
+      for (const auto* a : *l->args()) {
+        if (a->out() == 0) continue;
+        EXPECT_EQ(a->kind(), fb::ArgKind::Ptr) << label;
+        EXPECT_EQ(a->region(), fb::Region::Arena) << label;
+        EXPECT_GT(a->size(), 0u) << label;
+        const int dt = a->out() & 15;
+        EXPECT_TRUE(dt >= 1 && dt <= 3) << label;
+        ++outs;
+        dyn += (a->out() & 16) != 0;
+        half += dt == 2;
+      }
+      marked += outs;
+      // kv_store / rope_store write caches (states): their marked outputs are activations only
+      if (label.rfind("kv_store", 0) == 0) EXPECT_EQ(outs, 0) << label;
+      if (label.rfind("matmul", 0) == 0 || label.rfind("rms_matmul", 0) == 0) EXPECT_EQ(outs, 1) << label;
+    }
+  }
+  EXPECT_GT(marked, 20);
+  EXPECT_GT(dyn, 0) << "token-row outputs are marked as such";
+  EXPECT_GT(half, 0) << "the prefill programs' f16 GEMM operands are marked f16";
 }
 
 TEST(Compile, ContextLargerThanTheModelIsRefused) {

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
+#include <thread>
 
 #include "compiler/compile/kernel_build.h"
 #include "ir/error.h"
@@ -46,6 +48,9 @@ TEST(ParallelFor, FirstErrorPropagatesAndStopsNewWork) {
       parallel_for(1000, jobs, [&](size_t i) {
         ++ran;
         if (i == 5) throw Error(ErrorCode::kInternal, "index 5 failed");
+        // every other item takes a while, so that on a loaded machine the
+        // threads cannot run all 1000 before index 5 has thrown
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
       });
       FAIL() << "expected an error";
     } catch (const Error& e) {
