@@ -323,6 +323,11 @@ class PlanVerifier {
           if (a.offset() >= limit || !range_inside(a.offset(), a.size(), limit))
             corrupt(af + ".offset", "pointer [" + num(a.offset()) + ", +" + num(a.size()) +
                                         ") is outside its " + num(limit) + "-byte region");
+          // 2.2: an activation output (--check-finite reads `size` bytes of it)
+          if (a.out() != 0 && ((a.out() & 15) < 1 || (a.out() & 15) > 3 || (a.out() & ~31) != 0 ||
+                               a.region() != fb::Region::Arena || a.size() == 0))
+            corrupt(af + ".out", "output mark " + num(a.out()) +
+                                     " is not 1-3 (+16) on an arena pointer of known size");
           break;
         }
         case fb::ArgKind::I32:

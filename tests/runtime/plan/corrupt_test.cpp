@@ -182,6 +182,23 @@ TEST(PlanCorrupt, KernelIndexOutOfRange) {
                 "kernel index 2 out of range (plan has 2 kernels)");
 }
 
+// 2.2 output marks (kiln run --check-finite reads `size` bytes behind them):
+// only 1-3 (+16) on an arena pointer of known size.
+TEST(PlanCorrupt, OutputMarkOnlyOnSizedArenaPointers) {
+  PlanSpec s = small_spec();
+  s.programs[0].launches[0].args[0] = ArgSpec::ptr(Region::kArena, 0, 64);
+  s.programs[0].launches[0].args[0].out = 1 | 16;
+  EXPECT_NO_THROW(rt::Plan::from_bytes(file_for(s), "test.plan"));
+  for (uint8_t bad : {uint8_t{4}, uint8_t{16}, uint8_t{33}}) {
+    s.programs[0].launches[0].args[0].out = bad;
+    expect_reject(file_for(s), rt::ErrorCode::kFormat, "programs[0].launches[0].args[0].out", "output mark");
+  }
+  s = small_spec();
+  s.programs[0].launches[0].args[0] = ArgSpec::ptr(Region::kArena, 0);  // size unknown
+  s.programs[0].launches[0].args[0].out = 2;
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "args[0].out", "known size");
+}
+
 TEST(PlanCorrupt, ArgOffsetOutsideRegion) {
   PlanSpec s = small_spec();
   s.programs[0].launches[0].args[0] = ArgSpec::ptr(Region::kArena, 65536);  // == arena size
