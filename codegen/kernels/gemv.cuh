@@ -374,9 +374,9 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   }
 }
 
-// XQ: the activation is read as int8 (x_q8; the part above): integer dot
-// products per 16-value part instead of f32 dequantisation (q4_0, q4_1, q8_0,
-// q4_K, q6_K). Units are then 32-weight units (qload / qdecode), not 8-weight chunks.
+// XQ = 1 (the node's x_q8): the int8-activation GEMV, mm_gemv_xq above (its
+// own launch geometry: a grid of at most kGemvXqMaxBlocks blocks, dynamic
+// shared memory for the quantised x).
 template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, int XQ = 0>
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
                                         const u8* __restrict__ w, const float* __restrict__ r,
