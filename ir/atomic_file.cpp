@@ -49,13 +49,16 @@ bool stale_temporary(const std::string& name) {
 size_t remove_matching(const std::string& dir, const std::string& prefix) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
+  struct Close {  // also when building a name throws (std::bad_alloc)
+    DIR* d;
+    ~Close() { ::closedir(d); }
+  } close_dir{d};
   size_t removed = 0;
   while (dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
     if (name.compare(0, prefix.size(), prefix) != 0 || !stale_temporary(name)) continue;
     if (::unlink((dir + "/" + name).c_str()) == 0) ++removed;
   }
-  ::closedir(d);
   return removed;
 }
 

@@ -13,6 +13,7 @@ enum class ErrorCode {
   kUnsupported,     // valid input that kiln does not support (arch, quant type)
   kInvalidArgument, // bad user input (CLI flag, prompt too long, ...)
   kInternal,        // a kiln bug: an invariant broke
+  kOutOfMemory,     // the host ran out of memory
 };
 
 class Error : public std::runtime_error {

@@ -4,7 +4,7 @@
 // ends in a clean error and leaves nothing half-written (docs/robustness.md).
 //
 // Armed by a test through arm(), or for a whole process by the environment:
-//   KILN_FAULT=<site>:<n>[:kill]    site = read | write | nvrtc, n >= 1
+//   KILN_FAULT=<site>:<n>[:kill]    site = read | write | nvrtc | alloc, n >= 1
 // e.g. KILN_FAULT=write:3 fails the third file write; KILN_FAULT=write:3:kill
 // ends the process with SIGKILL there instead (a crash or `kill -9` mid-way).
 // KILN_FAULT=report arms nothing and prints at exit how many calls each site
@@ -16,12 +16,20 @@
 //   write  creating, writing, flushing and renaming a file written in place
 //          (kiln::AtomicFile: plans, kernel-cache entries)
 //   nvrtc  compiling one kernel module with NVRTC
+//   alloc  one host allocation of at least kAllocSiteMinBytes through
+//          operator new (the buffers that grow with the model: weights,
+//          kernels, plan sections; the failing one throws std::bad_alloc).
+//          Smaller allocations are not failed: failing those (a std::string
+//          of a name) crashed inside libstdc++ 12's std::variant copy
+//          constructor, a failure mode no caller can handle. Not in sanitizer
+//          builds, which own operator new.
 #pragma once
 #include <cstdint>
 
 namespace kiln::fault {
 
-enum class Site : int { kRead = 0, kWrite = 1, kNvrtc = 2 };
+enum class Site : int { kRead = 0, kWrite = 1, kNvrtc = 2, kAlloc = 3 };
+constexpr unsigned long kAllocSiteMinBytes = 4096;
 enum class Action : int { kFail, kKill };
 
 // Fails the n-th call at `site` from now on (n = 0 disarms the site); resets
@@ -37,5 +45,7 @@ uint64_t count(Site site);
 bool hit(Site site);
 
 const char* site_name(Site site);
+// Whether this build counts and fails host allocations (false under ASan).
+bool alloc_site_available();
 
 }  // namespace kiln::fault

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <new>
 #include <ctime>
 
 #include <fmt/format.h>
@@ -89,7 +90,26 @@ int resolve_target(const std::string& target) {
   return codegen::parse_target(target);
 }
 
+namespace {
+CompileReport compile_model_impl(const CompileOptions& opt);
+}  // namespace
+
+// A host allocation that fails anywhere in the compile (std::bad_alloc, also
+// from a worker thread) ends it with one error naming the cause; the output
+// path is untouched (plans are published whole, AtomicFile).
 CompileReport compile_model(const CompileOptions& opt) {
+  try {
+    return compile_model_impl(opt);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::kOutOfMemory,
+                "out of host memory while compiling " + opt.model_path +
+                    ": free memory or use a machine with more (kiln compile reports its peak; weights stream from "
+                    "the mapped model, so the peak is about the largest tensor plus a few hundred MiB)");
+  }
+}
+
+namespace {
+CompileReport compile_model_impl(const CompileOptions& opt) {
   CompileReport rep;
   const auto t_all = Clock::now();
   PeakMemorySampler memory;
@@ -240,5 +260,6 @@ CompileReport compile_model(const CompileOptions& opt) {
   rep.peak_anon_bytes = peak.peak_anon;
   return rep;
 }
+}  // namespace
 
 }  // namespace kiln::compile

@@ -222,14 +222,17 @@ WriteResult write_plan(const PlanSpec& spec, const std::string& path, const Writ
     void* map = ::mmap(nullptr, r.file_size, PROT_READ, MAP_SHARED, out.fd(), 0);
     if (map == MAP_FAILED)
       throw Error(ErrorCode::kIo, "cannot map plan '" + path + "' to verify it: " + std::strerror(errno));
+    struct Unmap {  // on every way out, also an exception that is not rt::Error (std::bad_alloc)
+      void* p;
+      size_t n;
+      ~Unmap() { ::munmap(p, n); }
+    } unmap{map, static_cast<size_t>(r.file_size)};
     try {
       rt::verify_plan(std::span<const uint8_t>(static_cast<const uint8_t*>(map), r.file_size));
     } catch (const rt::Error& e) {
-      ::munmap(map, r.file_size);
       throw Error(ErrorCode::kInvalidArgument,
                   std::string("plan writer: the plan fails the runtime verifier: ") + e.what(), e.field());
     }
-    ::munmap(map, r.file_size);
   }
   out.commit();
   return r;
