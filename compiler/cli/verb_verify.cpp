@@ -151,8 +151,9 @@ int run_verify(const VerifyArgs& a) {
   std::printf("kiln verify: %s (sm_%u) on %s (sm_%d) against %s, reference interpreter, %d steps per prompt\n",
               a.plan.c_str(), model->plan().target_sm(), dev.name.c_str(), dev.sm, a.model.c_str(), a.steps);
   bool xq = false;  // the compiled decode program multiplies int8 activations
-  for (const auto* k : *p.kernels())
-    if (k->name() && k->name()->str().find("_xq_") != std::string::npos) xq = true;
+  if (p.kernels())
+    for (const auto* k : *p.kernels())
+      if (k->name() && k->name()->str().find("_xq_") != std::string::npos) xq = true;
   const double tol_compiled = xq ? kTolCompiledQ8 : kTolCompiled;
   std::printf("tolerances: logits relative error compiled %.0e%s, eager %.0e; greedy token = interpreter argmax or a "
               "near-tie (within %.0e x RMS of the logits)\n",
