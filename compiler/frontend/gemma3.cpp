@@ -74,21 +74,6 @@ constexpr const char* kKnownKeys[] = {
     "rope.scaling.original_context_length", "vocab_size",
 };
 
-double require_f64(const gguf::File& f, const std::string& key) {
-  auto v = f.get_f64(key);
-  if (!v)
-    throw Error(ErrorCode::kFormat,
-                fmt::format("GGUF key '{}' is missing: the model's hyper-parameters are incomplete "
-                            "(re-convert it with a current llama.cpp convert_hf_to_gguf.py)",
-                            key),
-                key);
-  return *v;
-}
-
-void positive(const std::string& key, double v) {
-  if (!(v > 0) || !std::isfinite(v)) inconsistent(key, fmt::format("must be positive, got {}", v));
-}
-
 }  // namespace
 
 ModelConfig read_gemma3_config(const gguf::File& f) {
@@ -115,17 +100,7 @@ ModelConfig read_gemma3_config(const gguf::File& f) {
   c.n_kv_heads = optional_int(f, p + "attention.head_count_kv").value_or(c.n_heads);
   c.context_length = require_int(f, p + "context_length");
   c.head_dim = require_int(f, p + "attention.key_length");  // 256 in Gemma 3, not hidden / heads
-  if (auto vl = optional_int(f, p + "attention.value_length"); vl && *vl != c.head_dim)
-    inconsistent(p + "attention.value_length",
-                 fmt::format("value_length {} differs from key_length {}; kiln needs them equal", *vl,
-                             c.head_dim));
-  if (c.n_heads % c.n_kv_heads != 0)
-    inconsistent(p + "attention.head_count_kv",
-                 fmt::format("head_count {} is not a multiple of head_count_kv {}", c.n_heads, c.n_kv_heads));
-  c.n_rot = optional_int(f, p + "rope.dimension_count").value_or(c.head_dim);
-  if (c.n_rot > c.head_dim || c.n_rot % 2 != 0)
-    inconsistent(p + "rope.dimension_count",
-                 fmt::format("rotary dims {} must be even and <= head dim {}", c.n_rot, c.head_dim));
+  read_attention_geometry(f, p, c);
   c.rope_mode = "neox";
 
   c.rope_theta = require_f64(f, p + "rope.freq_base");

@@ -3,6 +3,7 @@
 // architecture builds the same way (bounds and metadata, weight values, the
 // final norm and LM head). Internal to compiler/frontend.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <variant>
@@ -18,14 +19,17 @@
 
 namespace kiln::frontend::detail {
 
+[[noreturn]] inline void missing_key(const std::string& key) {
+  throw Error(ErrorCode::kFormat,
+              fmt::format("GGUF key '{}' is missing: the model's hyper-parameters are incomplete "
+                          "(re-convert it with a current llama.cpp convert_hf_to_gguf.py)",
+                          key),
+              key);
+}
+
 inline int64_t require_int(const gguf::File& f, const std::string& key) {
   auto v = f.get_u64(key);
-  if (!v)
-    throw Error(ErrorCode::kFormat,
-                fmt::format("GGUF key '{}' is missing: the model's hyper-parameters are incomplete "
-                            "(re-convert it with a current llama.cpp convert_hf_to_gguf.py)",
-                            key),
-                key);
+  if (!v) missing_key(key);
   if (*v == 0 || *v > (1ull << 40))
     throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}' has an implausible value {}", key, *v), key);
   return static_cast<int64_t>(*v);
@@ -41,6 +45,34 @@ inline std::optional<int64_t> optional_int(const gguf::File& f, const std::strin
 
 [[noreturn]] inline void inconsistent(const std::string& key, const std::string& why) {
   throw Error(ErrorCode::kFormat, fmt::format("GGUF key '{}': {}", key, why), key);
+}
+
+inline double require_f64(const gguf::File& f, const std::string& key) {
+  auto v = f.get_f64(key);
+  if (!v) missing_key(key);
+  return *v;
+}
+
+inline void positive(const std::string& key, double v) {
+  if (!(v > 0) || !std::isfinite(v)) inconsistent(key, fmt::format("must be positive, got {}", v));
+}
+
+// The attention geometry every architecture checks once head_count,
+// head_count_kv and head_dim are read: value_length (if given) equals the key
+// length, the query heads are whole groups of KV heads, and the rotary
+// dimension count (default: the whole head) is even and fits the head.
+inline void read_attention_geometry(const gguf::File& f, const std::string& p, ModelConfig& c) {
+  if (auto vl = optional_int(f, p + "attention.value_length"); vl && *vl != c.head_dim)
+    inconsistent(p + "attention.value_length",
+                 fmt::format("value_length {} differs from key_length {}; kiln needs them equal", *vl,
+                             c.head_dim));
+  if (c.n_heads % c.n_kv_heads != 0)
+    inconsistent(p + "attention.head_count_kv",
+                 fmt::format("head_count {} is not a multiple of head_count_kv {}", c.n_heads, c.n_kv_heads));
+  c.n_rot = optional_int(f, p + "rope.dimension_count").value_or(c.head_dim);
+  if (c.n_rot > c.head_dim || c.n_rot % 2 != 0)
+    inconsistent(p + "rope.dimension_count",
+                 fmt::format("rotary dims {} must be even and <= head dim {}", c.n_rot, c.head_dim));
 }
 
 // The layer count (block_count): every layer has tensors of its own, so a

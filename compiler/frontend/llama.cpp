@@ -129,21 +129,9 @@ ModelConfig read_config(const gguf::File& f) {
                                c.hidden, c.n_heads));
     c.head_dim = c.hidden / c.n_heads;
   }
-  if (auto vl = optional_int(f, p + "attention.value_length"); vl && *vl != c.head_dim)
-    inconsistent(p + "attention.value_length",
-                 fmt::format("value_length {} differs from key_length {}; kiln needs them equal", *vl,
-                             c.head_dim));
-  if (c.n_heads % c.n_kv_heads != 0)
-    inconsistent(p + "attention.head_count_kv",
-                 fmt::format("head_count {} is not a multiple of head_count_kv {}", c.n_heads, c.n_kv_heads));
-
-  c.n_rot = optional_int(f, p + "rope.dimension_count").value_or(c.head_dim);
-  if (c.n_rot > c.head_dim || c.n_rot % 2 != 0)
-    inconsistent(p + "rope.dimension_count",
-                 fmt::format("rotary dims {} must be even and <= head dim {}", c.n_rot, c.head_dim));
+  read_attention_geometry(f, p, c);
   c.rope_theta = f.get_f64(p + "rope.freq_base").value_or(10000.0);
-  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta))
-    inconsistent(p + "rope.freq_base", fmt::format("must be positive, got {}", c.rope_theta));
+  positive(p + "rope.freq_base", c.rope_theta);
   auto eps = f.get_f64(p + "attention.layer_norm_rms_epsilon");
   if (!eps)
     throw Error(ErrorCode::kFormat,
@@ -165,8 +153,7 @@ ModelConfig read_config(const gguf::File& f) {
       throw Error(ErrorCode::kFormat,
                   fmt::format("GGUF key '{}rope.scaling.factor' is missing (rope.scaling.type is linear)", p),
                   p + "rope.scaling.factor");
-    if (!(*factor > 0) || !std::isfinite(*factor))
-      inconsistent(p + "rope.scaling.factor", fmt::format("must be positive, got {}", *factor));
+    positive(p + "rope.scaling.factor", *factor);
     c.rope_freq_scale = 1.0 / *factor;
   }
 
