@@ -166,14 +166,19 @@ inline float gelu_tanh(float x) {
 }
 
 // rms_norm of each row, exactly as the rms_norm op computes it (fused ops reuse it).
+// 1 / rms of one row: sum of squares in double, rounded to f32 at the end.
+float row_inv_rms(const float* xr, int64_t H, double eps) {
+  double ss = 0;
+  for (int64_t h = 0; h < H; ++h) ss += static_cast<double>(xr[h]) * xr[h];
+  return static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
+}
+
 Tensor rms_norm_rows(const Tensor& x, const Tensor& w, double eps) {
   int64_t T = x.shape[0], H = x.shape[1];
   Tensor out = Tensor::zeros_f32(x.shape);
   for (int64_t t = 0; t < T; ++t) {
     const float* xr = x.f32.data() + t * H;
-    double ss = 0;
-    for (int64_t h = 0; h < H; ++h) ss += static_cast<double>(xr[h]) * xr[h];
-    float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
+    const float r = row_inv_rms(xr, H, eps);
     for (int64_t h = 0; h < H; ++h) out.f32[static_cast<size_t>(t * H + h)] = xr[h] * r * w.f32[static_cast<size_t>(h)];
   }
   return out;
@@ -197,9 +202,7 @@ Tensor rms_activation(const Node& n, const Tensor& x, const Tensor& gain, std::v
   inv.assign(static_cast<size_t>(T), 0.0f);
   for (int64_t t = 0; t < T; ++t) {
     const float* xr = x.f32.data() + t * H;
-    double ss = 0;
-    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    inv[static_cast<size_t>(t)] = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
+    inv[static_cast<size_t>(t)] = row_inv_rms(xr, H, eps);
     for (int64_t i = 0; i < H; ++i) h.f32[static_cast<size_t>(t * H + i)] = xr[i] * gain.f32[static_cast<size_t>(i)];
   }
   act_q8_rows(h);
@@ -467,9 +470,7 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       auto out = std::make_shared<Tensor>(Tensor::zeros_f32(x.shape));
       for (int64_t t = 0; t < T; ++t) {
         const float* xr = x.f32.data() + t * H;
-        double ss = 0;
-        for (int64_t h = 0; h < H; ++h) ss += static_cast<double>(xr[h]) * xr[h];
-        float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
+        const float r = row_inv_rms(xr, H, eps);
         for (int64_t h = 0; h < H; ++h) out->f32[static_cast<size_t>(t * H + h)] = xr[h] * r * w.f32[static_cast<size_t>(h)];
       }
       return out;
