@@ -77,10 +77,14 @@ std::string join(const std::vector<std::string>& v) {
 // Every kernel starts with kiln_pdl_wait() and ends with kiln_pdl_trigger()
 // (common.cuh): under programmatic dependent launch it waits for the previous
 // kernel before any memory access, and lets the next one launch once all its
-// blocks are done with their work; otherwise both do nothing.
+// blocks are done with their work; otherwise both do nothing. A kernel with
+// own_pdl_wait calls kiln_pdl_wait itself, after issuing weight loads (weights
+// are constants; nothing of the arena is touched before its wait).
 std::string kernel_text(const Kernel& k, const std::string& entry) {
-  return "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(k.block) + ") " + entry + "(" +
-         join(k.sig) + ") {\n  kiln_pdl_wait();\n  " + k.call + ";\n  kiln_pdl_trigger();\n}\n";
+  const std::string bounds =
+      std::to_string(k.block) + (k.min_blocks ? ", " + std::to_string(k.min_blocks) : std::string());
+  return "extern \"C\" __global__ void __launch_bounds__(" + bounds + ") " + entry + "(" + join(k.sig) + ") {\n" +
+         (k.own_pdl_wait ? "" : "  kiln_pdl_wait();\n") + "  " + k.call + ";\n  kiln_pdl_trigger();\n}\n";
 }
 
 // The eager module of one dtype: every family's generic kernels for it.

@@ -89,8 +89,9 @@ Lowered lower(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims
 // "planes" (q4_0, q4_1, q8_0, q4_K, q6_K; the compile default): every row of
 // nb = K/QK blocks is its nb * QB quant bytes (one contiguous 16-byte-aligned
 // run: 16-byte loads of whole quants) followed by its nb * SB scale bytes
-// (q4_0 2: d; q4_1 4: d, m; q8_0 2: d; q4_K 16: d, dmin, 12 packed scales;
-// q6_K 18: 16 int8 scales, d). Rows keep their GGUF size, so a row range of a
+// (q4_0 2: d; q4_1 4: d, m; q8_0 2: d; q4_K 16: d, dmin, then the 8 6-bit
+// scales and mins regrouped as four 24-bit words, one per pair of
+// sub-blocks; q6_K 18: 16 int8 scales, d). Rows keep their GGUF size, so a row range of a
 // concatenated weight (qkv) is a view in both layouts; the values are
 // untouched, so kernels compute identical numbers.
 inline constexpr const char* kLayoutGgml = "ggml";

@@ -78,6 +78,8 @@ struct Kernel {
   std::array<uint32_t, 3> grid{1, 1, 1};
   uint32_t block = 256;
   uint32_t smem = 0;                // dynamic shared memory bytes of the launch
+  uint32_t min_blocks = 0;          // __launch_bounds__ minimum blocks per SM (0: none)
+  bool own_pdl_wait = false;        // the call waits for the previous kernel itself (kiln_pdl_wait)
   ir::DType eager_module = ir::DType::F32;  // the eager module (one per dtype) that holds it
   std::optional<GemmCall> gemm;             // a library GEMM, no kernel (the gemm family)
   void take(Emit& e) {

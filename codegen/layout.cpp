@@ -25,6 +25,43 @@ bool planes_of(ir::DType dt, Planes& p) {
   }
 }
 
+// q4_k's 12 scale bytes (GGUF: 6-bit scales and mins of 8 sub-blocks, the
+// top 2 bits of sub-blocks 4..7 in the top bits of bytes 0..7) <-> the planes
+// order: four 24-bit groups, group p = sc[2p] | sc[2p+1] << 6 | m[2p] << 12 |
+// m[2p+1] << 18 (dequant.cuh k4p_scale_min). A bijection on 96 bits.
+void k4_to_planes(const uint8_t* in, uint8_t* out) {
+  int sc[8], m[8];
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      sc[j] = in[j] & 0x3F;
+      m[j] = in[j + 4] & 0x3F;
+    } else {
+      sc[j] = (in[j + 4] & 0x0F) | ((in[j - 4] >> 6) << 4);
+      m[j] = (in[j + 4] >> 4) | ((in[j] >> 6) << 4);
+    }
+  }
+  for (int p = 0; p < 4; ++p) {
+    const uint32_t g = uint32_t(sc[2 * p]) | uint32_t(sc[2 * p + 1]) << 6 | uint32_t(m[2 * p]) << 12 |
+                       uint32_t(m[2 * p + 1]) << 18;
+    for (int b = 0; b < 3; ++b) out[3 * p + b] = static_cast<uint8_t>(g >> (8 * b));
+  }
+}
+void k4_from_planes(const uint8_t* in, uint8_t* out) {
+  int sc[8], m[8];
+  for (int p = 0; p < 4; ++p) {
+    const uint32_t g = uint32_t(in[3 * p]) | uint32_t(in[3 * p + 1]) << 8 | uint32_t(in[3 * p + 2]) << 16;
+    sc[2 * p] = g & 0x3F;
+    sc[2 * p + 1] = (g >> 6) & 0x3F;
+    m[2 * p] = (g >> 12) & 0x3F;
+    m[2 * p + 1] = (g >> 18) & 0x3F;
+  }
+  for (int j = 0; j < 4; ++j) {
+    out[j] = static_cast<uint8_t>(sc[j] | ((sc[j + 4] >> 4) << 6));
+    out[j + 4] = static_cast<uint8_t>(m[j] | ((m[j + 4] >> 4) << 6));
+    out[j + 8] = static_cast<uint8_t>((sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4));
+  }
+}
+
 // Number of blocks of a rows x K matrix; checks the request.
 uint64_t blocks(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, Planes& p) {
   if (!layout_supported(dt, layout))
@@ -105,6 +142,7 @@ void repack(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, cons
       std::memcpy(s + i * p.sb, b, pre);
       std::memcpy(s + i * p.sb + pre, b + p.qoff + p.qb, post);
       std::memcpy(q + i * p.qb, b + p.qoff, p.qb);
+      if (dt == ir::DType::Q4_K) k4_to_planes(b + 4, s + i * p.sb + 4);  // after d, dmin
     }
   }
 }
@@ -127,6 +165,7 @@ void unpack(ir::DType dt, std::string_view layout, int64_t rows, int64_t K, cons
       std::memcpy(b, s + i * p.sb, pre);
       std::memcpy(b + p.qoff + p.qb, s + i * p.sb + pre, post);
       std::memcpy(b + p.qoff, q + i * p.qb, p.qb);
+      if (dt == ir::DType::Q4_K) k4_from_planes(s + i * p.sb + 4, b + 4);
     }
   }
 }

@@ -14,6 +14,7 @@ struct GemvParams {
   int max_tokens = 1;  // MT: rows computed (compile-time)
   int split = 1;       // warps per output column group
   int rows = 1;        // output columns per group
+  std::optional<GemvBulk> bulk;  // int8 activations streamed by bulk copies (sm_90+)
 };
 
 bool is_gemv(const NodeCtx& c) {
@@ -31,6 +32,22 @@ Kernel emit(const GemvParams& p, bool compiled) {
            (p.split > 1 ? "_s" + std::to_string(p.split) : "") + (p.rows > 1 ? "_r" + std::to_string(p.rows) : "") +
            (m.planes ? "_pl" : "") + (m.xq ? "_xq" : "");
   const std::string args = matmul_args(m, e);
+  if (p.bulk) {
+    const GemvBulk& b = *p.bulk;
+    k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) + "_b" + std::to_string(b.warps) + "x" +
+             std::to_string(b.stages) + (m.planes ? "_pl" : "") + "_xq";
+    k.call = "mm_gemv_xq_bulk<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
+             std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(b.rows) + ", " +
+             std::to_string(b.stages) + ", " + std::to_string(m.planes ? 1 : 0) + ">(" + args + ")";
+    k.take(e);
+    k.block = 32 * b.warps;
+    k.grid[0] = b.grid;
+    k.smem = b.smem;
+    k.min_blocks = b.min_blocks;
+    k.own_pdl_wait = true;
+    k.eager_module = m.wdt;
+    return k;
+  }
   k.call = "mm_gemv<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
            std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(p.split) + ", " +
            std::to_string(p.rows) + ", " + std::to_string(m.planes ? 1 : 0) + ", " + std::to_string(m.xq ? 1 : 0) +
@@ -55,6 +72,7 @@ class GemvFamily final : public Family {
     p.m = matmul_operands(c);
     p.max_tokens = static_cast<int>(std::max<int64_t>(1, p.m.rows));
     if (p.m.xq) {
+      p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
       p.split = gemv_split_xq(p.m.K);
       p.rows = gemv_rows_xq(p.m.N, p.split, p.m.flags & kMmSwiGlu);
     } else if (c.compiled()) {

@@ -124,6 +124,42 @@ int gemv_split_xq(int64_t K) {
   const int64_t units = K / 32;
   return units >= 512 ? 4 : units >= 256 ? 2 : 1;
 }
+std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t) {
+  constexpr int64_t kSmemPerSm = 227 * 1024, kSmemReserved = 1024;  // sm_90: usable per SM, per block
+  constexpr int64_t kStageTarget = 8 * 1024;  // bytes of rows a warp keeps in flight (at least 2 buffers)
+  constexpr int64_t kSms = 132;               // H100 SXM / H200; fewer SMs: the grid takes a second wave
+  // Measured on the H200 (docs/perf.md, GemvBench): the bulk kernel wins where
+  // decoding is heavy per byte (q4_K, q6_K) and the matrix is large (8B
+  // gate/up, down, LM head: 15-35% faster); on smaller matrices and the light
+  // types (q4_0, q4_1, q8_0) the register-pipelined kernel is as fast or faster.
+  constexpr int64_t kMinBytes = int64_t{24} << 20;
+  if (!m.xq || t.sm < 90 || (m.wdt != DType::Q4_K && m.wdt != DType::Q6_K)) return std::nullopt;
+  const ir::DTypeInfo& di = ir::dtype_info(m.wdt);
+  if (m.K % di.block_elems) return std::nullopt;
+  const int64_t rb = m.K / di.block_elems * di.block_bytes;  // row bytes (the planes layout keeps the GGUF row size)
+  const int64_t wrows = (m.flags & kMmSwiGlu) ? 2 * m.N : m.N;
+  if (rb % 16 || rb * wrows < kMinBytes) return std::nullopt;
+  GemvBulk b;
+  b.rows = 1;
+  const int64_t stage = ((m.flags & kMmSwiGlu) ? 2 : 1) * b.rows * rb;
+  const int64_t xs = tokens * (m.K + m.K / 16 * 8);
+  b.stages = static_cast<int>(std::clamp<int64_t>((kStageTarget + stage - 1) / stage, 2, 4));
+  int64_t smem = 0;
+  for (b.warps = 8; b.warps >= 1; b.warps /= 2) {
+    smem = xs + b.warps * b.stages * (stage + 8);
+    if (smem + kSmemReserved <= kSmemPerSm) break;
+  }
+  if (b.warps < 1) return std::nullopt;
+  b.smem = static_cast<uint32_t>(smem);
+  b.min_blocks = static_cast<int>(std::clamp<int64_t>(kSmemPerSm / (smem + kSmemReserved), 1, 16 / b.warps));
+  const int64_t items = (m.N + b.rows - 1) / b.rows;
+  const int64_t capacity = kSms * b.min_blocks * b.warps;  // warps resident at once
+  const int64_t per_warp = (items + capacity - 1) / capacity;
+  const int64_t warps = (items + per_warp - 1) / per_warp;
+  b.grid = static_cast<uint32_t>((warps + b.warps - 1) / b.warps);
+  return b;
+}
+
 int gemv_rows_xq(int64_t N, int split, bool swiglu) {
   for (int r = swiglu ? 2 : 4; r > 1; r /= 2)
     if (N * split / r >= launch::kGemvXqMinWarps) return r;

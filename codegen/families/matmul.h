@@ -50,4 +50,16 @@ bool node_xq(const ir::Node& n);
 // 16 values.
 uint32_t gemv_xq_smem(int64_t K, int64_t tokens);
 
+// The bulk-copy variant of the int8-activation GEMV (gemv.cuh
+// mm_gemv_xq_bulk): sm_90+, q4_K / q6_K matrices of >= 24 MiB whose rows are
+// a multiple of 16 bytes. `warps` per
+// block, `stages` row buffers per warp of `rows` output columns each; grid and
+// shared memory sized so that the grid is one wave on a 132-SM GPU with every
+// warp taking the same number of items. nullopt where it does not apply.
+struct GemvBulk {
+  int warps = 0, stages = 0, rows = 1, min_blocks = 1;
+  uint32_t smem = 0, grid = 0;
+};
+std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t);
+
 }  // namespace kiln::codegen::detail

@@ -124,6 +124,63 @@ __device__ __forceinline__ void kiln_pdl_trigger() {
 #endif
 }
 
+// Bulk copies global -> shared memory (sm_90 TMA, 1-D: cp.async.bulk) that
+// complete on an mbarrier. A barrier counts one arrival (the thread that
+// issues a stage's copies announces their total bytes with kiln_mbar_expect)
+// and flips its phase when those bytes have landed; waiters spin on the
+// parity of the fill they expect (fill f of a buffer: (f & 1)). Addresses and
+// sizes are multiples of 16. Only the int8 GEMV's bulk variant (selected for
+// sm_90+ targets) calls these; elsewhere they trap.
+__device__ __forceinline__ u32 kiln_smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void kiln_mbar_init(u64* bar) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(kiln_smem_u32(bar)) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void kiln_mbar_expect(u64* bar, u32 bytes) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(kiln_smem_u32(bar)), "r"(bytes)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void kiln_bulk_load(void* dst, const void* src, u32 bytes, u64* bar) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+          kiln_smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(kiln_smem_u32(bar))
+      : "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void kiln_mbar_wait(u64* bar, u32 parity) {
+#if __CUDA_ARCH__ >= 900
+  u32 done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(kiln_smem_u32(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+#else
+  __trap();
+#endif
+}
+// Orders this thread's earlier generic-proxy shared-memory accesses before
+// its later bulk copies into the same bytes (a buffer refilled after use).
+__device__ __forceinline__ void kiln_fence_async_smem() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);

@@ -45,6 +45,15 @@ __device__ __forceinline__ void k4_scale_min(const u8* s, int j, int& sc, int& m
     m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
   }
 }
+// The same in the planes layout, where codegen::repack stores the 12 bytes as
+// four 24-bit groups, group p (bytes 3p .. 3p+2) = sc[2p] | sc[2p+1] << 6 |
+// m[2p] << 12 | m[2p+1] << 18: what sub-blocks 2p and 2p+1 need in one word.
+__device__ __forceinline__ void k4p_scale_min(const u8* s, int j, int& sc, int& m) {
+  const u8* g = s + 3 * (j >> 1);
+  const u32 v = (u32)g[0] | ((u32)g[1] << 8) | ((u32)g[2] << 16);
+  sc = (v >> (6 * (j & 1))) & 0x3F;
+  m = (v >> (12 + 6 * (j & 1))) & 0x3F;
+}
 // 6-bit signed scale k of Q3_K (12 packed bytes, bias 32).
 __device__ __forceinline__ int q3k_scale(const u8* sc, int k) {
   const int lo = (sc[k % 8] >> (4 * (k / 8))) & 0x0F;
@@ -59,8 +68,10 @@ __device__ __forceinline__ int q3k_scale(const u8* sc, int k) {
 // codegen uses planes only where nb * SB is a multiple of 16 (every row
 // starts aligned). In the GGUF block the scale bytes come first (bytes
 // [0, SB)), the quants after ([SB, SB + QB)), except for q6_k (quants
-// first). Types without a plane layout have SB = 0 and are never read
-// through it.
+// first). q4_k's 12 packed 6-bit scale/min bytes are also permuted into four
+// 24-bit groups, one per pair of sub-blocks (k4p_scale_min), so that a GEMV
+// lane decodes its two scales and mins with a few shifts. Types without a
+// plane layout have SB = 0 and are never read through it.
 template <int DT> struct PL { enum { SB = 0, QB = QT<DT>::BB }; };
 template <> struct PL<DT_Q4_0> { enum { SB = 2, QB = 16 }; };
 template <> struct PL<DT_Q4_1> { enum { SB = 4, QB = 16 }; };
@@ -83,8 +94,9 @@ __device__ __forceinline__ uint2 ldw64(const u8* p) {  // 8-byte aligned
 template <bool AL> __device__ __forceinline__ u32 ldq32(const u8* p) { return AL ? ldw32(p) : ld32u(p); }
 
 // Chunk c of one block whose quant bytes start at q and scale bytes at s
-// (GGUF: q = blk + SB, s = blk; planes: aligned). AL: q is 4-byte aligned
-// (8 for q8_0). One arithmetic for both layouts, so results are identical.
+// (GGUF: q = blk + SB, s = blk; planes: aligned). AL: the planes layout (q is
+// 4-byte aligned, 8 for q8_0; q4_k's scale bytes permuted). One arithmetic
+// for both layouts, so results are identical.
 template <int DT, bool AL>
 __device__ __forceinline__ void deq8x(const u8* q, const u8* s, int c, float v[8], int& a, int& b) {
   if (DT == DT_Q4_0 || DT == DT_Q4_1) {
@@ -127,8 +139,13 @@ __device__ __forceinline__ void deq8x(const u8* q, const u8* s, int c, float v[8
     b = gb * 32 + l0;
     const float d = ldh(s), dmin = ldh(s + 2);
     int sca, ma, scb, mb;
-    k4_scale_min(s + 4, ga, sca, ma);
-    k4_scale_min(s + 4, gb, scb, mb);
+    if (AL) {  // planes (the only caller with AL): the permuted scale bytes
+      k4p_scale_min(s + 4, ga, sca, ma);
+      k4p_scale_min(s + 4, gb, scb, mb);
+    } else {
+      k4_scale_min(s + 4, ga, sca, ma);
+      k4_scale_min(s + 4, gb, scb, mb);
+    }
     const float dla = __fmul_rn(d, qf(sca)), mla = __fmul_rn(dmin, qf(ma));
     const float dlb = __fmul_rn(d, qf(scb)), mlb = __fmul_rn(dmin, qf(mb));
     const u32 w = ldq32<AL>(q + c4 * 32 + l0);

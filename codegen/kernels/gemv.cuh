@@ -32,10 +32,25 @@ struct QU {
   u32 a[4], b[4];
   float da, ma, db, mb;
 };
-template <bool AL>
-__device__ __forceinline__ uint4 ldq128(const u8* p) {  // AL: 16-byte aligned, else 2-byte aligned
-  if (AL) return ldw128(p);
-  return make_uint4(ld32u(p), ld32u(p + 4), ld32u(p + 8), ld32u(p + 12));
+// Weight words from global memory (SH = 0: the non-coherent evict-first
+// loads of common.cuh) or from a shared-memory copy of the rows (SH = 1, the
+// bulk variant). AL: 16-byte aligned, else 2-byte aligned.
+template <bool SH>
+__device__ __forceinline__ u16 wld16(const u8* p) {
+  if constexpr (SH) return *(const u16*)p;
+  else return ld16(p);
+}
+template <bool SH>
+__device__ __forceinline__ u32 wld32u(const u8* p) {
+  return (u32)wld16<SH>(p) | ((u32)wld16<SH>(p + 2) << 16);
+}
+template <bool SH, bool AL>
+__device__ __forceinline__ uint4 ldq128(const u8* p) {
+  if constexpr (AL) {
+    if constexpr (SH) return *(const uint4*)p;
+    else return ldw128(p);
+  }
+  return make_uint4(wld32u<SH>(p), wld32u<SH>(p + 4), wld32u<SH>(p + 8), wld32u<SH>(p + 12));
 }
 template <int DT> struct HasMin { enum { V = DT != DT_Q8_0 }; };
 // The raw words of one unit of one row, loaded a unit ahead of their use
@@ -62,33 +77,38 @@ __device__ __forceinline__ void qparts(int u, int& pa, int& pb) {
   }
 }
 // Unit u of one weight row (WRow: L = 0 GGUF blocks, q = s = the row; L = 1
-// planes, q = the row's quants, s = its scale bytes).
-template <int DT, int L>
+// planes, q = the row's quants, s = its scale bytes), from global memory or
+// (SH) from a shared-memory copy of the row.
+template <int DT, int L, bool SH = false>
 __device__ __forceinline__ void qload(const WRow<DT, L>& wr, int u, QRaw& o) {
   if constexpr (DT == DT_Q4_0 || DT == DT_Q4_1 || DT == DT_Q8_0) {
     const u8* q = L ? wr.q + (i64)u * PL<DT>::QB : wr.q + (i64)u * QT<DT>::BB + PL<DT>::SB;
     const u8* s = L ? wr.s + (i64)u * PL<DT>::SB : wr.q + (i64)u * QT<DT>::BB;
-    o.q = ldq128<L == 1>(q);
-    if (DT == DT_Q8_0) o.r = ldq128<L == 1>(q + 16);
-    o.s0 = DT == DT_Q4_1 ? ld32u(s) : (u32)ld16(s);
+    o.q = ldq128<SH, L == 1>(q);
+    if (DT == DT_Q8_0) o.r = ldq128<SH, L == 1>(q + 16);
+    o.s0 = DT == DT_Q4_1 ? wld32u<SH>(s) : (u32)wld16<SH>(s);
   } else if constexpr (DT == DT_Q4_K) {
     const int sb = u >> 3, j = (u >> 1) & 3, h = u & 1;
     const u8* q = (L ? wr.q + (i64)sb * 128 : wr.q + (i64)sb * 144 + 16) + 32 * j + 16 * h;
     const u8* s = L ? wr.s + (i64)sb * 16 : wr.q + (i64)sb * 144;
-    o.q = ldw128(q);  // 16-byte aligned in both layouts (144-byte blocks, quants at +16)
-    o.r = ldw128(s);  // d, dmin, then the 12 scale bytes
+    o.q = ldq128<SH, true>(q);  // 16-byte aligned in both layouts (144-byte blocks, quants at +16)
+    o.r = ldq128<SH, true>(s);  // d, dmin, then the 12 scale bytes
   } else if constexpr (DT == DT_Q6_K) {
     const int sb = u >> 3, n = (u >> 2) & 1, l0 = ((u >> 1) & 1) * 16, cp = u & 1;
     const u8* q = L ? wr.q + (i64)sb * 192 : wr.q + (i64)sb * 210;
     const u8* s = L ? wr.s + (i64)sb * 18 : wr.q + (i64)sb * 210 + 192;
-    o.q = ldq128<L == 1>(q + 64 * n + 32 * cp + l0);
-    o.r = ldq128<L == 1>(q + 128 + 32 * n + l0);
+    o.q = ldq128<SH, L == 1>(q + 64 * n + 32 * cp + l0);
+    o.r = ldq128<SH, L == 1>(q + 128 + 32 * n + l0);
     const int k = 8 * n + 2 * cp + (l0 >> 4);
     o.s0 = (u32)s[k] | ((u32)s[k + 4] << 8);
-    o.s1 = (u32)ld16(s + 16);
+    o.s1 = (u32)wld16<SH>(s + 16);
   }
 }
-template <int DT>
+// Exact int -> float for |v| < 2^22 with a full-rate add instead of the
+// quarter-rate I2F conversion (0x4B400000 + v is the float 1.5 * 2^23 + v).
+__device__ __forceinline__ float i2f22(int v) { return __int_as_float(0x4B400000 + v) - 12582912.f; }
+
+template <int DT, int L>
 __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
   if constexpr (DT == DT_Q8_0) {
     o.a[0] = w.q.x; o.a[1] = w.q.y; o.a[2] = w.q.z; o.a[3] = w.q.w;
@@ -109,27 +129,32 @@ __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
       o.da = o.db = h2f((u16)(w.s0 & 0xFFFF));
       o.ma = o.mb = h2f((u16)(w.s0 >> 16));
     } else {
-      // 6-bit scale/min of sub-blocks 2j and 2j+1 by shifts (k4_scale_min
-      // with bytes b[0..11] = r.y, r.z, r.w)
+      // 6-bit scale/min of sub-blocks 2j and 2j+1 (bytes b[0..11] = r.y, r.z, r.w)
       const int j = (u >> 1) & 3;
       const float d = h2f((u16)(w.r.x & 0xFFFF)), dmin = h2f((u16)(w.r.x >> 16));
-      int sc[2], mn[2];
+      u32 sc[2], mn[2];
+      if (L) {  // planes: group j = 24 bits at bit 24j of (y, z, w) (k4p_scale_min)
+        const u32 lo = j < 2 ? w.r.y : j == 2 ? w.r.z : w.r.w, hi = j < 2 ? w.r.z : w.r.w;
+        const u32 g = __funnelshift_r(lo, hi, 24 * j);
+        sc[0] = g & 63; sc[1] = (g >> 6) & 63; mn[0] = (g >> 12) & 63; mn[1] = (g >> 18) & 63;
+      } else {  // GGUF packing, by shifts (k4_scale_min)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int sh = 8 * ((2 * j + e) & 3);
-        const u32 Y = w.r.y >> sh, Z = w.r.z >> sh, W = w.r.w >> sh;
-        if (j < 2) {
-          sc[e] = Y & 63;
-          mn[e] = Z & 63;
-        } else {
-          sc[e] = (W & 0xF) | ((Y >> 2) & 0x30);
-          mn[e] = ((W >> 4) & 0xF) | ((Z >> 2) & 0x30);
+        for (int e = 0; e < 2; ++e) {
+          const int sh = 8 * ((2 * j + e) & 3);
+          const u32 Y = w.r.y >> sh, Z = w.r.z >> sh, W = w.r.w >> sh;
+          if (j < 2) {
+            sc[e] = Y & 63;
+            mn[e] = Z & 63;
+          } else {
+            sc[e] = (W & 0xF) | ((Y >> 2) & 0x30);
+            mn[e] = ((W >> 4) & 0xF) | ((Z >> 2) & 0x30);
+          }
         }
       }
-      o.da = d * (float)sc[0];
-      o.ma = -(dmin * (float)mn[0]);
-      o.db = d * (float)sc[1];
-      o.mb = -(dmin * (float)mn[1]);
+      o.da = d * qf(sc[0]);
+      o.ma = -(dmin * qf(mn[0]));
+      o.db = d * qf(sc[1]);
+      o.mb = -(dmin * qf(mn[1]));
     }
   } else if constexpr (DT == DT_Q6_K) {
     const int cp = u & 1;
@@ -140,8 +165,8 @@ __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
       o.b[i] = ((ql[i] >> 4) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * cp + 4)) & 0x03030303u) << 4);
     }
     const float d = h2f((u16)w.s1);
-    o.da = d * (float)(signed char)(w.s0 & 0xFF);
-    o.db = d * (float)(signed char)(w.s0 >> 8);
+    o.da = d * i2f22((int)(signed char)(w.s0 & 0xFF));
+    o.db = d * i2f22((int)(signed char)(w.s0 >> 8));
     o.ma = -32.f * o.da;
     o.mb = -32.f * o.db;
   }
@@ -203,13 +228,113 @@ __device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4],
   }
 }
 
+// Prologue of every int8-activation GEMV block: quantises each token's x into
+// shared memory (int8 [MT][K] at xqs, then (d, sum) per 16-value part
+// [MT][K/16] at xds); with MM_RMS the gain is applied first and inv[t] =
+// 1/rms of token t's x (sums of squares reduced over the block). Ends with
+// the block synchronised.
+template <int GDT, int FL, int MT>
+__device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const void* __restrict__ g, int nt, int K,
+                                            float eps, u8* xqs, float2* xds, float* red, float inv[MT]) {
+  const int parts = K / 16;
+  float ss[MT];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) ss[t] = 0.f;
+  for (int t = 0; t < nt; ++t)
+    for (int p = threadIdx.x; p < parts; p += blockDim.x) {
+      float gv[16];
+      if (FL & MM_RMS) ldg16<GDT>(g, 16 * p, gv);
+      u32 q[4];
+      float d;
+      int sum;
+      xq16<FL>(x + (i64)t * K + 16 * p, gv, q, d, sum, ss[t]);
+      *(uint4*)(xqs + (i64)t * K + 16 * p) = make_uint4(q[0], q[1], q[2], q[3]);
+      xds[t * parts + p] = make_float2(d, (float)sum);
+    }
+#pragma unroll
+  for (int t = 0; t < MT; ++t) inv[t] = 1.f;
+  if (FL & MM_RMS) {
+#pragma unroll
+    for (int t = 0; t < MT; ++t) inv[t] = 1.0f / sqrtf(block_sum(ss[t], red) / (float)K + eps);
+  } else {
+    __syncthreads();
+  }
+}
+
+// One unit u (32 weights) of RR rows, already loaded (w[j]), against the
+// quantised x: acc[j][t] += the unit's contribution (see QU).
+template <int DT, int L, int MT, int RR>
+__device__ __forceinline__ void xq_unit(const QRaw* w, int u, const u8* xqs, const float2* xds, int K, int nt,
+                                        float (&acc)[RR][MT]) {
+  const int parts = K / 16;
+  int pa, pb;
+  qparts<DT>(u, pa, pb);
+  u32 xa[MT][4], xb[MT][4];
+  float2 ea[MT], eb[MT];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    if (t < nt) {
+      const uint4 a4 = *(const uint4*)(xqs + (i64)t * K + pa), b4 = *(const uint4*)(xqs + (i64)t * K + pb);
+      xa[t][0] = a4.x; xa[t][1] = a4.y; xa[t][2] = a4.z; xa[t][3] = a4.w;
+      xb[t][0] = b4.x; xb[t][1] = b4.y; xb[t][2] = b4.z; xb[t][3] = b4.w;
+      ea[t] = xds[t * parts + pa / 16];
+      eb[t] = xds[t * parts + pb / 16];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < RR; ++j) {
+    QU wq;
+    qdecode<DT, L>(w[j], u, wq);
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+      if (t < nt) {
+        int ia = 0, ib = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          ia = __dp4a((int)wq.a[i], (int)xa[t][i], ia);
+          ib = __dp4a((int)wq.b[i], (int)xb[t][i], ib);
+        }
+        float ca = wq.da * i2f22(ia), cb = wq.db * i2f22(ib);  // |ia|, |ib| <= 16 * 127 * 127
+        if (HasMin<DT>::V) {
+          ca += wq.ma * ea[t].y;
+          cb += wq.mb * eb[t].y;
+        }
+        acc[j][t] += ea[t].x * ca + eb[t].x * cb;
+      }
+    }
+  }
+}
+
+// Output columns n0 .. n0 + nr - 1 (nr <= R) from the finished row sums
+// acc[j][t] (with MM_SWIGLU acc[R + j] is column j's "up" row): the RMS
+// scale, gating, residual add; token 0's values also to ys[slot + j].
+template <int FL, int R, int MT, int RR>
+__device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const float inv[MT],
+                                           const float* __restrict__ r, float* __restrict__ y, int n0, int nr,
+                                           int nt, int N, float* ys, int slot) {
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    if (t < nt) {
+#pragma unroll
+      for (int j = 0; j < R; ++j) {
+        if (j < nr) {
+          const int n = n0 + j;
+          float o;
+          if (FL & MM_SWIGLU) o = mm_gate<FL>(acc[j][t] * inv[t]) * (acc[R + j][t] * inv[t]);
+          else o = (FL & MM_RMS) ? acc[j][t] * inv[t] : acc[j][t];
+          if (FL & MM_ADD) o += r[(i64)t * N + n];
+          y[(i64)t * N + n] = o;
+          if (ys && t == 0) ys[slot + j] = o;
+        }
+      }
+    }
+  }
+}
+
 // The int8-activation GEMV (x_q8). Launch: block 32*kGemvWarps; any grid: a
 // block takes the column-group sets blockIdx.x, blockIdx.x + gridDim.x, ...
 // (kGemvWarps / SPLIT groups of R columns each), so a grid of a few blocks per
 // SM quantises x once per block and then streams many rows.
-// Prologue: the block quantises each token's x into shared memory (int8
-// [MT][K], then (d, sum) per 16-value part [MT][K/16]); with MM_RMS the gain
-// is applied first and the sums of squares of x are reduced over the block.
 // Main loop: a lane takes 32-weight units u = sub*32 + lane, +32*SPLIT, ...
 // of its group's R (2R with MM_SWIGLU) rows, loading unit u + 32*SPLIT while
 // it multiplies unit u (dp4a per 16-value part, see QU).
@@ -224,7 +349,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   extern __shared__ __align__(16) u8 kiln_xq_smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int grp = warp / SPLIT, sub = warp % SPLIT;
-  const int nb = K / QT<DT>::QK, qunits = K / 32, step = 32 * SPLIT, parts = K / 16;
+  const int nb = K / QT<DT>::QK, qunits = K / 32, step = 32 * SPLIT;
   if (nt > MT) nt = MT;
   u8* xqs = kiln_xq_smem;
   float2* xds = (float2*)(kiln_xq_smem + MT * K);
@@ -242,35 +367,14 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   WRow<DT, L> wr[2 * R];
   int n0, nr;
   rows_of(blockIdx.x, wr, n0, nr);
-  QRaw cur[2 * R], nxt[2 * R];
+  QRaw cur[RR], nxt[RR];
   // the first unit's weight loads fly during the prologue
   if (blockIdx.x < nsets && nr > 0 && sub * 32 + lane < qunits) {
 #pragma unroll
     for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, cur[j]);
   }
-  float ss[MT];
-#pragma unroll
-  for (int t = 0; t < MT; ++t) ss[t] = 0.f;
-  for (int t = 0; t < nt; ++t)
-    for (int p = threadIdx.x; p < parts; p += blockDim.x) {
-      float gv[16];
-      if (FL & MM_RMS) ldg16<GDT>(g, 16 * p, gv);
-      u32 q[4];
-      float d;
-      int sum;
-      xq16<FL>(x + (i64)t * K + 16 * p, gv, q, d, sum, ss[t]);
-      *(uint4*)(xqs + (i64)t * K + 16 * p) = make_uint4(q[0], q[1], q[2], q[3]);
-      xds[t * parts + p] = make_float2(d, (float)sum);
-    }
   float inv[MT];
-#pragma unroll
-  for (int t = 0; t < MT; ++t) inv[t] = 1.f;
-  if (FL & MM_RMS) {
-#pragma unroll
-    for (int t = 0; t < MT; ++t) inv[t] = 1.0f / sqrtf(block_sum(ss[t], red) / (float)K + eps);
-  } else {
-    __syncthreads();
-  }
+  xq_prologue<GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
   for (int set = blockIdx.x; set < nsets; set += gridDim.x) {
     if (set != (int)blockIdx.x) {
       rows_of(set, wr, n0, nr);
@@ -279,11 +383,11 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
         for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, cur[j]);
       }
     }
-    float acc[2 * R][MT];
+    float acc[RR][MT];
 #pragma unroll
     for (int t = 0; t < MT; ++t)
 #pragma unroll
-      for (int j = 0; j < 2 * R; ++j) acc[j][t] = 0.f;
+      for (int j = 0; j < RR; ++j) acc[j][t] = 0.f;
     if (nr > 0) {
 #pragma unroll 1
       for (int u = sub * 32 + lane; u < qunits; u += step) {
@@ -291,42 +395,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 #pragma unroll
           for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u + step, nxt[j]);
         }
-        int pa, pb;
-        qparts<DT>(u, pa, pb);
-        u32 xa[MT][4], xb[MT][4];
-        float2 ea[MT], eb[MT];
-#pragma unroll
-        for (int t = 0; t < MT; ++t) {
-          if (t < nt) {
-            const uint4 a4 = *(const uint4*)(xqs + (i64)t * K + pa), b4 = *(const uint4*)(xqs + (i64)t * K + pb);
-            xa[t][0] = a4.x; xa[t][1] = a4.y; xa[t][2] = a4.z; xa[t][3] = a4.w;
-            xb[t][0] = b4.x; xb[t][1] = b4.y; xb[t][2] = b4.z; xb[t][3] = b4.w;
-            ea[t] = xds[t * parts + pa / 16];
-            eb[t] = xds[t * parts + pb / 16];
-          }
-        }
-#pragma unroll
-        for (int j = 0; j < RR; ++j) {
-          QU wq;
-          qdecode<DT>(cur[j], u, wq);
-#pragma unroll
-          for (int t = 0; t < MT; ++t) {
-            if (t < nt) {
-              int ia = 0, ib = 0;
-#pragma unroll
-              for (int i = 0; i < 4; ++i) {
-                ia = __dp4a((int)wq.a[i], (int)xa[t][i], ia);
-                ib = __dp4a((int)wq.b[i], (int)xb[t][i], ib);
-              }
-              float ca = wq.da * (float)ia, cb = wq.db * (float)ib;
-              if (HasMin<DT>::V) {
-                ca += wq.ma * ea[t].y;
-                cb += wq.mb * eb[t].y;
-              }
-              acc[j][t] += ea[t].x * ca + eb[t].x * cb;
-            }
-          }
-        }
+        xq_unit<DT, L, MT, RR>(cur, u, xqs, xds, K, nt, acc);
 #pragma unroll
         for (int j = 0; j < RR; ++j) cur[j] = nxt[j];
       }
@@ -352,25 +421,94 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
       }
       __syncthreads();  // part is reused by the next set
     }
-    if (nr > 0 && sub == 0 && lane == 0) {
+    if (nr > 0 && sub == 0 && lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, ys, grp * R);
+  }
+}
+
+// The int8-activation GEMV streamed through shared memory by bulk copies
+// (sm_90+; gemv_bulk_geometry in codegen/families/matmul.cpp picks it and its
+// parameters). Launch: block 32*NW (any NW), grid any, dynamic shared memory
+// gemv_bulk_smem: the quantised x, then per warp S stage buffers of RR rows
+// of RB = row bytes (the weight's row size, a multiple of 16), then per warp
+// S mbarriers.
+// Work: an item is R consecutive output columns (their R rows, and with
+// MM_SWIGLU their R "up" rows); warp v of the grid takes items v, v + G, ...
+// (G = warps in the grid), a whole row per item, so warps never wait on each
+// other after the prologue. Lane 0 of a warp keeps S items' rows in flight:
+// it issues the first S fills before the kernel waits for its predecessor
+// (weights are constants, so under PDL they stream while the previous kernel
+// finishes and while x is quantised), and refills a buffer as soon as the
+// warp has used it. The arithmetic is xq_unit's, so results equal
+// mm_gemv_xq's bit for bit.
+template <int DT, int GDT, int FL, int MT, int R, int S, int L>
+__device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, const void* __restrict__ g,
+                                                const u8* __restrict__ w, const float* __restrict__ r,
+                                                float* __restrict__ y, int nt, int K, int N, float eps) {
+  constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;
+  __shared__ float red[33];
+  extern __shared__ __align__(16) u8 kiln_xq_smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  const int nb = K / QT<DT>::QK, qunits = K / 32;
+  const u32 RB = (u32)(L ? nb * (PL<DT>::QB + PL<DT>::SB) : nb * QT<DT>::BB);
+  if (nt > MT) nt = MT;
+  u8* xqs = kiln_xq_smem;
+  float2* xds = (float2*)(kiln_xq_smem + MT * K);
+  u8* stages = kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)warp * S * RR * RB;
+  u64* bars = (u64*)(kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)nw * S * RR * RB) + warp * S;
+  const int items = (N + R - 1) / R, G = gridDim.x * nw, first = blockIdx.x * nw + warp;
+  const int mine = first < items ? (items - first + G - 1) / G : 0;  // items of this warp
+  // fill i (this warp's i-th item) into buffer i % S
+  auto fill = [&](int i) {
+    const int n0 = (first + i * G) * R, nr = min(R, N - n0);
+    u64* bar = bars + i % S;
+    u8* dst = stages + (i64)(i % S) * RR * RB;
+    kiln_mbar_expect(bar, ((FL & MM_SWIGLU) ? 2u : 1u) * nr * RB);
+    kiln_bulk_load(dst, w + (i64)n0 * RB, nr * RB, bar);
+    if (FL & MM_SWIGLU) kiln_bulk_load(dst + (i64)R * RB, w + (i64)(n0 + N) * RB, nr * RB, bar);
+  };
+  if (lane == 0) {
 #pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        if (t < nt) {
+    for (int b = 0; b < S; ++b) kiln_mbar_init(bars + b);
+    kiln_fence_async_smem();
+    for (int i = 0; i < min(S, mine); ++i) fill(i);
+  }
+  __syncwarp();
+  kiln_pdl_wait();
+  float inv[MT];
+  xq_prologue<GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
+#pragma unroll 1
+  for (int i = 0; i < mine; ++i) {
+    const int n0 = (first + i * G) * R, nr = min(R, N - n0);
+    const u8* st = stages + (i64)(i % S) * RR * RB;
+    kiln_mbar_wait(bars + i % S, (u32)((i / S) & 1));
+    WRow<DT, L> wr[RR];
 #pragma unroll
-          for (int j = 0; j < R; ++j) {
-            if (j < nr) {
-              const int n = n0 + j;
-              float o;
-              if (FL & MM_SWIGLU) o = mm_gate<FL>(acc[j][t] * inv[t]) * (acc[R + j][t] * inv[t]);
-              else o = (FL & MM_RMS) ? acc[j][t] * inv[t] : acc[j][t];
-              if (FL & MM_ADD) o += r[(i64)t * N + n];
-              y[(i64)t * N + n] = o;
-              if (ys && t == 0) ys[grp * R + j] = o;
-            }
-          }
-        }
-      }
+    for (int j = 0; j < RR; ++j) {
+      const int row = (j < R ? 0 : R) + min(j % R, nr - 1);  // rows past N: a copy of the last one, unused
+      wr[j] = WRow<DT, L>(st, row, nb, 0);
     }
+    float acc[RR][MT];
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int j = 0; j < RR; ++j) acc[j][t] = 0.f;
+#pragma unroll 2
+    for (int u = lane; u < qunits; u += 32) {
+      QRaw q[RR];
+#pragma unroll
+      for (int j = 0; j < RR; ++j) qload<DT, L, true>(wr[j], u, q[j]);
+      xq_unit<DT, L, MT, RR>(q, u, xqs, xds, K, nt, acc);
+    }
+    __syncwarp();
+    if (lane == 0 && i + S < mine) {  // the warp is done with this buffer: refill it
+      kiln_fence_async_smem();
+      fill(i + S);
+    }
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
+    if (lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, nullptr, 0);
   }
 }
 

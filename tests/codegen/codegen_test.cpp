@@ -115,11 +115,15 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
       EXPECT_LE(l.grid[2], 65535u);
       // dynamic shared memory: only the int8-activation GEMVs (x_q8), sized
       // for the block's quantised x (codegen gemv_xq_smem), within the
-      // 48 KiB a launch gets without raising the function's limit
+      // 48 KiB a launch gets without raising the function's limit; their
+      // bulk-copy variant adds its row buffers, within an sm_90 block's
+      // 227 KiB and leaving room for the reserved 1 KiB per block
       const bool xq = n.attrs.count("x_q8") && n.attr_int("x_q8") == 1;
+      std::smatch bm;
+      const bool bulk = std::regex_search(l.kernel.entry, bm, std::regex("_b([0-9])x([0-9])_"));
       if (xq) {
         EXPECT_GT(l.smem, 0u) << c.name;
-        EXPECT_LE(l.smem, 48u * 1024u) << c.name;
+        EXPECT_LE(l.smem, (bulk ? 226u : 48u) * 1024u) << c.name;
       } else {
         EXPECT_EQ(l.smem, 0u) << c.name;
       }
@@ -150,13 +154,25 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
           n.op == ir::OpKind::RmsMatMulSwiGlu) {
         const int64_t N = out.shape[1].value;
         const bool gemv = l.block[0] == 128;
-        if (gemv) {
+        if (bulk) {
+          // W warps per block, S >= 2 row buffers each; every warp of the grid
+          // takes the same number of columns (one per item), and no block is idle
+          const int W = std::stoi(bm[1]), S = std::stoi(bm[2]);
+          EXPECT_EQ(l.block[0], 32u * W) << l.kernel.entry;
+          EXPECT_GE(S, 2) << l.kernel.entry;
+          const int64_t warps = int64_t(l.grid[0]) * W, per_warp = (N + warps - 1) / warps;
+          EXPECT_LT((int64_t(l.grid[0]) - 1) * W * per_warp, N) << l.kernel.entry;
+          EXPECT_LE(c.bucket, 4);
+        } else if (gemv) {
           // 4 warps per block; a group of SPLIT warps computes R columns (entry "_r<R>", default 1)
           std::smatch m;
           const std::string& en = l.kernel.entry;
           const int rows = std::regex_search(en, m, std::regex("_r([0-9])_")) ? std::stoi(m[1]) : 1;
           const int split = std::regex_search(en, m, std::regex("_s([0-9])_")) ? std::stoi(m[1]) : 1;
-          EXPECT_GE(int64_t(l.grid[0]) * (4 / split) * rows, N) << en;
+          // (the int8 GEMV's grid stops at kGemvXqMaxBlocks, whose blocks loop over the rest)
+          if (xq) EXPECT_LE(l.grid[0], uint32_t(launch::kGemvXqMaxBlocks)) << en;
+          if (!xq || l.grid[0] < uint32_t(launch::kGemvXqMaxBlocks))
+            EXPECT_GE(int64_t(l.grid[0]) * (4 / split) * rows, N) << en;
           EXPECT_LE(c.bucket, 4);
         } else {
           EXPECT_GE(int64_t(l.grid[1]) * 16, c.bucket);
@@ -392,6 +408,49 @@ TEST(Codegen, AttentionSplitCountAndScratch) {
   EXPECT_EQ(attention_split_scratch_floats(4, 2, 80, 512), 0);    // head_dim 80: not the split kernel's
   EXPECT_EQ(attention_split_scratch_floats(32, 2, 128, 512), 0);  // 16 query heads per KV head: too many
   EXPECT_GT(attention_split_scratch_floats(9, 3, 64, 2048), 0);   // SmolLM2
+}
+
+// The int8-activation GEMV streams whole weight rows through shared memory by
+// bulk copies on sm_90+ when a row is a multiple of 16 bytes, and issues its
+// first copies before waiting for the previous kernel; otherwise (older SMs,
+// odd row sizes) it is the register-pipelined kernel.
+TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {
+  auto xq_case = [](ir::DType wt, int64_t K, int64_t N, ir::OpKind op) {
+    OpCase c = testcases::matmul_case(op, wt, 1, ir::DType::F32, K, N);
+    c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
+    return c;
+  };
+  auto bulk = [](const Lowered& l) { return std::regex_search(l.kernel.entry, std::regex("_b[0-9]x[0-9]_")); };
+  auto entry_at = [](const OpCase& c, int sm, const char* layout) {
+    return lower(c.g, c.g.nodes()[0], {1}, Target{sm, layout}, ProgramMode::Compiled);
+  };
+  for (const char* layout : {"ggml", "planes"}) {
+    // Llama-3 8B gate/up, q4_K: rows of 16 * 144 bytes
+    const OpCase gu = xq_case(ir::DType::Q4_K, 4096, 14336, ir::OpKind::RmsMatMulSwiGlu);
+    const Lowered l90 = entry_at(gu, 90, layout), l80 = entry_at(gu, 80, layout);
+    EXPECT_TRUE(bulk(l90)) << l90.kernel.entry;
+    EXPECT_FALSE(bulk(l80)) << l80.kernel.entry;
+    EXPECT_GT(l90.smem, 48u * 1024u);  // x plus 8 warps x 2 buffers x (gate + up rows)
+    // the bulk kernel waits for its predecessor itself, after its first copies
+    const std::string& src = l90.kernel.source;
+    const size_t call = src.find("mm_gemv_xq_bulk<"), body = src.find(l90.kernel.entry + "(");
+    ASSERT_NE(call, std::string::npos);
+    EXPECT_EQ(src.find("kiln_pdl_wait();", body), std::string::npos);
+    EXPECT_NE(l80.kernel.source.find("kiln_pdl_wait();", l80.kernel.source.find(l80.kernel.entry + "(")),
+              std::string::npos);
+  }
+  // only the heavy-decoding types, only large matrices (>= 24 MiB): the 8B's o
+  // projection (q4_K, 9 MiB) and any q4_0 matrix keep the register-pipelined kernel
+  EXPECT_FALSE(bulk(entry_at(xq_case(ir::DType::Q4_K, 4096, 4096, ir::OpKind::MatMulAdd), 90, "planes")));
+  EXPECT_FALSE(bulk(entry_at(xq_case(ir::DType::Q4_0, 4096, 14336, ir::OpKind::RmsMatMulSwiGlu), 90, "planes")));
+  EXPECT_TRUE(bulk(entry_at(xq_case(ir::DType::Q6_K, 14336, 4096, ir::OpKind::MatMulAdd), 90, "planes")));
+  // SmolLM2's q4_1 rows of 576 values are 18 blocks of 20 bytes: not a multiple of 16
+  const OpCase smol = xq_case(ir::DType::Q4_1, 576, 1536, ir::OpKind::MatMul);
+  EXPECT_FALSE(bulk(entry_at(smol, 90, "ggml")));
+  // without x_q8 (f32 activations) the GEMV is never the bulk variant
+  OpCase f = testcases::matmul_case(ir::OpKind::MatMul, ir::DType::Q4_K, 1, ir::DType::F32, 4096, 4096);
+  EXPECT_EQ(entry_at(f, 90, "planes").kernel.entry.find("_xq"), std::string::npos);
+  EXPECT_FALSE(bulk(entry_at(f, 90, "planes")));
 }
 
 // "CI compiles every kernel variant for every supported SM": every lowered

@@ -64,17 +64,34 @@ TEST(Layout, PlanesHoldEachRowsQuantsInElementOrderThenItsScales) {
       EXPECT_EQ(std::memcmp(&out[static_cast<size_t>(r * rb + K + 2 * b)], &src[static_cast<size_t>(r * rb + b * 34)], 2),
                 0);
   }
-  // q4_K: 12 + 4 scale bytes lead the 144-byte block, 128 quant bytes follow.
+  // q4_K: 4 + 12 scale bytes lead the 144-byte block, 128 quant bytes follow.
+  // In planes d and dmin stay first; the 8 6-bit scales and mins (GGUF: sub-block
+  // j < 4 in the low 6 bits of bytes j and j+4, j >= 4 split over byte j+4's
+  // nibbles and the top 2 bits of bytes j-4 and j) become four 24-bit groups,
+  // group p = sc[2p] | sc[2p+1] << 6 | m[2p] << 12 | m[2p+1] << 18.
   std::vector<uint8_t> k4, k4p;
   ir::random_blocks(DType::Q4_K, 2 * 512, 4, k4);
   k4p.resize(k4.size());
   repack(DType::Q4_K, kLayoutPlanes, 2, 512, k4.data(), k4p.data());
+  int distinct = 0;
   for (int r = 0; r < 2; ++r)
     for (int b = 0; b < 2; ++b) {
       const size_t row = static_cast<size_t>(r) * 288, blk = row + static_cast<size_t>(b) * 144;
       EXPECT_EQ(std::memcmp(&k4p[row + static_cast<size_t>(b) * 128], &k4[blk + 16], 128), 0);
-      EXPECT_EQ(std::memcmp(&k4p[row + 256 + static_cast<size_t>(b) * 16], &k4[blk], 16), 0);
+      const uint8_t* g = &k4[blk + 4];
+      const uint8_t* pl = &k4p[row + 256 + static_cast<size_t>(b) * 16];
+      EXPECT_EQ(std::memcmp(pl, &k4[blk], 4), 0);  // d, dmin
+      for (int j = 0; j < 8; ++j) {
+        const int sc = j < 4 ? (g[j] & 63) : ((g[j + 4] & 15) | ((g[j - 4] >> 6) << 4));
+        const int m = j < 4 ? (g[j + 4] & 63) : ((g[j + 4] >> 4) | ((g[j] >> 6) << 4));
+        const int p = j / 2, e = j % 2;
+        const uint32_t w = uint32_t(pl[4 + 3 * p]) | uint32_t(pl[5 + 3 * p]) << 8 | uint32_t(pl[6 + 3 * p]) << 16;
+        EXPECT_EQ(static_cast<int>((w >> (6 * e)) & 63), sc) << "block " << b << " sub-block " << j;
+        EXPECT_EQ(static_cast<int>((w >> (12 + 6 * e)) & 63), m) << "block " << b << " sub-block " << j;
+        distinct += sc != m;
+      }
     }
+  EXPECT_GT(distinct, 8);  // random scales: the test tells scales from mins
   // q6_K: the 192 quant bytes (ql, qh) lead the 210-byte block, 16 scales and d follow.
   std::vector<uint8_t> k6, k6p;
   ir::random_blocks(DType::Q6_K, 3 * 256, 5, k6);

@@ -467,6 +467,14 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
       xq(matmul_case(OpKind::MatMul, wt, 1, DType::F32, 16384, 40));      // split 4
       xq(matmul_case(OpKind::RmsMatMul, wt, 1, DType::F16, 4096, 4100));  // 4 columns per group, partial last group
       xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, 1, DType::F32, 2048, 2050));
+      // sm_90's bulk-copy GEMV (q4_K / q6_K matrices of >= 24 MiB): many rows
+      // per warp, so its buffers are refilled and its barriers change phase
+      if (wt == DType::Q4_K) {
+        xq(matmul_case(OpKind::MatMulAdd, wt, 1, DType::F32, 256, 180000));
+        xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, 3, DType::F32, 512, 90001));
+      } else if (wt == DType::Q6_K) {
+        xq(matmul_case(OpKind::MatMul, wt, 1, DType::F32, 2048, 16000));
+      }
     }
   // long rows: the GEMV splits a column over 2 or 4 warps
   out.push_back(matmul_case(OpKind::MatMul, DType::Q4_0, 1, DType::F32, 2048));

@@ -38,6 +38,7 @@ struct Driver {
   decltype(&::cuModuleLoadData) moduleLoadData = nullptr;
   decltype(&::cuModuleGetFunction) moduleGetFunction = nullptr;
   decltype(&::cuLaunchKernel) launchKernel = nullptr;
+  decltype(&::cuFuncSetAttribute) funcSetAttribute = nullptr;
   std::string why_not;  // non-empty: no usable GPU
   int sm = 0;           // device SM (major*10+minor)
 };
@@ -74,7 +75,8 @@ const Driver& driver() {
     cudaFree(nullptr);  // make the primary context current
     if (!entry("cuModuleLoadData", d.moduleLoadData, d.why_not) ||
         !entry("cuModuleGetFunction", d.moduleGetFunction, d.why_not) ||
-        !entry("cuLaunchKernel", d.launchKernel, d.why_not))
+        !entry("cuLaunchKernel", d.launchKernel, d.why_not) ||
+        !entry("cuFuncSetAttribute", d.funcSetAttribute, d.why_not))
       return d;
     return d;
   }();
@@ -103,11 +105,21 @@ std::string cache_dir() {
   return d;
 }
 
+// A launch of more than 48 KiB of dynamic shared memory needs the function's
+// limit raised first (as the runtime engine does).
+CUfunction with_smem(CUfunction f, const Lowered& l) {
+  if (l.smem > 48 * 1024 &&
+      driver().funcSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(l.smem)) !=
+          CUDA_SUCCESS)
+    throw std::runtime_error("cuFuncSetAttribute(" + std::to_string(l.smem) + " bytes) failed for " + l.kernel.entry);
+  return f;
+}
+
 CUfunction load(const Lowered& l) {
   static std::map<std::pair<uint64_t, std::string>, CUfunction> fns;
   static std::map<uint64_t, CUmodule> mods;
   auto key = std::make_pair(l.kernel.hash, l.kernel.entry);
-  if (auto it = fns.find(key); it != fns.end()) return it->second;
+  if (auto it = fns.find(key); it != fns.end()) return with_smem(it->second, l);
   CUmodule mod;
   if (auto it = mods.find(l.kernel.hash); it != mods.end()) {
     mod = it->second;
@@ -123,7 +135,7 @@ CUfunction load(const Lowered& l) {
   if (driver().moduleGetFunction(&f, mod, l.kernel.entry.c_str()) != CUDA_SUCCESS)
     throw std::runtime_error("kernel " + l.kernel.entry + " not in module");
   fns[key] = f;
-  return f;
+  return with_smem(f, l);
 }
 
 struct DevBuf {
@@ -691,12 +703,16 @@ TEST(GemvBench, Throughput) {
       if (op != OpKind::MatMul && wt != DType::Q4_K && wt != DType::Q8_0 && wt != DType::F16 && wt != DType::Q6_K &&
           wt != DType::Q4_0)
         continue;
-      for (int variant = 0; variant < 3; ++variant) {
+      // variants: f32 activations; int8 activations in GGUF blocks, in planes;
+      // in planes lowered as for sm_89 (the register-pipelined int8 GEMV
+      // instead of sm_90's bulk-copy one; the kernel still runs on this GPU)
+      for (int variant = 0; variant < 4; ++variant) {
         if (variant > 0 && !ir::act_q8_weight(wt)) break;
         testcases::OpCase c = testcases::matmul_case(op, wt, 1, DType::F32, sh.K, sh.N);
         if (variant > 0) c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
         const ir::Graph& g = c.g;
-        const Target target{compile_sm(), variant == 2 ? std::string("planes") : std::string("ggml")};
+        const Target target{variant == 3 ? std::min(compile_sm(), 89) : compile_sm(),
+                            variant >= 2 ? std::string("planes") : std::string("ggml")};
         const Lowered l = lower(g, g.nodes()[0], {1}, target, ProgramMode::Compiled);
         CUfunction fn = load(l);
         const int64_t wrows = op == OpKind::RmsMatMulSwiGlu ? 2 * sh.N : sh.N;
@@ -753,7 +769,7 @@ TEST(GemvBench, Throughput) {
         cudaEventElapsedTime(&ms, e0, e1);
         ASSERT_EQ(cudaGetLastError(), cudaSuccess);
         const double us = 1000.0 * ms / iters;
-        static const char* kVariant[] = {"f32", "xq", "xq_planes"};
+        static const char* kVariant[] = {"f32", "xq", "xq_planes", "xq_planes_regs"};
         std::printf("{\"bench\": \"gemv\", \"op\": \"%s\", \"variant\": \"%s\", \"kernel\": \"%s\", \"dtype\": \"%s\", "
                     "\"K\": %lld, \"N\": %lld, \"us\": %.2f, \"GBps\": %.0f}\n",
                     c.name.substr(0, c.name.find('/')).c_str(), kVariant[variant], l.kernel.entry.c_str(),
