@@ -45,6 +45,7 @@ State& state() {
       });
       return st;
     }
+    if (v.rfind("cuda_alloc:", 0) == 0 || v.rfind("trap:", 0) == 0) return st;  // the runtime's (runtime/fault.h)
     int site = -1;
     size_t pos = 0;
     for (int i = 0; i < kSites; ++i) {
@@ -59,7 +60,8 @@ State& state() {
     const bool kill = end && std::strcmp(end, ":kill") == 0;
     if (site < 0 || n == 0 || !end || end == v.c_str() + pos || (*end && !kill)) {
       std::fprintf(stderr,
-                   "kiln: KILN_FAULT='%s' ignored: use <read|write|nvrtc|alloc>:<n>[:kill] (n >= 1) or report\n", env);
+                   "kiln: KILN_FAULT='%s' ignored: use <read|write|nvrtc|alloc>:<n>[:kill], <cuda_alloc|trap>:<n> "
+                   "(n >= 1) or report\n", env);
       return st;
     }
     if (site == static_cast<int>(Site::kAlloc)) {

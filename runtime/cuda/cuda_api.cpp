@@ -79,18 +79,55 @@ std::optional<DeviceInfo> probe_device(int index, std::string* why) {
   return d;
 }
 
+bool is_sticky(cudaError_t e) {
+  switch (e) {
+    case cudaErrorIllegalAddress: case cudaErrorLaunchFailure: case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction: case cudaErrorMisalignedAddress: case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc: case cudaErrorAssert: case cudaErrorLaunchTimeout: case cudaErrorECCUncorrectable:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_sticky(CUresult r) {
+  switch (r) {
+    case CUDA_ERROR_ILLEGAL_ADDRESS: case CUDA_ERROR_LAUNCH_FAILED: case CUDA_ERROR_HARDWARE_STACK_ERROR:
+    case CUDA_ERROR_ILLEGAL_INSTRUCTION: case CUDA_ERROR_MISALIGNED_ADDRESS: case CUDA_ERROR_INVALID_ADDRESS_SPACE:
+    case CUDA_ERROR_INVALID_PC: case CUDA_ERROR_ASSERT: case CUDA_ERROR_LAUNCH_TIMEOUT:
+    case CUDA_ERROR_ECC_UNCORRECTABLE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+namespace {
+// A sticky error says so and what to do: no later CUDA call of this process
+// can succeed, so retrying in-process is pointless.
+[[noreturn]] void fail(ErrorCode code, bool sticky, std::string msg) {
+  if (sticky)
+    throw Error(ErrorCode::kCuda,
+                msg + "; this is a sticky CUDA error: the process's GPU context is lost and every later CUDA call "
+                      "fails, so restart the process (if it recurs, run it under compute-sanitizer to find the "
+                      "kernel at fault)",
+                "sticky");
+  throw Error(code, std::move(msg));
+}
+}  // namespace
+
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess)
-    throw Error(e == cudaErrorMemoryAllocation ? ErrorCode::kDevice : ErrorCode::kCuda,
-                std::string(what) + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+    fail(e == cudaErrorMemoryAllocation ? ErrorCode::kDevice : ErrorCode::kCuda, is_sticky(e),
+         std::string(what) + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
 }
 
 void check(CUresult r, const char* what) {
   if (r == CUDA_SUCCESS) return;
   const char* s = "unknown error";
   if (driver().cuGetErrorString) driver().cuGetErrorString(r, &s);
-  throw Error(r == CUDA_ERROR_OUT_OF_MEMORY ? ErrorCode::kDevice : ErrorCode::kCuda,
-              std::string(what) + " failed: " + s);
+  fail(r == CUDA_ERROR_OUT_OF_MEMORY ? ErrorCode::kDevice : ErrorCode::kCuda, is_sticky(r),
+       std::string(what) + " failed: " + s);
 }
 
 }  // namespace kiln::rt::cuda

@@ -43,8 +43,12 @@ struct DeviceInfo {
 // device, index out of range) — the caller decides whether that is an error.
 std::optional<DeviceInfo> probe_device(int index, std::string* why);
 
-// Throws rt::Error(kCuda) naming the call if `e` is not cudaSuccess.
+// Throws rt::Error naming the call if `e` is not cudaSuccess: kDevice for out
+// of memory, else kCuda; a sticky error (is_sticky: the context is lost, every
+// later call fails) has field "sticky" and a message saying to restart.
 void check(cudaError_t e, const char* what);
 void check(CUresult r, const char* what);
+bool is_sticky(cudaError_t e);
+bool is_sticky(CUresult r);
 
 }  // namespace kiln::rt::cuda

@@ -1,6 +1,7 @@
 #include "runtime/engine/engine.h"
 
 #include "runtime/cuda/cublaslt.h"
+#include "runtime/fault.h"
 
 #include <algorithm>
 #include <chrono>
@@ -76,16 +77,23 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
                 "memory_budget");
 
   const auto& drv = cuda::driver();
-  check(cudaStreamCreateWithFlags(&e->stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  // Every GPU-side allocation is a fault-injection site (runtime/fault.h): a
+  // failure anywhere here ends in kDevice "out of memory" and ~Engine frees
+  // what was made, so the process can load a plan again.
+  auto alloc = [](auto&& call, const char* what) {
+    check(fault::hit(fault::Site::kCudaAlloc) ? cudaErrorMemoryAllocation : call(), what);
+  };
+  alloc([&] { return cudaStreamCreateWithFlags(&e->stream_, cudaStreamNonBlocking); }, "cudaStreamCreate");
   if (p.weights_size) {
-    check(cudaMalloc(&e->d_weights_, p.weights_size), "cudaMalloc(weights)");
+    alloc([&] { return cudaMalloc(&e->d_weights_, p.weights_size); }, "cudaMalloc(weights)");
     check(cudaMemcpy(e->d_weights_, p.weights, p.weights_size, cudaMemcpyHostToDevice), "upload weights");
   }
-  check(cudaMalloc(&e->d_arena_, p.arena.size), "cudaMalloc(arena)");
+  alloc([&] { return cudaMalloc(&e->d_arena_, p.arena.size); }, "cudaMalloc(arena)");
   check(cudaMemset(e->d_arena_, 0, p.arena.size), "cudaMemset(arena)");
-  check(cudaMallocHost(reinterpret_cast<void**>(&e->h_step_), sizeof(KilnStep) * 2), "cudaMallocHost(step)");
-  check(cudaEventCreate(&e->ev_start_), "cudaEventCreate");
-  check(cudaEventCreate(&e->ev_stop_), "cudaEventCreate");
+  alloc([&] { return cudaMallocHost(reinterpret_cast<void**>(&e->h_step_), sizeof(KilnStep) * 2); },
+        "cudaMallocHost(step)");
+  alloc([&] { return cudaEventCreate(&e->ev_start_); }, "cudaEventCreate");
+  alloc([&] { return cudaEventCreate(&e->ev_stop_); }, "cudaEventCreate");
 
   std::map<std::pair<uint64_t, size_t>, CUmodule> loaded;  // (source hash, image size) -> module
   for (const auto& k : p.kernels) {
@@ -93,7 +101,9 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
     const size_t image_size = use_ptx ? k.ptx_size : k.cubin_size;
     CUmodule& m = loaded[{k.source_hash, image_size}];
     if (!m) {
-      check(drv.cuModuleLoadDataEx(&m, image, 0, nullptr, nullptr), ("load kernel module " + k.name).c_str());
+      const CUresult r = fault::hit(fault::Site::kCudaAlloc) ? CUDA_ERROR_OUT_OF_MEMORY
+                                                              : drv.cuModuleLoadDataEx(&m, image, 0, nullptr, nullptr);
+      check(r, ("load kernel module " + k.name).c_str());
       e->modules_.push_back(m);
     }
     CUfunction f = nullptr;
@@ -349,6 +359,21 @@ const Engine::Program& Engine::pick(ProgramMode mode, Phase phase, int32_t n) co
   return *best;
 }
 
+// The trap fault (runtime/fault.h): a one-thread kernel that executes `trap`,
+// JIT-compiled from PTX by the driver (the runtime has no NVRTC), so the step
+// ends in a sticky launch failure as a faulting kernel would.
+void Engine::launch_trap() {
+  static const char kPtx[] =
+      ".version 7.0\n.target sm_52\n.address_size 64\n.visible .entry kiln_fault_trap()\n{\n  trap;\n  ret;\n}\n";
+  const auto& drv = cuda::driver();
+  CUmodule m = nullptr;
+  CUfunction f = nullptr;
+  check(drv.cuModuleLoadDataEx(&m, kPtx, 0, nullptr, nullptr), "load the trap fault kernel");
+  modules_.push_back(m);
+  check(drv.cuModuleGetFunction(&f, m, "kiln_fault_trap"), "find the trap fault kernel");
+  check(drv.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, stream_, nullptr, nullptr), "launch the trap fault kernel");
+}
+
 int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingParams& sp, const int32_t* ids) {
   const auto& A = in_.arena;
   KilnStep& s = *h_step_;
@@ -368,6 +393,7 @@ int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingPar
           "upload token ids");
   check(cudaMemcpyAsync(arena + A.step_offset, &s, sizeof s, cudaMemcpyHostToDevice, stream_), "upload step");
   check(cudaEventRecord(ev_start_, stream_), "cudaEventRecord");
+  if (fault::hit(fault::Site::kTrap)) launch_trap();
   check_tokens_ = n;
   if (p.exec) {
     check(cudaGraphLaunch(p.exec, stream_), "cudaGraphLaunch");

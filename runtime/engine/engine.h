@@ -82,6 +82,7 @@ class Engine {
   struct Program;
   const Program& pick(ProgramMode mode, Phase phase, int32_t n) const;
   int32_t run(const Program& p, int32_t n_tokens, int32_t pos0, const SamplingParams& sp, const int32_t* ids);
+  void launch_trap();  // the trap fault site (runtime/fault.h)
   // Enqueues every launch of p on stream_ (kernels and cuBLASLt GEMMs); used
   // for graph capture and for programs run without a graph.
   void enqueue(const Program& p) const;

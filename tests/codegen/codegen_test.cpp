@@ -170,9 +170,12 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
           const int rows = std::regex_search(en, m, std::regex("_r([0-9])_")) ? std::stoi(m[1]) : 1;
           const int split = std::regex_search(en, m, std::regex("_s([0-9])_")) ? std::stoi(m[1]) : 1;
           // (the int8 GEMV's grid stops at kGemvXqMaxBlocks, whose blocks loop over the rest)
-          if (xq) EXPECT_LE(l.grid[0], uint32_t(launch::kGemvXqMaxBlocks)) << en;
-          if (!xq || l.grid[0] < uint32_t(launch::kGemvXqMaxBlocks))
+          if (xq) {
+            EXPECT_LE(l.grid[0], uint32_t(launch::kGemvXqMaxBlocks)) << en;
+          }
+          if (!xq || l.grid[0] < uint32_t(launch::kGemvXqMaxBlocks)) {
             EXPECT_GE(int64_t(l.grid[0]) * (4 / split) * rows, N) << en;
+          }
           EXPECT_LE(c.bucket, 4);
         } else {
           EXPECT_GE(int64_t(l.grid[1]) * 16, c.bucket);

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -19,6 +21,7 @@
 #include "ir/dtype.h"
 #include "ir/quantize.h"
 #include "runtime/cuda/cuda_api.h"
+#include "runtime/fault.h"
 #include "runtime/kiln_runtime.h"
 
 namespace fs = std::filesystem;
@@ -321,3 +324,77 @@ TEST(GpuE2E, CheckFiniteNamesTheFirstKernelThatWritesInf) {
     }
   }
 }
+
+// Fault injection on the GPU (issue 9): failing each GPU-side allocation of an
+// engine in turn (stream, weights, arena, pinned step block, events, kernel
+// modules) ends every load in kDevice "... failed: out of memory" with the
+// device memory given back, and the process then loads the plan and generates
+// the same tokens as before.
+TEST(GpuE2E, EveryCudaAllocationFailureEndsCleanAndTheNextLoadGenerates) {
+  REQUIRE_GPU();
+  synth::SynthOptions so;
+  so.geometry = "tiny";
+  so.type = "q4_k_m";
+  so.seed = 9;
+  const fs::path gguf = scratch() / "tiny_fault.gguf";
+  synth::build_model(so).write(gguf.string());
+  const std::string plan = compile_plan(gguf, gpu()->sm, 128, "fault");
+  const std::vector<int32_t> prompt = {1, 5, 9, 13, 17};
+  std::vector<int32_t> ref;
+  rt::fault::disarm();
+  {
+    auto m = rt::Model::load(plan, {});
+    ref = run_plan(*m, prompt, 6, rt::ProgramMode::Compiled).tokens;
+  }
+  const uint64_t sites = rt::fault::count(rt::fault::Site::kCudaAlloc);
+  ASSERT_GE(sites, 6u) << "stream, weights, arena, step block, two events and the modules are sites";
+  size_t free0 = 0, free1 = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free0, &total), cudaSuccess);
+  for (uint64_t n = 1; n <= sites; ++n) {
+    SCOPED_TRACE("failing GPU allocation " + std::to_string(n) + " of " + std::to_string(sites));
+    rt::fault::arm(rt::fault::Site::kCudaAlloc, n);
+    try {
+      auto m = rt::Model::load(plan, {});
+      ADD_FAILURE() << "the load succeeded";
+    } catch (const rt::Error& e) {
+      EXPECT_EQ(e.code(), rt::ErrorCode::kDevice) << e.what();
+      EXPECT_NE(std::string(e.what()).find("failed"), std::string::npos) << e.what();
+    }
+    rt::fault::disarm();
+  }
+  ASSERT_EQ(cudaMemGetInfo(&free1, &total), cudaSuccess);
+  EXPECT_GE(free1 + (16u << 20), free0) << "device memory not given back after the failed loads";
+  auto m = rt::Model::load(plan, {});
+  EXPECT_EQ(run_plan(*m, prompt, 6, rt::ProgramMode::Compiled).tokens, ref);
+  std::printf("[cuda_alloc] %llu sites failed in turn: each load ended in out of memory, then generated again\n",
+              static_cast<unsigned long long>(sites));
+}
+
+// A sticky CUDA error (KILN_FAULT=trap:2 makes the engine launch a kernel that
+// traps before the second step) is reported as such by `kiln run`, which exits
+// with status 3 and does not hang: the context is lost, the process must go.
+TEST(GpuE2E, StickyErrorIsReportedAndKilnRunExitsCleanly) {
+  REQUIRE_GPU();
+  const fs::path kiln = fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "kiln";
+  ASSERT_TRUE(fs::exists(kiln)) << kiln << " (built beside this test binary)";
+  synth::SynthOptions so;
+  so.geometry = "tiny";
+  so.type = "f16";
+  const fs::path gguf = scratch() / "tiny_trap.gguf";
+  synth::build_model(so).write(gguf.string());
+  const std::string plan = compile_plan(gguf, gpu()->sm, 128, "trap");
+  const std::string cmd = "KILN_FAULT=trap:2 timeout 120 '" + kiln.string() + "' run '" + plan +
+                          "' -p 'Once upon a time' -n 8 2>&1; echo \"exit=$?\"";
+  std::string out;
+  FILE* f = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  std::array<char, 4096> buf{};
+  while (std::fgets(buf.data(), buf.size(), f)) out += buf.data();
+  ::pclose(f);
+  EXPECT_NE(out.find("exit=3"), std::string::npos) << out;
+  EXPECT_NE(out.find("sticky CUDA error"), std::string::npos) << out;
+  EXPECT_NE(out.find("restart the process"), std::string::npos) << out;
+  const size_t at = out.find("error");
+  std::printf("[trap] %s", out.substr(at == std::string::npos ? 0 : at).c_str());
+}
+

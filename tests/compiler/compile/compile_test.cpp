@@ -175,8 +175,12 @@ TEST(Compile, LaunchesMarkActivationOutputsAndNameTheirInputs) {
       }
       marked += outs;
       // kv_store / rope_store write caches (states): their marked outputs are activations only
-      if (label.rfind("kv_store", 0) == 0) EXPECT_EQ(outs, 0) << label;
-      if (label.rfind("matmul", 0) == 0 || label.rfind("rms_matmul", 0) == 0) EXPECT_EQ(outs, 1) << label;
+      if (label.rfind("kv_store", 0) == 0) {
+        EXPECT_EQ(outs, 0) << label;
+      }
+      if (label.rfind("matmul", 0) == 0 || label.rfind("rms_matmul", 0) == 0) {
+        EXPECT_EQ(outs, 1) << label;
+      }
     }
   }
   EXPECT_GT(marked, 20);
