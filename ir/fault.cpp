@@ -45,7 +45,8 @@ State& state() {
       });
       return st;
     }
-    if (v.rfind("cuda_alloc:", 0) == 0 || v.rfind("trap:", 0) == 0) return st;  // the runtime's (runtime/fault.h)
+    for (const char* rt_site : {"cuda_alloc:", "trap:", "plan_read:"})  // the runtime's (runtime/fault.h)
+      if (v.rfind(rt_site, 0) == 0) return st;
     int site = -1;
     size_t pos = 0;
     for (int i = 0; i < kSites; ++i) {
@@ -60,7 +61,7 @@ State& state() {
     const bool kill = end && std::strcmp(end, ":kill") == 0;
     if (site < 0 || n == 0 || !end || end == v.c_str() + pos || (*end && !kill)) {
       std::fprintf(stderr,
-                   "kiln: KILN_FAULT='%s' ignored: use <read|write|nvrtc|alloc>:<n>[:kill], <cuda_alloc|trap>:<n> "
+                   "kiln: KILN_FAULT='%s' ignored: use <read|write|nvrtc|alloc>:<n>[:kill], <cuda_alloc|trap|plan_read>:<n> "
                    "(n >= 1) or report\n", env);
       return st;
     }

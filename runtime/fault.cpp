@@ -9,7 +9,7 @@
 namespace kiln::rt::fault {
 namespace {
 
-constexpr int kSites = 2;
+constexpr int kSites = 3;
 
 struct State {
   std::atomic<uint64_t> counts[kSites] = {};
@@ -25,9 +25,10 @@ State& state() {
     const std::string v = env;
     if (v == "report") {
       std::atexit([] {
-        std::fprintf(stderr, "kiln: runtime fault sites: cuda_alloc %llu, trap %llu\n",
+        std::fprintf(stderr, "kiln: runtime fault sites: cuda_alloc %llu, trap %llu, plan_read %llu\n",
                      static_cast<unsigned long long>(count(Site::kCudaAlloc)),
-                     static_cast<unsigned long long>(count(Site::kTrap)));
+                     static_cast<unsigned long long>(count(Site::kTrap)),
+                     static_cast<unsigned long long>(count(Site::kPlanRead)));
       });
       return st;
     }
@@ -57,6 +58,7 @@ const char* site_name(Site site) {
   switch (site) {
     case Site::kCudaAlloc: return "cuda_alloc";
     case Site::kTrap: return "trap";
+    case Site::kPlanRead: return "plan_read";
   }
   return "?";
 }

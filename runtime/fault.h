@@ -8,6 +8,8 @@
 //   KILN_FAULT=trap:<n>         before the n-th step, the engine launches a
 //                               kernel that executes `trap`: a sticky error
 //                               that leaves the process's CUDA context unusable
+//   KILN_FAULT=plan_read:<n>    the n-th open, stat or map of a plan file fails
+//                               (EIO), as on a bad disk
 // KILN_FAULT=report prints at exit how many calls each site saw. Values naming
 // the compiler's sites are left to ir/fault.cpp (and the other way round).
 #pragma once
@@ -15,7 +17,7 @@
 
 namespace kiln::rt::fault {
 
-enum class Site : int { kCudaAlloc = 0, kTrap = 1 };
+enum class Site : int { kCudaAlloc = 0, kTrap = 1, kPlanRead = 2 };
 
 // Fails the n-th call at `site` from now on (n = 0 disarms); resets the counts.
 void arm(Site site, uint64_t n);

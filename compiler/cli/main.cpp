@@ -1,5 +1,6 @@
 // kiln: ahead-of-time compiler and lean runtime for LLMs on NVIDIA GPUs.
 #include <cstdio>
+#include <new>
 #include <exception>
 
 #include <CLI/CLI.hpp>
@@ -61,6 +62,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiln: %s: %s\n", e.code() == kiln::rt::ErrorCode::kInternal ? "internal error" : "error",
                  e.what());
     return kiln::rt::cli::exit_status(e);
+  } catch (const std::bad_alloc&) {  // the runtime's host side (the compiler maps its own to kOutOfMemory)
+    std::fprintf(stderr, "kiln: error: out of host memory: free memory or use a machine with more\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kiln: internal error: %s\n", e.what());
     return 2;

@@ -3,6 +3,7 @@
 // compiler, NVRTC or cuBLAS). Verbs, flags and output are those of `kiln run`,
 // `kiln bench` and `kiln inspect x.plan` (one implementation, runtime/cli/).
 #include <cstdio>
+#include <new>
 #include <exception>
 
 #include <CLI/CLI.hpp>
@@ -41,6 +42,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiln-run: %s: %s\n",
                  e.code() == kiln::rt::ErrorCode::kInternal ? "internal error" : "error", e.what());
     return kiln::rt::cli::exit_status(e);
+  } catch (const std::bad_alloc&) {  // the runtime's host side (the compiler maps its own to kOutOfMemory)
+    std::fprintf(stderr, "kiln-run: error: out of host memory: free memory or use a machine with more\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kiln-run: internal error: %s\n", e.what());
     return 2;

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "runtime/fault.h"
 #include "runtime/plan/verify.h"
 
 namespace kiln::rt {
@@ -45,12 +46,14 @@ std::span<const uint8_t> Plan::file() const { return storage_->bytes(); }
 
 Plan Plan::load(const std::string& path) {
   // O_NONBLOCK: opening a FIFO must not hang (it is refused below as not a regular file).
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  // each system call is a fault-injection site (runtime/fault.h: plan_read)
+  auto io_fault = [] { return fault::hit(fault::Site::kPlanRead) ? (errno = EIO, true) : false; };
+  int fd = io_fault() ? -1 : ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     throw Error(ErrorCode::kIo, "cannot open plan '" + path + "': " + std::strerror(errno) +
                                     " (compile one with `kiln compile <model.gguf> -o " + path + "`)");
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
+  if (io_fault() || ::fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
     throw Error(ErrorCode::kIo, "cannot stat plan '" + path + "': " + std::strerror(err));
@@ -61,7 +64,7 @@ Plan Plan::load(const std::string& path) {
     throw Error(ErrorCode::kIo, "plan '" + path + "' is not a regular file");
   }
   if (st.st_size > 0) {
-    void* m = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+    void* m = io_fault() ? MAP_FAILED : ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
     if (m == MAP_FAILED) {
       int err = errno;
       ::close(fd);

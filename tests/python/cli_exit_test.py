@@ -11,6 +11,7 @@ Run: python3 tests/python/cli_exit_test.py --kiln build/kiln --build build
 """
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,9 +20,10 @@ from pathlib import Path
 FAILURES = []
 
 
-def run(*args, timeout=120):
+def run(*args, timeout=120, env=None):
     try:
-        r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                           env=None if env is None else {**os.environ, **env})
         return r.returncode, r.stdout, r.stderr
     except subprocess.TimeoutExpired:
         return None, "", "TIMEOUT"
@@ -176,6 +178,26 @@ def main():
                   f"{name} run PLAN: generates, or exits 3 naming the missing GPU (rc={rc})", err)
         rc, out, err = run(kiln, "generate", "--reference", model, "-p", "Hi", "-n", "2", "--seed", "7", "-q")
         check(rc == 0, "kiln generate --reference with valid values: exit 0", err)
+
+        # ---- faults on the host side of `run` (before any GPU is needed): each large host
+        # allocation (KILN_FAULT=alloc:n) ends in "out of host memory", exit 1; each plan file
+        # operation (plan_read:n: open, stat, map) in an I/O error naming the plan, exit 1
+        rc, _, err = run(kiln, "run", plan, "-p", "hi", env={"KILN_FAULT": "report"})
+        m = re.search(r"fault sites: read \d+, write \d+, nvrtc \d+, alloc (\d+)", err)
+        n_alloc = int(m.group(1)) if m else 0
+        check(n_alloc >= 5, f"KILN_FAULT=report counts the host allocations of kiln run ({n_alloc})", err)
+        for n in range(1, n_alloc + 1):
+            rc, out, err = run(kiln, "run", plan, "-p", "hi", env={"KILN_FAULT": f"alloc:{n}"})
+            lines = err.strip().splitlines()
+            if not (rc == 1 and len(lines) == 1 and "kiln: error: out of host memory" in lines[0]):
+                check(False, f"KILN_FAULT=alloc:{n} kiln run: exit 1, out of host memory", f"rc={rc}\n{err[:800]}")
+                break
+        else:
+            check(n_alloc > 0, f"KILN_FAULT=alloc:1..{n_alloc} kiln run: each exits 1, out of host memory")
+        for n in (1, 2, 3):
+            rc, out, err = run(kiln_run, "run", plan, "-p", "hi", env={"KILN_FAULT": f"plan_read:{n}"})
+            check(rc == 1 and "Input/output error" in err and str(plan) in err and err.count("\n") == 1,
+                  f"KILN_FAULT=plan_read:{n} kiln-run run: exit 1, an I/O error naming the plan", f"rc={rc}\n{err}")
 
         # ---- kiln verify: values checked first; then PASS (exit 0, GPU) or no GPU (exit 3)
         expect_error(kiln, ["verify", plan, model, "--steps", "0"], ["--steps 0"])
