@@ -76,6 +76,17 @@ std::string compile_plan(const fs::path& gguf, int sm, int64_t ctx, const std::s
   return o.out_path;
 }
 
+// A random-weight model of the tiny geometry written to the scratch folder.
+fs::path tiny_model(const std::string& type, uint64_t seed, const std::string& name) {
+  synth::SynthOptions so;
+  so.geometry = "tiny";
+  so.type = type;
+  so.seed = seed;
+  const fs::path gguf = scratch() / (name + ".gguf");
+  synth::build_model(so).write(gguf.string());
+  return gguf;
+}
+
 // Greedy tokens from the interpreter, logits of the first step.
 // tensor_core: the interpreter models the compiled plan exactly (prefill
 // chunks on the tensor-core graph: f16 GEMM operands), else the fp32 graph the
@@ -207,12 +218,8 @@ class GpuSynthTypes : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GpuSynthTypes, LogitsMatchInterpreter) {
   REQUIRE_GPU();
-  synth::SynthOptions so;
-  so.geometry = "tiny";
-  so.type = GetParam();
-  so.seed = 7;
-  fs::path gguf = scratch() / ("tiny_" + so.type + ".gguf");
-  synth::build_model(so).write(gguf.string());
+  const std::string type = GetParam();
+  const fs::path gguf = tiny_model(type, 7, "tiny_" + type);
   std::string plan = compile_plan(gguf, gpu()->sm, 128, "t");
   auto model = rt::Model::load(plan, {});
   auto f = gguf::File::open(gguf.string());
@@ -224,10 +231,10 @@ TEST_P(GpuSynthTypes, LogitsMatchInterpreter) {
   for (auto mode : {rt::ProgramMode::Compiled, rt::ProgramMode::Eager}) {
     auto r = run_plan(*model, prompt, 1, mode);
     double e = rel_err(r.first_logits, mode == rt::ProgramMode::Compiled ? tc_logits : ref_logits);
-    std::printf("[tiny %-6s] %s rel err %.2e\n", so.type.c_str(), mode == rt::ProgramMode::Compiled ? "compiled" : "eager   ", e);
+    std::printf("[tiny %-6s] %s rel err %.2e\n", type.c_str(), mode == rt::ProgramMode::Compiled ? "compiled" : "eager   ", e);
     // compiled: flash attention's f16 q and probabilities are not modelled by
     // the interpreter (measured 2e-4 .. 2.3e-3 on an H200, bf16 the largest); eager: fp32
-    EXPECT_LT(e, mode == rt::ProgramMode::Compiled ? 5e-3 : 1e-3) << so.type;
+    EXPECT_LT(e, mode == rt::ProgramMode::Compiled ? 5e-3 : 1e-3) << type;
   }
   // Three decode steps on the compiled plan against the interpreter (the
   // tensor-core one: its KV cache holds what the compiled prefill wrote).
@@ -240,18 +247,18 @@ TEST_P(GpuSynthTypes, LogitsMatchInterpreter) {
   // upstream kernels push some values across a rounding boundary, each a whole
   // quantisation step (kiln verify's kTolCompiledQ8; measured up to 8.5e-3).
   // The token must be the argmax or a near-tie (1e-2 x RMS of the logits).
-  const bool xq = ir::act_q8_weight(*ir::dtype_from_name(so.type == "q4_k_m" ? "q4_k" : so.type));
+  const bool xq = ir::act_q8_weight(*ir::dtype_from_name(type == "q4_k_m" ? "q4_k" : type));
   for (int i = 0; i < 3; ++i) {
     int32_t next = eng.step(rt::ProgramMode::Compiled, std::span<const int32_t>(&tok, 1), pos++, {});
     auto rl = ref_tc.feed(std::span<const int32_t>(&tok, 1));
     double e = rel_err(eng.last_logits(), rl);
-    std::printf("[tiny %-6s] decode step %d rel err %.2e\n", so.type.c_str(), i, e);
-    EXPECT_LT(e, xq ? 2e-2 : 1e-3) << so.type << " decode step " << i;
+    std::printf("[tiny %-6s] decode step %d rel err %.2e\n", type.c_str(), i, e);
+    EXPECT_LT(e, xq ? 2e-2 : 1e-3) << type << " decode step " << i;
     double rms = 0;
     for (float v : rl) rms += double(v) * v;
     rms = std::sqrt(rms / double(rl.size()));
     EXPECT_LE(double(rl[size_t(argmax(rl))]) - rl[size_t(next)], (xq ? 1e-2 : 0.0) * rms)
-        << so.type << " decode step " << i << ": token " << next << " vs the interpreter's " << argmax(rl);
+        << type << " decode step " << i << ": token " << next << " vs the interpreter's " << argmax(rl);
     tok = argmax(rl);
   }
 }
@@ -286,12 +293,7 @@ TEST(GpuE2E, WrongTargetIsRefusedWithFix) {
 // inputs. The same plan without the check still runs (non-finite logits).
 TEST(GpuE2E, CheckFiniteNamesTheFirstKernelThatWritesInf) {
   REQUIRE_GPU();
-  synth::SynthOptions so;
-  so.geometry = "tiny";
-  so.type = "f16";
-  so.seed = 5;
-  fs::path gguf = scratch() / "tiny_inf.gguf";
-  synth::build_model(so).write(gguf.string());
+  const fs::path gguf = tiny_model("f16", 5, "tiny_inf");
   {
     auto f = gguf::File::open(gguf.string());
     const auto* t = f.find_tensor("blk.1.ffn_norm.weight");
@@ -332,12 +334,7 @@ TEST(GpuE2E, CheckFiniteNamesTheFirstKernelThatWritesInf) {
 // the same tokens as before.
 TEST(GpuE2E, EveryCudaAllocationFailureEndsCleanAndTheNextLoadGenerates) {
   REQUIRE_GPU();
-  synth::SynthOptions so;
-  so.geometry = "tiny";
-  so.type = "q4_k_m";
-  so.seed = 9;
-  const fs::path gguf = scratch() / "tiny_fault.gguf";
-  synth::build_model(so).write(gguf.string());
+  const fs::path gguf = tiny_model("q4_k_m", 9, "tiny_fault");
   const std::string plan = compile_plan(gguf, gpu()->sm, 128, "fault");
   const std::vector<int32_t> prompt = {1, 5, 9, 13, 17};
   std::vector<int32_t> ref;
@@ -377,11 +374,7 @@ TEST(GpuE2E, StickyErrorIsReportedAndKilnRunExitsCleanly) {
   REQUIRE_GPU();
   const fs::path kiln = fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "kiln";
   ASSERT_TRUE(fs::exists(kiln)) << kiln << " (built beside this test binary)";
-  synth::SynthOptions so;
-  so.geometry = "tiny";
-  so.type = "f16";
-  const fs::path gguf = scratch() / "tiny_trap.gguf";
-  synth::build_model(so).write(gguf.string());
+  const fs::path gguf = tiny_model("f16", 0, "tiny_trap");
   const std::string plan = compile_plan(gguf, gpu()->sm, 128, "trap");
   const std::string cmd = "KILN_FAULT=trap:2 timeout 120 '" + kiln.string() + "' run '" + plan +
                           "' -p 'Once upon a time' -n 8 2>&1; echo \"exit=$?\"";
