@@ -25,6 +25,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
 #include <thread>
 
 #include "ir/dequant.h"
@@ -247,6 +250,12 @@ struct Interpreter::Impl {
   WeightSource weights;
   std::vector<TensorPtr> states;         // by value id (null for non-states)
   std::vector<TensorPtr> weight_cache;   // by value id, fp32, filled on first use
+  // shared with other interpreters (share_weights): fp32 weights by source key
+  struct SourceCache {
+    std::mutex mu;
+    std::map<std::string, TensorPtr> by_key;
+  };
+  std::shared_ptr<SourceCache> shared;
   std::vector<TensorPtr> last;           // values of the last run, by id
   std::map<std::string, int64_t> sym_values;
 
@@ -310,6 +319,13 @@ struct Interpreter::Impl {
     auto& slot = weight_cache[static_cast<size_t>(id)];
     if (slot) return *slot;
     const Value& v = g.value(id);
+    std::string key;
+    if (shared) {
+      key = v.source + "|" + std::string(dtype_name(v.dtype));
+      for (const Dim& d : v.shape) key += "|" + std::to_string(d.value);
+      std::lock_guard<std::mutex> lock(shared->mu);
+      if (auto it = shared->by_key.find(key); it != shared->by_key.end()) return *(slot = it->second);
+    }
     WeightData wd = fetch(v);
     auto t = std::make_shared<Tensor>(Tensor::zeros_f32(wd.shape));
     int64_t K = wd.shape.empty() ? 1 : wd.shape.back();
@@ -318,6 +334,10 @@ struct Interpreter::Impl {
     for (int64_t r = 0; r < rows; ++r)
       dequantize(v.dtype, wd.data + rb * static_cast<uint64_t>(r), t->f32.data() + r * K, K);
     slot = t;
+    if (shared) {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->by_key.emplace(key, t);
+    }
     return *slot;
   }
 
@@ -739,6 +759,11 @@ Interpreter::Interpreter(const Graph& g, WeightSource weights) : impl_(std::make
 }
 
 Interpreter::~Interpreter() = default;
+
+void Interpreter::share_weights(Interpreter& other) {
+  if (!other.impl_->shared) other.impl_->shared = std::make_shared<Impl::SourceCache>();
+  impl_->shared = other.impl_->shared;
+}
 
 std::map<std::string, Tensor> Interpreter::run(const std::map<std::string, Tensor>& inputs) {
   return impl_->run(inputs);

@@ -49,6 +49,11 @@ class Interpreter {
   // its own. Undone by reset_state() on either side. Throws kiln::Error when a
   // shared state has another shape or dtype.
   void share_states(const Interpreter& other);
+  // Makes this interpreter and `other` keep one cache of dequantised weights,
+  // by source name (Value::source, with dtype and shape), so weights that two
+  // graphs of one model read (the decode and prefill programs) are
+  // dequantised and held once. Call before either runs.
+  void share_weights(Interpreter& other);
   // Intermediate values of the last run (for debugging / op-by-op comparison).
   const Tensor* last_value(const std::string& name) const;
 

@@ -56,6 +56,34 @@ TEST(Interp, MatMulMatchesNaive) {
   EXPECT_EQ(again["y"].f32, out["y"].f32);
 }
 
+// Two interpreters that share weights (ModelRunner's default, prefill and
+// decode graphs) fetch and dequantise each source once, and compute the same.
+TEST(Interp, SharedWeightsAreFetchedOnce) {
+  const int64_t T = 3, K = 64, N = 40;
+  OneOp o;
+  auto x = o.g.add_input("x", DType::F32, {F(T), F(K)});
+  auto w = o.g.add_weight("w", DType::F32, {F(N), F(K)}, "w.weight");
+  auto y = o.g.add_node(OpKind::MatMul, {x, w}, {}, "y", DType::F32, {F(T), F(N)});
+  o.g.mark_output(y);
+  o.ws.add_f32("w.weight", {N, K}, o.rng);
+  const auto xv = rand_vec(T * K, o.rng);
+  int fetches = 0;
+  auto counting = [&](const std::string& name) {
+    ++fetches;
+    return o.ws.source()(name);
+  };
+  Interpreter a(o.g, counting), b(o.g, counting), alone(o.g, counting);
+  b.share_weights(a);
+  const auto ya = a.run({{"x", f32_tensor({T, K}, xv)}})["y"].f32;
+  EXPECT_EQ(fetches, 1);
+  const auto yb = b.run({{"x", f32_tensor({T, K}, xv)}})["y"].f32;
+  EXPECT_EQ(fetches, 1) << "b dequantised the weight a already holds";
+  const auto yc = alone.run({{"x", f32_tensor({T, K}, xv)}})["y"].f32;
+  EXPECT_EQ(fetches, 2) << "an interpreter that shares nothing fetches its own";
+  EXPECT_EQ(ya, yb);
+  EXPECT_EQ(ya, yc);
+}
+
 TEST(Interp, MatMulRowsIndependentOfBatching) {
   // Row t of a 5-row matmul equals the same row run alone, bit for bit
   // (the blocked 2x2 path and the single-row path sum in the same order).

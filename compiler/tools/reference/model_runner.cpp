@@ -82,6 +82,10 @@ ModelRunner::ModelRunner(const gguf::File& f, int64_t ctx, int64_t chunk, bool t
     decode_graph_ = passes::run_pipeline(fused, decode, passes::options_for(opt, decode));
     decode_ = std::make_unique<ir::Interpreter>(decode_graph_, gguf_weights(f));
     decode_->share_states(*interp_);
+    // the graphs read many of the same weights (norms, o, down, embeddings,
+    // fused blobs): dequantise each once for all three
+    prefill_->share_weights(*interp_);
+    decode_->share_weights(*interp_);
   }
 }
 
