@@ -19,6 +19,7 @@
 #include "compiler/gguf/gguf.h"
 #include "compiler/tools/synth/model.h"
 #include "ir/dtype.h"
+#include "ir/fault.h"
 #include "ir/quantize.h"
 #include "runtime/cuda/cuda_api.h"
 #include "runtime/fault.h"
@@ -364,6 +365,46 @@ TEST(GpuE2E, EveryCudaAllocationFailureEndsCleanAndTheNextLoadGenerates) {
   auto m = rt::Model::load(plan, {});
   EXPECT_EQ(run_plan(*m, prompt, 6, rt::ProgramMode::Compiled).tokens, ref);
   std::printf("[cuda_alloc] %llu sites failed in turn: each load ended in out of memory, then generated again\n",
+              static_cast<unsigned long long>(sites));
+}
+
+// Host allocations over one generation (ir/fault.h site alloc: each operator
+// new of >= 4 KiB, failed in turn): loading the plan (plan, tokenizer, engine
+// tables, graph capture) and generating 6 tokens ends in std::bad_alloc, never
+// a crash or a hang; afterwards the device memory is back and the plan loads
+// and generates the same tokens.
+TEST(GpuE2E, EveryLargeHostAllocationOfAGenerationFailsCleanly) {
+  REQUIRE_GPU();
+  if (!fault::alloc_site_available()) GTEST_SKIP() << "sanitizer build: operator new is the sanitizer's";
+  const fs::path gguf = tiny_model("q4_0", 11, "tiny_host_alloc");
+  const std::string plan = compile_plan(gguf, gpu()->sm, 128, "host_alloc");
+  const std::vector<int32_t> prompt = {2, 4, 6, 8};
+  auto generate = [&] {
+    auto m = rt::Model::load(plan, {});
+    return run_plan(*m, prompt, 6, rt::ProgramMode::Compiled).tokens;
+  };
+  fault::disarm();
+  const std::vector<int32_t> ref = generate();
+  const uint64_t sites = fault::count(fault::Site::kAlloc);
+  ASSERT_GT(sites, 0u);
+  size_t free0 = 0, free1 = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free0, &total), cudaSuccess);
+  uint64_t failed = 0;
+  for (uint64_t n = 1; n <= sites; ++n) {
+    SCOPED_TRACE("failing host allocation " + std::to_string(n) + " of " + std::to_string(sites));
+    fault::arm(fault::Site::kAlloc, n);
+    try {
+      generate();
+    } catch (const std::bad_alloc&) {
+      ++failed;
+    }
+    fault::disarm();
+  }
+  EXPECT_EQ(failed, sites) << "every large allocation of a load and generation failed it";
+  ASSERT_EQ(cudaMemGetInfo(&free1, &total), cudaSuccess);
+  EXPECT_GE(free1 + (16u << 20), free0) << "device memory not given back after the failed generations";
+  EXPECT_EQ(generate(), ref);
+  std::printf("[host alloc] %llu allocations failed in turn: each generation ended in std::bad_alloc\n",
               static_cast<unsigned long long>(sites));
 }
 
