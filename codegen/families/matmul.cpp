@@ -133,7 +133,9 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // gate/up, down, LM head: 15-35% faster); on smaller matrices and the light
   // types (q4_0, q4_1, q8_0) the register-pipelined kernel is as fast or faster.
   constexpr int64_t kMinBytes = int64_t{24} << 20;
-  if (!m.xq || t.sm < 90 || (m.wdt != DType::Q4_K && m.wdt != DType::Q6_K)) return std::nullopt;
+  // sm_90 only: the shared-memory budget below is Hopper's 227 KiB per SM
+  // (a newer target must bring its own budget: consumer parts have ~100 KiB)
+  if (!m.xq || t.sm != 90 || (m.wdt != DType::Q4_K && m.wdt != DType::Q6_K)) return std::nullopt;
   const ir::DTypeInfo& di = ir::dtype_info(m.wdt);
   if (m.K % di.block_elems) return std::nullopt;
   const int64_t rb = m.K / di.block_elems * di.block_bytes;  // row bytes (the planes layout keeps the GGUF row size)
