@@ -14,7 +14,7 @@ struct GemvParams {
   int max_tokens = 1;  // MT: rows computed (compile-time)
   int split = 1;       // warps per output column group
   int rows = 1;        // output columns per group
-  std::optional<GemvBulk> bulk;  // int8 activations streamed by bulk copies (sm_90+)
+  std::optional<GemvBulk> bulk;  // int8 activations streamed by bulk copies (sm_90)
 };
 
 bool is_gemv(const NodeCtx& c) {

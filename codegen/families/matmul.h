@@ -51,7 +51,7 @@ bool node_xq(const ir::Node& n);
 uint32_t gemv_xq_smem(int64_t K, int64_t tokens);
 
 // The bulk-copy variant of the int8-activation GEMV (gemv.cuh
-// mm_gemv_xq_bulk): sm_90+, q4_K / q6_K matrices of >= 24 MiB whose rows are
+// mm_gemv_xq_bulk): sm_90, q4_K / q6_K matrices of >= 24 MiB whose rows are
 // a multiple of 16 bytes. `warps` per
 // block, `stages` row buffers per warp of `rows` output columns each; grid and
 // shared memory sized so that the grid is one wave on a 132-SM GPU with every

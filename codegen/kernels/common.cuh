@@ -130,7 +130,7 @@ __device__ __forceinline__ void kiln_pdl_trigger() {
 // and flips its phase when those bytes have landed; waiters spin on the
 // parity of the fill they expect (fill f of a buffer: (f & 1)). Addresses and
 // sizes are multiples of 16. Only the int8 GEMV's bulk variant (selected for
-// sm_90+ targets) calls these; elsewhere they trap.
+// sm_90 targets) calls these; before sm_90 they trap.
 __device__ __forceinline__ u32 kiln_smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void kiln_mbar_init(u64* bar) {
 #if __CUDA_ARCH__ >= 900

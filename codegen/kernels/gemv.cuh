@@ -426,7 +426,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 }
 
 // The int8-activation GEMV streamed through shared memory by bulk copies
-// (sm_90+; gemv_bulk_geometry in codegen/families/matmul.cpp picks it and its
+// (sm_90; gemv_bulk_geometry in codegen/families/matmul.cpp picks it and its
 // parameters). Launch: block 32*NW (any NW), grid any, dynamic shared memory
 // gemv_bulk_smem: the quantised x, then per warp S stage buffers of RR rows
 // of RB = row bytes (the weight's row size, a multiple of 16), then per warp

@@ -414,7 +414,7 @@ TEST(Codegen, AttentionSplitCountAndScratch) {
 }
 
 // The int8-activation GEMV streams whole weight rows through shared memory by
-// bulk copies on sm_90+ when a row is a multiple of 16 bytes, and issues its
+// bulk copies on sm_90 when a row is a multiple of 16 bytes, and issues its
 // first copies before waiting for the previous kernel; otherwise (older SMs,
 // odd row sizes) it is the register-pipelined kernel.
 TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {
