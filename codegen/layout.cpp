@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "codegen/codegen.h"
+#include "ir/dequant.h"
 #include "ir/dtype.h"
 #include "ir/error.h"
 
@@ -31,15 +32,7 @@ bool planes_of(ir::DType dt, Planes& p) {
 // m[2p+1] << 18 (dequant.cuh k4p_scale_min). A bijection on 96 bits.
 void k4_to_planes(const uint8_t* in, uint8_t* out) {
   int sc[8], m[8];
-  for (int j = 0; j < 8; ++j) {
-    if (j < 4) {
-      sc[j] = in[j] & 0x3F;
-      m[j] = in[j + 4] & 0x3F;
-    } else {
-      sc[j] = (in[j + 4] & 0x0F) | ((in[j - 4] >> 6) << 4);
-      m[j] = (in[j + 4] >> 4) | ((in[j] >> 6) << 4);
-    }
-  }
+  for (int j = 0; j < 8; ++j) ir::k4_scale_min(in, j, &sc[j], &m[j]);
   for (int p = 0; p < 4; ++p) {
     const uint32_t g = uint32_t(sc[2 * p]) | uint32_t(sc[2 * p + 1]) << 6 | uint32_t(m[2 * p]) << 12 |
                        uint32_t(m[2 * p + 1]) << 18;

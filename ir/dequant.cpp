@@ -161,17 +161,6 @@ void deq_q3_k(const uint8_t* b, float* y) {
       }
 }
 
-// 6-bit scale and min j (j<8) of Q4_K / Q5_K, packed into 12 bytes.
-inline void k4_scale_min(const uint8_t* s, int j, int* sc, int* m) {
-  if (j < 4) {
-    *sc = s[j] & 0x3F;
-    *m = s[j + 4] & 0x3F;
-  } else {
-    *sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 // block_q4_K { f16 d; f16 dmin; u8 scales[12]; u8 qs[128]; }
 // Element c*64 + s*32 + l (c<4, s<2) is nibble s of qs[c*32 + l]; group i/32.
 void deq_q4_k(const uint8_t* b, float* y) {
@@ -273,6 +262,16 @@ void check_count(const DTypeInfo& info, int64_t n, const char* what) {
 }
 
 }  // namespace
+
+void k4_scale_min(const uint8_t* s, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = s[j] & 0x3F;
+    *m = s[j + 4] & 0x3F;
+  } else {
+    *sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
 
 float fp16_to_fp32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;

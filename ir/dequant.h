@@ -15,6 +15,10 @@ void dequantize(DType t, const uint8_t* src, float* dst, int64_t n);
 // Bytes taken by n elements of type t (n a multiple of the block size).
 uint64_t row_bytes(DType t, int64_t n);
 
+// 6-bit scale and min j (j < 8) of a Q4_K / Q5_K block, packed into its 12
+// scale bytes s.
+void k4_scale_min(const uint8_t* s, int j, int* sc, int* m);
+
 float fp16_to_fp32(uint16_t h);
 uint16_t fp32_to_fp16(float f);   // round to nearest even
 float bf16_to_fp32(uint16_t h);
