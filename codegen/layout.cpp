@@ -110,7 +110,9 @@ std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, Pr
     case ir::OpKind::Dequant: w = 0; break;
     default: break;
   }
-  if (input != w) return kLayoutGgml;
+  // an rms_matmul's weights are inputs 2, 3, ... (several: fuse-qkv-parts)
+  const bool is_w = input == w || (n.op == ir::OpKind::RmsMatMul && w != SIZE_MAX && input > w);
+  if (!is_w) return kLayoutGgml;
   const ir::Value& v = g.value(n.inputs[input]);
   const bool fits = v.shape.size() == 2 && v.shape[1].is_static() &&
                     layout_fits(v.dtype, target.weight_layout, v.shape[1].value);

@@ -663,6 +663,22 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       std::vector<float> inv;
       Tensor h = rms_activation(n, x, gain, inv);
       int64_t T = x.shape[0], K = x.shape[1], N = w.shape[0];
+      if (n.inputs.size() > 3) {  // several weights: each one's columns, side by side
+        int64_t cols = 0;
+        for (size_t i = 2; i < n.inputs.size(); ++i) cols += in(i).shape[0];
+        auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, cols}));
+        int64_t c0 = 0;
+        for (size_t i = 2; i < n.inputs.size(); ++i) {
+          const int64_t Ni = in(i).shape[0];
+          Tensor part = Tensor::zeros_f32({T, Ni});
+          matmul(h.f32.data(), in(i).f32.data(), part.f32.data(), T, K, Ni);
+          scale_rows(part, inv);
+          for (int64_t t = 0; t < T; ++t)
+            std::copy_n(part.f32.data() + t * Ni, Ni, out->f32.data() + t * cols + c0);
+          c0 += Ni;
+        }
+        return out;
+      }
       auto mm = std::make_shared<Tensor>(Tensor::zeros_f32({T, N}));
       matmul(h.f32.data(), w.f32.data(), mm->f32.data(), T, K, N);
       scale_rows(*mm, inv);

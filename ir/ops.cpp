@@ -23,7 +23,7 @@ constexpr std::array<OpInfo, 20> kOps = {{
     {OpKind::LastRow, "last_row", 1, 1, kNone},
     {OpKind::ArgMax, "argmax", 1, 1, kNone},
     // Fused ops (compiler/passes; docs/plan-abi.md "Fused ops").
-    {OpKind::RmsMatMul, "rms_matmul", 3, 3, kNone},
+    {OpKind::RmsMatMul, "rms_matmul", 3, 5, kNone},  // 1-3 weights (their outputs side by side)
     {OpKind::MatMulAdd, "matmul_add", 3, 3, kNone},
     {OpKind::RmsMatMulSwiGlu, "rms_matmul_swiglu", 3, 3, kNone},
     {OpKind::RopeStore, "rope_store", 4, 5, {-1, 2, 3, -1}},  // q is new; kc', vc' are the caches (inputs 2, 3)

@@ -328,7 +328,21 @@ class NodeChecker {
         x_q8(x, w);
         if (n_.op == OpKind::RmsMatMul) {
           outputs(1);
-          out_is(DType::F32, {x.shape[0], w.shape[0]});
+          if (n_.inputs.size() == 3) {
+            out_is(DType::F32, {x.shape[0], w.shape[0]});
+            break;
+          }
+          // Several weights (the fuse-qkv-parts pass): their output columns side by
+          // side, each weight of its own dtype; every row count static.
+          int64_t cols = 0;
+          for (size_t i = 2; i < n_.inputs.size(); ++i) {
+            const Value& wi = in(i);
+            matmul_weight(x, wi, op);
+            x_q8(x, wi);
+            if (!wi.shape[0].is_static()) fail(op + " with several weights: each has a static row count", desc(wi));
+            cols += wi.shape[0].value;
+          }
+          out_is(DType::F32, {x.shape[0], Dim::fixed(cols)});
         } else if (n_.op == OpKind::RmsMatMulSwiGlu) {
           outputs(1);
           if (n_.attrs.count("act")) {

@@ -9,6 +9,14 @@
 namespace kiln::codegen::detail {
 namespace {
 
+// Blocks of a GEMV of N columns in groups of `rows` (kGemvWarps / split groups
+// per block); int8 activations: a few blocks per SM, each quantising x once and
+// then streaming many rows.
+uint32_t gemv_grid(int64_t N, int split, int rows, bool xq) {
+  const uint32_t g = cdiv(N, (launch::kGemvWarps / split) * rows);
+  return xq ? std::min<uint32_t>(g, launch::kGemvXqMaxBlocks) : g;
+}
+
 struct GemvParams {
   MatmulOperands m;
   int max_tokens = 1;  // MT: rows computed (compile-time)
@@ -54,11 +62,74 @@ Kernel emit(const GemvParams& p, bool compiled) {
            ">(" + args + ")";
   k.take(e);
   k.block = launch::kGemvThreads;
-  k.grid[0] = cdiv(m.N, (launch::kGemvWarps / p.split) * p.rows);
-  if (m.xq) {  // a few blocks per SM, each quantising x once and then streaming many rows
-    k.smem = gemv_xq_smem(m.K, p.max_tokens);
-    k.grid[0] = std::min<uint32_t>(k.grid[0], launch::kGemvXqMaxBlocks);
+  k.grid[0] = gemv_grid(m.N, p.split, p.rows, m.xq);
+  if (m.xq) k.smem = gemv_xq_smem(m.K, p.max_tokens);
+  k.eager_module = m.wdt;
+  return k;
+}
+
+// Per-weight geometry of a GEMV of N output columns (split, rows, grid).
+struct GemvGeometry {
+  int split = 1, rows = 1;
+  uint32_t grid = 1;
+};
+GemvGeometry gemv_geometry(int64_t K, int64_t N, bool swiglu, bool xq) {
+  GemvGeometry g;
+  g.split = xq ? gemv_split_xq(K) : gemv_split(K);
+  g.rows = xq ? gemv_rows_xq(N, g.split, swiglu) : gemv_rows(N, g.split, swiglu);
+  g.grid = gemv_grid(N, g.split, g.rows, xq);
+  return g;
+}
+
+// An rms_matmul with several weights (fuse-qkv-parts; compiled only): one
+// launch whose blocks are cut into one range per weight, each running that
+// weight's GEMV (its own dtype, layout and geometry) on the same x and writing
+// its columns of y (GemvSlice in gemv.cuh). Every part quantises x itself,
+// as separate launches would.
+Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
+  Emit e{true, {}, {}};
+  Kernel k;
+  k.header = "gemv.cuh";
+  k.name = "kiln_rms_matmul_gemv_parts";
+  for (const auto& p : m.parts) k.name += "_" + dt_lower(p.wdt) + (p.planes ? "_pl" : "");
+  k.name += "_g" + dt_lower(m.gdt) + "_t" + std::to_string(max_tokens) + (m.xq ? "_xq" : "");
+  const std::string x = e.in(0, "const float*"), g = e.in(1, "const void*");
+  std::vector<std::string> w;
+  for (size_t i = 0; i < m.parts.size(); ++i) w.push_back(e.in(2 + static_cast<int>(i), "const u8*"));
+  const std::string y = e.out(0, "float*"), st = e.step();
+  const std::string nt = matmul_nt(m, e, st), K = e.i(m.K), eps = e.f(m.eps);
+  std::vector<GemvGeometry> geos;
+  uint32_t total = 0;
+  for (const auto& p : m.parts) {
+    geos.push_back(gemv_geometry(m.K, p.N, false, m.xq));
+    total += geos.back().grid;
   }
+  // int8 activations: the parts share the one-wave budget of a single GEMV
+  // (each block quantises x once, then streams its part's rows), in
+  // proportion to their blocks
+  if (m.xq && total > launch::kGemvXqMaxBlocks)
+    for (auto& geo : geos) geo.grid = std::max<uint32_t>(1, geo.grid * launch::kGemvXqMaxBlocks / total);
+  uint32_t b0 = 0;
+  int64_t c0 = 0;
+  for (size_t i = 0; i < m.parts.size(); ++i) {
+    const auto& p = m.parts[i];
+    const GemvGeometry& geo = geos[i];
+    const std::string call =
+        "mm_gemv<" + dt_macro(p.wdt) + ", " + dt_macro(m.gdt) + ", " + std::to_string(m.flags) + ", " +
+        std::to_string(max_tokens) + ", " + std::to_string(geo.split) + ", " + std::to_string(geo.rows) + ", " +
+        std::to_string(p.planes ? 1 : 0) + ", " + std::to_string(m.xq ? 1 : 0) + ">(" + x + ", " + g + ", " + w[i] +
+        ", nullptr, " + y + " + " + std::to_string(c0) + ", " + nt + ", " + K + ", " + std::to_string(p.N) + ", " +
+        eps + ", nullptr, GemvSlice{" + std::to_string(b0) + ", " + std::to_string(geo.grid) + ", " +
+        std::to_string(m.N) + "})";
+    b0 += geo.grid;
+    c0 += p.N;
+    if (i + 1 < m.parts.size()) k.call += "if (blockIdx.x < " + std::to_string(b0) + "u) " + call + ";\n  else ";
+    else k.call += call;
+  }
+  k.take(e);
+  k.block = launch::kGemvThreads;
+  k.grid[0] = b0;
+  if (m.xq) k.smem = gemv_xq_smem(m.K, max_tokens);
   k.eager_module = m.wdt;
   return k;
 }
@@ -71,13 +142,15 @@ class GemvFamily final : public Family {
     GemvParams p;
     p.m = matmul_operands(c);
     p.max_tokens = static_cast<int>(std::max<int64_t>(1, p.m.rows));
-    if (p.m.xq) {
-      p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
-      p.split = gemv_split_xq(p.m.K);
-      p.rows = gemv_rows_xq(p.m.N, p.split, p.m.flags & kMmSwiGlu);
-    } else if (c.compiled()) {
-      p.split = gemv_split(p.m.K);
-      p.rows = gemv_rows(p.m.N, p.split, p.m.flags & kMmSwiGlu);
+    if (!p.m.parts.empty()) {
+      if (!c.compiled()) unsupported(c.opname() + ": several weights lower to the compiled GEMV only");
+      return emit_parts(p.m, p.max_tokens);
+    }
+    if (p.m.xq) p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
+    if (p.m.xq || c.compiled()) {
+      const GemvGeometry geo = gemv_geometry(p.m.K, p.m.N, p.m.flags & kMmSwiGlu, p.m.xq);
+      p.split = geo.split;
+      p.rows = geo.rows;
     }
     return emit(p, c.compiled());
   }

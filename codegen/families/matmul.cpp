@@ -59,6 +59,16 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
     if (m.N % 2) unsupported(c.opname() + ": w must have 2F rows");
     m.N /= 2;
   }
+  if (c.n.op == OpKind::RmsMatMul && c.n.inputs.size() > 3) {
+    m.N = 0;
+    for (size_t i = 2; i < c.n.inputs.size(); ++i) {
+      const ir::Value& wi = c.in(i);
+      c.need_weight(wi, m.K);
+      if (c.dim(wi, 1) != m.K) unsupported(c.opname() + ": K of x and w differ");
+      m.parts.push_back({wi.dtype, c.dim(wi, 0), c.planes(i)});
+      m.N += m.parts.back().N;
+    }
+  }
   m.T = c.dim(x, 0);
   m.dyn = c.dyn(x);
   m.rows = matmul_rows(c);
@@ -90,10 +100,13 @@ std::string matmul_args(const MatmulOperands& m, Emit& e) {
   std::string y = e.out(0, "float*");
   std::string st = e.step();
   std::string K = e.i(m.K), N = e.i(m.N);
-  // rows to compute: the step's tokens for [tokens, K] inputs, else the static row count
-  std::string nt = "(" + e.i(m.dyn) + " ? min(" + st + "->n_tokens, " + e.i(m.T) + ") : " + e.i(m.T) + ")";
   std::string eps = (m.flags & kMmRms) ? e.f(m.eps) : "0.f";
-  return x + ", " + g + ", " + w + ", " + r + ", " + y + ", " + nt + ", " + K + ", " + N + ", " + eps;
+  return x + ", " + g + ", " + w + ", " + r + ", " + y + ", " + matmul_nt(m, e, st) + ", " + K + ", " + N + ", " + eps;
+}
+
+std::string matmul_nt(const MatmulOperands& m, Emit& e, const std::string& step) {
+  // rows to compute: the step's tokens for [tokens, K] inputs, else the static row count
+  return "(" + e.i(m.dyn) + " ? min(" + step + "->n_tokens, " + e.i(m.T) + ") : " + e.i(m.T) + ")";
 }
 
 // Warps per output column group of a decode GEMV: keep >= ~4 chunk loads per

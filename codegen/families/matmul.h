@@ -19,6 +19,15 @@ struct MatmulOperands {
   double eps = 0;
   bool planes = false;             // weight read in the "planes" layout
   bool xq = false;                 // x_q8: int8 activations (GEMV only)
+  // An rms_matmul with several weights (fuse-qkv-parts): each weight's dtype,
+  // output columns and layout, in order (their columns side by side in y;
+  // wdt / planes above are part 0's, N the total). Empty: one weight.
+  struct Part {
+    ir::DType wdt = ir::DType::F32;
+    int64_t N = 0;
+    bool planes = false;
+  };
+  std::vector<Part> parts;
 };
 
 bool is_matmul_op(ir::OpKind op);
@@ -34,6 +43,8 @@ std::string matmul_name(const MatmulOperands& m, const char* path);
 // Emits the operand parameters in the kernel ABI order (x, [g,] w, [r,] y,
 // step) and returns the call arguments "x, g, w, r, y, nt, K, N, eps".
 std::string matmul_args(const MatmulOperands& m, Emit& e);
+// The rows-to-compute expression of the call ("nt"), given the step parameter.
+std::string matmul_nt(const MatmulOperands& m, Emit& e, const std::string& step);
 
 // Decode GEMV geometry, shared with the LM head of the sampling family:
 // warps per output column group (split long rows) and columns per group.

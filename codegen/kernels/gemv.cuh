@@ -305,13 +305,23 @@ __device__ __forceinline__ void xq_unit(const QRaw* w, int u, const u8* xqs, con
   }
 }
 
+// The blocks of a launch that compute one GEMV, and its output row stride:
+// blocks b0 .. b0 + nb - 1 (nb = 0: the whole grid), y rows of ldy floats
+// (0: N). A launch of several GEMVs on one x (an rms_matmul with several
+// weights, codegen/families/gemv.cpp) gives each its own blocks and columns.
+struct GemvSlice {
+  int b0, nb, ldy;
+};
+__device__ __forceinline__ int slice_block(const GemvSlice& s) { return (int)blockIdx.x - s.b0; }
+__device__ __forceinline__ int slice_blocks(const GemvSlice& s) { return s.nb ? s.nb : (int)gridDim.x; }
+
 // Output columns n0 .. n0 + nr - 1 (nr <= R) from the finished row sums
 // acc[j][t] (with MM_SWIGLU acc[R + j] is column j's "up" row): the RMS
 // scale, gating, residual add; token 0's values also to ys[slot + j].
 template <int FL, int R, int MT, int RR>
 __device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const float inv[MT],
                                            const float* __restrict__ r, float* __restrict__ y, int n0, int nr,
-                                           int nt, int N, float* ys, int slot) {
+                                           int nt, int N, int ldy, float* ys, int slot) {
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
     if (t < nt) {
@@ -323,7 +333,7 @@ __device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const flo
           if (FL & MM_SWIGLU) o = mm_gate<FL>(acc[j][t] * inv[t]) * (acc[R + j][t] * inv[t]);
           else o = (FL & MM_RMS) ? acc[j][t] * inv[t] : acc[j][t];
           if (FL & MM_ADD) o += r[(i64)t * N + n];
-          y[(i64)t * N + n] = o;
+          y[(i64)t * ldy + n] = o;
           if (ys && t == 0) ys[slot + j] = o;
         }
       }
@@ -341,7 +351,8 @@ __device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const flo
 template <int DT, int GDT, int FL, int MT, int SPLIT, int R, int L>
 __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const void* __restrict__ g,
                                            const u8* __restrict__ w, const float* __restrict__ r,
-                                           float* __restrict__ y, int nt, int K, int N, float eps, float* ys) {
+                                           float* __restrict__ y, int nt, int K, int N, float eps, float* ys,
+                                           GemvSlice sl) {
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
   constexpr int GPB = kGemvWarps / SPLIT;           // groups per block
   __shared__ float part[kGemvWarps][MT][2 * R];
@@ -364,19 +375,20 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
     }
   };
   const int nsets = (N + GPB * R - 1) / (GPB * R);
+  const int bid = slice_block(sl), nbk = slice_blocks(sl), ldy = sl.ldy ? sl.ldy : N;
   WRow<DT, L> wr[2 * R];
   int n0, nr;
-  rows_of(blockIdx.x, wr, n0, nr);
+  rows_of(bid, wr, n0, nr);
   QRaw cur[RR], nxt[RR];
   // the first unit's weight loads fly during the prologue
-  if (blockIdx.x < nsets && nr > 0 && sub * 32 + lane < qunits) {
+  if (bid < nsets && nr > 0 && sub * 32 + lane < qunits) {
 #pragma unroll
     for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, cur[j]);
   }
   float inv[MT];
   xq_prologue<GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
-  for (int set = blockIdx.x; set < nsets; set += gridDim.x) {
-    if (set != (int)blockIdx.x) {
+  for (int set = bid; set < nsets; set += nbk) {
+    if (set != bid) {
       rows_of(set, wr, n0, nr);
       if (nr > 0 && sub * 32 + lane < qunits) {
 #pragma unroll
@@ -421,7 +433,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
       }
       __syncthreads();  // part is reused by the next set
     }
-    if (nr > 0 && sub == 0 && lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, ys, grp * R);
+    if (nr > 0 && sub == 0 && lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, ldy, ys, grp * R);
   }
 }
 
@@ -508,7 +520,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
     for (int t = 0; t < MT; ++t)
 #pragma unroll
       for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
-    if (lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, nullptr, 0);
+    if (lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, N, nullptr, 0);
   }
 }
 
@@ -519,9 +531,9 @@ template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, 
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
                                         const u8* __restrict__ w, const float* __restrict__ r,
                                         float* __restrict__ y, int nt, int K, int N, float eps,
-                                        float* ys = nullptr) {
+                                        float* ys = nullptr, GemvSlice sl = GemvSlice{0, 0, 0}) {
   if constexpr (XQ != 0) {
-    mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L>(x, g, w, r, y, nt, K, N, eps, ys);
+    mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L>(x, g, w, r, y, nt, K, N, eps, ys, sl);
     return;
   }
   typedef QT<DT> Q;
@@ -529,7 +541,8 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
   __shared__ float part[kGemvWarps][MT][2 * R + 1];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int grp = warp / SPLIT, sub = warp % SPLIT;
-  const int n0 = (blockIdx.x * (kGemvWarps / SPLIT) + grp) * R;
+  const int n0 = (slice_block(sl) * (kGemvWarps / SPLIT) + grp) * R;
+  const int ldy = sl.ldy ? sl.ldy : N;
   const int nr = min(R, N - n0);  // columns of this group (<= 0: none)
   const int nb = K / Q::QK;
   const i64 nblk = (i64)((FL & MM_SWIGLU) ? 2 * N : N) * nb;
@@ -622,7 +635,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
           if (FL & MM_SWIGLU) o = mm_gate<FL>(acc[j][t] * inv) * (acc[R + j][t] * inv);
           else o = (FL & MM_RMS) ? acc[j][t] * inv : acc[j][t];
           if (FL & MM_ADD) o += r[(i64)t * N + n];
-          y[(i64)t * N + n] = o;
+          y[(i64)t * ldy + n] = o;
           if (ys && t == 0) ys[grp * R + j] = o;
         }
       }

@@ -12,10 +12,24 @@
 // q', kc', vc' keep their value ids and names, so their users are unchanged.
 // The output columns of a matmul do not depend on each other, so the fused
 // projection computes exactly the same numbers.
+//
+// fuse-qkv-parts (decode program only): the same block where the weights do
+// not share one dtype (llama.cpp's Q4_K_M gives about half the layers a q6_K
+// attn_v), after fold-rms-norm made each projection an rms_matmul of the same
+// x, gain and eps. One weight value has one dtype, so instead of concatenating
+// the weights the projection becomes one rms_matmul with three weight inputs
+// (their output columns side by side; docs/plan-abi.md), which the GEMV family
+// lowers to one kernel whose blocks each take one part:
+//
+//   qkv = rms_matmul(x, g, wq, wk, wv) [+ bqkv];   q', kc', vc' = rope_store(qkv, pos, kc, vc [, ff])
+//
+// Only where every weight takes int8 activations or none does (q8-activations
+// then treats the node as one). Prefill programs keep the three GEMMs.
 #include <optional>
 
 #include "compiler/passes/passes.h"
 #include "compiler/passes/rewrite.h"
+#include "ir/quantize.h"
 
 namespace kiln::passes {
 namespace {
@@ -25,15 +39,18 @@ using ir::Node;
 using ir::OpKind;
 using ir::ValueId;
 
-// A projection feeding the rope / kv_store: matmul(x, w) [-> add(., bias)].
+// A projection feeding the rope / kv_store: matmul(x, w) [-> add(., bias)],
+// or (parts) rms_matmul(x, gain, w) {eps} [-> add(., bias)].
 struct Proj {
   int mm = -1, add = -1;  // node indices
-  ValueId x = ir::kNoValue, w = ir::kNoValue, bias = ir::kNoValue;
+  ValueId x = ir::kNoValue, gain = ir::kNoValue, w = ir::kNoValue, bias = ir::kNoValue;
+  double eps = 0;
+  bool same_input(const Proj& o) const { return x == o.x && gain == o.gain && eps == o.eps; }
 };
 
 // v must be used once (by the rope / kv_store) and come from a projection of
 // x whose intermediate values are used only inside the projection.
-std::optional<Proj> projection(const Graph& g, const Uses& u, ValueId v) {
+std::optional<Proj> projection(const Graph& g, const Uses& u, ValueId v, bool parts) {
   if (!u.single_use(v)) return std::nullopt;
   Proj p;
   const Node* n = u.def(g, v);
@@ -49,10 +66,18 @@ std::optional<Proj> projection(const Graph& g, const Uses& u, ValueId v) {
     if (!n) return std::nullopt;
     v = mm_out;
   }
-  if (n->op != OpKind::MatMul || n->outputs.size() != 1 || !n->attrs.empty()) return std::nullopt;
+  if (parts) {
+    if (n->op != OpKind::RmsMatMul || n->inputs.size() != 3 || n->outputs.size() != 1 ||
+        !has_exactly_attrs(*n, {"eps"}))
+      return std::nullopt;
+    p.gain = n->inputs[1];
+    p.eps = n->attr_float("eps");
+  } else if (n->op != OpKind::MatMul || n->outputs.size() != 1 || !n->attrs.empty()) {
+    return std::nullopt;
+  }
   p.mm = u.def_index(v);
   p.x = n->inputs[0];
-  p.w = n->inputs[1];
+  p.w = n->inputs[parts ? 2 : 1];
   const ir::Value& w = g.value(p.w);
   if (!is_weight(g, p.w) || w.shape.size() != 2 || !w.shape[0].is_static() || !w.shape[1].is_static())
     return std::nullopt;
@@ -71,7 +96,7 @@ bool same_rope(const Node& a, const Node& b) {
 }
 
 // Tries to fuse the block whose k rope is node `rk_i`; true if it did.
-bool try_fuse(Graph& g, size_t rk_i) {
+bool try_fuse(Graph& g, size_t rk_i, bool parts) {
   Uses u(g);
   const auto& nodes = g.nodes();
   const Node& rk = nodes[rk_i];
@@ -82,9 +107,8 @@ bool try_fuse(Graph& g, size_t rk_i) {
       ks->inputs[2] != pos)
     return false;
   const size_t ks_i = u.consumers[static_cast<size_t>(rk.outputs[0])][0];
-  auto pk = projection(g, u, rk.inputs[0]);
+  auto pk = projection(g, u, rk.inputs[0], parts);
   if (!pk) return false;
-  const ValueId x = pk->x;
 
   // The v store and the q rope: exactly one candidate each, on the same x and pos.
   std::optional<Proj> pv, pq;
@@ -93,15 +117,15 @@ bool try_fuse(Graph& g, size_t rk_i) {
     const Node& n = nodes[i];
     if (i == ks_i || i == rk_i) continue;
     if (n.op == OpKind::KvStore && n.attrs.empty() && n.inputs[2] == pos) {
-      auto p = projection(g, u, n.inputs[1]);
-      if (p && p->x == x) {
+      auto p = projection(g, u, n.inputs[1], parts);
+      if (p && p->same_input(*pk)) {
         ++n_v;
         pv = p;
         vs_i = static_cast<int>(i);
       }
     } else if (n.op == OpKind::Rope && n.inputs[1] == pos) {
-      auto p = projection(g, u, n.inputs[0]);
-      if (p && p->x == x) {
+      auto p = projection(g, u, n.inputs[0], parts);
+      if (p && p->same_input(*pk)) {
         ++n_q;
         pq = p;
         rq_i = static_cast<int>(i);
@@ -113,9 +137,16 @@ bool try_fuse(Graph& g, size_t rk_i) {
   const Node& rq = nodes[static_cast<size_t>(rq_i)];
   if (!rope_attrs_ok(rq) || !same_rope(rq, rk)) return false;
 
-  // Weights: one dtype and row length; biases on all three or none.
+  // Weights: one dtype (parts: int8 activations for all or none) and row
+  // length; biases on all three or none.
+  const ValueId x = pk->x;
   const ir::Value &wq = g.value(pq->w), &wk = g.value(pk->w), &wv = g.value(pv->w);
-  if (wq.dtype != wk.dtype || wq.dtype != wv.dtype) return false;
+  if (parts) {
+    const bool q8 = ir::act_q8_weight(wq.dtype);
+    if (ir::act_q8_weight(wk.dtype) != q8 || ir::act_q8_weight(wv.dtype) != q8) return false;
+  } else if (wq.dtype != wk.dtype || wq.dtype != wv.dtype) {
+    return false;
+  }
   if (wq.shape[1].value != wk.shape[1].value || wq.shape[1].value != wv.shape[1].value) return false;
   if (pq->w == pk->w || pq->w == pv->w || pk->w == pv->w) return false;
   const bool bias = pq->bias != ir::kNoValue;
@@ -159,9 +190,13 @@ bool try_fuse(Graph& g, size_t rk_i) {
 
   Rewriter rw(g);
   for (size_t r : remove) rw.remove(r);
-  ValueId w = rw.new_weight(w_name, w_dt, {ir::Dim::fixed(n_all), K}, w_src);
   ValueId qkv = rw.new_temp(derive_name(g, q_name, "q", "qkv"), ir::DType::F32, rows);
-  rw.add(Node{OpKind::MatMul, {x, w}, {qkv}, {}});
+  if (parts) {
+    rw.add(Node{OpKind::RmsMatMul, {x, pq->gain, pq->w, pk->w, pv->w}, {qkv}, {{"eps", pq->eps}}});
+  } else {
+    ValueId w = rw.new_weight(w_name, w_dt, {ir::Dim::fixed(n_all), K}, w_src);
+    rw.add(Node{OpKind::MatMul, {x, w}, {qkv}, {}});
+  }
   if (bias) {
     const ir::Value b0 = g.value(bq);  // a copy: new values may move the table
     ValueId b = rw.new_weight(derive_name(g, b0.name, "attn_q", "attn_qkv"), b0.dtype, {ir::Dim::fixed(n_all)},
@@ -176,13 +211,25 @@ bool try_fuse(Graph& g, size_t rk_i) {
   return rw.commit();
 }
 
-bool run(Graph& g) { return rewrite_to_fixpoint(g, {OpKind::Rope}, try_fuse); }
+bool run(Graph& g) {
+  return rewrite_to_fixpoint(g, {OpKind::Rope}, [](Graph& g2, size_t i) { return try_fuse(g2, i, false); });
+}
+bool run_parts(Graph& g) {
+  return rewrite_to_fixpoint(g, {OpKind::Rope}, [](Graph& g2, size_t i) { return try_fuse(g2, i, true); });
+}
 
 }  // namespace
 
 Pass fuse_qkv_rope_store_pass() {
   return {"fuse-qkv-rope-store",
           "q/k/v projections + rope + kv_store -> one matmul (weights \"q+k+v\") + rope_store", run};
+}
+
+Pass fuse_qkv_parts_pass() {
+  return {"fuse-qkv-parts",
+          "q/k/v rms_matmuls of different weight types + rope + kv_store -> one rms_matmul with three weights + "
+          "rope_store",
+          run_parts};
 }
 
 }  // namespace kiln::passes

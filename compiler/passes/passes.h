@@ -16,6 +16,7 @@ Pass dce_pass();                   // "dce"
 Pass split_decode_attention_pass();  // "split-decode-attention"
 Pass tensor_core_gemm_pass();      // "tensor-core-gemm" (prefill programs only)
 Pass fold_cast_pass();             // "fold-cast" (prefill programs only)
+Pass fuse_qkv_parts_pass();        // "fuse-qkv-parts" (decode programs only)
 Pass q8_activations_pass();        // "q8-activations" (decode programs only)
 
 }  // namespace kiln::passes

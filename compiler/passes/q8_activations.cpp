@@ -33,8 +33,11 @@ bool run(Graph& g) {
       default: continue;
     }
     if (n.attrs.count("x_q8")) continue;
-    const ir::Value &x = g.value(n.inputs[0]), &w = g.value(n.inputs[wi]);
-    if (x.dtype != ir::DType::F32 || !ir::act_q8_weight(w.dtype)) continue;
+    // every weight (an rms_matmul may have several: fuse-qkv-parts) must have integer dot products
+    bool all_q8 = g.value(n.inputs[0]).dtype == ir::DType::F32;
+    const size_t w_end = n.op == OpKind::RmsMatMul ? n.inputs.size() : wi + 1;
+    for (size_t i = wi; i < w_end; ++i) all_q8 = all_q8 && ir::act_q8_weight(g.value(n.inputs[i]).dtype);
+    if (!all_q8) continue;
     n.attrs["x_q8"] = int64_t{1};
     changed = true;
   }
@@ -48,6 +51,6 @@ Pass q8_activations_pass() {
           "decode matmuls on q4_0/q4_1/q8_0/q4_k/q6_k weights read int8-quantised activations (dp4a GEMVs)", run};
 }
 
-std::vector<Pass> decode_pipeline() { return {q8_activations_pass()}; }
+std::vector<Pass> decode_pipeline() { return {fuse_qkv_parts_pass(), q8_activations_pass()}; }
 
 }  // namespace kiln::passes

@@ -127,6 +127,42 @@ inline OpCase matmul_case(OpKind op, DType wt, int64_t bucket, DType gt = DType:
   return c;
 }
 
+// rms_matmul with several weights (fuse-qkv-parts: one launch, blocks split
+// by part), weights wts[i] of nrows[i] rows; the reference is the same node,
+// whose interpreter semantics (the parts side by side) are tested on the CPU.
+// Compiled only (no eager kernel); xq: int8 activations.
+inline OpCase parts_case(const std::vector<DType>& wts, const std::vector<int64_t>& nrows, int64_t K,
+                         int64_t bucket, bool xq, const char* layout) {
+  OpCase c;
+  c.bucket = bucket;
+  c.dtype = wts[0];
+  c.compiled_only = true;
+  c.weight_layout = layout;
+  c.name = "rms_matmul_parts/";
+  int64_t N = 0;
+  for (size_t i = 0; i < wts.size(); ++i) {
+    c.name += (i ? "+" : "") + dn(wts[i]) + "x" + std::to_string(nrows[i]);
+    N += nrows[i];
+  }
+  c.name += "/b" + std::to_string(bucket) + "/k" + std::to_string(K) + (xq ? "/xq" : "") +
+            (std::string(layout) == "planes" ? "/planes" : "");
+  Graph& g = c.g;
+  g = base_graph(bucket);
+  auto x = g.add_input("x", DType::F32, {tok(bucket), fx(K)});
+  auto gg = g.add_weight("gain", DType::F16, {fx(K)}, "gain");
+  std::vector<ir::ValueId> ins = {x, gg};
+  for (size_t i = 0; i < wts.size(); ++i) {
+    const std::string w = "w" + std::to_string(i);
+    ins.push_back(g.add_weight(w, wts[i], {fx(nrows[i]), fx(K)}, w));
+  }
+  ir::Attrs a = eps_attr();
+  if (xq) a["x_q8"] = int64_t{1};
+  auto y = g.add_node(OpKind::RmsMatMul, ins, a, "y", DType::F32, {tok(bucket), fx(N)});
+  g.mark_output(y);
+  c.ref = g;
+  return c;
+}
+
 // lm_head_sample(x, gain, w) -> token i32[1], logits [1,V]; ref: last_row,
 // rms_norm, matmul, argmax (greedy).
 inline OpCase lm_head_case(DType wt, int64_t bucket, int64_t v_override = 0, int64_t k_override = 0) {
@@ -476,6 +512,19 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
         xq(matmul_case(OpKind::MatMul, wt, 1, DType::F32, 2048, 16000));
       }
     }
+  // rms_matmul with several weights of their own dtypes (the decode program's
+  // mixed-type QKV, fuse-qkv-parts): Q4_K_M's q4_K q/k with a q6_K v in both
+  // layouts (8B-like shapes: 4 columns per group for q, split 2 rows at 8192),
+  // light types with partial column groups, and f32-activation parts
+  for (const char* layout : {"ggml", "planes"})
+    for (int64_t b : {int64_t{1}, int64_t{3}}) {
+      out.push_back(parts_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, {4096, 1024, 1024}, 4096, b, true, layout));
+      out.push_back(parts_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, {256, 64, 64}, 8192, b, true, layout));
+      out.push_back(parts_case({DType::Q4_0, DType::Q8_0, DType::Q4_1}, {70, 36, 18}, 2048, b, true, layout));
+    }
+  out.push_back(parts_case({DType::F16, DType::F16, DType::F32}, {96, 32, 32}, 4096, 1, false, "ggml"));
+  out.push_back(parts_case({DType::Q5_K, DType::Q5_K, DType::BF16}, {200, 40, 40}, 512, 3, false, "planes"));
+  out.push_back(parts_case({DType::Q6_K, DType::Q4_K}, {130, 130}, 1024, 1, true, "planes"));
   // long rows: the GEMV splits a column over 2 or 4 warps
   out.push_back(matmul_case(OpKind::MatMul, DType::Q4_0, 1, DType::F32, 2048));
   out.push_back(matmul_case(OpKind::MatMul, DType::F16, 1, DType::F32, 4096));

@@ -22,7 +22,8 @@ FAILURES = []
 
 def run(*args, timeout=120, env=None):
     try:
-        r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+    # errors="replace": a tiny random model's text may hold invalid UTF-8 (kiln run writes token bytes as they are)
+        r = subprocess.run([str(a) for a in args], capture_output=True, text=True, errors="replace", timeout=timeout,
                            env=None if env is None else {**os.environ, **env})
         return r.returncode, r.stdout, r.stderr
     except subprocess.TimeoutExpired:

@@ -5,8 +5,10 @@
 #include <cmath>
 #include <map>
 
+#include "ir/dequant.h"
 #include "ir/graph.h"
 #include "ir/interpreter.h"
+#include "ir/quantize.h"
 
 namespace {
 
@@ -134,6 +136,82 @@ TEST(FusedOps, RopeStoreWritesRowsAtPositions) {
   EXPECT_EQ(vc[3], 8.0f);
   EXPECT_EQ(kc[0], 0.0f);  // untouched rows stay zero
   EXPECT_EQ(vc[6], 0.0f);
+}
+
+}  // namespace
+
+namespace {
+
+// rms_matmul with several weights (fuse-qkv-parts): each weight of its own
+// dtype; the output is the single-weight rms_matmuls' outputs side by side,
+// bit for bit, with and without int8 activations.
+TEST(FusedOps, RmsMatMulWithSeveralWeightsIsItsPartsSideBySide) {
+  using namespace kiln::ir;
+  const std::string src = R"(graph {
+  sym tokens <= 4
+  input %x : f32[tokens, 256]
+  weight %g : f32[256] = "g"
+  weight %wa : q4_k[8, 256] = "wa"
+  weight %wb : q4_k[4, 256] = "wb"
+  weight %wc : q6_k[5, 256] = "wc"
+  %y : f32[tokens, 17] = rms_matmul(%x, %g, %wa, %wb, %wc) {eps = 1e-05}
+  %a : f32[tokens, 8] = rms_matmul(%x, %g, %wa) {eps = 1e-05}
+  %b : f32[tokens, 4] = rms_matmul(%x, %g, %wb) {eps = 1e-05}
+  %c : f32[tokens, 5] = rms_matmul(%x, %g, %wc) {eps = 1e-05}
+  output %y
+  output %a
+  output %b
+  output %c
+}
+)";
+  std::map<std::string, std::vector<uint8_t>> wq;
+  random_blocks(DType::Q4_K, 8 * 256, 1, wq["wa"]);
+  random_blocks(DType::Q4_K, 4 * 256, 2, wq["wb"]);
+  random_blocks(DType::Q6_K, 5 * 256, 3, wq["wc"]);
+  std::vector<float> gain(256);
+  SplitMix64 rng(9);
+  for (float& v : gain) v = 0.5f + rng.uniform();
+  auto weights = [&](const std::string& name) {
+    if (name == "g") return WeightData{DType::F32, {256}, reinterpret_cast<const uint8_t*>(gain.data()), 1024};
+    const auto& b = wq.at(name);
+    const int64_t rows = name == "wa" ? 8 : name == "wb" ? 4 : 5;
+    return WeightData{name == "wc" ? DType::Q6_K : DType::Q4_K, {rows, 256}, b.data(), b.size()};
+  };
+  Tensor x = Tensor::zeros_f32({3, 256});
+  for (float& v : x.f32) v = 2.0f * rng.uniform() - 1.0f;
+  for (bool q8 : {false, true}) {
+    SCOPED_TRACE(q8 ? "x_q8" : "f32 activations");
+    Graph g = parse(src);
+    if (q8)
+      for (auto& n : g.nodes()) n.attrs["x_q8"] = int64_t{1};
+    verify(g);
+    auto r = Interpreter(g, weights).run({{"x", x}});
+    const auto &y = r.at("y").f32, &a = r.at("a").f32, &b = r.at("b").f32, &c = r.at("c").f32;
+    ASSERT_EQ(y.size(), 3u * 17u);
+    bool nonzero = false;
+    for (int t = 0; t < 3; ++t) {
+      for (int j = 0; j < 8; ++j) EXPECT_EQ(y[t * 17 + j], a[t * 8 + j]);
+      for (int j = 0; j < 4; ++j) EXPECT_EQ(y[t * 17 + 8 + j], b[t * 4 + j]);
+      for (int j = 0; j < 5; ++j) EXPECT_EQ(y[t * 17 + 12 + j], c[t * 5 + j]);
+      for (int j = 0; j < 17; ++j) nonzero |= y[t * 17 + j] != 0.0f;
+    }
+    EXPECT_TRUE(nonzero);
+  }
+  // the verifier: output columns are the sum of the weights' rows; K matches;
+  // x_q8 needs every weight to take int8 activations
+  auto bad = [&](const std::string& from, const std::string& to) {
+    std::string s = src;
+    s.replace(s.find(from), from.size(), to);
+    EXPECT_THROW(verify(parse(s)), kiln::Error) << to;
+  };
+  bad("%y : f32[tokens, 17]", "%y : f32[tokens, 16]");
+  bad("weight %wc : q6_k[5, 256]", "weight %wc : q6_k[5, 512]");
+  bad("rms_matmul(%x, %g, %wa, %wb, %wc) {eps = 1e-05}", "rms_matmul(%x, %g, %wa, %wb, %wc, %wa) {eps = 1e-05}");
+  std::string f16v = src;
+  f16v.replace(f16v.find("weight %wc : q6_k[5, 256]"), 25, "weight %wc : f16[5, 256]");
+  EXPECT_NO_THROW(verify(parse(f16v)));
+  f16v.replace(f16v.find("%wc) {eps = 1e-05}"), 18, "%wc) {eps = 1e-05, x_q8 = 1}");
+  EXPECT_THROW(verify(parse(f16v)), kiln::Error) << "x_q8 with an f16 part";
 }
 
 }  // namespace

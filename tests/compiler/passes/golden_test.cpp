@@ -150,6 +150,78 @@ TEST(FuseQkvRopeStore, NoMatch) {
   expect_unchanged(pass, with("n_heads = 1, n_rot = 4, theta = 10000.0", "n_heads = 1, n_rot = 4, theta = 500.0"));
 }
 
+// ------------------------------------------------------------ fuse-qkv-parts (decode)
+
+// A layer whose attn_v has another type than attn_q / attn_k (Q4_K_M), after
+// fold-rms-norm: three rms_matmuls of one x, gain and eps.
+const std::string kPartsBefore = R"(graph {
+  sym kv_len <= 8
+  sym tokens <= 4
+  input %x : f32[tokens, 256]
+  input %pos : i32[tokens]
+  weight %attn_norm.weight : f32[256] = "blk.1.attn_norm.weight"
+  weight %attn_q.weight : q4_k[8, 256] = "blk.1.attn_q.weight"
+  %q : f32[tokens, 8] = rms_matmul(%x, %attn_norm.weight, %attn_q.weight) {eps = 1e-05}
+  weight %attn_k.weight : q4_k[4, 256] = "blk.1.attn_k.weight"
+  %k : f32[tokens, 4] = rms_matmul(%x, %attn_norm.weight, %attn_k.weight) {eps = 1e-05}
+  weight %attn_v.weight : q6_k[4, 256] = "blk.1.attn_v.weight"
+  %v : f32[tokens, 4] = rms_matmul(%x, %attn_norm.weight, %attn_v.weight) {eps = 1e-05}
+  %q_rope : f32[tokens, 8] = rope(%q, %pos) {head_dim = 4, mode = "normal", n_heads = 2, n_rot = 4, theta = 10000.0}
+  %k_rope : f32[tokens, 4] = rope(%k, %pos) {head_dim = 4, mode = "normal", n_heads = 1, n_rot = 4, theta = 10000.0}
+  state %k_cache : f16[kv_len, 4]
+  %k_cache_out : f16[kv_len, 4] = kv_store(%k_cache, %k_rope, %pos)
+  state %v_cache : f16[kv_len, 4]
+  %v_cache_out : f16[kv_len, 4] = kv_store(%v_cache, %v, %pos)
+  %attn : f32[tokens, 8] = attention(%q_rope, %k_cache_out, %v_cache_out, %pos) {head_dim = 4, n_heads = 2, n_kv_heads = 1, scale = 0.5}
+  output %attn
+}
+)";
+
+TEST(FuseQkvParts, Golden) {
+  Result r = run_pass(kiln::passes::fuse_qkv_parts_pass(), kPartsBefore);
+  EXPECT_TRUE(r.changed);
+  EXPECT_EQ(r.text, R"(graph {
+  sym kv_len <= 8
+  sym tokens <= 4
+  input %x : f32[tokens, 256]
+  input %pos : i32[tokens]
+  weight %attn_norm.weight : f32[256] = "blk.1.attn_norm.weight"
+  weight %attn_q.weight : q4_k[8, 256] = "blk.1.attn_q.weight"
+  weight %attn_k.weight : q4_k[4, 256] = "blk.1.attn_k.weight"
+  weight %attn_v.weight : q6_k[4, 256] = "blk.1.attn_v.weight"
+  %qkv : f32[tokens, 16] = rms_matmul(%x, %attn_norm.weight, %attn_q.weight, %attn_k.weight, %attn_v.weight) {eps = 1e-05}
+  state %k_cache : f16[kv_len, 4]
+  state %v_cache : f16[kv_len, 4]
+  %q_rope : f32[tokens, 8], %k_cache_out : f16[kv_len, 4], %v_cache_out : f16[kv_len, 4] = rope_store(%qkv, %pos, %k_cache, %v_cache) {head_dim = 4, mode = "normal", n_heads = 2, n_kv_heads = 1, n_rot = 4, theta = 10000.0}
+  %attn : f32[tokens, 8] = attention(%q_rope, %k_cache_out, %v_cache_out, %pos) {head_dim = 4, n_heads = 2, n_kv_heads = 1, scale = 0.5}
+  output %attn
+}
+)");
+  // the default pipeline's pass leaves this form alone (it fuses matmuls of one dtype)
+  expect_unchanged(kiln::passes::fuse_qkv_rope_store_pass(), kPartsBefore);
+}
+
+TEST(FuseQkvParts, NoMatch) {
+  auto pass = kiln::passes::fuse_qkv_parts_pass();
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string s = kPartsBefore;
+    auto p = s.find(from);
+    EXPECT_NE(p, std::string::npos) << from;
+    return s.replace(p, from.size(), to);
+  };
+  // v normalised with another eps (a different activation).
+  expect_unchanged(pass, with("%attn_v.weight) {eps = 1e-05}", "%attn_v.weight) {eps = 1e-06}"));
+  // v with another gain.
+  expect_unchanged(pass, with("  %v : f32[tokens, 4] = rms_matmul(%x, %attn_norm.weight,",
+                              "  weight %g2 : f32[256] = \"g2\"\n  %v : f32[tokens, 4] = rms_matmul(%x, %g2,"));
+  // v's weight takes f32 activations while q and k take int8 ones.
+  expect_unchanged(pass, with("weight %attn_v.weight : q6_k[4, 256]", "weight %attn_v.weight : q5_k[4, 256]"));
+  // k (before rope) has a second user.
+  expect_unchanged(pass, with("  output %attn\n", "  output %attn\n  output %k\n"));
+  // already int8-marked projections (the pass runs before q8-activations)
+  expect_unchanged(pass, with("%attn_q.weight) {eps = 1e-05}", "%attn_q.weight) {eps = 1e-05, x_q8 = 1}"));
+}
+
 // ------------------------------------------------------------ fuse-gate-up-swiglu
 
 const std::string kFfnBefore = R"(graph {

@@ -132,6 +132,24 @@ TEST(PipelineSemantics, MixedWeightTypesStayCorrect) {
   }
   EXPECT_EQ(op_counts(fused)["rope_store"], cfg.n_layers - mixed_layers);
   compare_runs(g, fused, kiln::gguf::weight_source(f), {1, 2, 3, 4}, 3);
+  // The decode program fuses the mixed layers too (fuse-qkv-parts: one
+  // rms_matmul with three weights), and computes what the decode program
+  // without that pass computes (both with int8 activations).
+  ASSERT_GT(mixed_layers, 0) << "the synthetic q4_k_m model has no mixed layer";
+  Graph decode = kiln::passes::run_pipeline(fused, kiln::passes::decode_pipeline(), {});
+  kiln::passes::PipelineOptions no_parts;
+  no_parts.disable = {"fuse-qkv-parts"};
+  Graph decode_unfused = kiln::passes::run_pipeline(fused, kiln::passes::decode_pipeline(), no_parts);
+  EXPECT_EQ(op_counts(decode)["rope_store"], cfg.n_layers);
+  int parts = 0;
+  for (const auto& n : decode.nodes())
+    if (n.op == OpKind::RmsMatMul && n.inputs.size() == 5) {
+      ++parts;
+      EXPECT_TRUE(n.attrs.count("x_q8")) << "q4_k + q6_k parts read int8 activations";
+    }
+  EXPECT_EQ(parts, mixed_layers);
+  EXPECT_EQ(decode.nodes().size(), decode_unfused.nodes().size() - 5 * static_cast<size_t>(mixed_layers));
+  compare_runs(decode_unfused, decode, kiln::gguf::weight_source(f), {1, 2, 3, 4}, 3);
 }
 
 TEST(WeightSource, ConcatenatesParts) {
