@@ -89,10 +89,15 @@ GemvGeometry gemv_geometry(int64_t K, int64_t N, bool swiglu, bool xq) {
 Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   Emit e{true, {}, {}};
   Kernel k;
+  // split and rows from the whole launch's columns (as one GEMV of all the
+  // rows would take them); each part's blocks from its own
+  const GemvGeometry whole = gemv_geometry(m.K, m.N, false, m.xq);
   k.header = "gemv.cuh";
   k.name = "kiln_rms_matmul_gemv_parts";
   for (const auto& p : m.parts) k.name += "_" + dt_lower(p.wdt) + (p.planes ? "_pl" : "");
-  k.name += "_g" + dt_lower(m.gdt) + "_t" + std::to_string(max_tokens) + (m.xq ? "_xq" : "");
+  k.name += "_g" + dt_lower(m.gdt) + "_t" + std::to_string(max_tokens) +
+            (whole.split > 1 ? "_s" + std::to_string(whole.split) : "") +
+            (whole.rows > 1 ? "_r" + std::to_string(whole.rows) : "") + (m.xq ? "_xq" : "");
   const std::string x = e.in(0, "const float*"), g = e.in(1, "const void*");
   std::vector<std::string> w;
   for (size_t i = 0; i < m.parts.size(); ++i) w.push_back(e.in(2 + static_cast<int>(i), "const u8*"));
@@ -101,14 +106,22 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   std::vector<GemvGeometry> geos;
   uint32_t total = 0;
   for (const auto& p : m.parts) {
-    geos.push_back(gemv_geometry(m.K, p.N, false, m.xq));
+    geos.push_back({whole.split, whole.rows, gemv_grid(p.N, whole.split, whole.rows, m.xq)});
     total += geos.back().grid;
   }
   // int8 activations: the parts share the one-wave budget of a single GEMV
   // (each block quantises x once, then streams its part's rows), in
   // proportion to their blocks
-  if (m.xq && total > launch::kGemvXqMaxBlocks)
-    for (auto& geo : geos) geo.grid = std::max<uint32_t>(1, geo.grid * launch::kGemvXqMaxBlocks / total);
+  if (m.xq && total > launch::kGemvXqMaxBlocks) {
+    uint32_t sum = 0;
+    size_t largest = 0;
+    for (size_t i = 0; i < geos.size(); ++i) {
+      geos[i].grid = std::max<uint32_t>(1, geos[i].grid * launch::kGemvXqMaxBlocks / total);
+      sum += geos[i].grid;
+      if (geos[i].grid > geos[largest].grid) largest = i;
+    }
+    if (sum < launch::kGemvXqMaxBlocks) geos[largest].grid += launch::kGemvXqMaxBlocks - sum;
+  }
   uint32_t b0 = 0;
   int64_t c0 = 0;
   for (size_t i = 0; i < m.parts.size(); ++i) {

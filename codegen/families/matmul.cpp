@@ -137,7 +137,8 @@ int gemv_split_xq(int64_t K) {
   const int64_t units = K / 32;
   return units >= 512 ? 4 : units >= 256 ? 2 : 1;
 }
-std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t) {
+std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t,
+                                           int max_warps) {
   constexpr int64_t kSmemPerSm = 227 * 1024, kSmemReserved = 1024;  // sm_90: usable per SM, per block
   constexpr int64_t kStageTarget = 8 * 1024;  // bytes of rows a warp keeps in flight (at least 2 buffers)
   constexpr int64_t kSms = 132;               // H100 SXM / H200; fewer SMs: the grid takes a second wave
@@ -160,7 +161,7 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   const int64_t xs = tokens * (m.K + m.K / 16 * 8);
   b.stages = static_cast<int>(std::clamp<int64_t>((kStageTarget + stage - 1) / stage, 2, 4));
   int64_t smem = 0;
-  for (b.warps = 8; b.warps >= 1; b.warps /= 2) {
+  for (b.warps = max_warps; b.warps >= 1; b.warps /= 2) {
     smem = xs + b.warps * b.stages * (stage + 8);
     if (smem + kSmemReserved <= kSmemPerSm) break;
   }

@@ -71,6 +71,9 @@ struct GemvBulk {
   int warps = 0, stages = 0, rows = 1, min_blocks = 1;
   uint32_t smem = 0, grid = 0;
 };
-std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t);
+// max_warps: at most this many warps per block (8; the LM head keeps the
+// sampling step's 4).
+std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t,
+                                           int max_warps = 8);
 
 }  // namespace kiln::codegen::detail

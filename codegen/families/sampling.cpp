@@ -21,6 +21,7 @@ struct SamplingParams {
   int split = 1, rows = 1;                   // lm_head GEMV geometry (gemv_split / gemv_rows)
   bool planes = false;
   bool xq = false;                           // x_q8: int8 activations
+  std::optional<GemvBulk> bulk;              // the LM head on sm_90's bulk-copy GEMV
 };
 
 Kernel emit(const SamplingParams& p, bool compiled) {
@@ -48,7 +49,21 @@ Kernel emit(const SamplingParams& p, bool compiled) {
              ">(" + x + ", " + g + ", " + w + ", " +
              tok + ", " + lg + ", " + toks + ", " + st + ", " + K + ", " + V + ", " + eps + ")";
     k.grid[0] = cdiv(p.N, (launch::kGemvWarps / p.split) * p.rows);
-    if (p.xq) k.smem = gemv_xq_smem(p.K, 1);
+    if (p.bulk) {
+      const GemvBulk& b = *p.bulk;
+      k.name = "kiln_lm_head_sample_" + dt_lower(p.wdt) + "_g" + dt_lower(p.gdt) + "_b" + std::to_string(b.warps) +
+               "x" + std::to_string(b.stages) + (p.planes ? "_pl" : "") + "_xq";
+      k.call = "k_lm_head_sample_bulk<" + dt_macro(p.wdt) + ", " + dt_macro(p.gdt) + ", " + std::to_string(b.rows) +
+               ", " + std::to_string(b.stages) + ", " + std::to_string(p.planes ? 1 : 0) + ">(" + x + ", " + g + ", " +
+               w + ", " + tok + ", " + lg + ", " + toks + ", " + st + ", " + K + ", " + V + ", " + eps + ")";
+      k.block = 32 * b.warps;
+      k.grid[0] = b.grid;
+      k.smem = b.smem;
+      k.min_blocks = b.min_blocks;
+    } else if (p.xq) {  // int8 activations: the GEMV family's grid (a few blocks per SM, each looping over rows)
+      k.smem = gemv_xq_smem(p.K, 1);
+      k.grid[0] = std::min<uint32_t>(k.grid[0], launch::kGemvXqMaxBlocks);
+    }
   }
   k.take(e);
   return k;
@@ -82,6 +97,18 @@ SamplingParams sampling_params(const NodeCtx& c) {
   p.split = p.xq ? gemv_split_xq(p.K) : gemv_split(p.K);
   p.rows = p.xq ? gemv_rows_xq(p.N, p.split, false) : gemv_rows(p.N, p.split, false);
   p.planes = c.planes(2);
+  if (p.xq) {
+    MatmulOperands m;
+    m.xq = true;
+    m.wdt = p.wdt;
+    m.flags = kMmRms;
+    m.K = p.K;
+    m.N = p.N;
+    m.planes = p.planes;
+    p.bulk = gemv_bulk_geometry(m, 1, c.target, launch::kGemvWarps);
+    // the sampling step runs in the kernel's last block: keep its block size
+    if (p.bulk && p.bulk->warps != launch::kGemvWarps) p.bulk.reset();
+  }
   if (c.n.outputs.size() < 2)
     throw Error(ErrorCode::kInvalidArgument,
                 "codegen: lm_head_sample needs its logits output [1,V] (outputs[1]) as scratch; the pass "

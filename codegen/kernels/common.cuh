@@ -181,6 +181,17 @@ __device__ __forceinline__ void kiln_fence_async_smem() {
 #endif
 }
 
+// Ordered key of (value, index): a larger value gives a larger key, and among
+// equal values the lower index does; -0 counts as +0, NaN loses to everything.
+// (The sampling step's argmax, sample.cuh; GEMVs keep it for what they store.)
+__device__ __forceinline__ u64 argmax_key(float v, int i) {
+  u32 u = __float_as_uint(v);
+  if (v == 0.f) u = 0u;
+  u32 k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  if (v != v) k = 0u;
+  return ((u64)k << 32) | (u64)(0xFFFFFFFFu - (u32)i);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);

@@ -17,8 +17,9 @@
 // exactly once) and inv is applied to the finished sums. (Before: every block
 // re-read and reduced all of x before its first weight load.)
 // Weights are read with an L1 evict-first hint (ldw*) so x stays in L1.
-// ys (optional, shared memory): column n's value of token 0 is also stored in
-// ys[group * R + r] (lm_head_sample reduces its block's logits from there).
+// ys (optional, shared memory; f32 activations only): column n's value of
+// token 0 is also stored in ys[group * R + r] (lm_head_sample reduces its
+// block's logits from there; with int8 activations it passes mm_gemv_xq a key).
 // ---- int8 activations (XQ = the node's x_q8; ir/quantize.h) ---------------
 // A unit is 32 weights of one row (u = 0 .. K/32-1, whatever the type's block
 // size): two 16-value parts A and B, each inside one scale group of the
@@ -317,11 +318,12 @@ __device__ __forceinline__ int slice_blocks(const GemvSlice& s) { return s.nb ? 
 
 // Output columns n0 .. n0 + nr - 1 (nr <= R) from the finished row sums
 // acc[j][t] (with MM_SWIGLU acc[R + j] is column j's "up" row): the RMS
-// scale, gating, residual add; token 0's values also to ys[slot + j].
+// scale, gating, residual add; with key, the argmax key of token 0's values
+// (argmax_key) is folded into *key (the LM head's sampling).
 template <int FL, int R, int MT, int RR>
 __device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const float inv[MT],
                                            const float* __restrict__ r, float* __restrict__ y, int n0, int nr,
-                                           int nt, int N, int ldy, float* ys, int slot) {
+                                           int nt, int N, int ldy, u64* key) {
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
     if (t < nt) {
@@ -334,7 +336,10 @@ __device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const flo
           else o = (FL & MM_RMS) ? acc[j][t] * inv[t] : acc[j][t];
           if (FL & MM_ADD) o += r[(i64)t * N + n];
           y[(i64)t * ldy + n] = o;
-          if (ys && t == 0) ys[slot + j] = o;
+          if (key && t == 0) {
+            const u64 k = argmax_key(o, n);
+            *key = k > *key ? k : *key;
+          }
         }
       }
     }
@@ -351,7 +356,7 @@ __device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const flo
 template <int DT, int GDT, int FL, int MT, int SPLIT, int R, int L>
 __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const void* __restrict__ g,
                                            const u8* __restrict__ w, const float* __restrict__ r,
-                                           float* __restrict__ y, int nt, int K, int N, float eps, float* ys,
+                                           float* __restrict__ y, int nt, int K, int N, float eps, u64* key,
                                            GemvSlice sl) {
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
   constexpr int GPB = kGemvWarps / SPLIT;           // groups per block
@@ -433,7 +438,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
       }
       __syncthreads();  // part is reused by the next set
     }
-    if (nr > 0 && sub == 0 && lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, ldy, ys, grp * R);
+    if (nr > 0 && sub == 0 && lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, ldy, key);
   }
 }
 
@@ -451,11 +456,13 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // (weights are constants, so under PDL they stream while the previous kernel
 // finishes and while x is quantised), and refills a buffer as soon as the
 // warp has used it. The arithmetic is xq_unit's, so results equal
-// mm_gemv_xq's bit for bit.
+// mm_gemv_xq's bit for bit. key: as mm_gemv_xq's (lane 0 of each warp keeps
+// the argmax key of the values it stored).
 template <int DT, int GDT, int FL, int MT, int R, int S, int L>
 __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, const void* __restrict__ g,
                                                 const u8* __restrict__ w, const float* __restrict__ r,
-                                                float* __restrict__ y, int nt, int K, int N, float eps) {
+                                                float* __restrict__ y, int nt, int K, int N, float eps,
+                                                u64* key = nullptr) {
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;
   __shared__ float red[33];
   extern __shared__ __align__(16) u8 kiln_xq_smem[];
@@ -520,7 +527,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
     for (int t = 0; t < MT; ++t)
 #pragma unroll
       for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
-    if (lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, N, nullptr, 0);
+    if (lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, N, key);
   }
 }
 
@@ -533,7 +540,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
                                         float* __restrict__ y, int nt, int K, int N, float eps,
                                         float* ys = nullptr, GemvSlice sl = GemvSlice{0, 0, 0}) {
   if constexpr (XQ != 0) {
-    mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L>(x, g, w, r, y, nt, K, N, eps, ys, sl);
+    mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L>(x, g, w, r, y, nt, K, N, eps, nullptr, sl);
     return;
   }
   typedef QT<DT> Q;

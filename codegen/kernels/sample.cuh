@@ -16,15 +16,6 @@
 #include "gemv.cuh"
 
 
-// Ordered key of (value, index): a larger value gives a larger key, and among
-// equal values the lower index does; -0 counts as +0, NaN loses to everything.
-__device__ __forceinline__ u64 argmax_key(float v, int i) {
-  u32 u = __float_as_uint(v);
-  if (v == 0.f) u = 0u;
-  u32 k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  if (v != v) k = 0u;
-  return ((u64)k << 32) | (u64)(0xFFFFFFFFu - (u32)i);
-}
 __device__ __forceinline__ int argmax_key_index(u64 key) { return (int)(0xFFFFFFFFu - (u32)(key & 0xFFFFFFFFull)); }
 __device__ __forceinline__ u64 warp_max_u64(u64 v) {
 #pragma unroll
@@ -210,16 +201,28 @@ __device__ __forceinline__ void finish_sample(const float* logits, int V, i32* o
   }
 }
 
-// Launch: grid ceil(V / ((kGemvWarps / SPLIT) * R)), block 32*kGemvWarps.
+// Launch: block 32*kGemvWarps; grid ceil(V / ((kGemvWarps / SPLIT) * R)), or
+// with XQ (int8 activations) any grid (mm_gemv_xq: blocks loop over column
+// groups; each thread that stores a logit keeps the argmax key of those it
+// stored, and the block reduces them).
 template <int DT, int GDT, int SPLIT, int R = 1, int L = 0, int XQ = 0>
 __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, const void* __restrict__ g,
                                                  const u8* __restrict__ w, i32* __restrict__ out,
                                                  float* __restrict__ logits, i32* __restrict__ tokens,
                                                  KilnStep* step, int K, int V, float eps) {
-  __shared__ float ys[kGemvWarps * R];  // <= 32 (R <= 8)
   const int nt = step->n_tokens;
   if (nt <= 0) return;
-  mm_gemv<DT, GDT, MM_RMS, 1, SPLIT, R, L, XQ>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, ys);
+  if constexpr (XQ != 0) {
+    u64 key = 0ull;
+    mm_gemv_xq<DT, GDT, MM_RMS, 1, SPLIT, R, L>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, &key,
+                                                GemvSlice{0, 0, 0});
+    key = block_max_u64(key);
+    if (!merge_and_count(step, key)) return;
+    finish_sample(logits, V, out, tokens, step);
+    return;
+  }
+  __shared__ float ys[kGemvWarps * R];  // <= 32 (R <= 8)
+  mm_gemv<DT, GDT, MM_RMS, 1, SPLIT, R, L, 0>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, ys);
   __syncthreads();
   const int rows = (kGemvWarps / SPLIT) * R, n0 = blockIdx.x * rows;
   u64 key = 0ull;
@@ -227,6 +230,25 @@ __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, co
     if (threadIdx.x < rows && n0 + (int)threadIdx.x < V) key = argmax_key(ys[threadIdx.x], n0 + threadIdx.x);
     key = warp_max_u64(key);
   }
+  if (!merge_and_count(step, key)) return;
+  finish_sample(logits, V, out, tokens, step);
+}
+
+// The same on sm_90's bulk-copy GEMV (mm_gemv_xq_bulk; int8 activations):
+// block 32*NW with NW = kGemvWarps (the sampling step's block), grid and
+// dynamic shared memory from gemv_bulk_geometry. The entry waits for the
+// previous kernel first (the row read depends on the step), so unlike the
+// GEMV family's bulk kernels no weight copy starts before that.
+template <int DT, int GDT, int R, int S, int L>
+__device__ __forceinline__ void k_lm_head_sample_bulk(const float* __restrict__ x, const void* __restrict__ g,
+                                                      const u8* __restrict__ w, i32* __restrict__ out,
+                                                      float* __restrict__ logits, i32* __restrict__ tokens,
+                                                      KilnStep* step, int K, int V, float eps) {
+  const int nt = step->n_tokens;
+  if (nt <= 0) return;
+  u64 key = 0ull;
+  mm_gemv_xq_bulk<DT, GDT, MM_RMS, 1, R, S, L>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, &key);
+  key = block_max_u64(key);
   if (!merge_and_count(step, key)) return;
   finish_sample(logits, V, out, tokens, step);
 }

@@ -510,6 +510,8 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
         xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, 3, DType::F32, 512, 90001));
       } else if (wt == DType::Q6_K) {
         xq(matmul_case(OpKind::MatMul, wt, 1, DType::F32, 2048, 16000));
+        xq(lm_head_case(wt, 1, 20011, 2048));  // the LM head on the bulk kernel (34 MB)
+        xq(lm_head_case(wt, 3, 20011, 2048));
       }
     }
   // rms_matmul with several weights of their own dtypes (the decode program's
