@@ -29,10 +29,22 @@
 //   dx * (dw * dp4a-dot(qw, qx) + mw * sum(qx))
 // with dx the activation block's scale, dw the weight's scale of the part and
 // mw its min / offset term (q4_0: -8 d, q4_1: m, q4_K: -dmin m, q6_K: -32 d sc).
+// The 4-bit types' part B (the high nibbles) is kept in place, 16 times its
+// value (one mask instead of a shift and a mask per word), as unsigned bytes
+// (dp4a u8 x s8, dp4b below), and its dw is d / 16: the product dw * dot is
+// then the same float as with the shifted nibbles (both factors scale by a
+// power of two, exactly).
 struct QU {
   u32 a[4], b[4];
   float da, ma, db, mb;
 };
+template <int DT> struct HiNibbleX16 { enum { V = DT == DT_Q4_0 || DT == DT_Q4_1 || DT == DT_Q4_K }; };
+// dp4a of unsigned weight bytes and signed activation bytes
+__device__ __forceinline__ int dp4a_us(u32 a, u32 b, int c) {
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
 // Weight words from global memory (SH = 0: the non-coherent evict-first
 // loads of common.cuh) or from a shared-memory copy of the rows (SH = 1, the
 // bulk variant). AL: 16-byte aligned, else 2-byte aligned.
@@ -121,13 +133,15 @@ __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       o.a[i] = q[i] & 0x0F0F0F0Fu;
-      o.b[i] = (q[i] >> 4) & 0x0F0F0F0Fu;
+      o.b[i] = q[i] & 0xF0F0F0F0u;  // 16 x the high nibbles (HiNibbleX16)
     }
     if (DT == DT_Q4_0) {
-      o.da = o.db = h2f((u16)w.s0);
+      o.da = h2f((u16)w.s0);
+      o.db = o.da * 0.0625f;
       o.ma = o.mb = -8.f * o.da;
     } else if (DT == DT_Q4_1) {
-      o.da = o.db = h2f((u16)(w.s0 & 0xFFFF));
+      o.da = h2f((u16)(w.s0 & 0xFFFF));
+      o.db = o.da * 0.0625f;
       o.ma = o.mb = h2f((u16)(w.s0 >> 16));
     } else {
       // 6-bit scale/min of sub-blocks 2j and 2j+1 (bytes b[0..11] = r.y, r.z, r.w)
@@ -154,7 +168,7 @@ __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
       }
       o.da = d * qf(sc[0]);
       o.ma = -(dmin * qf(mn[0]));
-      o.db = d * qf(sc[1]);
+      o.db = d * qf(sc[1]) * 0.0625f;
       o.mb = -(dmin * qf(mn[1]));
     }
   } else if constexpr (DT == DT_Q6_K) {
@@ -293,9 +307,11 @@ __device__ __forceinline__ void xq_unit(const QRaw* w, int u, const u8* xqs, con
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           ia = __dp4a((int)wq.a[i], (int)xa[t][i], ia);
-          ib = __dp4a((int)wq.b[i], (int)xb[t][i], ib);
+          ib = HiNibbleX16<DT>::V ? dp4a_us(wq.b[i], xb[t][i], ib)
+                                  : __dp4a((int)wq.b[i], (int)xb[t][i], ib);
         }
-        float ca = wq.da * i2f22(ia), cb = wq.db * i2f22(ib);  // |ia|, |ib| <= 16 * 127 * 127
+        // |ia|, |ib| <= 16 * 127 * 127 (HiNibbleX16: 16 * 240 * 127 < 2^22)
+        float ca = wq.da * i2f22(ia), cb = wq.db * i2f22(ib);
         if (HasMin<DT>::V) {
           ca += wq.ma * ea[t].y;
           cb += wq.mb * eb[t].y;
