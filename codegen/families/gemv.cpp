@@ -63,7 +63,10 @@ Kernel emit(const GemvParams& p, bool compiled) {
   k.take(e);
   k.block = launch::kGemvThreads;
   k.grid[0] = gemv_grid(m.N, p.split, p.rows, m.xq);
-  if (m.xq) k.smem = gemv_xq_smem(m.K, p.max_tokens);
+  if (m.xq) {
+    k.smem = gemv_xq_smem(m.K, p.max_tokens);
+    k.min_blocks = launch::kGemvXqMinBlocksPerSm;
+  }
   k.eager_module = m.wdt;
   return k;
 }
@@ -142,7 +145,10 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   k.take(e);
   k.block = launch::kGemvThreads;
   k.grid[0] = b0;
-  if (m.xq) k.smem = gemv_xq_smem(m.K, max_tokens);
+  if (m.xq) {
+    k.smem = gemv_xq_smem(m.K, max_tokens);
+    k.min_blocks = launch::kGemvXqMinBlocksPerSm;
+  }
   k.eager_module = m.wdt;
   return k;
 }

@@ -63,6 +63,7 @@ Kernel emit(const SamplingParams& p, bool compiled) {
     } else if (p.xq) {  // int8 activations: the GEMV family's grid (a few blocks per SM, each looping over rows)
       k.smem = gemv_xq_smem(p.K, 1);
       k.grid[0] = std::min<uint32_t>(k.grid[0], launch::kGemvXqMaxBlocks);
+      k.min_blocks = launch::kGemvXqMinBlocksPerSm;
     }
   }
   k.take(e);

@@ -13,6 +13,10 @@ constexpr int kGemvThreads = 32 * kGemvWarps;    // block size
 constexpr int kGemvMaxTokens = 4;                // compiled programs use the GEMV for steps of <= 4 rows
 constexpr int kGemvXqMinWarps = 1024;            // int8-activation GEMV: grid size that keeps 4 columns per group
 constexpr int kGemvXqMaxBlocks = 4 * 132;        // its grid: ~4 blocks per SM of an H100/H200, each looping over rows
+// Its __launch_bounds__ minimum blocks per SM (<= 170 registers per thread):
+// without it q6_K (R = 4) and the multi-weight kernels took 172-176 and ran
+// two blocks per SM, so a 384-block qkv grid took two waves.
+constexpr int kGemvXqMinBlocksPerSm = 3;
 
 // Tiled matmul (tiled.cuh): a kTileK-wide K tile of kTileN weight rows in
 // shared memory, reused by kTileM tokens; with the SwiGLU epilogue a block
