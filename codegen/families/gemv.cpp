@@ -8,13 +8,14 @@
 
 namespace kiln::codegen::detail {
 namespace {
+using ir::DType;
 
 // Blocks of a GEMV of N columns in groups of `rows` (kGemvWarps / split groups
-// per block); int8 activations: a few blocks per SM, each quantising x once and
-// then streaming many rows.
-uint32_t gemv_grid(int64_t N, int split, int rows, bool xq) {
+// per block); int8 activations: at most one wave of resident blocks
+// (gemv_xq_max_blocks), each quantising x once and then streaming many rows.
+uint32_t gemv_grid(int64_t N, int split, int rows, bool xq, DType wdt) {
   const uint32_t g = cdiv(N, (launch::kGemvWarps / split) * rows);
-  return xq ? std::min<uint32_t>(g, launch::kGemvXqMaxBlocks) : g;
+  return xq ? std::min<uint32_t>(g, gemv_xq_max_blocks(wdt)) : g;
 }
 
 struct GemvParams {
@@ -62,7 +63,7 @@ Kernel emit(const GemvParams& p, bool compiled) {
            ">(" + args + ")";
   k.take(e);
   k.block = launch::kGemvThreads;
-  k.grid[0] = gemv_grid(m.N, p.split, p.rows, m.xq);
+  k.grid[0] = gemv_grid(m.N, p.split, p.rows, m.xq, m.wdt);
   if (m.xq) {
     k.smem = gemv_xq_smem(m.K, p.max_tokens);
     k.min_blocks = launch::kGemvXqMinBlocksPerSm;
@@ -76,11 +77,11 @@ struct GemvGeometry {
   int split = 1, rows = 1;
   uint32_t grid = 1;
 };
-GemvGeometry gemv_geometry(int64_t K, int64_t N, bool swiglu, bool xq) {
+GemvGeometry gemv_geometry(int64_t K, int64_t N, bool swiglu, bool xq, DType wdt) {
   GemvGeometry g;
   g.split = xq ? gemv_split_xq(K) : gemv_split(K);
   g.rows = xq ? gemv_rows_xq(N, g.split, swiglu) : gemv_rows(N, g.split, swiglu);
-  g.grid = gemv_grid(N, g.split, g.rows, xq);
+  g.grid = gemv_grid(N, g.split, g.rows, xq, wdt);
   return g;
 }
 
@@ -94,7 +95,7 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   Kernel k;
   // split and rows from the whole launch's columns (as one GEMV of all the
   // rows would take them); each part's blocks from its own
-  const GemvGeometry whole = gemv_geometry(m.K, m.N, false, m.xq);
+  const GemvGeometry whole = gemv_geometry(m.K, m.N, false, m.xq, m.wdt);
   k.header = "gemv.cuh";
   k.name = "kiln_rms_matmul_gemv_parts";
   for (const auto& p : m.parts) k.name += "_" + dt_lower(p.wdt) + (p.planes ? "_pl" : "");
@@ -109,7 +110,7 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   std::vector<GemvGeometry> geos;
   uint32_t total = 0;
   for (const auto& p : m.parts) {
-    geos.push_back({whole.split, whole.rows, gemv_grid(p.N, whole.split, whole.rows, m.xq)});
+    geos.push_back({whole.split, whole.rows, gemv_grid(p.N, whole.split, whole.rows, m.xq, p.wdt)});
     total += geos.back().grid;
   }
   // int8 activations: the parts share the one-wave budget of a single GEMV
@@ -167,7 +168,7 @@ class GemvFamily final : public Family {
     }
     if (p.m.xq) p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
     if (p.m.xq || c.compiled()) {
-      const GemvGeometry geo = gemv_geometry(p.m.K, p.m.N, p.m.flags & kMmSwiGlu, p.m.xq);
+      const GemvGeometry geo = gemv_geometry(p.m.K, p.m.N, p.m.flags & kMmSwiGlu, p.m.xq, p.m.wdt);
       p.split = geo.split;
       p.rows = geo.rows;
     }

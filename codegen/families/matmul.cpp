@@ -125,6 +125,10 @@ int gemv_rows(int64_t N, int split, bool swiglu) {
   return 1;
 }
 
+uint32_t gemv_xq_max_blocks(DType dt) {
+  return dt == DType::Q8_0 ? launch::kGemvXqMaxBlocksQ8_0 : launch::kGemvXqMaxBlocks;
+}
+
 bool node_xq(const ir::Node& n) { return n.attrs.count("x_q8") && n.attr_int("x_q8") == 1; }
 
 // int8 activations: a lane's unit is 32 weights, so rows split later (K of

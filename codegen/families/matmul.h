@@ -54,6 +54,9 @@ int gemv_rows(int64_t N, int split, bool swiglu);
 // columns per group, which share one quantisation of each x part.
 int gemv_split_xq(int64_t K);
 int gemv_rows_xq(int64_t N, int split, bool swiglu);
+// Largest grid of an int8-activation GEMV on weights of dtype dt (one wave of
+// the blocks that stay resident: launch.h kGemvXqMaxBlocks, kGemvXqMaxBlocksQ8_0).
+uint32_t gemv_xq_max_blocks(ir::DType dt);
 // The node's x_q8 attribute (0 when absent).
 bool node_xq(const ir::Node& n);
 // Dynamic shared memory of an int8-activation GEMV (gemv.cuh): each of the

@@ -62,7 +62,7 @@ Kernel emit(const SamplingParams& p, bool compiled) {
       k.min_blocks = b.min_blocks;
     } else if (p.xq) {  // int8 activations: the GEMV family's grid (a few blocks per SM, each looping over rows)
       k.smem = gemv_xq_smem(p.K, 1);
-      k.grid[0] = std::min<uint32_t>(k.grid[0], launch::kGemvXqMaxBlocks);
+      k.grid[0] = std::min<uint32_t>(k.grid[0], gemv_xq_max_blocks(p.wdt));
       k.min_blocks = launch::kGemvXqMinBlocksPerSm;
     }
   }

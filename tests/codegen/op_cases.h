@@ -508,6 +508,8 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
       if (wt == DType::Q4_K) {
         xq(matmul_case(OpKind::MatMulAdd, wt, 1, DType::F32, 256, 180000));
         xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, 3, DType::F32, 512, 90001));
+      } else if (wt == DType::Q8_0) {
+        xq(matmul_case(OpKind::MatMul, wt, 1, DType::F32, 256, 8192));  // grid at q8_0's one-wave cap
       } else if (wt == DType::Q6_K) {
         xq(matmul_case(OpKind::MatMul, wt, 1, DType::F32, 2048, 16000));
         xq(lm_head_case(wt, 1, 20011, 2048));  // the LM head on the bulk kernel (34 MB)
