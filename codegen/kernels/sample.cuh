@@ -201,6 +201,15 @@ __device__ __forceinline__ void finish_sample(const float* logits, int V, i32* o
   }
 }
 
+// Every thread's argmax key of the logits it stored -> the block's, merged
+// across blocks; the last block samples.
+__device__ __forceinline__ void sample_with_keys(u64 key, const float* logits, int V, i32* out, i32* tokens,
+                                                 KilnStep* step) {
+  key = block_max_u64(key);
+  if (!merge_and_count(step, key)) return;
+  finish_sample(logits, V, out, tokens, step);
+}
+
 // Launch: block 32*kGemvWarps; grid ceil(V / ((kGemvWarps / SPLIT) * R)), or
 // with XQ (int8 activations) any grid (mm_gemv_xq: blocks loop over column
 // groups; each thread that stores a logit keeps the argmax key of those it
@@ -216,9 +225,7 @@ __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, co
     u64 key = 0ull;
     mm_gemv_xq<DT, GDT, MM_RMS, 1, SPLIT, R, L>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, &key,
                                                 GemvSlice{0, 0, 0});
-    key = block_max_u64(key);
-    if (!merge_and_count(step, key)) return;
-    finish_sample(logits, V, out, tokens, step);
+    sample_with_keys(key, logits, V, out, tokens, step);
     return;
   }
   __shared__ float ys[kGemvWarps * R];  // <= 32 (R <= 8)
@@ -248,9 +255,7 @@ __device__ __forceinline__ void k_lm_head_sample_bulk(const float* __restrict__ 
   if (nt <= 0) return;
   u64 key = 0ull;
   mm_gemv_xq_bulk<DT, GDT, MM_RMS, 1, R, S, L>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, &key);
-  key = block_max_u64(key);
-  if (!merge_and_count(step, key)) return;
-  finish_sample(logits, V, out, tokens, step);
+  sample_with_keys(key, logits, V, out, tokens, step);
 }
 
 // Sampling after an unfused LM head (eager programs; IR argmax): the last valid
