@@ -26,6 +26,14 @@ namespace kiln::rt::cli {
 namespace {
 using rt::cuda::check;
 
+// Kernel launches (incl. library GEMMs) of the plan's decode program of one
+// sequence in this mode (0 if it has none).
+uint32_t decode_launches(const Plan& plan, ProgramMode mode) {
+  const fb::ProgramMode m = mode == ProgramMode::Compiled ? fb::ProgramMode::Compiled : fb::ProgramMode::Eager;
+  const fb::Program* p = plan.find_program(m, fb::Phase::Decode, 1);
+  return p && p->launches() ? p->launches()->size() : 0;
+}
+
 double pct(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -282,6 +290,10 @@ void register_bench(CLI::App& app) {
       r["decode_achieved_GBps"] = tgpu > 0 ? step_bytes / (tgpu * 1e-3) / 1e9 : 0;
       r["decode_fraction_of_copy_bw"] = tgpu > 0 ? step_bytes / (tgpu * 1e-3) / 1e9 / copy_gbps : 0;
       r["decode_floor_ms"] = step_bytes / (copy_gbps * 1e9) * 1e3;
+      // launches of the one-sequence decode program, and the GPU time per launch
+      const uint32_t kernels = decode_launches(model->plan(), mode);
+      r["decode_kernels_per_token"] = kernels;
+      r["decode_us_per_kernel"] = kernels ? tgpu * 1e3 / kernels : 0;
       r["prefill_TFLOPs"] = prefill_flops / (pct(prefill_gpu, 0.5) * 1e-3) / 1e12;
       r["prefill_fraction_of_tensor_rate"] = tc_tflops > 0 ? r["prefill_TFLOPs"].get<double>() / tc_tflops : 0;
       out[m == 0 ? "compiled" : "eager"] = r;
@@ -309,14 +321,16 @@ void register_bench(CLI::App& app) {
                     r["decode_mean_context"].get<double>());
         break;
       }
-    std::printf("%-9s %10s %12s %12s %12s %12s %12s\n", "mode", "TTFT ms", "prefill t/s", "TPOT p50", "TPOT p99",
-                "decode t/s", "% copy BW");
+    std::printf("%-9s %10s %12s %12s %12s %12s %12s %16s\n", "mode", "TTFT ms", "prefill t/s", "TPOT p50",
+                "TPOT p99", "decode t/s", "% copy BW", "kernels/token");
     for (const char* m : {"compiled", "eager"}) {
       if (!out.contains(m)) continue;
       const auto& r = out[m];
-      std::printf("%-9s %10.2f %12.0f %12.3f %12.3f %12.0f %11.1f%%\n", m, r["ttft_ms_p50"].get<double>(),
-                  r["prefill_tok_s"].get<double>(), r["tpot_ms_p50"].get<double>(), r["tpot_ms_p99"].get<double>(),
-                  r["decode_tok_s"].get<double>(), 100 * r["decode_fraction_of_copy_bw"].get<double>());
+      std::printf("%-9s %10.2f %12.0f %12.3f %12.3f %12.0f %11.1f%% %5u (%4.1f us)\n", m,
+                  r["ttft_ms_p50"].get<double>(), r["prefill_tok_s"].get<double>(), r["tpot_ms_p50"].get<double>(),
+                  r["tpot_ms_p99"].get<double>(), r["decode_tok_s"].get<double>(),
+                  100 * r["decode_fraction_of_copy_bw"].get<double>(), r["decode_kernels_per_token"].get<uint32_t>(),
+                  r["decode_us_per_kernel"].get<double>());
     }
     if (out.contains("speedup_decode"))
       std::printf("compiled vs eager: decode %.2fx, TTFT %.2fx; load %.2f s (graphs %.2f s)\n",
