@@ -548,7 +548,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
 }
 
 // XQ = 1 (the node's x_q8): the int8-activation GEMV, mm_gemv_xq above (its
-// own launch geometry: a grid of at most kGemvXqMaxBlocks blocks, dynamic
+// own launch geometry: a grid of at most one wave of blocks (gemv_xq_max_blocks), dynamic
 // shared memory for the quantised x).
 template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, int XQ = 0>
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
