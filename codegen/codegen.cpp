@@ -79,12 +79,32 @@ std::string join(const std::vector<std::string>& v) {
 // kernel before any memory access, and lets the next one launch once all its
 // blocks are done with their work; otherwise both do nothing. A kernel with
 // own_pdl_wait calls kiln_pdl_wait itself, after issuing weight loads (weights
-// are constants; nothing of the arena is touched before its wait).
+// are constants; nothing of the arena is touched before its wait). With
+// early_trigger the next kernel may launch as soon as every block has passed
+// its wait (early_trigger_wanted).
 std::string kernel_text(const Kernel& k, const std::string& entry) {
   const std::string bounds =
       std::to_string(k.block) + (k.min_blocks ? ", " + std::to_string(k.min_blocks) : std::string());
+  const bool early = k.early_trigger && !k.own_pdl_wait;
   return "extern \"C\" __global__ void __launch_bounds__(" + bounds + ") " + entry + "(" + join(k.sig) + ") {\n" +
-         (k.own_pdl_wait ? "" : "  kiln_pdl_wait();\n") + "  " + k.call + ";\n  kiln_pdl_trigger();\n}\n";
+         (k.own_pdl_wait ? "" : early ? "  kiln_pdl_wait();\n  kiln_pdl_trigger();\n" : "  kiln_pdl_wait();\n") +
+         "  " + k.call + ";\n" + (early ? "" : "  kiln_pdl_trigger();\n") + "}\n";
+}
+
+// Whether the kernel of n should let its successor launch early: when a
+// rope_store reads its output. rope_store's blocks are small (64 threads, no
+// shared memory) and compute their rotation angles before their own wait
+// (rope.cuh), so landing early costs nothing and hides their launch and the
+// angle arithmetic behind the projection's tail. Measured on the H200
+// (docs/perf.md, 2026-11-30): triggering every kernel early helped the 8B
+// (-2.3% to -4.8% per token) and SmolLM2 but slowed the 1B (+1.4% to +6.8%),
+// whose GEMVs of 256 blocks were then placed unevenly on the SMs that had room.
+bool early_trigger_wanted(const ir::Graph& g, const ir::Node& n) {
+  for (const ir::Node& u : g.nodes())
+    if (u.op == ir::OpKind::RopeStore)
+      for (ir::ValueId in : u.inputs)
+        if (std::find(n.outputs.begin(), n.outputs.end(), in) != n.outputs.end()) return true;
+  return false;
 }
 
 // The eager module of one dtype: every family's generic kernels for it.
@@ -201,7 +221,8 @@ Lowered lower(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims
       break;
     }
   if (!fam) detail::unsupported("no kernel family lowers " + c.opname());
-  const Kernel k = fam->lower(c);
+  Kernel k = fam->lower(c);
+  if (mode == ProgramMode::Compiled) k.early_trigger = early_trigger_wanted(g, n);
   Lowered l;
   l.grid = k.grid;
   l.block = {k.block, 1, 1};

@@ -80,6 +80,7 @@ struct Kernel {
   uint32_t smem = 0;                // dynamic shared memory bytes of the launch
   uint32_t min_blocks = 0;          // __launch_bounds__ minimum blocks per SM (0: none)
   bool own_pdl_wait = false;        // the call waits for the previous kernel itself (kiln_pdl_wait)
+  bool early_trigger = false;       // let the next kernel launch right after the wait (codegen.cpp kernel_text)
   ir::DType eager_module = ir::DType::F32;  // the eager module (one per dtype) that holds it
   std::optional<GemmCall> gemm;             // a library GEMM, no kernel (the gemm family)
   void take(Emit& e) {

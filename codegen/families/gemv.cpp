@@ -44,10 +44,11 @@ Kernel emit(const GemvParams& p, bool compiled) {
   if (p.bulk) {
     const GemvBulk& b = *p.bulk;
     k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) + "_b" + std::to_string(b.warps) + "x" +
-             std::to_string(b.stages) + (m.planes ? "_pl" : "") + "_xq";
+             std::to_string(b.stages) + (b.ks > 1 ? "k" + std::to_string(b.ks) : "") + (m.planes ? "_pl" : "") + "_xq";
     k.call = "mm_gemv_xq_bulk<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
              std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(b.rows) + ", " +
-             std::to_string(b.stages) + ", " + std::to_string(m.planes ? 1 : 0) + ">(" + args + ")";
+             std::to_string(b.stages) + ", " + std::to_string(m.planes ? 1 : 0) + ", " + std::to_string(b.ks) + ">(" +
+             args + ")";
     k.take(e);
     k.block = 32 * b.warps;
     k.grid[0] = b.grid;
@@ -110,21 +111,23 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   std::vector<GemvGeometry> geos;
   uint32_t total = 0;
   for (const auto& p : m.parts) {
-    geos.push_back({whole.split, whole.rows, gemv_grid(p.N, whole.split, whole.rows, m.xq, p.wdt)});
+    geos.push_back({whole.split, whole.rows, gemv_grid(p.N, whole.split, whole.rows, false, p.wdt)});
     total += geos.back().grid;
   }
   // int8 activations: the parts share the one-wave budget of a single GEMV
-  // (each block quantises x once, then streams its part's rows), in
-  // proportion to their blocks
-  if (m.xq && total > launch::kGemvXqMaxBlocks) {
+  // (each block quantises x once, then streams its part's rows; the smallest
+  // of the parts' budgets), in proportion to their column groups
+  uint32_t budget = launch::kGemvXqMaxBlocks;
+  for (const auto& p : m.parts) budget = std::min(budget, gemv_xq_max_blocks(p.wdt));
+  if (m.xq && total > budget) {
     uint32_t sum = 0;
     size_t largest = 0;
     for (size_t i = 0; i < geos.size(); ++i) {
-      geos[i].grid = std::max<uint32_t>(1, geos[i].grid * launch::kGemvXqMaxBlocks / total);
+      geos[i].grid = std::max<uint32_t>(1, geos[i].grid * budget / total);
       sum += geos[i].grid;
       if (geos[i].grid > geos[largest].grid) largest = i;
     }
-    if (sum < launch::kGemvXqMaxBlocks) geos[largest].grid += launch::kGemvXqMaxBlocks - sum;
+    if (sum < budget) geos[largest].grid += budget - sum;
   }
   uint32_t b0 = 0;
   int64_t c0 = 0;

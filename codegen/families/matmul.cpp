@@ -126,7 +126,8 @@ int gemv_rows(int64_t N, int split, bool swiglu) {
 }
 
 uint32_t gemv_xq_max_blocks(DType dt) {
-  return dt == DType::Q8_0 ? launch::kGemvXqMaxBlocksQ8_0 : launch::kGemvXqMaxBlocks;
+  return dt == DType::Q8_0 || dt == DType::Q4_K || dt == DType::Q6_K ? launch::kGemvXqMaxBlocksWave
+                                                                   : launch::kGemvXqMaxBlocks;
 }
 
 bool node_xq(const ir::Node& n) { return n.attrs.count("x_q8") && n.attr_int("x_q8") == 1; }
@@ -144,12 +145,16 @@ int gemv_split_xq(int64_t K) {
 std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t,
                                            int max_warps) {
   constexpr int64_t kSmemPerSm = 227 * 1024, kSmemReserved = 1024;  // sm_90: usable per SM, per block
-  constexpr int64_t kStageTarget = 8 * 1024;  // bytes of rows a warp keeps in flight (at least 2 buffers)
+  // bytes of rows a group keeps in flight (at least 2 buffers; 16 and 32 KiB
+  // were measured 0.6% and 3% slower on the 8B)
+  constexpr int64_t kStageTarget = 8 * 1024;
   constexpr int64_t kSms = 132;               // H100 SXM / H200; fewer SMs: the grid takes a second wave
   // Measured on the H200 (docs/perf.md, GemvBench): the bulk kernel wins where
   // decoding is heavy per byte (q4_K, q6_K) and the matrix is large (8B
   // gate/up, down, LM head: 15-35% faster); on smaller matrices and the light
   // types (q4_0, q4_1, q8_0) the register-pipelined kernel is as fast or faster.
+  // (Lowering the threshold to 8 MiB, which moves the 8B's o projection and
+  // qkv here, was 0.8-2.9% slower per token on the 8B and 1B Q4_K_M.)
   constexpr int64_t kMinBytes = int64_t{24} << 20;
   // sm_90 only: the shared-memory budget below is Hopper's 227 KiB per SM
   // (a newer target must bring its own budget: consumer parts have ~100 KiB)
@@ -164,19 +169,33 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   const int64_t stage = ((m.flags & kMmSwiGlu) ? 2 : 1) * b.rows * rb;
   const int64_t xs = tokens * (m.K + m.K / 16 * 8);
   b.stages = static_cast<int>(std::clamp<int64_t>((kStageTarget + stage - 1) / stage, 2, 4));
-  int64_t smem = 0;
-  for (b.warps = max_warps; b.warps >= 1; b.warps /= 2) {
-    smem = xs + b.warps * b.stages * (stage + 8);
-    if (smem + kSmemReserved <= kSmemPerSm) break;
+  // Warps per group sharing one set of row buffers (ks): the fewest that give
+  // the most resident warps per SM. Long rows (the 8B's down projection: 8-12
+  // KiB) leave room for only 8 warps' buffers per SM at ks = 1, so those
+  // warps were issue-bound (docs/perf.md); at ks = 2 or 4 the same buffers
+  // feed twice or four times the warps.
+  std::optional<GemvBulk> best;
+  for (int ks = 1; ks <= 4; ks *= 2) {
+    GemvBulk c = b;
+    c.ks = ks;
+    int64_t smem = 0;
+    for (c.warps = max_warps; c.warps >= ks; c.warps /= 2) {
+      smem = xs + c.warps / ks * c.stages * (stage + 8);
+      if (smem + kSmemReserved <= kSmemPerSm) break;
+    }
+    if (c.warps < ks) continue;
+    c.smem = static_cast<uint32_t>(smem);
+    c.min_blocks = static_cast<int>(std::clamp<int64_t>(kSmemPerSm / (smem + kSmemReserved), 1, 16 / c.warps));
+    if (!best || c.min_blocks * c.warps > best->min_blocks * best->warps) best = c;
   }
-  if (b.warps < 1) return std::nullopt;
-  b.smem = static_cast<uint32_t>(smem);
-  b.min_blocks = static_cast<int>(std::clamp<int64_t>(kSmemPerSm / (smem + kSmemReserved), 1, 16 / b.warps));
+  if (!best) return std::nullopt;
+  b = *best;
   const int64_t items = (m.N + b.rows - 1) / b.rows;
-  const int64_t capacity = kSms * b.min_blocks * b.warps;  // warps resident at once
-  const int64_t per_warp = (items + capacity - 1) / capacity;
-  const int64_t warps = (items + per_warp - 1) / per_warp;
-  b.grid = static_cast<uint32_t>((warps + b.warps - 1) / b.warps);
+  const int64_t groups = b.warps / b.ks;
+  const int64_t capacity = kSms * b.min_blocks * groups;  // groups resident at once
+  const int64_t per_group = (items + capacity - 1) / capacity;
+  const int64_t need = (items + per_group - 1) / per_group;
+  b.grid = static_cast<uint32_t>((need + groups - 1) / groups);
   return b;
 }
 

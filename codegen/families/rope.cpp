@@ -54,6 +54,7 @@ Kernel emit(const RopeParams& p, bool compiled) {
                th + ")";
       k.block = launch::kRopeThreads;
       k.grid = {cdiv(p.T, 1), static_cast<uint32_t>(p.nh + p.nkv), 1};
+      k.own_pdl_wait = true;
       break;
     }
     default: {  // KvStore

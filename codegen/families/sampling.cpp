@@ -52,9 +52,11 @@ Kernel emit(const SamplingParams& p, bool compiled) {
     if (p.bulk) {
       const GemvBulk& b = *p.bulk;
       k.name = "kiln_lm_head_sample_" + dt_lower(p.wdt) + "_g" + dt_lower(p.gdt) + "_b" + std::to_string(b.warps) +
-               "x" + std::to_string(b.stages) + (p.planes ? "_pl" : "") + "_xq";
+               "x" + std::to_string(b.stages) + (b.ks > 1 ? "k" + std::to_string(b.ks) : "") + (p.planes ? "_pl" : "") +
+               "_xq";
       k.call = "k_lm_head_sample_bulk<" + dt_macro(p.wdt) + ", " + dt_macro(p.gdt) + ", " + std::to_string(b.rows) +
-               ", " + std::to_string(b.stages) + ", " + std::to_string(p.planes ? 1 : 0) + ">(" + x + ", " + g + ", " +
+               ", " + std::to_string(b.stages) + ", " + std::to_string(p.planes ? 1 : 0) + ", " + std::to_string(b.ks) +
+               ">(" + x + ", " + g + ", " +
                w + ", " + tok + ", " + lg + ", " + toks + ", " + st + ", " + K + ", " + V + ", " + eps + ")";
       k.block = 32 * b.warps;
       k.grid[0] = b.grid;

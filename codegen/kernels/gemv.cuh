@@ -460,39 +460,48 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 
 // The int8-activation GEMV streamed through shared memory by bulk copies
 // (sm_90; gemv_bulk_geometry in codegen/families/matmul.cpp picks it and its
-// parameters). Launch: block 32*NW (any NW), grid any, dynamic shared memory
-// gemv_bulk_smem: the quantised x, then per warp S stage buffers of RR rows
-// of RB = row bytes (the weight's row size, a multiple of 16), then per warp
-// S mbarriers.
+// parameters). Launch: block 32*NW (NW a multiple of KS), grid any, dynamic
+// shared memory gemv_bulk_smem: the quantised x, then per group of KS warps S
+// stage buffers of RR rows of RB = row bytes (the weight's row size, a
+// multiple of 16), then per group S mbarriers.
 // Work: an item is R consecutive output columns (their R rows, and with
-// MM_SWIGLU their R "up" rows); warp v of the grid takes items v, v + G, ...
-// (G = warps in the grid), a whole row per item, so warps never wait on each
-// other after the prologue. Lane 0 of a warp keeps S items' rows in flight:
-// it issues the first S fills before the kernel waits for its predecessor
-// (weights are constants, so under PDL they stream while the previous kernel
-// finishes and while x is quantised), and refills a buffer as soon as the
-// warp has used it. The arithmetic is xq_unit's, so results equal
-// mm_gemv_xq's bit for bit. key: as mm_gemv_xq's (lane 0 of each warp keeps
-// the argmax key of the values it stored).
-template <int DT, int GDT, int FL, int MT, int R, int S, int L>
+// MM_SWIGLU their R "up" rows); group v of the grid takes items v, v + G, ...
+// (G = groups in the grid), a whole row per item, so groups never wait on
+// each other after the prologue. Lane 0 of a group's first warp keeps S
+// items' rows in flight: it issues the first S fills before the kernel waits
+// for its predecessor (weights are constants, so under PDL they stream while
+// the previous kernel finishes and while x is quantised), and refills a
+// buffer as soon as the group has used it. The KS warps of a group take
+// interleaved units of the staged rows (KS > 1 where the rows are long: the
+// buffers of whole rows leave room for few of them, so each feeds several
+// warps); the others' sums reach the first warp through shared memory and a
+// named barrier of the group, which also frees the buffer for its refill.
+// The arithmetic is xq_unit's, so results equal mm_gemv_xq's bit for bit at
+// KS = 1 (at KS > 1 the row's sum is the KS partial sums added in order).
+// key: as mm_gemv_xq's (lane 0 of each group keeps the argmax key of the
+// values it stored).
+template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1>
 __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, const void* __restrict__ g,
                                                 const u8* __restrict__ w, const float* __restrict__ r,
                                                 float* __restrict__ y, int nt, int K, int N, float eps,
                                                 u64* key = nullptr) {
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;
   __shared__ float red[33];
+  // partial sums of warps 1..KS-1 of each group, two slots (item parity)
+  __shared__ float kpart[KS > 1 ? 16 / KS : 1][2][KS > 1 ? KS - 1 : 1][RR][MT];
   extern __shared__ __align__(16) u8 kiln_xq_smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  const int grp = warp / KS, sub = warp % KS, ngr = nw / KS;
   const int nb = K / QT<DT>::QK, qunits = K / 32;
   const u32 RB = (u32)(L ? nb * (PL<DT>::QB + PL<DT>::SB) : nb * QT<DT>::BB);
   if (nt > MT) nt = MT;
   u8* xqs = kiln_xq_smem;
   float2* xds = (float2*)(kiln_xq_smem + MT * K);
-  u8* stages = kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)warp * S * RR * RB;
-  u64* bars = (u64*)(kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)nw * S * RR * RB) + warp * S;
-  const int items = (N + R - 1) / R, G = gridDim.x * nw, first = blockIdx.x * nw + warp;
-  const int mine = first < items ? (items - first + G - 1) / G : 0;  // items of this warp
-  // fill i (this warp's i-th item) into buffer i % S
+  u8* stages = kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)grp * S * RR * RB;
+  u64* bars = (u64*)(kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)ngr * S * RR * RB) + grp * S;
+  const int items = (N + R - 1) / R, G = gridDim.x * ngr, first = blockIdx.x * ngr + grp;
+  const int mine = first < items ? (items - first + G - 1) / G : 0;  // items of this group
+  // fill i (this group's i-th item) into buffer i % S
   auto fill = [&](int i) {
     const int n0 = (first + i * G) * R, nr = min(R, N - n0);
     u64* bar = bars + i % S;
@@ -501,7 +510,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
     kiln_bulk_load(dst, w + (i64)n0 * RB, nr * RB, bar);
     if (FL & MM_SWIGLU) kiln_bulk_load(dst + (i64)R * RB, w + (i64)(n0 + N) * RB, nr * RB, bar);
   };
-  if (lane == 0) {
+  if (sub == 0 && lane == 0) {
 #pragma unroll
     for (int b = 0; b < S; ++b) kiln_mbar_init(bars + b);
     kiln_fence_async_smem();
@@ -510,6 +519,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
   __syncwarp();
   kiln_pdl_wait();
   float inv[MT];
+  // (ends with the block synchronised: the group's barriers are initialised)
   xq_prologue<GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
 #pragma unroll 1
   for (int i = 0; i < mine; ++i) {
@@ -528,21 +538,41 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
 #pragma unroll
       for (int j = 0; j < RR; ++j) acc[j][t] = 0.f;
 #pragma unroll 2
-    for (int u = lane; u < qunits; u += 32) {
+    for (int u = sub * 32 + lane; u < qunits; u += 32 * KS) {
       QRaw q[RR];
 #pragma unroll
       for (int j = 0; j < RR; ++j) qload<DT, L, true>(wr[j], u, q[j]);
       xq_unit<DT, L, MT, RR>(q, u, xqs, xds, K, nt, acc);
     }
-    __syncwarp();
-    if (lane == 0 && i + S < mine) {  // the warp is done with this buffer: refill it
-      kiln_fence_async_smem();
-      fill(i + S);
-    }
 #pragma unroll
     for (int t = 0; t < MT; ++t)
 #pragma unroll
       for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
+    if (KS > 1) {
+      if (sub > 0 && lane == 0) {
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+#pragma unroll
+          for (int j = 0; j < RR; ++j) kpart[grp][i & 1][sub - 1][j][t] = acc[j][t];
+      }
+      // the group's KS warps: sums written, buffer i % S read
+      asm volatile("bar.sync %0, %1;" ::"r"(1 + grp), "r"(32 * KS) : "memory");
+      if (sub > 0) continue;
+      if (lane == 0) {
+#pragma unroll
+        for (int s2 = 0; s2 < KS - 1; ++s2)
+#pragma unroll
+          for (int t = 0; t < MT; ++t)
+#pragma unroll
+            for (int j = 0; j < RR; ++j) acc[j][t] += kpart[grp][i & 1][s2][j][t];
+      }
+    } else {
+      __syncwarp();
+    }
+    if (lane == 0 && i + S < mine) {  // the group is done with this buffer: refill it
+      kiln_fence_async_smem();
+      fill(i + S);
+    }
     if (lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, N, key);
   }
 }

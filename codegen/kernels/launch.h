@@ -17,10 +17,12 @@ constexpr int kGemvXqMaxBlocks = 4 * 132;        // its grid: ~4 blocks per SM o
 // without it q6_K (R = 4) and the multi-weight kernels took 172-176 and ran
 // two blocks per SM, so a 384-block qkv grid took two waves.
 constexpr int kGemvXqMinBlocksPerSm = 3;
-// q8_0's kernel keeps only 3 blocks per SM resident, so its grid stops at one
-// such wave (measured: 8B Q8_0 decode -7.4%, 1B -6.3%; the same cap made q4_0,
-// whose blocks fit 4 per SM, 5.8% slower; q4_K / q6_K not measured yet).
-constexpr int kGemvXqMaxBlocksQ8_0 = kGemvXqMinBlocksPerSm * 132;
+// The q8_0, q4_K and q6_K kernels keep only 3 blocks per SM resident, so
+// their grids stop at one such wave (measured on the H200: 8B Q8_0 decode
+// -7.4%, 1B Q8_0 -6.3%, 1B Q4_K_M -6.4%, 8B Q4_K_M unchanged); q4_0 and q4_1,
+// whose blocks fit 4 per SM, keep kGemvXqMaxBlocks (the 3-block cap made
+// q4_0 5.8% slower).
+constexpr int kGemvXqMaxBlocksWave = kGemvXqMinBlocksPerSm * 132;
 
 // Tiled matmul (tiled.cuh): a kTileK-wide K tile of kTileN weight rows in
 // shared memory, reused by kTileM tokens; with the SwiGLU epilogue a block

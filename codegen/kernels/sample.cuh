@@ -246,7 +246,7 @@ __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, co
 // dynamic shared memory from gemv_bulk_geometry. The entry waits for the
 // previous kernel first (the row read depends on the step), so unlike the
 // GEMV family's bulk kernels no weight copy starts before that.
-template <int DT, int GDT, int R, int S, int L>
+template <int DT, int GDT, int R, int S, int L, int KS>
 __device__ __forceinline__ void k_lm_head_sample_bulk(const float* __restrict__ x, const void* __restrict__ g,
                                                       const u8* __restrict__ w, i32* __restrict__ out,
                                                       float* __restrict__ logits, i32* __restrict__ tokens,
@@ -254,7 +254,7 @@ __device__ __forceinline__ void k_lm_head_sample_bulk(const float* __restrict__ 
   const int nt = step->n_tokens;
   if (nt <= 0) return;
   u64 key = 0ull;
-  mm_gemv_xq_bulk<DT, GDT, MM_RMS, 1, R, S, L>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, &key);
+  mm_gemv_xq_bulk<DT, GDT, MM_RMS, 1, R, S, L, KS>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, &key);
   sample_with_keys(key, logits, V, out, tokens, step);
 }
 

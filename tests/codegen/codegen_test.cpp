@@ -120,7 +120,7 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
       // 227 KiB and leaving room for the reserved 1 KiB per block
       const bool xq = n.attrs.count("x_q8") && n.attr_int("x_q8") == 1;
       std::smatch bm;
-      const bool bulk = std::regex_search(l.kernel.entry, bm, std::regex("_b([0-9])x([0-9])_"));
+      const bool bulk = std::regex_search(l.kernel.entry, bm, std::regex("_b([0-9]+)x([0-9])(?:k([0-9]))?_"));
       if (xq) {
         EXPECT_GT(l.smem, 0u) << c.name;
         EXPECT_LE(l.smem, (bulk ? 226u : 48u) * 1024u) << c.name;
@@ -155,13 +155,15 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
         const int64_t N = out.shape[1].value;
         const bool gemv = l.block[0] == 128;
         if (bulk) {
-          // W warps per block, S >= 2 row buffers each; every warp of the grid
-          // takes the same number of columns (one per item), and no block is idle
-          const int W = std::stoi(bm[1]), S = std::stoi(bm[2]);
+          // W warps per block in groups of KS ("k<KS>", default 1), S >= 2 row
+          // buffers per group; every group of the grid takes the same number
+          // of columns (one per item), and no block is idle
+          const int W = std::stoi(bm[1]), S = std::stoi(bm[2]), KS = bm[3].matched ? std::stoi(bm[3]) : 1;
           EXPECT_EQ(l.block[0], 32u * W) << l.kernel.entry;
           EXPECT_GE(S, 2) << l.kernel.entry;
-          const int64_t warps = int64_t(l.grid[0]) * W, per_warp = (N + warps - 1) / warps;
-          EXPECT_LT((int64_t(l.grid[0]) - 1) * W * per_warp, N) << l.kernel.entry;
+          EXPECT_EQ(W % KS, 0) << l.kernel.entry;
+          const int64_t groups = int64_t(l.grid[0]) * W / KS, per_group = (N + groups - 1) / groups;
+          EXPECT_LT((int64_t(l.grid[0]) - 1) * (W / KS) * per_group, N) << l.kernel.entry;
           EXPECT_LE(c.bucket, 4);
         } else if (gemv) {
           // 4 warps per block; a group of SPLIT warps computes R columns (entry "_r<R>", default 1)
@@ -170,9 +172,10 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
           const int rows = std::regex_search(en, m, std::regex("_r([0-9])_")) ? std::stoi(m[1]) : 1;
           const int split = std::regex_search(en, m, std::regex("_s([0-9])_")) ? std::stoi(m[1]) : 1;
           // (the int8 GEMV's grid stops at kGemvXqMaxBlocks, whose blocks loop over the rest)
-          // (q8_0's stops at one wave of its 3 resident blocks per SM)
-          const bool q8 = en.find("gemv_q8_0_") != std::string::npos;
-          const uint32_t cap = q8 ? uint32_t(launch::kGemvXqMaxBlocksQ8_0) : uint32_t(launch::kGemvXqMaxBlocks);
+          // (q8_0's, q4_K's and q6_K's stop at one wave of their 3 resident blocks per SM)
+          // (a multi-weight kernel: the smallest budget of its parts)
+          const bool wave = std::regex_search(en, std::regex("_(q8_0|q4_k|q6_k)_"));
+          const uint32_t cap = wave ? uint32_t(launch::kGemvXqMaxBlocksWave) : uint32_t(launch::kGemvXqMaxBlocks);
           if (xq) {
             EXPECT_LE(l.grid[0], cap) << en;
           }
@@ -420,13 +423,72 @@ TEST(Codegen, AttentionSplitCountAndScratch) {
 // bulk copies on sm_90 when a row is a multiple of 16 bytes, and issues its
 // first copies before waiting for the previous kernel; otherwise (older SMs,
 // odd row sizes) it is the register-pipelined kernel.
+// Programmatic dependent launch: a kernel lets the next one launch after its
+// blocks finish (trigger at the end), except the projection feeding a
+// rope_store, which triggers right after its wait so that rope_store's small
+// blocks land early; rope_store waits itself, after computing its angles.
+TEST(Codegen, OnlyTheProjectionBeforeRopeStoreTriggersEarly) {
+  using ir::DType;
+  using ir::OpKind;
+  const int64_t nh = 4, nkv = 2, hd = 64, C = 64, K = 256;
+  ir::Graph g = testcases::base_graph(1, C);
+  auto x = g.add_input("x", DType::F32, {testcases::tok(1), testcases::fx(K)});
+  auto w = g.add_weight("w", DType::F16, {testcases::fx((nh + 2 * nkv) * hd), testcases::fx(K)}, "w");
+  auto qkv = g.add_node(OpKind::MatMul, {x, w}, {}, "qkv", DType::F32, {testcases::tok(1), testcases::fx((nh + 2 * nkv) * hd)});
+  auto pos = g.add_input("pos", DType::I32, {testcases::tok(1)});
+  auto kc = g.add_state("kc", DType::F16, {testcases::fx(C), testcases::fx(nkv * hd)});
+  auto vc = g.add_state("vc", DType::F16, {testcases::fx(C), testcases::fx(nkv * hd)});
+  ir::Attrs a = testcases::rope_attrs(nh, hd, hd, true);
+  a["n_kv_heads"] = nkv;
+  auto q = g.add_node(OpKind::RopeStore, {qkv, pos, kc, vc}, a, "q", DType::F32, {testcases::tok(1), testcases::fx(nh * hd)});
+  auto w2 = g.add_weight("w2", DType::F16, {testcases::fx(K), testcases::fx(nh * hd)}, "w2");
+  auto y = g.add_node(OpKind::MatMul, {q, w2}, {}, "y", DType::F32, {testcases::tok(1), testcases::fx(K)});
+  g.mark_output(y);
+  auto body = [](const Lowered& l) {
+    const std::string& s = l.kernel.source;
+    return s.substr(s.find(l.kernel.entry + "("));
+  };
+  const std::string proj = body(lower(g, g.nodes()[0], {1}, Target{90, "ggml"}, ProgramMode::Compiled));
+  const std::string rope = body(lower(g, g.nodes()[1], {1}, Target{90, "ggml"}, ProgramMode::Compiled));
+  const std::string out = body(lower(g, g.nodes()[2], {1}, Target{90, "ggml"}, ProgramMode::Compiled));
+  EXPECT_NE(proj.find("kiln_pdl_wait();\n  kiln_pdl_trigger();\n  mm_gemv"), std::string::npos) << proj;
+  EXPECT_EQ(proj.find("kiln_pdl_trigger();\n}"), std::string::npos) << proj;
+  EXPECT_EQ(rope.find("kiln_pdl_wait();"), std::string::npos) << rope;  // k_rope_store waits itself
+  EXPECT_NE(rope.find(");\n  kiln_pdl_trigger();\n}"), std::string::npos) << rope;
+  EXPECT_NE(out.find("kiln_pdl_wait();\n  mm_gemv"), std::string::npos) << out;
+  EXPECT_NE(out.find(");\n  kiln_pdl_trigger();\n}"), std::string::npos) << out;
+}
+
+// A multi-weight int8 GEMV (fuse-qkv-parts) scales its parts' blocks to the
+// smallest one-wave budget of its weight types: a q4_K + q6_K mix stops at 3
+// blocks per SM like each of them alone, in proportion to the parts' rows.
+TEST(Codegen, PartsGemvKeepsTheOneWaveBudgetOfItsTypes) {
+  using ir::DType;
+  const testcases::OpCase c =
+      testcases::parts_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, {16384, 4096, 4096}, 4096, 1, true, "planes");
+  const Lowered l = lower(c.g, c.g.nodes()[0], {1}, Target{90, "planes"}, ProgramMode::Compiled);
+  EXPECT_EQ(l.grid[0], uint32_t(launch::kGemvXqMaxBlocksWave)) << l.kernel.entry;
+  // block ranges: GemvSlice{b0, nb, ldy} per part, 4 : 1 : 1 like the rows
+  std::smatch m;
+  std::string src = l.kernel.source;
+  std::vector<int> nb;
+  while (std::regex_search(src, m, std::regex("GemvSlice\\{([0-9]+), ([0-9]+), 24576\\}"))) {
+    nb.push_back(std::stoi(m[2]));
+    src = m.suffix();
+  }
+  ASSERT_EQ(nb.size(), 3u) << l.kernel.source;
+  EXPECT_EQ(nb[0] + nb[1] + nb[2], launch::kGemvXqMaxBlocksWave);
+  EXPECT_NEAR(nb[0], 4 * nb[1], 4);
+  EXPECT_EQ(nb[1], nb[2]);
+}
+
 TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {
   auto xq_case = [](ir::DType wt, int64_t K, int64_t N, ir::OpKind op) {
     OpCase c = testcases::matmul_case(op, wt, 1, ir::DType::F32, K, N);
     c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
     return c;
   };
-  auto bulk = [](const Lowered& l) { return std::regex_search(l.kernel.entry, std::regex("_b[0-9]x[0-9]_")); };
+  auto bulk = [](const Lowered& l) { return std::regex_search(l.kernel.entry, std::regex("_b[0-9]+x[0-9](k[0-9])?_")); };
   auto entry_at = [](const OpCase& c, int sm, const char* layout) {
     return lower(c.g, c.g.nodes()[0], {1}, Target{sm, layout}, ProgramMode::Compiled);
   };
@@ -450,6 +512,20 @@ TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {
   EXPECT_FALSE(bulk(entry_at(xq_case(ir::DType::Q4_K, 4096, 4096, ir::OpKind::MatMulAdd), 90, "planes")));
   EXPECT_FALSE(bulk(entry_at(xq_case(ir::DType::Q4_0, 4096, 14336, ir::OpKind::RmsMatMulSwiGlu), 90, "planes")));
   EXPECT_TRUE(bulk(entry_at(xq_case(ir::DType::Q6_K, 14336, 4096, ir::OpKind::MatMulAdd), 90, "planes")));
+  // rows of 8-12 KiB (the 8B's down projection): groups of warps share the
+  // row buffers so that 16 warps per SM stay resident (8 at one warp per buffer
+  // set); the 2.3 KiB rows of gate/up keep one warp per group
+  for (ir::DType dt : {ir::DType::Q4_K, ir::DType::Q6_K}) {
+    const Lowered down = entry_at(xq_case(dt, 14336, 4096, ir::OpKind::MatMulAdd), 90, "planes");
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(down.kernel.entry, m, std::regex("_b([0-9]+)x[0-9]k([0-9])_"))) << down.kernel.entry;
+    const int W = std::stoi(m[1]);
+    const int resident = std::min<int>(16 / W, (227 * 1024) / (static_cast<int>(down.smem) + 1024));
+    EXPECT_EQ(resident * W, 16) << down.kernel.entry << " smem " << down.smem;
+  }
+  EXPECT_EQ(entry_at(xq_case(ir::DType::Q4_K, 4096, 14336, ir::OpKind::RmsMatMulSwiGlu), 90, "planes")
+                .kernel.entry.find("k2_"),
+            std::string::npos);
   // SmolLM2's q4_1 rows of 576 values are 18 blocks of 20 bytes: not a multiple of 16
   const OpCase smol = xq_case(ir::DType::Q4_1, 576, 1536, ir::OpKind::MatMul);
   EXPECT_FALSE(bulk(entry_at(smol, 90, "ggml")));

@@ -505,6 +505,11 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
       xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, 1, DType::F32, 2048, 2050));
       // sm_90's bulk-copy GEMV (q4_K / q6_K matrices of >= 24 MiB): many rows
       // per warp, so its buffers are refilled and its barriers change phase
+      // Rows of 8-12 KiB (K = 14336, the 8B's down projection) take groups of
+      // 2 (q4_K) or 4 (q6_K) warps per row buffer: partial sums merged per item.
+      if (wt == DType::Q4_K || wt == DType::Q6_K)
+        for (int64_t b : {int64_t{1}, int64_t{3}})
+          xq(matmul_case(OpKind::MatMulAdd, wt, b, DType::F32, 14336, wt == DType::Q4_K ? 3200 : 2200));
       if (wt == DType::Q4_K) {
         xq(matmul_case(OpKind::MatMulAdd, wt, 1, DType::F32, 256, 180000));
         xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, 3, DType::F32, 512, 90001));
