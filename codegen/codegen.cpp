@@ -97,8 +97,8 @@ std::string kernel_text(const Kernel& k, const std::string& entry) {
 // (rope.cuh), so landing early costs nothing and hides their launch and the
 // angle arithmetic behind the projection's tail. Measured on the H200
 // (docs/perf.md, 2026-11-30): triggering every kernel early helped the 8B
-// (-2.3% to -4.8% per token) and SmolLM2 but slowed the 1B (+1.4% to +6.8%),
-// whose GEMVs of 256 blocks were then placed unevenly on the SMs that had room.
+// (-2.3% to -4.8% per token) and SmolLM2 but slowed the 1B (+1.4% to +6.8%,
+// cause not found yet), so only this pair triggers early.
 bool early_trigger_wanted(const ir::Graph& g, const ir::Node& n) {
   for (const ir::Node& u : g.nodes())
     if (u.op == ir::OpKind::RopeStore)
