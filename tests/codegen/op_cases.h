@@ -506,7 +506,8 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
       // sm_90's bulk-copy GEMV (q4_K / q6_K matrices of >= 24 MiB): many rows
       // per warp, so its buffers are refilled and its barriers change phase
       // Rows of 8-12 KiB (K = 14336, the 8B's down projection) take groups of
-      // 2 (q4_K) or 4 (q6_K) warps per row buffer: partial sums merged per item.
+      // 2 warps per set of row buffers (4 for q6_K at 3 tokens): partial sums
+      // merged per item.
       if (wt == DType::Q4_K || wt == DType::Q6_K)
         for (int64_t b : {int64_t{1}, int64_t{3}})
           xq(matmul_case(OpKind::MatMulAdd, wt, b, DType::F32, 14336, wt == DType::Q4_K ? 3200 : 2200));
