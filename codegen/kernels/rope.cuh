@@ -26,17 +26,24 @@ __device__ __forceinline__ void rope_cs(int pos, int i, int n_rot, float theta, 
 }
 
 // Ropes one head (hd floats at src) into dst, threads over pairs; dst of type
-// ODT (F32 for activations, the cache dtype for k).
+// ODT (F32 for activations, the cache dtype for k). cs0 (non-null): the
+// angle's cos and sin of pair threadIdx.x, computed already (k_rope_store);
+// every other pair computes its own.
 template <int FDT, int ODT>
 __device__ __forceinline__ void rope_head(const float* __restrict__ src, void* __restrict__ dst, i64 o,
                                           int hd, int n_rot, int neox, int pos, float theta, const void* ff,
-                                          float fscale = 1.f) {
+                                          float fscale = 1.f, const float2* cs0 = nullptr) {
   const int half = n_rot / 2;
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
     const float x0 = src[i0], x1 = src[i1];
     float cs, sn;
-    rope_cs<FDT>(pos, i, n_rot, theta, ff, cs, sn, fscale);
+    if (cs0 && i == (int)threadIdx.x) {
+      cs = cs0->x;
+      sn = cs0->y;
+    } else {
+      rope_cs<FDT>(pos, i, n_rot, theta, ff, cs, sn, fscale);
+    }
     stf<ODT>(dst, o + i0, x0 * cs - x1 * sn);
     stf<ODT>(dst, o + i1, x0 * sn + x1 * cs);
   }
@@ -55,24 +62,6 @@ __device__ __forceinline__ void k_rope(const float* __restrict__ x, const void* 
                          theta, ff, fscale);
 }
 
-// rope_head with the angle of pair threadIdx.x given (cs0, sn0; the pairs of
-// threadIdx.x + blockDim.x, ... compute theirs).
-template <int FDT, int ODT>
-__device__ __forceinline__ void rope_head_cs(const float* __restrict__ src, void* __restrict__ dst, i64 o, int hd,
-                                             int n_rot, int neox, int pos, float theta, const void* ff, float cs0,
-                                             float sn0) {
-  const int half = n_rot / 2;
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-    const float x0 = src[i0], x1 = src[i1];
-    float cs = cs0, sn = sn0;
-    if (i != (int)threadIdx.x) rope_cs<FDT>(pos, i, n_rot, theta, ff, cs, sn);
-    stf<ODT>(dst, o + i0, x0 * cs - x1 * sn);
-    stf<ODT>(dst, o + i1, x0 * sn + x1 * cs);
-  }
-  for (int d = n_rot + threadIdx.x; d < hd; d += blockDim.x) stf<ODT>(dst, o + d, src[d]);
-}
-
 // rope_store: qkv[t] = [q (nh*hd) | k (nkv*hd) | v (nkv*hd)]; q' -> y[t],
 // k' -> kc[pos], v -> vc[pos]. Launch: grid (T, nh + nkv), block 64: blocks
 // y < nh rope q head y; the others rope k head y - nh and copy its v.
@@ -88,20 +77,20 @@ __device__ __forceinline__ void k_rope_store(const float* __restrict__ qkv, cons
   const int t = blockIdx.x, h = blockIdx.y;
   const bool live = t < step->n_tokens && h < nh + nkv;
   const int pos = step->pos0 + t;
-  float cs0 = 1.f, sn0 = 0.f;
-  if (live && (int)threadIdx.x < n_rot / 2) rope_cs<FDT>(pos, threadIdx.x, n_rot, theta, ff, cs0, sn0);
+  float2 cs0 = make_float2(1.f, 0.f);
+  if (live && (int)threadIdx.x < n_rot / 2) rope_cs<FDT>(pos, threadIdx.x, n_rot, theta, ff, cs0.x, cs0.y);
   kiln_pdl_wait();
   if (!live) return;
   const i64 Wq = (i64)nh * hd, Wk = (i64)nkv * hd;
   const float* row = qkv + t * (Wq + 2 * Wk);
   if (h < nh) {
-    rope_head_cs<FDT, DT_F32>(row + (i64)h * hd, y, t * Wq + (i64)h * hd, hd, n_rot, neox, pos, theta, ff, cs0, sn0);
+    rope_head<FDT, DT_F32>(row + (i64)h * hd, y, t * Wq + (i64)h * hd, hd, n_rot, neox, pos, theta, ff, 1.f, &cs0);
     return;
   }
   if (pos < 0 || pos >= C) return;
   const int j = h - nh;
   const i64 o = (i64)pos * Wk + (i64)j * hd;
-  rope_head_cs<FDT, CDT>(row + Wq + (i64)j * hd, kc, o, hd, n_rot, neox, pos, theta, ff, cs0, sn0);
+  rope_head<FDT, CDT>(row + Wq + (i64)j * hd, kc, o, hd, n_rot, neox, pos, theta, ff, 1.f, &cs0);
   for (int d = threadIdx.x; d < hd; d += blockDim.x) stf<CDT>(vc, o + d, row[Wq + Wk + (i64)j * hd + d]);
 }
 
