@@ -98,7 +98,11 @@ std::string kernel_text(const Kernel& k, const std::string& entry) {
 // angle arithmetic behind the projection's tail. Measured on the H200
 // (docs/perf.md, 2026-11-30): triggering every kernel early helped the 8B
 // (-2.3% to -4.8% per token) and SmolLM2 but slowed the 1B (+1.4% to +6.8%,
-// cause not found yet), so only this pair triggers early.
+// cause not found yet), so only this pair triggers early. Since the decode
+// program ropes and stores q, k, v in the QKV GEMV's epilogue
+// (rms_matmul_rope_store) the pair is left only where that fusion does not
+// apply ("neox" rope); every kernel triggering early was measured again
+// then: 1B Q4_K_M +12%, 1B F16 +4%, SmolLM2 +2%, 8B Q4_K_M equal.
 bool early_trigger_wanted(const ir::Graph& g, const ir::Node& n) {
   for (const ir::Node& u : g.nodes())
     if (u.op == ir::OpKind::RopeStore)
@@ -138,6 +142,7 @@ bool is_fused(OpKind op) {
     case OpKind::RmsMatMul:
     case OpKind::MatMulAdd:
     case OpKind::RmsMatMulSwiGlu:
+    case OpKind::RmsMatMulRopeStore:
     case OpKind::RopeStore:
     case OpKind::LmHeadSample: return true;
     default: return false;

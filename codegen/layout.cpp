@@ -106,12 +106,15 @@ std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, Pr
     case ir::OpKind::RmsMatMul:
     case ir::OpKind::RmsMatMulSwiGlu:
     case ir::OpKind::LmHeadSample: w = 2; break;
+    case ir::OpKind::RmsMatMulRopeStore: w = 5; break;
     case ir::OpKind::Embed:
     case ir::OpKind::Dequant: w = 0; break;
     default: break;
   }
-  // an rms_matmul's weights are inputs 2, 3, ... (several: fuse-qkv-parts)
-  const bool is_w = input == w || (n.op == ir::OpKind::RmsMatMul && w != SIZE_MAX && input > w);
+  // an rms_matmul's weights are inputs 2, 3, ... (several: fuse-qkv-parts);
+  // rms_matmul_rope_store's 5, 6, ... (then rank-1 frequency factors)
+  const bool several = n.op == ir::OpKind::RmsMatMul || n.op == ir::OpKind::RmsMatMulRopeStore;
+  const bool is_w = input == w || (several && w != SIZE_MAX && input > w && g.value(n.inputs[input]).shape.size() == 2);
   if (!is_w) return kLayoutGgml;
   const ir::Value& v = g.value(n.inputs[input]);
   const bool fits = v.shape.size() == 2 && v.shape[1].is_static() &&

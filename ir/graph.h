@@ -92,11 +92,20 @@ struct Value {
 // Fused ops (issue 3 passes) are added to this table by the pass that makes them.
 // rms_matmul_swiglu takes an optional attr act: "silu" (default, SwiGLU) or
 // "gelu_tanh" (Gemma's GeGLU: gelu_tanh(gate) * up).
+//  rms_matmul_rope_store(x[T,K], pos i32[T], kc State, vc State, gain[K], w[N,K] [, wk, wv] [, freq_factors])
+//                                                    -> q[T,nh*hd], kc', vc'
+//                                                               exactly rope_store(rms_matmul(x, gain, w [, wk, wv]),
+//                                                               pos, kc, vc [, freq_factors]), with the attrs of
+//                                                               both (eps [, x_q8]; n_heads, n_kv_heads, head_dim,
+//                                                               n_rot, theta, mode): 1 or 3 weights (rank 2) of
+//                                                               (nh + 2*nkv)*hd rows in all, freq_factors (rank 1)
+//                                                               last; kc', vc' alias inputs 2, 3
+//                                                               (fuse-qkv-rope-epilogue, decode program only)
 enum class OpKind {
   Embed, RmsNorm, MatMul, Add, Mul, Silu, SwiGlu, Rope, KvStore, Attention, LastRow, ArgMax,
   // Fused ops made by compiler passes; semantics in docs/plan-abi.md ("Fused ops").
   // Wired into op_info / verifier / interpreter by the pass work.
-  RmsMatMul, MatMulAdd, RmsMatMulSwiGlu, RopeStore, LmHeadSample,
+  RmsMatMul, MatMulAdd, RmsMatMulSwiGlu, RopeStore, LmHeadSample, RmsMatMulRopeStore,
   // Half-precision operands of tensor-core GEMMs (the tensor-core-gemm pass).
   Cast, Dequant,
   // Gemma's GeGLU feed-forward activation.
@@ -109,7 +118,8 @@ struct OpInfo {
   int min_inputs, max_inputs; // arity
   // output_alias[j] = k >= 0: output j is input k (a State) updated in place,
   // i.e. the same buffer; -1: output j is a new value. Outputs past the array
-  // alias nothing. kv_store {0}; rope_store {-1, 2, 3} (the k and v caches).
+  // alias nothing. kv_store {0}; rope_store and rms_matmul_rope_store
+  // {-1, 2, 3} (the k and v caches).
   std::array<int8_t, 4> output_alias;
   int aliased_input(size_t output) const {
     return output < output_alias.size() ? output_alias[output] : -1;

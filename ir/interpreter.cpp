@@ -15,6 +15,8 @@
 //   so a ring cache and a full cache give bit-identical results.
 // - kv_store / rope_store: rows stored into an f16 / bf16 cache are rounded to
 //   that dtype (nearest even), as the GPU stores them; states stay f32 storage.
+// - rms_matmul_rope_store is rope_store of its rms_matmul product, computed
+//   by the code of those two ops (bit-identical to the pair).
 // - x_q8 = 1 on a matmul-family node: activation rows are replaced by their
 //   16-value q8 round trip (ir/quantize.h) before the product; with a rms
 //   prologue the quantised value is x * gain and 1/rms scales the product.
@@ -217,6 +219,36 @@ void scale_rows(Tensor& y, const std::vector<float>& inv) {
   for (size_t i = 0; i < y.f32.size(); ++i) y.f32[i] *= inv[i / static_cast<size_t>(N)];
 }
 
+// rms_matmul: the rms activation of x (rms_activation) times each weight, the
+// weights' output columns side by side (one weight: its product). Every op
+// with this prologue computes its product here (rms_matmul, rms_matmul_swiglu,
+// rms_matmul_rope_store), so they agree bit for bit.
+Tensor rms_matmul(const Node& n, const Tensor& x, const Tensor& gain, const std::vector<const Tensor*>& ws) {
+  std::vector<float> inv;
+  Tensor h = rms_activation(n, x, gain, inv);
+  const int64_t T = x.shape[0], K = x.shape[1];
+  if (ws.size() == 1) {
+    const int64_t N = ws[0]->shape[0];
+    Tensor mm = Tensor::zeros_f32({T, N});
+    matmul(h.f32.data(), ws[0]->f32.data(), mm.f32.data(), T, K, N);
+    scale_rows(mm, inv);
+    return mm;
+  }
+  int64_t cols = 0;  // several weights: each one's columns, side by side
+  for (const Tensor* w : ws) cols += w->shape[0];
+  Tensor out = Tensor::zeros_f32({T, cols});
+  int64_t c0 = 0;
+  for (const Tensor* w : ws) {
+    const int64_t Ni = w->shape[0];
+    Tensor part = Tensor::zeros_f32({T, Ni});
+    matmul(h.f32.data(), w->f32.data(), part.f32.data(), T, K, Ni);
+    scale_rows(part, inv);
+    for (int64_t t = 0; t < T; ++t) std::copy_n(part.f32.data() + t * Ni, Ni, out.f32.data() + t * cols + c0);
+    c0 += Ni;
+  }
+  return out;
+}
+
 // Rope angles and rotation, exactly as the rope op computes them (used by rope_store).
 void rope_angles(double p, int64_t n_rot, double base, const Tensor* ff, std::vector<double>& cs,
                  std::vector<double>& sn) {
@@ -349,6 +381,7 @@ struct Interpreter::Impl {
 
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs);
   TensorPtr eval(size_t ni, std::vector<TensorPtr>& vals);
+  TensorPtr rope_store(size_t ni, std::vector<TensorPtr>& vals, const Tensor& qkv, const Tensor* ff);
 };
 
 std::map<std::string, Tensor> Interpreter::Impl::run(const std::map<std::string, Tensor>& inputs) {
@@ -446,6 +479,38 @@ std::map<std::string, Tensor> Interpreter::Impl::run(const std::map<std::string,
   for (ValueId o : g.outputs()) result[g.value(o).name] = get(vals, o);
   last = std::move(vals);
   return result;
+}
+
+// rope_store of a computed qkv [T, (nh + 2 nkv) hd] for node ni (rope_store,
+// or rms_matmul_rope_store on its rms_matmul product): pos, kc, vc are the
+// node's inputs 1, 2, 3 in both ops, as are its attrs and outputs q, kc', vc'.
+TensorPtr Interpreter::Impl::rope_store(size_t ni, std::vector<TensorPtr>& vals, const Tensor& qkv, const Tensor* ff) {
+  const Node& n = g.nodes()[ni];
+  const Tensor& pos = get(vals, n.inputs[1]);
+  TensorPtr kc = vals[static_cast<size_t>(n.inputs[2])], vc = vals[static_cast<size_t>(n.inputs[3])];
+  int64_t nh = n.attr_int("n_heads"), nkv = n.attr_int("n_kv_heads"), hd = n.attr_int("head_dim");
+  int64_t n_rot = n.attr_int("n_rot");
+  double base = n.attr_float("theta");
+  bool neox = n.attr_str("mode") == "neox";
+  int64_t T = qkv.shape[0], W = qkv.shape[1], Wq = nh * hd, Wk = nkv * hd, C = kc->shape[0];
+  auto q = std::make_shared<Tensor>(Tensor::zeros_f32({T, Wq}));
+  std::vector<float> krow(static_cast<size_t>(Wk));
+  std::vector<double> cs(static_cast<size_t>(n_rot / 2)), sn(static_cast<size_t>(n_rot / 2));
+  for (int64_t t = 0; t < T; ++t) {
+    int32_t p = pos.i32[static_cast<size_t>(t)];
+    if (p < 0 || p >= C)
+      fail_node(ni, "position " + std::to_string(p) + " is outside the KV cache (0.." + std::to_string(C - 1) +
+                        "); the context is full");
+    rope_angles(p, n_rot, base, ff, cs, sn);
+    const float* row = qkv.f32.data() + t * W;
+    rope_heads(row, q->f32.data() + t * Wq, nh, hd, n_rot, neox, cs, sn);
+    rope_heads(row + Wq, krow.data(), nkv, hd, n_rot, neox, cs, sn);
+    store_row(kc->f32.data() + p * Wk, krow.data(), Wk, g.value(n.inputs[2]).dtype);
+    store_row(vc->f32.data() + p * Wk, row + Wq + Wk, Wk, g.value(n.inputs[3]).dtype);
+  }
+  vals[static_cast<size_t>(n.outputs[1])] = kc;  // aliases input 2
+  vals[static_cast<size_t>(n.outputs[2])] = vc;  // aliases input 3
+  return q;
 }
 
 TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
@@ -659,31 +724,11 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
     // unfused graphs give bit-identical results here.
     case OpKind::RmsMatMul:
     case OpKind::RmsMatMulSwiGlu: {
-      const Tensor &x = in(0), &gain = in(1), &w = in(2);
-      std::vector<float> inv;
-      Tensor h = rms_activation(n, x, gain, inv);
-      int64_t T = x.shape[0], K = x.shape[1], N = w.shape[0];
-      if (n.inputs.size() > 3) {  // several weights: each one's columns, side by side
-        int64_t cols = 0;
-        for (size_t i = 2; i < n.inputs.size(); ++i) cols += in(i).shape[0];
-        auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, cols}));
-        int64_t c0 = 0;
-        for (size_t i = 2; i < n.inputs.size(); ++i) {
-          const int64_t Ni = in(i).shape[0];
-          Tensor part = Tensor::zeros_f32({T, Ni});
-          matmul(h.f32.data(), in(i).f32.data(), part.f32.data(), T, K, Ni);
-          scale_rows(part, inv);
-          for (int64_t t = 0; t < T; ++t)
-            std::copy_n(part.f32.data() + t * Ni, Ni, out->f32.data() + t * cols + c0);
-          c0 += Ni;
-        }
-        return out;
-      }
-      auto mm = std::make_shared<Tensor>(Tensor::zeros_f32({T, N}));
-      matmul(h.f32.data(), w.f32.data(), mm->f32.data(), T, K, N);
-      scale_rows(*mm, inv);
+      std::vector<const Tensor*> ws;
+      for (size_t i = 2; i < n.inputs.size(); ++i) ws.push_back(&in(i));
+      auto mm = std::make_shared<Tensor>(rms_matmul(n, in(0), in(1), ws));
       if (n.op == OpKind::RmsMatMul) return mm;
-      int64_t F = N / 2;
+      int64_t T = mm->shape[0], N = mm->shape[1], F = N / 2;
       const bool gelu = n.attrs.count("act") && n.attr_str("act") == "gelu_tanh";  // GeGLU, else SwiGLU
       auto out = std::make_shared<Tensor>(Tensor::zeros_f32({T, F}));
       for (int64_t t = 0; t < T; ++t)
@@ -707,33 +752,17 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       for (size_t i = 0; i < out->f32.size(); ++i) out->f32[i] = out->f32[i] + r.f32[i];
       return out;
     }
-    case OpKind::RopeStore: {
-      const Tensor &qkv = in(0), &pos = in(1);
-      const Tensor* ff = n.inputs.size() == 5 ? &in(4) : nullptr;
-      TensorPtr kc = vals[static_cast<size_t>(n.inputs[2])], vc = vals[static_cast<size_t>(n.inputs[3])];
-      int64_t nh = n.attr_int("n_heads"), nkv = n.attr_int("n_kv_heads"), hd = n.attr_int("head_dim");
-      int64_t n_rot = n.attr_int("n_rot");
-      double base = n.attr_float("theta");
-      bool neox = n.attr_str("mode") == "neox";
-      int64_t T = qkv.shape[0], W = qkv.shape[1], Wq = nh * hd, Wk = nkv * hd, C = kc->shape[0];
-      auto q = std::make_shared<Tensor>(Tensor::zeros_f32({T, Wq}));
-      std::vector<float> krow(static_cast<size_t>(Wk));
-      std::vector<double> cs(static_cast<size_t>(n_rot / 2)), sn(static_cast<size_t>(n_rot / 2));
-      for (int64_t t = 0; t < T; ++t) {
-        int32_t p = pos.i32[static_cast<size_t>(t)];
-        if (p < 0 || p >= C)
-          fail_node(ni, "position " + std::to_string(p) + " is outside the KV cache (0.." + std::to_string(C - 1) +
-                            "); the context is full");
-        rope_angles(p, n_rot, base, ff, cs, sn);
-        const float* row = qkv.f32.data() + t * W;
-        rope_heads(row, q->f32.data() + t * Wq, nh, hd, n_rot, neox, cs, sn);
-        rope_heads(row + Wq, krow.data(), nkv, hd, n_rot, neox, cs, sn);
-        store_row(kc->f32.data() + p * Wk, krow.data(), Wk, g.value(n.inputs[2]).dtype);
-        store_row(vc->f32.data() + p * Wk, row + Wq + Wk, Wk, g.value(n.inputs[3]).dtype);
-      }
-      vals[static_cast<size_t>(n.outputs[1])] = kc;  // aliases input 2
-      vals[static_cast<size_t>(n.outputs[2])] = vc;  // aliases input 3
-      return q;
+    case OpKind::RopeStore:
+      return rope_store(ni, vals, in(0), n.inputs.size() == 5 ? &in(4) : nullptr);
+    case OpKind::RmsMatMulRopeStore: {
+      // rope_store(rms_matmul(x, gain, weights), pos, kc, vc [, freq_factors]): inputs x, pos, kc, vc,
+      // gain, 1 or 3 weights (rank 2), then the optional freq_factors (rank 1)
+      const bool has_ff = g.value(n.inputs.back()).shape.size() == 1;
+      const size_t w_end = n.inputs.size() - (has_ff ? 1 : 0);
+      std::vector<const Tensor*> ws;
+      for (size_t i = 5; i < w_end; ++i) ws.push_back(&in(i));
+      const Tensor qkv = rms_matmul(n, in(0), in(4), ws);
+      return rope_store(ni, vals, qkv, has_ff ? &in(w_end) : nullptr);
     }
     case OpKind::LmHeadSample: {
       const Tensor &x = in(0), &gain = in(1), &w = in(2);

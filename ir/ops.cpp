@@ -9,7 +9,7 @@
 namespace kiln::ir {
 namespace {
 constexpr std::array<int8_t, 4> kNone = {-1, -1, -1, -1};
-constexpr std::array<OpInfo, 20> kOps = {{
+constexpr std::array<OpInfo, 21> kOps = {{
     {OpKind::Embed, "embed", 2, 2, kNone},
     {OpKind::RmsNorm, "rms_norm", 2, 2, kNone},
     {OpKind::MatMul, "matmul", 2, 2, kNone},
@@ -28,6 +28,8 @@ constexpr std::array<OpInfo, 20> kOps = {{
     {OpKind::RmsMatMulSwiGlu, "rms_matmul_swiglu", 3, 3, kNone},
     {OpKind::RopeStore, "rope_store", 4, 5, {-1, 2, 3, -1}},  // q is new; kc', vc' are the caches (inputs 2, 3)
     {OpKind::LmHeadSample, "lm_head_sample", 3, 3, kNone},
+    // x, pos, kc, vc, gain, 1 or 3 weights [, freq_factors]: rope_store(rms_matmul(...)); kc', vc' as rope_store's
+    {OpKind::RmsMatMulRopeStore, "rms_matmul_rope_store", 6, 9, {-1, 2, 3, -1}},
     // Half-precision GEMM operands (compiler/passes/tensor_core_gemm.cpp).
     {OpKind::Cast, "cast", 1, 1, kNone},
     {OpKind::Dequant, "dequant", 1, 1, kNone},

@@ -125,6 +125,82 @@ class NodeChecker {
     }
   }
 
+  // The rms prologue of the rms_matmul family: x[T,K] f32, gain[K] of a float
+  // type, attr eps.
+  void rms_prologue(const Value& x, const Value& gn, const std::string& op) const {
+    rank(x, 2, op + " x");
+    dtype(x, DType::F32, op + " x");
+    rank(gn, 1, op + " gain");
+    if (!is_float(gn.dtype)) fail(op + " gain is a float type", desc(gn));
+    same_dim(x.shape[1], gn.shape[0], op + " gain width equals x width", x, gn);
+    float_attr("eps", true);
+  }
+  // rms_matmul's weights, inputs [w0, w1): each w[N,K] (x_q8: each of a type
+  // with integer dot products). Returns the output width: N of one weight, or
+  // (several weights, the fuse-qkv-parts pass: their output columns side by
+  // side, each weight of its own dtype) the sum of their static row counts.
+  Dim rms_weights(const Value& x, size_t w0, size_t w1, const std::string& op) const {
+    if (w1 == w0 + 1) {
+      const Value& w = in(w0);
+      matmul_weight(x, w, op);
+      x_q8(x, w);
+      return w.shape[0];
+    }
+    int64_t cols = 0;
+    for (size_t i = w0; i < w1; ++i) {
+      const Value& wi = in(i);
+      matmul_weight(x, wi, op);
+      x_q8(x, wi);
+      if (!wi.shape[0].is_static()) fail(op + " with several weights: each has a static row count", desc(wi));
+      cols += wi.shape[0].value;
+    }
+    return Dim::fixed(cols);
+  }
+  // rope_store's rules (attrs, pos, caches, freq_factors, outputs q, kc', vc')
+  // for a qkv activation of the rows of `rows_of` (pos has one entry per row)
+  // and `width` columns (`width_what`, described by `width_desc` in errors):
+  // rope_store's input 0, or rms_matmul_rope_store's product of x.
+  void rope_store_rules(const std::string& op, const Value& rows_of, const Dim& width, const std::string& width_what,
+                        const std::string& width_desc, const Value& pos, const Value& kc, const Value& vc,
+                        const Value* ff) const {
+    rank(pos, 1, op + " pos");
+    dtype(pos, DType::I32, op + " pos");
+    same_dim(rows_of.shape[0], pos.shape[0], op + " pos has one entry per row of " + (n_.op == OpKind::RopeStore ? "qkv" : "x"),
+             rows_of, pos);
+    int64_t nh = int_attr("n_heads"), nkv = int_attr("n_kv_heads"), hd = int_attr("head_dim"),
+            n_rot = int_attr("n_rot");
+    float_attr("theta", true);
+    std::string mode = str_attr("mode");
+    if (mode != "normal" && mode != "neox") fail("rope mode is \"normal\" or \"neox\"", "mode = \"" + mode + "\"");
+    if (nh <= 0 || nkv <= 0 || hd <= 0)
+      fail(op + " n_heads, n_kv_heads, head_dim > 0",
+           "n_heads " + std::to_string(nh) + ", n_kv_heads " + std::to_string(nkv) + ", head_dim " + std::to_string(hd));
+    if (n_rot <= 0 || n_rot > hd || n_rot % 2 != 0)
+      fail("rope n_rot is even and in (0, head_dim]", "n_rot " + std::to_string(n_rot) + ", head_dim " + std::to_string(hd));
+    if (!dim_eq(width, Dim::fixed((nh + 2 * nkv) * hd)))
+      fail(op + " " + width_what + " == (n_heads + 2*n_kv_heads)*head_dim",
+           width_desc + "; n_heads " + std::to_string(nh) + ", n_kv_heads " + std::to_string(nkv) + ", head_dim " +
+               std::to_string(hd));
+    for (const Value* c : {&kc, &vc}) {
+      if (c->kind != ValueKind::State) fail(op + " inputs 2, 3 are State values (k, v caches)", desc(*c));
+      rank(*c, 2, op + " cache");
+      if (!is_float(c->dtype)) fail(op + " cache is a float type", desc(*c));
+      if (!dim_eq(c->shape[1], Dim::fixed(nkv * hd))) fail(op + " cache width == n_kv_heads*head_dim", desc(*c));
+    }
+    if (kc.dtype != vc.dtype || !shape_eq(kc.shape, vc.shape))
+      fail(op + " k and v caches have one type", desc(kc) + " vs " + desc(vc));
+    if (ff) {
+      rank(*ff, 1, op + " freq_factors");
+      if (!is_float(ff->dtype)) fail(op + " freq_factors is a float type", desc(*ff));
+      if (!dim_eq(ff->shape[0], Dim::fixed(n_rot / 2)))
+        fail(op + " freq_factors has n_rot/2 entries", desc(*ff) + ", n_rot " + std::to_string(n_rot));
+    }
+    outputs(3);
+    out_n_is(0, DType::F32, {rows_of.shape[0], Dim::fixed(nh * hd)}, "q");
+    out_n_is(1, kc.dtype, kc.shape, "k cache'");
+    out_n_is(2, vc.dtype, vc.shape, "v cache'");
+  }
+
   void check() {
     switch (n_.op) {
       case OpKind::Embed: {
@@ -316,34 +392,17 @@ class NodeChecker {
       case OpKind::RmsMatMul:
       case OpKind::RmsMatMulSwiGlu:
       case OpKind::LmHeadSample: {
-        const Value &x = in(0), &gn = in(1), &w = in(2);
+        const Value &x = in(0), &w = in(2);
         const std::string op(op_info(n_.op).name);
-        rank(x, 2, op + " x");
-        dtype(x, DType::F32, op + " x");
-        rank(gn, 1, op + " gain");
-        if (!is_float(gn.dtype)) fail(op + " gain is a float type", desc(gn));
-        same_dim(x.shape[1], gn.shape[0], op + " gain width equals x width", x, gn);
-        matmul_weight(x, w, op);
-        float_attr("eps", true);
-        x_q8(x, w);
+        rms_prologue(x, in(1), op);
         if (n_.op == OpKind::RmsMatMul) {
           outputs(1);
-          if (n_.inputs.size() == 3) {
-            out_is(DType::F32, {x.shape[0], w.shape[0]});
-            break;
-          }
-          // Several weights (the fuse-qkv-parts pass): their output columns side by
-          // side, each weight of its own dtype; every row count static.
-          int64_t cols = 0;
-          for (size_t i = 2; i < n_.inputs.size(); ++i) {
-            const Value& wi = in(i);
-            matmul_weight(x, wi, op);
-            x_q8(x, wi);
-            if (!wi.shape[0].is_static()) fail(op + " with several weights: each has a static row count", desc(wi));
-            cols += wi.shape[0].value;
-          }
-          out_is(DType::F32, {x.shape[0], Dim::fixed(cols)});
-        } else if (n_.op == OpKind::RmsMatMulSwiGlu) {
+          out_is(DType::F32, {x.shape[0], rms_weights(x, 2, n_.inputs.size(), op)});
+          break;
+        }
+        matmul_weight(x, w, op);
+        x_q8(x, w);
+        if (n_.op == OpKind::RmsMatMulSwiGlu) {
           outputs(1);
           if (n_.attrs.count("act")) {
             const std::string act = str_attr("act");
@@ -374,42 +433,28 @@ class NodeChecker {
         break;
       }
       case OpKind::RopeStore: {
-        const Value &qkv = in(0), &pos = in(1), &kc = in(2), &vc = in(3);
+        const Value& qkv = in(0);
         rank(qkv, 2, "rope_store qkv");
         dtype(qkv, DType::F32, "rope_store qkv");
-        rank(pos, 1, "rope_store pos");
-        dtype(pos, DType::I32, "rope_store pos");
-        same_dim(qkv.shape[0], pos.shape[0], "rope_store pos has one entry per row of qkv", qkv, pos);
-        int64_t nh = int_attr("n_heads"), nkv = int_attr("n_kv_heads"), hd = int_attr("head_dim"),
-                n_rot = int_attr("n_rot");
-        float_attr("theta", true);
-        std::string mode = str_attr("mode");
-        if (mode != "normal" && mode != "neox") fail("rope mode is \"normal\" or \"neox\"", "mode = \"" + mode + "\"");
-        if (nh <= 0 || nkv <= 0 || hd <= 0)
-          fail("rope_store n_heads, n_kv_heads, head_dim > 0",
-               "n_heads " + std::to_string(nh) + ", n_kv_heads " + std::to_string(nkv) + ", head_dim " + std::to_string(hd));
-        if (n_rot <= 0 || n_rot > hd || n_rot % 2 != 0)
-          fail("rope n_rot is even and in (0, head_dim]", "n_rot " + std::to_string(n_rot) + ", head_dim " + std::to_string(hd));
-        if (!dim_eq(qkv.shape[1], Dim::fixed((nh + 2 * nkv) * hd)))
-          fail("rope_store qkv width == (n_heads + 2*n_kv_heads)*head_dim", desc(qkv));
-        for (const Value* c : {&kc, &vc}) {
-          if (c->kind != ValueKind::State) fail("rope_store inputs 2, 3 are State values (k, v caches)", desc(*c));
-          rank(*c, 2, "rope_store cache");
-          if (!is_float(c->dtype)) fail("rope_store cache is a float type", desc(*c));
-          if (!dim_eq(c->shape[1], Dim::fixed(nkv * hd))) fail("rope_store cache width == n_kv_heads*head_dim", desc(*c));
-        }
-        if (kc.dtype != vc.dtype || !shape_eq(kc.shape, vc.shape)) fail("rope_store k and v caches have one type", desc(kc) + " vs " + desc(vc));
-        if (n_.inputs.size() == 5) {
-          const Value& ff = in(4);
-          rank(ff, 1, "rope_store freq_factors");
-          if (!is_float(ff.dtype)) fail("rope_store freq_factors is a float type", desc(ff));
-          if (!dim_eq(ff.shape[0], Dim::fixed(n_rot / 2)))
-            fail("rope_store freq_factors has n_rot/2 entries", desc(ff) + ", n_rot " + std::to_string(n_rot));
-        }
-        outputs(3);
-        out_n_is(0, DType::F32, {qkv.shape[0], Dim::fixed(nh * hd)}, "q");
-        out_n_is(1, kc.dtype, kc.shape, "k cache'");
-        out_n_is(2, vc.dtype, vc.shape, "v cache'");
+        rope_store_rules("rope_store", qkv, qkv.shape[1], "qkv width", desc(qkv), in(1), in(2), in(3),
+                         n_.inputs.size() == 5 ? &in(4) : nullptr);
+        break;
+      }
+      case OpKind::RmsMatMulRopeStore: {
+        // x, pos, kc, vc, gain, 1 or 3 weights [, freq_factors (rank 1, last)]: rope_store(rms_matmul(...))
+        const std::string op(op_info(n_.op).name);
+        const Value& x = in(0);
+        const bool has_ff = in(n_.inputs.size() - 1).shape.size() == 1;
+        const size_t w_end = n_.inputs.size() - (has_ff ? 1 : 0), n_w = w_end - 5;
+        if (n_w != 1 && n_w != 3)
+          fail(op + " has 1 or 3 weights (inputs 5.., then the optional rank-1 freq_factors)",
+               std::to_string(n_w) + " weight(s) among " + std::to_string(n_.inputs.size()) + " inputs");
+        rms_prologue(x, in(4), op);
+        const Dim cols = rms_weights(x, 5, w_end, op);
+        std::string weights;
+        for (size_t i = 5; i < w_end; ++i) weights += (i > 5 ? ", " : "") + desc(in(i));
+        rope_store_rules(op, x, cols, "weight rows in all (the qkv width)", weights, in(1), in(2), in(3),
+                         has_ff ? &in(w_end) : nullptr);
         break;
       }
       default:

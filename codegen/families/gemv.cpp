@@ -40,7 +40,8 @@ Kernel emit(const GemvParams& p, bool compiled) {
   k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) +
            (p.split > 1 ? "_s" + std::to_string(p.split) : "") + (p.rows > 1 ? "_r" + std::to_string(p.rows) : "") +
            (m.planes ? "_pl" : "") + (m.xq ? "_xq" : "");
-  const std::string args = matmul_args(m, e);
+  std::string st;
+  const std::string args = matmul_args(m, e, &st);
   if (p.bulk) {
     const GemvBulk& b = *p.bulk;
     k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) + "_b" + std::to_string(b.warps) + "x" +
@@ -58,10 +59,12 @@ Kernel emit(const GemvParams& p, bool compiled) {
     k.eager_module = m.wdt;
     return k;
   }
+  // kMmRope: the rope_store epilogue (y, output 0, is q', rope_block_store)
+  const std::string epi = (m.flags & kMmRope) ? rope_epi_arg(m, rope_epi_params(m, e, st), e, 0) : "";
   k.call = "mm_gemv<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
            std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(p.split) + ", " +
            std::to_string(p.rows) + ", " + std::to_string(m.planes ? 1 : 0) + ", " + std::to_string(m.xq ? 1 : 0) +
-           ">(" + args + ")";
+           ">(" + args + (epi.empty() ? "" : ", nullptr, GemvSlice{0, 0, 0}, " + epi) + ")";
   k.take(e);
   k.block = launch::kGemvThreads;
   k.grid[0] = gemv_grid(m.N, p.split, p.rows, m.xq, m.wdt);
@@ -78,10 +81,13 @@ struct GemvGeometry {
   int split = 1, rows = 1;
   uint32_t grid = 1;
 };
-GemvGeometry gemv_geometry(int64_t K, int64_t N, bool swiglu, bool xq, DType wdt) {
+// rope: the rope_store epilogue needs an even number of columns per block
+// (gemv.cuh rope_block_store; only 4 split warps of single columns make it odd).
+GemvGeometry gemv_geometry(int64_t K, int64_t N, bool swiglu, bool xq, DType wdt, bool rope = false) {
   GemvGeometry g;
   g.split = xq ? gemv_split_xq(K) : gemv_split(K);
   g.rows = xq ? gemv_rows_xq(N, g.split, swiglu) : gemv_rows(N, g.split, swiglu);
+  if (rope && (launch::kGemvWarps / g.split) * g.rows % 2) g.rows = 2;
   g.grid = gemv_grid(N, g.split, g.rows, xq, wdt);
   return g;
 }
@@ -96,18 +102,22 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   Kernel k;
   // split and rows from the whole launch's columns (as one GEMV of all the
   // rows would take them); each part's blocks from its own
-  const GemvGeometry whole = gemv_geometry(m.K, m.N, false, m.xq, m.wdt);
+  const bool rope = m.flags & kMmRope;
+  const GemvGeometry whole = gemv_geometry(m.K, m.N, false, m.xq, m.wdt, rope);
   k.header = "gemv.cuh";
-  k.name = "kiln_rms_matmul_gemv_parts";
+  k.name = rope ? "kiln_rms_matmul_rope_store_gemv_parts" : "kiln_rms_matmul_gemv_parts";
   for (const auto& p : m.parts) k.name += "_" + dt_lower(p.wdt) + (p.planes ? "_pl" : "");
   k.name += "_g" + dt_lower(m.gdt) + "_t" + std::to_string(max_tokens) +
             (whole.split > 1 ? "_s" + std::to_string(whole.split) : "") +
             (whole.rows > 1 ? "_r" + std::to_string(whole.rows) : "") + (m.xq ? "_xq" : "");
-  const std::string x = e.in(0, "const float*"), g = e.in(1, "const void*");
+  if (rope)
+    k.name += "_c" + dt_lower(m.rope.cache_dt) + (m.rope.ff_in >= 0 ? "_ff_" + dt_lower(m.rope.ff_dt) : "");
+  const std::string x = e.in(0, "const float*"), g = e.in(static_cast<int>(m.gain_in), "const void*");
   std::vector<std::string> w;
-  for (size_t i = 0; i < m.parts.size(); ++i) w.push_back(e.in(2 + static_cast<int>(i), "const u8*"));
+  for (size_t i = 0; i < m.parts.size(); ++i) w.push_back(e.in(static_cast<int>(m.w_in + i), "const u8*"));
   const std::string y = e.out(0, "float*"), st = e.step();
   const std::string nt = matmul_nt(m, e, st), K = e.i(m.K), eps = e.f(m.eps);
+  const RopeEpiParams rp = rope ? rope_epi_params(m, e, st) : RopeEpiParams{};
   std::vector<GemvGeometry> geos;
   uint32_t total = 0;
   for (const auto& p : m.parts) {
@@ -134,13 +144,15 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   for (size_t i = 0; i < m.parts.size(); ++i) {
     const auto& p = m.parts[i];
     const GemvGeometry& geo = geos[i];
+    // rope: every part gets q' (y) itself and its first qkv column in the epilogue
     const std::string call =
         "mm_gemv<" + dt_macro(p.wdt) + ", " + dt_macro(m.gdt) + ", " + std::to_string(m.flags) + ", " +
         std::to_string(max_tokens) + ", " + std::to_string(geo.split) + ", " + std::to_string(geo.rows) + ", " +
         std::to_string(p.planes ? 1 : 0) + ", " + std::to_string(m.xq ? 1 : 0) + ">(" + x + ", " + g + ", " + w[i] +
-        ", nullptr, " + y + " + " + std::to_string(c0) + ", " + nt + ", " + K + ", " + std::to_string(p.N) + ", " +
-        eps + ", nullptr, GemvSlice{" + std::to_string(b0) + ", " + std::to_string(geo.grid) + ", " +
-        std::to_string(m.N) + "})";
+        ", nullptr, " + y + (rope ? "" : " + " + std::to_string(c0)) + ", " + nt + ", " + K + ", " +
+        std::to_string(p.N) + ", " + eps + ", nullptr, GemvSlice{" + std::to_string(b0) + ", " +
+        std::to_string(geo.grid) + ", " + std::to_string(m.N) + "}" + (rope ? ", " + rope_epi_arg(m, rp, e, c0) : "") +
+        ")";
     b0 += geo.grid;
     c0 += p.N;
     if (i + 1 < m.parts.size()) k.call += "if (blockIdx.x < " + std::to_string(b0) + "u) " + call + ";\n  else ";
@@ -169,9 +181,12 @@ class GemvFamily final : public Family {
       if (!c.compiled()) unsupported(c.opname() + ": several weights lower to the compiled GEMV only");
       return emit_parts(p.m, p.max_tokens);
     }
-    if (p.m.xq) p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
+    // the rope_store epilogue pairs columns within a block: register GEMV only
+    // (the bulk kernel's groups take single rows anywhere in the grid)
+    const bool rope = p.m.flags & kMmRope;
+    if (p.m.xq && !rope) p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
     if (p.m.xq || c.compiled()) {
-      const GemvGeometry geo = gemv_geometry(p.m.K, p.m.N, p.m.flags & kMmSwiGlu, p.m.xq, p.m.wdt);
+      const GemvGeometry geo = gemv_geometry(p.m.K, p.m.N, p.m.flags & kMmSwiGlu, p.m.xq, p.m.wdt, rope);
       p.split = geo.split;
       p.rows = geo.rows;
     }

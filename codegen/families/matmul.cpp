@@ -9,7 +9,8 @@ using ir::DType;
 using ir::OpKind;
 
 bool is_matmul_op(OpKind op) {
-  return op == OpKind::MatMul || op == OpKind::RmsMatMul || op == OpKind::MatMulAdd || op == OpKind::RmsMatMulSwiGlu;
+  return op == OpKind::MatMul || op == OpKind::RmsMatMul || op == OpKind::MatMulAdd ||
+         op == OpKind::RmsMatMulSwiGlu || op == OpKind::RmsMatMulRopeStore;
 }
 
 bool is_f32_matmul(const NodeCtx& c) {
@@ -20,6 +21,7 @@ namespace {
 int flags_of(const ir::Node& n) {
   switch (n.op) {
     case OpKind::RmsMatMul: return kMmRms;
+    case OpKind::RmsMatMulRopeStore: return kMmRms | kMmRope;
     case OpKind::MatMulAdd: return kMmAdd;
     case OpKind::RmsMatMulSwiGlu:
       return kMmRms | kMmSwiGlu | (n.attrs.count("act") && n.attr_str("act") == "gelu_tanh" ? kMmGeGlu : 0);
@@ -41,10 +43,12 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
   m.flags = flags_of(c.n);
   const ir::Value& x = c.in(0);
   c.need_f32(x, "x");
-  const size_t wi = (m.flags & kMmRms) ? 2 : 1;
+  m.gain_in = (m.flags & kMmRope) ? 4 : 1;
+  m.w_in = (m.flags & kMmRms) ? m.gain_in + 1 : 1;
+  const size_t wi = m.w_in;
   const ir::Value& w = c.in(wi);
   if (m.flags & kMmRms) {
-    const ir::Value& g = c.in(1);
+    const ir::Value& g = c.in(m.gain_in);
     c.need_float(g, "gain");
     m.gdt = g.dtype;
     m.eps = c.n.attr_float("eps");
@@ -59,13 +63,21 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
     if (m.N % 2) unsupported(c.opname() + ": w must have 2F rows");
     m.N /= 2;
   }
-  if (c.n.op == OpKind::RmsMatMul && c.n.inputs.size() > 3) {
+  // weights: inputs w_in .. w_end - 1 (rms_matmul_rope_store: the rank-2
+  // inputs after the gain; its frequency factors are rank 1)
+  size_t w_end = wi + 1;
+  if (c.n.op == OpKind::RmsMatMul) w_end = c.n.inputs.size();
+  if (m.flags & kMmRope) {
+    w_end = c.n.inputs.size();
+    if (w_end > wi + 1 && c.in(w_end - 1).shape.size() == 1) m.rope.ff_in = static_cast<int64_t>(--w_end);
+  }
+  if (w_end > wi + 1) {
     m.N = 0;
-    for (size_t i = 2; i < c.n.inputs.size(); ++i) {
-      const ir::Value& wi = c.in(i);
-      c.need_weight(wi, m.K);
-      if (c.dim(wi, 1) != m.K) unsupported(c.opname() + ": K of x and w differ");
-      m.parts.push_back({wi.dtype, c.dim(wi, 0), c.planes(i)});
+    for (size_t i = wi; i < w_end; ++i) {
+      const ir::Value& wv = c.in(i);
+      c.need_weight(wv, m.K);
+      if (c.dim(wv, 1) != m.K) unsupported(c.opname() + ": K of x and w differ");
+      m.parts.push_back({wv.dtype, c.dim(wv, 0), c.planes(i)});
       m.N += m.parts.back().N;
     }
   }
@@ -74,6 +86,34 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
   m.rows = matmul_rows(c);
   m.planes = c.planes(wi);
   m.xq = node_xq(c.n);
+  if (m.flags & kMmRope) {
+    const ir::Node& n = c.n;
+    MatmulOperands::Rope& r = m.rope;
+    r.nh = n.attr_int("n_heads");
+    r.nkv = n.attr_int("n_kv_heads");
+    r.hd = n.attr_int("head_dim");
+    r.n_rot = n.attr_int("n_rot");
+    r.theta = n.attr_float("theta");
+    // the epilogue ropes pairs (2i, 2i+1) of one block's columns
+    if (n.attr_str("mode") != "normal")
+      unsupported(c.opname() + ": rope mode '" + n.attr_str("mode") + "' (the GEMV epilogue ropes \"normal\" pairs only)");
+    if (r.nh <= 0 || r.nkv <= 0 || r.hd <= 0 || r.hd % 2 || r.n_rot <= 0 || r.n_rot > r.hd || r.n_rot % 2)
+      unsupported(c.opname() + ": bad n_heads/n_kv_heads/head_dim/n_rot");
+    if (m.N != (r.nh + 2 * r.nkv) * r.hd)
+      unsupported(c.opname() + ": weight rows must be (n_heads + 2*n_kv_heads)*head_dim");
+    const ir::Value &kc = c.in(2), &vc = c.in(3);
+    c.need_float(kc, "k cache");
+    if (vc.dtype != kc.dtype) unsupported(c.opname() + ": k and v caches must have one dtype");
+    if (c.dim(kc, 1) != r.nkv * r.hd || c.dim(vc, 1) != r.nkv * r.hd)
+      unsupported(c.opname() + ": cache width must be n_kv_heads*head_dim");
+    r.cache_dt = kc.dtype;
+    r.C = c.dim(kc, 0);
+    if (r.ff_in >= 0) {
+      c.need_float(c.in(static_cast<size_t>(r.ff_in)), "freq_factors");
+      r.ff_dt = c.in(static_cast<size_t>(r.ff_in)).dtype;
+    }
+    if (!c.compiled()) unsupported(c.opname() + " lowers to the compiled GEMV only");
+  }
   if (m.xq && (!c.compiled() || m.rows > launch::kGemvMaxTokens))
     unsupported(c.opname() + ": x_q8 (int8 activations) lowers to the compiled GEMV only (steps of <= " +
                 std::to_string(launch::kGemvMaxTokens) + " rows)");
@@ -85,23 +125,43 @@ std::string matmul_name(const MatmulOperands& m, const char* path) {
   if (m.flags == 0) n += "matmul";
   else if (m.flags == kMmRms) n += "rms_matmul";
   else if (m.flags == kMmAdd) n += "matmul_add";
+  else if (m.flags & kMmRope) n += "rms_matmul_rope_store";
   else if (m.flags & kMmGeGlu) n += "rms_matmul_geglu";
   else n += "rms_matmul_swiglu";
   n += std::string("_") + path + "_" + dt_lower(m.wdt);
   if (m.flags & kMmRms) n += "_g" + dt_lower(m.gdt);
+  if (m.flags & kMmRope)
+    n += "_c" + dt_lower(m.rope.cache_dt) + (m.rope.ff_in >= 0 ? "_ff_" + dt_lower(m.rope.ff_dt) : "");
   return n;
 }
 
-std::string matmul_args(const MatmulOperands& m, Emit& e) {
+std::string matmul_args(const MatmulOperands& m, Emit& e, std::string* step) {
   std::string x = e.in(0, "const float*");
-  std::string g = (m.flags & kMmRms) ? e.in(1, "const void*") : "nullptr";
-  std::string w = e.in((m.flags & kMmRms) ? 2 : 1, "const u8*");
+  std::string g = (m.flags & kMmRms) ? e.in(static_cast<int>(m.gain_in), "const void*") : "nullptr";
+  std::string w = e.in(static_cast<int>(m.w_in), "const u8*");
   std::string r = (m.flags & kMmAdd) ? e.in(2, "const float*") : "nullptr";
   std::string y = e.out(0, "float*");
   std::string st = e.step();
+  if (step) *step = st;
   std::string K = e.i(m.K), N = e.i(m.N);
   std::string eps = (m.flags & kMmRms) ? e.f(m.eps) : "0.f";
   return x + ", " + g + ", " + w + ", " + r + ", " + y + ", " + matmul_nt(m, e, st) + ", " + K + ", " + N + ", " + eps;
+}
+
+RopeEpiParams rope_epi_params(const MatmulOperands& m, Emit& e, const std::string& step) {
+  RopeEpiParams p;
+  p.kc = e.in(2, "void*");
+  p.vc = e.in(3, "void*");
+  p.ff = m.rope.ff_in >= 0 ? e.in(static_cast<int>(m.rope.ff_in), "const void*") : "nullptr";
+  p.step = step;
+  return p;
+}
+
+std::string rope_epi_arg(const MatmulOperands& m, const RopeEpiParams& p, Emit& e, int64_t c0) {
+  const MatmulOperands::Rope& r = m.rope;
+  return "RopeEpi<" + (r.ff_in >= 0 ? dt_macro(r.ff_dt) : std::string("DT_F32")) + ", " + dt_macro(r.cache_dt) +
+         ">{" + p.kc + ", " + p.vc + ", " + p.ff + ", " + p.step + ", " + e.i(r.C) + ", " + e.i(r.nh) + ", " +
+         e.i(r.nkv) + ", " + e.i(r.hd) + ", " + e.i(r.n_rot) + ", " + e.i(c0) + ", " + e.f(r.theta) + "}";
 }
 
 std::string matmul_nt(const MatmulOperands& m, Emit& e, const std::string& step) {

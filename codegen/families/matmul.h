@@ -7,7 +7,8 @@
 namespace kiln::codegen::detail {
 
 // matmul.cuh's MM_* flags (kMmGeGlu comes with kMmSwiGlu: the gate/up rows, GELU-tanh gating)
-constexpr int kMmRms = 1, kMmAdd = 2, kMmSwiGlu = 4, kMmGeGlu = 8;
+// (kMmRope comes with kMmRms: rms_matmul_rope_store, the rope_store epilogue of a GEMV)
+constexpr int kMmRms = 1, kMmAdd = 2, kMmSwiGlu = 4, kMmGeGlu = 8, kMmRope = 16;
 
 struct MatmulOperands {
   ir::DType wdt = ir::DType::F32;  // weight dtype
@@ -28,6 +29,18 @@ struct MatmulOperands {
     bool planes = false;
   };
   std::vector<Part> parts;
+  // inputs of the gain and of the (first) weight: rms_matmul (1, 2),
+  // matmul / matmul_add (-, 1), rms_matmul_rope_store (4, 5)
+  size_t gain_in = 1, w_in = 2;
+  // rms_matmul_rope_store (kMmRope): rope_store's operands (inputs 2, 3: the
+  // k and v caches; the frequency factors, if any, the last input)
+  struct Rope {
+    ir::DType cache_dt = ir::DType::F16, ff_dt = ir::DType::F32;
+    int64_t ff_in = -1;  // input index of the frequency factors (-1: none)
+    int64_t C = 0, nh = 0, nkv = 0, hd = 0, n_rot = 0;
+    double theta = 0;
+  };
+  Rope rope;
 };
 
 bool is_matmul_op(ir::OpKind op);
@@ -42,7 +55,17 @@ MatmulOperands matmul_operands(const NodeCtx& c);
 std::string matmul_name(const MatmulOperands& m, const char* path);
 // Emits the operand parameters in the kernel ABI order (x, [g,] w, [r,] y,
 // step) and returns the call arguments "x, g, w, r, y, nt, K, N, eps".
-std::string matmul_args(const MatmulOperands& m, Emit& e);
+// step (optional): receives the step parameter's name.
+std::string matmul_args(const MatmulOperands& m, Emit& e, std::string* step = nullptr);
+// kMmRope: the epilogue argument of gemv.cuh's mm_gemv ("RopeEpi<FDT, CDT>{kc,
+// vc, ff, step, C, nh, nkv, hd, n_rot, c0, theta}"), c0 the first qkv column
+// the GEMV computes. The caches' and frequency factors' parameters are
+// emitted once (rope_epi_params) for all the parts of a launch.
+struct RopeEpiParams {
+  std::string kc, vc, ff, step;
+};
+RopeEpiParams rope_epi_params(const MatmulOperands& m, Emit& e, const std::string& step);
+std::string rope_epi_arg(const MatmulOperands& m, const RopeEpiParams& p, Emit& e, int64_t c0);
 // The rows-to-compute expression of the call ("nt"), given the step parameter.
 std::string matmul_nt(const MatmulOperands& m, Emit& e, const std::string& step);
 

@@ -1,6 +1,7 @@
 // gemv.cuh: the decode matmul (codegen/families/gemv.cpp).
 #pragma once
 #include "matmul.cuh"
+#include "rope.cuh"
 
 // Launch: block (32*kGemvWarps), grid ceil(N / ((kGemvWarps / SPLIT) * R)).
 // A block holds kGemvWarps / SPLIT column groups; a group is SPLIT warps that
@@ -362,6 +363,64 @@ __device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const flo
   }
 }
 
+// MM_ROPE (rms_matmul_rope_store): the GEMV's output columns are rope_store's
+// qkv row [q (nh*hd) | k (nkv*hd) | v (nkv*hd)] (rope.cuh k_rope_store), and
+// instead of storing them the block ropes each pair (2i, 2i+1) of its columns
+// ("normal" rope: a block's columns start at an even index and come in an
+// even count, gemv.cpp, so both columns of a pair are in one block) and
+// writes q' to q (the GEMV's y: [T, nh*hd]) and the k' and v values into
+// the caches' row at the step's position. c0: the first qkv column of this
+// GEMV (a part's offset in a multi-weight launch, whose parts all get the
+// same q). The rotation is k_rope_store's: rope_cs angles, the same products.
+struct NoRope {};
+template <int FDT, int CDT>
+struct RopeEpi {
+  void* kc;
+  void* vc;
+  const void* ff;
+  const KilnStep* step;
+  int C, nh, nkv, hd, n_rot, c0;
+  float theta;
+  // qkv columns c0 + n, c0 + n + 1 (n even) of token t, values a and b
+  __device__ __forceinline__ void pair(float* q, int n, int t, float a, float b) const {
+    const int gc = c0 + n, Wq = nh * hd, Wk = nkv * hd, pos = step->pos0 + t;
+    if (gc < Wq + Wk) {
+      const int d = (gc < Wq ? gc : gc - Wq) % hd;
+      if (d < n_rot) {
+        float cs, sn;
+        rope_cs<FDT>(pos, d >> 1, n_rot, theta, ff, cs, sn);
+        const float x0 = a, x1 = b;
+        a = x0 * cs - x1 * sn;
+        b = x0 * sn + x1 * cs;
+      }
+    }
+    if (gc < Wq) {
+      *(float2*)(q + (i64)t * Wq + gc) = make_float2(a, b);
+      return;
+    }
+    if (pos < 0 || pos >= C) return;
+    const bool k = gc < Wq + Wk;
+    const i64 o = (i64)pos * Wk + (k ? gc - Wq : gc - Wq - Wk);
+    stf<CDT>(k ? kc : vc, o, a);
+    stf<CDT>(k ? kc : vc, o + 1, b);
+  }
+};
+// The block's finished columns nbase .. nbase + cols - 1 (cols even), token t
+// of column c at ybuf[c * MT + t], written by the group leaders: one thread
+// per (pair, token) hands them to the epilogue. Every thread of the block
+// calls it; it synchronises before and after (ybuf is reused).
+template <int MT, class EPI>
+__device__ __forceinline__ void rope_block_store(const float* ybuf, int nbase, int cols, int nt, int N,
+                                                 const EPI& epi, float* q) {
+  __syncthreads();
+  const int np = cols / 2;
+  for (int i = threadIdx.x; i < np * nt; i += blockDim.x) {
+    const int t = i / np, c = 2 * (i - t * np), n = nbase + c;
+    if (n < N) epi.pair(q, n, t, ybuf[c * MT + t], ybuf[(c + 1) * MT + t]);
+  }
+  __syncthreads();
+}
+
 // The int8-activation GEMV (x_q8). Launch: block 32*kGemvWarps; any grid: a
 // block takes the column-group sets blockIdx.x, blockIdx.x + gridDim.x, ...
 // (kGemvWarps / SPLIT groups of R columns each), so a grid of a few blocks per
@@ -369,14 +428,15 @@ __device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const flo
 // Main loop: a lane takes 32-weight units u = sub*32 + lane, +32*SPLIT, ...
 // of its group's R (2R with MM_SWIGLU) rows, loading unit u + 32*SPLIT while
 // it multiplies unit u (dp4a per 16-value part, see QU).
-template <int DT, int GDT, int FL, int MT, int SPLIT, int R, int L>
+template <int DT, int GDT, int FL, int MT, int SPLIT, int R, int L, class EPI = NoRope>
 __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const void* __restrict__ g,
                                            const u8* __restrict__ w, const float* __restrict__ r,
                                            float* __restrict__ y, int nt, int K, int N, float eps, u64* key,
-                                           GemvSlice sl) {
+                                           GemvSlice sl, EPI epi = EPI{}) {
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
   constexpr int GPB = kGemvWarps / SPLIT;           // groups per block
   __shared__ float part[kGemvWarps][MT][2 * R];
+  __shared__ float ybuf[(FL & MM_ROPE) ? GPB * R * MT : 1];  // MM_ROPE: the block's columns
   __shared__ float red[33];
   extern __shared__ __align__(16) u8 kiln_xq_smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -454,7 +514,17 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
       }
       __syncthreads();  // part is reused by the next set
     }
-    if (nr > 0 && sub == 0 && lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, ldy, key);
+    if constexpr ((FL & MM_ROPE) != 0) {
+      if (sub == 0 && lane == 0)
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+#pragma unroll
+          for (int j = 0; j < R; ++j)
+            if (t < nt && j < nr) ybuf[(grp * R + j) * MT + t] = acc[j][t] * inv[t];
+      rope_block_store<MT>(ybuf, set * GPB * R, GPB * R, nt, N, epi, y);
+    } else if (nr > 0 && sub == 0 && lane == 0) {
+      gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, ldy, key);
+    }
   }
 }
 
@@ -580,13 +650,14 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
 // XQ = 1 (the node's x_q8): the int8-activation GEMV, mm_gemv_xq above (its
 // own launch geometry: a grid of at most one wave of blocks (gemv_xq_max_blocks), dynamic
 // shared memory for the quantised x).
-template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, int XQ = 0>
+// EPI: RopeEpi with MM_ROPE (the rope_store epilogue), else NoRope.
+template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, int XQ = 0, class EPI = NoRope>
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
                                         const u8* __restrict__ w, const float* __restrict__ r,
                                         float* __restrict__ y, int nt, int K, int N, float eps,
-                                        float* ys = nullptr, GemvSlice sl = GemvSlice{0, 0, 0}) {
+                                        float* ys = nullptr, GemvSlice sl = GemvSlice{0, 0, 0}, EPI epi = EPI{}) {
   if constexpr (XQ != 0) {
-    mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L>(x, g, w, r, y, nt, K, N, eps, nullptr, sl);
+    mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L, EPI>(x, g, w, r, y, nt, K, N, eps, nullptr, sl, epi);
     return;
   }
   typedef QT<DT> Q;
@@ -674,6 +745,18 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
           if (FL & MM_RMS) ss[t] += part[warp + s][t][RR];
         }
     }
+  }
+  if constexpr ((FL & MM_ROPE) != 0) {
+    constexpr int GPB = kGemvWarps / SPLIT;
+    __shared__ float ybuf[GPB * R * MT];
+    if (sub == 0 && lane == 0)
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int j = 0; j < R; ++j)
+          if (t < nt && j < nr) ybuf[(grp * R + j) * MT + t] = acc[j][t] * (1.0f / sqrtf(ss[t] / (float)K + eps));
+    rope_block_store<MT>(ybuf, slice_block(sl) * GPB * R, GPB * R, nt, N, epi, y);
+    return;
   }
   if (nr <= 0 || sub != 0 || lane != 0) return;
 #pragma unroll

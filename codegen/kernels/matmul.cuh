@@ -4,6 +4,8 @@
 //   MM_ADD    y += r[T,N] (matmul_add, residual epilogue)
 //   MM_SWIGLU w has 2N rows; y[t,n] = silu(h[t,n]) * h[t,N+n] (rms_matmul_swiglu)
 //   MM_GEGLU  with MM_SWIGLU: gelu_tanh instead of silu (rms_matmul_swiglu act "gelu_tanh")
+//   MM_ROPE   with MM_RMS: the columns are a qkv row that rope_store's rotation and KV-cache
+//             stores consume in the epilogue (rms_matmul_rope_store; GEMV only, gemv.cuh RopeEpi)
 // Two families: mm_gemv (gemv.cuh; few tokens: R output columns per group of
 // SPLIT warps, every weight byte read once, warp-shuffle reduction) and
 // mm_tiled (tiled.cuh; a 128-wide K tile of 64 weight rows is dequantised into
@@ -15,6 +17,7 @@
 #define MM_ADD 2
 #define MM_SWIGLU 4
 #define MM_GEGLU 8
+#define MM_ROPE 16
 
 // The gating of MM_SWIGLU: silu(gate) or, with MM_GEGLU, gelu_tanh(gate).
 template <int FL>

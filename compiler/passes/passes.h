@@ -18,5 +18,6 @@ Pass tensor_core_gemm_pass();      // "tensor-core-gemm" (prefill programs only)
 Pass fold_cast_pass();             // "fold-cast" (prefill programs only)
 Pass fuse_qkv_parts_pass();        // "fuse-qkv-parts" (decode programs only)
 Pass q8_activations_pass();        // "q8-activations" (decode programs only)
+Pass fuse_qkv_rope_epilogue_pass();   // "fuse-qkv-rope-epilogue" (decode programs only)
 
 }  // namespace kiln::passes

@@ -30,7 +30,8 @@ std::vector<Pass> default_pipeline();
 // cores (tensor-core-gemm, fold-cast, then dce).
 std::vector<Pass> prefill_pipeline();
 // Run after the default pipeline on a copy for the compiled decode program
-// (one token per step, GEMVs): fuse-qkv-parts, q8-activations.
+// (one token per step, GEMVs): fuse-qkv-parts, q8-activations,
+// fuse-qkv-rope-epilogue.
 std::vector<Pass> decode_pipeline();
 
 // For options that serve several pipelines run one after another (the

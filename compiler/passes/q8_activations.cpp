@@ -30,12 +30,15 @@ bool run(Graph& g) {
       case OpKind::RmsMatMul:
       case OpKind::RmsMatMulSwiGlu:
       case OpKind::LmHeadSample: wi = 2; break;
+      case OpKind::RmsMatMulRopeStore: wi = 5; break;  // (made after this pass; matched for any order)
       default: continue;
     }
     if (n.attrs.count("x_q8")) continue;
     // every weight (an rms_matmul may have several: fuse-qkv-parts) must have integer dot products
     bool all_q8 = g.value(n.inputs[0]).dtype == ir::DType::F32;
-    const size_t w_end = n.op == OpKind::RmsMatMul ? n.inputs.size() : wi + 1;
+    size_t w_end = n.op == OpKind::RmsMatMul ? n.inputs.size() : wi + 1;
+    if (n.op == OpKind::RmsMatMulRopeStore)  // its weights, then the optional rank-1 freq_factors
+      w_end = n.inputs.size() - (g.value(n.inputs.back()).shape.size() == 1 ? 1 : 0);
     for (size_t i = wi; i < w_end; ++i) all_q8 = all_q8 && ir::act_q8_weight(g.value(n.inputs[i]).dtype);
     if (!all_q8) continue;
     n.attrs["x_q8"] = int64_t{1};
@@ -51,6 +54,8 @@ Pass q8_activations_pass() {
           "decode matmuls on q4_0/q4_1/q8_0/q4_k/q6_k weights read int8-quantised activations (dp4a GEMVs)", run};
 }
 
-std::vector<Pass> decode_pipeline() { return {fuse_qkv_parts_pass(), q8_activations_pass()}; }
+std::vector<Pass> decode_pipeline() {
+  return {fuse_qkv_parts_pass(), q8_activations_pass(), fuse_qkv_rope_epilogue_pass()};
+}
 
 }  // namespace kiln::passes

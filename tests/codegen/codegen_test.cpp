@@ -77,7 +77,7 @@ size_t signature_params(const KernelSource& k) {
 
 bool is_fused(ir::OpKind k) {
   return k == ir::OpKind::RmsMatMul || k == ir::OpKind::MatMulAdd || k == ir::OpKind::RmsMatMulSwiGlu ||
-         k == ir::OpKind::RopeStore || k == ir::OpKind::LmHeadSample;
+         k == ir::OpKind::RopeStore || k == ir::OpKind::LmHeadSample || k == ir::OpKind::RmsMatMulRopeStore;
 }
 
 TEST(Codegen, LowerLaunchConfigsAreSane) {
@@ -480,6 +480,55 @@ TEST(Codegen, PartsGemvKeepsTheOneWaveBudgetOfItsTypes) {
   EXPECT_EQ(nb[0] + nb[1] + nb[2], launch::kGemvXqMaxBlocksWave);
   EXPECT_NEAR(nb[0], 4 * nb[1], 4);
   EXPECT_EQ(nb[1], nb[2]);
+}
+
+// rms_matmul_rope_store: the rope_store epilogue pairs columns (2i, 2i+1)
+// inside a block, so a block's columns must be even in count (4 split warps
+// of single columns take 2 columns per group), the bulk-copy GEMV (whose
+// groups take single rows anywhere in the grid) is never chosen, the parts
+// get their first qkv column, and a "neox" node (pairs half a head apart) is
+// refused with the reason.
+TEST(Codegen, RopeEpilogueGemvKeepsPairsInOneBlock) {
+  using ir::DType;
+  auto lower_case = [](const OpCase& c) {
+    return lower(c.g, c.g.nodes()[0], {c.bucket}, Target{90, c.weight_layout}, ProgramMode::Compiled);
+  };
+  // f16 weights, K = 4096: split 4 (one group per block); 2 columns per group
+  const OpCase f = testcases::rope_gemv_case({DType::F16}, 4, 2, 64, 64, 4096, 1, false, DType::F32, DType::F16,
+                                             false, "ggml");
+  const Lowered lf = lower_case(f);
+  EXPECT_NE(lf.kernel.entry.find("_s4_r2"), std::string::npos) << lf.kernel.entry;
+  EXPECT_EQ(lf.grid[0], 512u / 2u) << lf.kernel.entry;  // 512 columns, 2 per block
+  EXPECT_NE(lf.kernel.source.find("RopeEpi<DT_F32, DT_F16>{"), std::string::npos) << lf.kernel.source;
+  // a plain rms_matmul of the same shape keeps 1 column per group
+  const OpCase plain = testcases::matmul_case(ir::OpKind::RmsMatMul, DType::F16, 1, DType::F32, 4096, 512);
+  const Lowered lp = lower_case(plain);
+  EXPECT_EQ(lp.kernel.entry.find("_r2"), std::string::npos) << lp.kernel.entry;
+  EXPECT_EQ(lp.grid[0], 512u);
+  // a q4_K projection of >= 24 MiB (a 70B-sized qkv) stays on the register GEMV
+  const OpCase big = testcases::rope_gemv_case({DType::Q4_K}, 64, 8, 128, 128, 8192, 1, true, DType::F32,
+                                               DType::F16, false, "planes");
+  const Lowered lb = lower_case(big);
+  EXPECT_FALSE(std::regex_search(lb.kernel.entry, std::regex("_b[0-9]+x[0-9]"))) << lb.kernel.entry;
+  EXPECT_EQ(lb.kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos);
+  // the 8B Q4_K_M block: three parts at qkv columns 0, 4096, 5120, one set of
+  // cache / frequency-factor parameters
+  const OpCase parts = testcases::rope_gemv_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, 32, 8, 128, 128, 4096, 1,
+                                                 true, DType::F32, DType::F16, true, "planes");
+  const Lowered lq = lower_case(parts);
+  for (const char* c0 : {", 0, __int_as_float", ", 4096, __int_as_float", ", 5120, __int_as_float"})
+    EXPECT_NE(lq.kernel.source.find(c0), std::string::npos) << c0 << "\n" << lq.kernel.source;
+  EXPECT_EQ(lq.params.size(), 10u);  // x, gain, 3 weights, y, step, kc, vc, ff: each once
+  // neox pairs (i, i + n_rot/2) are not in one block: refused, naming the mode
+  OpCase neox = parts;
+  neox.g.nodes()[0].attrs["mode"] = std::string("neox");
+  try {
+    lower_case(neox);
+    ADD_FAILURE() << "a neox rms_matmul_rope_store lowered";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("neox"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {

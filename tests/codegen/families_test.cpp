@@ -21,7 +21,7 @@ using testcases::OpCase;
 
 bool is_fused(ir::OpKind k) {
   return k == ir::OpKind::RmsMatMul || k == ir::OpKind::MatMulAdd || k == ir::OpKind::RmsMatMulSwiGlu ||
-         k == ir::OpKind::RopeStore || k == ir::OpKind::LmHeadSample;
+         k == ir::OpKind::RopeStore || k == ir::OpKind::LmHeadSample || k == ir::OpKind::RmsMatMulRopeStore;
 }
 
 TEST(Families, ExactlyOneFamilySelectsEveryNode) {

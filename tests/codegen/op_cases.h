@@ -222,6 +222,70 @@ inline ir::Attrs rope_attrs(int64_t nh, int64_t hd, int64_t n_rot, bool neox) {
           {"mode", std::string(neox ? "neox" : "normal")}};
 }
 
+// rms_matmul_rope_store (the decode pipeline's fuse-qkv-rope-epilogue): the
+// GEMV whose epilogue ropes the q and k columns ("normal" pairs) and writes
+// the k and v rows into the caches, on weights wts (1, or 3 side by side as
+// fuse-qkv-parts makes them) of (nh + 2 nkv) * hd rows in all. Compiled only;
+// the reference is the same node, whose interpreter semantics (rms_matmul
+// then rope_store, bit for bit) are tested on the CPU. pos0 = 40: rows of a
+// 64-row cache past the first, the rest of the cache must stay as it was.
+inline OpCase rope_gemv_case(const std::vector<DType>& wts, int64_t nh, int64_t nkv, int64_t hd, int64_t n_rot,
+                             int64_t K, int64_t bucket, bool xq, DType gain_t, DType cache_t, bool ff,
+                             const char* layout) {
+  const int64_t C = 64;
+  OpCase c;
+  c.bucket = bucket;
+  c.dtype = wts[0];
+  c.compiled_only = true;
+  c.weight_layout = layout;
+  c.pos0 = 40;
+  c.name = "rms_matmul_rope_store/";
+  for (size_t i = 0; i < wts.size(); ++i) c.name += (i ? "+" : "") + dn(wts[i]);
+  c.name += "/h" + std::to_string(nh) + "x" + std::to_string(nkv) + "x" + std::to_string(hd) + "r" +
+            std::to_string(n_rot) + "/k" + std::to_string(K) + "/c" + dn(cache_t) + (ff ? "/ff" : "") + "/b" +
+            std::to_string(bucket) + (xq ? "/xq" : "") + (std::string(layout) == "planes" ? "/planes" : "");
+  Graph& g = c.g;
+  g = base_graph(bucket, C);
+  auto x = g.add_input("x", DType::F32, {tok(bucket), fx(K)});
+  auto pos = g.add_input("pos", DType::I32, {tok(bucket)});
+  auto kc = g.add_state("kc", cache_t, {fx(C), fx(nkv * hd)});
+  auto vc = g.add_state("vc", cache_t, {fx(C), fx(nkv * hd)});
+  auto gg = g.add_weight("gain", gain_t, {fx(K)}, "gain");
+  std::vector<ir::ValueId> ins = {x, pos, kc, vc, gg};
+  const int64_t W = (nh + 2 * nkv) * hd;
+  if (wts.size() == 1) {
+    ins.push_back(g.add_weight("w0", wts[0], {fx(W), fx(K)}, "w0"));
+  } else {
+    const int64_t rows[3] = {nh * hd, nkv * hd, nkv * hd};
+    for (size_t i = 0; i < wts.size(); ++i) {
+      const std::string w = "w" + std::to_string(i);
+      ins.push_back(g.add_weight(w, wts[i], {fx(rows[i]), fx(K)}, w));
+    }
+  }
+  if (ff) ins.push_back(g.add_weight("ff", DType::F32, {fx(n_rot / 2)}, "ff"));
+  ir::Attrs a = rope_attrs(nh, hd, n_rot, false);
+  a["n_kv_heads"] = nkv;
+  a["eps"] = 1e-5;
+  if (xq) a["x_q8"] = int64_t{1};
+  auto q = g.add_node(OpKind::RmsMatMulRopeStore, ins, a, "q", DType::F32, {tok(bucket), fx(nh * hd)});
+  g.mark_output(q);
+  // outputs 1, 2: the caches updated in place (as the fusing pass leaves them)
+  for (const char* name : {"kc_out", "vc_out"}) {
+    auto& vals = g.mutable_values();
+    ir::Value v;
+    v.id = static_cast<ir::ValueId>(vals.size());
+    v.name = name;
+    v.dtype = cache_t;
+    v.shape = {fx(C), fx(nkv * hd)};
+    v.kind = ir::ValueKind::Temp;
+    vals.push_back(v);
+    g.nodes()[0].outputs.push_back(v.id);
+    g.mark_output(v.id);
+  }
+  c.ref = g;
+  return c;
+}
+
 // rope_store(qkv, pos, kc, vc [, ff]) -> q; ref: rope q, rope k, kv_store k, v.
 inline OpCase rope_store_case(DType cache_t, bool ff, int64_t bucket) {
   const int64_t nh = 4, nkv = 2, hd = 64, n_rot = 64, C = 64;
@@ -535,6 +599,22 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
   out.push_back(parts_case({DType::F16, DType::F16, DType::F32}, {96, 32, 32}, 4096, 1, false, "ggml"));
   out.push_back(parts_case({DType::Q5_K, DType::Q5_K, DType::BF16}, {200, 40, 40}, 512, 3, false, "planes"));
   out.push_back(parts_case({DType::Q6_K, DType::Q4_K}, {130, 130}, 1024, 1, true, "planes"));
+  // the rope_store epilogue of the QKV GEMV (rms_matmul_rope_store): SmolLM2's
+  // q4_1 block (9 + 2*3 heads of 64, K = 576), the 8B Q4_K_M mixed block with
+  // llama 3 frequency factors (4 columns per group, parts at column offsets
+  // 4096 / 5120), a partial rotation on a bf16 cache, and the f32-activation
+  // GEMV (K = 4096: one column per group of 4 split warps, so the epilogue
+  // takes 2 columns per group) with f32 and f16 caches
+  for (int64_t b : {int64_t{1}, int64_t{3}}) {
+    out.push_back(rope_gemv_case({DType::Q4_1}, 9, 3, 64, 64, 576, b, true, DType::F32, DType::F16, false, "planes"));
+    for (const char* layout : {"ggml", "planes"})
+      out.push_back(rope_gemv_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, 32, 8, 128, 128, 4096, b, true,
+                                   DType::F32, DType::F16, true, layout));
+    out.push_back(rope_gemv_case({DType::Q8_0}, 4, 2, 64, 32, 2048, b, true, DType::F16, DType::BF16, false, "planes"));
+    out.push_back(rope_gemv_case({DType::F16}, 4, 2, 64, 64, 4096, b, false, DType::F32, DType::F32, false, "ggml"));
+    out.push_back(
+        rope_gemv_case({DType::F16, DType::F16, DType::F32}, 4, 2, 64, 64, 512, b, false, DType::BF16, DType::F16, true, "ggml"));
+  }
   // long rows: the GEMV splits a column over 2 or 4 warps
   out.push_back(matmul_case(OpKind::MatMul, DType::Q4_0, 1, DType::F32, 2048));
   out.push_back(matmul_case(OpKind::MatMul, DType::F16, 1, DType::F32, 4096));

@@ -2,7 +2,9 @@
 // interpreter gives the same logits (relative L2 error < 1e-5) and the same
 // greedy token on the unfused and the fused graph, over a prefill and three
 // decode steps sharing the KV cache. Also: the fused SmolLM2 graph has the
-// expected 6 ops per layer.
+// expected 6 ops per layer, and the decode pipeline's fusions (fuse-qkv-parts,
+// fuse-qkv-rope-epilogue) keep the decode program's meaning (the epilogue
+// fusion bit for bit).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -54,9 +56,10 @@ double rel_l2(const std::vector<float>& ref, const std::vector<float>& got) {
 }
 
 // Runs unfused and fused side by side: prefill `prompt`, then `decode_steps`
-// greedy steps, comparing logits and tokens at every step.
+// greedy steps, comparing logits and tokens at every step (exact: the logits
+// bit for bit).
 void compare_runs(const Graph& unfused, const Graph& fused, const kiln::ir::WeightSource& ws,
-                  std::vector<int32_t> prompt, int decode_steps) {
+                  std::vector<int32_t> prompt, int decode_steps, bool exact = false) {
   kiln::ir::Interpreter a(unfused, ws), b(fused, ws);
   std::vector<int32_t> toks = prompt;
   int32_t pos0 = 0;
@@ -71,6 +74,11 @@ void compare_runs(const Graph& unfused, const Graph& fused, const kiln::ir::Weig
     ASSERT_EQ(la.size(), lb.size());
     double err = rel_l2(la, lb);
     EXPECT_LT(err, 1e-5) << "step " << step;
+    if (exact) {
+      size_t differ = 0;
+      for (size_t i = 0; i < la.size(); ++i) differ += la[i] != lb[i];
+      EXPECT_EQ(differ, 0u) << "step " << step << ": logits differ in " << differ << " of " << la.size();
+    }
     int32_t ta = ra["next_token"].i32.at(0), tb = rb["next_token"].i32.at(0);
     EXPECT_EQ(ta, tb) << "step " << step;
     // And the token is the argmax (first max) of the logits.
@@ -78,6 +86,43 @@ void compare_runs(const Graph& unfused, const Graph& fused, const kiln::ir::Weig
     pos0 += static_cast<int32_t>(toks.size());
     toks = {tb};
   }
+}
+
+// The decode pipeline's last pass, fuse-qkv-rope-epilogue: every layer's
+// rms_matmul + rope_store (llama: mode normal) of `before` (the decode
+// pipeline without it) is one rms_matmul_rope_store in `decode`, carrying the
+// rms_matmul's weights and x_q8, and the program computes the same logits bit
+// for bit.
+void expect_rope_epilogue_fused(const Graph& before, const Graph& decode, int64_t layers,
+                                const kiln::ir::WeightSource& ws) {
+  auto cb = op_counts(before), cd = op_counts(decode);
+  EXPECT_EQ(cb["rope_store"], layers);
+  EXPECT_EQ(cd["rope_store"], 0);
+  EXPECT_EQ(cd["rms_matmul_rope_store"], layers);
+  EXPECT_EQ(cd["rms_matmul"], cb["rms_matmul"] - layers);
+  EXPECT_EQ(decode.nodes().size(), before.nodes().size() - static_cast<size_t>(layers));
+  // the projections feeding rope_store before, the fused nodes after: same weights and attrs
+  std::vector<std::pair<std::vector<std::string>, kiln::ir::Attrs>> want, got;
+  for (const auto& n : before.nodes())
+    if (n.op == OpKind::RopeStore)
+      for (const auto& m : before.nodes())
+        if (m.op == OpKind::RmsMatMul && m.outputs[0] == n.inputs[0]) {
+          std::vector<std::string> w;
+          for (size_t i = 2; i < m.inputs.size(); ++i) w.push_back(before.value(m.inputs[i]).name);
+          want.emplace_back(w, m.attrs);
+        }
+  for (const auto& n : decode.nodes())
+    if (n.op == OpKind::RmsMatMulRopeStore) {
+      std::vector<std::string> w;
+      for (size_t i = 5; i < n.inputs.size(); ++i) w.push_back(decode.value(n.inputs[i]).name);
+      kiln::ir::Attrs a;
+      for (const char* k : {"eps", "x_q8"})
+        if (n.attrs.count(k)) a[k] = n.attrs.at(k);
+      got.emplace_back(w, a);
+    }
+  ASSERT_EQ(want.size(), static_cast<size_t>(layers));
+  EXPECT_TRUE(got == want) << "the fused nodes' weights / eps / x_q8 are not their rms_matmuls'";
+  compare_runs(before, decode, ws, {1, 2, 3, 4}, 3, /*exact=*/true);
 }
 
 TEST(PipelineSemantics, TinyLlamaPrefillAndDecode) {
@@ -113,6 +158,18 @@ TEST(PipelineSemantics, TinyLlamaPrefillAndDecode) {
     std::vector<int32_t> prompt(6);
     for (auto& t : prompt) t = tok(rng);
     compare_runs(g, fused, kiln::gguf::weight_source(f), prompt, 3);
+
+    // The decode program: one weight per projection, int8 activations (q4_1, q8_0).
+    kiln::passes::PipelineOptions no_epilogue;
+    no_epilogue.disable = {"fuse-qkv-rope-epilogue"};
+    Graph before = kiln::passes::run_pipeline(fused, kiln::passes::decode_pipeline(), no_epilogue);
+    Graph decode = kiln::passes::run_pipeline(fused, kiln::passes::decode_pipeline(), {});
+    for (const auto& n : decode.nodes())
+      if (n.op == OpKind::RmsMatMulRopeStore) {
+        EXPECT_EQ(n.inputs.size(), 6u);
+        EXPECT_EQ(n.attr_int("x_q8"), 1);
+      }
+    expect_rope_epilogue_fused(before, decode, cfg.n_layers, kiln::gguf::weight_source(f));
   }
 }
 
@@ -136,20 +193,32 @@ TEST(PipelineSemantics, MixedWeightTypesStayCorrect) {
   // rms_matmul with three weights), and computes what the decode program
   // without that pass computes (both with int8 activations).
   ASSERT_GT(mixed_layers, 0) << "the synthetic q4_k_m model has no mixed layer";
-  Graph decode = kiln::passes::run_pipeline(fused, kiln::passes::decode_pipeline(), {});
-  kiln::passes::PipelineOptions no_parts;
-  no_parts.disable = {"fuse-qkv-parts"};
+  kiln::passes::PipelineOptions no_epilogue, no_parts;
+  no_epilogue.disable = {"fuse-qkv-rope-epilogue"};
+  no_parts.disable = {"fuse-qkv-parts", "fuse-qkv-rope-epilogue"};
+  Graph parts = kiln::passes::run_pipeline(fused, kiln::passes::decode_pipeline(), no_epilogue);
   Graph decode_unfused = kiln::passes::run_pipeline(fused, kiln::passes::decode_pipeline(), no_parts);
-  EXPECT_EQ(op_counts(decode)["rope_store"], cfg.n_layers);
-  int parts = 0;
-  for (const auto& n : decode.nodes())
+  EXPECT_EQ(op_counts(parts)["rope_store"], cfg.n_layers);
+  int n_parts = 0;
+  for (const auto& n : parts.nodes())
     if (n.op == OpKind::RmsMatMul && n.inputs.size() == 5) {
-      ++parts;
+      ++n_parts;
       EXPECT_TRUE(n.attrs.count("x_q8")) << "q4_k + q6_k parts read int8 activations";
     }
-  EXPECT_EQ(parts, mixed_layers);
-  EXPECT_EQ(decode.nodes().size(), decode_unfused.nodes().size() - 5 * static_cast<size_t>(mixed_layers));
-  compare_runs(decode_unfused, decode, kiln::gguf::weight_source(f), {1, 2, 3, 4}, 3);
+  EXPECT_EQ(n_parts, mixed_layers);
+  EXPECT_EQ(parts.nodes().size(), decode_unfused.nodes().size() - 5 * static_cast<size_t>(mixed_layers));
+  compare_runs(decode_unfused, parts, kiln::gguf::weight_source(f), {1, 2, 3, 4}, 3);
+  // The whole decode pipeline then puts every layer's rope_store into its
+  // projection (fuse-qkv-rope-epilogue): the mixed layers' three-weight ones too.
+  Graph decode = kiln::passes::run_pipeline(fused, kiln::passes::decode_pipeline(), {});
+  int three = 0;
+  for (const auto& n : decode.nodes())
+    if (n.op == OpKind::RmsMatMulRopeStore && n.inputs.size() == 8) {
+      ++three;
+      EXPECT_EQ(n.attr_int("x_q8"), 1) << "q4_k + q6_k parts read int8 activations";
+    }
+  EXPECT_EQ(three, mixed_layers);
+  expect_rope_epilogue_fused(parts, decode, cfg.n_layers, kiln::gguf::weight_source(f));
 }
 
 TEST(WeightSource, ConcatenatesParts) {
