@@ -3,6 +3,7 @@
 // Fused ops come with an unfused reference graph for the interpreter (same
 // input / weight / output names; weight slices and derived inputs via hooks).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -14,6 +15,7 @@
 #include "ir/dequant.h"
 #include "ir/graph.h"
 #include "ir/interpreter.h"
+#include "ir/quantize.h"
 
 namespace kiln::testcases {
 using ir::DType;
@@ -227,23 +229,25 @@ inline ir::Attrs rope_attrs(int64_t nh, int64_t hd, int64_t n_rot, bool neox) {
 // the k and v rows into the caches, on weights wts (1, or 3 side by side as
 // fuse-qkv-parts makes them) of (nh + 2 nkv) * hd rows in all. Compiled only;
 // the reference is the same node, whose interpreter semantics (rms_matmul
-// then rope_store, bit for bit) are tested on the CPU. pos0 = 40: rows of a
-// 64-row cache past the first, the rest of the cache must stay as it was.
+// then rope_store, bit for bit) are tested on the CPU. The step's rows go to
+// positions pos0.. of a cache of max(64, pos0 + bucket) rows (the rest of the
+// cache must stay as it was).
 inline OpCase rope_gemv_case(const std::vector<DType>& wts, int64_t nh, int64_t nkv, int64_t hd, int64_t n_rot,
                              int64_t K, int64_t bucket, bool xq, DType gain_t, DType cache_t, bool ff,
-                             const char* layout) {
-  const int64_t C = 64;
+                             const char* layout, int64_t pos0 = 40) {
+  const int64_t C = std::max<int64_t>(64, pos0 + bucket);
   OpCase c;
   c.bucket = bucket;
   c.dtype = wts[0];
   c.compiled_only = true;
   c.weight_layout = layout;
-  c.pos0 = 40;
+  c.pos0 = static_cast<int>(pos0);
   c.name = "rms_matmul_rope_store/";
   for (size_t i = 0; i < wts.size(); ++i) c.name += (i ? "+" : "") + dn(wts[i]);
   c.name += "/h" + std::to_string(nh) + "x" + std::to_string(nkv) + "x" + std::to_string(hd) + "r" +
             std::to_string(n_rot) + "/k" + std::to_string(K) + "/c" + dn(cache_t) + (ff ? "/ff" : "") + "/b" +
-            std::to_string(bucket) + (xq ? "/xq" : "") + (std::string(layout) == "planes" ? "/planes" : "");
+            std::to_string(bucket) + (xq ? "/xq" : "") + (std::string(layout) == "planes" ? "/planes" : "") +
+            (pos0 != 40 ? "/p" + std::to_string(pos0) : "");
   Graph& g = c.g;
   g = base_graph(bucket, C);
   auto x = g.add_input("x", DType::F32, {tok(bucket), fx(K)});
@@ -615,6 +619,12 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
     out.push_back(
         rope_gemv_case({DType::F16, DType::F16, DType::F32}, 4, 2, 64, 64, 512, b, false, DType::BF16, DType::F16, true, "ggml"));
   }
+  // every weight dtype (int8 activations where the decode pipeline gives them)
+  // at the positions of contexts 16, 512, 4096 and 8192
+  for (DType wt : weight_dtypes())
+    for (int64_t p : {int64_t{15}, int64_t{511}, int64_t{4095}, int64_t{8191}})
+      out.push_back(rope_gemv_case({wt}, 4, 2, 64, 64, k_for(wt), 1, ir::act_q8_weight(wt), DType::F32, DType::F16,
+                                   false, "planes", p));
   // long rows: the GEMV splits a column over 2 or 4 warps
   out.push_back(matmul_case(OpKind::MatMul, DType::Q4_0, 1, DType::F32, 2048));
   out.push_back(matmul_case(OpKind::MatMul, DType::F16, 1, DType::F32, 4096));
