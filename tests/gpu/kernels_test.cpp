@@ -882,6 +882,71 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
   }
 }
 
+// The cost of a grid-wide barrier on this GPU: the step boundary a persistent
+// decode kernel would pay where the compiled program now ends one kernel and
+// starts the next (PDL in a graph: ~0.75 us per empty kernel on the H200,
+// docs/perf.md). One resident grid of 132 * k blocks passes `steps` barriers
+// (a counter every block's thread 0 increments after a release fence, then
+// polls with acquire loads until it reaches step * blocks); each block checks
+// that its neighbour published the step before the barrier let it through, so
+// a broken barrier fails the test. JSON lines; KILN_BENCH=1.
+TEST(LaunchBench, GridBarrier) {
+  SKIP_WITHOUT_GPU();
+  if (!std::getenv("KILN_BENCH")) GTEST_SKIP() << "set KILN_BENCH=1 to run the grid barrier benchmark";
+  KernelSource src;
+  src.entry = "grid_barrier_loop";
+  src.source =
+      "extern \"C\" __global__ void grid_barrier_loop(unsigned* ctr, int steps, unsigned* seen, unsigned* bad) {\n"
+      "  const unsigned nb = gridDim.x;\n"
+      "  for (unsigned s = 1; s <= (unsigned)steps; ++s) {\n"
+      "    if (threadIdx.x == 0) {\n"
+      "      *(volatile unsigned*)&seen[blockIdx.x] = s;\n"
+      "      __threadfence();\n"
+      "      atomicAdd(ctr, 1u);\n"
+      "      unsigned v;\n"
+      "      do { asm volatile(\"ld.acquire.gpu.global.u32 %0, [%1];\" : \"=r\"(v) : \"l\"(ctr) : \"memory\"); }\n"
+      "      while (v < s * nb);\n"
+      "      if (*(volatile unsigned*)&seen[(blockIdx.x + 1) % nb] < s) atomicAdd(bad, 1u);\n"
+      "    }\n"
+      "    __syncthreads();\n"
+      "  }\n}\n";
+  src.options = {"-std=c++17"};
+  src.hash = std::hash<std::string>{}(src.source);
+  CUfunction fn = load_source(src);
+  constexpr int kSteps = 2000;
+  for (unsigned per_sm : {1u, 2u, 4u}) {
+    const unsigned blocks = 132 * per_sm;
+    DevBuf ctr(4), seen(blocks * 4), bad(4);
+    cudaMemset(bad.p, 0, 4);
+    void *pc = ctr.p, *ps = seen.p, *pb = bad.p;
+    int steps = kSteps;
+    void* args[] = {&pc, &steps, &ps, &pb};
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    std::vector<float> t;
+    for (int rep = 0; rep < 8; ++rep) {  // 3 warm-up launches, then 5 timed; every launch from a zero counter
+      cudaMemset(ctr.p, 0, 4);
+      cudaMemset(seen.p, 0, blocks * 4);
+      cudaEventRecord(e0);
+      ASSERT_EQ(driver().launchKernel(fn, blocks, 1, 1, 128, 1, 1, 0, nullptr, args, nullptr), CUDA_SUCCESS);
+      cudaEventRecord(e1);
+      ASSERT_EQ(cudaEventSynchronize(e1), cudaSuccess);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      if (rep >= 3) t.push_back(ms * 1000.f);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    std::sort(t.begin(), t.end());
+    const double us = t[t.size() / 2];
+    unsigned nbad = 0;
+    cudaMemcpy(&nbad, bad.p, 4, cudaMemcpyDeviceToHost);
+    EXPECT_EQ(nbad, 0u) << "a block passed a barrier before its neighbour reached it";
+    std::printf("{\"bench\": \"grid_barrier\", \"blocks\": %u, \"us_per_barrier\": %.3f}\n", blocks, us / kSteps);
+  }
+}
+
 // Decode attention (bucket 1, pos0 = C - 1: the whole cache is attended), old
 // kernel (one block per (head, token)) against the split-K kernel, at the
 // geometries of Llama-3 8B (32 heads, 8 KV heads, head_dim 128) and SmolLM2
