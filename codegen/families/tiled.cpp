@@ -36,6 +36,9 @@ class TiledFamily final : public Family {
   Kernel lower(const NodeCtx& c) const override {
     const MatmulOperands m = matmul_operands(c);
     if (m.xq) unsupported(c.opname() + ": x_q8 (int8 activations) has no tiled kernel");
+    if (m.flags & kMmRope)
+      unsupported(c.opname() + ": the rope_store epilogue lowers to the compiled GEMV only (steps of <= " +
+                  std::to_string(launch::kGemvMaxTokens) + " rows)");
     if (!m.parts.empty())
       unsupported(c.opname() + ": several weights (fuse-qkv-parts) lower to the compiled GEMV only (steps of <= " +
                   std::to_string(launch::kGemvMaxTokens) + " rows)");
