@@ -99,22 +99,11 @@ std::string input_layout(const ir::Graph& g, const ir::Node& n, size_t input, Pr
                          const Target& target) {
   (void)mode;  // eager programs read the same blobs (their kernels come in both layouts)
   if (input >= n.inputs.size() || target.weight_layout == kLayoutGgml) return kLayoutGgml;
-  size_t w = SIZE_MAX;
-  switch (n.op) {
-    case ir::OpKind::MatMul:
-    case ir::OpKind::MatMulAdd: w = 1; break;
-    case ir::OpKind::RmsMatMul:
-    case ir::OpKind::RmsMatMulSwiGlu:
-    case ir::OpKind::LmHeadSample: w = 2; break;
-    case ir::OpKind::RmsMatMulRopeStore: w = 5; break;
-    case ir::OpKind::Embed:
-    case ir::OpKind::Dequant: w = 0; break;
-    default: break;
-  }
-  // an rms_matmul's weights are inputs 2, 3, ... (several: fuse-qkv-parts);
-  // rms_matmul_rope_store's 5, 6, ... (then rank-1 frequency factors)
-  const bool several = n.op == ir::OpKind::RmsMatMul || n.op == ir::OpKind::RmsMatMulRopeStore;
-  const bool is_w = input == w || (several && w != SIZE_MAX && input > w && g.value(n.inputs[input]).shape.size() == 2);
+  // a matmul-family node's weights (an rms_matmul may have several:
+  // fuse-qkv-parts), or an embedding table / dequant source (input 0)
+  const ir::InputRange wr = ir::matmul_weight_inputs(g, n);
+  const bool table = (n.op == ir::OpKind::Embed || n.op == ir::OpKind::Dequant) && input == 0;
+  const bool is_w = table || (input >= wr.first && input < wr.last);
   if (!is_w) return kLayoutGgml;
   const ir::Value& v = g.value(n.inputs[input]);
   const bool fits = v.shape.size() == 2 && v.shape[1].is_static() &&

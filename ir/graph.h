@@ -197,6 +197,15 @@ struct DimBindings {
   int64_t seqs = 0;    // sequences per step
 };
 int64_t resolve_dim(const Graph& g, const Dim& d, const DimBindings& b);
+
+// The weight inputs [first, last) of a matmul-family node: matmul / matmul_add
+// input 1; rms_matmul 2.. (one to three weights); rms_matmul_swiglu and
+// lm_head_sample 2; rms_matmul_rope_store 5.. up to its optional rank-1
+// frequency factors (the last input). Other ops: {0, 0}.
+struct InputRange {
+  size_t first = 0, last = 0;
+};
+InputRange matmul_weight_inputs(const Graph& g, const Node& n);
 // Elements of v under b, and bytes (whole GGML blocks for quantised dtypes).
 int64_t resolve_elements(const Graph& g, const Value& v, const DimBindings& b);
 uint64_t resolve_bytes(const Graph& g, const Value& v, const DimBindings& b);

@@ -725,7 +725,8 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
     case OpKind::RmsMatMul:
     case OpKind::RmsMatMulSwiGlu: {
       std::vector<const Tensor*> ws;
-      for (size_t i = 2; i < n.inputs.size(); ++i) ws.push_back(&in(i));
+      const InputRange wr = matmul_weight_inputs(g, n);
+      for (size_t i = wr.first; i < wr.last; ++i) ws.push_back(&in(i));
       auto mm = std::make_shared<Tensor>(rms_matmul(n, in(0), in(1), ws));
       if (n.op == OpKind::RmsMatMul) return mm;
       int64_t T = mm->shape[0], N = mm->shape[1], F = N / 2;
@@ -757,12 +758,11 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
     case OpKind::RmsMatMulRopeStore: {
       // rope_store(rms_matmul(x, gain, weights), pos, kc, vc [, freq_factors]): inputs x, pos, kc, vc,
       // gain, 1 or 3 weights (rank 2), then the optional freq_factors (rank 1)
-      const bool has_ff = g.value(n.inputs.back()).shape.size() == 1;
-      const size_t w_end = n.inputs.size() - (has_ff ? 1 : 0);
+      const InputRange wr = matmul_weight_inputs(g, n);
       std::vector<const Tensor*> ws;
-      for (size_t i = 5; i < w_end; ++i) ws.push_back(&in(i));
+      for (size_t i = wr.first; i < wr.last; ++i) ws.push_back(&in(i));
       const Tensor qkv = rms_matmul(n, in(0), in(4), ws);
-      return rope_store(ni, vals, qkv, has_ff ? &in(w_end) : nullptr);
+      return rope_store(ni, vals, qkv, wr.last < n.inputs.size() ? &in(wr.last) : nullptr);
     }
     case OpKind::LmHeadSample: {
       const Tensor &x = in(0), &gain = in(1), &w = in(2);

@@ -2,6 +2,7 @@
 // which input updated in place) of every IR op.
 // Shape/dtype rules live in verify.cpp; semantics in interpreter.cpp (and the
 // comment table in graph.h, which is the spec for both).
+#include <algorithm>
 #include <array>
 
 #include "ir/graph.h"
@@ -41,6 +42,22 @@ ValueId aliased_input(const Node& n, size_t j) {
   const int k = op_info(n.op).aliased_input(j);
   if (k < 0 || static_cast<size_t>(k) >= n.inputs.size()) return kNoValue;
   return n.inputs[static_cast<size_t>(k)];
+}
+
+InputRange matmul_weight_inputs(const Graph& g, const Node& n) {
+  const size_t in = n.inputs.size();
+  switch (n.op) {
+    case OpKind::MatMul:
+    case OpKind::MatMulAdd: return {1, std::min<size_t>(2, in)};
+    case OpKind::RmsMatMul: return {2, in};
+    case OpKind::RmsMatMulSwiGlu:
+    case OpKind::LmHeadSample: return {2, std::min<size_t>(3, in)};
+    case OpKind::RmsMatMulRopeStore: {
+      const bool ff = in > 5 && g.value(n.inputs.back()).shape.size() == 1;
+      return {5, std::max<size_t>(5, in - (ff ? 1 : 0))};
+    }
+    default: return {};
+  }
 }
 
 const OpInfo& op_info(OpKind k) {

@@ -444,8 +444,8 @@ class NodeChecker {
         // x, pos, kc, vc, gain, 1 or 3 weights [, freq_factors (rank 1, last)]: rope_store(rms_matmul(...))
         const std::string op(op_info(n_.op).name);
         const Value& x = in(0);
-        const bool has_ff = in(n_.inputs.size() - 1).shape.size() == 1;
-        const size_t w_end = n_.inputs.size() - (has_ff ? 1 : 0), n_w = w_end - 5;
+        const size_t w_end = matmul_weight_inputs(g_, n_).last, n_w = w_end - 5;
+        const bool has_ff = w_end < n_.inputs.size();
         if (n_w != 1 && n_w != 3)
           fail(op + " has 1 or 3 weights (inputs 5.., then the optional rank-1 freq_factors)",
                std::to_string(n_w) + " weight(s) among " + std::to_string(n_.inputs.size()) + " inputs");

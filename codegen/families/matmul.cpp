@@ -43,8 +43,9 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
   m.flags = flags_of(c.n);
   const ir::Value& x = c.in(0);
   c.need_f32(x, "x");
-  m.gain_in = (m.flags & kMmRope) ? 4 : 1;
-  m.w_in = (m.flags & kMmRms) ? m.gain_in + 1 : 1;
+  const ir::InputRange wr = ir::matmul_weight_inputs(c.g, c.n);
+  m.w_in = wr.first;
+  m.gain_in = m.w_in - 1;  // (kMmRms) the gain precedes the weights
   const size_t wi = m.w_in;
   const ir::Value& w = c.in(wi);
   if (m.flags & kMmRms) {
@@ -63,14 +64,10 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
     if (m.N % 2) unsupported(c.opname() + ": w must have 2F rows");
     m.N /= 2;
   }
-  // weights: inputs w_in .. w_end - 1 (rms_matmul_rope_store: the rank-2
-  // inputs after the gain; its frequency factors are rank 1)
-  size_t w_end = wi + 1;
-  if (c.n.op == OpKind::RmsMatMul) w_end = c.n.inputs.size();
-  if (m.flags & kMmRope) {
-    w_end = c.n.inputs.size();
-    if (w_end > wi + 1 && c.in(w_end - 1).shape.size() == 1) m.rope.ff_in = static_cast<int64_t>(--w_end);
-  }
+  // several weights (fuse-qkv-parts): each one's columns, side by side; an
+  // rms_matmul_rope_store's frequency factors follow its weights
+  const size_t w_end = wr.last;
+  if ((m.flags & kMmRope) && w_end < c.n.inputs.size()) m.rope.ff_in = static_cast<int64_t>(w_end);
   if (w_end > wi + 1) {
     m.N = 0;
     for (size_t i = wi; i < w_end; ++i) {

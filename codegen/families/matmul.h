@@ -29,8 +29,8 @@ struct MatmulOperands {
     bool planes = false;
   };
   std::vector<Part> parts;
-  // inputs of the gain and of the (first) weight: rms_matmul (1, 2),
-  // matmul / matmul_add (-, 1), rms_matmul_rope_store (4, 5)
+  // inputs of the (first) weight (ir::matmul_weight_inputs) and, with
+  // kMmRms, of the gain just before it: rms_matmul 2, rms_matmul_rope_store 5
   size_t gain_in = 1, w_in = 2;
   // rms_matmul_rope_store (kMmRope): rope_store's operands (inputs 2, 3: the
   // k and v caches; the frequency factors, if any, the last input)

@@ -23,23 +23,11 @@ using ir::OpKind;
 bool run(Graph& g) {
   bool changed = false;
   for (ir::Node& n : g.nodes()) {
-    size_t wi;
-    switch (n.op) {
-      case OpKind::MatMul:
-      case OpKind::MatMulAdd: wi = 1; break;
-      case OpKind::RmsMatMul:
-      case OpKind::RmsMatMulSwiGlu:
-      case OpKind::LmHeadSample: wi = 2; break;
-      case OpKind::RmsMatMulRopeStore: wi = 5; break;  // (made after this pass; matched for any order)
-      default: continue;
-    }
-    if (n.attrs.count("x_q8")) continue;
+    const ir::InputRange wr = ir::matmul_weight_inputs(g, n);
+    if (wr.first == wr.last || n.attrs.count("x_q8")) continue;
     // every weight (an rms_matmul may have several: fuse-qkv-parts) must have integer dot products
     bool all_q8 = g.value(n.inputs[0]).dtype == ir::DType::F32;
-    size_t w_end = n.op == OpKind::RmsMatMul ? n.inputs.size() : wi + 1;
-    if (n.op == OpKind::RmsMatMulRopeStore)  // its weights, then the optional rank-1 freq_factors
-      w_end = n.inputs.size() - (g.value(n.inputs.back()).shape.size() == 1 ? 1 : 0);
-    for (size_t i = wi; i < w_end; ++i) all_q8 = all_q8 && ir::act_q8_weight(g.value(n.inputs[i]).dtype);
+    for (size_t i = wr.first; i < wr.last; ++i) all_q8 = all_q8 && ir::act_q8_weight(g.value(n.inputs[i]).dtype);
     if (!all_q8) continue;
     n.attrs["x_q8"] = int64_t{1};
     changed = true;

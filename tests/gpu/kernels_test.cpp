@@ -655,13 +655,16 @@ TEST(LmHeadSample, SamplingSemantics) {
 }
 
 // Median of `reps` single launches in microseconds (CUDA events around each),
-// after 3 warm-up launches; `before` (optional) runs before each timed launch,
-// outside the events (a cache flush).
+// after 3 warm-up launches; `before` (optional) runs before every launch,
+// warm-ups included, outside the events (a cache flush, a counter reset).
 double median_launch_us(const std::function<void()>& launch, int reps, const std::function<void()>& before = {}) {
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
-  for (int i = 0; i < 3; ++i) launch();
+  for (int i = 0; i < 3; ++i) {  // warm-up, from the same state as the timed launches
+    if (before) before();
+    launch();
+  }
   std::vector<float> t;
   for (int i = 0; i < reps; ++i) {
     if (before) before();
@@ -797,20 +800,24 @@ const std::vector<SplitCfg>& split_cfgs() {
   return v;
 }
 // The split kernel with runtime shapes for one (cache dtype, head_dim, group, block shape).
-KernelSource split_source(DType dt, int64_t hd, int64_t G, const SplitCfg& cfg) {
+// A kernel source written by a test (entry and text), compiled as codegen's are.
+KernelSource test_source(std::string entry, std::string source) {
   KernelSource k;
-  k.entry = "test_att_split";
-  k.source = "#include \"attention.cuh\"\nextern \"C\" __global__ void __launch_bounds__(" +
+  k.entry = std::move(entry);
+  k.source = std::move(source);
+  k.options = {"-std=c++17"};
+  k.hash = std::hash<std::string>{}(k.source);
+  return k;
+}
+KernelSource split_source(DType dt, int64_t hd, int64_t G, const SplitCfg& cfg) {
+  return test_source("test_att_split", "#include \"attention.cuh\"\nextern \"C\" __global__ void __launch_bounds__(" +
              std::to_string(32 * cfg.warps) +
              ") test_att_split(const float* q, const void* kc, const void* vc, float* y, float* sc, "
              "const KilnStep* st, int C, int nh, int nkv, int S, float scale) {\n  k_attention_split<" +
              std::string(dt == DType::F32 ? "DT_F32" : dt == DType::F16 ? "DT_F16" : "DT_BF16") + ", " +
              std::to_string(hd) + ", " + std::to_string(G) + ", " + std::to_string(cfg.warps) + ", " +
              std::to_string(cfg.loads) + ", " + std::to_string(cfg.prefetch) +
-             ">(q, kc, vc, y, sc, st, C, nh, nkv, S, scale);\n}\n";
-  k.options = {"-std=c++17"};
-  k.hash = std::hash<std::string>{}(k.source);
-  return k;
+             ">(q, kc, vc, y, sc, st, C, nh, nkv, S, scale);\n}\n");
 }
 CUfunction load_source(const KernelSource& k) {
   Lowered l;
@@ -893,9 +900,8 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
 TEST(LaunchBench, GridBarrier) {
   SKIP_WITHOUT_GPU();
   if (!std::getenv("KILN_BENCH")) GTEST_SKIP() << "set KILN_BENCH=1 to run the grid barrier benchmark";
-  KernelSource src;
-  src.entry = "grid_barrier_loop";
-  src.source =
+  const KernelSource src = test_source(
+      "grid_barrier_loop",
       "extern \"C\" __global__ void grid_barrier_loop(unsigned* ctr, int steps, unsigned* seen, unsigned* bad) {\n"
       "  const unsigned nb = gridDim.x;\n"
       "  for (unsigned s = 1; s <= (unsigned)steps; ++s) {\n"
@@ -909,9 +915,7 @@ TEST(LaunchBench, GridBarrier) {
       "      if (*(volatile unsigned*)&seen[(blockIdx.x + 1) % nb] < s) atomicAdd(bad, 1u);\n"
       "    }\n"
       "    __syncthreads();\n"
-      "  }\n}\n";
-  src.options = {"-std=c++17"};
-  src.hash = std::hash<std::string>{}(src.source);
+      "  }\n}\n");
   CUfunction fn = load_source(src);
   constexpr int kSteps = 2000;
   for (unsigned per_sm : {1u, 2u, 4u}) {
@@ -921,25 +925,13 @@ TEST(LaunchBench, GridBarrier) {
     void *pc = ctr.p, *ps = seen.p, *pb = bad.p;
     int steps = kSteps;
     void* args[] = {&pc, &steps, &ps, &pb};
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
-    std::vector<float> t;
-    for (int rep = 0; rep < 8; ++rep) {  // 3 warm-up launches, then 5 timed; every launch from a zero counter
-      cudaMemset(ctr.p, 0, 4);
-      cudaMemset(seen.p, 0, blocks * 4);
-      cudaEventRecord(e0);
-      ASSERT_EQ(driver().launchKernel(fn, blocks, 1, 1, 128, 1, 1, 0, nullptr, args, nullptr), CUDA_SUCCESS);
-      cudaEventRecord(e1);
-      ASSERT_EQ(cudaEventSynchronize(e1), cudaSuccess);
-      float ms = 0;
-      cudaEventElapsedTime(&ms, e0, e1);
-      if (rep >= 3) t.push_back(ms * 1000.f);
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    std::sort(t.begin(), t.end());
-    const double us = t[t.size() / 2];
+    const double us = median_launch_us(  // every launch (warm-ups too) from a zero counter
+        [&] { ASSERT_EQ(driver().launchKernel(fn, blocks, 1, 1, 128, 1, 1, 0, nullptr, args, nullptr), CUDA_SUCCESS); },
+        5, [&] {
+          cudaMemset(ctr.p, 0, 4);
+          cudaMemset(seen.p, 0, blocks * 4);
+        });
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     unsigned nbad = 0;
     cudaMemcpy(&nbad, bad.p, 4, cudaMemcpyDeviceToHost);
     EXPECT_EQ(nbad, 0u) << "a block passed a barrier before its neighbour reached it";
@@ -968,16 +960,13 @@ TEST(AttentionBench, DecodeSplitVsOld) {
   };
   const int sm = std::getenv("KILN_PRECOMPILE_ONLY") ? std::atoi(std::getenv("KILN_PRECOMPILE_ONLY")) : compile_sm();
   const Geo geos[] = {{"llama3-8b", 32, 8, 128}, {"smollm2", 9, 3, 64}};
-  KernelSource flush_src;
-  flush_src.entry = "flush_read";
-  flush_src.source =
+  const KernelSource flush_src = test_source(
+      "flush_read",
       "extern \"C\" __global__ void flush_read(const uint4* p, unsigned long long n, unsigned* sink) {\n"
       "  unsigned a = 0;\n"
       "  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;\n"
       "       i += (unsigned long long)gridDim.x * blockDim.x) { const uint4 v = p[i]; a ^= v.x ^ v.y ^ v.z ^ v.w; }\n"
-      "  if (a == 0x9e3779b9u) sink[0] = a;\n}\n";
-  flush_src.options = {"-std=c++17"};
-  flush_src.hash = std::hash<std::string>{}(flush_src.source);
+      "  if (a == 0x9e3779b9u) sink[0] = a;\n}\n");
   {  // NVRTC for every kernel first, in parallel (cached), so the timing loop only loads modules
     std::vector<KernelSource> all = {flush_src};
     for (const Geo& geo : geos)
