@@ -14,6 +14,7 @@
 
 #include "codegen/codegen.h"
 #include "codegen/family.h"
+#include "codegen/families/matmul.h"
 #include "ir/dtype.h"
 
 namespace kiln::codegen {
@@ -78,17 +79,22 @@ std::string join(const std::vector<std::string>& v) {
 // (common.cuh): under programmatic dependent launch it waits for the previous
 // kernel before any memory access, and lets the next one launch once all its
 // blocks are done with their work; otherwise both do nothing. A kernel with
-// own_pdl_wait calls kiln_pdl_wait itself, after issuing weight loads (weights
-// are constants; nothing of the arena is touched before its wait). With
-// early_trigger the next kernel may launch as soon as every block has passed
-// its wait (early_trigger_wanted).
+// own_pdl_wait calls kiln_pdl_wait_own itself, after issuing weight loads
+// (weights are constants; nothing of the arena is touched before its wait).
+// With early_trigger the next kernel may launch as soon as every block has
+// passed its wait (early_trigger_wanted): the wrapper triggers right after its
+// wait, or, for a kernel that waits itself, kiln_pdl_wait_own does
+// (early_trigger_define, before the kernel's #include).
 std::string kernel_text(const Kernel& k, const std::string& entry) {
   const std::string bounds =
       std::to_string(k.block) + (k.min_blocks ? ", " + std::to_string(k.min_blocks) : std::string());
-  const bool early = k.early_trigger && !k.own_pdl_wait;
+  const bool early = k.early_trigger;
   return "extern \"C\" __global__ void __launch_bounds__(" + bounds + ") " + entry + "(" + join(k.sig) + ") {\n" +
          (k.own_pdl_wait ? "" : early ? "  kiln_pdl_wait();\n  kiln_pdl_trigger();\n" : "  kiln_pdl_wait();\n") +
          "  " + k.call + ";\n" + (early ? "" : "  kiln_pdl_trigger();\n") + "}\n";
+}
+std::string early_trigger_define(const Kernel& k) {
+  return k.early_trigger && k.own_pdl_wait ? "#define KILN_EARLY_TRIGGER 1\n" : "";
 }
 
 // Whether the kernel of n should let its successor launch early: when a
@@ -103,12 +109,25 @@ std::string kernel_text(const Kernel& k, const std::string& entry) {
 // (rms_matmul_rope_store) the pair is left only where that fusion does not
 // apply ("neox" rope); every kernel triggering early was measured again
 // then: 1B Q4_K_M +12%, 1B F16 +4%, SmolLM2 +2%, 8B Q4_K_M equal.
-bool early_trigger_wanted(const ir::Graph& g, const ir::Node& n) {
+// Session 9 added the second reason: the next kernel is a GEMV that gains
+// from landing early (detail::gemv_wants_early_launch: a bulk-copy GEMV or a
+// small matrix; with every kernel of SmolLM2, the 1B and the 8B triggering
+// early, the GEMVs' weight loads issued before their own wait, it measured
+// 1B +4.9%, SmolLM2 -8.5%, 8B -4.9%; by the kind of kernel that triggers,
+// docs/perf.md).
+bool early_trigger_wanted(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims, const Target& target) {
   for (const ir::Node& u : g.nodes())
     if (u.op == ir::OpKind::RopeStore)
       for (ir::ValueId in : u.inputs)
         if (std::find(n.outputs.begin(), n.outputs.end(), in) != n.outputs.end()) return true;
-  return false;
+  const std::vector<ir::Node>& nodes = g.nodes();
+  if (nodes.empty() || &n < nodes.data() || &n >= nodes.data() + nodes.size() - 1) return false;
+  const ir::Node& next = *(&n + 1);  // the next launch of the program (one per node, in order)
+  try {
+    return detail::gemv_wants_early_launch(NodeCtx{g, next, dims, target, ProgramMode::Compiled});
+  } catch (const Error&) {
+    return false;  // the next node's own lowering reports what it cannot do
+  }
 }
 
 // The eager module of one dtype: every family's generic kernels for it.
@@ -227,7 +246,7 @@ Lowered lower(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims
     }
   if (!fam) detail::unsupported("no kernel family lowers " + c.opname());
   Kernel k = fam->lower(c);
-  if (mode == ProgramMode::Compiled) k.early_trigger = early_trigger_wanted(g, n);
+  if (mode == ProgramMode::Compiled) k.early_trigger = early_trigger_wanted(g, n, dims, target);
   Lowered l;
   l.grid = k.grid;
   l.block = {k.block, 1, 1};
@@ -244,7 +263,7 @@ Lowered lower(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims
     const std::string entry = k.name + "_" + hex16(fnv1a(kernel_text(k, k.name))).substr(0, 12);
     l.kernel.entry = entry;
     l.kernel.source = "// kiln compiled kernel: " + c.opname() + " (" + std::string(fam->name()) + " family)\n" +
-                      "#include \"" + k.header + "\"\n" + kernel_text(k, entry);
+                      early_trigger_define(k) + "#include \"" + k.header + "\"\n" + kernel_text(k, entry);
     l.kernel.options = default_options();
     l.kernel.hash = hash_source(l.kernel.source, l.kernel.options);
   }

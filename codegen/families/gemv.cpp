@@ -71,6 +71,7 @@ Kernel emit(const GemvParams& p, bool compiled) {
   if (m.xq) {
     k.smem = gemv_xq_smem(m.K, p.max_tokens);
     k.min_blocks = launch::kGemvXqMinBlocksPerSm;
+    k.own_pdl_wait = true;  // mm_gemv_xq waits after its first weight loads
   }
   k.eager_module = m.wdt;
   return k;
@@ -164,6 +165,7 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   if (m.xq) {
     k.smem = gemv_xq_smem(m.K, max_tokens);
     k.min_blocks = launch::kGemvXqMinBlocksPerSm;
+    k.own_pdl_wait = true;  // every part's mm_gemv_xq waits after its first weight loads
   }
   k.eager_module = m.wdt;
   return k;
@@ -205,6 +207,33 @@ class GemvFamily final : public Family {
 };
 
 }  // namespace
+
+// Whether the kernel before c's GEMV should let it launch early (codegen.cpp
+// early_trigger). Only int8-activation GEMVs issue weight loads before their
+// wait, so only they gain from landing early, and measured on the H200
+// (docs/perf.md, session 9) only two kinds did:
+//  - the bulk-copy GEMV: its blocks fill shared memory, so they land one or
+//    two per SM wherever they land, and their first rows stream while the
+//    previous kernel finishes (8B Q4_K_M: -2.4% before the down projection,
+//    -1.6% before the o projection and down together);
+//  - small matrices (< kGemvEarlyMaxBytes of weights), whose GEMV is a chain
+//    of latencies rather than a stream (SmolLM2's four: -8.5% per token with
+//    early triggers everywhere).
+// Register GEMVs of a few MB (the 1B's 2.4-19 MB, the 8B's o and QKV) lost:
+// their blocks, landing early, pile up on whichever SMs have room, and each
+// block's share of the rows is fixed (1B +0.6% to +4%, 8B +1.9% when the
+// QKV GEMV let attention land early).
+bool gemv_wants_early_launch(const NodeCtx& c) {
+  if (!is_gemv(c) || !node_xq(c.n)) return false;
+  const MatmulOperands m = matmul_operands(c);
+  const bool rope = m.flags & kMmRope;
+  if (m.parts.empty() && !rope && gemv_bulk_geometry(m, std::max<int64_t>(1, m.rows), c.target)) return true;
+  constexpr int64_t kGemvEarlyMaxBytes = int64_t{2} << 20;
+  int64_t bytes = 0;
+  const ir::InputRange wr = ir::matmul_weight_inputs(c.g, c.n);
+  for (size_t i = wr.first; i < wr.last; ++i) bytes += static_cast<int64_t>(ir::resolve_bytes(c.g, c.in(i), c.dims));
+  return bytes < kGemvEarlyMaxBytes;
+}
 
 const Family& gemv_family() {
   static const GemvFamily f;

@@ -82,6 +82,8 @@ int gemv_rows_xq(int64_t N, int split, bool swiglu);
 uint32_t gemv_xq_max_blocks(ir::DType dt);
 // The node's x_q8 attribute (0 when absent).
 bool node_xq(const ir::Node& n);
+// Whether the kernel launched before c's GEMV should trigger early (gemv.cpp).
+bool gemv_wants_early_launch(const NodeCtx& c);
 // Dynamic shared memory of an int8-activation GEMV (gemv.cuh): each of the
 // `tokens` rows of K values quantised once per block, int8 plus (d, sum) per
 // 16 values.

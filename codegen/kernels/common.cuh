@@ -123,6 +123,17 @@ __device__ __forceinline__ void kiln_pdl_trigger() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+// The wait of a kernel that waits itself (codegen Kernel::own_pdl_wait, after
+// issuing its weight loads). Codegen defines KILN_EARLY_TRIGGER in the source
+// of such a kernel when it should let its successor launch early
+// (Kernel::early_trigger): it then triggers right after the wait, as the
+// wrapper does for kernels that do not wait themselves.
+__device__ __forceinline__ void kiln_pdl_wait_own() {
+  kiln_pdl_wait();
+#ifdef KILN_EARLY_TRIGGER
+  kiln_pdl_trigger();
+#endif
+}
 
 // Bulk copies global -> shared memory (sm_90 TMA, 1-D: cp.async.bulk) that
 // complete on an mbarrier. A barrier counts one arrival (the thread that

@@ -424,7 +424,9 @@ __device__ __forceinline__ void rope_block_store(const float* ybuf, int nbase, i
 // The int8-activation GEMV (x_q8). Launch: block 32*kGemvWarps; any grid: a
 // block takes the column-group sets blockIdx.x, blockIdx.x + gridDim.x, ...
 // (kGemvWarps / SPLIT groups of R columns each), so a grid of a few blocks per
-// SM quantises x once per block and then streams many rows.
+// SM quantises x once per block and then streams many rows. It waits for the
+// previous kernel itself (own_pdl_wait), after issuing its first unit's
+// weight loads.
 // Main loop: a lane takes 32-weight units u = sub*32 + lane, +32*SPLIT, ...
 // of its group's R (2R with MM_SWIGLU) rows, loading unit u + 32*SPLIT while
 // it multiplies unit u (dp4a per 16-value part, see QU).
@@ -466,6 +468,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 #pragma unroll
     for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, cur[j]);
   }
+  kiln_pdl_wait_own();  // weights are constants: only their loads precede the wait
   float inv[MT];
   xq_prologue<GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
   for (int set = bid; set < nsets; set += nbk) {
@@ -587,7 +590,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
     for (int i = 0; i < min(S, mine); ++i) fill(i);
   }
   __syncwarp();
-  kiln_pdl_wait();
+  kiln_pdl_wait_own();
   float inv[MT];
   // (ends with the block synchronised: the group's barriers are initialised)
   xq_prologue<GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);

@@ -79,7 +79,7 @@ __device__ __forceinline__ void k_rope_store(const float* __restrict__ qkv, cons
   const int pos = step->pos0 + t;
   float2 cs0 = make_float2(1.f, 0.f);
   if (live && (int)threadIdx.x < n_rot / 2) rope_cs<FDT>(pos, threadIdx.x, n_rot, theta, ff, cs0.x, cs0.y);
-  kiln_pdl_wait();
+  kiln_pdl_wait_own();
   if (!live) return;
   const i64 Wq = (i64)nh * hd, Wk = (i64)nkv * hd;
   const float* row = qkv + t * (Wq + 2 * Wk);

@@ -459,6 +459,75 @@ TEST(Codegen, OnlyTheProjectionBeforeRopeStoreTriggersEarly) {
   EXPECT_NE(out.find(");\n  kiln_pdl_trigger();\n}"), std::string::npos) << out;
 }
 
+// A kernel also triggers early when the next launch is an int8-activation
+// GEMV that gains from landing early (gemv_wants_early_launch): a bulk-copy
+// GEMV, or one of a small matrix (< 2 MiB). Register GEMVs of larger
+// matrices, f32-activation GEMVs and the last launch keep the end trigger. A
+// predecessor that waits itself (an int8 GEMV) triggers inside its wait
+// (KILN_EARLY_TRIGGER in its source) instead.
+TEST(Codegen, KernelBeforeABulkOrSmallInt8GemvTriggersEarly) {
+  using ir::DType;
+  using ir::OpKind;
+  using testcases::fx;
+  using testcases::tok;
+  // x -> a (matmul, K x K, first_xq: int8 activations) -> b (op, next_dt, K x N, next_xq)
+  auto pair = [](DType first_dt, bool first_xq, OpKind op, DType next_dt, int64_t K, int64_t N, bool next_xq) {
+    ir::Graph g = testcases::base_graph(1);
+    auto x = g.add_input("x", DType::F32, {tok(1), fx(K)});
+    auto w0 = g.add_weight("w0", first_dt, {fx(K), fx(K)}, "w0");
+    ir::Attrs xa;
+    if (first_xq) xa["x_q8"] = int64_t{1};
+    auto a = g.add_node(OpKind::MatMul, {x, w0}, xa, "a", DType::F32, {tok(1), fx(K)});
+    const bool swi = op == OpKind::RmsMatMulSwiGlu;
+    std::vector<ir::ValueId> ins{a};
+    ir::Attrs ba;
+    if (swi) {
+      ins.push_back(g.add_weight("gain", DType::F32, {fx(K)}, "gain"));
+      ba["eps"] = 1e-5;
+    }
+    ins.push_back(g.add_weight("w1", next_dt, {fx(swi ? 2 * N : N), fx(K)}, "w1"));
+    if (next_xq) ba["x_q8"] = int64_t{1};
+    auto y = g.add_node(op, ins, ba, "y", DType::F32, {tok(1), fx(N)});
+    g.mark_output(y);
+    return g;
+  };
+  auto lowered = [](const ir::Graph& g, size_t i, int sm) {
+    return lower(g, g.nodes()[i], {1}, Target{sm, "planes"}, ProgramMode::Compiled);
+  };
+  auto body = [](const Lowered& l) { return l.kernel.source.substr(l.kernel.source.find(l.kernel.entry + "(")); };
+  auto early = [&](const ir::Graph& g, int sm) {
+    const std::string b = body(lowered(g, 0, sm));
+    const bool at_start = b.find("kiln_pdl_wait();\n  kiln_pdl_trigger();\n") != std::string::npos;
+    const bool at_end = b.find("kiln_pdl_trigger();\n}") != std::string::npos;
+    EXPECT_NE(at_start, at_end) << b;
+    return at_start;
+  };
+  // SmolLM2's gate/up (q4_1, 576 x 3072: 1.1 MB) and down (1536 -> 576)
+  EXPECT_TRUE(early(pair(DType::F16, false, OpKind::RmsMatMulSwiGlu, DType::Q4_1, 576, 1536, true), 90));
+  EXPECT_TRUE(early(pair(DType::F16, false, OpKind::MatMul, DType::Q4_1, 1536, 576, true), 90));
+  // the 1B's o projection (q4_K, 2048 x 2048: 2.4 MB), register kernel
+  EXPECT_FALSE(early(pair(DType::F16, false, OpKind::MatMul, DType::Q4_K, 2048, 2048, true), 90));
+  // the 8B's gate/up: the bulk kernel on sm_90, the register kernel on sm_80
+  EXPECT_TRUE(early(pair(DType::F16, false, OpKind::RmsMatMulSwiGlu, DType::Q4_K, 4096, 14336, true), 90));
+  EXPECT_FALSE(early(pair(DType::F16, false, OpKind::RmsMatMulSwiGlu, DType::Q4_K, 4096, 14336, true), 80));
+  // a small matrix with f32 activations: its GEMV waits before any load
+  EXPECT_FALSE(early(pair(DType::F16, false, OpKind::MatMul, DType::Q4_1, 576, 576, false), 90));
+  // the last launch has no successor
+  const ir::Graph small = pair(DType::F16, false, OpKind::MatMul, DType::Q4_1, 576, 576, true);
+  EXPECT_NE(body(lowered(small, 1, 90)).find("kiln_pdl_trigger();\n}"), std::string::npos);
+  // an int8 GEMV before a small one waits itself: KILN_EARLY_TRIGGER makes
+  // kiln_pdl_wait_own trigger, and its end trigger goes
+  const ir::Graph own = pair(DType::Q4_1, true, OpKind::MatMul, DType::Q4_1, 576, 576, true);
+  const Lowered first = lowered(own, 0, 90);
+  EXPECT_NE(first.kernel.source.find("#define KILN_EARLY_TRIGGER 1\n#include"), std::string::npos)
+      << first.kernel.source;
+  EXPECT_EQ(body(first).find("kiln_pdl_wait"), std::string::npos) << body(first);
+  EXPECT_EQ(body(first).find("kiln_pdl_trigger"), std::string::npos) << body(first);
+  const Lowered last = lowered(own, 1, 90);
+  EXPECT_EQ(last.kernel.source.find("KILN_EARLY_TRIGGER"), std::string::npos);
+  EXPECT_NE(body(last).find("kiln_pdl_trigger();\n}"), std::string::npos) << body(last);
+}
+
 // A multi-weight int8 GEMV (fuse-qkv-parts) scales its parts' blocks to the
 // smallest one-wave budget of its weight types: a q4_K + q6_K mix stops at 3
 // blocks per SM like each of them alone, in proportion to the parts' rows.
@@ -558,13 +627,15 @@ TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {
     EXPECT_TRUE(bulk(l90)) << l90.kernel.entry;
     EXPECT_FALSE(bulk(l80)) << l80.kernel.entry;
     EXPECT_GT(l90.smem, 48u * 1024u);  // x plus 8 warps x 2 buffers x (gate + up rows)
-    // the bulk kernel waits for its predecessor itself, after its first copies
+    // both kernels wait for their predecessor themselves, after their first
+    // weight loads (the bulk kernel's first copies)
     const std::string& src = l90.kernel.source;
     const size_t call = src.find("mm_gemv_xq_bulk<"), body = src.find(l90.kernel.entry + "(");
     ASSERT_NE(call, std::string::npos);
     EXPECT_EQ(src.find("kiln_pdl_wait();", body), std::string::npos);
-    EXPECT_NE(l80.kernel.source.find("kiln_pdl_wait();", l80.kernel.source.find(l80.kernel.entry + "(")),
-              std::string::npos);
+    const size_t body80 = l80.kernel.source.find(l80.kernel.entry + "(");
+    EXPECT_NE(l80.kernel.source.find("mm_gemv<", body80), std::string::npos);
+    EXPECT_EQ(l80.kernel.source.find("kiln_pdl_wait();", body80), std::string::npos);
   }
   // only the heavy-decoding types, only large matrices (>= 24 MiB): the 8B's o
   // projection (q4_K, 9 MiB) and any q4_0 matrix keep the register-pipelined kernel
