@@ -214,15 +214,16 @@ class GemvFamily final : public Family {
 // (docs/perf.md, session 9) only two kinds did:
 //  - the bulk-copy GEMV: its blocks fill shared memory, so they land one or
 //    two per SM wherever they land, and their first rows stream while the
-//    previous kernel finishes (8B Q4_K_M: -2.4% before the down projection,
-//    -1.6% before the o projection and down together);
+//    previous kernel finishes (8B Q4_K_M: -3.6% with the gate/up GEMV
+//    triggering the down projection early, -2.4% with o and down triggering
+//    their successors early);
 //  - small matrices (< kGemvEarlyMaxBytes of weights), whose GEMV is a chain
 //    of latencies rather than a stream (SmolLM2's four: -8.5% per token with
 //    early triggers everywhere).
 // Register GEMVs of a few MB (the 1B's 2.4-19 MB, the 8B's o and QKV) lost:
 // their blocks, landing early, pile up on whichever SMs have room, and each
-// block's share of the rows is fixed (1B +0.6% to +4%, 8B +1.9% when the
-// QKV GEMV let attention land early).
+// block's share of the rows is fixed (1B: 0% to +3.6% by the kind of kernel
+// triggering; 8B +1.9% when the QKV GEMV let attention land early).
 bool gemv_wants_early_launch(const NodeCtx& c) {
   if (!is_gemv(c) || !node_xq(c.n)) return false;
   const MatmulOperands m = matmul_operands(c);
