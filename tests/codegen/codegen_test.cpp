@@ -526,6 +526,14 @@ TEST(Codegen, KernelBeforeABulkOrSmallInt8GemvTriggersEarly) {
   const Lowered last = lowered(own, 1, 90);
   EXPECT_EQ(last.kernel.source.find("KILN_EARLY_TRIGGER"), std::string::npos);
   EXPECT_NE(body(last).find("kiln_pdl_trigger();\n}"), std::string::npos) << body(last);
+  // kernels that wait themselves do it through kiln_pdl_wait_own, the one that
+  // honours KILN_EARLY_TRIGGER: no kernel file but common.cuh calls the bare wait
+  for (std::string_view f : kernel_file_names()) {
+    if (f == "common.cuh") continue;
+    EXPECT_EQ(kernel_file(f).find("kiln_pdl_wait();"), std::string_view::npos) << f;
+  }
+  for (const char* f : {"gemv.cuh", "rope.cuh"})
+    EXPECT_NE(kernel_file(f).find("kiln_pdl_wait_own();"), std::string_view::npos) << f;
 }
 
 // A multi-weight int8 GEMV (fuse-qkv-parts) scales its parts' blocks to the
