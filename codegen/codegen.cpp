@@ -98,10 +98,10 @@ std::string early_trigger_define(const Kernel& k) {
 }
 
 // Whether the kernel of n should let its successor launch early, for one of
-// two reasons. First, a rope_store reads its output. rope_store's blocks are small (64 threads, no
-// shared memory) and compute their rotation angles before their own wait
-// (rope.cuh), so landing early costs nothing and hides their launch and the
-// angle arithmetic behind the projection's tail. Measured on the H200
+// two reasons. First, a rope_store reads its output. rope_store's blocks are
+// small (64 threads, no shared memory) and compute their rotation angles
+// before their own wait (rope.cuh), so landing early costs nothing and hides
+// their launch and the angle arithmetic behind the projection's tail. Measured on the H200
 // (docs/perf.md, 2026-11-30): triggering every kernel early helped the 8B
 // (-2.3% to -4.8% per token) and SmolLM2 but slowed the 1B (+1.4% to +6.8%,
 // cause not found then), so only this pair triggered early. Since the decode
@@ -109,12 +109,13 @@ std::string early_trigger_define(const Kernel& k) {
 // (rms_matmul_rope_store) the pair is left only where that fusion does not
 // apply ("neox" rope); every kernel triggering early was measured again
 // then: 1B Q4_K_M +12%, 1B F16 +4%, SmolLM2 +2%, 8B Q4_K_M equal.
-// Second (session 9): the next kernel is a GEMV that gains
-// from landing early (detail::gemv_wants_early_launch: a bulk-copy GEMV or a
-// small matrix; with every kernel of SmolLM2, the 1B and the 8B triggering
-// early, the GEMVs' weight loads issued before their own wait, it measured
-// 1B +4.8%, SmolLM2 -8.5%, 8B -4.9%; by the kind of kernel that triggers,
-// docs/perf.md).
+// Second (session 9): the next kernel is a GEMV that gains from landing
+// early (detail::gemv_wants_early_launch: a bulk-copy GEMV or a small matrix).
+// With every kernel of SmolLM2, the 1B and the 8B triggering early and the
+// GEMVs' weight loads issued before their own wait, it measured 1B +4.8%,
+// SmolLM2 -8.5%, 8B -4.9%; by the kind of kernel that triggers, docs/perf.md.
+// Early triggers never affect results: a kernel's wait still waits for the
+// whole previous kernel to finish and its writes to be visible.
 bool early_trigger_wanted(const ir::Graph& g, const ir::Node& n, const ir::DimBindings& dims, const Target& target) {
   for (const ir::Node& u : g.nodes())
     if (u.op == ir::OpKind::RopeStore)
