@@ -596,26 +596,25 @@ TEST(Codegen, RopeEpilogueGemvKeepsPairsInOneBlock) {
   for (const char* c0 : {", 0, __int_as_float", ", 4096, __int_as_float", ", 5120, __int_as_float"})
     EXPECT_NE(lq.kernel.source.find(c0), std::string::npos) << c0 << "\n" << lq.kernel.source;
   EXPECT_EQ(lq.params.size(), 10u);  // x, gain, 3 weights, y, step, kc, vc, ff: each once
+  // lowering c fails as unsupported, naming `why`
+  auto expect_refused = [&](const OpCase& c, const char* what, const char* why) {
+    SCOPED_TRACE(what);
+    try {
+      lower_case(c);
+      ADD_FAILURE() << what << " lowered";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
   // a step of more rows than the GEMV takes has no rope epilogue: refused
   const OpCase wide = testcases::rope_gemv_case({DType::F16}, 4, 2, 64, 64, 512, 20, false, DType::F32, DType::F16,
                                                 false, "ggml");
-  try {
-    lower_case(wide);
-    ADD_FAILURE() << "a 20-row rms_matmul_rope_store lowered";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
-    EXPECT_NE(std::string(e.what()).find("compiled GEMV only"), std::string::npos) << e.what();
-  }
+  expect_refused(wide, "a 20-row rms_matmul_rope_store", "compiled GEMV only");
   // neox pairs (i, i + n_rot/2) are not in one block: refused, naming the mode
   OpCase neox = parts;
   neox.g.nodes()[0].attrs["mode"] = std::string("neox");
-  try {
-    lower_case(neox);
-    ADD_FAILURE() << "a neox rms_matmul_rope_store lowered";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
-    EXPECT_NE(std::string(e.what()).find("neox"), std::string::npos) << e.what();
-  }
+  expect_refused(neox, "a neox rms_matmul_rope_store", "neox");
 }
 
 TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {
