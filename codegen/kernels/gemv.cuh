@@ -27,14 +27,15 @@
 // weight and one 16-value activation block. A part's weight quants are 4
 // words of 4 bytes in int8 range (nibbles, 6-bit values or q8_0's signed
 // bytes) and it contributes
-//   dx * (dw * dp4a-dot(qw, qx) + mw * sum(qx))
+//   dw * (dx * dp4a-dot(qw, qx)) + mw * (dx * sum(qx))
 // with dx the activation block's scale, dw the weight's scale of the part and
-// mw its min / offset term (q4_0: -8 d, q4_1: m, q4_K: -dmin m, q6_K: -32 d sc).
+// mw its min / offset term (q4_0: -8 d, q4_1: m, q4_K: -dmin m, q6_K: -32 d sc);
+// dx * sum(qx) is computed once per block of x, in the prologue.
 // The 4-bit types' part B (the high nibbles) is kept in place, 16 times its
 // value (one mask instead of a shift and a mask per word), as unsigned bytes
-// (dp4a u8 x s8, dp4b below), and its dw is d / 16: the product dw * dot is
-// then the same float as with the shifted nibbles (both factors scale by a
-// power of two, exactly).
+// (dp4a u8 x s8, dp4b below), and its integer dot is divided by 16 as it
+// becomes a float (i2f22x16, exact): the same float as with the shifted
+// nibbles.
 struct QU {
   u32 a[4], b[4];
   float da, ma, db, mb;
@@ -122,6 +123,22 @@ __device__ __forceinline__ void qload(const WRow<DT, L>& wr, int u, QRaw& o) {
 // quarter-rate I2F conversion (0x4B400000 + v is the float 1.5 * 2^23 + v).
 __device__ __forceinline__ float i2f22(int v) { return __int_as_float(0x4B400000 + v) - 12582912.f; }
 
+// s * v for a 6-bit v in one FFMA: 0x4B000000 | v is the float 2^23 + v, so
+// with ns = -s * 2^23 (exact) the fused s * (2^23 + v) + ns is s * v before
+// its one rounding: the same float as s * (float)v.
+// v: any word whose low 6 bits are the value (one LOP3 masks it and sets the
+// exponent; the constant sits in a register, as LOP3 takes one immediate).
+__device__ __forceinline__ float mul6(float s, u32 v, float ns) {
+  u32 f;
+  asm("lop3.b32 %0, %1, 63, %2, 0xEA;" : "=r"(f) : "r"(v), "r"(0x4B000000u));  // (v & 63) | 0x4B000000
+  return __fmaf_rn(s, __int_as_float(f), ns);
+}
+// v / 16 exactly (|v| < 2^22), the part-B sums of the 4-bit types
+// (HiNibbleX16), in i2f22's two full-rate instructions.
+__device__ __forceinline__ float i2f22x16(int v) {
+  return __fmaf_rn(__int_as_float(0x4B400000 + v), 0.0625f, -786432.f);
+}
+
 template <int DT, int L>
 __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
   if constexpr (DT == DT_Q8_0) {
@@ -137,12 +154,10 @@ __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
       o.b[i] = q[i] & 0xF0F0F0F0u;  // 16 x the high nibbles (HiNibbleX16)
     }
     if (DT == DT_Q4_0) {
-      o.da = h2f((u16)w.s0);
-      o.db = o.da * 0.0625f;
+      o.da = o.db = h2f((u16)w.s0);
       o.ma = o.mb = -8.f * o.da;
     } else if (DT == DT_Q4_1) {
-      o.da = h2f((u16)(w.s0 & 0xFFFF));
-      o.db = o.da * 0.0625f;
+      o.da = o.db = h2f((u16)(w.s0 & 0xFFFF));
       o.ma = o.mb = h2f((u16)(w.s0 >> 16));
     } else {
       // 6-bit scale/min of sub-blocks 2j and 2j+1 (bytes b[0..11] = r.y, r.z, r.w)
@@ -152,7 +167,7 @@ __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
       if (L) {  // planes: group j = 24 bits at bit 24j of (y, z, w) (k4p_scale_min)
         const u32 lo = j < 2 ? w.r.y : j == 2 ? w.r.z : w.r.w, hi = j < 2 ? w.r.z : w.r.w;
         const u32 g = __funnelshift_r(lo, hi, 24 * j);
-        sc[0] = g & 63; sc[1] = (g >> 6) & 63; mn[0] = (g >> 12) & 63; mn[1] = (g >> 18) & 63;
+        sc[0] = g; sc[1] = g >> 6; mn[0] = g >> 12; mn[1] = g >> 18;  // mul6 keeps the low 6 bits
       } else {  // GGUF packing, by shifts (k4_scale_min)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
@@ -167,10 +182,12 @@ __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
           }
         }
       }
-      o.da = d * qf(sc[0]);
-      o.ma = -(dmin * qf(mn[0]));
-      o.db = d * qf(sc[1]) * 0.0625f;
-      o.mb = -(dmin * qf(mn[1]));
+      // d * sc and -dmin * mn, each one FFMA (mul6)
+      const float nd = d * -8388608.f, cm = dmin * 8388608.f;
+      o.da = mul6(d, sc[0], nd);
+      o.db = mul6(d, sc[1], nd);
+      o.ma = mul6(-dmin, mn[0], cm);
+      o.mb = mul6(-dmin, mn[1], cm);
     }
   } else if constexpr (DT == DT_Q6_K) {
     const int cp = u & 1;
@@ -245,7 +262,7 @@ __device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4],
 }
 
 // Prologue of every int8-activation GEMV block: quantises each token's x into
-// shared memory (int8 [MT][K] at xqs, then (d, sum) per 16-value part
+// shared memory (int8 [MT][K] at xqs, then (d, d * sum) per 16-value part
 // [MT][K/16] at xds); with MM_RMS the gain is applied first and inv[t] =
 // 1/rms of token t's x (sums of squares reduced over the block). Ends with
 // the block synchronised.
@@ -265,7 +282,7 @@ __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const v
       int sum;
       xq16<FL>(x + (i64)t * K + 16 * p, gv, q, d, sum, ss[t]);
       *(uint4*)(xqs + (i64)t * K + 16 * p) = make_uint4(q[0], q[1], q[2], q[3]);
-      xds[t * parts + p] = make_float2(d, (float)sum);
+      xds[t * parts + p] = make_float2(d, d * (float)sum);
     }
 #pragma unroll
   for (int t = 0; t < MT; ++t) inv[t] = 1.f;
@@ -289,7 +306,7 @@ __device__ __forceinline__ void xq_unit(const QRaw* w, int u, const u8* xqs, con
   float2 ea[MT], eb[MT];
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
-    if (t < nt) {
+    if (MT == 1 || t < nt) {
       const uint4 a4 = *(const uint4*)(xqs + (i64)t * K + pa), b4 = *(const uint4*)(xqs + (i64)t * K + pb);
       xa[t][0] = a4.x; xa[t][1] = a4.y; xa[t][2] = a4.z; xa[t][3] = a4.w;
       xb[t][0] = b4.x; xb[t][1] = b4.y; xb[t][2] = b4.z; xb[t][3] = b4.w;
@@ -303,7 +320,7 @@ __device__ __forceinline__ void xq_unit(const QRaw* w, int u, const u8* xqs, con
     qdecode<DT, L>(w[j], u, wq);
 #pragma unroll
     for (int t = 0; t < MT; ++t) {
-      if (t < nt) {
+      if (MT == 1 || t < nt) {  // nt >= 1 (a launch with no token stores nothing)
         int ia = 0, ib = 0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -312,12 +329,14 @@ __device__ __forceinline__ void xq_unit(const QRaw* w, int u, const u8* xqs, con
                                   : __dp4a((int)wq.b[i], (int)xb[t][i], ib);
         }
         // |ia|, |ib| <= 16 * 127 * 127 (HiNibbleX16: 16 * 240 * 127 < 2^22)
-        float ca = wq.da * i2f22(ia), cb = wq.db * i2f22(ib);
+        const float fa = i2f22(ia), fb = HiNibbleX16<DT>::V ? i2f22x16(ib) : i2f22(ib);
+        float a = __fmaf_rn(wq.da, ea[t].x * fa, acc[j][t]);
+        a = __fmaf_rn(wq.db, eb[t].x * fb, a);
         if (HasMin<DT>::V) {
-          ca += wq.ma * ea[t].y;
-          cb += wq.mb * eb[t].y;
+          a = __fmaf_rn(wq.ma, ea[t].y, a);
+          a = __fmaf_rn(wq.mb, eb[t].y, a);
         }
-        acc[j][t] += ea[t].x * ca + eb[t].x * cb;
+        acc[j][t] = a;
       }
     }
   }
@@ -485,15 +504,20 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 #pragma unroll
       for (int j = 0; j < RR; ++j) acc[j][t] = 0.f;
     if (nr > 0) {
+      // two units per trip, cur and nxt taking turns (no register copies)
 #pragma unroll 1
-      for (int u = sub * 32 + lane; u < qunits; u += step) {
+      for (int u = sub * 32 + lane; u < qunits; u += 2 * step) {
         if (u + step < qunits) {
 #pragma unroll
           for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u + step, nxt[j]);
         }
         xq_unit<DT, L, MT, RR>(cur, u, xqs, xds, K, nt, acc);
+        if (u + step >= qunits) break;
+        if (u + 2 * step < qunits) {
 #pragma unroll
-        for (int j = 0; j < RR; ++j) cur[j] = nxt[j];
+          for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u + 2 * step, cur[j]);
+        }
+        xq_unit<DT, L, MT, RR>(nxt, u + step, xqs, xds, K, nt, acc);
       }
     }
 #pragma unroll
