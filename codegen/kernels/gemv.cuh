@@ -49,7 +49,7 @@ __device__ __forceinline__ int dp4a_us(u32 a, u32 b, int c) {
 }
 // Weight words from global memory (SH = 0: the non-coherent evict-first
 // loads of common.cuh) or from a shared-memory copy of the rows (SH = 1, the
-// bulk variant). AL: 16-byte aligned, else 2-byte aligned.
+// bulk variant).
 template <bool SH>
 __device__ __forceinline__ u16 wld16(const u8* p) {
   if constexpr (SH) return *(const u16*)p;
@@ -59,11 +59,20 @@ template <bool SH>
 __device__ __forceinline__ u32 wld32u(const u8* p) {
   return (u32)wld16<SH>(p) | ((u32)wld16<SH>(p + 2) << 16);
 }
-template <bool SH, bool AL>
+// 4-byte aligned (q4_1's 20-byte GGUF blocks keep their quants and scales so)
+template <bool SH>
+__device__ __forceinline__ u32 wld32(const u8* p) {
+  if constexpr (SH) return *(const u32*)p;
+  else return ldw32(p);
+}
+// AL: 16 (16-byte aligned), 4 or 2
+template <bool SH, int AL>
 __device__ __forceinline__ uint4 ldq128(const u8* p) {
-  if constexpr (AL) {
+  if constexpr (AL == 16) {
     if constexpr (SH) return *(const uint4*)p;
     else return ldw128(p);
+  } else if constexpr (AL == 4) {
+    return make_uint4(wld32<SH>(p), wld32<SH>(p + 4), wld32<SH>(p + 8), wld32<SH>(p + 12));
   }
   return make_uint4(wld32u<SH>(p), wld32u<SH>(p + 4), wld32u<SH>(p + 8), wld32u<SH>(p + 12));
 }
@@ -75,22 +84,33 @@ struct QRaw {
   uint4 q, r;  // quant bytes (q8_0: 32 in q and r; q6_K: ql in q, qh in r; q4_K: scale block in r)
   u32 s0, s1;  // scale bytes (q4_0: d; q4_1: d, m; q8_0: d; q6_K: the two int8 scales, d)
 };
-// First elements of parts A and B of unit u in the row.
+// Unit u's parts: A starts at element pa, B at pb, with
+//   q4_K: pa = 256 (u >> 3) + 64 ((u >> 1) & 3) + 16 (u & 1), pb = pa + 32;
+//   q6_K: pa = 256 (u >> 3) + 128 ((u >> 2) & 1) + 32 (u & 1) + 16 ((u >> 1) & 1),
+//         pb = pa + 64 (element 128n + 32c + l: ql[64n + 32(c&1) + l] nibble
+//         c>>1, qh[32n + l] bits 2c; A: c = u & 1, B: c + 2, the same ql bytes'
+//         high nibbles);
+//   the others: pa = 32 u, pb = pa + 16.
+// qslot inverts it: 16-value block p of x is part A (b = 0) or B (b = 1) of
+// unit u. The prologue stores x's blocks in unit order, part A of every unit
+// first, then part B (xq_prologue), so the lanes of a warp, which take
+// consecutive units, read consecutive 16-byte slots (no bank conflicts; in x's
+// own order q4_K's A parts of 8 lanes fell on 4 slots of 128 bytes).
 template <int DT>
-__device__ __forceinline__ void qparts(int u, int& pa, int& pb) {
-  if (DT == DT_Q4_K) {
-    pa = 256 * (u >> 3) + 64 * ((u >> 1) & 3) + 16 * (u & 1);
-    pb = pa + 32;
-  } else if (DT == DT_Q6_K) {
-    // element 128n + 32c + l: ql[64n + 32(c&1) + l] nibble c>>1, qh[32n + l] bits 2c.
-    // Part A: c = cp, l = l0..l0+15; part B: c = cp + 2 (same ql bytes, high nibbles).
-    pa = 256 * (u >> 3) + 128 * ((u >> 2) & 1) + 32 * (u & 1) + 16 * ((u >> 1) & 1);
-    pb = pa + 64;
+__device__ __forceinline__ void qslot(int p, int& u, int& b) {
+  const int r = p & 15;
+  if (DT == DT_Q4_K) {  // r = 4j + 2b + h, u = 8 sb + 2j + h
+    b = (r >> 1) & 1;
+    u = 8 * (p >> 4) + 2 * (r >> 2) + (r & 1);
+  } else if (DT == DT_Q6_K) {  // r = 8n + 4b + 2cp' + l (unit bits: n, l, cp)
+    b = (r >> 2) & 1;
+    u = 8 * (p >> 4) + 4 * (r >> 3) + 2 * (r & 1) + ((r >> 1) & 1);
   } else {
-    pa = 32 * u;
-    pb = pa + 16;
+    b = p & 1;
+    u = p >> 1;
   }
 }
+
 // Unit u of one weight row (WRow: L = 0 GGUF blocks, q = s = the row; L = 1
 // planes, q = the row's quants, s = its scale bytes), from global memory or
 // (SH) from a shared-memory copy of the row.
@@ -99,21 +119,23 @@ __device__ __forceinline__ void qload(const WRow<DT, L>& wr, int u, QRaw& o) {
   if constexpr (DT == DT_Q4_0 || DT == DT_Q4_1 || DT == DT_Q8_0) {
     const u8* q = L ? wr.q + (i64)u * PL<DT>::QB : wr.q + (i64)u * QT<DT>::BB + PL<DT>::SB;
     const u8* s = L ? wr.s + (i64)u * PL<DT>::SB : wr.q + (i64)u * QT<DT>::BB;
-    o.q = ldq128<SH, L == 1>(q);
-    if (DT == DT_Q8_0) o.r = ldq128<SH, L == 1>(q + 16);
-    o.s0 = DT == DT_Q4_1 ? wld32u<SH>(s) : (u32)wld16<SH>(s);
+    // GGUF blocks: q4_1's 20 bytes keep 4-byte alignment, q4_0's 18 and q8_0's 34 only 2
+    constexpr int AL = L == 1 ? 16 : DT == DT_Q4_1 ? 4 : 2;
+    o.q = ldq128<SH, AL>(q);
+    if (DT == DT_Q8_0) o.r = ldq128<SH, AL>(q + 16);
+    o.s0 = DT == DT_Q4_1 ? wld32<SH>(s) : (u32)wld16<SH>(s);  // q4_1: d, m (4-byte aligned in both layouts)
   } else if constexpr (DT == DT_Q4_K) {
     const int sb = u >> 3, j = (u >> 1) & 3, h = u & 1;
     const u8* q = (L ? wr.q + (i64)sb * 128 : wr.q + (i64)sb * 144 + 16) + 32 * j + 16 * h;
     const u8* s = L ? wr.s + (i64)sb * 16 : wr.q + (i64)sb * 144;
-    o.q = ldq128<SH, true>(q);  // 16-byte aligned in both layouts (144-byte blocks, quants at +16)
-    o.r = ldq128<SH, true>(s);  // d, dmin, then the 12 scale bytes
+    o.q = ldq128<SH, 16>(q);  // 16-byte aligned in both layouts (144-byte blocks, quants at +16)
+    o.r = ldq128<SH, 16>(s);  // d, dmin, then the 12 scale bytes
   } else if constexpr (DT == DT_Q6_K) {
     const int sb = u >> 3, n = (u >> 2) & 1, l0 = ((u >> 1) & 1) * 16, cp = u & 1;
     const u8* q = L ? wr.q + (i64)sb * 192 : wr.q + (i64)sb * 210;
     const u8* s = L ? wr.s + (i64)sb * 18 : wr.q + (i64)sb * 210 + 192;
-    o.q = ldq128<SH, L == 1>(q + 64 * n + 32 * cp + l0);
-    o.r = ldq128<SH, L == 1>(q + 128 + 32 * n + l0);
+    o.q = ldq128<SH, L == 1 ? 16 : 2>(q + 64 * n + 32 * cp + l0);
+    o.r = ldq128<SH, L == 1 ? 16 : 2>(q + 128 + 32 * n + l0);
     const int k = 8 * n + 2 * cp + (l0 >> 4);
     o.s0 = (u32)s[k] | ((u32)s[k + 4] << 8);
     o.s1 = (u32)wld16<SH>(s + 16);
@@ -263,10 +285,10 @@ __device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4],
 
 // Prologue of every int8-activation GEMV block: quantises each token's x into
 // shared memory (int8 [MT][K] at xqs, then (d, d * sum) per 16-value part
-// [MT][K/16] at xds); with MM_RMS the gain is applied first and inv[t] =
+// [MT][K/16] at xds), both in unit order for the weight type DT (qslot); with MM_RMS the gain is applied first and inv[t] =
 // 1/rms of token t's x (sums of squares reduced over the block). Ends with
 // the block synchronised.
-template <int GDT, int FL, int MT>
+template <int DT, int GDT, int FL, int MT>
 __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const void* __restrict__ g, int nt, int K,
                                             float eps, u8* xqs, float2* xds, float* red, float inv[MT]) {
   const int parts = K / 16;
@@ -281,8 +303,10 @@ __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const v
       float d;
       int sum;
       xq16<FL>(x + (i64)t * K + 16 * p, gv, q, d, sum, ss[t]);
-      *(uint4*)(xqs + (i64)t * K + 16 * p) = make_uint4(q[0], q[1], q[2], q[3]);
-      xds[t * parts + p] = make_float2(d, d * (float)sum);
+      int u, b;
+      qslot<DT>(p, u, b);
+      *(uint4*)(xqs + (i64)t * K + b * (K / 2) + 16 * u) = make_uint4(q[0], q[1], q[2], q[3]);
+      xds[t * parts + b * (parts / 2) + u] = make_float2(d, d * (float)sum);
     }
 #pragma unroll
   for (int t = 0; t < MT; ++t) inv[t] = 1.f;
@@ -300,18 +324,17 @@ template <int DT, int L, int MT, int RR>
 __device__ __forceinline__ void xq_unit(const QRaw* w, int u, const u8* xqs, const float2* xds, int K, int nt,
                                         float (&acc)[RR][MT]) {
   const int parts = K / 16;
-  int pa, pb;
-  qparts<DT>(u, pa, pb);
   u32 xa[MT][4], xb[MT][4];
   float2 ea[MT], eb[MT];
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
-    if (MT == 1 || t < nt) {
-      const uint4 a4 = *(const uint4*)(xqs + (i64)t * K + pa), b4 = *(const uint4*)(xqs + (i64)t * K + pb);
+    if (MT == 1 || t < nt) {  // x in unit order (xq_prologue): part A of unit u, then B
+      const uint4 a4 = *(const uint4*)(xqs + (i64)t * K + 16 * u);
+      const uint4 b4 = *(const uint4*)(xqs + (i64)t * K + K / 2 + 16 * u);
       xa[t][0] = a4.x; xa[t][1] = a4.y; xa[t][2] = a4.z; xa[t][3] = a4.w;
       xb[t][0] = b4.x; xb[t][1] = b4.y; xb[t][2] = b4.z; xb[t][3] = b4.w;
-      ea[t] = xds[t * parts + pa / 16];
-      eb[t] = xds[t * parts + pb / 16];
+      ea[t] = xds[t * parts + u];
+      eb[t] = xds[t * parts + parts / 2 + u];
     }
   }
 #pragma unroll
@@ -489,7 +512,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   }
   kiln_pdl_wait_own();  // weights are constants: only their loads precede the wait
   float inv[MT];
-  xq_prologue<GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
+  xq_prologue<DT, GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
   for (int set = bid; set < nsets; set += nbk) {
     if (set != bid) {
       rows_of(set, wr, n0, nr);
@@ -617,7 +640,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
   kiln_pdl_wait_own();
   float inv[MT];
   // (ends with the block synchronised: the group's barriers are initialised)
-  xq_prologue<GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
+  xq_prologue<DT, GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
 #pragma unroll 1
   for (int i = 0; i < mine; ++i) {
     const int n0 = (first + i * G) * R, nr = min(R, N - n0);
