@@ -113,9 +113,12 @@ __device__ __forceinline__ void qslot(int p, int& u, int& b) {
 
 // Unit u of one weight row (WRow: L = 0 GGUF blocks, q = s = the row; L = 1
 // planes, q = the row's quants, s = its scale bytes), from global memory or
-// (SH) from a shared-memory copy of the row.
+// (SH) from a shared-memory copy of the row. u7 = u & 7, the unit's place in
+// a 256-weight super-block: every caller steps u by multiples of 32 from its
+// lane, so u7 is the lane's constant and the offsets made from it are
+// computed once, not per unit.
 template <int DT, int L, bool SH = false>
-__device__ __forceinline__ void qload(const WRow<DT, L>& wr, int u, QRaw& o) {
+__device__ __forceinline__ void qload(const WRow<DT, L>& wr, int u, int u7, QRaw& o) {
   if constexpr (DT == DT_Q4_0 || DT == DT_Q4_1 || DT == DT_Q8_0) {
     const u8* q = L ? wr.q + (i64)u * PL<DT>::QB : wr.q + (i64)u * QT<DT>::BB + PL<DT>::SB;
     const u8* s = L ? wr.s + (i64)u * PL<DT>::SB : wr.q + (i64)u * QT<DT>::BB;
@@ -125,13 +128,13 @@ __device__ __forceinline__ void qload(const WRow<DT, L>& wr, int u, QRaw& o) {
     if (DT == DT_Q8_0) o.r = ldq128<SH, AL>(q + 16);
     o.s0 = DT == DT_Q4_1 ? wld32<SH>(s) : (u32)wld16<SH>(s);  // q4_1: d, m (4-byte aligned in both layouts)
   } else if constexpr (DT == DT_Q4_K) {
-    const int sb = u >> 3, j = (u >> 1) & 3, h = u & 1;
+    const int sb = u >> 3, j = (u7 >> 1) & 3, h = u7 & 1;
     const u8* q = (L ? wr.q + (i64)sb * 128 : wr.q + (i64)sb * 144 + 16) + 32 * j + 16 * h;
     const u8* s = L ? wr.s + (i64)sb * 16 : wr.q + (i64)sb * 144;
     o.q = ldq128<SH, 16>(q);  // 16-byte aligned in both layouts (144-byte blocks, quants at +16)
     o.r = ldq128<SH, 16>(s);  // d, dmin, then the 12 scale bytes
   } else if constexpr (DT == DT_Q6_K) {
-    const int sb = u >> 3, n = (u >> 2) & 1, l0 = ((u >> 1) & 1) * 16, cp = u & 1;
+    const int sb = u >> 3, n = (u7 >> 2) & 1, l0 = ((u7 >> 1) & 1) * 16, cp = u7 & 1;
     const u8* q = L ? wr.q + (i64)sb * 192 : wr.q + (i64)sb * 210;
     const u8* s = L ? wr.s + (i64)sb * 18 : wr.q + (i64)sb * 210 + 192;
     o.q = ldq128<SH, L == 1 ? 16 : 2>(q + 64 * n + 32 * cp + l0);
@@ -162,7 +165,7 @@ __device__ __forceinline__ float i2f22x16(int v) {
 }
 
 template <int DT, int L>
-__device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
+__device__ __forceinline__ void qdecode(const QRaw& w, int u7, QU& o) {
   if constexpr (DT == DT_Q8_0) {
     o.a[0] = w.q.x; o.a[1] = w.q.y; o.a[2] = w.q.z; o.a[3] = w.q.w;
     o.b[0] = w.r.x; o.b[1] = w.r.y; o.b[2] = w.r.z; o.b[3] = w.r.w;
@@ -183,7 +186,7 @@ __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
       o.ma = o.mb = h2f((u16)(w.s0 >> 16));
     } else {
       // 6-bit scale/min of sub-blocks 2j and 2j+1 (bytes b[0..11] = r.y, r.z, r.w)
-      const int j = (u >> 1) & 3;
+      const int j = (u7 >> 1) & 3;
       const float d = h2f((u16)(w.r.x & 0xFFFF)), dmin = h2f((u16)(w.r.x >> 16));
       u32 sc[2], mn[2];
       if (L) {  // planes: group j = 24 bits at bit 24j of (y, z, w) (k4p_scale_min)
@@ -212,12 +215,15 @@ __device__ __forceinline__ void qdecode(const QRaw& w, int u, QU& o) {
       o.mb = mul6(-dmin, mn[1], cm);
     }
   } else if constexpr (DT == DT_Q6_K) {
-    const int cp = u & 1;
+    const int cp = u7 & 1;
     const u32 ql[4] = {w.q.x, w.q.y, w.q.z, w.q.w}, qh[4] = {w.r.x, w.r.y, w.r.z, w.r.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      o.a[i] = (ql[i] & 0x0F0F0F0Fu) | (((qh[i] >> (2 * cp)) & 0x03030303u) << 4);
-      o.b[i] = ((ql[i] >> 4) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * cp + 4)) & 0x03030303u) << 4);
+      // t's bytes hold part A's 2 high bits at bits 0-1 and part B's at 4-5
+      // (a shift by 2 cp < 4 stays inside each byte)
+      const u32 t = qh[i] >> (2 * cp);
+      o.a[i] = (ql[i] & 0x0F0F0F0Fu) | ((t << 4) & 0x30303030u);
+      o.b[i] = ((ql[i] >> 4) & 0x0F0F0F0Fu) | (t & 0x30303030u);
     }
     const float d = h2f((u16)w.s1);
     o.da = d * i2f22((int)(signed char)(w.s0 & 0xFF));
@@ -275,9 +281,14 @@ __device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4],
   sum = 0;
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    u32 w = 0;
+    // rint(v * id) as the low byte of 1.5 * 2^23 + v * id: the add rounds to
+    // an integer, ties to even (= __float2int_rn, |v * id| <= 127), and the
+    // byte is its two's complement; full-rate adds instead of the
+    // quarter-rate F2I conversions
+    u32 b[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) w |= ((u32)__float2int_rn(__fmul_rn(v[4 * k + i], id)) & 0xFFu) << (8 * i);
+    for (int i = 0; i < 4; ++i) b[i] = __float_as_uint(__fadd_rn(__fmul_rn(v[4 * k + i], id), 12582912.f));
+    const u32 w = __byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410);
     q[k] = w;
     sum = __dp4a((int)w, 0x01010101, sum);
   }
@@ -321,7 +332,7 @@ __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const v
 // One unit u (32 weights) of RR rows, already loaded (w[j]), against the
 // quantised x: acc[j][t] += the unit's contribution (see QU).
 template <int DT, int L, int MT, int RR>
-__device__ __forceinline__ void xq_unit(const QRaw* w, int u, const u8* xqs, const float2* xds, int K, int nt,
+__device__ __forceinline__ void xq_unit(const QRaw* w, int u, int u7, const u8* xqs, const float2* xds, int K, int nt,
                                         float (&acc)[RR][MT]) {
   const int parts = K / 16;
   u32 xa[MT][4], xb[MT][4];
@@ -340,7 +351,7 @@ __device__ __forceinline__ void xq_unit(const QRaw* w, int u, const u8* xqs, con
 #pragma unroll
   for (int j = 0; j < RR; ++j) {
     QU wq;
-    qdecode<DT, L>(w[j], u, wq);
+    qdecode<DT, L>(w[j], u7, wq);
 #pragma unroll
     for (int t = 0; t < MT; ++t) {
       if (MT == 1 || t < nt) {  // nt >= 1 (a launch with no token stores nothing)
@@ -505,10 +516,11 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   int n0, nr;
   rows_of(bid, wr, n0, nr);
   QRaw cur[RR], nxt[RR];
+  const int u7 = lane & 7;  // = u & 7 for every unit u of this lane (qload)
   // the first unit's weight loads fly during the prologue
   if (bid < nsets && nr > 0 && sub * 32 + lane < qunits) {
 #pragma unroll
-    for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, cur[j]);
+    for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, u7, cur[j]);
   }
   kiln_pdl_wait_own();  // weights are constants: only their loads precede the wait
   float inv[MT];
@@ -518,7 +530,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
       rows_of(set, wr, n0, nr);
       if (nr > 0 && sub * 32 + lane < qunits) {
 #pragma unroll
-        for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, cur[j]);
+        for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, u7, cur[j]);
       }
     }
     float acc[RR][MT];
@@ -532,15 +544,15 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
       for (int u = sub * 32 + lane; u < qunits; u += 2 * step) {
         if (u + step < qunits) {
 #pragma unroll
-          for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u + step, nxt[j]);
+          for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u + step, u7, nxt[j]);
         }
-        xq_unit<DT, L, MT, RR>(cur, u, xqs, xds, K, nt, acc);
+        xq_unit<DT, L, MT, RR>(cur, u, u7, xqs, xds, K, nt, acc);
         if (u + step >= qunits) break;
         if (u + 2 * step < qunits) {
 #pragma unroll
-          for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u + 2 * step, cur[j]);
+          for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], u + 2 * step, u7, cur[j]);
         }
-        xq_unit<DT, L, MT, RR>(nxt, u + step, xqs, xds, K, nt, acc);
+        xq_unit<DT, L, MT, RR>(nxt, u + step, u7, xqs, xds, K, nt, acc);
       }
     }
 #pragma unroll
@@ -657,12 +669,13 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
     for (int t = 0; t < MT; ++t)
 #pragma unroll
       for (int j = 0; j < RR; ++j) acc[j][t] = 0.f;
+    const int u7 = lane & 7;  // = u & 7 for every unit u of this lane (qload)
 #pragma unroll 2
     for (int u = sub * 32 + lane; u < qunits; u += 32 * KS) {
       QRaw q[RR];
 #pragma unroll
-      for (int j = 0; j < RR; ++j) qload<DT, L, true>(wr[j], u, q[j]);
-      xq_unit<DT, L, MT, RR>(q, u, xqs, xds, K, nt, acc);
+      for (int j = 0; j < RR; ++j) qload<DT, L, true>(wr[j], u, u7, q[j]);
+      xq_unit<DT, L, MT, RR>(q, u, u7, xqs, xds, K, nt, acc);
     }
 #pragma unroll
     for (int t = 0; t < MT; ++t)
