@@ -102,7 +102,7 @@ __device__ __forceinline__ void qslot(int p, int& u, int& b) {
   if (DT == DT_Q4_K) {  // r = 4j + 2b + h, u = 8 sb + 2j + h
     b = (r >> 1) & 1;
     u = 8 * (p >> 4) + 2 * (r >> 2) + (r & 1);
-  } else if (DT == DT_Q6_K) {  // r = 8n + 4b + 2cp' + l (unit bits: n, l, cp)
+  } else if (DT == DT_Q6_K) {  // r = 8n + 4b + 2cp + l, u = 8 sb + 4n + 2l + cp
     b = (r >> 2) & 1;
     u = 8 * (p >> 4) + 4 * (r >> 3) + 2 * (r & 1) + ((r >> 1) & 1);
   } else {
@@ -296,9 +296,9 @@ __device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4],
 
 // Prologue of every int8-activation GEMV block: quantises each token's x into
 // shared memory (int8 [MT][K] at xqs, then (d, d * sum) per 16-value part
-// [MT][K/16] at xds), both in unit order for the weight type DT (qslot); with MM_RMS the gain is applied first and inv[t] =
-// 1/rms of token t's x (sums of squares reduced over the block). Ends with
-// the block synchronised.
+// [MT][K/16] at xds), both in unit order for the weight type DT (qslot); with
+// MM_RMS the gain is applied first and inv[t] = 1/rms of token t's x (sums of
+// squares reduced over the block). Ends with the block synchronised.
 template <int DT, int GDT, int FL, int MT>
 __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const void* __restrict__ g, int nt, int K,
                                             float eps, u8* xqs, float2* xds, float* red, float inv[MT]) {
@@ -354,7 +354,9 @@ __device__ __forceinline__ void xq_unit(const QRaw* w, int u, int u7, const u8* 
     qdecode<DT, L>(w[j], u7, wq);
 #pragma unroll
     for (int t = 0; t < MT; ++t) {
-      if (MT == 1 || t < nt) {  // nt >= 1 (a launch with no token stores nothing)
+      // MT = 1 skips the test: with nt = 0 the sums are made but never stored
+      // (gemv_store and the rope epilogue test t < nt)
+      if (MT == 1 || t < nt) {
         int ia = 0, ib = 0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
