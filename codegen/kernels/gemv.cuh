@@ -2,6 +2,7 @@
 #pragma once
 #include "matmul.cuh"
 #include "rope.cuh"
+#include "xq_units.h"
 
 // Launch: block (32*kGemvWarps), grid ceil(N / ((kGemvWarps / SPLIT) * R)).
 // A block holds kGemvWarps / SPLIT column groups; a group is SPLIT warps that
@@ -84,33 +85,6 @@ struct QRaw {
   uint4 q, r;  // quant bytes (q8_0: 32 in q and r; q6_K: ql in q, qh in r; q4_K: scale block in r)
   u32 s0, s1;  // scale bytes (q4_0: d; q4_1: d, m; q8_0: d; q6_K: the two int8 scales, d)
 };
-// Unit u's parts: A starts at element pa, B at pb, with
-//   q4_K: pa = 256 (u >> 3) + 64 ((u >> 1) & 3) + 16 (u & 1), pb = pa + 32;
-//   q6_K: pa = 256 (u >> 3) + 128 ((u >> 2) & 1) + 32 (u & 1) + 16 ((u >> 1) & 1),
-//         pb = pa + 64 (element 128n + 32c + l: ql[64n + 32(c&1) + l] nibble
-//         c>>1, qh[32n + l] bits 2c; A: c = u & 1, B: c + 2, the same ql bytes'
-//         high nibbles);
-//   the others: pa = 32 u, pb = pa + 16.
-// qslot inverts it: 16-value block p of x is part A (b = 0) or B (b = 1) of
-// unit u. The prologue stores x's blocks in unit order, part A of every unit
-// first, then part B (xq_prologue), so the lanes of a warp, which take
-// consecutive units, read consecutive 16-byte slots (no bank conflicts; in x's
-// own order q4_K's A parts of 8 lanes fell on 4 slots of 128 bytes).
-template <int DT>
-__device__ __forceinline__ void qslot(int p, int& u, int& b) {
-  const int r = p & 15;
-  if (DT == DT_Q4_K) {  // r = 4j + 2b + h, u = 8 sb + 2j + h
-    b = (r >> 1) & 1;
-    u = 8 * (p >> 4) + 2 * (r >> 2) + (r & 1);
-  } else if (DT == DT_Q6_K) {  // r = 8n + 4b + 2cp + l, u = 8 sb + 4n + 2l + cp
-    b = (r >> 2) & 1;
-    u = 8 * (p >> 4) + 4 * (r >> 3) + 2 * (r & 1) + ((r >> 1) & 1);
-  } else {
-    b = p & 1;
-    u = p >> 1;
-  }
-}
-
 // Unit u of one weight row (WRow: L = 0 GGUF blocks, q = s = the row; L = 1
 // planes, q = the row's quants, s = its scale bytes), from global memory or
 // (SH) from a shared-memory copy of the row. u7 = u & 7, the unit's place in
@@ -296,7 +270,8 @@ __device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4],
 
 // Prologue of every int8-activation GEMV block: quantises each token's x into
 // shared memory (int8 [MT][K] at xqs, then (d, d * sum) per 16-value part
-// [MT][K/16] at xds), both in unit order for the weight type DT (qslot); with
+// [MT][K/16] at xds), both in unit order for the weight type DT (xq_units.h,
+// which says why); with
 // MM_RMS the gain is applied first and inv[t] = 1/rms of token t's x (sums of
 // squares reduced over the block). Ends with the block synchronised.
 template <int DT, int GDT, int FL, int MT>
@@ -314,10 +289,9 @@ __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const v
       float d;
       int sum;
       xq16<FL>(x + (i64)t * K + 16 * p, gv, q, d, sum, ss[t]);
-      int u, b;
-      qslot<DT>(p, u, b);
-      *(uint4*)(xqs + (i64)t * K + b * (K / 2) + 16 * u) = make_uint4(q[0], q[1], q[2], q[3]);
-      xds[t * parts + b * (parts / 2) + u] = make_float2(d, d * (float)sum);
+      const int slot = kiln::xq::xq_slot(DT, p, K);
+      *(uint4*)(xqs + (i64)t * K + 16 * slot) = make_uint4(q[0], q[1], q[2], q[3]);
+      xds[t * parts + slot] = make_float2(d, d * (float)sum);
     }
 #pragma unroll
   for (int t = 0; t < MT; ++t) inv[t] = 1.f;
@@ -339,13 +313,14 @@ __device__ __forceinline__ void xq_unit(const QRaw* w, int u, int u7, const u8* 
   float2 ea[MT], eb[MT];
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
-    if (MT == 1 || t < nt) {  // x in unit order (xq_prologue): part A of unit u, then B
-      const uint4 a4 = *(const uint4*)(xqs + (i64)t * K + 16 * u);
-      const uint4 b4 = *(const uint4*)(xqs + (i64)t * K + K / 2 + 16 * u);
+    if (MT == 1 || t < nt) {  // x in unit order (xq_prologue, xq_units.h)
+      const int sa = kiln::xq::xq_read_a(u), sb = kiln::xq::xq_read_b(u, K);
+      const uint4 a4 = *(const uint4*)(xqs + (i64)t * K + 16 * sa);
+      const uint4 b4 = *(const uint4*)(xqs + (i64)t * K + 16 * sb);
       xa[t][0] = a4.x; xa[t][1] = a4.y; xa[t][2] = a4.z; xa[t][3] = a4.w;
       xb[t][0] = b4.x; xb[t][1] = b4.y; xb[t][2] = b4.z; xb[t][3] = b4.w;
-      ea[t] = xds[t * parts + u];
-      eb[t] = xds[t * parts + parts / 2 + u];
+      ea[t] = xds[t * parts + sa];
+      eb[t] = xds[t * parts + sb];
     }
   }
 #pragma unroll

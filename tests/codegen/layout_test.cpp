@@ -1,7 +1,9 @@
 // Weight layouts (codegen.h): repack/unpack are exact inverses for every dtype
 // and layout, "planes" puts each row's quants and then its scales where the
 // format says, and input_layout picks the layout for the weight operands whose
-// dtype and row length fit it, in compiled and eager programs.
+// dtype and row length fit it, in compiled and eager programs. Also the int8
+// GEMV's unit map (kernels/xq_units.h): where a unit's parts lie in a row, and
+// the unit-order x that the prologue writes and the lanes read.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "codegen/codegen.h"
+#include "codegen/kernels/xq_units.h"
 #include "ir/dequant.h"
 #include "ir/dtype.h"
 #include "ir/error.h"
@@ -22,6 +25,89 @@ using ir::DType;
 
 const DType kAll[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
                       DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+// The int8 GEMV's prologue writes block p of the quantised x to slot
+// xq_slot(p); a lane reads unit u's parts from xq_read_a(u) and
+// xq_read_b(u). Every block gets its own slot, and each unit reads the blocks
+// its parts cover, for the types whose parts interleave (q4_K, q6_K) and the
+// 32-weight block types, at the decode shapes.
+TEST(XqUnits, PrologueSlotsAreWhereTheLanesReadEachUnitsParts) {
+  for (DType dt : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K})
+    for (int K : {256, 576, 2048, 4096, 14336}) {
+      if (K % ir::dtype_info(dt).block_elems) continue;
+      const int d = static_cast<int>(dt), blocks = K / 16;
+      std::vector<int> owner(static_cast<size_t>(blocks), -1);
+      for (int p = 0; p < blocks; ++p) {
+        const int s = xq::xq_slot(d, p, K);
+        ASSERT_TRUE(s >= 0 && s < blocks) << ir::dtype_name(dt) << " K " << K << " block " << p;
+        ASSERT_EQ(owner[static_cast<size_t>(s)], -1) << ir::dtype_name(dt) << " K " << K << ": slot " << s << " twice";
+        owner[static_cast<size_t>(s)] = p;
+      }
+      for (int u = 0; u < K / 32; ++u) {
+        const int pa = xq::xq_part_a(d, u), pb = xq::xq_part_b(d, u);
+        ASSERT_TRUE(pa % 16 == 0 && pb % 16 == 0 && pa != pb && pa < K && pb < K);
+        EXPECT_EQ(owner[static_cast<size_t>(xq::xq_read_a(u))], pa / 16) << ir::dtype_name(dt) << " K " << K << " unit " << u;
+        EXPECT_EQ(owner[static_cast<size_t>(xq::xq_read_b(u, K))], pb / 16) << ir::dtype_name(dt) << " K " << K << " unit " << u;
+        // a warp's lanes take consecutive units: consecutive slots
+        if (u > 0) {
+          EXPECT_EQ(xq::xq_read_a(u), xq::xq_read_a(u - 1) + 1);
+        }
+      }
+    }
+}
+
+// The part map against the formats (the reference dequantiser is the oracle):
+// unit u of a row takes the 16 quant bytes the GEMV loads for it (q4_K: bytes
+// 32j + 16h of a super-block's quants; q6_K: ql bytes 64n + 32cp + l0, qh
+// bytes 32n + l0) and its parts are the weights xq_part_a / xq_part_b name.
+TEST(XqUnits, PartsAreTheWeightsOfTheBytesAUnitLoads) {
+  const int K = 512;
+  std::vector<uint8_t> row;
+  // q4_K: d = 1, dmin = 0, every scale 1 and min 0, so a weight is its nibble
+  row.assign(static_cast<size_t>(K / 256 * 144), 0);
+  for (int sb = 0; sb < K / 256; ++sb) {
+    uint8_t* b = &row[static_cast<size_t>(sb * 144)];
+    const uint16_t one = ir::fp32_to_fp16(1.0f);
+    std::memcpy(b, &one, 2);
+    for (int j = 0; j < 4; ++j) b[4 + j] = 1;  // scales 0..3 = 1, mins 0..3 = 0
+    for (int j = 0; j < 4; ++j) b[12 + j] = 1;  // scales 4..7 = 1 (low nibble), mins 4..7 = 0
+    for (int i = 0; i < 128; ++i) b[16 + i] = static_cast<uint8_t>((i * 37 + sb * 11) & 0xFF);
+  }
+  std::vector<float> w(static_cast<size_t>(K));
+  ir::dequantize(DType::Q4_K, row.data(), w.data(), K);
+  for (int u = 0; u < K / 32; ++u) {
+    const int sb = u >> 3, j = (u >> 1) & 3, h = u & 1;
+    const int pa = xq::xq_part_a(static_cast<int>(DType::Q4_K), u);
+    const int pb = xq::xq_part_b(static_cast<int>(DType::Q4_K), u);
+    for (int i = 0; i < 16; ++i) {
+      const uint8_t q = row[static_cast<size_t>(sb * 144 + 16 + 32 * j + 16 * h + i)];
+      EXPECT_EQ(w[static_cast<size_t>(pa + i)], static_cast<float>(q & 0xF)) << "q4_K unit " << u << " A " << i;
+      EXPECT_EQ(w[static_cast<size_t>(pb + i)], static_cast<float>(q >> 4)) << "q4_K unit " << u << " B " << i;
+    }
+  }
+  // q6_K: d = 1, every scale 1, so a weight is its 6-bit value - 32
+  row.assign(static_cast<size_t>(K / 256 * 210), 0);
+  for (int sb = 0; sb < K / 256; ++sb) {
+    uint8_t* b = &row[static_cast<size_t>(sb * 210)];
+    for (int i = 0; i < 192; ++i) b[i] = static_cast<uint8_t>((i * 53 + sb * 7 + 3) & 0xFF);
+    for (int i = 0; i < 16; ++i) b[192 + i] = 1;
+    const uint16_t one = ir::fp32_to_fp16(1.0f);
+    std::memcpy(b + 208, &one, 2);
+  }
+  ir::dequantize(DType::Q6_K, row.data(), w.data(), K);
+  for (int u = 0; u < K / 32; ++u) {
+    const int sb = u >> 3, n = (u >> 2) & 1, l0 = ((u >> 1) & 1) * 16, cp = u & 1;
+    const int pa = xq::xq_part_a(static_cast<int>(DType::Q6_K), u);
+    const int pb = xq::xq_part_b(static_cast<int>(DType::Q6_K), u);
+    for (int i = 0; i < 16; ++i) {
+      const uint8_t ql = row[static_cast<size_t>(sb * 210 + 64 * n + 32 * cp + l0 + i)];
+      const uint8_t qh = row[static_cast<size_t>(sb * 210 + 128 + 32 * n + l0 + i)];
+      const int a = (ql & 0xF) | (((qh >> (2 * cp)) & 3) << 4), bq = (ql >> 4) | (((qh >> (2 * cp + 4)) & 3) << 4);
+      EXPECT_EQ(w[static_cast<size_t>(pa + i)], static_cast<float>(a - 32)) << "q6_K unit " << u << " A " << i;
+      EXPECT_EQ(w[static_cast<size_t>(pb + i)], static_cast<float>(bq - 32)) << "q6_K unit " << u << " B " << i;
+    }
+  }
+}
 
 TEST(Layout, UnpackInvertsRepackForEveryDtypeAndLayout) {
   int planes = 0;
