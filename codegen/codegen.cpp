@@ -125,6 +125,12 @@ bool early_trigger_wanted(const ir::Graph& g, const ir::Node& n, const ir::DimBi
   if (nodes.empty() || &n < nodes.data() || &n >= nodes.data() + nodes.size() - 1) return false;
   const ir::Node& next = *(&n + 1);  // the next launch of the program (one per node, in order)
   try {
+    // Third (session 11): a small QKV GEMV lets the split attention land early;
+    // attention loads its first tile of earlier steps' K/V rows before its
+    // wait (attention.cuh). SmolLM2 -3.7% per token; the 8B's 14 MB QKV
+    // gained nothing that way (+1.7%, +1.9% in session 9).
+    if (next.op == ir::OpKind::Attention && detail::gemv_small(NodeCtx{g, n, dims, target, ProgramMode::Compiled}))
+      return true;
     return detail::gemv_wants_early_launch(NodeCtx{g, next, dims, target, ProgramMode::Compiled});
   } catch (const Error&) {
     return false;  // the next node's own lowering reports what it cannot do

@@ -63,11 +63,12 @@ Kernel emit(const AttentionParams& p, bool compiled) {
                 y = e.out(0, "float*"), sc = e.in(4, "float*"), st = e.step();
     std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), S = e.i(p.splits), scale = e.f(p.scale);
     k.call = "k_attention_split<" + dt_macro(p.kv_dt) + ", " + std::to_string(p.hd) + ", " + std::to_string(G) +
-             ", kAttSplitWarps, kAttSplitLoads, kAttSplitPrefetch>(" + q + ", " + kc + ", " + vc + ", " + y + ", " + sc + ", " + st +
+             ", kAttSplitWarps, kAttSplitLoads, kAttSplitPrefetch, 1>(" + q + ", " + kc + ", " + vc + ", " + y + ", " + sc + ", " + st +
              ", " + C + ", " + nh + ", " + nkv + ", " + S + ", " + scale + ")";
     k.take(e);
     k.block = launch::kAttSplitThreads;
     k.grid = {static_cast<uint32_t>(p.splits), static_cast<uint32_t>(p.nkv), cdiv(p.T, 1)};
+    k.own_pdl_wait = true;  // loads its first tile of earlier steps' rows before the wait (attention.cuh)
     k.eager_module = p.kv_dt;
     return k;
   }

@@ -229,6 +229,11 @@ bool gemv_wants_early_launch(const NodeCtx& c) {
   const MatmulOperands m = matmul_operands(c);
   const bool rope = m.flags & kMmRope;
   if (m.parts.empty() && !rope && gemv_bulk_geometry(m, std::max<int64_t>(1, m.rows), c.target)) return true;
+  return gemv_small(c);
+}
+
+bool gemv_small(const NodeCtx& c) {
+  if (!is_gemv(c) || !node_xq(c.n)) return false;
   constexpr int64_t kGemvEarlyMaxBytes = int64_t{2} << 20;
   int64_t bytes = 0;
   const ir::InputRange wr = ir::matmul_weight_inputs(c.g, c.n);

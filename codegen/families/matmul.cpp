@@ -206,16 +206,20 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // were measured 0.6% and 3% slower on the 8B)
   constexpr int64_t kStageTarget = 8 * 1024;
   constexpr int64_t kSms = 132;               // H100 SXM / H200; fewer SMs: the grid takes a second wave
-  // Measured on the H200 (docs/perf.md, GemvBench): the bulk kernel wins where
-  // decoding is heavy per byte (q4_K, q6_K) and the matrix is large (8B
-  // gate/up, down, LM head: 15-35% faster); on smaller matrices and the light
-  // types (q4_0, q4_1, q8_0) the register-pipelined kernel is as fast or faster.
-  // (Lowering the threshold to 8 MiB, which moves the 8B's o projection and
-  // qkv here, was 0.8-2.9% slower per token on the 8B and 1B Q4_K_M.)
-  constexpr int64_t kMinBytes = int64_t{24} << 20;
+  // Measured on the H200 (docs/perf.md): the bulk kernel first won only where
+  // decoding is heavy per byte (q4_K, q6_K) and the matrix large (>= 24 MiB:
+  // the 8B's gate/up, down, LM head, 15-35% faster). Since the int8 unit work
+  // of session 10 cut the register loop's instructions, it wins more widely
+  // (session 11, GPU ms per token at context 512, same call): every int8
+  // weight type from 2 MiB, against q4_K / q6_K from 24 MiB: 8B Q4_K_M -1.7%
+  // (its 9 MiB o projection), 1B Q4_K_M -6.8% (gate/up, the q6_K down and the
+  // 2.4 MiB o projection), 8B Q4_0 -7.0%, 8B Q8_0 -1.8%, 1B Q8_0 -1.0%.
+  // Matrices under 2 MiB (SmolLM2's) keep the register-pipelined kernel,
+  // whose grid and prologue are cheaper.
+  constexpr int64_t kMinBytes = int64_t{2} << 20;
   // sm_90 only: the shared-memory budget below is Hopper's 227 KiB per SM
   // (a newer target must bring its own budget: consumer parts have ~100 KiB)
-  if (!m.xq || t.sm != 90 || (m.wdt != DType::Q4_K && m.wdt != DType::Q6_K)) return std::nullopt;
+  if (!m.xq || t.sm != 90) return std::nullopt;
   const ir::DTypeInfo& di = ir::dtype_info(m.wdt);
   if (m.K % di.block_elems) return std::nullopt;
   const int64_t rb = m.K / di.block_elems * di.block_bytes;  // row bytes (the planes layout keeps the GGUF row size)

@@ -84,13 +84,16 @@ uint32_t gemv_xq_max_blocks(ir::DType dt);
 bool node_xq(const ir::Node& n);
 // Whether the kernel launched before c's GEMV should trigger early (gemv.cpp).
 bool gemv_wants_early_launch(const NodeCtx& c);
+// Whether c is an int8-activation GEMV of small weights (under 2 MiB: a chain
+// of latencies rather than a stream; SmolLM2's matrices).
+bool gemv_small(const NodeCtx& c);
 // Dynamic shared memory of an int8-activation GEMV (gemv.cuh): each of the
 // `tokens` rows of K values quantised once per block, int8 plus (d, sum) per
 // 16 values.
 uint32_t gemv_xq_smem(int64_t K, int64_t tokens);
 
 // The bulk-copy variant of the int8-activation GEMV (gemv.cuh
-// mm_gemv_xq_bulk): sm_90, q4_K / q6_K matrices of >= 24 MiB whose rows are
+// mm_gemv_xq_bulk): sm_90, int8-activation matrices of >= 2 MiB whose rows are
 // a multiple of 16 bytes. `warps` per block in groups of `ks` warps, each
 // group with `stages` row buffers of `rows` output columns each; grid and
 // shared memory sized so that the grid is one wave on a 132-SM GPU with every

@@ -150,7 +150,13 @@ __device__ __forceinline__ void att_cvt8(const uint4* raw, float* f) {
 // 2^(a - b), 0 for a = -inf (no NaN when both are -inf)
 __device__ __forceinline__ float att_w(float a, float b) { return a == -INFINITY ? 0.f : exp2f(a - b); }
 
-template <int KDT, int HD, int G, int NW, int U, int PF>
+// OW = 1: the kernel waits for its predecessor itself (codegen Kernel::
+// own_pdl_wait). The cache rows before step->pos0 were written by earlier
+// steps (earlier launches of the program), and the step block by the host
+// before the launch, so a warp's first tile of K and V rows is loaded before
+// the wait when every row of it lies before pos0; q, the new rows and the
+// scratch are touched only after it.
+template <int KDT, int HD, int G, int NW, int U, int PF, int OW = 0>
 __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, const void* __restrict__ kc,
                                                   const void* __restrict__ vc, float* __restrict__ out,
                                                   float* __restrict__ scratch, const KilnStep* step, int C, int nh,
@@ -178,19 +184,6 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   const i64 W = (i64)nkv * HD;
   const i64 col = (i64)g * HD + c8;
   const float qs = scale * 1.4426950408889634f;  // log2(e): softmax in base 2
-
-  float qv[G][8], acc[G][8], m[G], l[G];
-#pragma unroll
-  for (int hh = 0; hh < G; ++hh) {
-    const float* qr = q + ((i64)t * nh + (i64)g * G + hh) * HD + c8;
-    const float4 a = *(const float4*)qr, b = *(const float4*)(qr + 4);
-    qv[hh][0] = a.x * qs; qv[hh][1] = a.y * qs; qv[hh][2] = a.z * qs; qv[hh][3] = a.w * qs;
-    qv[hh][4] = b.x * qs; qv[hh][5] = b.y * qs; qv[hh][6] = b.z * qs; qv[hh][7] = b.w * qs;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) acc[hh][i] = 0.f;
-    m[hh] = -INFINITY;
-    l[hh] = 0.f;
-  }
   uint4 kr[U][NV], vr[U][NV];
   auto load_tile = [&](int r0, uint4 (&kt)[U][NV], uint4 (&vt)[U][NV]) {
 #pragma unroll
@@ -205,7 +198,24 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
     }
   };
   int r0 = j0 + warp * TILE;
-  if (r0 < j1) load_tile(r0, kr, vr);
+  // the first tile's highest row is min(r0 + TILE, j1) - 1
+  const bool early = OW && r0 < j1 && min(r0 + TILE, j1) <= step->pos0;
+  if (early) load_tile(r0, kr, vr);
+  if (OW) kiln_pdl_wait_own();
+  if (!early && r0 < j1) load_tile(r0, kr, vr);
+
+  float qv[G][8], acc[G][8], m[G], l[G];
+#pragma unroll
+  for (int hh = 0; hh < G; ++hh) {
+    const float* qr = q + ((i64)t * nh + (i64)g * G + hh) * HD + c8;
+    const float4 a = *(const float4*)qr, b = *(const float4*)(qr + 4);
+    qv[hh][0] = a.x * qs; qv[hh][1] = a.y * qs; qv[hh][2] = a.z * qs; qv[hh][3] = a.w * qs;
+    qv[hh][4] = b.x * qs; qv[hh][5] = b.y * qs; qv[hh][6] = b.z * qs; qv[hh][7] = b.w * qs;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[hh][i] = 0.f;
+    m[hh] = -INFINITY;
+    l[hh] = 0.f;
+  }
   for (; r0 < j1; r0 += NW * TILE) {
     const int rn = r0 + NW * TILE;
     uint4 kn[U][NV], vn[U][NV];

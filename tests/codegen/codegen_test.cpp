@@ -505,8 +505,10 @@ TEST(Codegen, KernelBeforeABulkOrSmallInt8GemvTriggersEarly) {
   // SmolLM2's gate/up (q4_1, 576 x 3072: 1.1 MB) and down (1536 -> 576)
   EXPECT_TRUE(early(pair(DType::F16, false, OpKind::RmsMatMulSwiGlu, DType::Q4_1, 576, 1536, true), 90));
   EXPECT_TRUE(early(pair(DType::F16, false, OpKind::MatMul, DType::Q4_1, 1536, 576, true), 90));
-  // the 1B's o projection (q4_K, 2048 x 2048: 2.4 MB), register kernel
-  EXPECT_FALSE(early(pair(DType::F16, false, OpKind::MatMul, DType::Q4_K, 2048, 2048, true), 90));
+  // the 1B's o projection (q4_K, 2048 x 2048: 2.4 MB): the bulk kernel on
+  // sm_90, the register kernel on sm_80 (a register GEMV of a few MB: not early)
+  EXPECT_TRUE(early(pair(DType::F16, false, OpKind::MatMul, DType::Q4_K, 2048, 2048, true), 90));
+  EXPECT_FALSE(early(pair(DType::F16, false, OpKind::MatMul, DType::Q4_K, 2048, 2048, true), 80));
   // the 8B's gate/up: the bulk kernel on sm_90, the register kernel on sm_80
   EXPECT_TRUE(early(pair(DType::F16, false, OpKind::RmsMatMulSwiGlu, DType::Q4_K, 4096, 14336, true), 90));
   EXPECT_FALSE(early(pair(DType::F16, false, OpKind::RmsMatMulSwiGlu, DType::Q4_K, 4096, 14336, true), 80));
@@ -526,13 +528,27 @@ TEST(Codegen, KernelBeforeABulkOrSmallInt8GemvTriggersEarly) {
   const Lowered last = lowered(own, 1, 90);
   EXPECT_EQ(last.kernel.source.find("KILN_EARLY_TRIGGER"), std::string::npos);
   EXPECT_NE(body(last).find("kiln_pdl_trigger();\n}"), std::string::npos) << body(last);
+  // a QKV GEMV (rope epilogue) before attention triggers early when its
+  // weights are small (SmolLM2's 1.1 MB), not the 8B's 14 MB
+  auto qkv_then_attention = [&](DType wt, int64_t nh, int64_t nkv, int64_t hd, int64_t K) {
+    testcases::OpCase c = testcases::rope_gemv_case({wt}, nh, nkv, hd, hd, K, 1, true, DType::F32, DType::F16, false,
+                                                    "planes");
+    ir::Graph& g = c.g;
+    const ir::ValueId q = g.nodes()[0].outputs[0], pos = g.nodes()[0].inputs[1], kc = g.nodes()[0].inputs[2],
+                      vc = g.nodes()[0].inputs[3];
+    const ir::Attrs a = {{"n_heads", nh}, {"n_kv_heads", nkv}, {"head_dim", hd}, {"scale", 0.125}};
+    g.mark_output(g.add_node(OpKind::Attention, {q, kc, vc, pos}, a, "att", DType::F32, {tok(1), fx(nh * hd)}));
+    return lowered(g, 0, 90).kernel.source.find("#define KILN_EARLY_TRIGGER 1") != std::string::npos;
+  };
+  EXPECT_TRUE(qkv_then_attention(DType::Q4_1, 9, 3, 64, 576));
+  EXPECT_FALSE(qkv_then_attention(DType::Q4_K, 32, 8, 128, 4096));
   // kernels that wait themselves do it through kiln_pdl_wait_own, the one that
   // honours KILN_EARLY_TRIGGER: no kernel file but common.cuh calls the bare wait
   for (std::string_view f : kernel_file_names()) {
     if (f == "common.cuh") continue;
     EXPECT_EQ(kernel_file(f).find("kiln_pdl_wait();"), std::string_view::npos) << f;
   }
-  for (const char* f : {"gemv.cuh", "rope.cuh"})
+  for (const char* f : {"gemv.cuh", "rope.cuh", "attention.cuh"})
     EXPECT_NE(kernel_file(f).find("kiln_pdl_wait_own();"), std::string_view::npos) << f;
 }
 
@@ -644,11 +660,16 @@ TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {
     EXPECT_NE(l80.kernel.source.find("mm_gemv<", body80), std::string::npos);
     EXPECT_EQ(l80.kernel.source.find("kiln_pdl_wait();", body80), std::string::npos);
   }
-  // only the heavy-decoding types, only large matrices (>= 24 MiB): the 8B's o
-  // projection (q4_K, 9 MiB) and any q4_0 matrix keep the register-pipelined kernel
-  EXPECT_FALSE(bulk(entry_at(xq_case(ir::DType::Q4_K, 4096, 4096, ir::OpKind::MatMulAdd), 90, "planes")));
-  EXPECT_FALSE(bulk(entry_at(xq_case(ir::DType::Q4_0, 4096, 14336, ir::OpKind::RmsMatMulSwiGlu), 90, "planes")));
+  // every int8 weight type from 2 MiB: the 8B's o projection (q4_K, 9 MiB),
+  // the 1B's (2.4 MiB), a q4_0 gate/up, a q8_0 down projection; smaller
+  // matrices (SmolLM2's 1 MiB) keep the register-pipelined kernel
+  EXPECT_TRUE(bulk(entry_at(xq_case(ir::DType::Q4_K, 4096, 4096, ir::OpKind::MatMulAdd), 90, "planes")));
+  EXPECT_TRUE(bulk(entry_at(xq_case(ir::DType::Q4_K, 2048, 2048, ir::OpKind::MatMulAdd), 90, "planes")));
+  EXPECT_TRUE(bulk(entry_at(xq_case(ir::DType::Q4_0, 4096, 14336, ir::OpKind::RmsMatMulSwiGlu), 90, "planes")));
+  EXPECT_TRUE(bulk(entry_at(xq_case(ir::DType::Q8_0, 8192, 2048, ir::OpKind::MatMulAdd), 90, "planes")));
   EXPECT_TRUE(bulk(entry_at(xq_case(ir::DType::Q6_K, 14336, 4096, ir::OpKind::MatMulAdd), 90, "planes")));
+  EXPECT_FALSE(bulk(entry_at(xq_case(ir::DType::Q4_K, 2048, 1024, ir::OpKind::MatMulAdd), 90, "planes")));
+  EXPECT_FALSE(bulk(entry_at(xq_case(ir::DType::Q8_0, 1536, 576, ir::OpKind::MatMulAdd), 90, "ggml")));
   // rows of 8-12 KiB (the 8B's down projection): groups of warps share the
   // row buffers so that 16 warps per SM stay resident (8 at one warp per buffer
   // set); the 2.3 KiB rows of gate/up keep one warp per group

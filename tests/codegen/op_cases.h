@@ -571,7 +571,7 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
       xq(matmul_case(OpKind::MatMul, wt, 1, DType::F32, 16384, 40));      // split 4
       xq(matmul_case(OpKind::RmsMatMul, wt, 1, DType::F16, 4096, 4100));  // 4 columns per group, partial last group
       xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, 1, DType::F32, 2048, 2050));
-      // sm_90's bulk-copy GEMV (q4_K / q6_K matrices of >= 24 MiB): many rows
+      // sm_90's bulk-copy GEMV (int8 GEMVs of >= 2 MiB): many rows
       // per warp, so its buffers are refilled and its barriers change phase
       // Rows of 8-12 KiB (K = 14336, the 8B's down projection) take groups of
       // 2 warps per set of row buffers (4 for q6_K at 3 tokens): partial sums
