@@ -210,10 +210,10 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // decoding is heavy per byte (q4_K, q6_K) and the matrix large (>= 24 MiB:
   // the 8B's gate/up, down, LM head, 15-35% faster). Since the int8 unit work
   // of session 10 cut the register loop's instructions, it wins more widely
-  // (session 11, GPU ms per token at context 512, same call): every int8
-  // weight type from 2 MiB, against q4_K / q6_K from 24 MiB: 8B Q4_K_M -1.7%
+  // (session 11, GPU ms per token at context 512, same call): 8B Q4_K_M -1.7%
   // (its 9 MiB o projection), 1B Q4_K_M -6.8% (gate/up, the q6_K down and the
-  // 2.4 MiB o projection), 8B Q4_0 -7.0%, 8B Q8_0 -1.8%, 1B Q8_0 -1.0%.
+  // 2.4 MiB o projection), and for the light types, against the register
+  // kernel, 8B Q4_0 -7.0%, 8B Q8_0 -1.8%, 1B Q8_0 -1.0%.
   // Matrices under 2 MiB (SmolLM2's) keep the register-pipelined kernel,
   // whose grid and prologue are cheaper.
   constexpr int64_t kMinBytes = int64_t{2} << 20;
@@ -226,7 +226,11 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   const int64_t wrows = (m.flags & kMmSwiGlu) ? 2 * m.N : m.N;
   if (rb % 16 || rb * wrows < kMinBytes) return std::nullopt;
   GemvBulk b;
-  b.rows = 1;
+  // Two output columns per item (their rows staged together, x read once for
+  // both): 1B Q4_K_M -2.7% per token, the 8B's unchanged (+0.2%, within
+  // run-to-run noise); q6_K keeps one (8B Q6_K +0.3% with two; 4 columns were
+  // slower everywhere: 8B Q4_K_M +1.8%, 1B +3.7%). Session 11, docs/perf.md.
+  b.rows = m.wdt == DType::Q6_K ? 1 : 2;
   const int64_t stage = ((m.flags & kMmSwiGlu) ? 2 : 1) * b.rows * rb;
   const int64_t xs = tokens * (m.K + m.K / 16 * 8);
   b.stages = static_cast<int>(std::clamp<int64_t>((kStageTarget + stage - 1) / stage, 2, 4));

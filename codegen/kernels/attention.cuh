@@ -185,24 +185,28 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   const i64 col = (i64)g * HD + c8;
   const float qs = scale * 1.4426950408889634f;  // log2(e): softmax in base 2
   uint4 kr[U][NV], vr[U][NV];
-  auto load_tile = [&](int r0, uint4 (&kt)[U][NV], uint4 (&vt)[U][NV]) {
+  // vol (a literal at every call): volatile loads (ldw128v), which stay on
+  // their side of the PDL wait
+  auto load_tile = [&](int r0, uint4 (&kt)[U][NV], uint4 (&vt)[U][NV], bool vol) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int r = min(r0 + u * RPW + sub, j1 - 1);  // rows past j1: a valid row, masked below
       const i64 e = (i64)r * W + col;
 #pragma unroll
       for (int x = 0; x < NV; ++x) {
-        kt[u][x] = KDT == DT_F32 ? ldw128((const float*)kc + e + 4 * x) : ldw128((const u16*)kc + e);
-        vt[u][x] = KDT == DT_F32 ? ldw128((const float*)vc + e + 4 * x) : ldw128((const u16*)vc + e);
+        const void* kp = KDT == DT_F32 ? (const void*)((const float*)kc + e + 4 * x) : (const void*)((const u16*)kc + e);
+        const void* vp = KDT == DT_F32 ? (const void*)((const float*)vc + e + 4 * x) : (const void*)((const u16*)vc + e);
+        kt[u][x] = vol ? ldw128v(kp) : ldw128(kp);
+        vt[u][x] = vol ? ldw128v(vp) : ldw128(vp);
       }
     }
   };
   int r0 = j0 + warp * TILE;
   // the first tile's highest row is min(r0 + TILE, j1) - 1
   const bool early = OW && r0 < j1 && min(r0 + TILE, j1) <= step->pos0;
-  if (early) load_tile(r0, kr, vr);
+  if (early) load_tile(r0, kr, vr, true);
   if (OW) kiln_pdl_wait_own();
-  if (!early && r0 < j1) load_tile(r0, kr, vr);
+  if (!early && r0 < j1) load_tile(r0, kr, vr, true);
 
   float qv[G][8], acc[G][8], m[G], l[G];
 #pragma unroll
@@ -219,7 +223,7 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   for (; r0 < j1; r0 += NW * TILE) {
     const int rn = r0 + NW * TILE;
     uint4 kn[U][NV], vn[U][NV];
-    if (PF && rn < j1) load_tile(rn, kn, vn);  // the next tile's loads fly while this one is computed
+    if (PF && rn < j1) load_tile(rn, kn, vn, false);  // the next tile's loads fly while this one is computed
     float sc[U][G];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -277,7 +281,7 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
           vr[u][x] = vn[u][x];
         }
     } else if (rn < j1) {
-      load_tile(rn, kr, vr);
+      load_tile(rn, kr, vr, false);
     }
   }
   // lanes of one dim chunk (one per row slot) -> lane sub 0

@@ -68,6 +68,15 @@ __device__ __forceinline__ uint4 ldw128(const void* p) {  // 16-byte aligned
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
 }
+// ldw128 as a volatile asm: kept in program order with kiln_pdl_wait's
+// (volatile) griddepcontrol.wait, for a load that must stay before the wait
+// or after it (a plain asm without side effects may be moved across it)
+__device__ __forceinline__ uint4 ldw128v(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::evict_first.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
 __device__ __forceinline__ float ldh(const u8* p) { return h2f(ld16(p)); }
 __device__ __forceinline__ u32 ld32u(const u8* p) {  // 2-byte aligned 32-bit load
   return (u32)ld16(p) | ((u32)ld16(p + 2) << 16);
