@@ -220,8 +220,10 @@ class GemvFamily final : public Family {
 //  - small matrices (< kGemvEarlyMaxBytes of weights), whose GEMV is a chain
 //    of latencies rather than a stream (SmolLM2's four: -8.5% per token with
 //    early triggers everywhere).
-// Register GEMVs of a few MB (the 1B's 2.4-19 MB, the 8B's o and QKV) lost:
-// their blocks, landing early, pile up on whichever SMs have room, and each
+// Register GEMVs of a few MB lost (session 9, when the 1B's 2.4-19 MB and
+// the 8B's o projection were register GEMVs; since session 11 only the QKV
+// with its rope epilogue and the mixed-type parts of that size are): their
+// blocks, landing early, pile up on whichever SMs have room, and each
 // block's share of the rows is fixed (1B: 0% to +3.6% by the kind of kernel
 // triggering; 8B +1.9% when the QKV GEMV let attention land early).
 bool gemv_wants_early_launch(const NodeCtx& c) {
