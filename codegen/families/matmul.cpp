@@ -228,7 +228,7 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   GemvBulk b;
   // Two output columns per item (their rows staged together, x read once for
   // both): 1B Q4_K_M -2.7% per token, the 8B's unchanged (+0.2%, within
-  // run-to-run noise); q6_K keeps one (8B Q6_K +0.3% with two; 4 columns were
+  // run-to-run noise); q6_K keeps one (8B Q6_K +0.3 to +0.6% with two; 4 columns were
   // slower everywhere: 8B Q4_K_M +1.8%, 1B +3.7%). Session 11, docs/perf.md.
   b.rows = m.wdt == DType::Q6_K ? 1 : 2;
   const int64_t stage = ((m.flags & kMmSwiGlu) ? 2 : 1) * b.rows * rb;
