@@ -101,19 +101,19 @@ __device__ __forceinline__ void qload(const WRow<DT, L>& wr, int u, int u7, QRaw
     o.q = ldq128<SH, AL>(q);
     if (DT == DT_Q8_0) o.r = ldq128<SH, AL>(q + 16);
     o.s0 = DT == DT_Q4_1 ? wld32<SH>(s) : (u32)wld16<SH>(s);  // q4_1: d, m (4-byte aligned in both layouts)
-  } else if constexpr (DT == DT_Q4_K) {
-    const int sb = u >> 3, j = (u7 >> 1) & 3, h = u7 & 1;
-    const u8* q = (L ? wr.q + (i64)sb * 128 : wr.q + (i64)sb * 144 + 16) + 32 * j + 16 * h;
+  } else if constexpr (DT == DT_Q4_K) {  // byte offsets in a super-block: xq_units.h
+    const int sb = u >> 3;
+    const u8* q = (L ? wr.q + (i64)sb * 128 : wr.q + (i64)sb * 144 + 16) + kiln::xq::xq_q4k_quants(u7);
     const u8* s = L ? wr.s + (i64)sb * 16 : wr.q + (i64)sb * 144;
     o.q = ldq128<SH, 16>(q);  // 16-byte aligned in both layouts (144-byte blocks, quants at +16)
     o.r = ldq128<SH, 16>(s);  // d, dmin, then the 12 scale bytes
   } else if constexpr (DT == DT_Q6_K) {
-    const int sb = u >> 3, n = (u7 >> 2) & 1, l0 = ((u7 >> 1) & 1) * 16, cp = u7 & 1;
+    const int sb = u >> 3;
     const u8* q = L ? wr.q + (i64)sb * 192 : wr.q + (i64)sb * 210;
     const u8* s = L ? wr.s + (i64)sb * 18 : wr.q + (i64)sb * 210 + 192;
-    o.q = ldq128<SH, L == 1 ? 16 : 2>(q + 64 * n + 32 * cp + l0);
-    o.r = ldq128<SH, L == 1 ? 16 : 2>(q + 128 + 32 * n + l0);
-    const int k = 8 * n + 2 * cp + (l0 >> 4);
+    o.q = ldq128<SH, L == 1 ? 16 : 2>(q + kiln::xq::xq_q6k_ql(u7));
+    o.r = ldq128<SH, L == 1 ? 16 : 2>(q + kiln::xq::xq_q6k_qh(u7));
+    const int k = kiln::xq::xq_q6k_scale_a(u7);
     o.s0 = (u32)s[k] | ((u32)s[k + 4] << 8);
     o.s1 = (u32)wld16<SH>(s + 16);
   }

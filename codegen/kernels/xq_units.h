@@ -69,6 +69,17 @@ KILN_XQ_FN int xq_slot(int dt, int p, int K) {
 KILN_XQ_FN int xq_read_a(int u) { return u; }
 KILN_XQ_FN int xq_read_b(int u, int K) { return K / 32 + u; }
 
+// The bytes the GEMV loads for unit u inside its 256-weight super-block
+// (u7 = u & 7; qload in gemv.cuh), offsets into the super-block's quants:
+//   q4_K: the 16 bytes of unit u (128 quant bytes per super-block, after
+//         d, dmin and the 12 scale bytes in the GGUF block);
+//   q6_K: its 16 ql bytes (of 128) and 16 qh bytes (of 64, after ql), and
+//         the index of part A's int8 scale (of 16; part B's is 4 further).
+KILN_XQ_FN int xq_q4k_quants(int u7) { return 32 * ((u7 >> 1) & 3) + 16 * (u7 & 1); }
+KILN_XQ_FN int xq_q6k_ql(int u7) { return 64 * ((u7 >> 2) & 1) + 32 * (u7 & 1) + 16 * ((u7 >> 1) & 1); }
+KILN_XQ_FN int xq_q6k_qh(int u7) { return 128 + 32 * ((u7 >> 2) & 1) + 16 * ((u7 >> 1) & 1); }
+KILN_XQ_FN int xq_q6k_scale_a(int u7) { return 8 * ((u7 >> 2) & 1) + 2 * (u7 & 1) + ((u7 >> 1) & 1); }
+
 }  // namespace xq
 }  // namespace kiln
 

@@ -57,9 +57,9 @@ TEST(XqUnits, PrologueSlotsAreWhereTheLanesReadEachUnitsParts) {
 }
 
 // The part map against the formats (the reference dequantiser is the oracle):
-// unit u of a row takes the 16 quant bytes the GEMV loads for it (q4_K: bytes
-// 32j + 16h of a super-block's quants; q6_K: ql bytes 64n + 32cp + l0, qh
-// bytes 32n + l0) and its parts are the weights xq_part_a / xq_part_b name.
+// the bytes the GEMV loads for unit u (xq_q4k_quants; q6_K's xq_q6k_ql,
+// xq_q6k_qh and its scales xq_q6k_scale_a, the same functions qload calls)
+// are the weights xq_part_a / xq_part_b name.
 TEST(XqUnits, PartsAreTheWeightsOfTheBytesAUnitLoads) {
   const int K = 512;
   std::vector<uint8_t> row;
@@ -76,35 +76,40 @@ TEST(XqUnits, PartsAreTheWeightsOfTheBytesAUnitLoads) {
   std::vector<float> w(static_cast<size_t>(K));
   ir::dequantize(DType::Q4_K, row.data(), w.data(), K);
   for (int u = 0; u < K / 32; ++u) {
-    const int sb = u >> 3, j = (u >> 1) & 3, h = u & 1;
+    const int sb = u >> 3;
     const int pa = xq::xq_part_a(static_cast<int>(DType::Q4_K), u);
     const int pb = xq::xq_part_b(static_cast<int>(DType::Q4_K), u);
     for (int i = 0; i < 16; ++i) {
-      const uint8_t q = row[static_cast<size_t>(sb * 144 + 16 + 32 * j + 16 * h + i)];
+      // the bytes qload reads: the GGUF block's quants start at byte 16
+      const uint8_t q = row[static_cast<size_t>(sb * 144 + 16 + xq::xq_q4k_quants(u & 7) + i)];
       EXPECT_EQ(w[static_cast<size_t>(pa + i)], static_cast<float>(q & 0xF)) << "q4_K unit " << u << " A " << i;
       EXPECT_EQ(w[static_cast<size_t>(pb + i)], static_cast<float>(q >> 4)) << "q4_K unit " << u << " B " << i;
     }
   }
-  // q6_K: d = 1, every scale 1, so a weight is its 6-bit value - 32
+  // q6_K: d = 1, scale i of a super-block i + 1 (16 of them, one per 16
+  // weights), so a weight is (its 6-bit value - 32) times its scale
   row.assign(static_cast<size_t>(K / 256 * 210), 0);
   for (int sb = 0; sb < K / 256; ++sb) {
     uint8_t* b = &row[static_cast<size_t>(sb * 210)];
     for (int i = 0; i < 192; ++i) b[i] = static_cast<uint8_t>((i * 53 + sb * 7 + 3) & 0xFF);
-    for (int i = 0; i < 16; ++i) b[192 + i] = 1;
+    for (int i = 0; i < 16; ++i) b[192 + i] = static_cast<uint8_t>(i + 1);
     const uint16_t one = ir::fp32_to_fp16(1.0f);
     std::memcpy(b + 208, &one, 2);
   }
   ir::dequantize(DType::Q6_K, row.data(), w.data(), K);
   for (int u = 0; u < K / 32; ++u) {
-    const int sb = u >> 3, n = (u >> 2) & 1, l0 = ((u >> 1) & 1) * 16, cp = u & 1;
+    const int sb = u >> 3, cp = u & 1;  // cp: the qh bit pair of part A (B: cp + 2)
     const int pa = xq::xq_part_a(static_cast<int>(DType::Q6_K), u);
     const int pb = xq::xq_part_b(static_cast<int>(DType::Q6_K), u);
+    // the scales qload reads: part A's index, part B's 4 further
+    const int sa = xq::xq_q6k_scale_a(u & 7) + 1, sbb = xq::xq_q6k_scale_a(u & 7) + 4 + 1;
     for (int i = 0; i < 16; ++i) {
-      const uint8_t ql = row[static_cast<size_t>(sb * 210 + 64 * n + 32 * cp + l0 + i)];
-      const uint8_t qh = row[static_cast<size_t>(sb * 210 + 128 + 32 * n + l0 + i)];
+      // the bytes qload reads
+      const uint8_t ql = row[static_cast<size_t>(sb * 210 + xq::xq_q6k_ql(u & 7) + i)];
+      const uint8_t qh = row[static_cast<size_t>(sb * 210 + xq::xq_q6k_qh(u & 7) + i)];
       const int a = (ql & 0xF) | (((qh >> (2 * cp)) & 3) << 4), bq = (ql >> 4) | (((qh >> (2 * cp + 4)) & 3) << 4);
-      EXPECT_EQ(w[static_cast<size_t>(pa + i)], static_cast<float>(a - 32)) << "q6_K unit " << u << " A " << i;
-      EXPECT_EQ(w[static_cast<size_t>(pb + i)], static_cast<float>(bq - 32)) << "q6_K unit " << u << " B " << i;
+      EXPECT_EQ(w[static_cast<size_t>(pa + i)], static_cast<float>((a - 32) * sa)) << "q6_K unit " << u << " A " << i;
+      EXPECT_EQ(w[static_cast<size_t>(pb + i)], static_cast<float>((bq - 32) * sbb)) << "q6_K unit " << u << " B " << i;
     }
   }
 }
