@@ -330,7 +330,7 @@ __device__ __forceinline__ void xq_unit(const QRaw* w, int u, int u7, const u8* 
 #pragma unroll
     for (int t = 0; t < MT; ++t) {
       // MT = 1 skips the test: with nt = 0 the sums are made but never stored
-      // (gemv_store and the rope epilogue test t < nt)
+      // (gemv_store_col and the rope epilogue test t < nt)
       if (MT == 1 || t < nt) {
         int ia = 0, ib = 0;
 #pragma unroll
@@ -363,31 +363,55 @@ struct GemvSlice {
 __device__ __forceinline__ int slice_block(const GemvSlice& s) { return (int)blockIdx.x - s.b0; }
 __device__ __forceinline__ int slice_blocks(const GemvSlice& s) { return s.nb ? s.nb : (int)gridDim.x; }
 
-// Output columns n0 .. n0 + nr - 1 (nr <= R) from the finished row sums
-// acc[j][t] (with MM_SWIGLU acc[R + j] is column j's "up" row): the RMS
-// scale, gating, residual add; with key, the argmax key of token 0's values
+// The row sums of a warp's lanes for R output columns of P values each
+// (v[c][p]). Every sum is made of warp_sum's additions (the butterfly over
+// lane masks 16, 8, ..., 1, each lane adding its partner's value to its own,
+// so the bits equal warp_sum's), but for the first log2 R masks a lane sends
+// its partner only the half of the columns the partner keeps: lane l ends
+// with column l >> (5 - log2 R)'s P sums in v[0] (the other entries are
+// stale). R 4, P 2: 12 shuffles instead of warp_sum's 40.
+template <int R, int P>
+__device__ __forceinline__ void warp_sum_cols(float (&v)[R][P], int lane) {
+  static_assert(R == 1 || R == 2 || R == 4 || R == 8, "R: a power of two <= 8");
+  int o = 16;
+#pragma unroll
+  for (int n = R; n > 1; n >>= 1, o >>= 1) {
+    const bool hi = (lane & o) != 0;
+#pragma unroll
+    for (int c = 0; c < n / 2; ++c)
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        const float keep = hi ? v[n / 2 + c][p] : v[c][p], send = hi ? v[c][p] : v[n / 2 + c][p];
+        v[c][p] = keep + __shfl_xor_sync(0xFFFFFFFFu, send, o);
+      }
+  }
+#pragma unroll
+  for (; o > 0; o >>= 1)
+#pragma unroll
+    for (int p = 0; p < P; ++p) v[0][p] += __shfl_xor_sync(0xFFFFFFFFu, v[0][p], o);
+}
+// The lane of a warp that holds column c's sums after warp_sum_cols<R>.
+template <int R>
+__device__ __forceinline__ int col_lane(int c) { return c * (32 / R); }
+
+// Output column n from its finished sums v (warp_sum_cols' order: v[t] is
+// token t's row sum, with MM_SWIGLU v[MT + t] its "up" row's): the RMS
+// scale, gating, residual add; with key, the argmax key of token 0's value
 // (argmax_key) is folded into *key (the LM head's sampling).
-template <int FL, int R, int MT, int RR>
-__device__ __forceinline__ void gemv_store(const float (&acc)[RR][MT], const float inv[MT],
-                                           const float* __restrict__ r, float* __restrict__ y, int n0, int nr,
-                                           int nt, int N, int ldy, u64* key) {
+template <int FL, int MT>
+__device__ __forceinline__ void gemv_store_col(const float* v, const float inv[MT], const float* __restrict__ r,
+                                               float* __restrict__ y, int n, int nt, int N, int ldy, u64* key) {
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
     if (t < nt) {
-#pragma unroll
-      for (int j = 0; j < R; ++j) {
-        if (j < nr) {
-          const int n = n0 + j;
-          float o;
-          if (FL & MM_SWIGLU) o = mm_gate<FL>(acc[j][t] * inv[t]) * (acc[R + j][t] * inv[t]);
-          else o = (FL & MM_RMS) ? acc[j][t] * inv[t] : acc[j][t];
-          if (FL & MM_ADD) o += r[(i64)t * N + n];
-          y[(i64)t * ldy + n] = o;
-          if (key && t == 0) {
-            const u64 k = argmax_key(o, n);
-            *key = k > *key ? k : *key;
-          }
-        }
+      float o;
+      if (FL & MM_SWIGLU) o = mm_gate<FL>(v[t] * inv[t]) * (v[MT + t] * inv[t]);
+      else o = (FL & MM_RMS) ? v[t] * inv[t] : v[t];
+      if (FL & MM_ADD) o += r[(i64)t * N + n];
+      y[(i64)t * ldy + n] = o;
+      if (key && t == 0) {
+        const u64 k = argmax_key(o, n);
+        *key = k > *key ? k : *key;
       }
     }
   }
@@ -466,8 +490,9 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
                                            float* __restrict__ y, int nt, int K, int N, float eps, u64* key,
                                            GemvSlice sl, EPI epi = EPI{}) {
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
+  constexpr int P = (FL & MM_SWIGLU) ? 2 * MT : MT; // sums per output column
   constexpr int GPB = kGemvWarps / SPLIT;           // groups per block
-  __shared__ float part[kGemvWarps][MT][2 * R];
+  __shared__ float part[kGemvWarps][R][P];
   __shared__ float ybuf[(FL & MM_ROPE) ? GPB * R * MT : 1];  // MM_ROPE: the block's columns
   __shared__ float red[33];
   extern __shared__ __align__(16) u8 kiln_xq_smem[];
@@ -532,37 +557,39 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
         xq_unit<DT, L, MT, RR>(nxt, u + step, u7, xqs, xds, K, nt, acc);
       }
     }
+    // column c's sums: v[c][t], with MM_SWIGLU its up row's v[c][MT + t]
+    float v[R][P];
 #pragma unroll
-    for (int t = 0; t < MT; ++t)
+    for (int c = 0; c < R; ++c)
 #pragma unroll
-      for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
+      for (int t = 0; t < MT; ++t) {
+        v[c][t] = acc[c][t];
+        if (FL & MM_SWIGLU) v[c][MT + t] = acc[R + c][t];
+      }
+    warp_sum_cols<R, P>(v, lane);
+    const int col = lane / (32 / R);             // the column whose sums this lane holds
+    const bool lead = lane == col_lane<R>(col);  // one lane per column finishes it
     if (SPLIT > 1) {
-      if (lane == 0) {
+      if (lead) {
 #pragma unroll
-        for (int t = 0; t < MT; ++t)
-#pragma unroll
-          for (int j = 0; j < RR; ++j) part[warp][t][j] = acc[j][t];
+        for (int p = 0; p < P; ++p) part[warp][col][p] = v[0][p];
       }
       __syncthreads();
-      if (sub == 0 && lane == 0) {
+      if (sub == 0 && lead) {
+        for (int s2 = 1; s2 < SPLIT; ++s2)
 #pragma unroll
-        for (int t = 0; t < MT; ++t)
-          for (int s2 = 1; s2 < SPLIT; ++s2)
-#pragma unroll
-            for (int j = 0; j < RR; ++j) acc[j][t] += part[warp + s2][t][j];
+          for (int p = 0; p < P; ++p) v[0][p] += part[warp + s2][col][p];
       }
       __syncthreads();  // part is reused by the next set
     }
     if constexpr ((FL & MM_ROPE) != 0) {
-      if (sub == 0 && lane == 0)
+      if (sub == 0 && lead && col < nr)
 #pragma unroll
         for (int t = 0; t < MT; ++t)
-#pragma unroll
-          for (int j = 0; j < R; ++j)
-            if (t < nt && j < nr) ybuf[(grp * R + j) * MT + t] = acc[j][t] * inv[t];
+          if (t < nt) ybuf[(grp * R + col) * MT + t] = v[0][t] * inv[t];
       rope_block_store<MT>(ybuf, set * GPB * R, GPB * R, nt, N, epi, y);
-    } else if (nr > 0 && sub == 0 && lane == 0) {
-      gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, ldy, key);
+    } else if (sub == 0 && lead && col < nr) {
+      gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key);
     }
   }
 }
@@ -587,17 +614,21 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // named barrier of the group, which also frees the buffer for its refill.
 // The arithmetic is xq_unit's, so results equal mm_gemv_xq's bit for bit at
 // KS = 1 (at KS > 1 the row's sum is the KS partial sums added in order).
-// key: as mm_gemv_xq's (lane 0 of each group keeps the argmax key of the
-// values it stored).
+// A warp's row sums are reduced by warp_sum_cols, so the lane that holds
+// column c's sums (col_lane) combines the group's KS partial sums of it and
+// stores it: the R columns of an item are stored by R lanes at once.
+// key: each storing lane keeps the argmax key of the values it stored (the
+// caller takes the block's maximum).
 template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1>
 __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, const void* __restrict__ g,
                                                 const u8* __restrict__ w, const float* __restrict__ r,
                                                 float* __restrict__ y, int nt, int K, int N, float eps,
                                                 u64* key = nullptr) {
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;
+  constexpr int P = (FL & MM_SWIGLU) ? 2 * MT : MT;  // sums per output column
   __shared__ float red[33];
   // partial sums of warps 1..KS-1 of each group, two slots (item parity)
-  __shared__ float kpart[KS > 1 ? 16 / KS : 1][2][KS > 1 ? KS - 1 : 1][RR][MT];
+  __shared__ float kpart[KS > 1 ? 16 / KS : 1][2][KS > 1 ? KS - 1 : 1][R][P];
   extern __shared__ __align__(16) u8 kiln_xq_smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const int grp = warp / KS, sub = warp % KS, ngr = nw / KS;
@@ -654,27 +685,31 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
       for (int j = 0; j < RR; ++j) qload<DT, L, true>(wr[j], u, u7, q[j]);
       xq_unit<DT, L, MT, RR>(q, u, u7, xqs, xds, K, nt, acc);
     }
+    // column c's sums: v[c][t], with MM_SWIGLU its up row's v[c][MT + t]
+    float v[R][P];
 #pragma unroll
-    for (int t = 0; t < MT; ++t)
+    for (int c = 0; c < R; ++c)
 #pragma unroll
-      for (int j = 0; j < RR; ++j) acc[j][t] = warp_sum(acc[j][t]);
+      for (int t = 0; t < MT; ++t) {
+        v[c][t] = acc[c][t];
+        if (FL & MM_SWIGLU) v[c][MT + t] = acc[R + c][t];
+      }
+    warp_sum_cols<R, P>(v, lane);
+    const int col = lane / (32 / R);                  // the column whose sums this lane holds
+    const bool lead = lane == col_lane<R>(col);       // one lane per column stores it
     if (KS > 1) {
-      if (sub > 0 && lane == 0) {
+      if (sub > 0 && lead) {
 #pragma unroll
-        for (int t = 0; t < MT; ++t)
-#pragma unroll
-          for (int j = 0; j < RR; ++j) kpart[grp][i & 1][sub - 1][j][t] = acc[j][t];
+        for (int p = 0; p < P; ++p) kpart[grp][i & 1][sub - 1][col][p] = v[0][p];
       }
       // the group's KS warps: sums written, buffer i % S read
       asm volatile("bar.sync %0, %1;" ::"r"(1 + grp), "r"(32 * KS) : "memory");
       if (sub > 0) continue;
-      if (lane == 0) {
+      if (lead) {
 #pragma unroll
         for (int s2 = 0; s2 < KS - 1; ++s2)
 #pragma unroll
-          for (int t = 0; t < MT; ++t)
-#pragma unroll
-            for (int j = 0; j < RR; ++j) acc[j][t] += kpart[grp][i & 1][s2][j][t];
+          for (int p = 0; p < P; ++p) v[0][p] += kpart[grp][i & 1][s2][col][p];
       }
     } else {
       __syncwarp();
@@ -683,7 +718,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
       kiln_fence_async_smem();
       fill(i + S);
     }
-    if (lane == 0) gemv_store<FL, R, MT, RR>(acc, inv, r, y, n0, nr, nt, N, N, key);
+    if (lead && col < nr) gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, N, key);
   }
 }
 
