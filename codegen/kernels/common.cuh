@@ -168,6 +168,16 @@ __device__ __forceinline__ void kiln_mbar_expect(u64* bar, u32 bytes) {
   __trap();
 #endif
 }
+// A hint: bring global bytes [src, src + bytes) into L2 (sm_90's bulk
+// prefetch, one instruction for the whole range; the range is trimmed inward
+// to 16-byte bounds, so it never reaches past the bytes named). Older targets:
+// nothing.
+__device__ __forceinline__ void kiln_prefetch_l2(const void* src, u64 bytes) {
+#if __CUDA_ARCH__ >= 900
+  const u64 a = (u64)src, b = (a + 15) & ~15ull, e = (a + bytes) & ~15ull;
+  if (e > b) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(b), "r"((u32)(e - b)) : "memory");
+#endif
+}
 __device__ __forceinline__ void kiln_bulk_load(void* dst, const void* src, u32 bytes, u64* bar) {
 #if __CUDA_ARCH__ >= 900
   asm volatile(
