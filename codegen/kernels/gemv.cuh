@@ -519,10 +519,11 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   rows_of(bid, wr, n0, nr);
   QRaw cur[RR], nxt[RR];
   const int u7 = lane & 7;  // = u & 7 for every unit u of this lane (qload)
-  // every row this block will read, on its way to L2 before the wait (its
-  // sets' rows are contiguous ranges: one bulk prefetch each, thread 0)
-  if (threadIdx.x == 0) {
-    const i64 RB = L ? (i64)nb * (PL<DT>::QB + PL<DT>::SB) : (i64)nb * QT<DT>::BB;
+  // a small weight (kGemvPrefetchMaxBytes, launch.h): every row this block
+  // will read, on its way to L2 before the wait (its sets' rows are
+  // contiguous ranges: one bulk prefetch each, thread 0)
+  const i64 RB = L ? (i64)nb * (PL<DT>::QB + PL<DT>::SB) : (i64)nb * QT<DT>::BB;
+  if (threadIdx.x == 0 && (i64)((FL & MM_SWIGLU) ? 2 * N : N) * RB < kGemvPrefetchMaxBytes) {
     for (int set = bid; set < nsets; set += nbk) {
       const int c0 = set * GPB * R, cn = min(GPB * R, N - c0);
       kiln_prefetch_l2(w + c0 * RB, cn * RB);
