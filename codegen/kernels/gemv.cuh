@@ -394,6 +394,21 @@ __device__ __forceinline__ void warp_sum_cols(float (&v)[R][P], int lane) {
 template <int R>
 __device__ __forceinline__ int col_lane(int c) { return c * (32 / R); }
 
+// A warp's row sums acc (with MM_SWIGLU acc[R + c] is column c's up row)
+// as columns, v[c][t] and with MM_SWIGLU v[c][MT + t], reduced by
+// warp_sum_cols: lane l's v[0] holds column l / (32 / R)'s sums.
+template <int FL, int R, int MT, int RR, int P>
+__device__ __forceinline__ void gemv_col_sums(const float (&acc)[RR][MT], float (&v)[R][P], int lane) {
+#pragma unroll
+  for (int c = 0; c < R; ++c)
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+      v[c][t] = acc[c][t];
+      if (FL & MM_SWIGLU) v[c][MT + t] = acc[R + c][t];
+    }
+  warp_sum_cols<R, P>(v, lane);
+}
+
 // Output column n from its finished sums v (warp_sum_cols' order: v[t] is
 // token t's row sum, with MM_SWIGLU v[MT + t] its "up" row's): the RMS
 // scale, gating, residual add; with key, the argmax key of token 0's value
@@ -568,17 +583,9 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
         xq_unit<DT, L, MT, RR>(nxt, u + step, u7, xqs, xds, K, nt, acc);
       }
     }
-    // column c's sums: v[c][t], with MM_SWIGLU its up row's v[c][MT + t]
     float v[R][P];
-#pragma unroll
-    for (int c = 0; c < R; ++c)
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        v[c][t] = acc[c][t];
-        if (FL & MM_SWIGLU) v[c][MT + t] = acc[R + c][t];
-      }
-    warp_sum_cols<R, P>(v, lane);
-    const int col = lane / (32 / R);             // the column whose sums this lane holds
+    gemv_col_sums<FL, R, MT>(acc, v, lane);
+    const int col = lane / (32 / R);             // the column whose sums v[0] holds
     const bool lead = lane == col_lane<R>(col);  // one lane per column finishes it
     if (SPLIT > 1) {
       if (lead) {
@@ -696,17 +703,9 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
       for (int j = 0; j < RR; ++j) qload<DT, L, true>(wr[j], u, u7, q[j]);
       xq_unit<DT, L, MT, RR>(q, u, u7, xqs, xds, K, nt, acc);
     }
-    // column c's sums: v[c][t], with MM_SWIGLU its up row's v[c][MT + t]
     float v[R][P];
-#pragma unroll
-    for (int c = 0; c < R; ++c)
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        v[c][t] = acc[c][t];
-        if (FL & MM_SWIGLU) v[c][MT + t] = acc[R + c][t];
-      }
-    warp_sum_cols<R, P>(v, lane);
-    const int col = lane / (32 / R);                  // the column whose sums this lane holds
+    gemv_col_sums<FL, R, MT>(acc, v, lane);
+    const int col = lane / (32 / R);                  // the column whose sums v[0] holds
     const bool lead = lane == col_lane<R>(col);       // one lane per column stores it
     if (KS > 1) {
       if (sub > 0 && lead) {
