@@ -537,7 +537,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   // a small weight (kGemvPrefetchMaxBytes, launch.h): every row this block
   // will read, on its way to L2 before the wait (its sets' rows are
   // contiguous ranges: one bulk prefetch each, thread 0)
-  const i64 RB = L ? (i64)nb * (PL<DT>::QB + PL<DT>::SB) : (i64)nb * QT<DT>::BB;
+  const i64 RB = wrow_bytes<DT, L>(nb);
   if (threadIdx.x == 0 && (i64)((FL & MM_SWIGLU) ? 2 * N : N) * RB < kGemvPrefetchMaxBytes) {
     for (int set = bid; set < nsets; set += nbk) {
       const int c0 = set * GPB * R, cn = min(GPB * R, N - c0);
@@ -651,7 +651,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const int grp = warp / KS, sub = warp % KS, ngr = nw / KS;
   const int nb = K / QT<DT>::QK, qunits = K / 32;
-  const u32 RB = (u32)(L ? nb * (PL<DT>::QB + PL<DT>::SB) : nb * QT<DT>::BB);
+  const u32 RB = (u32)wrow_bytes<DT, L>(nb);
   if (nt > MT) nt = MT;
   u8* xqs = kiln_xq_smem;
   float2* xds = (float2*)(kiln_xq_smem + MT * K);
