@@ -45,11 +45,12 @@ Kernel emit(const GemvParams& p, bool compiled) {
   if (p.bulk) {
     const GemvBulk& b = *p.bulk;
     k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) + "_b" + std::to_string(b.warps) + "x" +
-             std::to_string(b.stages) + (b.ks > 1 ? "k" + std::to_string(b.ks) : "") + (m.planes ? "_pl" : "") + "_xq";
+             std::to_string(b.stages) + (b.ks > 1 ? "k" + std::to_string(b.ks) : "") + (m.planes ? "_pl" : "") + "_xq" +
+             (m.gain_weight ? "_gw" : "");
     k.call = "mm_gemv_xq_bulk<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
              std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(b.rows) + ", " +
-             std::to_string(b.stages) + ", " + std::to_string(m.planes ? 1 : 0) + ", " + std::to_string(b.ks) + ">(" +
-             args + ")";
+             std::to_string(b.stages) + ", " + std::to_string(m.planes ? 1 : 0) + ", " + std::to_string(b.ks) + ", " +
+             (m.gain_weight ? "true" : "false") + ">(" + args + ")";
     k.take(e);
     k.block = 32 * b.warps;
     k.grid[0] = b.grid;

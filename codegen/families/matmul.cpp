@@ -52,6 +52,7 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
     const ir::Value& g = c.in(m.gain_in);
     c.need_float(g, "gain");
     m.gdt = g.dtype;
+    m.gain_weight = g.kind == ir::ValueKind::Weight;
     m.eps = c.n.attr_float("eps");
   }
   if (m.flags & kMmAdd) c.need_f32(c.in(2), "residual");

@@ -13,6 +13,7 @@ constexpr int kMmRms = 1, kMmAdd = 2, kMmSwiGlu = 4, kMmGeGlu = 8, kMmRope = 16;
 struct MatmulOperands {
   ir::DType wdt = ir::DType::F32;  // weight dtype
   ir::DType gdt = ir::DType::F32;  // rms gain dtype (MM_RMS)
+  bool gain_weight = false;         // the rms gain is a weight (a constant: read before the PDL wait)
   int flags = 0;                   // MM_* of the op
   int64_t K = 0, N = 0, T = 0;     // N: output columns (half the weight rows with MM_SWIGLU)
   bool dyn = false;                // x is [tokens, K]: rows past n_tokens skipped

@@ -274,9 +274,12 @@ __device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4],
 // which says why); with
 // MM_RMS the gain is applied first and inv[t] = 1/rms of token t's x (sums of
 // squares reduced over the block). Ends with the block synchronised.
-template <int DT, int GDT, int FL, int MT>
+// G0: the caller has loaded part threadIdx.x of the gain already (g0, 16
+// values; the gain is a weight, so it may be read before the PDL wait).
+template <int DT, int GDT, int FL, int MT, bool G0 = false>
 __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const void* __restrict__ g, int nt, int K,
-                                            float eps, u8* xqs, float2* xds, float* red, float inv[MT]) {
+                                            float eps, u8* xqs, float2* xds, float* red, float inv[MT],
+                                            const float* g0 = nullptr) {
   const int parts = K / 16;
   float ss[MT];
 #pragma unroll
@@ -284,7 +287,12 @@ __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const v
   for (int t = 0; t < nt; ++t)
     for (int p = threadIdx.x; p < parts; p += blockDim.x) {
       float gv[16];
-      if (FL & MM_RMS) ldg16<GDT>(g, 16 * p, gv);
+      if (G0 && p == (int)threadIdx.x) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) gv[i] = g0[i];
+      } else if (FL & MM_RMS) {
+        ldg16<GDT>(g, 16 * p, gv);
+      }
       u32 q[4];
       float d;
       int sum;
@@ -622,10 +630,10 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // MM_SWIGLU their R "up" rows); group v of the grid takes items v, v + G, ...
 // (G = groups in the grid), a whole row per item, so groups never wait on
 // each other after the prologue. Lane 0 of a group's first warp keeps S
-// items' rows in flight: it issues the first S fills before the kernel waits
-// for its predecessor (weights are constants, so under PDL they stream while
-// the previous kernel finishes and while x is quantised), and refills a
-// buffer as soon as the group has used it. The KS warps of a group take
+// items' rows in flight: it issues the first fill before the kernel waits for
+// its predecessor (weights are constants, so under PDL they stream while the
+// previous kernel finishes and while x is quantised), the other S - 1 once x
+// is quantised, and refills a buffer as soon as the group has used it. The KS warps of a group take
 // interleaved units of the staged rows (KS > 1 where the rows are long: the
 // buffers of whole rows leave room for few of them, so each feeds several
 // warps); the others' sums reach the first warp through shared memory and a
@@ -637,7 +645,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // stores it: the R columns of an item are stored by R lanes at once.
 // key: each storing lane keeps the argmax key of the values it stored (the
 // caller takes the block's maximum).
-template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1>
+template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1, bool GW = false>
 __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, const void* __restrict__ g,
                                                 const u8* __restrict__ w, const float* __restrict__ r,
                                                 float* __restrict__ y, int nt, int K, int N, float eps,
@@ -659,26 +667,39 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
   u64* bars = (u64*)(kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)ngr * S * RR * RB) + grp * S;
   const int items = (N + R - 1) / R, G = gridDim.x * ngr, first = blockIdx.x * ngr + grp;
   const int mine = first < items ? (items - first + G - 1) / G : 0;  // items of this group
-  // fill i (this group's i-th item) into buffer i % S
+  // fill i (this group's i-th item) into buffer i % S; the rows are read
+  // once per step, so their L2 lines go first (kiln_l2_evict_first)
+  const u64 pol = kiln_l2_evict_first();
   auto fill = [&](int i) {
     const int n0 = (first + i * G) * R, nr = min(R, N - n0);
     u64* bar = bars + i % S;
     u8* dst = stages + (i64)(i % S) * RR * RB;
     kiln_mbar_expect(bar, ((FL & MM_SWIGLU) ? 2u : 1u) * nr * RB);
-    kiln_bulk_load(dst, w + (i64)n0 * RB, nr * RB, bar);
-    if (FL & MM_SWIGLU) kiln_bulk_load(dst + (i64)R * RB, w + (i64)(n0 + N) * RB, nr * RB, bar);
+    kiln_bulk_load(dst, w + (i64)n0 * RB, nr * RB, bar, pol);
+    if (FL & MM_SWIGLU) kiln_bulk_load(dst + (i64)R * RB, w + (i64)(n0 + N) * RB, nr * RB, bar, pol);
   };
+  // GW (the gain is a weight): each thread's first 16 gain values are read
+  // before the wait too
+  constexpr bool G0 = GW && (FL & MM_RMS) != 0;
+  float g0[16];
+  if (G0 && (int)threadIdx.x < K / 16) ldg16<GDT>(g, 16 * threadIdx.x, g0);
+  // Only the first item's rows fly before the wait and the prologue; the
+  // other buffers are filled once x is quantised. With every buffer filled
+  // first, the x loads queued behind all of them and every group's first
+  // rows landed late (per-block timestamps, session 13, docs/perf.md).
   if (sub == 0 && lane == 0) {
 #pragma unroll
     for (int b = 0; b < S; ++b) kiln_mbar_init(bars + b);
     kiln_fence_async_smem();
-    for (int i = 0; i < min(S, mine); ++i) fill(i);
+    if (mine > 0) fill(0);
   }
   __syncwarp();
   kiln_pdl_wait_own();
   float inv[MT];
   // (ends with the block synchronised: the group's barriers are initialised)
-  xq_prologue<DT, GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
+  xq_prologue<DT, GDT, FL, MT, G0>(x, g, nt, K, eps, xqs, xds, red, inv, g0);
+  if (sub == 0 && lane == 0)
+    for (int i = 1; i < min(S, mine); ++i) fill(i);
 #pragma unroll 1
   for (int i = 0; i < mine; ++i) {
     const int n0 = (first + i * G) * R, nr = min(R, N - n0);
