@@ -107,6 +107,25 @@ TEST(Families, EveryKernelFileIsSelfContained) {
 // NVRTC and the host compiler agree on every KilnStep offset. NVRTC has no
 // constant offsetof, so a kernel stores a distinct value into each field and
 // the byte offsets of those stores are read back from the PTX.
+// sm_90's bulk-copy GEMV reads the RMS gain before its PDL wait only when
+// the gain is a weight (a constant): an activation gain is written by an
+// earlier kernel and may be read only after the wait (the memory planner
+// reuses arena buffers).
+TEST(Families, BulkGemvReadsTheGainEarlyOnlyWhenItIsAWeight) {
+  OpCase c = testcases::matmul_case(ir::OpKind::RmsMatMulSwiGlu, ir::DType::Q4_K, 1, ir::DType::F32, 4096, 14336);
+  c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
+  const Target t{90, "planes"};
+  const Lowered w = lower(c.g, c.g.nodes()[0], {1}, t, ProgramMode::Compiled);
+  ASSERT_NE(w.kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos) << "expected the bulk-copy GEMV";
+  EXPECT_NE(w.kernel.source.find(", true>("), std::string::npos) << w.kernel.source;
+  const ir::ValueId gain = c.g.nodes()[0].inputs[1];
+  ASSERT_EQ(c.g.value(gain).kind, ir::ValueKind::Weight);
+  c.g.value(gain).kind = ir::ValueKind::Temp;
+  const Lowered a = lower(c.g, c.g.nodes()[0], {1}, t, ProgramMode::Compiled);
+  EXPECT_NE(a.kernel.source.find(", false>("), std::string::npos) << a.kernel.source;
+  EXPECT_NE(a.kernel.entry, w.kernel.entry);
+}
+
 TEST(Families, KilnStepLayoutAgreesOnDevice) {
   struct Field {
     const char* name;
