@@ -645,6 +645,18 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // stores it: the R columns of an item are stored by R lanes at once.
 // key: each storing lane keeps the argmax key of the values it stored (the
 // caller takes the block's maximum).
+// Phase marks and ablations of the bulk GEMV, for the benchmark that times
+// its phases (GemvBench.BulkPhases, tests/gpu/kernels_test.cpp); that test
+// defines them before including this file, codegen never does.
+// KILN_BULK_MARK(i): phase i reached (0 start, 1 x quantised, 2 first item
+// landed, 3 done). KILN_BULK_ABLATE: 1 skips the prologue (x is left as it
+// is), 2 skips the units' arithmetic; the results are then wrong.
+#ifndef KILN_BULK_MARK
+#define KILN_BULK_MARK(i)
+#endif
+#ifndef KILN_BULK_ABLATE
+#define KILN_BULK_ABLATE 0
+#endif
 template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1, bool GW = false>
 __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, const void* __restrict__ g,
                                                 const u8* __restrict__ w, const float* __restrict__ r,
@@ -687,6 +699,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
   // other buffers are filled once x is quantised. With every buffer filled
   // first, the x loads queued behind all of them and every group's first
   // rows landed late (per-block timestamps, session 13, docs/perf.md).
+  KILN_BULK_MARK(0);
   if (sub == 0 && lane == 0) {
 #pragma unroll
     for (int b = 0; b < S; ++b) kiln_mbar_init(bars + b);
@@ -697,7 +710,14 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
   kiln_pdl_wait_own();
   float inv[MT];
   // (ends with the block synchronised: the group's barriers are initialised)
-  xq_prologue<DT, GDT, FL, MT, G0>(x, g, nt, K, eps, xqs, xds, red, inv, g0);
+  if (KILN_BULK_ABLATE & 1) {
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < MT; ++t) inv[t] = 1.f;
+  } else {
+    xq_prologue<DT, GDT, FL, MT, G0>(x, g, nt, K, eps, xqs, xds, red, inv, g0);
+  }
+  KILN_BULK_MARK(1);
   if (sub == 0 && lane == 0)
     for (int i = 1; i < min(S, mine); ++i) fill(i);
 #pragma unroll 1
@@ -705,6 +725,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
     const int n0 = (first + i * G) * R, nr = min(R, N - n0);
     const u8* st = stages + (i64)(i % S) * RR * RB;
     kiln_mbar_wait(bars + i % S, (u32)((i / S) & 1));
+    if (i == 0) KILN_BULK_MARK(2);
     WRow<DT, L> wr[RR];
 #pragma unroll
     for (int j = 0; j < RR; ++j) {
@@ -718,7 +739,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
       for (int j = 0; j < RR; ++j) acc[j][t] = 0.f;
     const int u7 = lane & 7;  // = u & 7 for every unit u of this lane (qload)
 #pragma unroll 2
-    for (int u = sub * 32 + lane; u < qunits; u += 32 * KS) {
+    for (int u = sub * 32 + lane + ((KILN_BULK_ABLATE & 2) ? qunits : 0); u < qunits; u += 32 * KS) {
       QRaw q[RR];
 #pragma unroll
       for (int j = 0; j < RR; ++j) qload<DT, L, true>(wr[j], u, u7, q[j]);
@@ -751,6 +772,7 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
     }
     if (lead && col < nr) gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, N, key);
   }
+  KILN_BULK_MARK(3);
 }
 
 // XQ = 1 (the node's x_q8): the int8-activation GEMV, mm_gemv_xq above (its

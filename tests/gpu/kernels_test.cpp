@@ -889,6 +889,200 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
   }
 }
 
+// The phases of sm_90's bulk-copy GEMV (gemv.cuh mm_gemv_xq_bulk) at the
+// 8B's three bulk shapes (Q4_K, planes, one token), in the plan's geometry:
+// microseconds per launch (back to back from a 512 MiB ring of weight copies,
+// so every launch reads HBM; median of 5 x 40 launches), with each ablation
+// (KILN_BULK_ABLATE: 1 no prologue, 2 no unit arithmetic, 3 neither), and a
+// timeline of one launch: %globaltimer in thread 0 of every block at each
+// KILN_BULK_MARK (1 x quantised, 2 first item landed, 3 done), microseconds
+// after the earliest block's start, as [first, median, last] block. Also a
+// plain read of the same bytes (the ceiling). JSON lines; KILN_BENCH=1
+// (KILN_PRECOMPILE_ONLY=<sm> fills the kernel cache). The ablated kernels'
+// results are wrong; the plain kernel's must equal the marked one's.
+TEST(GemvBench, BulkPhases) {
+  const char* pre = std::getenv("KILN_PRECOMPILE_ONLY");
+  if (!pre) SKIP_WITHOUT_GPU();
+  if (!std::getenv("KILN_BENCH") && !pre) GTEST_SKIP() << "set KILN_BENCH=1 to run the bulk GEMV phase benchmark";
+  const int sm = pre ? std::atoi(pre) : compile_sm();
+  if (sm != 90) GTEST_SKIP() << "the bulk-copy GEMV is sm_90's (this device compiles for sm_" << sm << ")";
+  using ir::OpKind;
+  struct Shape {
+    const char* name;
+    OpKind op;
+    int64_t K, N;
+  };
+  const Shape shapes[] = {{"gate_up", OpKind::RmsMatMulSwiGlu, 4096, 14336},
+                          {"down", OpKind::MatMulAdd, 14336, 4096},
+                          {"o", OpKind::MatMulAdd, 4096, 4096}};
+  // variant v: ablation v & 3, marks when v == 4
+  auto variant = [](const Lowered& base, int v) {
+    Lowered l = base;
+    std::string head;
+    if (v < 4) {
+      head = "#define KILN_BULK_ABLATE " + std::to_string(v) + "\n";
+    } else {
+      head = "__device__ unsigned long long kiln_bulk_marks[4 * 1024];\n"
+             "#define KILN_BULK_MARK(i) if (threadIdx.x == 0 && blockIdx.x < 1024) { unsigned long long t_; "
+             "asm volatile(\"mov.u64 %0, %%globaltimer;\" : \"=l\"(t_)); kiln_bulk_marks[blockIdx.x * 4 + (i)] = t_; }\n";
+    }
+    l.kernel.source = head + base.kernel.source +
+                      (v == 4 ? "extern \"C\" __global__ void kiln_bulk_marks_read(unsigned long long* o) {\n"
+                                "  for (int i = threadIdx.x; i < 4 * 1024; i += blockDim.x) o[i] = kiln_bulk_marks[i];\n}\n"
+                              : "");
+    l.kernel.hash = std::hash<std::string>{}(l.kernel.source);
+    return l;
+  };
+  const KernelSource rd = test_source(
+      "bulk_phases_read",
+      "extern \"C\" __global__ void bulk_phases_read(const uint4* p, unsigned long long n, unsigned* sink) {\n"
+      "  unsigned a = 0;\n"
+      "  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;\n"
+      "       i += (unsigned long long)gridDim.x * blockDim.x) { const uint4 v = p[i]; a ^= v.x ^ v.y ^ v.z ^ v.w; }\n"
+      "  if (a == 0x9e3779b9u) sink[0] = a;\n}\n");
+  std::vector<Lowered> bases;
+  for (const Shape& sh : shapes) {
+    testcases::OpCase c = testcases::matmul_case(sh.op, DType::Q4_K, 1, DType::F32, sh.K, sh.N);
+    c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
+    bases.push_back(lower(c.g, c.g.nodes()[0], {1}, Target{sm, "planes"}, ProgramMode::Compiled));
+    ASSERT_NE(bases.back().kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos) << sh.name << ": not bulk";
+  }
+  if (pre) {
+    std::vector<KernelSource> all = {rd};
+    for (const Lowered& b : bases)
+      for (int v = 0; v < 5; ++v) all.push_back(variant(b, v).kernel);
+    compile_parallel(all, sm);
+    std::printf("precompiled %zu kernel sources for sm_%d into %s\n", all.size(), sm, cache_dir().c_str());
+    return;
+  }
+  const size_t ring = size_t{512} << 20;
+  DevBuf dw(ring), dx(14336 * 4), dg(14336 * 4), dr(14336 * 4), dy(14336 * 4), ds(64), sink(16),
+      dmarks(4 * 1024 * 8);
+  {
+    std::vector<uint8_t> wb;
+    ir::random_blocks(DType::Q4_K, static_cast<int64_t>(ring / 144 * 256), 7, wb);
+    dw.upload(wb.data(), wb.size());
+    std::vector<float> xv(14336);
+    ir::SplitMix64 rng(1);
+    for (float& v : xv) v = static_cast<float>(rng.uniform()) - 0.5f;
+    dx.upload(xv.data(), dx.n);
+    dg.upload(xv.data(), dg.n);
+    dr.upload(xv.data(), dr.n);
+    Step st{};
+    st.n_tokens = 1;
+    ds.upload(&st, sizeof st);
+  }
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  auto per_launch_us = [&](const std::function<void(size_t)>& launch, size_t copies) {
+    for (size_t i = 0; i < 5; ++i) launch(i % copies);
+    std::vector<float> t;
+    for (int rep = 0; rep < 5; ++rep) {
+      cudaEventRecord(e0);
+      for (size_t i = 0; i < 40; ++i) launch(i % copies);
+      cudaEventRecord(e1);
+      cudaEventSynchronize(e1);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      t.push_back(1000.f * ms / 40);
+    }
+    std::sort(t.begin(), t.end());
+    return double(t[t.size() / 2]);
+  };
+  for (size_t si = 0; si < bases.size(); ++si) {
+    const Shape& sh = shapes[si];
+    const Lowered& base = bases[si];
+    const int64_t wrows = sh.op == OpKind::RmsMatMulSwiGlu ? 2 * sh.N : sh.N;
+    const size_t wbytes = static_cast<size_t>(ir::row_bytes(DType::Q4_K, sh.K) * wrows);
+    const size_t copies = ring / wbytes;
+    {  // the plain read of as many bytes
+      Lowered l;
+      l.kernel = rd;
+      CUfunction f = load(l);
+      const double us = per_launch_us(
+          [&](size_t ci) {
+            const void* p = static_cast<uint8_t*>(dw.p) + ci * wbytes;
+            unsigned long long n = wbytes / 16;
+            void* ps = sink.p;
+            void* a[] = {&p, &n, &ps};
+            driver().launchKernel(f, 132 * 4, 1, 1, 512, 1, 1, 0, nullptr, a, nullptr);
+          },
+          copies);
+      std::printf("{\"bench\": \"bulk_phases\", \"shape\": \"%s\", \"variant\": \"plain_read\", \"us\": %.2f, "
+                  "\"GBps\": %.0f}\n", sh.name, us, wbytes / us / 1e3);
+    }
+    std::vector<float> y_plain;
+    for (int v = 0; v < 5; ++v) {
+      const Lowered l = variant(base, v);
+      CUfunction f = load(l);
+      std::vector<std::vector<void*>> ptrs(copies);
+      for (size_t ci = 0; ci < copies; ++ci)
+        for (const Param& p : l.params) {
+          if (p.kind == ParamKind::Step) { ptrs[ci].push_back(ds.p); continue; }
+          if (p.kind == ParamKind::Output) { ptrs[ci].push_back(dy.p); continue; }
+          ASSERT_EQ(p.kind, ParamKind::Input) << "unexpected scalar parameter";
+          // matmul_case inputs: x, [gain,] w, [r]
+          const int nin = static_cast<int>(p.index);
+          const bool rms = sh.op == OpKind::RmsMatMulSwiGlu;
+          if (nin == 0) ptrs[ci].push_back(dx.p);
+          else if (rms && nin == 1) ptrs[ci].push_back(dg.p);
+          else if (nin == (rms ? 2 : 1)) ptrs[ci].push_back(static_cast<uint8_t*>(dw.p) + ci * wbytes);
+          else ptrs[ci].push_back(dr.p);
+        }
+      std::vector<std::vector<void*>> args(copies);
+      for (size_t ci = 0; ci < copies; ++ci)
+        for (auto& p : ptrs[ci]) args[ci].push_back(&p);
+      auto launch = [&](size_t ci) {
+        driver().launchKernel(f, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.smem,
+                              nullptr, args[ci].data(), nullptr);
+      };
+      const double us = per_launch_us(launch, copies);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << sh.name << " variant " << v;
+      static const char* kName[] = {"plan", "no_prologue", "no_arithmetic", "neither", "marked"};
+      std::printf("{\"bench\": \"bulk_phases\", \"shape\": \"%s\", \"kernel\": \"%s\", \"grid\": %u, \"block\": %u, "
+                  "\"smem\": %u, \"variant\": \"%s\", \"us\": %.2f, \"GBps\": %.0f}\n",
+                  sh.name, l.kernel.entry.c_str(), l.grid[0], l.block[0], l.smem, kName[v], us, wbytes / us / 1e3);
+      if (v != 0 && v != 4) continue;
+      launch(copies / 2);  // one more launch, from HBM (the ring's middle copy was read 40 launches ago)
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<float> yv(static_cast<size_t>(sh.N));
+      cudaMemcpy(yv.data(), dy.p, yv.size() * 4, cudaMemcpyDeviceToHost);
+      if (v == 0) {
+        y_plain = yv;
+        continue;
+      }
+      EXPECT_EQ(std::memcmp(y_plain.data(), yv.data(), yv.size() * 4), 0) << sh.name << ": the marks changed results";
+      Lowered lr = l;
+      lr.kernel.entry = "kiln_bulk_marks_read";
+      CUfunction fr = load(lr);
+      void* pm = dmarks.p;
+      void* a[] = {&pm};
+      ASSERT_EQ(driver().launchKernel(fr, 1, 1, 1, 256, 1, 1, 0, nullptr, a, nullptr), CUDA_SUCCESS);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const unsigned nb = std::min<unsigned>(l.grid[0], 1024);
+      std::vector<uint64_t> m(4 * 1024);
+      cudaMemcpy(m.data(), dmarks.p, m.size() * 8, cudaMemcpyDeviceToHost);
+      uint64_t t0 = ~0ull;
+      for (unsigned b = 0; b < nb; ++b) t0 = std::min(t0, m[b * 4]);
+      std::string line = std::string("{\"bench\": \"bulk_phases\", \"shape\": \"") + sh.name + "\", \"timeline_us\": {";
+      static const char* kMark[] = {"start", "x_quantised", "first_item", "done"};
+      for (int k = 0; k < 4; ++k) {
+        std::vector<double> t;
+        for (unsigned b = 0; b < nb; ++b) t.push_back((double)(m[b * 4 + k] - t0) / 1000.0);
+        std::sort(t.begin(), t.end());
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "%s\"%s\": [%.2f, %.2f, %.2f]", k ? ", " : "", kMark[k], t.front(),
+                      t[t.size() / 2], t.back());
+        line += buf;
+      }
+      std::printf("%s}}\n", line.c_str());
+    }
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+}
+
 // The cost of a grid-wide barrier on this GPU: the step boundary a persistent
 // decode kernel would pay where the compiled program now ends one kernel and
 // starts the next (PDL in a graph: ~0.75 us per empty kernel on the H200,
