@@ -633,11 +633,12 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // items' rows in flight: it issues the first fill before the kernel waits for
 // its predecessor (weights are constants, so under PDL they stream while the
 // previous kernel finishes and while x is quantised), the other S - 1 once x
-// is quantised, and refills a buffer as soon as the group has used it. The KS warps of a group take
-// interleaved units of the staged rows (KS > 1 where the rows are long: the
-// buffers of whole rows leave room for few of them, so each feeds several
-// warps); the others' sums reach the first warp through shared memory and a
-// named barrier of the group, which also frees the buffer for its refill.
+// is quantised, and refills a buffer as soon as the group has used it. The KS
+// warps of a group take interleaved units of the staged rows (KS > 1 where
+// the rows are long: the buffers of whole rows leave room for few of them,
+// so each feeds several warps); the others' sums reach the first warp
+// through shared memory and a named barrier of the group, which also frees
+// the buffer for its refill.
 // The arithmetic is xq_unit's, so results equal mm_gemv_xq's bit for bit at
 // KS = 1 (at KS > 1 the row's sum is the KS partial sums added in order).
 // A warp's row sums are reduced by warp_sum_cols, so the lane that holds
