@@ -104,9 +104,6 @@ TEST(Families, EveryKernelFileIsSelfContained) {
   }
 }
 
-// NVRTC and the host compiler agree on every KilnStep offset. NVRTC has no
-// constant offsetof, so a kernel stores a distinct value into each field and
-// the byte offsets of those stores are read back from the PTX.
 // sm_90's bulk-copy GEMV reads the RMS gain before its PDL wait only when
 // the gain is a weight (a constant): an activation gain is written by an
 // earlier kernel and may be read only after the wait (the memory planner
@@ -126,6 +123,9 @@ TEST(Families, BulkGemvReadsTheGainEarlyOnlyWhenItIsAWeight) {
   EXPECT_NE(a.kernel.entry, w.kernel.entry);
 }
 
+// NVRTC and the host compiler agree on every KilnStep offset. NVRTC has no
+// constant offsetof, so a kernel stores a distinct value into each field and
+// the byte offsets of those stores are read back from the PTX.
 TEST(Families, KilnStepLayoutAgreesOnDevice) {
   struct Field {
     const char* name;

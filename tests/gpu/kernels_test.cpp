@@ -899,7 +899,7 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
 // after the earliest block's start, as [first, median, last] block. Also a
 // plain read of the same bytes (the ceiling). JSON lines; KILN_BENCH=1
 // (KILN_PRECOMPILE_ONLY=<sm> fills the kernel cache). The ablated kernels'
-// results are wrong; the plain kernel's must equal the marked one's.
+// results are wrong; the plan kernel's results must equal the marked one's.
 TEST(GemvBench, BulkPhases) {
   const char* pre = std::getenv("KILN_PRECOMPILE_ONLY");
   if (!pre) SKIP_WITHOUT_GPU();
