@@ -284,14 +284,14 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
   }
 }
 
-// One weight row of a matrix in layout L (0 = GGUF blocks, 1 = planes, see
-// PL). nblk (the matrix's blocks) is not needed by either layout. deq(blk, c, ...) = deq8 of chunk c of block blk.
 // Bytes of one weight row of nb blocks in layout L (a row's bytes are
 // contiguous in both layouts, and rows follow one another).
 template <int DT, int L>
 __device__ __forceinline__ i64 wrow_bytes(int nb) {
   return L == 0 ? (i64)nb * QT<DT>::BB : (i64)nb * (PL<DT>::QB + PL<DT>::SB);
 }
+// One weight row of a matrix in layout L (0 = GGUF blocks, 1 = planes, see
+// PL). nblk (the matrix's blocks) is not needed by either layout. deq(blk, c, ...) = deq8 of chunk c of block blk.
 template <int DT, int L> struct WRow {
   const u8* q;
   const u8* s;

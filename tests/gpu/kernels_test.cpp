@@ -819,6 +819,17 @@ KernelSource split_source(DType dt, int64_t hd, int64_t G, const SplitCfg& cfg) 
              std::to_string(cfg.loads) + ", " + std::to_string(cfg.prefetch) +
              ">(q, kc, vc, y, sc, st, C, nh, nkv, S, scale);\n}\n");
 }
+// A kernel that reads n 16-byte words (grid-stride, no other work): the
+// plain read the benchmarks measure against, and the L2 flush before a timed launch.
+KernelSource plain_read_source() {
+  return test_source(
+      "flush_read",
+      "extern \"C\" __global__ void flush_read(const uint4* p, unsigned long long n, unsigned* sink) {\n"
+      "  unsigned a = 0;\n"
+      "  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;\n"
+      "       i += (unsigned long long)gridDim.x * blockDim.x) { const uint4 v = p[i]; a ^= v.x ^ v.y ^ v.z ^ v.w; }\n"
+      "  if (a == 0x9e3779b9u) sink[0] = a;\n}\n");
+}
 CUfunction load_source(const KernelSource& k) {
   Lowered l;
   l.kernel = k;
@@ -933,13 +944,7 @@ TEST(GemvBench, BulkPhases) {
     l.kernel.hash = std::hash<std::string>{}(l.kernel.source);
     return l;
   };
-  const KernelSource rd = test_source(
-      "bulk_phases_read",
-      "extern \"C\" __global__ void bulk_phases_read(const uint4* p, unsigned long long n, unsigned* sink) {\n"
-      "  unsigned a = 0;\n"
-      "  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;\n"
-      "       i += (unsigned long long)gridDim.x * blockDim.x) { const uint4 v = p[i]; a ^= v.x ^ v.y ^ v.z ^ v.w; }\n"
-      "  if (a == 0x9e3779b9u) sink[0] = a;\n}\n");
+  const KernelSource rd = plain_read_source();
   std::vector<Lowered> bases;
   for (const Shape& sh : shapes) {
     testcases::OpCase c = testcases::matmul_case(sh.op, DType::Q4_K, 1, DType::F32, sh.K, sh.N);
@@ -1154,13 +1159,7 @@ TEST(AttentionBench, DecodeSplitVsOld) {
   };
   const int sm = std::getenv("KILN_PRECOMPILE_ONLY") ? std::atoi(std::getenv("KILN_PRECOMPILE_ONLY")) : compile_sm();
   const Geo geos[] = {{"llama3-8b", 32, 8, 128}, {"smollm2", 9, 3, 64}};
-  const KernelSource flush_src = test_source(
-      "flush_read",
-      "extern \"C\" __global__ void flush_read(const uint4* p, unsigned long long n, unsigned* sink) {\n"
-      "  unsigned a = 0;\n"
-      "  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;\n"
-      "       i += (unsigned long long)gridDim.x * blockDim.x) { const uint4 v = p[i]; a ^= v.x ^ v.y ^ v.z ^ v.w; }\n"
-      "  if (a == 0x9e3779b9u) sink[0] = a;\n}\n");
+  const KernelSource flush_src = plain_read_source();
   {  // NVRTC for every kernel first, in parallel (cached), so the timing loop only loads modules
     std::vector<KernelSource> all = {flush_src};
     for (const Geo& geo : geos)
