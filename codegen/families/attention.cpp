@@ -48,7 +48,7 @@ struct AttentionParams {
   int64_t T = 0, C = 0, nh = 0, nkv = 0, hd = 0;
   double scale = 1.0;
   int64_t window = 0;  // sliding window (attr window; 0 = none): the generic kernel only
-  int splits = 0;  // > 0: the split-K variant with this many splits (grid (splits, nkv, T))
+  int splits = 0;  // > 0: the split-K variant with this many splits (grid (nkv, splits, T))
 };
 
 Kernel emit(const AttentionParams& p, bool compiled) {
@@ -67,7 +67,7 @@ Kernel emit(const AttentionParams& p, bool compiled) {
              ", " + C + ", " + nh + ", " + nkv + ", " + S + ", " + scale + ")";
     k.take(e);
     k.block = launch::kAttSplitThreads;
-    k.grid = {static_cast<uint32_t>(p.splits), static_cast<uint32_t>(p.nkv), cdiv(p.T, 1)};
+    k.grid = {static_cast<uint32_t>(p.nkv), static_cast<uint32_t>(p.splits), cdiv(p.T, 1)};  // heads fastest
     k.own_pdl_wait = true;  // loads its first tile of earlier steps' rows before the wait (attention.cuh)
     k.eager_module = p.kv_dt;
     return k;

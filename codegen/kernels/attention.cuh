@@ -110,8 +110,8 @@ __device__ __forceinline__ void k_attention(const float* __restrict__ q, const v
 }
 
 // ---- split-K decode attention (flash-decoding) ---------------------------------
-// For steps of <= kAttSplitMaxRows rows (decode). Grid (S, nkv, T): block
-// (s, g, t) takes split s of the KV rows 0..L-1, L = min(pos0 + n_tokens, C)
+// For steps of <= kAttSplitMaxRows rows (decode). Grid (nkv, S, T): block
+// (g, s, t) takes split s of the KV rows 0..L-1, L = min(pos0 + n_tokens, C)
 // read from the step (a split covers chunk = max(ceil(L / S), kAttSplitMinKeys)
 // rows; splits past L exit at once), for all G = nh / nkv query heads of KV
 // head g and token t, so every K/V row is read once per GQA group. HD / 8
@@ -168,7 +168,13 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   __shared__ __align__(16) float s_acc[NW][G * HD];
   __shared__ float s_pm[G][kAttSplitMaxSplits], s_pl[G][kAttSplitMaxSplits], s_pw[G][kAttSplitMaxSplits];
   __shared__ int s_last;
-  const int s = blockIdx.x, g = blockIdx.y, t = blockIdx.z, T = gridDim.z;
+  // KV heads vary fastest in the grid, so the blocks that have rows at a
+  // short context (the first ceil(L / chunk) splits of every head) come
+  // first and the block scheduler puts them on different SMs. In (S, nkv, T)
+  // order they came in runs of a few per head, a wave apart, and pairs of
+  // them shared an SM: 8B Q4_K_M -2.3%, 1B -3.5% per token at context 512
+  // with a 8448-row cache (session 14, docs/perf.md).
+  const int g = blockIdx.x, s = blockIdx.y, t = blockIdx.z, T = gridDim.z;
   if (t >= step->n_tokens) return;
   int L = step->pos0 + step->n_tokens;
   if (L > C) L = C;

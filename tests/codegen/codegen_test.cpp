@@ -189,13 +189,13 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
       }
       if (n.op == ir::OpKind::Attention) {
         // the split-K variant exactly for compiled steps of <= 4 rows whose node has the scratch:
-        // grid (splits, KV heads, rows); else one block per (head, token)
+        // grid (KV heads, splits, rows); else one block per (head, token)
         const bool split = mode == ProgramMode::Compiled && n.inputs.size() == 5 && c.bucket <= 4;
         EXPECT_EQ(l.kernel.entry.find("kiln_attention_split_") == 0, split) << l.kernel.entry;
         if (split) {
           const int64_t C = ir::resolve_dim(c.g, c.g.value(n.inputs[1]).shape[0], {c.bucket});
-          EXPECT_EQ(l.grid[0], static_cast<uint32_t>(attention_splits(n.attr_int("n_kv_heads"), c.bucket, C)));
-          EXPECT_EQ(l.grid[1], static_cast<uint32_t>(n.attr_int("n_kv_heads")));
+          EXPECT_EQ(l.grid[0], static_cast<uint32_t>(n.attr_int("n_kv_heads")));
+          EXPECT_EQ(l.grid[1], static_cast<uint32_t>(attention_splits(n.attr_int("n_kv_heads"), c.bucket, C)));
           EXPECT_EQ(l.grid[2], static_cast<uint32_t>(c.bucket));
         } else if (l.kernel.entry.find("kiln_flash_attention_") == 0) {
           // prefill on tensor cores: compiled, f16 cache, > 4 rows; blocks of kFlashRows rows per head

@@ -884,7 +884,7 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
         void* args[] = {&pq, &pk, &pv, &py, &psc, &pst, &iC, &inh, &inkv, &iS, &scale};
         for (int rep = 0; rep < 2; ++rep) {
           cudaMemset(y.p, 0xFF, y.n);
-          ASSERT_EQ(driver().launchKernel(fn, uint32_t(S), uint32_t(nkv), uint32_t(nt), uint32_t(32 * cfg.warps), 1, 1,
+          ASSERT_EQ(driver().launchKernel(fn, uint32_t(nkv), uint32_t(S), uint32_t(nt), uint32_t(32 * cfg.warps), 1, 1,
                                           0, nullptr, args, nullptr),
                     CUDA_SUCCESS);
           ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -1246,7 +1246,7 @@ TEST(AttentionBench, DecodeSplitVsOld) {
           for (bool cold : {true, false}) {
             const double us = time_us(launch, cold);
             ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << l.kernel.entry;
-            report(split ? "split" : "old", cold ? "plan" : "plan_hot", split ? int(l.grid[0]) : 0,
+            report(split ? "split" : "old", cold ? "plan" : "plan_hot", split ? int(l.grid[1]) : 0,
                    l.grid[0] * l.grid[1] * l.grid[2], us);
           }
         }
@@ -1261,7 +1261,7 @@ TEST(AttentionBench, DecodeSplitVsOld) {
             void* args[] = {&pq, &pk, &pv, &py, &psc, &pst, &iC, &inh, &inkv, &iS, &scale};
             const double us = time_us(
                 [&] {
-                  driver().launchKernel(fn, uint32_t(S), uint32_t(geo.nkv), 1, uint32_t(32 * cfg.warps), 1, 1, 0,
+                  driver().launchKernel(fn, uint32_t(geo.nkv), uint32_t(S), 1, uint32_t(32 * cfg.warps), 1, 1, 0,
                                         nullptr, args, nullptr);
                 },
                 true);
