@@ -173,7 +173,7 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   // first and the block scheduler puts them on different SMs. In (S, nkv, T)
   // order they came in runs of a few per head, a wave apart, and pairs of
   // them shared an SM: 8B Q4_K_M -2.3%, 1B -3.5% per token at context 512
-  // with a 8448-row cache (session 14, docs/perf.md).
+  // with an 8448-row cache (session 14, docs/perf.md).
   const int g = blockIdx.x, s = blockIdx.y, t = blockIdx.z, T = gridDim.z;
   if (t >= step->n_tokens) return;
   int L = step->pos0 + step->n_tokens;
