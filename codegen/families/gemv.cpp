@@ -26,6 +26,64 @@ struct GemvParams {
   std::optional<GemvBulk> bulk;  // int8 activations streamed by bulk copies (sm_90)
 };
 
+// "mm_gemv_xq_bulk<...>" for weight dtype wdt in layout planes (no arguments)
+std::string bulk_call(const MatmulOperands& m, DType wdt, bool planes, const GemvBulk& b, int max_tokens) {
+  return "mm_gemv_xq_bulk<" + dt_macro(wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
+         std::to_string(m.flags) + ", " + std::to_string(max_tokens) + ", " + std::to_string(b.rows) + ", " +
+         std::to_string(b.stages) + ", " + std::to_string(planes ? 1 : 0) + ", " + std::to_string(b.ks) + ", " +
+         (m.gain_weight ? "true" : "false") + ">";
+}
+
+// The bulk-copy geometry of each part of a multi-weight int8 GEMV, one block
+// size for all: every part's shape where each fits 16 warps (or the fewest
+// any part needs), their weights together at least kGemvBulkMinBytes. grid:
+// the parts' blocks, one wave on 132 SMs shared in proportion to their
+// bytes, each part no more blocks than it has items for. nullopt: the
+// register GEMV.
+std::optional<std::vector<GemvBulk>> parts_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t) {
+  if (!m.xq || m.parts.empty()) return std::nullopt;
+  std::vector<GemvBulk> v;
+  std::vector<int64_t> bytes;
+  int warps = 16;
+  for (int pass = 0; pass < 2; ++pass) {
+    v.clear();
+    bytes.clear();
+    for (const auto& p : m.parts) {
+      MatmulOperands pm = m;
+      pm.parts.clear();
+      pm.wdt = p.wdt;
+      pm.planes = p.planes;
+      pm.N = p.N;
+      const std::optional<GemvBulk> b = gemv_bulk_geometry(pm, tokens, t, warps, 0);
+      if (!b) return std::nullopt;
+      v.push_back(*b);
+      const ir::DTypeInfo& di = ir::dtype_info(p.wdt);
+      bytes.push_back(p.N * (m.K / di.block_elems) * di.block_bytes);
+    }
+    int fewest = warps;
+    for (const GemvBulk& b : v) fewest = std::min(fewest, b.warps);
+    if (fewest == warps) break;
+    warps = fewest;
+  }
+  int64_t total = 0;
+  int min_blocks = 16;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i].warps != warps) return std::nullopt;
+    total += bytes[i];
+    min_blocks = std::min(min_blocks, v[i].min_blocks);
+  }
+  if (total < kGemvBulkMinBytes) return std::nullopt;
+  constexpr int64_t kSms = 132;  // as gemv_bulk_geometry
+  const int64_t budget = kSms * min_blocks;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const int64_t items = (m.parts[i].N + v[i].rows - 1) / v[i].rows, groups = v[i].warps / v[i].ks;
+    const int64_t share = std::max<int64_t>(1, budget * bytes[i] / total);
+    v[i].grid = static_cast<uint32_t>(std::min(share, (items + groups - 1) / groups));
+    v[i].min_blocks = min_blocks;
+  }
+  return v;
+}
+
 bool is_gemv(const NodeCtx& c) {
   if (!is_f32_matmul(c)) return false;
   const int64_t rows = matmul_rows(c);
@@ -47,10 +105,10 @@ Kernel emit(const GemvParams& p, bool compiled) {
     k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) + "_b" + std::to_string(b.warps) + "x" +
              std::to_string(b.stages) + (b.ks > 1 ? "k" + std::to_string(b.ks) : "") + (m.planes ? "_pl" : "") + "_xq" +
              (m.gain_weight ? "_gw" : "");
-    k.call = "mm_gemv_xq_bulk<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
-             std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(b.rows) + ", " +
-             std::to_string(b.stages) + ", " + std::to_string(m.planes ? 1 : 0) + ", " + std::to_string(b.ks) + ", " +
-             (m.gain_weight ? "true" : "false") + ">(" + args + ")";
+    // kMmRope: the rope_store epilogue (y, output 0, is q')
+    const std::string epi = (m.flags & kMmRope) ? rope_epi_arg(m, rope_epi_params(m, e, st), e, 0) : "";
+    k.call = bulk_call(m, m.wdt, m.planes, b, p.max_tokens) + "(" + args +
+             (epi.empty() ? "" : ", nullptr, GemvSlice{0, 0, 0}, " + epi) + ")";
     k.take(e);
     k.block = 32 * b.warps;
     k.grid[0] = b.grid;
@@ -98,20 +156,33 @@ GemvGeometry gemv_geometry(int64_t K, int64_t N, bool swiglu, bool xq, DType wdt
 // launch whose blocks are cut into one range per weight, each running that
 // weight's GEMV (its own dtype, layout and geometry) on the same x and writing
 // its columns of y (GemvSlice in gemv.cuh). Every part quantises x itself,
-// as separate launches would.
-Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
+// as separate launches would. On sm_90 with int8 activations and >= 2 MiB of
+// weights in all (the 8B's and 1B's QKV) each part is a bulk-copy GEMV
+// (parts_bulk_geometry), else a register GEMV.
+Kernel emit_parts(const MatmulOperands& m, int max_tokens, const Target& t) {
   Emit e{true, {}, {}};
   Kernel k;
-  // split and rows from the whole launch's columns (as one GEMV of all the
-  // rows would take them); each part's blocks from its own
   const bool rope = m.flags & kMmRope;
+  const std::optional<std::vector<GemvBulk>> bulk = parts_bulk_geometry(m, max_tokens, t);
+  // register GEMV: split and rows from the whole launch's columns (as one
+  // GEMV of all the rows would take them); each part's blocks from its own
   const GemvGeometry whole = gemv_geometry(m.K, m.N, false, m.xq, m.wdt, rope);
   k.header = "gemv.cuh";
   k.name = rope ? "kiln_rms_matmul_rope_store_gemv_parts" : "kiln_rms_matmul_gemv_parts";
-  for (const auto& p : m.parts) k.name += "_" + dt_lower(p.wdt) + (p.planes ? "_pl" : "");
-  k.name += "_g" + dt_lower(m.gdt) + "_t" + std::to_string(max_tokens) +
-            (whole.split > 1 ? "_s" + std::to_string(whole.split) : "") +
-            (whole.rows > 1 ? "_r" + std::to_string(whole.rows) : "") + (m.xq ? "_xq" : "");
+  for (size_t i = 0; i < m.parts.size(); ++i) {
+    k.name += "_" + dt_lower(m.parts[i].wdt) + (m.parts[i].planes ? "_pl" : "");
+    if (bulk) {
+      const GemvBulk& b = (*bulk)[i];
+      k.name += "_b" + std::to_string(b.warps) + "x" + std::to_string(b.stages) +
+                (b.ks > 1 ? "k" + std::to_string(b.ks) : "");
+    }
+  }
+  k.name += "_g" + dt_lower(m.gdt) + "_t" + std::to_string(max_tokens);
+  if (bulk)
+    k.name += std::string("_xq") + (m.gain_weight ? "_gw" : "");
+  else
+    k.name += (whole.split > 1 ? "_s" + std::to_string(whole.split) : "") +
+              (whole.rows > 1 ? "_r" + std::to_string(whole.rows) : "") + (m.xq ? "_xq" : "");
   if (rope)
     k.name += "_c" + dt_lower(m.rope.cache_dt) + (m.rope.ff_in >= 0 ? "_ff_" + dt_lower(m.rope.ff_dt) : "");
   const std::string x = e.in(0, "const float*"), g = e.in(static_cast<int>(m.gain_in), "const void*");
@@ -120,53 +191,66 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens) {
   const std::string y = e.out(0, "float*"), st = e.step();
   const std::string nt = matmul_nt(m, e, st), K = e.i(m.K), eps = e.f(m.eps);
   const RopeEpiParams rp = rope ? rope_epi_params(m, e, st) : RopeEpiParams{};
-  std::vector<GemvGeometry> geos;
-  uint32_t total = 0;
-  for (const auto& p : m.parts) {
-    geos.push_back({whole.split, whole.rows, gemv_grid(p.N, whole.split, whole.rows, false, p.wdt)});
-    total += geos.back().grid;
-  }
-  // int8 activations: the parts share the one-wave budget of a single GEMV
-  // (each block quantises x once, then streams its part's rows; the smallest
-  // of the parts' budgets), in proportion to their column groups
-  uint32_t budget = launch::kGemvXqMaxBlocks;
-  for (const auto& p : m.parts) budget = std::min(budget, gemv_xq_max_blocks(p.wdt));
-  if (m.xq && total > budget) {
-    uint32_t sum = 0;
-    size_t largest = 0;
-    for (size_t i = 0; i < geos.size(); ++i) {
-      geos[i].grid = std::max<uint32_t>(1, geos[i].grid * budget / total);
-      sum += geos[i].grid;
-      if (geos[i].grid > geos[largest].grid) largest = i;
+  std::vector<uint32_t> grids;
+  if (bulk) {
+    for (const GemvBulk& b : *bulk) grids.push_back(b.grid);
+  } else {
+    uint32_t total = 0;
+    for (const auto& p : m.parts) {
+      grids.push_back(gemv_grid(p.N, whole.split, whole.rows, false, p.wdt));
+      total += grids.back();
     }
-    if (sum < budget) geos[largest].grid += budget - sum;
+    // int8 activations: the parts share the one-wave budget of a single GEMV
+    // (each block quantises x once, then streams its part's rows; the smallest
+    // of the parts' budgets), in proportion to their column groups
+    uint32_t budget = launch::kGemvXqMaxBlocks;
+    for (const auto& p : m.parts) budget = std::min(budget, gemv_xq_max_blocks(p.wdt));
+    if (m.xq && total > budget) {
+      uint32_t sum = 0;
+      size_t largest = 0;
+      for (size_t i = 0; i < grids.size(); ++i) {
+        grids[i] = std::max<uint32_t>(1, grids[i] * budget / total);
+        sum += grids[i];
+        if (grids[i] > grids[largest]) largest = i;
+      }
+      if (sum < budget) grids[largest] += budget - sum;
+    }
   }
   uint32_t b0 = 0;
   int64_t c0 = 0;
   for (size_t i = 0; i < m.parts.size(); ++i) {
     const auto& p = m.parts[i];
-    const GemvGeometry& geo = geos[i];
+    const std::string kernel =
+        bulk ? bulk_call(m, p.wdt, p.planes, (*bulk)[i], max_tokens)
+             : "mm_gemv<" + dt_macro(p.wdt) + ", " + dt_macro(m.gdt) + ", " + std::to_string(m.flags) + ", " +
+                   std::to_string(max_tokens) + ", " + std::to_string(whole.split) + ", " +
+                   std::to_string(whole.rows) + ", " + std::to_string(p.planes ? 1 : 0) + ", " +
+                   std::to_string(m.xq ? 1 : 0) + ">";
     // rope: every part gets q' (y) itself and its first qkv column in the epilogue
-    const std::string call =
-        "mm_gemv<" + dt_macro(p.wdt) + ", " + dt_macro(m.gdt) + ", " + std::to_string(m.flags) + ", " +
-        std::to_string(max_tokens) + ", " + std::to_string(geo.split) + ", " + std::to_string(geo.rows) + ", " +
-        std::to_string(p.planes ? 1 : 0) + ", " + std::to_string(m.xq ? 1 : 0) + ">(" + x + ", " + g + ", " + w[i] +
-        ", nullptr, " + y + (rope ? "" : " + " + std::to_string(c0)) + ", " + nt + ", " + K + ", " +
-        std::to_string(p.N) + ", " + eps + ", nullptr, GemvSlice{" + std::to_string(b0) + ", " +
-        std::to_string(geo.grid) + ", " + std::to_string(m.N) + "}" + (rope ? ", " + rope_epi_arg(m, rp, e, c0) : "") +
-        ")";
-    b0 += geo.grid;
+    const std::string call = kernel + "(" + x + ", " + g + ", " + w[i] + ", nullptr, " + y +
+                             (rope ? "" : " + " + std::to_string(c0)) + ", " + nt + ", " + K + ", " +
+                             std::to_string(p.N) + ", " + eps + ", nullptr, GemvSlice{" + std::to_string(b0) + ", " +
+                             std::to_string(grids[i]) + ", " + std::to_string(m.N) + "}" +
+                             (rope ? ", " + rope_epi_arg(m, rp, e, c0) : "") + ")";
+    b0 += grids[i];
     c0 += p.N;
     if (i + 1 < m.parts.size()) k.call += "if (blockIdx.x < " + std::to_string(b0) + "u) " + call + ";\n  else ";
     else k.call += call;
   }
   k.take(e);
-  k.block = launch::kGemvThreads;
   k.grid[0] = b0;
-  if (m.xq) {
-    k.smem = gemv_xq_smem(m.K, max_tokens);
-    k.min_blocks = launch::kGemvXqMinBlocksPerSm;
-    k.own_pdl_wait = true;  // every part's mm_gemv_xq waits after its first weight loads
+  if (bulk) {
+    k.block = 32 * bulk->front().warps;
+    for (const GemvBulk& b : *bulk) k.smem = std::max(k.smem, b.smem);
+    k.min_blocks = bulk->front().min_blocks;
+    k.own_pdl_wait = true;  // every part fills its first buffers before the wait
+  } else {
+    k.block = launch::kGemvThreads;
+    if (m.xq) {
+      k.smem = gemv_xq_smem(m.K, max_tokens);
+      k.min_blocks = launch::kGemvXqMinBlocksPerSm;
+      k.own_pdl_wait = true;  // every part's mm_gemv_xq waits after its first weight loads
+    }
   }
   k.eager_module = m.wdt;
   return k;
@@ -182,12 +266,11 @@ class GemvFamily final : public Family {
     p.max_tokens = static_cast<int>(std::max<int64_t>(1, p.m.rows));
     if (!p.m.parts.empty()) {
       if (!c.compiled()) unsupported(c.opname() + ": several weights lower to the compiled GEMV only");
-      return emit_parts(p.m, p.max_tokens);
+      return emit_parts(p.m, p.max_tokens, c.target);
     }
-    // the rope_store epilogue pairs columns within a block: register GEMV only
-    // (the bulk kernel's groups take single rows anywhere in the grid)
+    // (with the rope_store epilogue too: an item's columns are rope pairs)
     const bool rope = p.m.flags & kMmRope;
-    if (p.m.xq && !rope) p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
+    if (p.m.xq) p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
     if (p.m.xq || c.compiled()) {
       const GemvGeometry geo = gemv_geometry(p.m.K, p.m.N, p.m.flags & kMmSwiGlu, p.m.xq, p.m.wdt, rope);
       p.split = geo.split;
@@ -222,16 +305,20 @@ class GemvFamily final : public Family {
 //    of latencies rather than a stream (SmolLM2's four: -8.5% per token with
 //    early triggers everywhere).
 // Register GEMVs of a few MB lost (session 9, when the 1B's 2.4-19 MB and
-// the 8B's o projection were register GEMVs; since session 11 only the QKV
-// with its rope epilogue and the mixed-type parts of that size are): their
-// blocks, landing early, pile up on whichever SMs have room, and each
-// block's share of the rows is fixed (1B: 0% to +3.6% by the kind of kernel
-// triggering; 8B +1.9% when the QKV GEMV let attention land early).
+// the 8B's o projection were register GEMVs; since session 15 every int8
+// GEMV of >= 2 MiB on sm_90 is a bulk one, the QKV with its rope epilogue and
+// the mixed-type parts included): their blocks, landing early, pile up on
+// whichever SMs have room, and each block's share of the rows is fixed (1B:
+// 0% to +3.6% by the kind of kernel triggering; 8B +1.9% when the QKV GEMV
+// let attention land early). The bulk QKV gains only with its early launch
+// (session 15: 8B Q4_K_M -1.5% with it, -0.2% without).
 bool gemv_wants_early_launch(const NodeCtx& c) {
   if (!is_gemv(c) || !node_xq(c.n)) return false;
   const MatmulOperands m = matmul_operands(c);
-  const bool rope = m.flags & kMmRope;
-  if (m.parts.empty() && !rope && gemv_bulk_geometry(m, std::max<int64_t>(1, m.rows), c.target)) return true;
+  const int64_t tokens = std::max<int64_t>(1, m.rows);
+  if (m.parts.empty() ? gemv_bulk_geometry(m, tokens, c.target).has_value()
+                      : parts_bulk_geometry(m, tokens, c.target).has_value())
+    return true;
   return gemv_small(c);
 }
 

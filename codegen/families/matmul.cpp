@@ -201,7 +201,7 @@ int gemv_split_xq(int64_t K) {
   return units >= 512 ? 4 : units >= 256 ? 2 : 1;
 }
 std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t,
-                                           int max_warps) {
+                                           int max_warps, int64_t min_bytes) {
   constexpr int64_t kSmemPerSm = 227 * 1024, kSmemReserved = 1024;  // sm_90: usable per SM, per block
   // bytes of rows a group keeps in flight (at least 2 buffers; 16 and 32 KiB
   // were measured 0.6% and 3% slower on the 8B)
@@ -215,9 +215,8 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // (its 9 MiB o projection), 1B Q4_K_M -6.8% (gate/up, the q6_K down and the
   // 2.4 MiB o projection), and for the light types, against the register
   // kernel, 8B Q4_0 -7.0%, 8B Q8_0 -1.8%, 1B Q8_0 -1.0%.
-  // Matrices under 2 MiB (SmolLM2's) keep the register-pipelined kernel,
-  // whose grid and prologue are cheaper.
-  constexpr int64_t kMinBytes = int64_t{2} << 20;
+  // Matrices under 2 MiB (SmolLM2's, kGemvBulkMinBytes) keep the
+  // register-pipelined kernel, whose grid and prologue are cheaper.
   // sm_90 only: the shared-memory budget below is Hopper's 227 KiB per SM
   // (a newer target must bring its own budget: consumer parts have ~100 KiB)
   if (!m.xq || t.sm != 90) return std::nullopt;
@@ -225,13 +224,13 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   if (m.K % di.block_elems) return std::nullopt;
   const int64_t rb = m.K / di.block_elems * di.block_bytes;  // row bytes (the planes layout keeps the GGUF row size)
   const int64_t wrows = (m.flags & kMmSwiGlu) ? 2 * m.N : m.N;
-  if (rb % 16 || rb * wrows < kMinBytes) return std::nullopt;
+  if (rb % 16 || rb * wrows < min_bytes) return std::nullopt;
   GemvBulk b;
   // Two output columns per item (their rows staged together, x read once for
   // both): 1B Q4_K_M -2.7% per token, the 8B's unchanged (+0.2%, within
   // run-to-run noise); q6_K keeps one (8B Q6_K +0.3 to +0.6% with two; 4 columns were
   // slower everywhere: 8B Q4_K_M +1.8%, 1B +3.7%). Session 11, docs/perf.md.
-  b.rows = m.wdt == DType::Q6_K ? 1 : 2;
+  b.rows = m.wdt == DType::Q6_K && !(m.flags & kMmRope) ? 1 : 2;
   const int64_t stage = ((m.flags & kMmSwiGlu) ? 2 : 1) * b.rows * rb;
   const int64_t xs = tokens * (m.K + m.K / 16 * 8);
   b.stages = static_cast<int>(std::clamp<int64_t>((kStageTarget + stage - 1) / stage, 2, 4));

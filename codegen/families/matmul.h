@@ -106,7 +106,11 @@ struct GemvBulk {
 // max_warps: at most this many warps per block (16: one block per SM
 // quantises x once for all its warps, measured 1.0-1.3% faster per 8B token
 // than 8 warps in 2 blocks; the LM head keeps the sampling step's 4).
+// min_bytes: smaller weights keep the register GEMV (a part of a
+// multi-weight launch passes 0: the launch's total decides).
+// kMmRope (the rope_store epilogue) takes column pairs: 2 columns per item.
+constexpr int64_t kGemvBulkMinBytes = int64_t{2} << 20;
 std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t,
-                                           int max_warps = 16);
+                                           int max_warps = 16, int64_t min_bytes = kGemvBulkMinBytes);
 
 }  // namespace kiln::codegen::detail

@@ -658,11 +658,19 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 #ifndef KILN_BULK_ABLATE
 #define KILN_BULK_ABLATE 0
 #endif
-template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1, bool GW = false>
+// sl: the blocks of a multi-weight launch that run this GEMV and y's row
+// stride (GemvSlice; {0, 0, 0}: the whole grid, rows of N).
+// MM_ROPE (EPI = RopeEpi): an item's R columns (R even, items start at an
+// even column) are rope_store's (2i, 2i+1) pairs: the lane holding column
+// 2i's sums takes column 2i + 1's from its partner and hands the pair to the
+// epilogue, which writes q' to y and the k', v values into the caches.
+template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1, bool GW = false, class EPI = NoRope>
 __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, const void* __restrict__ g,
                                                 const u8* __restrict__ w, const float* __restrict__ r,
                                                 float* __restrict__ y, int nt, int K, int N, float eps,
-                                                u64* key = nullptr) {
+                                                u64* key = nullptr, GemvSlice sl = GemvSlice{0, 0, 0},
+                                                EPI epi = EPI{}) {
+  static_assert((FL & MM_ROPE) == 0 || (R % 2 == 0 && (FL & MM_SWIGLU) == 0), "MM_ROPE: column pairs per item");
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;
   constexpr int P = (FL & MM_SWIGLU) ? 2 * MT : MT;  // sums per output column
   __shared__ float red[33];
@@ -678,7 +686,8 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
   float2* xds = (float2*)(kiln_xq_smem + MT * K);
   u8* stages = kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)grp * S * RR * RB;
   u64* bars = (u64*)(kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)ngr * S * RR * RB) + grp * S;
-  const int items = (N + R - 1) / R, G = gridDim.x * ngr, first = blockIdx.x * ngr + grp;
+  const int items = (N + R - 1) / R, G = slice_blocks(sl) * ngr, first = slice_block(sl) * ngr + grp;
+  const int ldy = sl.ldy ? sl.ldy : N;
   const int mine = first < items ? (items - first + G - 1) / G : 0;  // items of this group
   // fill i (this group's i-th item) into buffer i % S; the rows are read
   // once per step, so their L2 lines go first (kiln_l2_evict_first)
@@ -771,7 +780,21 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
       kiln_fence_async_smem();
       fill(i + S);
     }
-    if (lead && col < nr) gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, N, key);
+    if constexpr ((FL & MM_ROPE) != 0) {
+      // column col + 1's sums come from its lane (the whole warp shuffles)
+      float a[MT], b[MT];
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        a[t] = v[0][t] * inv[t];
+        b[t] = __shfl_down_sync(0xFFFFFFFFu, a[t], 32 / R);
+      }
+      if (lead && col % 2 == 0 && col < nr)
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+          if (t < nt) epi.pair(y, n0 + col, t, a[t], b[t]);
+    } else if (lead && col < nr) {
+      gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key);
+    }
   }
   KILN_BULK_MARK(3);
 }

@@ -154,7 +154,30 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
           n.op == ir::OpKind::RmsMatMulSwiGlu) {
         const int64_t N = out.shape[1].value;
         const bool gemv = l.block[0] == 128;
-        if (bulk) {
+        if (bulk && l.kernel.entry.find("_parts_") != std::string::npos) {
+          // several weights: each part's bulk GEMV on its own contiguous
+          // range of blocks (GemvSlice{b0, nb, ldy}), the ranges covering the
+          // grid, every block of a part with at least one item of R columns
+          const std::regex part(
+              "mm_gemv_xq_bulk<[A-Z0-9_]+, [A-Z0-9_]+, [0-9]+, [0-9]+, ([0-9]+), ([0-9]+), [01], ([0-9]+), "
+              "(?:true|false)>\\(.*?, ([0-9]+), __int_as_float\\(0x[0-9a-f]+\\), nullptr, "
+              "GemvSlice\\{([0-9]+), ([0-9]+), ([0-9]+)\\}");
+          int64_t b0 = 0, cols = 0, parts = 0;
+          std::string src = l.kernel.source;
+          for (std::smatch pm; std::regex_search(src, pm, part); src = pm.suffix(), ++parts) {
+            const int R = std::stoi(pm[1]), S = std::stoi(pm[2]), KS = std::stoi(pm[3]);
+            const int64_t Np = std::stoll(pm[4]), nb = std::stoll(pm[6]);
+            EXPECT_GE(S, 2) << l.kernel.entry;
+            EXPECT_EQ(std::stoll(pm[5]), b0) << l.kernel.entry;
+            EXPECT_EQ(std::stoll(pm[7]), N) << l.kernel.entry;
+            EXPECT_LT((nb - 1) * (int64_t(l.block[0] / 32) / KS), (Np + R - 1) / R) << l.kernel.entry;
+            b0 += nb;
+            cols += Np;
+          }
+          EXPECT_EQ(parts, int64_t(n.inputs.size()) - 2) << l.kernel.source;
+          EXPECT_EQ(b0, int64_t(l.grid[0])) << l.kernel.entry;
+          EXPECT_EQ(cols, N) << l.kernel.entry;
+        } else if (bulk) {
           // W warps per block in groups of KS ("k<KS>", default 1), S >= 2 row
           // buffers per group; every group of the grid takes the same number
           // of columns (one per item), and no block is idle
@@ -552,34 +575,50 @@ TEST(Codegen, KernelBeforeABulkOrSmallInt8GemvTriggersEarly) {
     EXPECT_NE(kernel_file(f).find("kiln_pdl_wait_own();"), std::string_view::npos) << f;
 }
 
-// A multi-weight int8 GEMV (fuse-qkv-parts) scales its parts' blocks to the
-// smallest one-wave budget of its weight types: a q4_K + q6_K mix stops at 3
-// blocks per SM like each of them alone, in proportion to the parts' rows.
+// A multi-weight int8 GEMV (fuse-qkv-parts) of the register kind (sm_89;
+// sm_90 takes the bulk kind below) scales its parts' blocks to the smallest
+// one-wave budget of its weight types: a q4_K + q6_K mix stops at 3 blocks
+// per SM like each of them alone, in proportion to the parts' rows.
+// On sm_90 the same weights (>= 2 MiB in all) are bulk-copy GEMVs of one
+// block size: at most one block per SM in all, shared in proportion to the
+// parts' bytes (q6_K rows are 210/144 of q4_K's).
 TEST(Codegen, PartsGemvKeepsTheOneWaveBudgetOfItsTypes) {
   using ir::DType;
   const testcases::OpCase c =
       testcases::parts_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, {16384, 4096, 4096}, 4096, 1, true, "planes");
-  const Lowered l = lower(c.g, c.g.nodes()[0], {1}, Target{90, "planes"}, ProgramMode::Compiled);
+  // block ranges: GemvSlice{b0, nb, ldy} per part
+  auto slices = [](std::string src) {
+    std::vector<int> nb;
+    for (std::smatch m; std::regex_search(src, m, std::regex("GemvSlice\\{([0-9]+), ([0-9]+), 24576\\}"));
+         src = m.suffix())
+      nb.push_back(std::stoi(m[2]));
+    return nb;
+  };
+  const Lowered l = lower(c.g, c.g.nodes()[0], {1}, Target{89, "planes"}, ProgramMode::Compiled);
   EXPECT_EQ(l.grid[0], uint32_t(launch::kGemvXqMaxBlocksWave)) << l.kernel.entry;
-  // block ranges: GemvSlice{b0, nb, ldy} per part, 4 : 1 : 1 like the rows
-  std::smatch m;
-  std::string src = l.kernel.source;
-  std::vector<int> nb;
-  while (std::regex_search(src, m, std::regex("GemvSlice\\{([0-9]+), ([0-9]+), 24576\\}"))) {
-    nb.push_back(std::stoi(m[2]));
-    src = m.suffix();
-  }
+  EXPECT_EQ(l.kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos);
+  std::vector<int> nb = slices(l.kernel.source);
   ASSERT_EQ(nb.size(), 3u) << l.kernel.source;
   EXPECT_EQ(nb[0] + nb[1] + nb[2], launch::kGemvXqMaxBlocksWave);
-  EXPECT_NEAR(nb[0], 4 * nb[1], 4);
+  EXPECT_NEAR(nb[0], 4 * nb[1], 4);  // 4 : 1 : 1 like the rows
   EXPECT_EQ(nb[1], nb[2]);
+  const Lowered b = lower(c.g, c.g.nodes()[0], {1}, Target{90, "planes"}, ProgramMode::Compiled);
+  EXPECT_NE(b.kernel.source.find("mm_gemv_xq_bulk<DT_Q6_K"), std::string::npos) << b.kernel.source;
+  EXPECT_EQ(b.block[0], 512u);
+  EXPECT_LE(b.grid[0], 132u);
+  EXPECT_GE(b.grid[0], 128u);
+  nb = slices(b.kernel.source);
+  ASSERT_EQ(nb.size(), 3u) << b.kernel.source;
+  EXPECT_EQ(uint32_t(nb[0] + nb[1] + nb[2]), b.grid[0]);
+  EXPECT_NEAR(nb[0], 4 * nb[1], 4);
+  EXPECT_NEAR(nb[2], nb[1] * 210 / 144, 2);
 }
 
 // rms_matmul_rope_store: the rope_store epilogue pairs columns (2i, 2i+1)
 // inside a block, so a block's columns must be even in count (4 split warps
-// of single columns take 2 columns per group), the bulk-copy GEMV (whose
-// groups take single rows anywhere in the grid) is never chosen, the parts
-// get their first qkv column, and a "neox" node (pairs half a head apart) is
+// of single columns take 2 columns per group); the bulk-copy GEMV (sm_90,
+// >= 2 MiB) keeps a pair in one item of 2 columns, q6_K too; the parts get
+// their first qkv column, and a "neox" node (pairs half a head apart) is
 // refused with the reason.
 TEST(Codegen, RopeEpilogueGemvKeepsPairsInOneBlock) {
   using ir::DType;
@@ -598,12 +637,25 @@ TEST(Codegen, RopeEpilogueGemvKeepsPairsInOneBlock) {
   const Lowered lp = lower_case(plain);
   EXPECT_EQ(lp.kernel.entry.find("_r2"), std::string::npos) << lp.kernel.entry;
   EXPECT_EQ(lp.grid[0], 512u);
-  // a q4_K projection of >= 24 MiB (a 70B-sized qkv) stays on the register GEMV
-  const OpCase big = testcases::rope_gemv_case({DType::Q4_K}, 64, 8, 128, 128, 8192, 1, true, DType::F32,
-                                               DType::F16, false, "planes");
-  const Lowered lb = lower_case(big);
-  EXPECT_FALSE(std::regex_search(lb.kernel.entry, std::regex("_b[0-9]+x[0-9]"))) << lb.kernel.entry;
-  EXPECT_EQ(lb.kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos);
+  // a projection of >= 2 MiB (the 8B's 14 MB q4_K, a q6_K one): the bulk
+  // GEMV with the epilogue, 2 columns per item; on sm_89 the register GEMV
+  for (DType wt : {DType::Q4_K, DType::Q6_K}) {
+    const OpCase big =
+        testcases::rope_gemv_case({wt}, 32, 8, 128, 128, 4096, 1, true, DType::F32, DType::F16, false, "planes");
+    const Lowered lb = lower_case(big);
+    EXPECT_TRUE(std::regex_search(lb.kernel.entry, std::regex("_b16x[0-9]"))) << lb.kernel.entry;
+    EXPECT_TRUE(std::regex_search(lb.kernel.source,
+                                  std::regex("mm_gemv_xq_bulk<DT_Q[46]_K, DT_F32, [0-9]+, 1, 2, [0-9], 1, ")))
+        << lb.kernel.source;
+    EXPECT_NE(lb.kernel.source.find("GemvSlice{0, 0, 0}, RopeEpi<DT_F32, DT_F16>{"), std::string::npos)
+        << lb.kernel.source;
+    const Lowered lr = lower(big.g, big.g.nodes()[0], {1}, Target{89, "planes"}, ProgramMode::Compiled);
+    EXPECT_EQ(lr.kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos) << lr.kernel.source;
+  }
+  // under 2 MiB (SmolLM2's 1.1 MB): the register GEMV
+  const OpCase small =
+      testcases::rope_gemv_case({DType::Q4_1}, 9, 3, 64, 64, 576, 1, true, DType::F32, DType::F16, false, "planes");
+  EXPECT_EQ(lower_case(small).kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos);
   // the 8B Q4_K_M block: three parts at qkv columns 0, 4096, 5120, one set of
   // cache / frequency-factor parameters
   const OpCase parts = testcases::rope_gemv_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, 32, 8, 128, 128, 4096, 1,

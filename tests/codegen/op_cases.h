@@ -611,9 +611,16 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
   // takes 2 columns per group) with f32 and f16 caches
   for (int64_t b : {int64_t{1}, int64_t{3}}) {
     out.push_back(rope_gemv_case({DType::Q4_1}, 9, 3, 64, 64, 576, b, true, DType::F32, DType::F16, false, "planes"));
-    for (const char* layout : {"ggml", "planes"})
+    for (const char* layout : {"ggml", "planes"}) {
       out.push_back(rope_gemv_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, 32, 8, 128, 128, 4096, b, true,
                                    DType::F32, DType::F16, true, layout));
+      // one weight of the 8B's 14 MB (q4_K, q8_0) and the 1B's mixed block:
+      // sm_90's bulk-copy GEMV with the rope epilogue
+      out.push_back(rope_gemv_case({DType::Q4_K}, 32, 8, 128, 128, 4096, b, true, DType::F32, DType::F16, true, layout));
+      out.push_back(rope_gemv_case({DType::Q8_0}, 32, 8, 128, 128, 4096, b, true, DType::F32, DType::F16, false, layout));
+      out.push_back(rope_gemv_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, 32, 8, 64, 64, 2048, b, true, DType::F32,
+                                   DType::F16, true, layout));
+    }
     out.push_back(rope_gemv_case({DType::Q8_0}, 4, 2, 64, 32, 2048, b, true, DType::F16, DType::BF16, false, "planes"));
     out.push_back(rope_gemv_case({DType::F16}, 4, 2, 64, 64, 4096, b, false, DType::F32, DType::F32, false, "ggml"));
     out.push_back(
