@@ -75,6 +75,10 @@ constexpr int kAttSplitPrefetch = 1;             // the next tile's loads fly wh
 constexpr int kAttSplitTargetBlocks = 2 * 132;   // ~2 blocks per SM of an H100/H200
 constexpr int kAttSplitMaxSplits = 48;
 constexpr int kAttSplitMinKeys = 64;
+// Steps of at most this many KV rows (L = pos0 + n_tokens) prefetch their
+// K and V rows to L2 before the PDL wait (attention.cuh). Measured: faster
+// at L <= 1056, slower at L >= 2000; the limit between is not measured.
+constexpr int kAttSplitL2PrefetchMaxRows = 1536;
 constexpr int kAttSplitMaxGroup = 8;             // query heads per KV head (n_heads / n_kv_heads)
 constexpr int kAttSplitMaxGroupDims = 1024;      // group * head_dim (shared memory of the block merge)
 

@@ -573,6 +573,14 @@ TEST(Codegen, KernelBeforeABulkOrSmallInt8GemvTriggersEarly) {
   }
   for (const char* f : {"gemv.cuh", "rope.cuh", "attention.cuh"})
     EXPECT_NE(kernel_file(f).find("kiln_pdl_wait_own();"), std::string_view::npos) << f;
+  // the split attention's short-context K/V prefetch to L2 comes before its wait
+  const std::string_view att = kernel_file("attention.cuh");
+  const size_t split = att.find("void k_attention_split(");
+  ASSERT_NE(split, std::string_view::npos);
+  const size_t pf = att.find("kiln_prefetch_l2(", split), wait = att.find("kiln_pdl_wait_own();", split);
+  EXPECT_NE(pf, std::string_view::npos);
+  EXPECT_LT(pf, wait);
+  EXPECT_NE(att.find("L <= kAttSplitL2PrefetchMaxRows", split), std::string_view::npos);
 }
 
 // A multi-weight int8 GEMV (fuse-qkv-parts) of the register kind (sm_89;
