@@ -5,6 +5,7 @@
 
 #include "codegen/families/matmul.h"
 #include "codegen/kernels/launch.h"
+#include "ir/dequant.h"
 
 namespace kiln::codegen::detail {
 namespace {
@@ -57,8 +58,7 @@ std::optional<std::vector<GemvBulk>> parts_bulk_geometry(const MatmulOperands& m
       const std::optional<GemvBulk> b = gemv_bulk_geometry(pm, tokens, t, warps, 0);
       if (!b) return std::nullopt;
       v.push_back(*b);
-      const ir::DTypeInfo& di = ir::dtype_info(p.wdt);
-      bytes.push_back(p.N * (m.K / di.block_elems) * di.block_bytes);
+      bytes.push_back(p.N * static_cast<int64_t>(ir::row_bytes(p.wdt, m.K)));
     }
     int fewest = warps;
     for (const GemvBulk& b : v) fewest = std::min(fewest, b.warps);
@@ -73,8 +73,7 @@ std::optional<std::vector<GemvBulk>> parts_bulk_geometry(const MatmulOperands& m
     min_blocks = std::min(min_blocks, v[i].min_blocks);
   }
   if (total < kGemvBulkMinBytes) return std::nullopt;
-  constexpr int64_t kSms = 132;  // as gemv_bulk_geometry
-  const int64_t budget = kSms * min_blocks;
+  const int64_t budget = kGemvBulkSms * min_blocks;
   for (size_t i = 0; i < v.size(); ++i) {
     const int64_t items = (m.parts[i].N + v[i].rows - 1) / v[i].rows, groups = v[i].warps / v[i].ks;
     const int64_t share = std::max<int64_t>(1, budget * bytes[i] / total);

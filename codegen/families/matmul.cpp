@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "codegen/kernels/launch.h"
+#include "ir/dequant.h"
 
 namespace kiln::codegen::detail {
 using ir::DType;
@@ -206,7 +207,6 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // bytes of rows a group keeps in flight (at least 2 buffers; 16 and 32 KiB
   // were measured 0.6% and 3% slower on the 8B)
   constexpr int64_t kStageTarget = 8 * 1024;
-  constexpr int64_t kSms = 132;               // H100 SXM / H200; fewer SMs: the grid takes a second wave
   // Measured on the H200 (docs/perf.md): the bulk kernel first won only where
   // decoding is heavy per byte (q4_K, q6_K) and the matrix large (>= 24 MiB:
   // the 8B's gate/up, down, LM head, 15-35% faster). Since the int8 unit work
@@ -222,7 +222,7 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   if (!m.xq || t.sm != 90) return std::nullopt;
   const ir::DTypeInfo& di = ir::dtype_info(m.wdt);
   if (m.K % di.block_elems) return std::nullopt;
-  const int64_t rb = m.K / di.block_elems * di.block_bytes;  // row bytes (the planes layout keeps the GGUF row size)
+  const int64_t rb = static_cast<int64_t>(ir::row_bytes(m.wdt, m.K));  // the planes layout keeps the GGUF row size
   const int64_t wrows = (m.flags & kMmSwiGlu) ? 2 * m.N : m.N;
   if (rb % 16 || rb * wrows < min_bytes) return std::nullopt;
   GemvBulk b;
@@ -257,7 +257,7 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   b = *best;
   const int64_t items = (m.N + b.rows - 1) / b.rows;
   const int64_t groups = b.warps / b.ks;
-  const int64_t capacity = kSms * b.min_blocks * groups;  // groups resident at once
+  const int64_t capacity = kGemvBulkSms * b.min_blocks * groups;  // groups resident at once
   const int64_t per_group = (items + capacity - 1) / capacity;
   const int64_t need = (items + per_group - 1) / per_group;
   b.grid = static_cast<uint32_t>((need + groups - 1) / groups);

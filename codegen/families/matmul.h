@@ -110,6 +110,9 @@ struct GemvBulk {
 // multi-weight launch passes 0: the launch's total decides).
 // kMmRope (the rope_store epilogue) takes column pairs: 2 columns per item.
 constexpr int64_t kGemvBulkMinBytes = int64_t{2} << 20;
+// SMs the bulk GEMV's grids are one wave on (H100 SXM / H200; fewer SMs: the
+// grid takes a second wave).
+constexpr int64_t kGemvBulkSms = 132;
 std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t,
                                            int max_warps = 16, int64_t min_bytes = kGemvBulkMinBytes);
 
