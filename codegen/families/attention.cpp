@@ -3,7 +3,8 @@
 //  - split (flash-decoding), compiled steps of <= kAttSplitMaxRows rows whose
 //    node carries the split scratch (input 4, the split-decode-attention pass):
 //    one block per (split of the KV sequence, KV head, row) covering the whole
-//    GQA group, the last block of each (KV head, row) merging the splits;
+//    GQA group, the last block of each (KV head, row) merging the splits; on
+//    tensor cores (split_tc) where the target, cache and shape allow;
 //  - otherwise (prefill buckets, eager programs, shapes the split kernel does not
 //    take, sliding-window layers) one block per (head, token), online softmax
 //    per warp; attr window limits each query to its window, read from a ring.
@@ -23,6 +24,15 @@ bool split_geometry(int64_t nh, int64_t nkv, int64_t hd) {
   const int64_t G = nh / nkv;
   const bool hd_ok = hd == 8 || hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256;
   return hd_ok && G <= launch::kAttSplitMaxGroup && G * hd <= launch::kAttSplitMaxGroupDims;
+}
+// Whether the split variant runs on tensor cores (k_attention_split_tc):
+// mma.sync m16n8k16 (sm_80+), f16 operands, the group's hi and lo rows in one
+// 16-row fragment (G <= 8), head_dim 64. The kernel also takes head_dim 128,
+// where it measured slower than the CUDA-core kernel at contexts 512 and 4096
+// and faster at 8192 (8B Q4_K_M +1.0 / +1.4 / -1.9% per token on the H200,
+// docs/perf.md): not chosen there.
+bool split_tc(int sm, ir::DType kv_dt, int64_t nh, int64_t nkv, int64_t hd) {
+  return sm >= 80 && kv_dt == ir::DType::F16 && hd == 64 && nh / nkv <= 8;
 }
 int64_t split_header_floats(int64_t nkv) { return (launch::kAttSplitMaxRows * nkv + 3) / 4 * 4; }
 }  // namespace
@@ -49,12 +59,30 @@ struct AttentionParams {
   double scale = 1.0;
   int64_t window = 0;  // sliding window (attr window; 0 = none): the generic kernel only
   int splits = 0;  // > 0: the split-K variant with this many splits (grid (nkv, splits, T))
+  bool tc = false;  // the split variant on tensor cores (split_tc)
 };
 
 Kernel emit(const AttentionParams& p, bool compiled) {
   Emit e{compiled, {}, {}};
   Kernel k;
   k.header = "attention.cuh";
+  if (p.splits > 0 && p.tc) {
+    const int64_t G = p.nh / p.nkv;
+    k.name = "kiln_attention_split_tc_f16_hd" + std::to_string(p.hd) + "_g" + std::to_string(G) + "_s" +
+             std::to_string(p.splits);
+    std::string q = e.in(0, "const float*"), kc = e.in(1, "const u16*"), vc = e.in(2, "const u16*"),
+                y = e.out(0, "float*"), sc = e.in(4, "float*"), st = e.step();
+    std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), S = e.i(p.splits), scale = e.f(p.scale);
+    k.call = "k_attention_split_tc<" + std::to_string(p.hd) + ", " + std::to_string(G) + ", kAttSplitTcWarps, 1>(" +
+             q + ", " + kc + ", " + vc + ", " + y + ", " + sc + ", " + st + ", " + C + ", " + nh + ", " + nkv + ", " +
+             S + ", " + scale + ")";
+    k.take(e);
+    k.block = launch::kAttSplitTcThreads;
+    k.min_blocks = launch::kAttSplitTcMinBlocks;
+    k.grid = {static_cast<uint32_t>(p.nkv), static_cast<uint32_t>(p.splits), cdiv(p.T, 1)};  // heads fastest
+    k.own_pdl_wait = true;  // loads its first tile of earlier steps' rows before the wait (attention.cuh)
+    return k;
+  }
   if (p.splits > 0) {
     const int64_t G = p.nh / p.nkv;
     k.name = "kiln_attention_split_" + dt_lower(p.kv_dt) + "_hd" + std::to_string(p.hd) + "_g" + std::to_string(G) +
@@ -124,6 +152,7 @@ class AttentionFamily final : public Family {
       if (sc.dtype != ir::DType::F32 || sc.shape.size() != 1)
         unsupported("attention: split scratch %" + sc.name + " must be f32 [n]");
       p.splits = attention_splits(p.nkv, p.T, p.C);
+      p.tc = split_tc(c.target.sm, p.kv_dt, p.nh, p.nkv, p.hd);
       const int64_t need = split_header_floats(p.nkv) + p.T * p.nh * p.splits * (p.hd + 2);
       if (c.dim(sc, 0) < need)
         throw Error(ErrorCode::kInternal, "codegen: attention split scratch %" + sc.name + " holds " +

@@ -150,6 +150,147 @@ __device__ __forceinline__ void att_cvt8(const uint4* raw, float* f) {
 // 2^(a - b), 0 for a = -inf (no NaN when both are -inf)
 __device__ __forceinline__ float att_w(float a, float b) { return a == -INFINITY ? 0.f : exp2f(a - b); }
 
+// The rows a split block covers: L = min(pos0 + n_tokens, C) rows in
+// nsplit splits of max(ceil(L / S), kAttSplitMinKeys) rows; block (s, t)
+// takes [j0, j1) of split s, token t's rows of it (maybe none). false: the
+// block has nothing to do (a token past n_tokens or a split past L).
+struct AttSplitRows {
+  int L, nsplit, j0, j1;
+};
+__device__ __forceinline__ bool att_split_rows(const KilnStep* step, int C, int S, int s, int t, AttSplitRows& r) {
+  if (t >= step->n_tokens) return false;
+  r.L = min(step->pos0 + step->n_tokens, C);
+  const int chunk = max((r.L + S - 1) / S, kAttSplitMinKeys);
+  r.nsplit = (r.L + chunk - 1) / chunk;
+  if (s >= r.nsplit) return false;
+  const int last = min(step->pos0 + t, C - 1);  // never read past the cache
+  r.j0 = s * chunk;
+  r.j1 = min(r.j0 + chunk, last + 1);
+  return true;
+}
+// att_split_prefetch_l2: rows [j0, pe) of both caches (rb bytes a row), the
+// g-th of nkv shares, to L2. The split kernels call it at short contexts (L <=
+// kAttSplitL2PrefetchMaxRows) for the split's K and V rows before pos0 (written by earlier steps) go to L2 before the wait.
+// Whole cache rows are contiguous, so block g of the split's nkv blocks
+// prefetches the g-th share of them (all heads' columns) and the nkv
+// blocks together prefetch the split's rows once; the registers then load
+// from L2. Measured on the H200 (docs/perf.md, session 15): 8B Q4_K_M -1.0%
+// per token at context 512, -0.8% at 1024, 1B -1.0% at 512; at 2000 rows
+// +0.4%, and with every length prefetched +1.9% at 4096 and +4.1% at
+// 8192 (cause not measured: 16-32 MB per layer then go to L2 while the
+// QKV GEMV still streams).
+__device__ __forceinline__ void att_split_prefetch_l2(const void* kc, const void* vc, i64 rb, int j0, int pe, int g,
+                                                      int nkv) {
+  if (pe <= j0) return;
+  const int per = (pe - j0 + nkv - 1) / nkv, a = j0 + g * per, b = min(a + per, pe);
+  if (b <= a) return;
+  kiln_prefetch_l2((const u8*)kc + a * rb, (u64)(b - a) * rb);
+  kiln_prefetch_l2((const u8*)vc + a * rb, (u64)(b - a) * rb);
+}
+
+// The end of a split block, shared by both split kernels: its NW warps'
+// partial states (s_m, s_l [NW][G], s_acc [NW][G * HD], written before a
+// block barrier) are merged per head and written to the scratch, or with one
+// split (L <= kAttSplitMinKeys rows) the result straight to out; the last
+// block of (g, t) to finish merges the splits.
+template <int HD, int G, int NW>
+__device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const float (*s_l)[G], float (*s_acc)[G * HD],
+                                                 float* __restrict__ out, float* __restrict__ scratch, int g, int s,
+                                                 int t, int T, int nh, int nkv, int S, int nsplit) {
+  __shared__ float s_pm[G][kAttSplitMaxSplits], s_pl[G][kAttSplitMaxSplits], s_pw[G][kAttSplitMaxSplits];
+  __shared__ int s_last;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // the block's partial state per head -> scratch; with one split (L <=
+  // kAttSplitMinKeys rows) it is the result, written out directly (no scratch
+  // round trip, fence or counter: measured ~2.6-3.3 us of a decode layer on
+  // the H200, docs/perf.md)
+  const int hdr = (kAttSplitMaxRows * nkv + 3) & ~3;
+  float* pacc = scratch + hdr;                                // [T][nh][S][HD]
+  float* pml = pacc + (i64)T * nh * S * HD;                   // [T][nh][S][2]
+  const i64 row0 = ((i64)t * nh + (i64)g * G) * S;            // entry (hh, sp): row0 + hh * S + sp
+  for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
+    const int hh = idx / HD, d = idx - hh * HD;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) M = fmaxf(M, s_m[w][hh]);
+    float o = 0.f, den = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      const float a = att_w(s_m[w][hh], M);
+      o += s_acc[w][idx] * a;
+      den += s_l[w][hh] * a;
+    }
+    if (nsplit == 1) {
+      out[((i64)t * nh + (i64)g * G) * HD + idx] = den > 0.f ? o / den : 0.f;
+      continue;
+    }
+    const i64 e = row0 + (i64)hh * S + s;
+    pacc[e * HD + d] = o;
+    if (d == 0) {
+      pml[2 * e] = M;
+      pml[2 * e + 1] = den;
+    }
+  }
+  if (nsplit == 1) return;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* cnt = (unsigned*)scratch + t * nkv + g;
+    const unsigned prev = atomicAdd(cnt, 1u);
+    s_last = prev == (unsigned)(nsplit - 1);
+    if (s_last) atomicExch(cnt, 0u);  // every split of (g, t) has arrived: ready for the next launch
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  // the last block merges the nsplit partial states of each head
+  for (int idx = threadIdx.x; idx < G * nsplit; idx += blockDim.x) {
+    const int hh = idx / nsplit, sp = idx - hh * nsplit;
+    const i64 e = row0 + (i64)hh * S + sp;
+    s_pm[hh][sp] = pml[2 * e];
+    s_pl[hh][sp] = pml[2 * e + 1];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * nsplit; idx += blockDim.x) {  // weight of each split
+    const int hh = idx / nsplit, sp = idx - hh * nsplit;
+    float M = -INFINITY;
+    for (int x = 0; x < nsplit; ++x) M = fmaxf(M, s_pm[hh][x]);
+    s_pw[hh][sp] = att_w(s_pm[hh][sp], M);
+  }
+  __syncthreads();
+  // warp w sums splits w, w + NW, ...; lane takes float4 columns lane, lane + 32, ... of [G][HD]
+  constexpr int C4 = G * HD / 4, CPL = (C4 + 31) / 32;
+  float4 a4[CPL];
+#pragma unroll
+  for (int i = 0; i < CPL; ++i) a4[i].x = a4[i].y = a4[i].z = a4[i].w = 0.f;
+  for (int sp = warp; sp < nsplit; sp += NW) {
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) {
+      const int c4 = lane + 32 * i;
+      if (c4 < C4) {
+        const int hh = (c4 * 4) / HD, d = c4 * 4 - hh * HD;
+        const float w = s_pw[hh][sp];
+        const float4 v = *(const float4*)(pacc + (row0 + (i64)hh * S + sp) * HD + d);
+        a4[i].x += v.x * w; a4[i].y += v.y * w; a4[i].z += v.z * w; a4[i].w += v.w * w;
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < CPL; ++i) {
+    const int c4 = lane + 32 * i;
+    if (c4 < C4) *(float4*)&s_acc[warp][c4 * 4] = a4[i];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
+    const int hh = idx / HD;
+    float o = 0.f, den = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) o += s_acc[w][idx];
+    for (int sp = 0; sp < nsplit; ++sp) den += s_pl[hh][sp] * s_pw[hh][sp];
+    out[((i64)t * nh + (i64)g * G) * HD + idx] = den > 0.f ? o / den : 0.f;
+  }
+}
+
 // OW = 1: the kernel waits for its predecessor itself (codegen Kernel::
 // own_pdl_wait). The cache rows before step->pos0 were written by earlier
 // steps (earlier launches of the program), and the step block by the host
@@ -166,8 +307,6 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   static_assert(HD % 8 == 0 && 32 % LPR == 0, "head_dim in {8, 16, 32, 64, 128, 256}");
   __shared__ float s_m[NW][G], s_l[NW][G];
   __shared__ __align__(16) float s_acc[NW][G * HD];
-  __shared__ float s_pm[G][kAttSplitMaxSplits], s_pl[G][kAttSplitMaxSplits], s_pw[G][kAttSplitMaxSplits];
-  __shared__ int s_last;
   // KV heads vary fastest in the grid, so the blocks that have rows at a
   // short context (the first ceil(L / chunk) splits of every head) come
   // first and the block scheduler puts them on different SMs. In (S, nkv, T)
@@ -175,17 +314,9 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   // them shared an SM: 8B Q4_K_M -2.3%, 1B -3.5% per token at context 512
   // with an 8448-row cache (session 14, docs/perf.md).
   const int g = blockIdx.x, s = blockIdx.y, t = blockIdx.z, T = gridDim.z;
-  if (t >= step->n_tokens) return;
-  int L = step->pos0 + step->n_tokens;
-  if (L > C) L = C;
-  int chunk = (L + S - 1) / S;
-  if (chunk < kAttSplitMinKeys) chunk = kAttSplitMinKeys;
-  const int nsplit = (L + chunk - 1) / chunk;
-  if (s >= nsplit) return;
-  int last = step->pos0 + t;
-  if (last > C - 1) last = C - 1;  // never read past the cache
-  const int j0 = s * chunk;
-  const int j1 = min(j0 + chunk, last + 1);  // this token's rows of the split: [j0, j1), maybe none
+  AttSplitRows R;
+  if (!att_split_rows(step, C, S, s, t, R)) return;
+  const int L = R.L, nsplit = R.nsplit, j0 = R.j0, j1 = R.j1;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane / LPR, c8 = (lane % LPR) * 8;
   const i64 W = (i64)nkv * HD;
   const i64 col = (i64)g * HD + c8;
@@ -211,27 +342,8 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   // the first tile's highest row is min(r0 + TILE, j1) - 1
   const bool early = OW && r0 < j1 && min(r0 + TILE, j1) <= step->pos0;
   if (early) load_tile(r0, kr, vr, true);
-  // Short contexts (L <= kAttSplitL2PrefetchMaxRows): the split's K and V
-  // rows before pos0 (written by earlier steps) go to L2 before the wait.
-  // Whole cache rows are contiguous, so block g of the split's nkv blocks
-  // prefetches the g-th share of them (all heads' columns) and the nkv
-  // blocks together prefetch the split's rows once; the registers then load
-  // from L2. Measured on the H200 (docs/perf.md, session 15): 8B Q4_K_M -1.0%
-  // per token at context 512, -0.8% at 1024, 1B -1.0% at 512; at 2000 rows
-  // +0.4%, and with every length prefetched +1.9% at 4096 and +4.1% at
-  // 8192 (cause not measured: 16-32 MB per layer then go to L2 while the
-  // QKV GEMV still streams).
-  if (OW && threadIdx.x == 0 && L <= kAttSplitL2PrefetchMaxRows) {
-    const int pe = min(j1, step->pos0);
-    if (pe > j0) {
-      const int per = (pe - j0 + nkv - 1) / nkv, a = j0 + g * per, b = min(a + per, pe);
-      if (b > a) {
-        const i64 rb = W * (KDT == DT_F32 ? 4 : 2);
-        kiln_prefetch_l2((const u8*)kc + a * rb, (u64)(b - a) * rb);
-        kiln_prefetch_l2((const u8*)vc + a * rb, (u64)(b - a) * rb);
-      }
-    }
-  }
+  if (OW && threadIdx.x == 0 && L <= kAttSplitL2PrefetchMaxRows)
+    att_split_prefetch_l2(kc, vc, W * (KDT == DT_F32 ? 4 : 2), j0, min(j1, step->pos0), g, nkv);
   if (OW) kiln_pdl_wait_own();
   if (!early && r0 < j1) load_tile(r0, kr, vr, true);
 
@@ -335,93 +447,198 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
     }
   }
   __syncthreads();
-  // the block's partial state per head -> scratch; with one split (L <=
-  // kAttSplitMinKeys rows) it is the result, written out directly (no scratch
-  // round trip, fence or counter: measured ~2.6-3.3 us of a decode layer on
-  // the H200, docs/perf.md)
-  const int hdr = (kAttSplitMaxRows * nkv + 3) & ~3;
-  float* pacc = scratch + hdr;                                // [T][nh][S][HD]
-  float* pml = pacc + (i64)T * nh * S * HD;                   // [T][nh][S][2]
-  const i64 row0 = ((i64)t * nh + (i64)g * G) * S;            // entry (hh, sp): row0 + hh * S + sp
-  for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
-    const int hh = idx / HD, d = idx - hh * HD;
-    float M = -INFINITY;
+  att_split_finish<HD, G, NW>(s_m, s_l, s_acc, out, scratch, g, s, t, T, nh, nkv, S, nsplit);
+}
+
+// ---- split-K decode attention on tensor cores -----------------------------------
+// k_attention_split's work as mma.sync m16n8k16 products (sm_80+, f16 cache,
+// head_dim 64 or 128, G <= 8 query heads per KV head; codegen
+// attention_split_tc). Grid, split ranges, scratch and the merge are
+// k_attention_split's. A warp takes tiles of 16 keys (tiles warp, warp + NW,
+// ... of its split) and keeps the next tile's K and V loads in flight while
+// it computes one. Lane (r, c) = (lane / 4, lane % 4) of the fragments:
+//  - S = Q K^T. A: row r < G is head r's q, rounded to f16, row r + 8 the f16
+//    of what that rounding left (q - f16(q)), so q is carried to ~22 bits
+//    and a score is the sum of the two rows. q (times scale * log2 e) is first
+//    scaled by a power of two per head that puts its largest |value| in
+//    [1, 2), undone on the score, so neither part leaves f16's normal range.
+//    B (8 keys): lane (r, c) loads key r's 16-byte pieces c, c + 4, c + 8,
+//    ... (the 4 lanes of a key read 64 contiguous bytes per load), and the
+//    fragment's k index runs over those dims in that order; A uses the same
+//    order (a permutation of the dims that both operands share leaves the dot
+//    product as it is).
+//  - O += P V. A: row r the f16 probabilities of head r, row r + 8 their
+//    remainders. B: lane (r, c) loads the 16-byte pieces r, r + 8 of keys 2c,
+//    2c+1, 2c+8, 2c+9 of the tile (8 lanes read 128 contiguous bytes) and
+//    pairs the two keys' halves per register (one byte permute); the output
+//    column (n-tile j, n) is dim (8 (j / 8) + n) * 8 + j % 8.
+// f16 products are exact in the tensor cores' fp32 accumulation, so the
+// result differs from the CUDA-core kernel's by summation order and by the
+// ~2^-22 of the two-part operands (the interpreter's attention tolerance).
+__device__ __forceinline__ u32 u4w(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+template <int HD, int G, int NW, int OW = 0>
+__device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q, const u16* __restrict__ kc,
+                                                     const u16* __restrict__ vc, float* __restrict__ out,
+                                                     float* __restrict__ scratch, const KilnStep* step, int C, int nh,
+                                                     int nkv, int S, float scale) {
+  static_assert((HD == 64 || HD == 128) && G >= 1 && G <= 8, "tensor-core split attention: head_dim 64 or 128, G <= 8");
+  constexpr int KS = HD / 16;  // k steps of S = Q K^T
+  constexpr int ND = HD / 8;   // n tiles of O
+  constexpr int KW = HD / 32;  // 16-byte K loads of a lane per 8 keys (pieces c + 4x of one key)
+  constexpr int VW = HD / 64;  // 16-byte V loads of a lane per key (pieces r + 8x of 4 keys)
+  constexpr int TK = 16;       // keys per warp tile
+  __shared__ float s_m[NW][G], s_l[NW][G];
+  __shared__ __align__(16) float s_acc[NW][G * HD];
+  __shared__ __align__(16) uint4 s_qa[KS][32];  // the A fragments of Q, per k step and lane
+  const int g = blockIdx.x, s = blockIdx.y, t = blockIdx.z, T = gridDim.z;
+  AttSplitRows R;
+  if (!att_split_rows(step, C, S, s, t, R)) return;
+  const int j0 = R.j0, j1 = R.j1;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2, c = lane & 3;
+  const i64 W = (i64)nkv * HD;
+  const u16* kh = kc + (i64)g * HD + 8 * c;
+  const u16* vh = vc + (i64)g * HD + 8 * r;
+  // vol (a literal at every call): volatile loads (ldw128v), which stay on
+  // their side of the PDL wait; keys past j1 load a valid row, masked below
+  auto load_tile = [&](int kb, uint4 (&K)[2][KW], uint4 (&V)[4][VW], bool vol) {
 #pragma unroll
-    for (int w = 0; w < NW; ++w) M = fmaxf(M, s_m[w][hh]);
-    float o = 0.f, den = 0.f;
+    for (int tt = 0; tt < 2; ++tt) {
+      const u16* p = kh + (i64)min(kb + 8 * tt + r, j1 - 1) * W;
 #pragma unroll
-    for (int w = 0; w < NW; ++w) {
-      const float a = att_w(s_m[w][hh], M);
-      o += s_acc[w][idx] * a;
-      den += s_l[w][hh] * a;
+      for (int x = 0; x < KW; ++x) K[tt][x] = vol ? ldw128v(p + 32 * x) : ldw128(p + 32 * x);
     }
-    if (nsplit == 1) {
-      out[((i64)t * nh + (i64)g * G) * HD + idx] = den > 0.f ? o / den : 0.f;
-      continue;
-    }
-    const i64 e = row0 + (i64)hh * S + s;
-    pacc[e * HD + d] = o;
-    if (d == 0) {
-      pml[2 * e] = M;
-      pml[2 * e + 1] = den;
-    }
-  }
-  if (nsplit == 1) return;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    unsigned* cnt = (unsigned*)scratch + t * nkv + g;
-    const unsigned prev = atomicAdd(cnt, 1u);
-    s_last = prev == (unsigned)(nsplit - 1);
-    if (s_last) atomicExch(cnt, 0u);  // every split of (g, t) has arrived: ready for the next launch
-  }
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
-  // the last block merges the nsplit partial states of each head
-  for (int idx = threadIdx.x; idx < G * nsplit; idx += blockDim.x) {
-    const int hh = idx / nsplit, sp = idx - hh * nsplit;
-    const i64 e = row0 + (i64)hh * S + sp;
-    s_pm[hh][sp] = pml[2 * e];
-    s_pl[hh][sp] = pml[2 * e + 1];
-  }
-  __syncthreads();
-  for (int idx = threadIdx.x; idx < G * nsplit; idx += blockDim.x) {  // weight of each split
-    const int hh = idx / nsplit, sp = idx - hh * nsplit;
-    float M = -INFINITY;
-    for (int x = 0; x < nsplit; ++x) M = fmaxf(M, s_pm[hh][x]);
-    s_pw[hh][sp] = att_w(s_pm[hh][sp], M);
-  }
-  __syncthreads();
-  // warp w sums splits w, w + NW, ...; lane takes float4 columns lane, lane + 32, ... of [G][HD]
-  constexpr int C4 = G * HD / 4, CPL = (C4 + 31) / 32;
-  float4 a4[CPL];
 #pragma unroll
-  for (int i = 0; i < CPL; ++i) a4[i].x = a4[i].y = a4[i].z = a4[i].w = 0.f;
-  for (int sp = warp; sp < nsplit; sp += NW) {
+    for (int i = 0; i < 4; ++i) {
+      const u16* p = vh + (i64)min(kb + 2 * c + (i & 1) + 8 * (i >> 1), j1 - 1) * W;
 #pragma unroll
-    for (int i = 0; i < CPL; ++i) {
-      const int c4 = lane + 32 * i;
-      if (c4 < C4) {
-        const int hh = (c4 * 4) / HD, d = c4 * 4 - hh * HD;
-        const float w = s_pw[hh][sp];
-        const float4 v = *(const float4*)(pacc + (row0 + (i64)hh * S + sp) * HD + d);
-        a4[i].x += v.x * w; a4[i].y += v.y * w; a4[i].z += v.z * w; a4[i].w += v.w * w;
+      for (int x = 0; x < VW; ++x) V[i][x] = vol ? ldw128v(p + 64 * x) : ldw128(p + 64 * x);
+    }
+  };
+  uint4 kt[2][KW], vt[4][VW];
+  int kb = j0 + warp * TK;
+  const bool early = OW && kb < j1 && min(kb + TK, j1) <= step->pos0;
+  if (early) load_tile(kb, kt, vt, true);
+  if (OW && threadIdx.x == 0 && R.L <= kAttSplitL2PrefetchMaxRows)
+    att_split_prefetch_l2(kc, vc, W * 2, j0, min(j1, step->pos0), g, nkv);
+  if (OW) kiln_pdl_wait_own();
+  if (!early && kb < j1) load_tile(kb, kt, vt, true);
+
+  // q of head r (rows r >= G: zeros), in base 2: k step i's 4 dims, the
+  // halves of the pieces c + 4 (i / 2) that K's words 2i, 2i + 1 hold
+  const float qs = scale * 1.4426950408889634f;
+  float qv[HD / 4];
+  float amax = 0.f;
+#pragma unroll
+  for (int i = 0; i < HD / 16; ++i) {
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (r < G) a = *(const float4*)(q + ((i64)t * nh + (i64)g * G + r) * HD + (4 * (i / 2) + c) * 8 + 4 * (i % 2));
+    qv[4 * i] = a.x * qs; qv[4 * i + 1] = a.y * qs; qv[4 * i + 2] = a.z * qs; qv[4 * i + 3] = a.w * qs;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) amax = fmaxf(amax, fabsf(qv[4 * i + e]));
+  }
+  amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));
+  amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 2));
+  // f = 2^(127 - e) for amax's biased exponent e, qinv = 1 / f (both normal
+  // floats); zero, subnormal or non-finite amax: 1
+  const int ex = (__float_as_int(amax) >> 23) & 0xFF;
+  const bool sc_ok = ex != 0 && ex != 0xFF;
+  const int fe = max(254 - ex, 1);
+  const float f = sc_ok ? __int_as_float(fe << 23) : 1.f, qinv = sc_ok ? __int_as_float((254 - fe) << 23) : 1.f;
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    if (ks % NW != warp) continue;
+    float hi[4], lo[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float v = qv[4 * ks + e] * f;
+      hi[e] = h2f(f2h(v));
+      lo[e] = v - hi[e];
+    }
+    s_qa[ks][lane] = make_uint4(pack_f16x2(hi[0], hi[1]), pack_f16x2(lo[0], lo[1]), pack_f16x2(hi[2], hi[3]),
+                                pack_f16x2(lo[2], lo[3]));
+  }
+  __syncthreads();
+
+  float o[ND][4], m = -INFINITY, l = 0.f;
+#pragma unroll
+  for (int j = 0; j < ND; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  for (; kb < j1; kb += NW * TK) {
+    const int kn = kb + NW * TK;
+    uint4 kx[2][KW], vx[4][VW];
+    if (kn < j1) load_tile(kn, kx, vx, false);  // the next tile's loads fly while this one is computed
+    float sc[2][4];
+#pragma unroll
+    for (int tt = 0; tt < 2; ++tt) sc[tt][0] = sc[tt][1] = sc[tt][2] = sc[tt][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      const uint4 qa = s_qa[ks][lane];
+      const u32 a[4] = {qa.x, qa.y, qa.z, qa.w};
+#pragma unroll
+      for (int tt = 0; tt < 2; ++tt)
+        mma_16816(sc[tt], a, u4w(kt[tt][(2 * ks) / 4], (2 * ks) % 4), u4w(kt[tt][(2 * ks + 1) / 4], (2 * ks + 1) % 4));
+    }
+    // scores (hi row + remainder row, scaling undone), masked past j1
+    float v[4], mx = m;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int tt = i >> 1, e = i & 1;
+      const float x = (sc[tt][e] + sc[tt][2 + e]) * qinv;
+      v[i] = kb + 8 * tt + 2 * c + e < j1 ? x : -INFINITY;
+      mx = fmaxf(mx, v[i]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 2));
+    const float corr = m == -INFINITY ? 0.f : ex2(m - mx);
+    m = mx;
+    float p[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) p[i] = ex2(v[i] - mx);
+    l = l * corr + ((p[0] + p[1]) + (p[2] + p[3]));
+    if (__any_sync(0xFFFFFFFFu, corr != 1.f)) {
+#pragma unroll
+      for (int j = 0; j < ND; ++j) {
+        o[j][0] *= corr; o[j][1] *= corr; o[j][2] *= corr; o[j][3] *= corr;
       }
     }
-  }
+    float ph[4], pl[4];
 #pragma unroll
-  for (int i = 0; i < CPL; ++i) {
-    const int c4 = lane + 32 * i;
-    if (c4 < C4) *(float4*)&s_acc[warp][c4 * 4] = a4[i];
+    for (int i = 0; i < 4; ++i) {
+      ph[i] = h2f(f2h(p[i]));
+      pl[i] = p[i] - ph[i];
+    }
+    const u32 pa[4] = {pack_f16x2(ph[0], ph[1]), pack_f16x2(pl[0], pl[1]), pack_f16x2(ph[2], ph[3]),
+                       pack_f16x2(pl[2], pl[3])};
+#pragma unroll
+    for (int j = 0; j < ND; ++j) {
+      const int w = j >> 1, x = w >> 2, y = w & 3;
+      const u32 sel = (j & 1) ? 0x7632u : 0x5410u;
+      mma_16816(o[j], pa, __byte_perm(u4w(vt[0][x], y), u4w(vt[1][x], y), sel),
+                __byte_perm(u4w(vt[2][x], y), u4w(vt[3][x], y), sel));
+    }
+#pragma unroll
+    for (int tt = 0; tt < 2; ++tt)
+#pragma unroll
+      for (int x = 0; x < KW; ++x) kt[tt][x] = kx[tt][x];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int x = 0; x < VW; ++x) vt[i][x] = vx[i][x];
+  }
+  // the row's sum over its 4 lanes; the warp's state of head r -> shared memory
+  l += __shfl_xor_sync(0xFFFFFFFFu, l, 1);
+  l += __shfl_xor_sync(0xFFFFFFFFu, l, 2);
+  if (r < G) {
+#pragma unroll
+    for (int j = 0; j < ND; ++j) {
+      const int d = (8 * (j / 8) + 2 * c) * 8 + j % 8;  // column (j, 2c); (j, 2c + 1) is 8 dims on
+      s_acc[warp][r * HD + d] = o[j][0] + o[j][2];
+      s_acc[warp][r * HD + d + 8] = o[j][1] + o[j][3];
+    }
+    if (c == 0) {
+      s_m[warp][r] = m;
+      s_l[warp][r] = l;
+    }
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
-    const int hh = idx / HD;
-    float o = 0.f, den = 0.f;
-#pragma unroll
-    for (int w = 0; w < NW; ++w) o += s_acc[w][idx];
-    for (int sp = 0; sp < nsplit; ++sp) den += s_pl[hh][sp] * s_pw[hh][sp];
-    out[((i64)t * nh + (i64)g * G) * HD + idx] = den > 0.f ? o / den : 0.f;
-  }
+  att_split_finish<HD, G, NW>(s_m, s_l, s_acc, out, scratch, g, s, t, T, nh, nkv, S, R.nsplit);
 }

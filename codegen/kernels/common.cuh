@@ -54,6 +54,28 @@ __device__ __forceinline__ u16 f2bf(float f) {  // round to nearest even, NaN ke
   u += 0x7FFFu + ((u >> 16) & 1u);
   return (u16)(u >> 16);
 }
+// mma.sync m16n8k16 exists from sm_80; no family selects a kernel that uses it
+// for an older target (flash_attention.cpp, attention.cpp), the guard only
+// keeps the headers compilable for every SM.
+__device__ __forceinline__ void mma_16816(float c[4], const u32 a[4], u32 b0, u32 b1) {
+#if __CUDA_ARCH__ < 800
+  __trap();
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+// 2^x by the SFU (ex2.approx: ~2 ulp, -inf -> 0), without exp2f's range handling.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) { return (u32)f2h(lo) | ((u32)f2h(hi) << 16); }
+
 // Weight loads (read-only for the whole kernel, streamed once): non-coherent
 // path with an L1 evict-first hint, so activations read many times (the GEMV's
 // x) keep their L1 lines. Only for global memory.

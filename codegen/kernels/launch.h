@@ -81,6 +81,14 @@ constexpr int kAttSplitMinKeys = 64;
 constexpr int kAttSplitL2PrefetchMaxRows = 1536;
 constexpr int kAttSplitMaxGroup = 8;             // query heads per KV head (n_heads / n_kv_heads)
 constexpr int kAttSplitMaxGroupDims = 1024;      // group * head_dim (shared memory of the block merge)
+// The split kernel on tensor cores (k_attention_split_tc: sm_80+, f16 cache,
+// head_dim 64, at most 8 query heads per KV head): 8 warps a block of 126
+// registers, 2 blocks per SM, so the splits' kAttSplitTargetBlocks still fit
+// one wave. (At head_dim 128 it needs 224 registers, so 4 warps a block; that
+// lost to the CUDA-core kernel at contexts 512 and 4096: docs/perf.md.)
+constexpr int kAttSplitTcWarps = 8;
+constexpr int kAttSplitTcThreads = 32 * kAttSplitTcWarps;
+constexpr int kAttSplitTcMinBlocks = 2;
 
 // Flash attention for prefill (flash_attention.cuh): a block is kFlashWarps
 // warps of 16 query rows of one head; KV tiles of flash_keys(head_dim) keys

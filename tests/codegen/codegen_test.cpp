@@ -216,6 +216,11 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
         const bool split = mode == ProgramMode::Compiled && n.inputs.size() == 5 && c.bucket <= 4;
         EXPECT_EQ(l.kernel.entry.find("kiln_attention_split_") == 0, split) << l.kernel.entry;
         if (split) {
+          // on tensor cores (sm_90 here) exactly for f16 caches, head_dim 64, <= 8 heads per KV head
+          const int64_t hd = n.attr_int("head_dim"), G = n.attr_int("n_heads") / n.attr_int("n_kv_heads");
+          const bool tc = c.g.value(n.inputs[1]).dtype == ir::DType::F16 && hd == 64 && G <= 8;
+          EXPECT_EQ(l.kernel.entry.find("kiln_attention_split_tc_") == 0, tc) << l.kernel.entry;
+          EXPECT_EQ(l.block[0], uint32_t(tc ? launch::kAttSplitTcThreads : launch::kAttSplitThreads));
           const int64_t C = ir::resolve_dim(c.g, c.g.value(n.inputs[1]).shape[0], {c.bucket});
           EXPECT_EQ(l.grid[0], static_cast<uint32_t>(n.attr_int("n_kv_heads")));
           EXPECT_EQ(l.grid[1], static_cast<uint32_t>(attention_splits(n.attr_int("n_kv_heads"), c.bucket, C)));
@@ -482,6 +487,39 @@ TEST(Codegen, OnlyTheProjectionBeforeRopeStoreTriggersEarly) {
   EXPECT_NE(out.find(");\n  kiln_pdl_trigger();\n}"), std::string::npos) << out;
 }
 
+// The split decode attention runs on tensor cores (k_attention_split_tc)
+// exactly where mma.sync m16n8k16 exists (sm_80+) and the cache is f16 with
+// head_dim 64: 8 warps a block, 2 blocks per SM in its launch bounds. Other
+// caches, head sizes and older targets keep the CUDA-core split kernel.
+TEST(Codegen, SplitAttentionOnTensorCoresOnlyWhereTheTargetAndShapeAllow) {
+  using ir::DType;
+  auto entry = [](DType ft, int64_t nh, int64_t nkv, int64_t hd, int sm) {
+    const testcases::OpCase c = testcases::attention_case(ft, 1, 512, nh, nkv, hd, true);
+    const Lowered l = lower(c.g, c.g.nodes()[0], {1}, Target{sm}, ProgramMode::Compiled);
+    EXPECT_EQ(l.kernel.entry.find("kiln_attention_split_"), 0u) << l.kernel.entry;
+    if (l.kernel.entry.find("kiln_attention_split_tc_") == 0) {
+      EXPECT_EQ(l.block[0], uint32_t(launch::kAttSplitTcThreads));
+      EXPECT_NE(l.kernel.source.find("__launch_bounds__(" + std::to_string(launch::kAttSplitTcThreads) + ", " +
+                                     std::to_string(launch::kAttSplitTcMinBlocks) + ")"),
+                std::string::npos);
+      EXPECT_NE(l.kernel.source.find("k_attention_split_tc<" + std::to_string(hd) + ", " + std::to_string(nh / nkv) +
+                                     ", kAttSplitTcWarps, 1>("),
+                std::string::npos)
+          << l.kernel.source;
+    }
+    return l.kernel.entry;
+  };
+  auto tc = [](const std::string& e) { return e.find("kiln_attention_split_tc_") == 0; };
+  EXPECT_TRUE(tc(entry(DType::F16, 9, 3, 64, 90)));   // SmolLM2
+  EXPECT_TRUE(tc(entry(DType::F16, 32, 8, 64, 80)));  // Llama-3.2 1B on sm_80
+  EXPECT_TRUE(tc(entry(DType::F16, 16, 2, 64, 90)));  // 8 query heads per KV head: hi and lo rows fill 16
+  EXPECT_FALSE(tc(entry(DType::F16, 9, 3, 64, 75)));  // no mma.sync m16n8k16 before sm_80
+  EXPECT_FALSE(tc(entry(DType::BF16, 9, 3, 64, 90)));
+  EXPECT_FALSE(tc(entry(DType::F32, 9, 3, 64, 90)));
+  EXPECT_FALSE(tc(entry(DType::F16, 32, 8, 128, 90)));  // measured slower at head_dim 128
+  EXPECT_FALSE(tc(entry(DType::F16, 8, 2, 256, 90)));
+}
+
 // A kernel also triggers early when the next launch is an int8-activation
 // GEMV that gains from landing early (gemv_wants_early_launch): a bulk-copy
 // GEMV, or one of a small matrix (< 2 MiB). Register GEMVs of larger
@@ -573,14 +611,18 @@ TEST(Codegen, KernelBeforeABulkOrSmallInt8GemvTriggersEarly) {
   }
   for (const char* f : {"gemv.cuh", "rope.cuh", "attention.cuh"})
     EXPECT_NE(kernel_file(f).find("kiln_pdl_wait_own();"), std::string_view::npos) << f;
-  // the split attention's short-context K/V prefetch to L2 comes before its wait
+  // both split attentions' short-context K/V prefetch to L2 comes before their wait
   const std::string_view att = kernel_file("attention.cuh");
-  const size_t split = att.find("void k_attention_split(");
-  ASSERT_NE(split, std::string_view::npos);
-  const size_t pf = att.find("kiln_prefetch_l2(", split), wait = att.find("kiln_pdl_wait_own();", split);
-  EXPECT_NE(pf, std::string_view::npos);
-  EXPECT_LT(pf, wait);
-  EXPECT_NE(att.find("L <= kAttSplitL2PrefetchMaxRows", split), std::string_view::npos);
+  for (const char* k : {"void k_attention_split(", "void k_attention_split_tc("}) {
+    SCOPED_TRACE(k);
+    const size_t split = att.find(k);
+    ASSERT_NE(split, std::string_view::npos);
+    const size_t pf = att.find("att_split_prefetch_l2(", split), wait = att.find("kiln_pdl_wait_own();", split);
+    EXPECT_NE(pf, std::string_view::npos);
+    EXPECT_LT(pf, wait);
+    const size_t lim = att.find("L <= kAttSplitL2PrefetchMaxRows", split);
+    EXPECT_LT(lim, pf);
+  }
 }
 
 // A multi-weight int8 GEMV (fuse-qkv-parts) of the register kind (sm_89;

@@ -392,8 +392,8 @@ inline OpCase attention_case(DType ft, int64_t bucket, int64_t C, int64_t nh, in
 
 // The split-K decode attention cases of one bucket (<= 4 rows): every cache
 // dtype at kv_len 16, 512, 4096 and 8192, and the geometries of SmolLM2 (9
-// heads, 3 KV, head_dim 64), Llama-3 8B (32, 8, 128), head_dim 256, MHA and a
-// group of 8 query heads per KV head.
+// heads, 3 KV, head_dim 64), Llama-3 8B (32, 8, 128), Llama-3.2 1B (32, 8, 64),
+// head_dim 256, MHA and a group of 8 query heads per KV head.
 inline std::vector<OpCase> attention_split_cases(int64_t b) {
   std::vector<OpCase> out;
   if (b > 1) {  // a few multi-row steps (every row its own causal length)
@@ -406,6 +406,7 @@ inline std::vector<OpCase> attention_split_cases(int64_t b) {
     for (int64_t C : {16, 512, 4096, 8192}) out.push_back(attention_case(ft, b, C, 8, 2, 128, true));
   out.push_back(attention_case(DType::F16, b, 512, 9, 3, 64, true));
   out.push_back(attention_case(DType::F16, b, 8192, 32, 8, 128, true));
+  out.push_back(attention_case(DType::F16, b, 8192, 32, 8, 64, true));  // Llama-3.2 1B
   out.push_back(attention_case(DType::F32, b, 512, 4, 2, 256, true));
   out.push_back(attention_case(DType::BF16, b, 4096, 4, 4, 64, true));
   out.push_back(attention_case(DType::F16, b, 4096, 16, 2, 128, true));

@@ -819,6 +819,16 @@ KernelSource split_source(DType dt, int64_t hd, int64_t G, const SplitCfg& cfg) 
              std::to_string(cfg.loads) + ", " + std::to_string(cfg.prefetch) +
              ">(q, kc, vc, y, sc, st, C, nh, nkv, S, scale);\n}\n");
 }
+// The tensor-core split kernel (f16 cache) with runtime shapes, warps a block.
+KernelSource split_tc_source(int64_t hd, int64_t G, int warps) {
+  return test_source("test_att_split_tc", "#include \"attention.cuh\"\nextern \"C\" __global__ void __launch_bounds__(" +
+             std::to_string(32 * warps) +
+             ") test_att_split_tc(const float* q, const u16* kc, const u16* vc, float* y, float* sc, "
+             "const KilnStep* st, int C, int nh, int nkv, int S, float scale) {\n  k_attention_split_tc<" +
+             std::to_string(hd) + ", " + std::to_string(G) + ", " + std::to_string(warps) +
+             ">(q, kc, vc, y, sc, st, C, nh, nkv, S, scale);\n}\n");
+}
+const int kTcWarps[] = {4, 8};
 // A kernel that reads n 16-byte words (grid-stride, no other work): the
 // plain read the benchmarks measure against, and the L2 flush before a timed launch.
 KernelSource plain_read_source() {
@@ -873,10 +883,16 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
     st.n_tokens = nt;
     st.pos0 = pos0_of(c);
     ds.upload(&st, sizeof st);
-    for (const SplitCfg& cfg : split_cfgs()) {
-      CUfunction fn = load_source(split_source(dt, hd, nh / nkv, cfg));
+    // the CUDA-core kernel's block shapes, then the tensor-core kernel's (f16 caches of its head sizes)
+    std::vector<std::pair<std::string, KernelSource>> kernels;
+    for (const SplitCfg& cfg : split_cfgs()) kernels.emplace_back(cfg.name(), split_source(dt, hd, nh / nkv, cfg));
+    if (dt == DType::F16 && (hd == 64 || hd == 128))
+      for (int w : kTcWarps) kernels.emplace_back("tc_w" + std::to_string(w), split_tc_source(hd, nh / nkv, w));
+    for (const auto& [cfg_name, src] : kernels) {
+      CUfunction fn = load_source(src);
+      const int warps = std::stoi(cfg_name.substr(cfg_name.find('w') + 1));
       for (int64_t target : {132, 528}) {
-        SCOPED_TRACE(c.name + " " + cfg.name() + " target " + std::to_string(target));
+        SCOPED_TRACE(c.name + " " + cfg_name + " target " + std::to_string(target));
         const int S = splits_for(target, nkv, nt, C);
         void *pq = q.p, *pk = kc.p, *pv = vc.p, *py = y.p, *psc = sc.p, *pst = ds.p;
         int iC = int(C), inh = int(nh), inkv = int(nkv), iS = S;
@@ -884,7 +900,7 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
         void* args[] = {&pq, &pk, &pv, &py, &psc, &pst, &iC, &inh, &inkv, &iS, &scale};
         for (int rep = 0; rep < 2; ++rep) {
           cudaMemset(y.p, 0xFF, y.n);
-          ASSERT_EQ(driver().launchKernel(fn, uint32_t(nkv), uint32_t(S), uint32_t(nt), uint32_t(32 * cfg.warps), 1, 1,
+          ASSERT_EQ(driver().launchKernel(fn, uint32_t(nkv), uint32_t(S), uint32_t(nt), uint32_t(32 * warps), 1, 1,
                                           0, nullptr, args, nullptr),
                     CUDA_SUCCESS);
           ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -893,7 +909,7 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
           double norm = 0;
           const double err = rel_err(got, ref, &norm);
           EXPECT_LE(err, 1e-4) << "launch " << rep;
-          if (rep == 1) std::printf("  %s %s S=%d: rel err %.3g\n", c.name.c_str(), cfg.name().c_str(), S, err);
+          if (rep == 1) std::printf("  %s %s S=%d: rel err %.3g\n", c.name.c_str(), cfg_name.c_str(), S, err);
         }
       }
     }
@@ -1169,13 +1185,16 @@ TEST(AttentionBench, DecodeSplitVsOld) {
             const OpCase c = testcases::attention_case(dt, 1, C, geo.nh, geo.nkv, geo.hd, split);
             all.push_back(lower(c.g, c.g.nodes()[0], {1}, Target{sm}, ProgramMode::Compiled).kernel);
           }
-    for (const Geo& geo : geos)
+    for (const Geo& geo : geos) {
       for (const SplitCfg& cfg : split_cfgs()) all.push_back(split_source(DType::F16, geo.hd, geo.nh / geo.nkv, cfg));
+      for (int w : kTcWarps) all.push_back(split_tc_source(geo.hd, geo.nh / geo.nkv, w));
+    }
     for (const OpCase& c : split_cfg_cases()) {
       const ir::Node& n = c.g.nodes()[0];
-      for (const SplitCfg& cfg : split_cfgs())
-        all.push_back(split_source(c.dtype, n.attr_int("head_dim"), n.attr_int("n_heads") / n.attr_int("n_kv_heads"),
-                                   cfg));
+      const int64_t hd = n.attr_int("head_dim"), G = n.attr_int("n_heads") / n.attr_int("n_kv_heads");
+      for (const SplitCfg& cfg : split_cfgs()) all.push_back(split_source(c.dtype, hd, G, cfg));
+      if (c.dtype == DType::F16 && (hd == 64 || hd == 128))
+        for (int w : kTcWarps) all.push_back(split_tc_source(hd, G, w));
     }
     compile_parallel(all, sm);
     if (std::getenv("KILN_PRECOMPILE_ONLY")) return;
@@ -1267,6 +1286,24 @@ TEST(AttentionBench, DecodeSplitVsOld) {
                 true);
             ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
             report("split", cfg.name() + "_t" + std::to_string(target), S, uint32_t(S * geo.nkv), us);
+          }
+        }
+        for (int w : kTcWarps) {  // the tensor-core kernel's block sizes and split counts
+          CUfunction fn = load_source(split_tc_source(geo.hd, geo.nh / geo.nkv, w));
+          for (int target : {132, 264, 528}) {
+            const int S = splits_for(target, geo.nkv, 1, C);
+            void *pq = q.p, *pk = kc.p, *pv = vc.p, *py = y.p, *psc = sc.p, *pst = ds.p;
+            int iC = static_cast<int>(C), inh = static_cast<int>(geo.nh), inkv = static_cast<int>(geo.nkv), iS = S;
+            float scale = 1.f / std::sqrt(float(geo.hd));
+            void* args[] = {&pq, &pk, &pv, &py, &psc, &pst, &iC, &inh, &inkv, &iS, &scale};
+            const double us = time_us(
+                [&] {
+                  driver().launchKernel(fn, uint32_t(geo.nkv), uint32_t(S), 1, uint32_t(32 * w), 1, 1, 0, nullptr,
+                                        args, nullptr);
+                },
+                true);
+            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+            report("split_tc", "w" + std::to_string(w) + "_t" + std::to_string(target), S, uint32_t(S * geo.nkv), us);
           }
         }
       }
