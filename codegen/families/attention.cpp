@@ -29,7 +29,7 @@ bool split_geometry(int64_t nh, int64_t nkv, int64_t hd) {
 // mma.sync m16n8k16 (sm_80+), f16 operands, the group's hi and lo rows in one
 // 16-row fragment (G <= 8), head_dim 64. The kernel also takes head_dim 128,
 // where it measured slower than the CUDA-core kernel at contexts 512 and 4096
-// and faster at 8192 (8B Q4_K_M +1.0 / +1.4 / -1.9% per token on the H200,
+// and faster at 8192 (8B Q4_K_M +1.1 / +1.3 / -1.9% per token on the H200,
 // docs/perf.md): not chosen there.
 bool split_tc(int sm, ir::DType kv_dt, int64_t nh, int64_t nkv, int64_t hd) {
   return sm >= 80 && kv_dt == ir::DType::F16 && hd == 64 && nh / nkv <= 8;
