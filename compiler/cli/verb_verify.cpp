@@ -18,6 +18,7 @@
 
 #include "compiler/cli/verbs.h"
 #include "compiler/gguf/gguf.h"
+#include "compiler/tools/reference/logits_check.h"
 #include "compiler/tools/reference/model_runner.h"
 #include "ir/error.h"
 #include "runtime/cli/args.h"
@@ -34,14 +35,14 @@ namespace {
 // interpreter (only summation order differs): measured <= 3e-5.
 constexpr double kTolCompiled = 5e-3;
 constexpr double kTolEager = 1e-3;
-// Compiled decode on int8 activations (q8-activations; kernels "_xq"): the
-// interpreter rounds the activations exactly as the GPU does (the kernel
-// tests hold each such GEMV to 1e-4), but the whole model cannot be that
-// close: rounding to 8 bits is discontinuous, so the ~1e-4 float differences
-// arriving from upstream kernels move some values across a rounding boundary
-// and become whole quantisation steps (about 10x amplification per GEMV).
-// Measured 8.5e-3 on a tiny random q4_0 model on an H200.
-constexpr double kTolCompiledQ8 = 2e-2;
+// Compiled decode on int8 activations (q8-activations; kernels "_xq"): not
+// one tolerance against the interpreter of the compiled graphs but the
+// yardstick of gen::check_q8_step (compiler/tools/reference/logits_check.h):
+// the plan against the fp32 interpreter, within a multiple of how far the
+// int8 interpreter itself is from it, and its token within the step's noise.
+// (A fixed 2e-2 held on tiny random models and failed on the real SmolLM2 at
+// 5-14% per step, for the starting and the final kernels of session 16 alike:
+// the int8 roundings of two valid computations differ chaotically.)
 // A greedy token that is not the interpreter's argmax still agrees when its
 // logit is within this fraction of the logits' RMS of the maximum (a near-tie
 // that rounding can flip).
@@ -64,34 +65,32 @@ struct VerifyArgs {
   bool compiled_only = false, eager_only = false, allow_ptx = false;
 };
 
-double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = double(got[i]) - double(ref[i]);
-    num += d * d;
-    den += double(ref[i]) * double(ref[i]);
-  }
-  return den > 0 ? std::sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
-}
-
 struct ModeResult {
-  double worst = 0;  // largest per-step relative error
+  double worst = 0;  // largest per-step relative error against the mode's interpreter (tolerance steps)
   int steps = 0, equal = 0, near_tie = 0, disagree = 0;
   bool finite = true;
+  // decode steps on int8 activations (fp32 given): largest error against the
+  // q8 and the fp32 interpreter, the largest share of a step's bound taken,
+  // the steps over their bound
+  double worst_q8 = 0, worst_fp32 = 0, worst_share = 0;
+  int over = 0;
 };
 
 // The plan's programs in `mode` against `ref`, the interpreter configured as
 // that mode's oracle (same prefill chunk), over one prompt: `steps` logits
 // vectors compared.
-ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, rt::ProgramMode mode, const std::vector<int32_t>& ids,
-                       int32_t steps) {
+// fp32 (compiled programs on int8 activations only): the fp32 interpreter,
+// fed the same tokens, for gen::check_q8_step.
+ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, gen::ModelRunner* fp32, rt::ProgramMode mode,
+                       const std::vector<int32_t>& ids, int32_t steps) {
   rt::Engine& e = model.engine();
   e.reset();
   ref.reset();
+  if (fp32) fp32->reset();
   rt::SamplingParams greedy;
   ModeResult r;
   int32_t tok = e.prefill(mode, ids, greedy), pos = int32_t(ids.size());
-  std::vector<float> want = ref.feed(ids);
+  std::vector<float> want = ref.feed(ids), want32 = fp32 ? fp32->feed(ids) : std::vector<float>{};
   for (int32_t s = 0; s < steps; ++s) {
     if (rt::cli::InterruptGuard::requested()) throw rt::cli::Interrupted{"verification stopped"};
     const std::vector<float> got = e.last_logits();
@@ -102,21 +101,31 @@ ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, rt::ProgramMode 
                               got.size(), want.size()),
                   "model");
     for (float v : got) r.finite = r.finite && std::isfinite(v);
-    r.worst = std::max(r.worst, rel_err(got, want));
+    const double rel = gen::rel_err(got, want);
     const size_t best = size_t(std::max_element(want.begin(), want.end()) - want.begin());
     double rms = 0;
     for (float v : want) rms += double(v) * v;
-    rms = std::sqrt(rms / double(want.size()));
+    double window = kTieFraction * std::sqrt(rms / double(want.size()));
+    // the prefill step (s = 0) runs no int8 activations: the plain tolerance
+    if (fp32 && s > 0) {
+      const gen::Q8Step q = gen::check_q8_step(got, want, want32);
+      r.worst_q8 = std::max(r.worst_q8, rel);
+      r.worst_fp32 = std::max(r.worst_fp32, q.rel_fp32);
+      r.worst_share = std::max(r.worst_share, q.rel_fp32 / q.bound);
+      if (!q.logits_ok) ++r.over;
+      window = std::max(window, gen::kQ8TieNoise * q.noise);
+    } else {
+      r.worst = std::max(r.worst, rel);
+    }
     ++r.steps;
     if (size_t(tok) == best) ++r.equal;
-    else if (tok >= 0 && size_t(tok) < want.size() && double(want[best]) - want[size_t(tok)] <= kTieFraction * rms)
-      ++r.near_tie;
-    else
-      ++r.disagree;
+    else if (gen::token_agrees(want, tok, window)) ++r.near_tie;
+    else ++r.disagree;
     if (s + 1 == steps) break;
     const int32_t fed = tok;
     tok = e.decode_next(mode, pos++, greedy);
     want = ref.feed(std::span<const int32_t>(&fed, 1));
+    if (fp32) want32 = fp32->feed(std::span<const int32_t>(&fed, 1));
   }
   return r;
 }
@@ -154,16 +163,24 @@ int run_verify(const VerifyArgs& a) {
   if (p.kernels())
     for (const auto* k : *p.kernels())
       if (k->name() && k->name()->str().find("_xq_") != std::string::npos) xq = true;
-  const double tol_compiled = xq ? kTolCompiledQ8 : kTolCompiled;
-  std::printf("tolerances: logits relative error compiled %.0e%s, eager %.0e; greedy token = interpreter argmax or a "
+  std::printf("tolerances: logits relative error compiled %.0e, eager %.0e; greedy token = interpreter argmax or a "
               "near-tie (within %.0e x RMS of the logits)\n",
-              tol_compiled, xq ? " (int8 activations in decode)" : "", kTolEager, kTieFraction);
-  // one interpreter per mode, reset per prompt (its weights are dequantised once)
+              kTolCompiled, kTolEager, kTieFraction);
+  if (xq)
+    std::printf("  compiled decode on int8 activations: error against the fp32 interpreter <= %.0f x the int8 "
+                "interpreter's own + %.0e; near-tie within %.0f x the step's RMS logit difference\n",
+                gen::kQ8Factor, gen::kQ8Slack, gen::kQ8TieNoise);
+  // one interpreter per mode, reset per prompt (its weights are dequantised
+  // once); with int8 activations the compiled mode's also has the fp32 one
   std::vector<std::unique_ptr<gen::ModelRunner>> refs;
+  std::unique_ptr<gen::ModelRunner> fp32;
   for (rt::ProgramMode m : modes) {
     const bool compiled = m == rt::ProgramMode::Compiled;
     refs.push_back(std::make_unique<gen::ModelRunner>(f, model->context_length(), model->engine().max_prefill_bucket(m),
                                                       compiled, kv, disabled));
+    if (compiled && xq)
+      fp32 = std::make_unique<gen::ModelRunner>(f, model->context_length(), model->engine().max_prefill_bucket(m),
+                                                false, kv, disabled);
   }
   rt::cli::InterruptGuard interrupt;
   const std::vector<std::string>& prompts = a.prompts.empty() ? default_prompts() : a.prompts;
@@ -183,13 +200,18 @@ int run_verify(const VerifyArgs& a) {
     for (size_t mi = 0; mi < modes.size(); ++mi) {
       const rt::ProgramMode m = modes[mi];
       const bool compiled = m == rt::ProgramMode::Compiled;
-      const ModeResult r = verify_mode(*model, *refs[mi], m, ids, a.steps);
-      const double tol = compiled ? tol_compiled : kTolEager;
-      const bool ok = r.finite && r.worst <= tol && r.disagree == 0;
+      const ModeResult r = verify_mode(*model, *refs[mi], compiled ? fp32.get() : nullptr, m, ids, a.steps);
+      const double tol = compiled ? kTolCompiled : kTolEager;
+      const bool ok = r.finite && r.worst <= tol && r.over == 0 && r.disagree == 0;
       pass = pass && ok;
-      std::printf("  %-8s logits rel err max %.2e (tol %.0e)%s  greedy tokens %d/%d equal, %d near-tie, %d differ  %s\n",
-                  compiled ? "compiled" : "eager", r.worst, tol, r.finite ? "" : ", NON-FINITE logits", r.equal,
-                  r.steps, r.near_tie, r.disagree, ok ? "ok" : "FAIL");
+      std::string q8;
+      if (compiled && fp32)
+        q8 = fmt::format("; int8 decode: vs fp32 max {:.2e} ({:.0f}% of its bound{}), vs the int8 interpreter {:.2e}",
+                         r.worst_fp32, 100 * r.worst_share, r.over ? fmt::format(", {} steps over", r.over) : "",
+                         r.worst_q8);
+      std::printf("  %-8s logits rel err max %.2e (tol %.0e)%s%s  greedy tokens %d/%d equal, %d near-tie, %d differ  %s\n",
+                  compiled ? "compiled" : "eager", r.worst, tol, q8.c_str(), r.finite ? "" : ", NON-FINITE logits",
+                  r.equal, r.steps, r.near_tie, r.disagree, ok ? "ok" : "FAIL");
     }
   }
   std::printf("verify: %s\n", pass ? "PASS (every step within tolerance)" : "FAIL (see the rows marked FAIL)");

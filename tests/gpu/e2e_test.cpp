@@ -15,6 +15,7 @@
 #include <string>
 
 #include "compiler/compile/compile.h"
+#include "compiler/tools/reference/logits_check.h"
 #include "compiler/tools/reference/model_runner.h"
 #include "compiler/gguf/gguf.h"
 #include "compiler/tools/synth/model.h"
@@ -53,15 +54,7 @@ fs::path scratch() {
   return p;
 }
 
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    double d = double(a[i]) - double(b[i]);
-    num += d * d;
-    den += double(b[i]) * double(b[i]);
-  }
-  return std::sqrt(num / den);
-}
+using gen::rel_err;
 
 int argmax(const std::vector<float>& v) { return int(std::max_element(v.begin(), v.end()) - v.begin()); }
 
@@ -128,48 +121,53 @@ RunResult run_plan(rt::Model& m, const std::vector<int32_t>& prompt, int n, rt::
 
 // The compiled plan decoding the interpreter's own greedy tokens (teacher
 // forcing: a flipped token does not change every later step), n steps from
-// the prompt's prefill. Each step's logits against the tensor-core
-// interpreter's (rel err < 2e-2, the int8-activation bound of GpuSynthTypes),
-// and its token: the interpreter's argmax, or a near-tie whose margin in the
-// interpreter's logits is within 3x that step's own RMS logit difference. The
-// decode programs quantise activations to int8, which turns ~1e-6 float
-// differences upstream into whole quantisation steps (kiln verify's
-// kTolCompiledQ8), so a near-tie may flip; a wrong kernel shows as a large
-// error or as a flip across a margin the step's noise does not explain.
+// the prompt's prefill. The prefill step against the interpreter of the
+// compiled graphs within 5e-3 (kiln verify's tolerance); every decode step
+// (int8 activations) by gen::check_q8_step, as kiln verify judges it: its
+// logits against the fp32 interpreter within 3x the int8 interpreter's own
+// distance from them + 2e-2, and its token the int8 interpreter's argmax or a
+// near-tie within 3x the step's RMS logit difference. (Rounding to 8 bits
+// makes the plan and the int8 interpreter two equally valid computations a
+// few percent apart on a real model; a wrong kernel is off by far more.)
 struct ForcedResult {
   int exact = 0, ties = 0;
-  double worst_rel = 0;
+  double worst_share = 0;  // the largest share of a step's bound taken
 };
 ForcedResult teacher_forced(rt::Model& m, const gguf::File& f, const std::vector<int32_t>& prompt, int n, int64_t ctx,
                             const std::string& label) {
-  gen::ModelRunner ref(f, ctx, 64, true, ir::DType::F16);
+  gen::ModelRunner ref(f, ctx, 64, true, ir::DType::F16), fp32(f, ctx, 64, false, ir::DType::F16);
   auto& e = m.engine();
   e.reset();
   rt::SamplingParams sp;  // greedy
-  std::vector<float> rl = ref.feed(prompt);
+  std::vector<float> rl = ref.feed(prompt), fl = fp32.feed(prompt);
   int32_t got = e.prefill(rt::ProgramMode::Compiled, prompt, sp), pos = int32_t(prompt.size());
   ForcedResult res;
   for (int i = 0; i < n; ++i) {
     const std::vector<float>& gl = e.last_logits();
     const int32_t want = argmax(rl);
-    const double rel = rel_err(gl, rl);
-    res.worst_rel = std::max(res.worst_rel, rel);
-    EXPECT_LT(rel, 2e-2) << label << " step " << i;
+    double window = 0;
+    if (i == 0) {
+      EXPECT_LT(rel_err(gl, rl), 5e-3) << label << " prefill";
+    } else {
+      const gen::Q8Step q = gen::check_q8_step(gl, rl, fl);
+      res.worst_share = std::max(res.worst_share, q.rel_fp32 / q.bound);
+      EXPECT_TRUE(q.logits_ok) << label << " step " << i << ": rel err against fp32 " << q.rel_fp32 << " > bound "
+                               << q.bound << " (the int8 interpreter is " << q.q8_vs_fp32 << " from fp32)";
+      window = gen::kQ8TieNoise * q.noise;
+    }
     if (got == want) {
       ++res.exact;
     } else {
-      double d2 = 0;
-      for (size_t k = 0; k < rl.size(); ++k) d2 += (double(gl[k]) - rl[k]) * (double(gl[k]) - rl[k]);
-      const double noise = std::sqrt(d2 / double(rl.size())), margin = double(rl[size_t(want)]) - rl[size_t(got)];
-      std::printf("[forced] %s step %d: token %d where the interpreter has %d: its margin %.4f, the step's RMS "
-                  "logit difference %.4f\n",
-                  label.c_str(), i, got, want, margin, noise);
-      EXPECT_LE(margin, 3 * noise) << label << " step " << i << ": token " << got << " vs the interpreter's " << want;
+      std::printf("[forced] %s step %d: token %d where the interpreter has %d: its margin %.4f, the window %.4f\n",
+                  label.c_str(), i, got, want, double(rl[size_t(want)]) - rl[size_t(got)], window);
+      EXPECT_TRUE(gen::token_agrees(rl, got, window)) << label << " step " << i << ": token " << got
+                                                     << " vs the interpreter's " << want;
       ++res.ties;
     }
     if (i + 1 < n) {
       got = e.step(rt::ProgramMode::Compiled, std::span<const int32_t>(&want, 1), pos++, {});
       rl = ref.feed(std::span<const int32_t>(&want, 1));
+      fl = fp32.feed(std::span<const int32_t>(&want, 1));
     }
   }
   return res;
@@ -220,8 +218,9 @@ TEST(GpuE2E, SmolLM2CompiledEagerInterpreterAgree) {
     std::printf("[smollm2] compiled greedy tokens: %zu of 32 equal the interpreter's before the first difference\n",
                 same);
     const ForcedResult fr = teacher_forced(*model, f, prompt, 32, 512, prompt_text.substr(0, 20));
-    std::printf("[smollm2] compiled, teacher-forced: %d of 32 tokens equal, %d near-ties; worst step rel err %.2e\n",
-                fr.exact, fr.ties, fr.worst_rel);
+    std::printf("[smollm2] compiled, teacher-forced: %d of 32 tokens equal, %d near-ties; decode steps took at most "
+                "%.0f%% of their bound\n",
+                fr.exact, fr.ties, 100 * fr.worst_share);
     EXPECT_EQ(eager.tokens, ref) << "eager greedy tokens differ from the interpreter";
   }
 }
@@ -305,7 +304,8 @@ TEST_P(GpuSynthTypes, LogitsMatchInterpreter) {
   // Int8 activations (q8-activations: q4_0, q4_1, q8_0, q4_K, q6_K): the
   // interpreter rounds them as the GPU does, but ~1e-4 float differences from
   // upstream kernels push some values across a rounding boundary, each a whole
-  // quantisation step (kiln verify's kTolCompiledQ8; measured up to 8.5e-3).
+  // quantisation step (measured up to 8.5e-3 on these random tiny models; a
+  // real model's activations take the yardstick of gen::check_q8_step).
   // The token must be the argmax or a near-tie (1e-2 x RMS of the logits).
   const bool xq = ir::act_q8_weight(*ir::dtype_from_name(type == "q4_k_m" ? "q4_k" : type));
   for (int i = 0; i < 3; ++i) {
