@@ -38,9 +38,13 @@ int64_t split_header_floats(int64_t nkv) { return (launch::kAttSplitMaxRows * nk
 }  // namespace
 
 int attention_splits(int64_t n_kv_heads, int64_t rows, int64_t kv_len) {
-  const int64_t want = cdiv64(launch::kAttSplitTargetBlocks, std::max<int64_t>(1, n_kv_heads * rows));
+  const int64_t per = std::max<int64_t>(1, n_kv_heads * rows);  // blocks per split
+  const int64_t want = cdiv64(launch::kAttSplitTargetBlocks, per);
   const int64_t cap = std::min<int64_t>(launch::kAttSplitMaxSplits, cdiv64(kv_len, launch::kAttSplitMinKeys));
-  return static_cast<int>(std::max<int64_t>(1, std::min(want, cap)));
+  int64_t s = std::max<int64_t>(1, std::min(want, cap));
+  const int64_t wave = launch::kAttSplitWaveBlocks, spill = (s * per) % wave;
+  if (s * per > wave && spill > 0 && spill <= wave / 4) s = std::max<int64_t>(1, (s * per - spill) / per);
+  return static_cast<int>(s);
 }
 
 int64_t attention_split_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t kv_len) {

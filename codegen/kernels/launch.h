@@ -61,7 +61,8 @@ constexpr int kAttMaxDimsPerLane = 8;            // head_dim <= 32 * 8 = 256
 // KV head, row) covers the whole GQA group; the last block of a (KV head, row)
 // merges the splits. Split count S (compile time, codegen attention_splits):
 // ceil(kAttSplitTargetBlocks / (n_kv_heads * rows)), at most kAttSplitMaxSplits
-// and at most kv_len / kAttSplitMinKeys; at run time a split covers
+// and at most kv_len / kAttSplitMinKeys, trimmed to whole waves where it spills
+// a few blocks past them (kAttSplitWaveBlocks); at run time a split covers
 // max(ceil(L / S), kAttSplitMinKeys) of the L = pos0 + n_tokens rows.
 constexpr int kAttSplitMaxRows = 4;
 // Chosen on an H200 (AttentionBench in tests/gpu/kernels_test.cpp, docs/perf-notes.md):
@@ -72,7 +73,12 @@ constexpr int kAttSplitWarps = 8;                // warps per block
 constexpr int kAttSplitThreads = 32 * kAttSplitWarps;
 constexpr int kAttSplitLoads = 2;                // K and V row loads of a lane per tile
 constexpr int kAttSplitPrefetch = 1;             // the next tile's loads fly while one is computed
-constexpr int kAttSplitTargetBlocks = 2 * 132;   // ~2 blocks per SM of an H100/H200
+constexpr int kAttSplitWaveBlocks = 132;          // one block per SM of an H100/H200
+constexpr int kAttSplitTargetBlocks = 2 * kAttSplitWaveBlocks;  // ~2 blocks per SM
+// A grid that spills past whole waves of kAttSplitWaveBlocks by at most a
+// quarter wave is trimmed to those waves: SmolLM2's 3 KV heads x 48 splits
+// = 144 blocks gave 12 SMs two blocks' work; 3 x 44 = 132 measured -4.5% per
+// token at 4096 and 8000 rows (docs/perf.md, session 16).
 constexpr int kAttSplitMaxSplits = 48;
 constexpr int kAttSplitMinKeys = 64;
 // Steps of at most this many KV rows (L = pos0 + n_tokens) prefetch their

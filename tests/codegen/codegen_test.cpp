@@ -428,17 +428,27 @@ TEST(Codegen, AttentionSplitCountAndScratch) {
         const int64_t cap = std::min<int64_t>(launch::kAttSplitMaxSplits, cdiv(C, launch::kAttSplitMinKeys));
         EXPECT_GE(S, 1);
         EXPECT_LE(S, std::max<int64_t>(1, cap));
-        // as many splits as fill the GPU (kAttSplitTargetBlocks), unless capped
-        if (S < cap) {
-          EXPECT_GE(nkv * rows * S, launch::kAttSplitTargetBlocks);
-          EXPECT_LT(nkv * rows * (S - 1), launch::kAttSplitTargetBlocks);
-        }
+        // as many splits as fill the GPU (kAttSplitTargetBlocks) unless capped;
+        // that grid trimmed to whole waves where it spills at most a quarter wave past them
+        const int64_t per = nkv * rows, wave = launch::kAttSplitWaveBlocks;
+        const int64_t S0 = std::max<int64_t>(1, std::min(cdiv(launch::kAttSplitTargetBlocks, per), cap));
+        const int64_t spill0 = S0 * per % wave;
+        const bool trim = S0 * per > wave && spill0 > 0 && spill0 <= wave / 4;
+        EXPECT_EQ(S, trim ? std::max<int64_t>(1, (S0 * per - spill0) / per) : S0);
+        // so no grid spills a few blocks past whole waves (SMs with twice the work)
+        const int64_t blocks = per * S, spill = blocks % wave;
+        if (blocks > wave) EXPECT_TRUE(spill == 0 || spill > wave / 4) << blocks << " blocks";
         EXPECT_LE(attention_splits(nkv, rows, C), attention_splits(nkv, 1, C));  // rows 1 sizes the scratch
       }
   // Llama-3 8B at 8192 rows: the most splits; at 512 rows: 8 splits of >= 64 keys
   EXPECT_EQ(attention_splits(8, 1, 8192), std::min<int64_t>(launch::kAttSplitMaxSplits,
                                                             cdiv(launch::kAttSplitTargetBlocks, 8)));
   EXPECT_EQ(attention_splits(8, 1, 512), 512 / launch::kAttSplitMinKeys);
+  // SmolLM2 (3 KV heads): 44 splits, one wave, not the 48 of the cap (144 blocks)
+  EXPECT_EQ(attention_splits(3, 1, 8192), launch::kAttSplitWaveBlocks / 3);
+  EXPECT_EQ(attention_splits(3, 1, 2048), 2048 / launch::kAttSplitMinKeys);  // 96 blocks: within a wave
+  EXPECT_EQ(attention_splits(4, 1, 8192), launch::kAttSplitMaxSplits);       // 192 blocks: spills too far to trim
+  EXPECT_EQ(attention_splits(8, 2, 8192), 2 * launch::kAttSplitWaveBlocks / 16);  // 272 -> 256 blocks
   const int64_t hdr = (launch::kAttSplitMaxRows * 8 + 3) / 4 * 4;
   EXPECT_EQ(attention_split_scratch_floats(32, 8, 128, 8192),
             hdr + launch::kAttSplitMaxRows * 32 * attention_splits(8, 1, 8192) * 130);
