@@ -829,6 +829,22 @@ KernelSource split_tc_source(int64_t hd, int64_t G, int warps) {
              ">(q, kc, vc, y, sc, st, C, nh, nkv, S, scale);\n}\n");
 }
 const int kTcWarps[] = {4, 8};
+// Every split-kernel block shape the benchmark times and the block-shape test
+// checks, for one cache dtype and geometry: the CUDA-core kernel's
+// (split_cfgs) and, for f16 caches of its head sizes, the tensor-core one's.
+struct SplitKernel {
+  std::string name;  // "w<warps>_u.._pf.." or "tc_w<warps>"
+  KernelSource src;
+  int warps;
+  bool tc;
+};
+std::vector<SplitKernel> split_kernels(DType dt, int64_t hd, int64_t G) {
+  std::vector<SplitKernel> v;
+  for (const SplitCfg& cfg : split_cfgs()) v.push_back({cfg.name(), split_source(dt, hd, G, cfg), cfg.warps, false});
+  if (dt == DType::F16 && (hd == 64 || hd == 128))
+    for (int w : kTcWarps) v.push_back({"tc_w" + std::to_string(w), split_tc_source(hd, G, w), w, true});
+  return v;
+}
 // A kernel that reads n 16-byte words (grid-stride, no other work): the
 // plain read the benchmarks measure against, and the L2 flush before a timed launch.
 KernelSource plain_read_source() {
@@ -883,14 +899,10 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
     st.n_tokens = nt;
     st.pos0 = pos0_of(c);
     ds.upload(&st, sizeof st);
-    // the CUDA-core kernel's block shapes, then the tensor-core kernel's (f16 caches of its head sizes)
-    std::vector<std::pair<std::string, KernelSource>> kernels;
-    for (const SplitCfg& cfg : split_cfgs()) kernels.emplace_back(cfg.name(), split_source(dt, hd, nh / nkv, cfg));
-    if (dt == DType::F16 && (hd == 64 || hd == 128))
-      for (int w : kTcWarps) kernels.emplace_back("tc_w" + std::to_string(w), split_tc_source(hd, nh / nkv, w));
-    for (const auto& [cfg_name, src] : kernels) {
-      CUfunction fn = load_source(src);
-      const int warps = std::stoi(cfg_name.substr(cfg_name.find('w') + 1));
+    for (const SplitKernel& sk : split_kernels(dt, hd, nh / nkv)) {
+      CUfunction fn = load_source(sk.src);
+      const std::string& cfg_name = sk.name;
+      const int warps = sk.warps;
       for (int64_t target : {132, 528}) {
         SCOPED_TRACE(c.name + " " + cfg_name + " target " + std::to_string(target));
         const int S = splits_for(target, nkv, nt, C);
@@ -1185,16 +1197,13 @@ TEST(AttentionBench, DecodeSplitVsOld) {
             const OpCase c = testcases::attention_case(dt, 1, C, geo.nh, geo.nkv, geo.hd, split);
             all.push_back(lower(c.g, c.g.nodes()[0], {1}, Target{sm}, ProgramMode::Compiled).kernel);
           }
-    for (const Geo& geo : geos) {
-      for (const SplitCfg& cfg : split_cfgs()) all.push_back(split_source(DType::F16, geo.hd, geo.nh / geo.nkv, cfg));
-      for (int w : kTcWarps) all.push_back(split_tc_source(geo.hd, geo.nh / geo.nkv, w));
-    }
+    for (const Geo& geo : geos)
+      for (const SplitKernel& sk : split_kernels(DType::F16, geo.hd, geo.nh / geo.nkv)) all.push_back(sk.src);
     for (const OpCase& c : split_cfg_cases()) {
       const ir::Node& n = c.g.nodes()[0];
-      const int64_t hd = n.attr_int("head_dim"), G = n.attr_int("n_heads") / n.attr_int("n_kv_heads");
-      for (const SplitCfg& cfg : split_cfgs()) all.push_back(split_source(c.dtype, hd, G, cfg));
-      if (c.dtype == DType::F16 && (hd == 64 || hd == 128))
-        for (int w : kTcWarps) all.push_back(split_tc_source(hd, G, w));
+      for (const SplitKernel& sk :
+           split_kernels(c.dtype, n.attr_int("head_dim"), n.attr_int("n_heads") / n.attr_int("n_kv_heads")))
+        all.push_back(sk.src);
     }
     compile_parallel(all, sm);
     if (std::getenv("KILN_PRECOMPILE_ONLY")) return;
@@ -1270,8 +1279,8 @@ TEST(AttentionBench, DecodeSplitVsOld) {
           }
         }
         if (dt != DType::F16) continue;
-        for (const SplitCfg& cfg : split_cfgs()) {
-          CUfunction fn = load_source(split_source(dt, geo.hd, geo.nh / geo.nkv, cfg));
+        for (const SplitKernel& sk : split_kernels(dt, geo.hd, geo.nh / geo.nkv)) {  // block shapes, split counts
+          CUfunction fn = load_source(sk.src);
           for (int target : {132, 264, 528}) {
             const int S = splits_for(target, geo.nkv, 1, C);
             void *pq = q.p, *pk = kc.p, *pv = vc.p, *py = y.p, *psc = sc.p, *pst = ds.p;
@@ -1280,30 +1289,13 @@ TEST(AttentionBench, DecodeSplitVsOld) {
             void* args[] = {&pq, &pk, &pv, &py, &psc, &pst, &iC, &inh, &inkv, &iS, &scale};
             const double us = time_us(
                 [&] {
-                  driver().launchKernel(fn, uint32_t(geo.nkv), uint32_t(S), 1, uint32_t(32 * cfg.warps), 1, 1, 0,
+                  driver().launchKernel(fn, uint32_t(geo.nkv), uint32_t(S), 1, uint32_t(32 * sk.warps), 1, 1, 0,
                                         nullptr, args, nullptr);
                 },
                 true);
             ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-            report("split", cfg.name() + "_t" + std::to_string(target), S, uint32_t(S * geo.nkv), us);
-          }
-        }
-        for (int w : kTcWarps) {  // the tensor-core kernel's block sizes and split counts
-          CUfunction fn = load_source(split_tc_source(geo.hd, geo.nh / geo.nkv, w));
-          for (int target : {132, 264, 528}) {
-            const int S = splits_for(target, geo.nkv, 1, C);
-            void *pq = q.p, *pk = kc.p, *pv = vc.p, *py = y.p, *psc = sc.p, *pst = ds.p;
-            int iC = static_cast<int>(C), inh = static_cast<int>(geo.nh), inkv = static_cast<int>(geo.nkv), iS = S;
-            float scale = 1.f / std::sqrt(float(geo.hd));
-            void* args[] = {&pq, &pk, &pv, &py, &psc, &pst, &iC, &inh, &inkv, &iS, &scale};
-            const double us = time_us(
-                [&] {
-                  driver().launchKernel(fn, uint32_t(geo.nkv), uint32_t(S), 1, uint32_t(32 * w), 1, 1, 0, nullptr,
-                                        args, nullptr);
-                },
-                true);
-            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-            report("split_tc", "w" + std::to_string(w) + "_t" + std::to_string(target), S, uint32_t(S * geo.nkv), us);
+            report(sk.tc ? "split_tc" : "split", (sk.tc ? sk.name.substr(3) : sk.name) + "_t" + std::to_string(target), S,
+                   uint32_t(S * geo.nkv), us);
           }
         }
       }
