@@ -90,6 +90,7 @@ ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, gen::ModelRunner
   rt::SamplingParams greedy;
   ModeResult r;
   int32_t tok = e.prefill(mode, ids, greedy), pos = int32_t(ids.size());
+  const int32_t chunk = std::max<int32_t>(1, e.max_prefill_bucket(mode)), last_chunk = (pos - 1) % chunk + 1;
   std::vector<float> want = ref.feed(ids), want32 = fp32 ? fp32->feed(ids) : std::vector<float>{};
   for (int32_t s = 0; s < steps; ++s) {
     if (rt::cli::InterruptGuard::requested()) throw rt::cli::Interrupted{"verification stopped"};
@@ -106,9 +107,9 @@ ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, gen::ModelRunner
     double rms = 0;
     for (float v : want) rms += double(v) * v;
     double window = kTieFraction * std::sqrt(rms / double(want.size()));
-    // a prompt of several tokens runs the prefill programs (no int8
-    // activations): its step keeps the plain tolerance
-    if (fp32 && (s > 0 || ids.size() == 1)) {
+    // the prompt's last chunk runs a prefill program (no int8 activations)
+    // unless it is one token (Engine::step: the decode program)
+    if (fp32 && (s > 0 || last_chunk == 1)) {
       const gen::Q8Step q = gen::check_q8_step(got, want, want32);
       r.worst_q8 = std::max(r.worst_q8, rel);
       r.worst_fp32 = std::max(r.worst_fp32, q.rel_fp32);
