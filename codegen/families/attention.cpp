@@ -70,35 +70,27 @@ Kernel emit(const AttentionParams& p, bool compiled) {
   Emit e{compiled, {}, {}};
   Kernel k;
   k.header = "attention.cuh";
-  if (p.splits > 0 && p.tc) {
-    const int64_t G = p.nh / p.nkv;
-    k.name = "kiln_attention_split_tc_f16_hd" + std::to_string(p.hd) + "_g" + std::to_string(G) + "_s" +
-             std::to_string(p.splits);
-    std::string q = e.in(0, "const float*"), kc = e.in(1, "const u16*"), vc = e.in(2, "const u16*"),
-                y = e.out(0, "float*"), sc = e.in(4, "float*"), st = e.step();
-    std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), S = e.i(p.splits), scale = e.f(p.scale);
-    k.call = "k_attention_split_tc<" + std::to_string(p.hd) + ", " + std::to_string(G) + ", kAttSplitTcWarps, 1>(" +
-             q + ", " + kc + ", " + vc + ", " + y + ", " + sc + ", " + st + ", " + C + ", " + nh + ", " + nkv + ", " +
-             S + ", " + scale + ")";
-    k.take(e);
-    k.block = launch::kAttSplitTcThreads;
-    k.min_blocks = launch::kAttSplitTcMinBlocks;
-    k.grid = {static_cast<uint32_t>(p.nkv), static_cast<uint32_t>(p.splits), cdiv(p.T, 1)};  // heads fastest
-    k.own_pdl_wait = true;  // loads its first tile of earlier steps' rows before the wait (attention.cuh)
-    return k;
-  }
   if (p.splits > 0) {
     const int64_t G = p.nh / p.nkv;
-    k.name = "kiln_attention_split_" + dt_lower(p.kv_dt) + "_hd" + std::to_string(p.hd) + "_g" + std::to_string(G) +
-             "_s" + std::to_string(p.splits);
-    std::string q = e.in(0, "const float*"), kc = e.in(1, "const void*"), vc = e.in(2, "const void*"),
-                y = e.out(0, "float*"), sc = e.in(4, "float*"), st = e.step();
+    const std::string shape = "_hd" + std::to_string(p.hd) + "_g" + std::to_string(G) + "_s" + std::to_string(p.splits);
+    const char* cache_t = p.tc ? "const u16*" : "const void*";
+    std::string q = e.in(0, "const float*"), kc = e.in(1, cache_t), vc = e.in(2, cache_t), y = e.out(0, "float*"),
+                sc = e.in(4, "float*"), st = e.step();
     std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), S = e.i(p.splits), scale = e.f(p.scale);
-    k.call = "k_attention_split<" + dt_macro(p.kv_dt) + ", " + std::to_string(p.hd) + ", " + std::to_string(G) +
-             ", kAttSplitWarps, kAttSplitLoads, kAttSplitPrefetch, 1>(" + q + ", " + kc + ", " + vc + ", " + y + ", " + sc + ", " + st +
-             ", " + C + ", " + nh + ", " + nkv + ", " + S + ", " + scale + ")";
+    const std::string args = "(" + q + ", " + kc + ", " + vc + ", " + y + ", " + sc + ", " + st + ", " + C + ", " + nh +
+                             ", " + nkv + ", " + S + ", " + scale + ")";
+    if (p.tc) {  // f16 cache only (split_tc)
+      k.name = "kiln_attention_split_tc_f16" + shape;
+      k.call = "k_attention_split_tc<" + std::to_string(p.hd) + ", " + std::to_string(G) + ", kAttSplitTcWarps, 1>" + args;
+      k.block = launch::kAttSplitTcThreads;
+      k.min_blocks = launch::kAttSplitTcMinBlocks;
+    } else {
+      k.name = "kiln_attention_split_" + dt_lower(p.kv_dt) + shape;
+      k.call = "k_attention_split<" + dt_macro(p.kv_dt) + ", " + std::to_string(p.hd) + ", " + std::to_string(G) +
+               ", kAttSplitWarps, kAttSplitLoads, kAttSplitPrefetch, 1>" + args;
+      k.block = launch::kAttSplitThreads;
+    }
     k.take(e);
-    k.block = launch::kAttSplitThreads;
     k.grid = {static_cast<uint32_t>(p.nkv), static_cast<uint32_t>(p.splits), cdiv(p.T, 1)};  // heads fastest
     k.own_pdl_wait = true;  // loads its first tile of earlier steps' rows before the wait (attention.cuh)
     k.eager_module = p.kv_dt;
