@@ -169,9 +169,9 @@ __device__ __forceinline__ bool att_split_rows(const KilnStep* step, int C, int 
   return true;
 }
 // att_split_prefetch_l2: rows [j0, pe) of both caches (rb bytes a row), the
-// g-th of nkv shares, to L2. The split kernels call it at short contexts (L <=
-// kAttSplitL2PrefetchMaxRows) for the split's K and V rows before pos0 (written by earlier steps) go to L2 before the wait.
-// Whole cache rows are contiguous, so block g of the split's nkv blocks
+// g-th of nkv shares, to L2. The split kernels call it before their wait at
+// short contexts (L <= kAttSplitL2PrefetchMaxRows) for the split's K and V
+// rows before pos0, which earlier steps wrote. Whole cache rows are contiguous, so block g of the split's nkv blocks
 // prefetches the g-th share of them (all heads' columns) and the nkv
 // blocks together prefetch the split's rows once; the registers then load
 // from L2. Measured on the H200 (docs/perf.md, session 15): 8B Q4_K_M -1.0%
@@ -475,6 +475,12 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
 // f16 products are exact in the tensor cores' fp32 accumulation, so the
 // result differs from the CUDA-core kernel's by summation order and by the
 // ~2^-22 of the two-part operands (the interpreter's attention tolerance).
+// v as hi + lo: hi = f16(v) exactly as a float, lo = v - hi (exact in fp32,
+// rounded to f16 when packed), so the two f16 values carry ~22 bits of v
+__device__ __forceinline__ void f16_parts(float v, float& hi, float& lo) {
+  hi = h2f(f2h(v));
+  lo = v - hi;
+}
 __device__ __forceinline__ u32 u4w(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 template <int HD, int G, int NW, int OW = 0>
 __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q, const u16* __restrict__ kc,
@@ -550,9 +556,7 @@ __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q
     float hi[4], lo[4];
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const float v = qv[4 * ks + e] * f;
-      hi[e] = h2f(f2h(v));
-      lo[e] = v - hi[e];
+      f16_parts(qv[4 * ks + e] * f, hi[e], lo[e]);
     }
     s_qa[ks][lane] = make_uint4(pack_f16x2(hi[0], hi[1]), pack_f16x2(lo[0], lo[1]), pack_f16x2(hi[2], hi[3]),
                                 pack_f16x2(lo[2], lo[3]));
@@ -602,10 +606,7 @@ __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q
     }
     float ph[4], pl[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      ph[i] = h2f(f2h(p[i]));
-      pl[i] = p[i] - ph[i];
-    }
+    for (int i = 0; i < 4; ++i) f16_parts(p[i], ph[i], pl[i]);
     const u32 pa[4] = {pack_f16x2(ph[0], ph[1]), pack_f16x2(pl[0], pl[1]), pack_f16x2(ph[2], ph[3]),
                        pack_f16x2(pl[2], pl[3])};
 #pragma unroll
