@@ -55,6 +55,9 @@ TEST(LogitsCheck, Q8StepUsesTheInt8InterpretersDistanceAsYardstick) {
   EXPECT_GT(s.noise, 0.0);
   // an error 3x the int8 interpreter's plus more than the slack fails
   EXPECT_FALSE(check_q8_step(logits(kQ8Factor * 0.03 + kQ8Slack + 0.01), q8, fp32).logits_ok);
+  // the measured rule (real SmolLM2 used at most 74% of it): 3x + 2e-2
+  EXPECT_TRUE(check_q8_step(logits(0.105), q8, fp32).logits_ok);
+  EXPECT_FALSE(check_q8_step(logits(0.115), q8, fp32).logits_ok);
   // where the interpreters agree exactly, only the slack is left
   EXPECT_TRUE(check_q8_step(logits(0.015), fp32, fp32).logits_ok);
   EXPECT_FALSE(check_q8_step(logits(0.025), fp32, fp32).logits_ok);
