@@ -24,12 +24,12 @@ struct GemvParams {
   int max_tokens = 1;  // MT: rows computed (compile-time)
   int split = 1;       // warps per output column group
   int rows = 1;        // output columns per group
-  std::optional<GemvBulk> bulk;  // int8 activations streamed by bulk copies (sm_90)
+  std::optional<GemvBulk> bulk;  // streamed by bulk copies (sm_90; int8 activations, or f32 on F16/BF16)
 };
 
-// "mm_gemv_xq_bulk<...>" for weight dtype wdt in layout planes (no arguments)
+// "mm_gemv_bulk<...>" for weight dtype wdt in layout planes (no arguments)
 std::string bulk_call(const MatmulOperands& m, DType wdt, bool planes, const GemvBulk& b, int max_tokens) {
-  return "mm_gemv_xq_bulk<" + dt_macro(wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
+  return "mm_gemv_bulk<" + dt_macro(wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
          std::to_string(m.flags) + ", " + std::to_string(max_tokens) + ", " + std::to_string(b.rows) + ", " +
          std::to_string(b.stages) + ", " + std::to_string(planes ? 1 : 0) + ", " + std::to_string(b.ks) + ", " +
          (m.gain_weight ? "true" : "false") + ">";
@@ -42,7 +42,7 @@ std::string bulk_call(const MatmulOperands& m, DType wdt, bool planes, const Gem
 // bytes, each part no more blocks than it has items for. nullopt: the
 // register GEMV.
 std::optional<std::vector<GemvBulk>> parts_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t) {
-  if (!m.xq || m.parts.empty()) return std::nullopt;
+  if (m.parts.empty()) return std::nullopt;
   std::vector<GemvBulk> v;
   std::vector<int64_t> bytes;
   int warps = 16;
@@ -102,8 +102,8 @@ Kernel emit(const GemvParams& p, bool compiled) {
   if (p.bulk) {
     const GemvBulk& b = *p.bulk;
     k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) + "_b" + std::to_string(b.warps) + "x" +
-             std::to_string(b.stages) + (b.ks > 1 ? "k" + std::to_string(b.ks) : "") + (m.planes ? "_pl" : "") + "_xq" +
-             (m.gain_weight ? "_gw" : "");
+             std::to_string(b.stages) + (b.ks > 1 ? "k" + std::to_string(b.ks) : "") + (m.planes ? "_pl" : "") +
+             (m.xq ? "_xq" : "_fx") + (m.gain_weight ? "_gw" : "");
     // kMmRope: the rope_store epilogue (y, output 0, is q')
     const std::string epi = (m.flags & kMmRope) ? rope_epi_arg(m, rope_epi_params(m, e, st), e, 0) : "";
     k.call = bulk_call(m, m.wdt, m.planes, b, p.max_tokens) + "(" + args +
@@ -178,7 +178,7 @@ Kernel emit_parts(const MatmulOperands& m, int max_tokens, const Target& t) {
   }
   k.name += "_g" + dt_lower(m.gdt) + "_t" + std::to_string(max_tokens);
   if (bulk)
-    k.name += std::string("_xq") + (m.gain_weight ? "_gw" : "");
+    k.name += std::string(m.xq ? "_xq" : "_fx") + (m.gain_weight ? "_gw" : "");
   else
     k.name += (whole.split > 1 ? "_s" + std::to_string(whole.split) : "") +
               (whole.rows > 1 ? "_r" + std::to_string(whole.rows) : "") + (m.xq ? "_xq" : "");
@@ -269,7 +269,7 @@ class GemvFamily final : public Family {
     }
     // (with the rope_store epilogue too: an item's columns are rope pairs)
     const bool rope = p.m.flags & kMmRope;
-    if (p.m.xq) p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
+    if (c.compiled()) p.bulk = gemv_bulk_geometry(p.m, p.max_tokens, c.target);
     if (p.m.xq || c.compiled()) {
       const GemvGeometry geo = gemv_geometry(p.m.K, p.m.N, p.m.flags & kMmSwiGlu, p.m.xq, p.m.wdt, rope);
       p.split = geo.split;
@@ -292,9 +292,10 @@ class GemvFamily final : public Family {
 }  // namespace
 
 // Whether the kernel before c's GEMV should let it launch early (codegen.cpp
-// early_trigger). Only int8-activation GEMVs issue weight loads before their
-// wait, so only they gain from landing early, and measured on the H200
-// (docs/perf.md, session 9) only two kinds did:
+// early_trigger). Only int8-activation GEMVs and the bulk-copy GEMV (int8 or
+// f32 activations) issue weight loads before their wait, so only they gain
+// from landing early, and measured on the H200 (docs/perf.md, session 9)
+// only two kinds did:
 //  - the bulk-copy GEMV: its blocks fill shared memory, so they land one or
 //    two per SM wherever they land, and their first rows stream while the
 //    previous kernel finishes (8B Q4_K_M: -3.6% with the gate/up GEMV
@@ -310,9 +311,10 @@ class GemvFamily final : public Family {
 // whichever SMs have room, and each block's share of the rows is fixed (1B:
 // 0% to +3.6% by the kind of kernel triggering; 8B +1.9% when the QKV GEMV
 // let attention land early). The bulk QKV gains only with its early launch
-// (session 15: 8B Q4_K_M -1.5% with it, -0.2% without).
+// (session 15: 8B Q4_K_M -1.5% with it, -0.2% without). Since session 17
+// F16 and BF16 weights have a bulk GEMV too (f32 activations).
 bool gemv_wants_early_launch(const NodeCtx& c) {
-  if (!is_gemv(c) || !node_xq(c.n)) return false;
+  if (!is_gemv(c) || !c.compiled()) return false;
   const MatmulOperands m = matmul_operands(c);
   const int64_t tokens = std::max<int64_t>(1, m.rows);
   if (m.parts.empty() ? gemv_bulk_geometry(m, tokens, c.target).has_value()

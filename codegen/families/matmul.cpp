@@ -201,6 +201,8 @@ int gemv_split_xq(int64_t K) {
   const int64_t units = K / 32;
   return units >= 512 ? 4 : units >= 256 ? 2 : 1;
 }
+bool bulk_fx(const MatmulOperands& m) { return !m.xq && (m.wdt == DType::F16 || m.wdt == DType::BF16); }
+
 std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t,
                                            int max_warps, int64_t min_bytes) {
   constexpr int64_t kSmemPerSm = 227 * 1024, kSmemReserved = 1024;  // sm_90: usable per SM, per block
@@ -219,7 +221,15 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // register-pipelined kernel, whose grid and prologue are cheaper.
   // sm_90 only: the shared-memory budget below is Hopper's 227 KiB per SM
   // (a newer target must bring its own budget: consumer parts have ~100 KiB)
-  if (!m.xq || t.sm != 90) return std::nullopt;
+  // F16 and BF16 weights (fx) keep x in f32 in shared memory, 4 bytes a
+  // value, so only while x is at most kGemvBulkFxMaxXBytes: long rows (the
+  // 8B's down projection, K = 14336: 56 KiB of x) leave room for few warps
+  // per SM, and the register GEMV streamed them faster (session 17, single
+  // launches: 30.4 against 33.3 us; docs/perf.md).
+  const bool fx = bulk_fx(m);
+  if (!(m.xq || fx) || t.sm != 90) return std::nullopt;
+  if (fx && tokens * m.K * 4 > kGemvBulkFxMaxXBytes) return std::nullopt;
+
   const ir::DTypeInfo& di = ir::dtype_info(m.wdt);
   if (m.K % di.block_elems) return std::nullopt;
   const int64_t rb = static_cast<int64_t>(ir::row_bytes(m.wdt, m.K));  // the planes layout keeps the GGUF row size
@@ -232,15 +242,19 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // slower everywhere: 8B Q4_K_M +1.8%, 1B +3.7%). Session 11, docs/perf.md.
   b.rows = m.wdt == DType::Q6_K && !(m.flags & kMmRope) ? 1 : 2;
   const int64_t stage = ((m.flags & kMmSwiGlu) ? 2 : 1) * b.rows * rb;
-  const int64_t xs = tokens * (m.K + m.K / 16 * 8);
+  const int64_t xs = fx ? tokens * m.K * 4 : tokens * (m.K + m.K / 16 * 8);
   b.stages = static_cast<int>(std::clamp<int64_t>((kStageTarget + stage - 1) / stage, 2, 4));
   // Warps per group sharing one set of row buffers (ks): the fewest that give
   // the most resident warps per SM. Long rows (the 8B's down projection: 8-12
   // KiB) leave room for only 8 warps' buffers per SM at ks = 1, so those
   // warps were issue-bound (docs/perf.md); at ks = 2 or 4 the same buffers
-  // feed twice or four times the warps.
+  // feed twice or four times the warps. f32 activations take at most 2: at
+  // 4 (16 warps a block) the 8B's f16 LM head took 296.8 us against 253.8 at
+  // 2 (8 warps), its o projection 12.3 against 11.2 (session 17): an fx unit
+  // is little arithmetic per byte, so the per-item merge of the KS partial
+  // sums weighs more.
   std::optional<GemvBulk> best;
-  for (int ks = 1; ks <= 4; ks *= 2) {
+  for (int ks = 1; ks <= (fx ? 2 : 4); ks *= 2) {
     GemvBulk c = b;
     c.ks = ks;
     int64_t smem = 0;

@@ -93,9 +93,9 @@ bool gemv_small(const NodeCtx& c);
 // 16 values.
 uint32_t gemv_xq_smem(int64_t K, int64_t tokens);
 
-// The bulk-copy variant of the int8-activation GEMV (gemv.cuh
-// mm_gemv_xq_bulk): sm_90, int8-activation matrices of >= 2 MiB whose rows are
-// a multiple of 16 bytes. `warps` per block in groups of `ks` warps, each
+// The bulk-copy decode GEMV (gemv.cuh mm_gemv_bulk): sm_90, matrices of
+// >= 2 MiB whose rows are a multiple of 16 bytes, on int8 activations or
+// (F16 and BF16 weights, bulk_fx) on f32 activations. `warps` per block in groups of `ks` warps, each
 // group with `stages` row buffers of `rows` output columns each; grid and
 // shared memory sized so that the grid is one wave on a 132-SM GPU with every
 // group taking the same number of items. nullopt where it does not apply.
@@ -113,6 +113,11 @@ constexpr int64_t kGemvBulkMinBytes = int64_t{2} << 20;
 // SMs the bulk GEMV's grids are one wave on (H100 SXM / H200; fewer SMs: the
 // grid takes a second wave).
 constexpr int64_t kGemvBulkSms = 132;
+// f32 activations (bulk_fx): x's bytes in shared memory at most this (K =
+// 8192 at one token: the 1B's down projection; not the 8B's K = 14336).
+constexpr int64_t kGemvBulkFxMaxXBytes = 32 * 1024;
+// Whether the bulk GEMV of m takes f32 activations (16-bit float weights).
+bool bulk_fx(const MatmulOperands& m);
 std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t,
                                            int max_warps = 16, int64_t min_bytes = kGemvBulkMinBytes);
 

@@ -53,7 +53,7 @@ Kernel emit(const SamplingParams& p, bool compiled) {
       const GemvBulk& b = *p.bulk;
       k.name = "kiln_lm_head_sample_" + dt_lower(p.wdt) + "_g" + dt_lower(p.gdt) + "_b" + std::to_string(b.warps) +
                "x" + std::to_string(b.stages) + (b.ks > 1 ? "k" + std::to_string(b.ks) : "") + (p.planes ? "_pl" : "") +
-               "_xq";
+               (p.xq ? "_xq" : "_fx");
       k.call = "k_lm_head_sample_bulk<" + dt_macro(p.wdt) + ", " + dt_macro(p.gdt) + ", " + std::to_string(b.rows) +
                ", " + std::to_string(b.stages) + ", " + std::to_string(p.planes ? 1 : 0) + ", " + std::to_string(b.ks) +
                ">(" + x + ", " + g + ", " +
@@ -100,9 +100,9 @@ SamplingParams sampling_params(const NodeCtx& c) {
   p.split = p.xq ? gemv_split_xq(p.K) : gemv_split(p.K);
   p.rows = p.xq ? gemv_rows_xq(p.N, p.split, false) : gemv_rows(p.N, p.split, false);
   p.planes = c.planes(2);
-  if (p.xq) {
+  if (c.compiled()) {  // int8 activations, or f32 on F16/BF16 weights (bulk_fx)
     MatmulOperands m;
-    m.xq = true;
+    m.xq = p.xq;
     m.wdt = p.wdt;
     m.flags = kMmRms;
     m.K = p.K;

@@ -175,6 +175,17 @@ __device__ __forceinline__ void deq8x(const u8* q, const u8* s, int c, float v[8
   }
 }
 
+// The 8 values of 16 bytes of an f16 or bf16 row, in order.
+template <int DT>
+__device__ __forceinline__ void half8(const uint4 p, float v[8]) {
+  const u32 w[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[2 * i] = DT == DT_F16 ? h2f((u16)(w[i] & 0xFFFF)) : bf2f((u16)(w[i] & 0xFFFF));
+    v[2 * i + 1] = DT == DT_F16 ? h2f((u16)(w[i] >> 16)) : bf2f((u16)(w[i] >> 16));
+  }
+}
+
 template <int DT>
 __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, int& b) {
   if (DT == DT_F32) {
@@ -184,13 +195,7 @@ __device__ __forceinline__ void deq8(const u8* blk, int c, float v[8], int& a, i
     v[4] = __uint_as_float(q.x); v[5] = __uint_as_float(q.y); v[6] = __uint_as_float(q.z); v[7] = __uint_as_float(q.w);
   } else if (DT == DT_F16 || DT == DT_BF16) {
     a = 0; b = 4;
-    const uint4 p = ldw128(blk);
-    const u32 w[4] = {p.x, p.y, p.z, p.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[2 * i] = DT == DT_F16 ? h2f((u16)(w[i] & 0xFFFF)) : bf2f((u16)(w[i] & 0xFFFF));
-      v[2 * i + 1] = DT == DT_F16 ? h2f((u16)(w[i] >> 16)) : bf2f((u16)(w[i] >> 16));
-    }
+    half8<DT>(ldw128(blk), v);
   } else if (DT == DT_Q4_0 || DT == DT_Q4_1) {
     deq8x<DT, false>(blk + PL<DT>::SB, blk, c, v, a, b);
   } else if (DT == DT_Q5_0) {

@@ -229,6 +229,15 @@ __device__ __forceinline__ void ldg16(const void* g, int i, float v[16]) {
     }
   }
 }
+// ---- f32 activations on 16-bit float weights (the bulk GEMV's FX case) ----
+// x (times the gain with MM_RMS) stays f32 in shared memory, [MT][K] in unit
+// order: a unit u is the row's 8 weights 8u .. 8u + 7 (16 bytes), and its x
+// values 0-3 sit at 4u, values 4-7 at K/2 + 4u, so that the 32 lanes' 16-byte
+// reads of one half are contiguous (no bank conflicts; with the 8 values
+// together, two lanes 32 bytes apart share banks). Arithmetic as mm_gemv's:
+// acc += (x * g) * w in f32, inv applied to the finished sums.
+__device__ __forceinline__ int fx_slot(int k, int K) { return ((k & 4) ? K / 2 : 0) + (k >> 3) * 4 + (k & 3); }
+
 // Quantises the 16 activation values at xp (times the gain values gv with
 // MM_RMS, whose squares of x go to ss) exactly as ir::act_q8_block: q packed
 // 4 per word, the scale d and the sum of the quants.
@@ -271,7 +280,8 @@ __device__ __forceinline__ void xq16(const float* xp, const float* gv, u32 q[4],
 // Prologue of every int8-activation GEMV block: quantises each token's x into
 // shared memory (int8 [MT][K] at xqs, then (d, d * sum) per 16-value part
 // [MT][K/16] at xds), both in unit order for the weight type DT (xq_units.h,
-// which says why); with
+// which says why); for the f16 and bf16 weights of the bulk GEMV (FX) it
+// stores x * g in f32 at xqs instead, in fx_slot order (xds unused); with
 // MM_RMS the gain is applied first and inv[t] = 1/rms of token t's x (sums of
 // squares reduced over the block). Ends with the block synchronised.
 // G0: the caller has loaded part threadIdx.x of the gain already (g0, 16
@@ -293,13 +303,27 @@ __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const v
       } else if (FL & MM_RMS) {
         ldg16<GDT>(g, 16 * p, gv);
       }
-      u32 q[4];
-      float d;
-      int sum;
-      xq16<FL>(x + (i64)t * K + 16 * p, gv, q, d, sum, ss[t]);
-      const int slot = kiln::xq::xq_slot(DT, p, K);
-      *(uint4*)(xqs + (i64)t * K + 16 * slot) = make_uint4(q[0], q[1], q[2], q[3]);
-      xds[t * parts + slot] = make_float2(d, d * (float)sum);
+      const float* xp = x + (i64)t * K + 16 * p;
+      if constexpr (DT == DT_F16 || DT == DT_BF16) {
+        float* xs = (float*)xqs + (i64)t * K;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          float4 f = *(const float4*)(xp + 4 * k);
+          if (FL & MM_RMS) {
+            ss[t] += f.x * f.x + f.y * f.y + f.z * f.z + f.w * f.w;
+            f = make_float4(f.x * gv[4 * k], f.y * gv[4 * k + 1], f.z * gv[4 * k + 2], f.w * gv[4 * k + 3]);
+          }
+          *(float4*)(xs + fx_slot(16 * p + 4 * k, K)) = f;
+        }
+      } else {
+        u32 q[4];
+        float d;
+        int sum;
+        xq16<FL>(xp, gv, q, d, sum, ss[t]);
+        const int slot = kiln::xq::xq_slot(DT, p, K);
+        *(uint4*)(xqs + (i64)t * K + 16 * slot) = make_uint4(q[0], q[1], q[2], q[3]);
+        xds[t * parts + slot] = make_float2(d, d * (float)sum);
+      }
     }
 #pragma unroll
   for (int t = 0; t < MT; ++t) inv[t] = 1.f;
@@ -308,6 +332,33 @@ __device__ __forceinline__ void xq_prologue(const float* __restrict__ x, const v
     for (int t = 0; t < MT; ++t) inv[t] = 1.0f / sqrtf(block_sum(ss[t], red) / (float)K + eps);
   } else {
     __syncthreads();
+  }
+}
+
+// One unit u of RR 16-bit float rows staged in shared memory (rows[j])
+// against the f32 x of xq_prologue's FX case: acc[j][t] += the 8 products.
+template <int DT, int MT, int RR>
+__device__ __forceinline__ void fx_unit(const u8* const (&rows)[RR], int u, const float* xs, int K, int nt,
+                                        float (&acc)[RR][MT]) {
+  float xv[MT][8];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    if (MT == 1 || t < nt) {
+      const float4 a = *(const float4*)(xs + (i64)t * K + 4 * u);
+      const float4 b = *(const float4*)(xs + (i64)t * K + K / 2 + 4 * u);
+      xv[t][0] = a.x; xv[t][1] = a.y; xv[t][2] = a.z; xv[t][3] = a.w;
+      xv[t][4] = b.x; xv[t][5] = b.y; xv[t][6] = b.z; xv[t][7] = b.w;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < RR; ++j) {
+    float wv[8];
+    half8<DT>(*(const uint4*)(rows[j] + 16 * u), wv);
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+      if (MT == 1 || t < nt)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[j][t] += xv[t][i] * wv[i];
   }
 }
 
@@ -620,10 +671,12 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   }
 }
 
-// The int8-activation GEMV streamed through shared memory by bulk copies
-// (sm_90; gemv_bulk_geometry in codegen/families/matmul.cpp picks it and its
-// parameters). Launch: block 32*NW (NW a multiple of KS), grid any, dynamic
-// shared memory gemv_bulk_smem: the quantised x, then per group of KS warps S
+// The decode GEMV streamed through shared memory by bulk copies (sm_90;
+// gemv_bulk_geometry in codegen/families/matmul.cpp picks it and its
+// parameters), on int8 activations (xq_prologue, xq_unit) or, for F16 and
+// BF16 weights, on f32 activations (FX: xq_prologue's f32 case, fx_unit). Launch: block
+// 32*NW (NW a multiple of KS), grid any, dynamic shared memory
+// (gemv_bulk_geometry's smem): x (quantised, or f32), then per group of KS warps S
 // stage buffers of RR rows of RB = row bytes (the weight's row size, a
 // multiple of 16), then per group S mbarriers.
 // Work: an item is R consecutive output columns (their R rows, and with
@@ -639,7 +692,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // so each feeds several warps); the others' sums reach the first warp
 // through shared memory and a named barrier of the group, which also frees
 // the buffer for its refill.
-// The arithmetic is xq_unit's, so results equal mm_gemv_xq's bit for bit at
+// The int8 arithmetic is xq_unit's, so results equal mm_gemv_xq's bit for bit at
 // KS = 1 (at KS > 1 the row's sum is the KS partial sums added in order).
 // A warp's row sums are reduced by warp_sum_cols, so the lane that holds
 // column c's sums (col_lane) combines the group's KS partial sums of it and
@@ -665,12 +718,13 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // 2i's sums takes column 2i + 1's from its partner and hands the pair to the
 // epilogue, which writes q' to y and the k', v values into the caches.
 template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1, bool GW = false, class EPI = NoRope>
-__device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, const void* __restrict__ g,
+__device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const void* __restrict__ g,
                                                 const u8* __restrict__ w, const float* __restrict__ r,
                                                 float* __restrict__ y, int nt, int K, int N, float eps,
                                                 u64* key = nullptr, GemvSlice sl = GemvSlice{0, 0, 0},
                                                 EPI epi = EPI{}) {
   static_assert((FL & MM_ROPE) == 0 || (R % 2 == 0 && (FL & MM_SWIGLU) == 0), "MM_ROPE: column pairs per item");
+  constexpr bool FX = DT == DT_F16 || DT == DT_BF16;  // f32 activations (xq_prologue, fx_unit)
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;
   constexpr int P = (FL & MM_SWIGLU) ? 2 * MT : MT;  // sums per output column
   __shared__ float red[33];
@@ -684,8 +738,9 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
   if (nt > MT) nt = MT;
   u8* xqs = kiln_xq_smem;
   float2* xds = (float2*)(kiln_xq_smem + MT * K);
-  u8* stages = kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)grp * S * RR * RB;
-  u64* bars = (u64*)(kiln_xq_smem + MT * K + MT * (K / 16) * 8 + (i64)ngr * S * RR * RB) + grp * S;
+  const i64 XB = FX ? (i64)MT * K * 4 : (i64)MT * K + MT * (K / 16) * 8;  // x's bytes
+  u8* stages = kiln_xq_smem + XB + (i64)grp * S * RR * RB;
+  u64* bars = (u64*)(kiln_xq_smem + XB + (i64)ngr * S * RR * RB) + grp * S;
   const int items = (N + R - 1) / R, G = slice_blocks(sl) * ngr, first = slice_block(sl) * ngr + grp;
   const int ldy = sl.ldy ? sl.ldy : N;
   const int mine = first < items ? (items - first + G - 1) / G : 0;  // items of this group
@@ -737,23 +792,32 @@ __device__ __forceinline__ void mm_gemv_xq_bulk(const float* __restrict__ x, con
     kiln_mbar_wait(bars + i % S, (u32)((i / S) & 1));
     if (i == 0) KILN_BULK_MARK(2);
     WRow<DT, L> wr[RR];
+    const u8* rows[RR];
 #pragma unroll
     for (int j = 0; j < RR; ++j) {
       const int row = (j < R ? 0 : R) + min(j % R, nr - 1);  // rows past N: a copy of the last one, unused
       wr[j] = WRow<DT, L>(st, row, nb, 0);
+      rows[j] = st + (i64)row * RB;
     }
     float acc[RR][MT];
 #pragma unroll
     for (int t = 0; t < MT; ++t)
 #pragma unroll
       for (int j = 0; j < RR; ++j) acc[j][t] = 0.f;
-    const int u7 = lane & 7;  // = u & 7 for every unit u of this lane (qload)
+    if constexpr (FX) {
+      const int funits = K / 8;
+#pragma unroll 4
+      for (int u = sub * 32 + lane + ((KILN_BULK_ABLATE & 2) ? funits : 0); u < funits; u += 32 * KS)
+        fx_unit<DT, MT, RR>(rows, u, (const float*)kiln_xq_smem, K, nt, acc);
+    } else {
+      const int u7 = lane & 7;  // = u & 7 for every unit u of this lane (qload)
 #pragma unroll 2
-    for (int u = sub * 32 + lane + ((KILN_BULK_ABLATE & 2) ? qunits : 0); u < qunits; u += 32 * KS) {
-      QRaw q[RR];
+      for (int u = sub * 32 + lane + ((KILN_BULK_ABLATE & 2) ? qunits : 0); u < qunits; u += 32 * KS) {
+        QRaw q[RR];
 #pragma unroll
-      for (int j = 0; j < RR; ++j) qload<DT, L, true>(wr[j], u, u7, q[j]);
-      xq_unit<DT, L, MT, RR>(q, u, u7, xqs, xds, K, nt, acc);
+        for (int j = 0; j < RR; ++j) qload<DT, L, true>(wr[j], u, u7, q[j]);
+        xq_unit<DT, L, MT, RR>(q, u, u7, xqs, xds, K, nt, acc);
+      }
     }
     float v[R][P];
     gemv_col_sums<FL, R, MT>(acc, v, lane);

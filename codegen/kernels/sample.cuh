@@ -241,7 +241,8 @@ __device__ __forceinline__ void k_lm_head_sample(const float* __restrict__ x, co
   finish_sample(logits, V, out, tokens, step);
 }
 
-// The same on sm_90's bulk-copy GEMV (mm_gemv_xq_bulk; int8 activations):
+// The same on sm_90's bulk-copy GEMV (mm_gemv_bulk; int8 activations, or
+// f32 ones on F16/BF16 weights):
 // block 32*NW with NW = kGemvWarps (the sampling step's block), grid and
 // dynamic shared memory from gemv_bulk_geometry. The entry waits for the
 // previous kernel first (the row read depends on the step), so unlike the
@@ -254,7 +255,7 @@ __device__ __forceinline__ void k_lm_head_sample_bulk(const float* __restrict__ 
   const int nt = step->n_tokens;
   if (nt <= 0) return;
   u64 key = 0ull;
-  mm_gemv_xq_bulk<DT, GDT, MM_RMS, 1, R, S, L, KS>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, &key);
+  mm_gemv_bulk<DT, GDT, MM_RMS, 1, R, S, L, KS>(x + (i64)(nt - 1) * K, g, w, nullptr, logits, 1, K, V, eps, &key);
   sample_with_keys(key, logits, V, out, tokens, step);
 }
 

@@ -115,13 +115,14 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
       EXPECT_LE(l.grid[2], 65535u);
       // dynamic shared memory: only the int8-activation GEMVs (x_q8), sized
       // for the block's quantised x (codegen gemv_xq_smem), within the
-      // 48 KiB a launch gets without raising the function's limit; their
-      // bulk-copy variant adds its row buffers, within an sm_90 block's
-      // 227 KiB and leaving room for the reserved 1 KiB per block
+      // 48 KiB a launch gets without raising the function's limit, and the
+      // bulk-copy GEMVs (int8 x, or f32 x on f16/bf16 weights) with their row
+      // buffers, within an sm_90 block's 227 KiB and leaving room for the
+      // reserved 1 KiB per block
       const bool xq = n.attrs.count("x_q8") && n.attr_int("x_q8") == 1;
       std::smatch bm;
       const bool bulk = std::regex_search(l.kernel.entry, bm, std::regex("_b([0-9]+)x([0-9])(?:k([0-9]))?_"));
-      if (xq) {
+      if (xq || bulk) {  // (bulk without x_q8: f16/bf16 weights, f32 x in shared memory)
         EXPECT_GT(l.smem, 0u) << c.name;
         EXPECT_LE(l.smem, (bulk ? 226u : 48u) * 1024u) << c.name;
       } else {
@@ -159,7 +160,7 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
           // range of blocks (GemvSlice{b0, nb, ldy}), the ranges covering the
           // grid, every block of a part with at least one item of R columns
           const std::regex part(
-              "mm_gemv_xq_bulk<[A-Z0-9_]+, [A-Z0-9_]+, [0-9]+, [0-9]+, ([0-9]+), ([0-9]+), [01], ([0-9]+), "
+              "mm_gemv_bulk<[A-Z0-9_]+, [A-Z0-9_]+, [0-9]+, [0-9]+, ([0-9]+), ([0-9]+), [01], ([0-9]+), "
               "(?:true|false)>\\(.*?, ([0-9]+), __int_as_float\\(0x[0-9a-f]+\\), nullptr, "
               "GemvSlice\\{([0-9]+), ([0-9]+), ([0-9]+)\\}");
           int64_t b0 = 0, cols = 0, parts = 0;
@@ -566,9 +567,14 @@ TEST(Codegen, KernelBeforeABulkOrSmallInt8GemvTriggersEarly) {
     return lower(g, g.nodes()[i], {1}, Target{sm, "planes"}, ProgramMode::Compiled);
   };
   auto body = [](const Lowered& l) { return l.kernel.source.substr(l.kernel.source.find(l.kernel.entry + "(")); };
+  // (a first kernel that waits itself, a bulk GEMV, triggers early through
+  // KILN_EARLY_TRIGGER)
   auto early = [&](const ir::Graph& g, int sm) {
-    const std::string b = body(lowered(g, 0, sm));
-    const bool at_start = b.find("kiln_pdl_wait();\n  kiln_pdl_trigger();\n") != std::string::npos;
+    const Lowered l = lowered(g, 0, sm);
+    const std::string b = body(l);
+    const bool own = b.find("kiln_pdl_wait") == std::string::npos;
+    const bool at_start = own ? l.kernel.source.find("#define KILN_EARLY_TRIGGER 1\n") != std::string::npos
+                              : b.find("kiln_pdl_wait();\n  kiln_pdl_trigger();\n") != std::string::npos;
     const bool at_end = b.find("kiln_pdl_trigger();\n}") != std::string::npos;
     EXPECT_NE(at_start, at_end) << b;
     return at_start;
@@ -585,6 +591,13 @@ TEST(Codegen, KernelBeforeABulkOrSmallInt8GemvTriggersEarly) {
   EXPECT_FALSE(early(pair(DType::F16, false, OpKind::RmsMatMulSwiGlu, DType::Q4_K, 4096, 14336, true), 80));
   // a small matrix with f32 activations: its GEMV waits before any load
   EXPECT_FALSE(early(pair(DType::F16, false, OpKind::MatMul, DType::Q4_1, 576, 576, false), 90));
+  // f16 weights of >= 2 MiB (the 1B's o projection, the 8B's gate/up): the
+  // bulk GEMV on f32 activations on sm_90, the register GEMV on sm_80
+  EXPECT_TRUE(early(pair(DType::F16, false, OpKind::MatMul, DType::F16, 2048, 2048, false), 90));
+  EXPECT_TRUE(early(pair(DType::F16, false, OpKind::RmsMatMulSwiGlu, DType::F16, 4096, 14336, false), 90));
+  EXPECT_FALSE(early(pair(DType::F16, false, OpKind::RmsMatMulSwiGlu, DType::F16, 4096, 14336, false), 80));
+  // and a bulk GEMV before one triggers early itself
+  EXPECT_TRUE(early(pair(DType::F16, false, OpKind::MatMul, DType::F16, 4096, 4096, false), 90));
   // the last launch has no successor
   const ir::Graph small = pair(DType::F16, false, OpKind::MatMul, DType::Q4_1, 576, 576, true);
   EXPECT_NE(body(lowered(small, 1, 90)).find("kiln_pdl_trigger();\n}"), std::string::npos);
@@ -656,14 +669,14 @@ TEST(Codegen, PartsGemvKeepsTheOneWaveBudgetOfItsTypes) {
   };
   const Lowered l = lower(c.g, c.g.nodes()[0], {1}, Target{89, "planes"}, ProgramMode::Compiled);
   EXPECT_EQ(l.grid[0], uint32_t(launch::kGemvXqMaxBlocksWave)) << l.kernel.entry;
-  EXPECT_EQ(l.kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos);
+  EXPECT_EQ(l.kernel.source.find("mm_gemv_bulk<"), std::string::npos);
   std::vector<int> nb = slices(l.kernel.source);
   ASSERT_EQ(nb.size(), 3u) << l.kernel.source;
   EXPECT_EQ(nb[0] + nb[1] + nb[2], launch::kGemvXqMaxBlocksWave);
   EXPECT_NEAR(nb[0], 4 * nb[1], 4);  // 4 : 1 : 1 like the rows
   EXPECT_EQ(nb[1], nb[2]);
   const Lowered b = lower(c.g, c.g.nodes()[0], {1}, Target{90, "planes"}, ProgramMode::Compiled);
-  EXPECT_NE(b.kernel.source.find("mm_gemv_xq_bulk<DT_Q6_K"), std::string::npos) << b.kernel.source;
+  EXPECT_NE(b.kernel.source.find("mm_gemv_bulk<DT_Q6_K"), std::string::npos) << b.kernel.source;
   EXPECT_EQ(b.block[0], 512u);
   EXPECT_LE(b.grid[0], 132u);
   EXPECT_GE(b.grid[0], 128u);
@@ -682,21 +695,28 @@ TEST(Codegen, PartsGemvKeepsTheOneWaveBudgetOfItsTypes) {
 // refused with the reason.
 TEST(Codegen, RopeEpilogueGemvKeepsPairsInOneBlock) {
   using ir::DType;
-  auto lower_case = [](const OpCase& c) {
-    return lower(c.g, c.g.nodes()[0], {c.bucket}, Target{90, c.weight_layout}, ProgramMode::Compiled);
+  auto lower_case = [](const OpCase& c, int sm = 90) {
+    return lower(c.g, c.g.nodes()[0], {c.bucket}, Target{sm, c.weight_layout}, ProgramMode::Compiled);
   };
-  // f16 weights, K = 4096: split 4 (one group per block); 2 columns per group
+  // f16 weights, K = 4096 (4 MiB: sm_89 has no bulk GEMV): split 4 (one
+  // group per block); 2 columns per group
   const OpCase f = testcases::rope_gemv_case({DType::F16}, 4, 2, 64, 64, 4096, 1, false, DType::F32, DType::F16,
                                              false, "ggml");
-  const Lowered lf = lower_case(f);
+  const Lowered lf = lower_case(f, 89);
   EXPECT_NE(lf.kernel.entry.find("_s4_r2"), std::string::npos) << lf.kernel.entry;
   EXPECT_EQ(lf.grid[0], 512u / 2u) << lf.kernel.entry;  // 512 columns, 2 per block
   EXPECT_NE(lf.kernel.source.find("RopeEpi<DT_F32, DT_F16>{"), std::string::npos) << lf.kernel.source;
   // a plain rms_matmul of the same shape keeps 1 column per group
   const OpCase plain = testcases::matmul_case(ir::OpKind::RmsMatMul, DType::F16, 1, DType::F32, 4096, 512);
-  const Lowered lp = lower_case(plain);
+  const Lowered lp = lower_case(plain, 89);
   EXPECT_EQ(lp.kernel.entry.find("_r2"), std::string::npos) << lp.kernel.entry;
   EXPECT_EQ(lp.grid[0], 512u);
+  // on sm_90 the f16 one is a bulk GEMV on f32 activations, with the epilogue
+  const Lowered lf90 = lower_case(f);
+  EXPECT_NE(lf90.kernel.source.find("mm_gemv_bulk<DT_F16, DT_F32, "), std::string::npos) << lf90.kernel.source;
+  EXPECT_NE(lf90.kernel.source.find("GemvSlice{0, 0, 0}, RopeEpi<DT_F32, DT_F16>{"), std::string::npos)
+      << lf90.kernel.source;
+  EXPECT_NE(lf90.kernel.entry.find("_fx"), std::string::npos) << lf90.kernel.entry;
   // a projection of >= 2 MiB (the 8B's 14 MB q4_K, a q6_K one): the bulk
   // GEMV with the epilogue, 2 columns per item; on sm_89 the register GEMV
   for (DType wt : {DType::Q4_K, DType::Q6_K}) {
@@ -705,17 +725,17 @@ TEST(Codegen, RopeEpilogueGemvKeepsPairsInOneBlock) {
     const Lowered lb = lower_case(big);
     EXPECT_TRUE(std::regex_search(lb.kernel.entry, std::regex("_b16x[0-9]"))) << lb.kernel.entry;
     EXPECT_TRUE(std::regex_search(lb.kernel.source,
-                                  std::regex("mm_gemv_xq_bulk<DT_Q[46]_K, DT_F32, [0-9]+, 1, 2, [0-9], 1, ")))
+                                  std::regex("mm_gemv_bulk<DT_Q[46]_K, DT_F32, [0-9]+, 1, 2, [0-9], 1, ")))
         << lb.kernel.source;
     EXPECT_NE(lb.kernel.source.find("GemvSlice{0, 0, 0}, RopeEpi<DT_F32, DT_F16>{"), std::string::npos)
         << lb.kernel.source;
     const Lowered lr = lower(big.g, big.g.nodes()[0], {1}, Target{89, "planes"}, ProgramMode::Compiled);
-    EXPECT_EQ(lr.kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos) << lr.kernel.source;
+    EXPECT_EQ(lr.kernel.source.find("mm_gemv_bulk<"), std::string::npos) << lr.kernel.source;
   }
   // under 2 MiB (SmolLM2's 1.1 MB): the register GEMV
   const OpCase small =
       testcases::rope_gemv_case({DType::Q4_1}, 9, 3, 64, 64, 576, 1, true, DType::F32, DType::F16, false, "planes");
-  EXPECT_EQ(lower_case(small).kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos);
+  EXPECT_EQ(lower_case(small).kernel.source.find("mm_gemv_bulk<"), std::string::npos);
   // the 8B Q4_K_M block: three parts at qkv columns 0, 4096, 5120, one set of
   // cache / frequency-factor parameters
   const OpCase parts = testcases::rope_gemv_case({DType::Q4_K, DType::Q4_K, DType::Q6_K}, 32, 8, 128, 128, 4096, 1,
@@ -765,7 +785,7 @@ TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {
     // both kernels wait for their predecessor themselves, after their first
     // weight loads (the bulk kernel's first copies)
     const std::string& src = l90.kernel.source;
-    const size_t call = src.find("mm_gemv_xq_bulk<"), body = src.find(l90.kernel.entry + "(");
+    const size_t call = src.find("mm_gemv_bulk<"), body = src.find(l90.kernel.entry + "(");
     ASSERT_NE(call, std::string::npos);
     EXPECT_EQ(src.find("kiln_pdl_wait();", body), std::string::npos);
     const size_t body80 = l80.kernel.source.find(l80.kernel.entry + "(");
@@ -803,10 +823,70 @@ TEST(Codegen, BulkGemvOnSm90ForSixteenByteRows) {
   // SmolLM2's q4_1 rows of 576 values are 18 blocks of 20 bytes: not a multiple of 16
   const OpCase smol = xq_case(ir::DType::Q4_1, 576, 1536, ir::OpKind::MatMul);
   EXPECT_FALSE(bulk(entry_at(smol, 90, "ggml")));
-  // without x_q8 (f32 activations) the GEMV is never the bulk variant
+  // without x_q8 (f32 activations) a quantised weight's GEMV is never the
+  // bulk variant (f16 and bf16 weights' are: the next test)
   OpCase f = testcases::matmul_case(ir::OpKind::MatMul, ir::DType::Q4_K, 1, ir::DType::F32, 4096, 4096);
   EXPECT_EQ(entry_at(f, 90, "planes").kernel.entry.find("_xq"), std::string::npos);
   EXPECT_FALSE(bulk(entry_at(f, 90, "planes")));
+}
+
+TEST(Codegen, BulkGemvOnF32ActivationsForSixteenBitWeights) {
+  using ir::DType;
+  using ir::OpKind;
+  // the kernel call's template arguments: weight dtype, then (after gain dtype,
+  // flags, tokens) rows per item, stages, layout, warps per group
+  const std::regex call("mm_gemv_bulk<(DT_[A-Z0-9]+), [A-Z0-9_]+, [0-9]+, ([0-9]+), ([0-9]+), ([0-9]+), [01], ([0-9]+)");
+  struct Want {
+    DType wt;
+    int64_t K, N;
+    OpKind op;
+    int64_t tokens;
+    int sm;
+    bool bulk;
+  };
+  for (const Want& w : {
+           Want{DType::F16, 4096, 4096, OpKind::MatMulAdd, 1, 90, true},         // the 8B's o projection
+           Want{DType::F16, 4096, 14336, OpKind::RmsMatMulSwiGlu, 1, 90, true},  // its gate/up
+           Want{DType::BF16, 4096, 6144, OpKind::RmsMatMul, 1, 90, true},        // its QKV, bf16
+           Want{DType::F16, 8192, 2048, OpKind::MatMulAdd, 1, 90, true},         // the 1B's down: 32 KiB of x
+           Want{DType::F16, 14336, 4096, OpKind::MatMulAdd, 1, 90, false},       // the 8B's down: 56 KiB of x
+           Want{DType::F16, 4096, 4096, OpKind::MatMulAdd, 3, 90, false},        // 3 tokens: 48 KiB of x
+           Want{DType::F16, 2048, 2048, OpKind::MatMul, 3, 90, true},            // 3 tokens: 24 KiB
+           Want{DType::F16, 4096, 4096, OpKind::MatMulAdd, 1, 89, false},        // no bulk copies before sm_90
+           Want{DType::F16, 576, 1536, OpKind::MatMul, 1, 90, false},            // SmolLM2's: under 2 MiB
+           Want{DType::F32, 4096, 4096, OpKind::MatMul, 1, 90, false},           // f32 weights: never
+       }) {
+    const OpCase c = testcases::matmul_case(w.op, w.wt, w.tokens, DType::F32, w.K, w.N);
+    const Lowered l = lower(c.g, c.g.nodes()[0], {w.tokens}, Target{w.sm, "ggml"}, ProgramMode::Compiled);
+    std::smatch m;
+    const bool found = std::regex_search(l.kernel.source, m, call);
+    EXPECT_EQ(found, w.bulk) << l.kernel.entry;
+    if (!found) {
+      EXPECT_EQ(l.smem, 0u) << l.kernel.entry;
+      continue;
+    }
+    EXPECT_EQ(m[1].str(), w.wt == DType::F16 ? "DT_F16" : "DT_BF16");
+    EXPECT_EQ(std::stoll(m[2]), w.tokens);
+    EXPECT_EQ(std::stoi(m[3]), 2) << "two columns per item";
+    EXPECT_GE(std::stoi(m[4]), 2) << "at least two row buffers";
+    EXPECT_LE(std::stoi(m[5]), 2) << "at most 2 warps share a buffer set with f32 x";
+    EXPECT_NE(l.kernel.entry.find("_fx"), std::string::npos) << l.kernel.entry;
+    // x in f32 (4 bytes a value) plus the row buffers, within one SM
+    EXPECT_GT(l.smem, uint32_t(4 * w.K * w.tokens)) << l.kernel.entry;
+    EXPECT_LE(l.smem + 1024u, 227u * 1024u) << l.kernel.entry;
+    // eager programs (plain matmuls only) keep their generic kernel
+    if (w.op == OpKind::MatMul) {
+      const Lowered e = lower(c.g, c.g.nodes()[0], {w.tokens}, Target{w.sm, "ggml"}, ProgramMode::Eager);
+      EXPECT_EQ(e.kernel.source.find("mm_gemv_bulk<"), std::string::npos) << e.kernel.entry;
+    }
+  }
+  // the LM head of an f16 model (the 8B's: 128256 x 4096) samples on the bulk
+  // GEMV, with the sampling step's 4 warps
+  const OpCase lm = testcases::lm_head_case(DType::F16, 1, 128256, 4096);
+  const Lowered ll = lower(lm.g, lm.g.nodes()[0], {1}, Target{90, "ggml"}, ProgramMode::Compiled);
+  EXPECT_NE(ll.kernel.source.find("k_lm_head_sample_bulk<DT_F16"), std::string::npos) << ll.kernel.entry;
+  EXPECT_EQ(ll.block[0], 128u);
+  EXPECT_NE(ll.kernel.entry.find("_fx"), std::string::npos) << ll.kernel.entry;
 }
 
 // "CI compiles every kernel variant for every supported SM": every lowered

@@ -645,6 +645,25 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
   out.push_back(matmul_case(OpKind::MatMulAdd, DType::Q4_K, 3, DType::F32, 2048, 8195));
   out.push_back(matmul_case(OpKind::RmsMatMulSwiGlu, DType::F16, 1, DType::F32, 4096, 2051));
   out.push_back(lm_head_case(DType::Q8_0, 1, 16390));
+  // sm_90's bulk-copy GEMV on f32 activations (f16 / bf16 weights of >= 2
+  // MiB while x takes at most 32 KiB): 1 and 3 tokens, a partial last item,
+  // swiglu, the residual, the LM head with its sampling step, the
+  // multi-weight launch with f32 x; and rows of K = 14336 (the 8B's down
+  // projection), which keep the register GEMV
+  for (DType wt : {DType::F16, DType::BF16})
+    for (int64_t b : {int64_t{1}, int64_t{3}}) {
+      const std::string tag = "/fx";
+      auto fxc = [&](OpCase c) {
+        c.name += tag;
+        out.push_back(std::move(c));
+      };
+      fxc(matmul_case(OpKind::MatMul, wt, b, DType::F32, 2048, 2051));
+      fxc(matmul_case(OpKind::RmsMatMulSwiGlu, wt, b, DType::F16, 2048, 2050));
+      fxc(matmul_case(OpKind::MatMulAdd, wt, b, DType::F32, 14336, 1100));
+      fxc(lm_head_case(wt, b, 20011, 2048));
+    }
+  out.push_back(parts_case({DType::F16, DType::F16, DType::BF16}, {1024, 256, 256}, 2048, 1, false, "ggml"));
+  out.push_back(parts_case({DType::F16, DType::F16, DType::F16}, {1024, 256, 256}, 2048, 3, false, "ggml"));
   for (DType ft : float_dtypes()) {
     {  // rms_norm with a gain of dtype ft
       Graph g = base_graph(B);

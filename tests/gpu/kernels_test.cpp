@@ -696,23 +696,29 @@ TEST(GemvBench, Throughput) {
     int64_t K, N;
     OpKind op = OpKind::MatMul;
   };
+  const char* only = std::getenv("KILN_BENCH_GEMV_DTYPE");  // e.g. "f16": that weight dtype alone
   for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_0, DType::F16})
     for (Shape sh : {Shape{4096, 4096}, Shape{4096, 14336}, Shape{14336, 4096}, Shape{576, 1536},
                      Shape{2048, 8192}, Shape{4096, 128256, OpKind::RmsMatMul},
                      Shape{4096, 6144, OpKind::RmsMatMul}, Shape{4096, 14336, OpKind::RmsMatMulSwiGlu},
-                     Shape{14336, 4096, OpKind::MatMulAdd}}) {
+                     Shape{14336, 4096, OpKind::MatMulAdd}, Shape{2048, 2048}, Shape{2048, 3072, OpKind::RmsMatMul},
+                     Shape{2048, 8192, OpKind::RmsMatMulSwiGlu}, Shape{8192, 2048, OpKind::MatMulAdd},
+                     Shape{2048, 128256, OpKind::RmsMatMul}}) {
+      if (only && testcases::dn(wt) != only) continue;
       if (sh.K % ir::dtype_info(wt).block_elems) continue;  // rows must hold whole blocks
       const OpKind op = sh.op;
       if (op != OpKind::MatMul && wt != DType::Q4_K && wt != DType::Q8_0 && wt != DType::F16 && wt != DType::Q6_K &&
           wt != DType::Q4_0)
         continue;
       // variants: f32 activations; int8 activations in GGUF blocks, in planes;
-      // in planes lowered as for sm_89 (the register-pipelined int8 GEMV
-      // instead of sm_90's bulk-copy one; the kernel still runs on this GPU)
+      // lowered as for sm_89 (the register GEMVs instead of sm_90's bulk-copy
+      // one; the kernel still runs on this GPU): int8 activations in planes,
+      // or f32 activations on f16 weights
+      const bool q8 = ir::act_q8_weight(wt);
       for (int variant = 0; variant < 4; ++variant) {
-        if (variant > 0 && !ir::act_q8_weight(wt)) break;
+        if (variant > 0 && !q8 && (variant != 3 || wt != DType::F16)) continue;
         testcases::OpCase c = testcases::matmul_case(op, wt, 1, DType::F32, sh.K, sh.N);
-        if (variant > 0) c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
+        if (variant > 0 && q8) c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
         const ir::Graph& g = c.g;
         const Target target{variant == 3 ? std::min(compile_sm(), 89) : compile_sm(),
                             variant >= 2 ? std::string("planes") : std::string("ggml")};
@@ -773,9 +779,10 @@ TEST(GemvBench, Throughput) {
         ASSERT_EQ(cudaGetLastError(), cudaSuccess);
         const double us = 1000.0 * ms / iters;
         static const char* kVariant[] = {"f32", "xq", "xq_planes", "xq_planes_regs"};
+        const char* vname = q8 ? kVariant[variant] : variant == 3 ? "f32_regs" : "f32";
         std::printf("{\"bench\": \"gemv\", \"op\": \"%s\", \"variant\": \"%s\", \"kernel\": \"%s\", \"dtype\": \"%s\", "
                     "\"K\": %lld, \"N\": %lld, \"us\": %.2f, \"GBps\": %.0f}\n",
-                    c.name.substr(0, c.name.find('/')).c_str(), kVariant[variant], l.kernel.entry.c_str(),
+                    c.name.substr(0, c.name.find('/')).c_str(), vname, l.kernel.entry.c_str(),
                     testcases::dn(wt).c_str(), static_cast<long long>(sh.K), static_cast<long long>(sh.N), us,
                     wbytes / us / 1e3);
         cudaEventDestroy(e0);
@@ -928,7 +935,7 @@ TEST(AttentionSplitCfgs, MatchInterpreter) {
   }
 }
 
-// The phases of sm_90's bulk-copy GEMV (gemv.cuh mm_gemv_xq_bulk) at the
+// The phases of sm_90's bulk-copy GEMV (gemv.cuh mm_gemv_bulk) at the
 // 8B's three bulk shapes (Q4_K, planes, one token), in the plan's geometry:
 // microseconds per launch (back to back from a 512 MiB ring of weight copies,
 // so every launch reads HBM; median of 5 x 40 launches), with each ablation
@@ -978,7 +985,7 @@ TEST(GemvBench, BulkPhases) {
     testcases::OpCase c = testcases::matmul_case(sh.op, DType::Q4_K, 1, DType::F32, sh.K, sh.N);
     c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
     bases.push_back(lower(c.g, c.g.nodes()[0], {1}, Target{sm, "planes"}, ProgramMode::Compiled));
-    ASSERT_NE(bases.back().kernel.source.find("mm_gemv_xq_bulk<"), std::string::npos) << sh.name << ": not bulk";
+    ASSERT_NE(bases.back().kernel.source.find("mm_gemv_bulk<"), std::string::npos) << sh.name << ": not bulk";
   }
   if (pre) {
     std::vector<KernelSource> all = {rd};
