@@ -95,10 +95,11 @@ uint32_t gemv_xq_smem(int64_t K, int64_t tokens);
 
 // The bulk-copy decode GEMV (gemv.cuh mm_gemv_bulk): sm_90, matrices of
 // >= 2 MiB whose rows are a multiple of 16 bytes, on int8 activations or
-// (F16 and BF16 weights, bulk_fx) on f32 activations. `warps` per block in groups of `ks` warps, each
-// group with `stages` row buffers of `rows` output columns each; grid and
-// shared memory sized so that the grid is one wave on a 132-SM GPU with every
-// group taking the same number of items. nullopt where it does not apply.
+// (F16 and BF16 weights, bulk_fx) on f32 activations. `warps` per block in
+// groups of `ks` warps, each group with `stages` row buffers of `rows`
+// output columns each; grid and shared memory sized so that the grid is one
+// wave on a 132-SM GPU with every group taking the same number of items.
+// nullopt where it does not apply.
 struct GemvBulk {
   int warps = 0, stages = 0, rows = 1, min_blocks = 1, ks = 1;
   uint32_t smem = 0, grid = 0;

@@ -719,10 +719,10 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // epilogue, which writes q' to y and the k', v values into the caches.
 template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1, bool GW = false, class EPI = NoRope>
 __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const void* __restrict__ g,
-                                                const u8* __restrict__ w, const float* __restrict__ r,
-                                                float* __restrict__ y, int nt, int K, int N, float eps,
-                                                u64* key = nullptr, GemvSlice sl = GemvSlice{0, 0, 0},
-                                                EPI epi = EPI{}) {
+                                             const u8* __restrict__ w, const float* __restrict__ r,
+                                             float* __restrict__ y, int nt, int K, int N, float eps,
+                                             u64* key = nullptr, GemvSlice sl = GemvSlice{0, 0, 0},
+                                             EPI epi = EPI{}) {
   static_assert((FL & MM_ROPE) == 0 || (R % 2 == 0 && (FL & MM_SWIGLU) == 0), "MM_ROPE: column pairs per item");
   constexpr bool FX = DT == DT_F16 || DT == DT_BF16;  // f32 activations (xq_prologue, fx_unit)
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;
