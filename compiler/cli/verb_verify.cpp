@@ -63,6 +63,7 @@ struct VerifyArgs {
   int32_t steps = 16;
   int device = 0;
   bool compiled_only = false, eager_only = false, allow_ptx = false;
+  bool vs_fp32 = false;  // the prompt steps of the compiled programs against the fp32 interpreter too
 };
 
 struct ModeResult {
@@ -74,15 +75,19 @@ struct ModeResult {
   // the steps over their bound
   double worst_q8 = 0, worst_fp32 = 0, worst_share = 0;
   int over = 0;
+  // --vs-fp32: the prompt steps run by a prefill program, the plan's and the
+  // interpreter's largest distance from the fp32 interpreter
+  double prompt_fp32 = -1, prompt_ref_fp32 = -1;  // -1: the prompt step ran the decode program
 };
 
 // The plan's programs in `mode` against `ref`, the interpreter configured as
 // that mode's oracle (same prefill chunk), over one prompt: `steps` logits
 // vectors compared.
-// fp32 (compiled programs on int8 activations only): the fp32 interpreter,
-// fed the same tokens, for gen::check_q8_step.
-ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, gen::ModelRunner* fp32, rt::ProgramMode mode,
-                       const std::vector<int32_t>& ids, int32_t steps) {
+// fp32 (compiled programs on int8 activations, or --vs-fp32): the fp32
+// interpreter, fed the same tokens, for gen::check_q8_step (q8: the decode
+// program multiplies int8 activations) and the prompt step's distances.
+ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, gen::ModelRunner* fp32, bool q8,
+                       rt::ProgramMode mode, const std::vector<int32_t>& ids, int32_t steps) {
   rt::Engine& e = model.engine();
   e.reset();
   ref.reset();
@@ -109,7 +114,12 @@ ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, gen::ModelRunner
     double window = kTieFraction * std::sqrt(rms / double(want.size()));
     // the prompt's last chunk runs a prefill program (no int8 activations)
     // unless it is one token (Engine::step: the decode program)
-    if (fp32 && (s > 0 || last_chunk == 1)) {
+    const bool prefill_step = s == 0 && last_chunk > 1;
+    if (fp32 && prefill_step) {
+      r.prompt_fp32 = std::max(r.prompt_fp32, gen::rel_err(got, want32));
+      r.prompt_ref_fp32 = std::max(r.prompt_ref_fp32, gen::rel_err(want, want32));
+    }
+    if (fp32 && q8 && !prefill_step) {
       const gen::Q8Step q = gen::check_q8_step(got, want, want32);
       r.worst_q8 = std::max(r.worst_q8, rel);
       r.worst_fp32 = std::max(r.worst_fp32, q.rel_fp32);
@@ -180,7 +190,7 @@ int run_verify(const VerifyArgs& a) {
     const bool compiled = m == rt::ProgramMode::Compiled;
     refs.push_back(std::make_unique<gen::ModelRunner>(f, model->context_length(), model->engine().max_prefill_bucket(m),
                                                       compiled, kv, disabled));
-    if (compiled && xq)
+    if (compiled && (xq || a.vs_fp32))
       fp32 = std::make_unique<gen::ModelRunner>(f, model->context_length(), model->engine().max_prefill_bucket(m),
                                                 false, kv, disabled);
   }
@@ -202,17 +212,21 @@ int run_verify(const VerifyArgs& a) {
     for (size_t mi = 0; mi < modes.size(); ++mi) {
       const rt::ProgramMode m = modes[mi];
       const bool compiled = m == rt::ProgramMode::Compiled;
-      const ModeResult r = verify_mode(*model, *refs[mi], compiled ? fp32.get() : nullptr, m, ids, a.steps);
+      const ModeResult r = verify_mode(*model, *refs[mi], compiled ? fp32.get() : nullptr, xq, m, ids, a.steps);
       const double tol = compiled ? kTolCompiled : kTolEager;
       const bool ok = r.finite && r.worst <= tol && r.over == 0 && r.disagree == 0;
       pass = pass && ok;
-      std::string q8;
-      if (compiled && fp32)
-        q8 = fmt::format("; int8 decode: vs fp32 max {:.2e} ({:.0f}% of its bound{}), vs the int8 interpreter {:.2e}",
+      std::string detail;
+      if (compiled && xq)
+        detail = fmt::format("; int8 decode: vs fp32 max {:.2e} ({:.0f}% of its bound{}), vs the int8 interpreter {:.2e}",
                          r.worst_fp32, 100 * r.worst_share, r.over ? fmt::format(", {} steps over", r.over) : "",
                          r.worst_q8);
+      if (compiled && a.vs_fp32)
+        detail += r.prompt_fp32 < 0 ? std::string("; prompt step: a decode step (one-token last chunk)")
+                                    : fmt::format("; prompt step vs fp32 {:.2e} (the interpreter's own {:.2e})",
+                                                  r.prompt_fp32, r.prompt_ref_fp32);
       std::printf("  %-8s logits rel err max %.2e (tol %.0e)%s%s  greedy tokens %d/%d equal, %d near-tie, %d differ  %s\n",
-                  compiled ? "compiled" : "eager", r.worst, tol, q8.c_str(), r.finite ? "" : ", NON-FINITE logits",
+                  compiled ? "compiled" : "eager", r.worst, tol, detail.c_str(), r.finite ? "" : ", NON-FINITE logits",
                   r.equal, r.steps, r.near_tie, r.disagree, ok ? "ok" : "FAIL");
     }
   }
@@ -238,6 +252,10 @@ void register_verify(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--compiled-only", a->compiled_only, "verify only the compiled programs");
   cmd->add_flag("--eager-only", a->eager_only, "verify only the eager programs");
+  cmd->add_flag("--vs-fp32", a->vs_fp32,
+                "also measure each compiled prompt step against the fp32 interpreter, next to the compiled-graph "
+                "interpreter's own distance from it (diagnostic: whether a miss is the plan's or the rounding "
+                "model's; holds one more interpreter in memory)");
   cmd->add_option("--device", a->device, "CUDA device index")->capture_default_str();
   cmd->add_flag("--allow-ptx-jit", a->allow_ptx, "run a plan built for an older SM by JIT-compiling its PTX");
   cmd->callback([a] {
@@ -247,6 +265,9 @@ void register_verify(CLI::App& app) {
     rt::cli::check_device("--device", a->device);
     if (a->compiled_only && a->eager_only)
       throw Error(ErrorCode::kInvalidArgument, "--compiled-only and --eager-only exclude each other", "eager-only");
+    if (a->vs_fp32 && a->eager_only)
+      throw Error(ErrorCode::kInvalidArgument,
+                  "--vs-fp32 measures the compiled programs, which --eager-only leaves out", "vs-fp32");
     for (const auto& p : a->prompts)
       if (p.empty()) throw Error(ErrorCode::kInvalidArgument, "--prompt: an empty prompt has nothing to verify", "prompt");
     const int status = run_verify(*a);

@@ -209,6 +209,7 @@ def main():
         expect_error(kiln, ["verify", plan, a_dir], ["model", "is a directory"])
         expect_error(kiln, ["verify", a_dir, model], ["plan", "is a directory"])
         expect_error(kiln, ["verify", plan, model, "--compiled-only", "--eager-only"], ["exclude each other"])
+        expect_error(kiln, ["verify", plan, model, "--vs-fp32", "--eager-only"], ["--vs-fp32", "--eager-only leaves"])
         expect_error(kiln, ["verify", plan, model, "-p", ""], ["empty prompt"])
         rc, out, err = run(kiln, "verify", plan, model, "--steps", "4", timeout=600)
         check((rc == 0 and "verify: PASS" in out) or (rc == 3 and err.startswith("kiln: error:")),
