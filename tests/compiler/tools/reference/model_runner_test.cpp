@@ -3,11 +3,11 @@
 // f16 GEMM operands) on the KV cache its fp32 decode graph shares.
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <filesystem>
 #include <vector>
 
 #include "compiler/gguf/gguf.h"
+#include "compiler/tools/reference/logits_check.h"
 #include "compiler/tools/reference/model_runner.h"
 #include "compiler/tools/synth/model.h"
 
@@ -15,14 +15,7 @@ namespace kiln {
 namespace {
 namespace fs = std::filesystem;
 
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / den);
-}
+using gen::rel_err;
 
 TEST(ModelRunner, TensorCorePrefillIsTheFp32ModelWithF16Operands) {
   for (const char* type : {"f16", "q4_k_m"}) {
