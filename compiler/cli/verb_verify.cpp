@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,13 @@ constexpr double kTolEager = 1e-3;
 // (A fixed 2e-2 held on tiny random models and failed on the real SmolLM2 at
 // 5-14% per step, for the starting and the final kernels of session 16 alike:
 // the int8 roundings of two valid computations differ chaotically.)
+// Compiled prompt steps (prefill programs) that miss kTolCompiled get a second
+// opinion, gen::check_prompt_step: the plan against the fp32 interpreter
+// within 2x how far the compiled-graph interpreter is from it + 5e-3 (flash
+// attention's f16 q and P are not in that interpreter's rounding model; with
+// bf16 GEMM operands the difference grows past 5e-3 while plan and
+// interpreter stay equally close to fp32: measured 1.2e-2 each on a 1B bf16
+// plan). The fp32 interpreter is built only when a step needs it.
 // A greedy token that is not the interpreter's argmax still agrees when its
 // logit is within this fraction of the logits' RMS of the maximum (a near-tie
 // that rounding can flip).
@@ -75,28 +83,53 @@ struct ModeResult {
   // the steps over their bound
   double worst_q8 = 0, worst_fp32 = 0, worst_share = 0;
   int over = 0;
-  // --vs-fp32: the prompt steps run by a prefill program, the plan's and the
-  // interpreter's largest distance from the fp32 interpreter
-  double prompt_fp32 = -1, prompt_ref_fp32 = -1;  // -1: the prompt step ran the decode program
+  // prompt steps run by a prefill program and measured against the fp32
+  // interpreter (--vs-fp32, or a miss of the fixed tolerance): the plan's and
+  // the interpreter's largest distance from it
+  double prompt_fp32 = -1, prompt_ref_fp32 = -1;  // -1: none measured
+  // prompt steps over the fixed tolerance that gen::check_prompt_step
+  // accepted, and those it did not
+  int prompt_yardstick = 0, prompt_over = 0;
+  double prompt_rel = 0;  // their largest error against the compiled-graph interpreter
+};
+
+// The fp32 interpreter, built on first use (it holds the weights in fp32: a
+// model-sized allocation that most plans never need).
+class Fp32Oracle {
+ public:
+  explicit Fp32Oracle(std::function<std::unique_ptr<gen::ModelRunner>()> make) : make_(std::move(make)) {}
+  gen::ModelRunner& get() {
+    if (!runner_) runner_ = make_();
+    return *runner_;
+  }
+
+ private:
+  std::function<std::unique_ptr<gen::ModelRunner>()> make_;
+  std::unique_ptr<gen::ModelRunner> runner_;
 };
 
 // The plan's programs in `mode` against `ref`, the interpreter configured as
 // that mode's oracle (same prefill chunk), over one prompt: `steps` logits
 // vectors compared.
-// fp32 (compiled programs on int8 activations, or --vs-fp32): the fp32
-// interpreter, fed the same tokens, for gen::check_q8_step (q8: the decode
-// program multiplies int8 activations) and the prompt step's distances.
-ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, gen::ModelRunner* fp32, bool q8,
+// fp32 (compiled programs only): the fp32 interpreter. With q8 (the decode
+// program multiplies int8 activations) it is fed every token, for
+// gen::check_q8_step; otherwise only the prompt, when the prompt step is
+// measured against it (vs_fp32) or misses the fixed tolerance.
+ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, Fp32Oracle* fp32, bool q8, bool vs_fp32,
                        rt::ProgramMode mode, const std::vector<int32_t>& ids, int32_t steps) {
   rt::Engine& e = model.engine();
   e.reset();
   ref.reset();
-  if (fp32) fp32->reset();
+  const bool fp32_all = fp32 && q8;  // the fp32 interpreter follows every step
   rt::SamplingParams greedy;
   ModeResult r;
   int32_t tok = e.prefill(mode, ids, greedy), pos = int32_t(ids.size());
   const int32_t chunk = std::max<int32_t>(1, e.max_prefill_bucket(mode)), last_chunk = (pos - 1) % chunk + 1;
-  std::vector<float> want = ref.feed(ids), want32 = fp32 ? fp32->feed(ids) : std::vector<float>{};
+  std::vector<float> want = ref.feed(ids), want32;
+  if (fp32_all) {
+    fp32->get().reset();
+    want32 = fp32->get().feed(ids);
+  }
   for (int32_t s = 0; s < steps; ++s) {
     if (rt::cli::InterruptGuard::requested()) throw rt::cli::Interrupted{"verification stopped"};
     const std::vector<float> got = e.last_logits();
@@ -115,12 +148,23 @@ ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, gen::ModelRunner
     // the prompt's last chunk runs a prefill program (no int8 activations)
     // unless it is one token (Engine::step: the decode program)
     const bool prefill_step = s == 0 && last_chunk > 1;
-    if (fp32 && prefill_step) {
+    if (fp32 && prefill_step && (vs_fp32 || rel > kTolCompiled)) {
+      if (want32.empty()) {
+        fp32->get().reset();
+        want32 = fp32->get().feed(ids);
+      }
       r.prompt_fp32 = std::max(r.prompt_fp32, gen::rel_err(got, want32));
       r.prompt_ref_fp32 = std::max(r.prompt_ref_fp32, gen::rel_err(want, want32));
     }
-    if (fp32 && q8 && !prefill_step) {
-      const gen::Q8Step q = gen::check_q8_step(got, want, want32);
+    if (fp32 && prefill_step && rel > kTolCompiled) {
+      // the second opinion (kTolCompiled's comment): not counted in r.worst
+      const gen::YardstickStep q = gen::check_prompt_step(got, want, want32);
+      r.prompt_rel = std::max(r.prompt_rel, rel);
+      if (q.logits_ok) ++r.prompt_yardstick;
+      else ++r.prompt_over;
+      window = std::max(window, gen::kPromptTieNoise * q.noise);
+    } else if (fp32_all && !prefill_step) {
+      const gen::YardstickStep q = gen::check_q8_step(got, want, want32);
       r.worst_q8 = std::max(r.worst_q8, rel);
       r.worst_fp32 = std::max(r.worst_fp32, q.rel_fp32);
       r.worst_share = std::max(r.worst_share, q.rel_fp32 / q.bound);
@@ -137,7 +181,7 @@ ModeResult verify_mode(rt::Model& model, gen::ModelRunner& ref, gen::ModelRunner
     const int32_t fed = tok;
     tok = e.decode_next(mode, pos++, greedy);
     want = ref.feed(std::span<const int32_t>(&fed, 1));
-    if (fp32) want32 = fp32->feed(std::span<const int32_t>(&fed, 1));
+    if (fp32_all) want32 = fp32->get().feed(std::span<const int32_t>(&fed, 1));
   }
   return r;
 }
@@ -182,17 +226,24 @@ int run_verify(const VerifyArgs& a) {
     std::printf("  compiled decode on int8 activations: error against the fp32 interpreter <= %.0f x the int8 "
                 "interpreter's own + %.0e; near-tie within %.0f x the step's RMS logit difference\n",
                 gen::kQ8Factor, gen::kQ8Slack, gen::kQ8TieNoise);
+  std::printf("  compiled prompt steps over %.0e: error against the fp32 interpreter <= %.0f x the compiled-graph "
+              "interpreter's own + %.0e; near-tie within %.0f x the step's RMS logit difference\n",
+              kTolCompiled, gen::kPromptFactor, gen::kPromptSlack, gen::kPromptTieNoise);
   // one interpreter per mode, reset per prompt (its weights are dequantised
-  // once); with int8 activations the compiled mode's also has the fp32 one
+  // once); the compiled mode's fp32 one is built when first needed (at once
+  // with int8 activations: it follows every step)
   std::vector<std::unique_ptr<gen::ModelRunner>> refs;
-  std::unique_ptr<gen::ModelRunner> fp32;
+  std::unique_ptr<Fp32Oracle> fp32;
   for (rt::ProgramMode m : modes) {
     const bool compiled = m == rt::ProgramMode::Compiled;
-    refs.push_back(std::make_unique<gen::ModelRunner>(f, model->context_length(), model->engine().max_prefill_bucket(m),
-                                                      compiled, kv, disabled));
-    if (compiled && (xq || a.vs_fp32))
-      fp32 = std::make_unique<gen::ModelRunner>(f, model->context_length(), model->engine().max_prefill_bucket(m),
-                                                false, kv, disabled);
+    const int32_t bucket = model->engine().max_prefill_bucket(m);
+    refs.push_back(std::make_unique<gen::ModelRunner>(f, model->context_length(), bucket, compiled, kv, disabled));
+    if (compiled)
+      fp32 = std::make_unique<Fp32Oracle>([&f, &model, bucket, kv, disabled] {
+        std::printf("  (building the fp32 interpreter)\n");
+        std::fflush(stdout);
+        return std::make_unique<gen::ModelRunner>(f, model->context_length(), bucket, false, kv, disabled);
+      });
   }
   rt::cli::InterruptGuard interrupt;
   const std::vector<std::string>& prompts = a.prompts.empty() ? default_prompts() : a.prompts;
@@ -212,19 +263,26 @@ int run_verify(const VerifyArgs& a) {
     for (size_t mi = 0; mi < modes.size(); ++mi) {
       const rt::ProgramMode m = modes[mi];
       const bool compiled = m == rt::ProgramMode::Compiled;
-      const ModeResult r = verify_mode(*model, *refs[mi], compiled ? fp32.get() : nullptr, xq, m, ids, a.steps);
+      const ModeResult r =
+          verify_mode(*model, *refs[mi], compiled ? fp32.get() : nullptr, xq, a.vs_fp32, m, ids, a.steps);
       const double tol = compiled ? kTolCompiled : kTolEager;
-      const bool ok = r.finite && r.worst <= tol && r.over == 0 && r.disagree == 0;
+      const bool ok = r.finite && r.worst <= tol && r.over == 0 && r.prompt_over == 0 && r.disagree == 0;
       pass = pass && ok;
       std::string detail;
       if (compiled && xq)
         detail = fmt::format("; int8 decode: vs fp32 max {:.2e} ({:.0f}% of its bound{}), vs the int8 interpreter {:.2e}",
                          r.worst_fp32, 100 * r.worst_share, r.over ? fmt::format(", {} steps over", r.over) : "",
                          r.worst_q8);
-      if (compiled && a.vs_fp32)
+      if (compiled && (a.vs_fp32 || r.prompt_fp32 >= 0))
         detail += r.prompt_fp32 < 0 ? std::string("; prompt step: a decode step (one-token last chunk)")
-                                    : fmt::format("; prompt step vs fp32 {:.2e} (the interpreter's own {:.2e})",
-                                                  r.prompt_fp32, r.prompt_ref_fp32);
+                                    : fmt::format("; prompt step{} vs fp32 {:.2e} (the interpreter's own {:.2e}{})",
+                                                  r.prompt_rel > 0 ? fmt::format(" {:.2e} from the interpreter, so",
+                                                                                 r.prompt_rel)
+                                                                   : std::string(),
+                                                  r.prompt_fp32, r.prompt_ref_fp32,
+                                                  r.prompt_over      ? ", over its bound"
+                                                  : r.prompt_yardstick ? ", within its bound"
+                                                                       : "");
       std::printf("  %-8s logits rel err max %.2e (tol %.0e)%s%s  greedy tokens %d/%d equal, %d near-tie, %d differ  %s\n",
                   compiled ? "compiled" : "eager", r.worst, tol, detail.c_str(), r.finite ? "" : ", NON-FINITE logits",
                   r.equal, r.steps, r.near_tie, r.disagree, ok ? "ok" : "FAIL");
@@ -254,8 +312,8 @@ void register_verify(CLI::App& app) {
   cmd->add_flag("--eager-only", a->eager_only, "verify only the eager programs");
   cmd->add_flag("--vs-fp32", a->vs_fp32,
                 "also measure each compiled prompt step against the fp32 interpreter, next to the compiled-graph "
-                "interpreter's own distance from it (diagnostic: whether a miss is the plan's or the rounding "
-                "model's; holds one more interpreter in memory)");
+                "interpreter's own distance from it, on every prompt (without it, only a prompt step that misses the "
+                "fixed tolerance is measured so, and judged by that distance); holds one more interpreter in memory");
   cmd->add_option("--device", a->device, "CUDA device index")->capture_default_str();
   cmd->add_flag("--allow-ptx-jit", a->allow_ptx, "run a plan built for an older SM by JIT-compiling its PTX");
   cmd->callback([a] {

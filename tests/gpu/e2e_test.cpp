@@ -149,10 +149,10 @@ ForcedResult teacher_forced(rt::Model& m, const gguf::File& f, const std::vector
     if (i == 0) {
       EXPECT_LT(rel_err(gl, rl), 5e-3) << label << " prefill";
     } else {
-      const gen::Q8Step q = gen::check_q8_step(gl, rl, fl);
+      const gen::YardstickStep q = gen::check_q8_step(gl, rl, fl);
       res.worst_share = std::max(res.worst_share, q.rel_fp32 / q.bound);
       EXPECT_TRUE(q.logits_ok) << label << " step " << i << ": rel err against fp32 " << q.rel_fp32 << " > bound "
-                               << q.bound << " (the int8 interpreter is " << q.q8_vs_fp32 << " from fp32)";
+                               << q.bound << " (the int8 interpreter is " << q.ref_vs_fp32 << " from fp32)";
       window = gen::kQ8TieNoise * q.noise;
     }
     if (got == want) {

@@ -28,16 +28,26 @@ bool token_agrees(const std::vector<float>& ref, int32_t token, double window) {
   return double(best) - ref[size_t(token)] <= window;
 }
 
-Q8Step check_q8_step(const std::vector<float>& got, const std::vector<float>& q8_ref,
-                     const std::vector<float>& fp32_ref) {
-  Q8Step s;
-  s.rel_q8 = rel_err(got, q8_ref);
+YardstickStep check_yardstick_step(const std::vector<float>& got, const std::vector<float>& ref,
+                                   const std::vector<float>& fp32_ref, double factor, double slack) {
+  YardstickStep s;
+  s.rel_ref = rel_err(got, ref);
   s.rel_fp32 = rel_err(got, fp32_ref);
-  s.q8_vs_fp32 = rel_err(q8_ref, fp32_ref);
-  s.bound = kQ8Factor * s.q8_vs_fp32 + kQ8Slack;
-  s.noise = rms_diff(got, q8_ref);
+  s.ref_vs_fp32 = rel_err(ref, fp32_ref);
+  s.bound = factor * s.ref_vs_fp32 + slack;
+  s.noise = rms_diff(got, ref);
   s.logits_ok = std::isfinite(s.rel_fp32) && s.rel_fp32 <= s.bound;
   return s;
+}
+
+YardstickStep check_q8_step(const std::vector<float>& got, const std::vector<float>& q8_ref,
+                            const std::vector<float>& fp32_ref) {
+  return check_yardstick_step(got, q8_ref, fp32_ref, kQ8Factor, kQ8Slack);
+}
+
+YardstickStep check_prompt_step(const std::vector<float>& got, const std::vector<float>& ref,
+                                const std::vector<float>& fp32_ref) {
+  return check_yardstick_step(got, ref, fp32_ref, kPromptFactor, kPromptSlack);
 }
 
 }  // namespace kiln::gen
