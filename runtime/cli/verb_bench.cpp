@@ -144,7 +144,7 @@ double measure_tensor_tflops() {
 struct BenchArgs {
   std::string plan;
   int prompt_tokens = 128, gen = 64, repeats = 5, warmup = 1, device = 0, context = 0;
-  bool json = false, compiled_only = false, eager_only = false;
+  bool json = false, compiled_only = false, eager_only = false, no_pipeline = false;
 };
 }  // namespace
 
@@ -167,6 +167,8 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--json", a->json, "print JSON only");
   cmd->add_flag("--compiled-only", a->compiled_only, "skip eager");
   cmd->add_flag("--eager-only", a->eager_only, "skip compiled");
+  cmd->add_flag("--no-pipeline", a->no_pipeline,
+                "wait for each decode step before queueing the next (default: one step queued ahead)");
   cmd->callback([a] {
     check_input_file(a->plan, "plan");
     check_int("--prompt-tokens", a->prompt_tokens, 1, kMaxTokensArg);
@@ -236,6 +238,7 @@ void register_bench(CLI::App& app) {
     out["kv_type"] = kv_type;
     out["gen_tokens"] = a->gen;
     out["repeats"] = a->repeats;
+    out["decode_pipelined"] = !a->no_pipeline;
     out["load_s"] = load_s;
     out["graph_instantiate_s"] = eng.graph_seconds();
     out["roofline"] = {{"device_copy_GBps", copy_gbps},
@@ -251,6 +254,7 @@ void register_bench(CLI::App& app) {
       go.max_new_tokens = a->gen;
       go.mode = mode;
       go.stop_at_eog = false;
+      go.pipeline = !a->no_pipeline;
       auto sink = [](int32_t, std::string_view) { return !InterruptGuard::requested(); };
       auto stop_if_interrupted = [] {
         if (InterruptGuard::requested()) throw Interrupted{"bench stopped before its results (nothing reported)"};

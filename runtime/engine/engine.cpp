@@ -90,10 +90,13 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
   }
   alloc([&] { return cudaMalloc(&e->d_arena_, p.arena.size); }, "cudaMalloc(arena)");
   check(cudaMemset(e->d_arena_, 0, p.arena.size), "cudaMemset(arena)");
-  alloc([&] { return cudaMallocHost(reinterpret_cast<void**>(&e->h_step_), sizeof(KilnStep) * 2); },
+  alloc([&] { return cudaMallocHost(reinterpret_cast<void**>(&e->h_step_), sizeof(KilnStep) * 2 * kMaxInFlight); },
         "cudaMallocHost(step)");
-  alloc([&] { return cudaEventCreate(&e->ev_start_); }, "cudaEventCreate");
-  alloc([&] { return cudaEventCreate(&e->ev_stop_); }, "cudaEventCreate");
+  for (int i = 0; i < kMaxInFlight; ++i) {
+    alloc([&] { return cudaEventCreate(&e->ev_start_[i]); }, "cudaEventCreate");
+    alloc([&] { return cudaEventCreate(&e->ev_stop_[i]); }, "cudaEventCreate");
+    alloc([&] { return cudaEventCreateWithFlags(&e->ev_done_[i], cudaEventDisableTiming); }, "cudaEventCreate");
+  }
 
   std::map<std::pair<uint64_t, size_t>, CUmodule> loaded;  // (source hash, image size) -> module
   for (const auto& k : p.kernels) {
@@ -293,15 +296,18 @@ void Engine::check_launch(const Program& p, size_t i) const {
 }
 
 Engine::~Engine() {
-  if (stream_) cudaStreamSynchronize(stream_);
+  if (stream_) cudaStreamSynchronize(stream_);  // pipelined steps may still be queued
   for (auto& p : programs_)
     if (p->exec) cudaGraphExecDestroy(p->exec);
   if (!modules_.empty()) {
     const auto& drv = cuda::driver();
     for (auto m : modules_) drv.cuModuleUnload(m);
   }
-  if (ev_start_) cudaEventDestroy(ev_start_);
-  if (ev_stop_) cudaEventDestroy(ev_stop_);
+  for (int i = 0; i < kMaxInFlight; ++i) {
+    if (ev_start_[i]) cudaEventDestroy(ev_start_[i]);
+    if (ev_stop_[i]) cudaEventDestroy(ev_stop_[i]);
+    if (ev_done_[i]) cudaEventDestroy(ev_done_[i]);
+  }
   if (h_step_) cudaFreeHost(h_step_);
   if (d_arena_) cudaFree(d_arena_);
   if (d_weights_) cudaFree(d_weights_);
@@ -374,11 +380,18 @@ void Engine::launch_trap() {
   check(drv.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, stream_, nullptr, nullptr), "launch the trap fault kernel");
 }
 
-int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingParams& sp, const int32_t* ids) {
+void Engine::require_idle(const char* what) const {
+  if (pending_)
+    throw Error(ErrorCode::kInvalidArgument, std::string(what) + " with " + std::to_string(pending_) +
+                                                 " pipelined decode step(s) pending: collect or discard them first");
+}
+
+void Engine::enqueue_step(const Program& p, int32_t n, int32_t pos0, const SamplingParams& sp, const int32_t* ids) {
   const auto& A = in_.arena;
-  KilnStep& s = *h_step_;
+  const int32_t slot = next_slot_;
+  KilnStep& s = h_step_[2 * slot];
   s = KilnStep{};
-  s.out_token = -1;  // the sampling kernel must overwrite it (checked below)
+  s.out_token = -1;  // the sampling kernel must overwrite it (checked in finish_step)
   s.n_tokens = n;
   s.pos0 = pos0;
   s.temperature = sp.temperature;
@@ -392,7 +405,7 @@ int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingPar
     check(cudaMemcpyAsync(arena + A.tokens_offset, ids, sizeof(int32_t) * n, cudaMemcpyHostToDevice, stream_),
           "upload token ids");
   check(cudaMemcpyAsync(arena + A.step_offset, &s, sizeof s, cudaMemcpyHostToDevice, stream_), "upload step");
-  check(cudaEventRecord(ev_start_, stream_), "cudaEventRecord");
+  check(cudaEventRecord(ev_start_[slot], stream_), "cudaEventRecord");
   if (fault::hit(fault::Site::kTrap)) launch_trap();
   check_tokens_ = n;
   if (p.exec) {
@@ -400,17 +413,36 @@ int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingPar
   } else {
     enqueue(p);
   }
-  check(cudaEventRecord(ev_stop_, stream_), "cudaEventRecord");
-  KilnStep* back = h_step_ + 1;
+  check(cudaEventRecord(ev_stop_[slot], stream_), "cudaEventRecord");
+  KilnStep* back = h_step_ + 2 * slot + 1;
+  back->out_token = -1;
   check(cudaMemcpyAsync(back, arena + A.step_offset, sizeof(KilnStep), cudaMemcpyDeviceToHost, stream_),
         "read sampled token");
-  check(cudaStreamSynchronize(stream_), "step execution");
+  check(cudaEventRecord(ev_done_[slot], stream_), "cudaEventRecord");
+  slot_program_[slot] = &p;
+  next_slot_ = (slot + 1) % kMaxInFlight;
+  ++pending_;
+}
+
+int32_t Engine::finish_step() {
+  const int32_t slot = ((next_slot_ - pending_) % kMaxInFlight + kMaxInFlight) % kMaxInFlight;
+  --pending_;  // whatever happens below, this step is no longer pending
+  check(cudaEventSynchronize(ev_done_[slot]), "step execution");  // recorded after the read-back copy
+  const Program& p = *slot_program_[slot];
   last_program_ = &p;
-  check(cudaEventElapsedTime(&last_gpu_ms_, ev_start_, ev_stop_), "cudaEventElapsedTime");
+  check(cudaEventElapsedTime(&last_gpu_ms_, ev_start_[slot], ev_stop_[slot]), "cudaEventElapsedTime");
+  const KilnStep* back = h_step_ + 2 * slot + 1;
   if (back->out_token < 0 || back->out_token >= in_.vocab)
     throw Error(ErrorCode::kInternal, "step sampled token " + std::to_string(back->out_token) +
                                           " outside the vocabulary (program " + p.desc->name + ")");
   return back->out_token;
+}
+
+int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingParams& sp, const int32_t* ids) {
+  require_idle("a synchronous step");
+  enqueue_step(p, n, pos0, sp, ids);
+  check(cudaStreamSynchronize(stream_), "step execution");
+  return finish_step();
 }
 
 int32_t Engine::step(ProgramMode mode, std::span<const int32_t> tokens, int32_t pos0, const SamplingParams& sp) {
@@ -429,7 +461,27 @@ int32_t Engine::decode_next(ProgramMode mode, int32_t pos0, const SamplingParams
   return run(p, 1, pos0, sp, nullptr);
 }
 
+void Engine::decode_submit(ProgramMode mode, int32_t pos0, const SamplingParams& sp) {
+  if (pending_ >= kMaxInFlight)
+    throw Error(ErrorCode::kInvalidArgument, "a pipelined decode step was submitted with " +
+                                                 std::to_string(pending_) + " pending (at most " +
+                                                 std::to_string(kMaxInFlight) + "): collect one first");
+  const Program& p = pick(mode, Phase::Decode, 1);
+  enqueue_step(p, 1, pos0, sp, nullptr);
+}
+
+int32_t Engine::decode_collect() {
+  if (!pending_) throw Error(ErrorCode::kInvalidArgument, "no pipelined decode step to collect");
+  return finish_step();
+}
+
+void Engine::decode_discard() {
+  pending_ = 0;  // dropped even if the wait below reports a failed step
+  check(cudaStreamSynchronize(stream_), "step execution");
+}
+
 std::vector<float> Engine::last_logits() const {
+  require_idle("reading logits");
   if (!last_program_) throw Error(ErrorCode::kInvalidArgument, "no step has run yet");
   std::vector<float> out(static_cast<size_t>(in_.vocab));
   check(cudaMemcpy(out.data(), static_cast<uint8_t*>(d_arena_) + last_program_->desc->logits_offset,
@@ -439,6 +491,8 @@ std::vector<float> Engine::last_logits() const {
 }
 
 void Engine::reset() {
+  require_idle("clearing the KV cache");
+  step_counter_ = 0;  // a conversation's random draws depend on its seed and steps only
   if (in_.arena.kv_size)
     check(cudaMemsetAsync(static_cast<uint8_t*>(d_arena_) + in_.arena.kv_offset, 0, in_.arena.kv_size, stream_),
           "clear KV cache");

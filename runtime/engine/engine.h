@@ -65,9 +65,27 @@ class Engine {
                   float* gpu_ms = nullptr);
   // Decode step that feeds the token the previous step sampled (already on the device).
   int32_t decode_next(ProgramMode mode, int32_t pos0, const SamplingParams& sp);
+  // Pipelined decode: decode_submit enqueues the decode step at pos0 (fed, on
+  // the device, by the token the step before it sampled) and returns without
+  // waiting; decode_collect waits for the oldest submitted step and returns
+  // its token (its GPU time in last_step_gpu_ms()). With one step queued
+  // behind the running one, the host's copies, graph launch and wait overlap
+  // the GPU's work instead of sitting between tokens. At most
+  // kMaxInFlight steps may be pending; step(), decode_next(), reset() and
+  // last_logits() need none pending (drain with decode_collect or
+  // decode_discard). Same tokens as decode_next in the same order.
+  static constexpr int kMaxInFlight = 2;
+  void decode_submit(ProgramMode mode, int32_t pos0, const SamplingParams& sp);
+  int32_t decode_collect();
+  int32_t decode_pending() const { return pending_; }
+  // Waits for every pending step and drops its token (a generation that
+  // stopped while a step was already queued).
+  void decode_discard();
   // Logits of the last step's last token (copies vocab floats to the host).
   std::vector<float> last_logits() const;
-  // Zeroes the KV cache (a new conversation).
+  // Zeroes the KV cache and restarts the step count that sampling draws
+  // from with the seed (a new conversation: the same prompt, sampling
+  // parameters and seed give the same tokens).
   void reset();
 
   // GPU time of the last step's program, measured with CUDA events around it
@@ -82,6 +100,11 @@ class Engine {
   struct Program;
   const Program& pick(ProgramMode mode, Phase phase, int32_t n) const;
   int32_t run(const Program& p, int32_t n_tokens, int32_t pos0, const SamplingParams& sp, const int32_t* ids);
+  // run() in two halves: enqueue a step into slot `next_slot_` of the ring,
+  // and wait for the step in the oldest slot and check its token.
+  void enqueue_step(const Program& p, int32_t n_tokens, int32_t pos0, const SamplingParams& sp, const int32_t* ids);
+  int32_t finish_step();
+  void require_idle(const char* what) const;
   void launch_trap();  // the trap fault site (runtime/fault.h)
   // Enqueues every launch of p on stream_ (kernels and cuBLASLt GEMMs); used
   // for graph capture and for programs run without a graph.
@@ -98,10 +121,15 @@ class Engine {
   std::vector<CUmodule> modules_;
   std::vector<CUfunction> functions_;
   std::vector<std::unique_ptr<Program>> programs_;
-  KilnStep* h_step_ = nullptr;  // pinned host copy of the step block
+  // A ring of kMaxInFlight step slots: each has its pinned host step block
+  // pair (h_step_[2 * slot]: sent, [2 * slot + 1]: read back), its events and
+  // the program it ran. Synchronous steps use one slot at a time.
+  KilnStep* h_step_ = nullptr;
+  const Program* slot_program_[kMaxInFlight] = {};
+  cudaEvent_t ev_start_[kMaxInFlight] = {}, ev_stop_[kMaxInFlight] = {}, ev_done_[kMaxInFlight] = {};
+  int32_t next_slot_ = 0, pending_ = 0;
   const Program* last_program_ = nullptr;
   uint32_t step_counter_ = 0;
-  cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
   float last_gpu_ms_ = 0.f;
   double load_seconds_ = 0, graph_seconds_ = 0;
   bool check_finite_ = false;

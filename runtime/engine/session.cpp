@@ -42,7 +42,34 @@ GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateO
   st.prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
   st.prefill_gpu_ms = gpu;
 
-  // Decode: each step feeds the token the previous step sampled (already on the GPU).
+  // Decode: each step feeds the token the previous step sampled (already on
+  // the GPU). Pipelined, up to Engine::kMaxInFlight steps are queued ahead;
+  // one is queued only where the loop below would run it unless the token
+  // before it ends the generation (end-of-generation or the caller), and the
+  // steps queued past such a token are waited for and dropped.
+  // Eager programs are not queued ahead: the host takes about as long to
+  // launch their kernels one by one as the GPU takes to run them, so a step
+  // queued ahead gains nothing and doubles the first token's interval.
+  const bool pipeline = opt.pipeline && opt.mode == ProgramMode::Compiled;
+  int32_t queued = pos;  // the position the next queued step feeds
+  auto may_queue = [&](int32_t q) { return q < ctx_ && q - n + 2 <= opt.max_new_tokens; };
+  auto top_up = [&](int32_t depth) {
+    while (pipeline && engine_.decode_pending() < depth && may_queue(queued))
+      engine_.decode_submit(opt.mode, queued++, opt.sampling);
+  };
+  struct Drain {  // whatever ends the loop, nothing stays queued on the engine
+    Engine& e;
+    ~Drain() {
+      try {
+        if (e.decode_pending()) e.decode_discard();
+      } catch (...) {  // a failing device surfaces again at the next step
+      }
+    }
+  } drain{engine_};
+  auto last = Clock::now();
+  // One step is queued at a time, just before waiting for the one ahead of
+  // it: the host enqueues step k + 1 while the GPU runs step k.
+  top_up(1);
   st.stop_reason = "max_tokens";
   while (true) {
     ++st.generated;
@@ -63,12 +90,19 @@ GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateO
       st.stop_reason = "context";
       break;
     }
-    auto ts = Clock::now();
-    next = engine_.decode_next(opt.mode, pos, opt.sampling);
-    st.decode_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - ts).count());
+    if (pipeline) {
+      top_up(Engine::kMaxInFlight);
+      next = engine_.decode_collect();
+    } else {
+      next = engine_.decode_next(opt.mode, pos, opt.sampling);
+    }
+    const auto now = Clock::now();
+    st.decode_ms.push_back(std::chrono::duration<double, std::milli>(now - last).count());
+    last = now;
     st.decode_gpu_ms.push_back(engine_.last_step_gpu_ms());
     ++pos;
   }
+  if (engine_.decode_pending()) engine_.decode_discard();
   if (st.stop_reason != "eog") {
     std::string rest = dec.flush();
     if (!rest.empty()) on_token(-1, rest);

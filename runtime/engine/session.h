@@ -18,12 +18,17 @@ struct GenerateOptions {
   SamplingParams sampling;
   ProgramMode mode = ProgramMode::Compiled;
   bool stop_at_eog = true;
+  // Queue the next decode step before the current one finishes
+  // (Engine::decode_submit), so that the host's per-token work overlaps the
+  // GPU's. A step queued past an end-of-generation token is dropped.
+  // Compiled programs only (eager ones are host-bound: session.cpp).
+  bool pipeline = true;
 };
 
 struct GenerateStats {
   int32_t prompt_tokens = 0, generated = 0;
   double prefill_s = 0;          // wall time of the prefill (incl. the first sample) = time to first token
-  std::vector<double> decode_ms; // wall time of each decode step
+  std::vector<double> decode_ms; // wall time between consecutive tokens (the first: since the prefill's)
   std::vector<float> decode_gpu_ms;  // CUDA-event time of each decode step
   float prefill_gpu_ms = 0;
   bool hit_context_limit = false;

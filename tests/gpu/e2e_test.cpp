@@ -467,6 +467,87 @@ TEST(GpuE2E, EveryLargeHostAllocationOfAGenerationFailsCleanly) {
               static_cast<unsigned long long>(sites));
 }
 
+// Pipelined decode (Engine::decode_submit / decode_collect, the Session's
+// default for compiled programs: one step queued behind the running one;
+// eager ones stay step by step) generates exactly the
+// tokens of one step at a time, greedy and sampled, and leaves nothing queued
+// however the generation ends (token budget, the caller, the context). The
+// engine refuses what would mix queued steps with synchronous ones.
+TEST(GpuE2E, PipelinedDecodeGeneratesTheSameTokens) {
+  REQUIRE_GPU();
+  const fs::path gguf = tiny_model("q4_0", 5, "tiny_pipeline");
+  const std::string plan = compile_plan(gguf, gpu()->sm, 64, "pipeline");
+  auto m = rt::Model::load(plan, {});
+  auto& e = m->engine();
+  rt::Session s = m->session();
+  const std::vector<int32_t> prompt = {2, 4, 6, 8, 10};
+  struct Out {
+    std::vector<int32_t> tokens;
+    rt::GenerateStats st;
+  };
+  auto generate = [&](bool pipeline, float temperature, int n, int stop_after, rt::ProgramMode mode) {
+    rt::GenerateOptions o;
+    o.max_new_tokens = n;
+    o.pipeline = pipeline;
+    o.stop_at_eog = false;
+    o.mode = mode;
+    o.sampling.temperature = temperature;
+    o.sampling.top_k = 40;
+    o.sampling.seed = 1234;
+    Out out;
+    out.st = s.generate(prompt, o, [&](int32_t id, std::string_view) {
+      if (id >= 0) out.tokens.push_back(id);
+      return stop_after <= 0 || int(out.tokens.size()) < stop_after;
+    });
+    EXPECT_EQ(e.decode_pending(), 0) << "a step stayed queued after the generation";
+    EXPECT_EQ(out.st.decode_ms.size() + 1, size_t(out.st.generated));
+    EXPECT_EQ(out.st.decode_gpu_ms.size() + 1, size_t(out.st.generated));
+    return out;
+  };
+  for (rt::ProgramMode mode : {rt::ProgramMode::Compiled, rt::ProgramMode::Eager}) {
+    SCOPED_TRACE(mode == rt::ProgramMode::Compiled ? "compiled" : "eager");
+    const std::vector<int32_t> stepwise = run_plan(*m, prompt, 20, mode).tokens;
+    const Out greedy = generate(true, 0.f, 20, 0, mode);
+    EXPECT_EQ(greedy.tokens, stepwise);
+    EXPECT_EQ(greedy.st.stop_reason, "max_tokens");
+    EXPECT_EQ(generate(false, 0.f, 20, 0, mode).tokens, stepwise);
+    const Out sampled = generate(true, 0.9f, 20, 0, mode);
+    EXPECT_EQ(sampled.tokens, generate(false, 0.9f, 20, 0, mode).tokens);
+    // the caller stops after 7 tokens: two steps were queued past the 7th
+    const Out stopped = generate(true, 0.f, 20, 7, mode);
+    EXPECT_EQ(stopped.st.stop_reason, "caller");
+    EXPECT_EQ(stopped.tokens, std::vector<int32_t>(stepwise.begin(), stepwise.begin() + 7));
+    // the context (64) ends it: no step is queued at or past the last position
+    const Out full = generate(true, 0.f, 1000, 0, mode), full_sync = generate(false, 0.f, 1000, 0, mode);
+    EXPECT_EQ(full.st.stop_reason, "context");
+    EXPECT_EQ(full.tokens, full_sync.tokens);
+    EXPECT_EQ(full.st.generated, 64 - int32_t(prompt.size()) + 1);
+    // after all that, still the same tokens
+    EXPECT_EQ(generate(true, 0.f, 20, 0, mode).tokens, stepwise);
+  }
+  // the engine's own rules
+  const std::vector<int32_t> stepwise = run_plan(*m, prompt, 4, rt::ProgramMode::Compiled).tokens;
+  rt::SamplingParams greedy;
+  e.reset();
+  ASSERT_EQ(e.prefill(rt::ProgramMode::Compiled, prompt, greedy), stepwise[0]);
+  const int32_t p = int32_t(prompt.size());
+  e.decode_submit(rt::ProgramMode::Compiled, p, greedy);
+  e.decode_submit(rt::ProgramMode::Compiled, p + 1, greedy);
+  EXPECT_THROW(e.decode_submit(rt::ProgramMode::Compiled, p + 2, greedy), rt::Error);
+  EXPECT_THROW(e.last_logits(), rt::Error);
+  EXPECT_THROW(e.reset(), rt::Error);
+  EXPECT_THROW(e.decode_next(rt::ProgramMode::Compiled, p + 2, greedy), rt::Error);
+  EXPECT_EQ(e.decode_collect(), stepwise[1]);
+  e.decode_submit(rt::ProgramMode::Compiled, p + 2, greedy);
+  EXPECT_EQ(e.decode_collect(), stepwise[2]);
+  EXPECT_EQ(e.decode_collect(), stepwise[3]);
+  EXPECT_THROW(e.decode_collect(), rt::Error);
+  e.decode_submit(rt::ProgramMode::Compiled, p + 3, greedy);
+  e.decode_discard();
+  EXPECT_EQ(e.decode_pending(), 0);
+  EXPECT_EQ(run_plan(*m, prompt, 4, rt::ProgramMode::Compiled).tokens, stepwise);
+}
+
 // A sticky CUDA error (KILN_FAULT=trap:2 makes the engine launch a kernel that
 // traps before the second step) is reported as such by `kiln run`, which exits
 // with status 3 and does not hang: the context is lost, the process must go.
