@@ -157,10 +157,12 @@ __device__ __forceinline__ float att_w(float a, float b) { return a == -INFINITY
 struct AttSplitRows {
   int L, nsplit, j0, j1;
 };
+// OB: steps of at most OB rows take one split (kAttSplitTcOneBlockRows).
+template <int OB = 0>
 __device__ __forceinline__ bool att_split_rows(const KilnStep* step, int C, int S, int s, int t, AttSplitRows& r) {
   if (t >= step->n_tokens) return false;
   r.L = min(step->pos0 + step->n_tokens, C);
-  const int chunk = max((r.L + S - 1) / S, kAttSplitMinKeys);
+  const int chunk = r.L <= OB ? r.L : max((r.L + S - 1) / S, kAttSplitMinKeys);
   r.nsplit = (r.L + chunk - 1) / chunk;
   if (s >= r.nsplit) return false;
   const int last = min(step->pos0 + t, C - 1);  // never read past the cache
@@ -498,7 +500,7 @@ __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q
   __shared__ __align__(16) uint4 s_qa[KS][32];  // the A fragments of Q, per k step and lane
   const int g = blockIdx.x, s = blockIdx.y, t = blockIdx.z, T = gridDim.z;
   AttSplitRows R;
-  if (!att_split_rows(step, C, S, s, t, R)) return;
+  if (!att_split_rows<kAttSplitTcOneBlockRows>(step, C, S, s, t, R)) return;
   const int j0 = R.j0, j1 = R.j1;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2, c = lane & 3;
   const i64 W = (i64)nkv * HD;

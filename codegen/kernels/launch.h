@@ -63,7 +63,8 @@ constexpr int kAttMaxDimsPerLane = 8;            // head_dim <= 32 * 8 = 256
 // ceil(kAttSplitTargetBlocks / (n_kv_heads * rows)), at most kAttSplitMaxSplits
 // and at most kv_len / kAttSplitMinKeys, trimmed to whole waves where it spills
 // a few blocks past them (kAttSplitWaveBlocks); at run time a split covers
-// max(ceil(L / S), kAttSplitMinKeys) of the L = pos0 + n_tokens rows.
+// max(ceil(L / S), kAttSplitMinKeys) of the L = pos0 + n_tokens rows (the
+// tensor-core kernel: one split while L <= kAttSplitTcOneBlockRows).
 constexpr int kAttSplitMaxRows = 4;
 // Chosen on an H200 (AttentionBench in tests/gpu/kernels_test.cpp, docs/perf-notes.md):
 // 8 warps, 2 loads of K and V per lane and tile with the next tile prefetched
@@ -95,6 +96,17 @@ constexpr int kAttSplitMaxGroupDims = 1024;      // group * head_dim (shared mem
 constexpr int kAttSplitTcWarps = 8;
 constexpr int kAttSplitTcThreads = 32 * kAttSplitTcWarps;
 constexpr int kAttSplitTcMinBlocks = 2;
+// Steps of at most this many KV rows run the tensor-core split kernel as one
+// split: one block per (KV head, row), its 8 warps taking 16-key tiles (at
+// most 3 each), merged in shared memory, with no partial states, completion
+// counter or merging block. Splitting such short sequences bought
+// parallelism the merge's dependent memory round trips cost again. H200, GPU
+// ms per token, old -> one split (docs/perf.md, session 19): SmolLM2
+// geometry Q4_1 at 64-128 rows 0.373 -> 0.314, at 128-192 0.378 -> 0.327;
+// 1B Q4_K_M 0.440 -> 0.408, 0.441 -> 0.422, at 192-256 0.442 -> 0.426, at
+// 320-384 0.446 -> 0.439. One split of 512-576 rows (4 tiles a warp) was
+// slower than 8 splits: SmolLM2 0.399 -> 0.413, 1B 0.451 -> 0.457.
+constexpr int kAttSplitTcOneBlockRows = 384;
 
 // Flash attention for prefill (flash_attention.cuh): a block is kFlashWarps
 // warps of 16 query rows of one head; KV tiles of flash_keys(head_dim) keys

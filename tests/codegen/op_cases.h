@@ -391,7 +391,8 @@ inline OpCase attention_case(DType ft, int64_t bucket, int64_t C, int64_t nh, in
 }
 
 // The split-K decode attention cases of one bucket (<= 4 rows): every cache
-// dtype at kv_len 16, 512, 4096 and 8192, and the geometries of SmolLM2 (9
+// dtype at kv_len 16, 512, 4096 and 8192, f16 at head_dim 64 around the
+// tensor-core kernel's one-split limit, and the geometries of SmolLM2 (9
 // heads, 3 KV, head_dim 64), Llama-3 8B (32, 8, 128), Llama-3.2 1B (32, 8, 64),
 // head_dim 256, MHA and a group of 8 query heads per KV head.
 inline std::vector<OpCase> attention_split_cases(int64_t b) {
@@ -400,11 +401,17 @@ inline std::vector<OpCase> attention_split_cases(int64_t b) {
     out.push_back(attention_case(DType::BF16, b, 16, 8, 2, 128, true));
     out.push_back(attention_case(DType::F16, b, 4096, 8, 2, 128, true));
     out.push_back(attention_case(DType::F16, b, 512, 9, 3, 64, true));
+    out.push_back(attention_case(DType::F16, b, 300, 9, 3, 64, true));  // one split (kAttSplitTcOneBlockRows)
     return out;
   }
   for (DType ft : float_dtypes())
     for (int64_t C : {16, 512, 4096, 8192}) out.push_back(attention_case(ft, b, C, 8, 2, 128, true));
   out.push_back(attention_case(DType::F16, b, 512, 9, 3, 64, true));
+  // the tensor-core kernel's one split (at most kAttSplitTcOneBlockRows = 384
+  // rows: up to 3 tiles a warp, a partial last tile) and just past it
+  out.push_back(attention_case(DType::F16, b, 384, 9, 3, 64, true));
+  out.push_back(attention_case(DType::F16, b, 200, 32, 8, 64, true));
+  out.push_back(attention_case(DType::F16, b, 385, 9, 3, 64, true));
   out.push_back(attention_case(DType::F16, b, 8192, 32, 8, 128, true));
   out.push_back(attention_case(DType::F16, b, 8192, 32, 8, 64, true));  // Llama-3.2 1B
   out.push_back(attention_case(DType::F32, b, 512, 4, 2, 256, true));
