@@ -513,7 +513,7 @@ TEST(GpuE2E, PipelinedDecodeGeneratesTheSameTokens) {
     EXPECT_EQ(generate(false, 0.f, 20, 0, mode).tokens, stepwise);
     const Out sampled = generate(true, 0.9f, 20, 0, mode);
     EXPECT_EQ(sampled.tokens, generate(false, 0.9f, 20, 0, mode).tokens);
-    // the caller stops after 7 tokens: two steps were queued past the 7th
+    // the caller stops after 7 tokens: a step was already queued past the 7th
     const Out stopped = generate(true, 0.f, 20, 7, mode);
     EXPECT_EQ(stopped.st.stop_reason, "caller");
     EXPECT_EQ(stopped.tokens, std::vector<int32_t>(stepwise.begin(), stepwise.begin() + 7));
