@@ -35,6 +35,7 @@ EngineInputs engine_inputs(const Plan& p) {
     d.bucket = static_cast<int32_t>(pr->bucket());
     d.logits_offset = pr->logits_offset();
     d.pdl = pr->pdl();
+    d.device_step = pr->device_step();
     for (const auto* l : *pr->launches()) {
       LaunchDesc ld;
       ld.kernel = l->kernel();

@@ -21,7 +21,15 @@ struct KilnStep {
   int out_token;                 // written by the sampling kernel
   unsigned sample_done;          // sampling blocks finished (0 between launches)
   unsigned long long greedy_key; // parallel greedy: max of (value key << 32 | ~index) (0 between launches)
-  int reserved[4];               // 0
+  // Format 2.3, programs with Program.device_step: when ring > 0 (a power of
+  // two), the sampling kernel's last block also stores the token to
+  // host_tokens[step & (ring - 1)] (mapped host memory) and advances this
+  // block to the next decode step: pos0 += n_tokens, n_tokens = 1, step += 1.
+  // The host then replays the decode graph without copying a block in or
+  // the token out. 0: neither (the kernel leaves the block as it was).
+  unsigned ring;
+  int reserved;                  // 0
+  unsigned long long host_tokens; // device address of int[ring] (ring > 0)
 };
 
 }  // namespace kiln
@@ -46,5 +54,7 @@ static_assert(offsetof(kiln::KilnStep, step) == 28, "KilnStep.step at byte 28");
 static_assert(offsetof(kiln::KilnStep, out_token) == 32, "KilnStep.out_token at byte 32");
 static_assert(offsetof(kiln::KilnStep, sample_done) == 36, "KilnStep.sample_done at byte 36");
 static_assert(offsetof(kiln::KilnStep, greedy_key) == 40, "KilnStep.greedy_key at byte 40 (8-aligned for 64-bit atomics)");
-static_assert(offsetof(kiln::KilnStep, reserved) == 48, "KilnStep.reserved at byte 48");
+static_assert(offsetof(kiln::KilnStep, ring) == 48, "KilnStep.ring at byte 48");
+static_assert(offsetof(kiln::KilnStep, reserved) == 52, "KilnStep.reserved at byte 52");
+static_assert(offsetof(kiln::KilnStep, host_tokens) == 56, "KilnStep.host_tokens at byte 56 (8-aligned)");
 #endif

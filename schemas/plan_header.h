@@ -16,8 +16,12 @@ namespace kiln::plan_format {
 //     prefill programs predate the tensor-core path a 2.0 runtime expects.
 // 2.1 Program.pdl (kernels after the first launched with programmatic
 //     dependent launch; a 2.0 plan reads as pdl = false).
+// 2.2 Arg.out and Launch.inputs (for kiln run --check-finite).
+// 2.3 Program.device_step (the sampling kernel advances KilnStep on the
+//     device and stores the token to mapped host memory when KilnStep.ring
+//     is set; a 2.2 plan reads as device_step = false).
 inline constexpr uint32_t kFormatMajor = 2;
-inline constexpr uint32_t kFormatMinor = 2;
+inline constexpr uint32_t kFormatMinor = 3;
 
 inline constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'P', 'L', 'A', 'N'};
 inline constexpr uint64_t kHeaderSize = 64;

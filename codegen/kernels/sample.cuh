@@ -193,11 +193,20 @@ __device__ __forceinline__ void finish_sample(const float* logits, int V, i32* o
   __syncthreads();
   int tok = tok_s;
   if (temp > 0.f) tok = sample_block(logits, V, step);
+  __syncthreads();  // every read of *step (sample_block's step, temperature) is done
   if (threadIdx.x == 0) {
     out[0] = tok;
     step->out_token = tok;
     if (tokens) tokens[0] = tok;
     step->sample_done = 0;
+    const unsigned ring = step->ring;
+    if (ring != 0u) {  // device_step (schemas/kiln_step.h): hand the token to the host, advance the block
+      const unsigned s = step->step;
+      reinterpret_cast<volatile int*>(step->host_tokens)[s & (ring - 1u)] = tok;
+      step->pos0 += step->n_tokens;
+      step->n_tokens = 1;
+      step->step = s + 1u;
+    }
   }
 }
 

@@ -129,6 +129,12 @@ plan::ProgramSpec lower_program(const ProgramJob& job, const codegen::Target& ta
   auto logits = g.find_value("logits");
   ps.logits_offset = logits ? buffers.value(*logits).offset : 0;
   ps.token_offset = buffers.slots().step + KILN_STEP_OFFSETOF(out_token);
+  // Compiled programs that end in the sampling kernel set up the next decode
+  // step on the device when the host asks (KilnStep.ring): nothing after
+  // that kernel reads the block. Eager programs stay the host-driven baseline.
+  const auto& nodes = g.nodes();
+  ps.device_step = job.mode == ProgramMode::Compiled && !nodes.empty() &&
+                   (nodes.back().op == ir::OpKind::LmHeadSample || nodes.back().op == ir::OpKind::ArgMax);
   return ps;
 }
 

@@ -111,6 +111,7 @@ struct ProgramSpec {
   uint64_t logits_offset = 0;
   uint64_t token_offset = 0;
   bool pdl = false;  // programmatic dependent launch for kernels after the first (sm_90+)
+  bool device_step = false;  // the last launch samples and advances KilnStep when its ring is set (2.3)
 };
 
 struct StateBufferSpec {

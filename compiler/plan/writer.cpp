@@ -123,7 +123,7 @@ std::vector<uint8_t> build_plan_flatbuffer(const PlanSpec& s, uint64_t weights_s
                                          static_cast<fb::ProgramMode>(p.mode),
                                          static_cast<fb::Phase>(p.phase), p.bucket,
                                          b.CreateVector(launches), p.logits_offset,
-                                         p.token_offset, p.pdl));
+                                         p.token_offset, p.pdl, p.device_step));
   }
 
   const ArenaSpec& a = s.arena;

@@ -144,7 +144,7 @@ double measure_tensor_tflops() {
 struct BenchArgs {
   std::string plan;
   int prompt_tokens = 128, gen = 64, repeats = 5, warmup = 1, device = 0, context = 0;
-  bool json = false, compiled_only = false, eager_only = false, no_pipeline = false;
+  bool json = false, compiled_only = false, eager_only = false, no_pipeline = false, no_device_step = false;
 };
 }  // namespace
 
@@ -169,6 +169,10 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--eager-only", a->eager_only, "skip compiled");
   cmd->add_flag("--no-pipeline", a->no_pipeline,
                 "wait for each decode step before queueing the next (default: one step queued ahead)");
+  cmd->add_flag("--no-device-step", a->no_device_step,
+                "copy the step block in and the sampled token out around every compiled step (default: the "
+                "sampling kernel sets up the next decode step on the GPU and hands the token over in pinned "
+                "memory; plans before format 2.3 always copy)");
   cmd->callback([a] {
     check_input_file(a->plan, "plan");
     check_int("--prompt-tokens", a->prompt_tokens, 1, kMaxTokensArg);
@@ -180,6 +184,7 @@ void register_bench(CLI::App& app) {
     auto t0 = std::chrono::steady_clock::now();
     rt::EngineOptions eo;
     eo.device = a->device;
+    eo.device_step = !a->no_device_step;
     auto model = rt::Model::load(a->plan, eo);
     double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     auto& eng = model->engine();
@@ -239,6 +244,7 @@ void register_bench(CLI::App& app) {
     out["gen_tokens"] = a->gen;
     out["repeats"] = a->repeats;
     out["decode_pipelined"] = !a->no_pipeline;
+    out["decode_device_step"] = !a->no_device_step;
     out["load_s"] = load_s;
     out["graph_instantiate_s"] = eng.graph_seconds();
     out["roofline"] = {{"device_copy_GBps", copy_gbps},
@@ -264,6 +270,7 @@ void register_bench(CLI::App& app) {
         stop_if_interrupted();
       }
       std::vector<double> ttft, prefill_gpu, tpot, tpot_gpu;
+      const uint64_t uploads0 = eng.step_uploads();
       for (int i = 0; i < a->repeats; ++i) {
         auto st = s.generate(prompt, go, sink);
         stop_if_interrupted();
@@ -286,6 +293,9 @@ void register_bench(CLI::App& app) {
       r["tpot_ms_p50"] = tp50;
       r["tpot_ms_p99"] = pct(tpot, 0.99);
       r["tpot_gpu_ms_p50"] = tgpu;
+      // step blocks the host copied in per run (prompt chunks + decode steps
+      // without device_step; with it, only the prompt's chunks)
+      r["step_uploads_per_run"] = static_cast<double>(eng.step_uploads() - uploads0) / a->repeats;
       r["decode_tok_s"] = tp50 > 0 ? 1e3 / tp50 : 0;
       r["decode_bytes_per_token"] = step_bytes;  // weights + KV cache
       r["decode_weight_bytes_per_token"] = weight_bytes;

@@ -92,6 +92,14 @@ std::unique_ptr<Engine> Engine::create(EngineInputs in, const EngineOptions& opt
   check(cudaMemset(e->d_arena_, 0, p.arena.size), "cudaMemset(arena)");
   alloc([&] { return cudaMallocHost(reinterpret_cast<void**>(&e->h_step_), sizeof(KilnStep) * 2 * kMaxInFlight); },
         "cudaMallocHost(step)");
+  e->device_step_ = opt.device_step;
+  alloc([&] { return cudaHostAlloc(reinterpret_cast<void**>(&e->h_ring_), sizeof(int32_t) * kRing, cudaHostAllocMapped); },
+        "cudaHostAlloc(token ring)");
+  {
+    void* d = nullptr;
+    check(cudaHostGetDevicePointer(&d, e->h_ring_, 0), "cudaHostGetDevicePointer(token ring)");
+    e->d_ring_ = reinterpret_cast<uintptr_t>(d);
+  }
   for (int i = 0; i < kMaxInFlight; ++i) {
     alloc([&] { return cudaEventCreate(&e->ev_start_[i]); }, "cudaEventCreate");
     alloc([&] { return cudaEventCreate(&e->ev_stop_[i]); }, "cudaEventCreate");
@@ -309,6 +317,7 @@ Engine::~Engine() {
     if (ev_done_[i]) cudaEventDestroy(ev_done_[i]);
   }
   if (h_step_) cudaFreeHost(h_step_);
+  if (h_ring_) cudaFreeHost(h_ring_);
   if (d_arena_) cudaFree(d_arena_);
   if (d_weights_) cudaFree(d_weights_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -386,25 +395,45 @@ void Engine::require_idle(const char* what) const {
                                                  " pipelined decode step(s) pending: collect or discard them first");
 }
 
+namespace {
+bool same_sampling(const SamplingParams& a, const SamplingParams& b) {
+  return a.temperature == b.temperature && a.top_k == b.top_k && a.top_p == b.top_p && a.seed == b.seed;
+}
+}  // namespace
+
 void Engine::enqueue_step(const Program& p, int32_t n, int32_t pos0, const SamplingParams& sp, const int32_t* ids) {
   const auto& A = in_.arena;
   const int32_t slot = next_slot_;
-  KilnStep& s = h_step_[2 * slot];
-  s = KilnStep{};
-  s.out_token = -1;  // the sampling kernel must overwrite it (checked in finish_step)
-  s.n_tokens = n;
-  s.pos0 = pos0;
-  s.temperature = sp.temperature;
-  s.top_k = sp.top_k;
-  s.top_p = sp.top_p;
-  s.seed_lo = static_cast<uint32_t>(sp.seed);
-  s.seed_hi = static_cast<uint32_t>(sp.seed >> 32);
-  s.step = step_counter_++;
+  const uint32_t step_no = step_counter_++;
+  // device_step: the sampling kernel hands the token over through h_ring_
+  // and leaves the block set up for the decode step after this one; when this
+  // step is that one, the block is already on the device.
+  const bool ring = device_step_ && p.desc->device_step;
+  const bool fed = ring && !ids && n == 1 && dev_next_.valid && dev_next_.pos0 == pos0 && dev_next_.step == step_no &&
+                   same_sampling(dev_next_.sp, sp);
+  dev_next_.valid = false;  // until this step is queued
   auto* arena = static_cast<uint8_t*>(d_arena_);
   if (ids)
     check(cudaMemcpyAsync(arena + A.tokens_offset, ids, sizeof(int32_t) * n, cudaMemcpyHostToDevice, stream_),
           "upload token ids");
-  check(cudaMemcpyAsync(arena + A.step_offset, &s, sizeof s, cudaMemcpyHostToDevice, stream_), "upload step");
+  if (!fed) {
+    KilnStep& s = h_step_[2 * slot];
+    s = KilnStep{};
+    s.out_token = -1;  // the sampling kernel must overwrite it (checked in finish_step)
+    s.n_tokens = n;
+    s.pos0 = pos0;
+    s.temperature = sp.temperature;
+    s.top_k = sp.top_k;
+    s.top_p = sp.top_p;
+    s.seed_lo = static_cast<uint32_t>(sp.seed);
+    s.seed_hi = static_cast<uint32_t>(sp.seed >> 32);
+    s.step = step_no;
+    s.ring = ring ? kRing : 0u;
+    s.host_tokens = ring ? d_ring_ : 0ull;
+    check(cudaMemcpyAsync(arena + A.step_offset, &s, sizeof s, cudaMemcpyHostToDevice, stream_), "upload step");
+    ++step_uploads_;
+  }
+  if (ring) h_ring_[step_no & (kRing - 1)] = -1;  // the sampling kernel must overwrite it (finish_step)
   check(cudaEventRecord(ev_start_[slot], stream_), "cudaEventRecord");
   if (fault::hit(fault::Site::kTrap)) launch_trap();
   check_tokens_ = n;
@@ -414,11 +443,16 @@ void Engine::enqueue_step(const Program& p, int32_t n, int32_t pos0, const Sampl
     enqueue(p);
   }
   check(cudaEventRecord(ev_stop_[slot], stream_), "cudaEventRecord");
-  KilnStep* back = h_step_ + 2 * slot + 1;
-  back->out_token = -1;
-  check(cudaMemcpyAsync(back, arena + A.step_offset, sizeof(KilnStep), cudaMemcpyDeviceToHost, stream_),
-        "read sampled token");
+  if (!ring) {
+    KilnStep* back = h_step_ + 2 * slot + 1;
+    back->out_token = -1;
+    check(cudaMemcpyAsync(back, arena + A.step_offset, sizeof(KilnStep), cudaMemcpyDeviceToHost, stream_),
+          "read sampled token");
+  }
   check(cudaEventRecord(ev_done_[slot], stream_), "cudaEventRecord");
+  if (ring) dev_next_ = DeviceNext{true, pos0 + n, step_no + 1, sp};
+  slot_ring_[slot] = ring;
+  slot_step_[slot] = step_no;
   slot_program_[slot] = &p;
   next_slot_ = (slot + 1) % kMaxInFlight;
   ++pending_;
@@ -427,15 +461,21 @@ void Engine::enqueue_step(const Program& p, int32_t n, int32_t pos0, const Sampl
 int32_t Engine::finish_step() {
   const int32_t slot = ((next_slot_ - pending_) % kMaxInFlight + kMaxInFlight) % kMaxInFlight;
   --pending_;  // whatever happens below, this step is no longer pending
-  check(cudaEventSynchronize(ev_done_[slot]), "step execution");  // recorded after the read-back copy
-  const Program& p = *slot_program_[slot];
-  last_program_ = &p;
-  check(cudaEventElapsedTime(&last_gpu_ms_, ev_start_[slot], ev_stop_[slot]), "cudaEventElapsedTime");
-  const KilnStep* back = h_step_ + 2 * slot + 1;
-  if (back->out_token < 0 || back->out_token >= in_.vocab)
-    throw Error(ErrorCode::kInternal, "step sampled token " + std::to_string(back->out_token) +
-                                          " outside the vocabulary (program " + p.desc->name + ")");
-  return back->out_token;
+  try {
+    check(cudaEventSynchronize(ev_done_[slot]), "step execution");  // recorded after the read-back copy
+    const Program& p = *slot_program_[slot];
+    last_program_ = &p;
+    check(cudaEventElapsedTime(&last_gpu_ms_, ev_start_[slot], ev_stop_[slot]), "cudaEventElapsedTime");
+    const int32_t tok = slot_ring_[slot] ? *reinterpret_cast<volatile const int32_t*>(&h_ring_[slot_step_[slot] & (kRing - 1)])
+                                         : h_step_[2 * slot + 1].out_token;
+    if (tok < 0 || tok >= in_.vocab)
+      throw Error(ErrorCode::kInternal, "step sampled token " + std::to_string(tok) +
+                                            " outside the vocabulary (program " + p.desc->name + ")");
+    return tok;
+  } catch (...) {
+    dev_next_.valid = false;  // the device's step block is unknown now: the next step uploads one
+    throw;
+  }
 }
 
 int32_t Engine::run(const Program& p, int32_t n, int32_t pos0, const SamplingParams& sp, const int32_t* ids) {
@@ -477,7 +517,9 @@ int32_t Engine::decode_collect() {
 
 void Engine::decode_discard() {
   pending_ = 0;  // dropped even if the wait below reports a failed step
-  check(cudaStreamSynchronize(stream_), "step execution");
+  const cudaError_t err = cudaStreamSynchronize(stream_);
+  if (err != cudaSuccess) dev_next_.valid = false;  // the discarded steps' block is unknown
+  check(err, "step execution");
 }
 
 std::vector<float> Engine::last_logits() const {
@@ -493,6 +535,7 @@ std::vector<float> Engine::last_logits() const {
 void Engine::reset() {
   require_idle("clearing the KV cache");
   step_counter_ = 0;  // a conversation's random draws depend on its seed and steps only
+  dev_next_.valid = false;
   if (in_.arena.kv_size)
     check(cudaMemsetAsync(static_cast<uint8_t*>(d_arena_) + in_.arena.kv_offset, 0, in_.arena.kv_size, stream_),
           "clear KV cache");

@@ -3,7 +3,8 @@
 // instantiated CUDA graph per compiled program. Nothing is allocated after
 // create(): a step only copies the 64-byte step block (and prompt ids) in,
 // replays a graph (or, in eager mode, launches kernels one by one), and copies
-// the sampled token out.
+// the sampled token out; a compiled decode step the sampler of the step
+// before set up on the device (Program.device_step) copies neither.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -31,6 +32,12 @@ struct EngineOptions {
   // each activation it wrote; the first NaN or Inf stops the step with
   // ErrorCode::kCheckFailed naming the launch (IR op, value, layer, inputs).
   bool check_finite = false;
+  // Programs with Program.device_step (compiled, plan format 2.3): the
+  // sampling kernel sets the step block up for the next decode step and
+  // stores the token in pinned host memory, so consecutive decode steps
+  // replay the graph with no copy in or out. false: copy both every step
+  // (what earlier plans do; `kiln bench --no-device-step`).
+  bool device_step = true;
 };
 
 // What the engine needs from a verified plan (filled by runtime/plan).
@@ -91,6 +98,8 @@ class Engine {
   // GPU time of the last step's program, measured with CUDA events around it
   // (excludes the host-side copies of the step block and sampled token).
   float last_step_gpu_ms() const { return last_gpu_ms_; }
+  // Step blocks copied to the device so far (steps the device did not set up itself).
+  uint64_t step_uploads() const { return step_uploads_; }
   double load_seconds() const { return load_seconds_; }
   double graph_seconds() const { return graph_seconds_; }
   size_t device_bytes() const;
@@ -125,6 +134,25 @@ class Engine {
   // pair (h_step_[2 * slot]: sent, [2 * slot + 1]: read back), its events and
   // the program it ran. Synchronous steps use one slot at a time.
   KilnStep* h_step_ = nullptr;
+  // Tokens stored by device_step sampling kernels: mapped pinned int[kRing],
+  // slot = step & (kRing - 1) (KilnStep.ring / host_tokens).
+  static constexpr uint32_t kRing = 8;
+  static_assert((kRing & (kRing - 1)) == 0 && kRing >= 2 * kMaxInFlight, "ring: a power of two above the steps in flight");
+  int32_t* h_ring_ = nullptr;
+  uint64_t d_ring_ = 0;
+  bool device_step_ = true;
+  // What the step block on the device will hold once the queued steps finish,
+  // when the last one was a device_step program (then a decode step that
+  // matches it needs no upload).
+  struct DeviceNext {
+    bool valid = false;
+    int32_t pos0 = 0;
+    uint32_t step = 0;
+    SamplingParams sp;
+  } dev_next_;
+  uint64_t step_uploads_ = 0;
+  bool slot_ring_[kMaxInFlight] = {};
+  uint32_t slot_step_[kMaxInFlight] = {};
   const Program* slot_program_[kMaxInFlight] = {};
   cudaEvent_t ev_start_[kMaxInFlight] = {}, ev_stop_[kMaxInFlight] = {}, ev_done_[kMaxInFlight] = {};
   int32_t next_slot_ = 0, pending_ = 0;

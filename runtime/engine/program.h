@@ -50,6 +50,7 @@ struct ProgramDesc {
   int32_t bucket = 1;             // tokens per step this program is built for
   uint64_t logits_offset = 0;     // arena offset of this program's logits [vocab] f32
   bool pdl = false;               // kernels after the first: programmatic dependent launch (Program.pdl)
+  bool device_step = false;       // its sampling kernel advances KilnStep when ring is set (Program.device_step)
   std::vector<LaunchDesc> launches;
 };
 

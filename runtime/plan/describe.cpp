@@ -141,6 +141,7 @@ std::string describe(const Plan& plan) {
         phase_name(pr->phase()), pr->bucket(), n);
     if (gemms) add(o, " (%u cuBLASLt GEMMs on tensor cores)", gemms);
     if (pr->pdl()) add(o, ", programmatic dependent launch");
+    if (pr->device_step()) add(o, ", next step set up on the device");
     add(o, "\n");
   }
 

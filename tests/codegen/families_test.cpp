@@ -144,7 +144,9 @@ TEST(Families, KilnStepLayoutAgreesOnDevice) {
       {"out_token", offsetof(KilnStep, out_token), "s->out_token = v + 9;"},
       {"sample_done", offsetof(KilnStep, sample_done), "s->sample_done = v + 10;"},
       {"greedy_key", offsetof(KilnStep, greedy_key), "s->greedy_key = (unsigned long long)v << 33;"},
-      {"reserved", offsetof(KilnStep, reserved), "s->reserved[0] = v + 12;"},
+      {"ring", offsetof(KilnStep, ring), "s->ring = v + 12;"},
+      {"reserved", offsetof(KilnStep, reserved), "s->reserved = v + 13;"},
+      {"host_tokens", offsetof(KilnStep, host_tokens), "s->host_tokens = (unsigned long long)v << 34;"},
   };
   std::set<size_t> want;
   std::string body;

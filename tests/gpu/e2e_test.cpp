@@ -548,6 +548,86 @@ TEST(GpuE2E, PipelinedDecodeGeneratesTheSameTokens) {
   EXPECT_EQ(run_plan(*m, prompt, 4, rt::ProgramMode::Compiled).tokens, stepwise);
 }
 
+// Device-side step set-up (Program.device_step, plan format 2.3): a compiled
+// program's sampling kernel advances the step block and hands its token over
+// in pinned host memory, so consecutive decode steps copy nothing in or out.
+// The tokens equal those of an engine that copies the block in and the token
+// out around every step, greedy and sampled, pipelined or not; a step that is
+// not the one the device set up (a skipped position, other sampling
+// parameters, token ids from the host, a reset) copies its own block.
+TEST(GpuE2E, DeviceStepGeneratesTheSameTokens) {
+  REQUIRE_GPU();
+  const fs::path gguf = tiny_model("q4_0", 5, "tiny_devstep");
+  const std::string plan = compile_plan(gguf, gpu()->sm, 64, "devstep");
+  rt::EngineOptions copy_opt;
+  copy_opt.device_step = false;
+  auto on = rt::Model::load(plan, {});
+  auto off = rt::Model::load(plan, copy_opt);
+  const std::vector<int32_t> prompt = {2, 4, 6, 8, 10};
+  const int32_t p = int32_t(prompt.size());
+  auto generate = [&](rt::Model& m, bool pipeline, float temperature, uint64_t* uploads) {
+    rt::Session s = m.session();
+    rt::GenerateOptions o;
+    o.max_new_tokens = 20;
+    o.pipeline = pipeline;
+    o.stop_at_eog = false;
+    o.sampling.temperature = temperature;
+    o.sampling.top_k = 40;
+    o.sampling.seed = 99;
+    std::vector<int32_t> t;
+    const uint64_t u0 = m.engine().step_uploads();
+    const auto st = s.generate(prompt, o, [&](int32_t id, std::string_view) {
+      if (id >= 0) t.push_back(id);
+      return true;
+    });
+    EXPECT_EQ(st.generated, 20);
+    *uploads = m.engine().step_uploads() - u0;
+    return t;
+  };
+  for (bool pipeline : {true, false}) {
+    for (float temperature : {0.f, 0.9f}) {
+      SCOPED_TRACE(std::string(pipeline ? "pipelined" : "step by step") + ", temperature " +
+                   std::to_string(temperature));
+      uint64_t u_on = 0, u_off = 0;
+      const std::vector<int32_t> a = generate(*on, pipeline, temperature, &u_on);
+      EXPECT_EQ(a, generate(*off, pipeline, temperature, &u_off));
+      EXPECT_EQ(u_on, 1u) << "only the prompt's chunk copies a step block in";
+      EXPECT_EQ(u_off, 20u) << "one step block per step";
+    }
+  }
+  // Steps out of the device's order, through the engine directly.
+  auto sequence = [&](rt::Model& m) {
+    auto& e = m.engine();
+    rt::SamplingParams greedy, hot;
+    hot.temperature = 0.9f;
+    hot.top_k = 40;
+    hot.seed = 7;
+    const auto C = rt::ProgramMode::Compiled;
+    std::vector<int32_t> t;
+    e.reset();
+    t.push_back(e.prefill(C, prompt, greedy));        // copies a block
+    t.push_back(e.decode_next(C, p, greedy));         // set up on the device
+    t.push_back(e.decode_next(C, p + 3, greedy));     // positions skipped: copies
+    t.push_back(e.decode_next(C, p + 4, hot));        // other sampling parameters: copies
+    t.push_back(e.decode_next(C, p + 5, hot));        // on the device
+    const int32_t fed = t.back();
+    t.push_back(e.step(C, {&fed, 1}, p + 6, hot));    // token ids from the host: copies
+    e.decode_submit(C, p + 7, hot);                   // on the device, queued
+    e.decode_submit(C, p + 8, hot);
+    t.push_back(e.decode_collect());
+    t.push_back(e.decode_collect());
+    e.reset();                                        // a new conversation
+    t.push_back(e.prefill(C, prompt, greedy));        // copies
+    t.push_back(e.decode_next(C, p, greedy));         // on the device
+    return t;
+  };
+  const uint64_t u0 = on->engine().step_uploads();
+  const std::vector<int32_t> want = sequence(*off);
+  EXPECT_EQ(sequence(*on), want);
+  EXPECT_EQ(on->engine().step_uploads() - u0, 5u);
+  EXPECT_EQ(want.size(), 10u);
+}
+
 // A sticky CUDA error (KILN_FAULT=trap:2 makes the engine launch a kernel that
 // traps before the second step) is reported as such by `kiln run`, which exits
 // with status 3 and does not hang: the context is lost, the process must go.
