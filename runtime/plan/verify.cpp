@@ -249,7 +249,23 @@ class PlanVerifier {
       const auto& ls = need(p.launches(), pf + ".launches");
       for (uint32_t li = 0; li < ls.size(); ++li)
         launch(*ls.Get(li), pf + ".launches[" + num(li) + "]", n_kernels, arena_size);
+      if (p.device_step()) device_step(ls, pf);
     }
+  }
+
+  // Program.device_step (2.3): the runtime then stops uploading the step
+  // block between decode steps, trusting the program's last launch to have
+  // advanced it. That launch must be a kernel handed the step block.
+  void device_step(const flatbuffers::Vector<flatbuffers::Offset<fb::Launch>>& ls, const std::string& pf) {
+    const std::string why = "device_step: the last launch must be the sampling kernel, given the step block";
+    if (ls.size() == 0) corrupt(pf + ".device_step", why + " (the program has no launches)");
+    const fb::Launch& l = *ls.Get(ls.size() - 1);
+    bool step = false;
+    if (!l.gemm() && l.args())
+      for (const fb::Arg* a : *l.args())
+        step |= a->kind() == fb::ArgKind::Ptr && a->region() == fb::Region::Arena &&
+                a->offset() == p_.arena()->step_offset();
+    if (!step) corrupt(pf + ".device_step", why);
   }
 
   // A cuBLASLt GEMM: shape in range, args x, w, [r,] y pointers covering the

@@ -408,6 +408,18 @@ TEST(PlanCorrupt, GemmLaunchChecked) {
   expect_reject(file_for(s), rt::ErrorCode::kFormat, "arena", "overlaps");
 }
 
+// Program.device_step (2.3) makes the runtime skip step-block uploads, so the
+// flag is accepted only on a program whose last launch is a kernel handed the
+// step block (the sampler that advances it).
+TEST(PlanCorrupt, DeviceStepNeedsASamplerGivenTheStepBlock) {
+  PlanSpec s = small_spec();
+  s.programs[0].device_step = true;  // its last launch (lm_head) takes no step pointer
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "programs[0].device_step", "given the step block");
+  s.programs[0].launches[1].args.push_back(ArgSpec::ptr(Region::kArena, s.arena.step_offset, 64));
+  EXPECT_NO_THROW(rt::Plan::from_bytes(file_for(s), "test.plan"));
+  s.programs[0].launches.clear();
+  expect_reject(file_for(s), rt::ErrorCode::kFormat, "programs[0].device_step", "no launches");
+}
 
 // Found by tests/fuzz/fuzz_plan under UBSan (input in
 // tests/fuzz/regressions/plan/misaligned-shape-vector): flatbuffers' Verifier
