@@ -110,7 +110,32 @@ struct Smem {
 };
 
 // x[K] (smem) -> xq int8 per 32-block + xd, xsum (q8_1-like). One warp per block.
-__device__ void quantize(const float* x, int K, Smem& s) {
+__device__ void quantize(const float* x, int K, Smem& s, int variant) {
+  if (variant & 8) {  // a thread per block of 32: no shuffles
+    const int b = threadIdx.x;
+    if (b < K / 32) {
+      float v[32];
+      float amax = 0.f;
+#pragma unroll
+      for (int j = 0; j < 32; j += 4) {
+        const float4 f = *reinterpret_cast<const float4*>(x + b * 32 + j);
+        v[j] = f.x, v[j + 1] = f.y, v[j + 2] = f.z, v[j + 3] = f.w;
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w))));
+      }
+      const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+      int qs = 0;
+#pragma unroll
+      for (int j = 0; j < 32; j += 4) {
+        const int q0 = __float2int_rn(v[j] * id), q1 = __float2int_rn(v[j + 1] * id), q2 = __float2int_rn(v[j + 2] * id),
+                  q3 = __float2int_rn(v[j + 3] * id);
+        qs += q0 + q1 + q2 + q3;
+        *reinterpret_cast<char4*>(s.xq + b * 32 + j) = make_char4((signed char)q0, (signed char)q1, (signed char)q2, (signed char)q3);
+      }
+      s.xd[b] = d;
+      s.xsum[b] = d * (float)qs;
+    }
+    return;
+  }
   const int w = threadIdx.x / 32, l = threadIdx.x % 32;
   for (int b = w; b < K / 32; b += NW) {
     const float v = x[b * 32 + l];
@@ -197,6 +222,43 @@ __device__ __forceinline__ float2 row_dot2(const unsigned char* ra, const unsign
   return make_float2(acca, accb);
 }
 
+// A thread's share of a row: blocks [b0, b1) of the row (K = 32 * blocks); no reduction.
+__device__ __forceinline__ float part_dot(const unsigned char* row, int K, int b0, int b1, const Smem& s) {
+  const float2* sc = reinterpret_cast<const float2*>(row + K / 2);
+  float acc = 0.f;
+  for (int b = b0; b < b1; ++b) {
+    const uint4 wq = *reinterpret_cast<const uint4*>(row + b * 16);
+    const int4 xlo = *reinterpret_cast<const int4*>(s.xq + b * 32);
+    const int4 xhi = *reinterpret_cast<const int4*>(s.xq + b * 32 + 16);
+    int is = 0;
+    is = __dp4a((int)(wq.x & 0x0F0F0F0Fu), xlo.x, is);
+    is = __dp4a((int)(wq.y & 0x0F0F0F0Fu), xlo.y, is);
+    is = __dp4a((int)(wq.z & 0x0F0F0F0Fu), xlo.z, is);
+    is = __dp4a((int)(wq.w & 0x0F0F0F0Fu), xlo.w, is);
+    is = __dp4a((int)((wq.x >> 4) & 0x0F0F0F0Fu), xhi.x, is);
+    is = __dp4a((int)((wq.y >> 4) & 0x0F0F0F0Fu), xhi.y, is);
+    is = __dp4a((int)((wq.z >> 4) & 0x0F0F0F0Fu), xhi.z, is);
+    is = __dp4a((int)((wq.w >> 4) & 0x0F0F0F0Fu), xhi.w, is);
+    const float2 dm = sc[b];
+    acc += dm.x * s.xd[b] * (float)is + dm.y * s.xsum[b];
+  }
+  return acc;
+}
+// Rows [0, R) of K, P threads per row (P a power of two <= 32 dividing the warp), each a contiguous
+// share of the blocks, summed over the P lanes by shuffles. fn(row, value) for the row's first lane.
+template <int K, int P, typename Row, typename Fn>
+__device__ __forceinline__ void rows_by_parts(int R, Row row_ptr, Fn fn, const Smem& s) {
+  constexpr int KB = K / 32, per = (KB + P - 1) / P;
+  for (int u = threadIdx.x; u < ((R * P + 31) / 32) * 32; u += T) {
+    const int rr = u / P, part = u % P;
+    float v = 0.f;
+    if (rr < R) v = part_dot(row_ptr(rr), K, min(KB, part * per), min(KB, part * per + per), s);
+#pragma unroll
+    for (int o = P / 2; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (rr < R && part == 0) fn(rr, v);
+  }
+}
+
 // all-gather: full[i] for i in [0, n) from the CTA owning slice i / per (its `slice` array)
 __device__ __forceinline__ void gather(cg::cluster_group& cl, float* full, float* slice, int n, int per) {
   for (int i = threadIdx.x * 4; i < n; i += T * 4) {  // per is a multiple of 4
@@ -226,7 +288,9 @@ struct Args {
   float* x_out;  // [H]
   u64* stamps;   // [C][layers][8]: %globaltimer at phase ends (thread 0 of each CTA)
   int variant;   // bit 0: attention with a thread per (row, head) and per (head, dim); bit 1: GEMV rows two at a time;
-                 // bit 2 (ablation): layer 0's weights reused by every layer (no weight stream after the first)
+                 // bit 2 (ablation): layer 0's weights reused by every layer (no weight stream after the first);
+                 // bit 3: int8 quantisation a thread per block of 32;
+                 // bit 4: GEMV rows split over 2-8 threads each (no per-row warp reduction)
 };
 
 __global__ void __cluster_dims__(C, 1, 1) __launch_bounds__(T, 1) layers_kernel(Args a) {
@@ -292,11 +356,13 @@ __global__ void __cluster_dims__(C, 1, 1) __launch_bounds__(T, 1) layers_kernel(
       const float inv = rsqrtf(block_sum(ss, s) / H + EPS);
       for (int i = tid; i < H; i += T) s.xb[i] = s.xa[i] * inv * g_att[i];  // xb as scratch for the normed x
       __syncthreads();
-      quantize(s.xb, H, s);
+      quantize(s.xb, H, s, a.variant);
       __syncthreads();
     }
     if (!(a.variant & 4) || layer == 0) mbar_wait(&s.bar[0], fillA & 1);
-    if (a.variant & 2) {
+    if (a.variant & 16) {
+      rows_by_parts<H, 4>(R_QKV, [&](int i) { return s.segA + i * ROW_H; }, [&](int i, float v) { s.qkv[i] = v; }, s);
+    } else if (a.variant & 2) {
       for (int i = 2 * w; i < R_QKV; i += 2 * NW) {  // R_QKV even: rows i, i + 1
         const float2 v = row_dot2<H>(s.segA + i * ROW_H, s.segA + (i + 1) * ROW_H, s);
         if (l == 0) {
@@ -493,11 +559,16 @@ __global__ void __cluster_dims__(C, 1, 1) __launch_bounds__(T, 1) layers_kernel(
       s.att[i] = num / den;
     }
     __syncthreads();
-    quantize(s.att, H, s);
+    quantize(s.att, H, s, a.variant);
     __syncthreads();
-    for (int i = w; i < R_O; i += NW) {
-      const float v = row_dot<H>(s.segA + (R_QKV + i) * ROW_H, s);
-      if (l == 0) s.xbs[i] = s.xa[r * R_O + i] + v;
+    if (a.variant & 16) {
+      rows_by_parts<H, 8>(R_O, [&](int i) { return s.segA + (R_QKV + i) * ROW_H; },
+                          [&](int i, float v) { s.xbs[i] = s.xa[r * R_O + i] + v; }, s);
+    } else {
+      for (int i = w; i < R_O; i += NW) {
+        const float v = row_dot<H>(s.segA + (R_QKV + i) * ROW_H, s);
+        if (l == 0) s.xbs[i] = s.xa[r * R_O + i] + v;
+      }
     }
     __syncthreads();
     // segA is free: fetch the next layer's qkv + o rows
@@ -518,10 +589,19 @@ __global__ void __cluster_dims__(C, 1, 1) __launch_bounds__(T, 1) layers_kernel(
       const float inv = rsqrtf(block_sum(ss, s) / H + EPS);
       for (int i = tid; i < H; i += T) s.att[i] = s.xb[i] * inv * g_ffn[i];
       __syncthreads();
-      quantize(s.att, H, s);
+      quantize(s.att, H, s, a.variant);
       __syncthreads();
     }
     if (!(a.variant & 4) || layer == 0) mbar_wait(&s.bar[1], fillG & 1);
+    if (a.variant & 16) {
+      // gate rows 0..R_G-1, up rows R_G..2R_G-1 as 2R_G rows; swiglu after both are stored
+      rows_by_parts<H, 2>(2 * R_G, [&](int i) { return s.segG + i * ROW_H; }, [&](int i, float v) { s.att[i] = v; }, s);
+      __syncthreads();
+      for (int i = tid; i < R_G; i += T) {
+        const float gt = s.att[i], up = s.att[R_G + i];
+        s.hs[i] = gt / (1.f + __expf(-gt)) * up;
+      }
+    } else
     for (int i = w; i < R_G; i += NW) {
       float gt, up;
       if (a.variant & 2) {
@@ -546,12 +626,17 @@ __global__ void __cluster_dims__(C, 1, 1) __launch_bounds__(T, 1) layers_kernel(
     // ---- phase E: gather h, quantize, down rows + residual ----
     gather(cl, s.hbuf, s.hs, FF, R_G);
     __syncthreads();
-    quantize(s.hbuf, FF, s);
+    quantize(s.hbuf, FF, s, a.variant);
     __syncthreads();
     if (!(a.variant & 4) || layer == 0) mbar_wait(&s.bar[2], fillD & 1);
-    for (int i = w; i < R_D; i += NW) {
-      const float v = row_dot<FF>(s.segD + i * ROW_F, s);
-      if (l == 0) s.xs[i] = s.xb[r * R_D + i] + v;
+    if (a.variant & 16) {
+      rows_by_parts<FF, 8>(R_D, [&](int i) { return s.segD + i * ROW_F; },
+                           [&](int i, float v) { s.xs[i] = s.xb[r * R_D + i] + v; }, s);
+    } else {
+      for (int i = w; i < R_D; i += NW) {
+        const float v = row_dot<FF>(s.segD + i * ROW_F, s);
+        if (l == 0) s.xs[i] = s.xb[r * R_D + i] + v;
+      }
     }
     __syncthreads();
     if (tid == 0 && layer + 1 < a.layers && !(a.variant & 4)) {
