@@ -395,6 +395,8 @@ void Engine::require_idle(const char* what) const {
                                                  " pipelined decode step(s) pending: collect or discard them first");
 }
 
+bool Engine::uses_ring(const Program& p) const { return device_step_ && p.desc->device_step; }
+
 namespace {
 bool same_sampling(const SamplingParams& a, const SamplingParams& b) {
   return a.temperature == b.temperature && a.top_k == b.top_k && a.top_p == b.top_p && a.seed == b.seed;
@@ -408,7 +410,7 @@ void Engine::enqueue_step(const Program& p, int32_t n, int32_t pos0, const Sampl
   // device_step: the sampling kernel hands the token over through h_ring_
   // and leaves the block set up for the decode step after this one; when this
   // step is that one, the block is already on the device.
-  const bool ring = device_step_ && p.desc->device_step;
+  const bool ring = uses_ring(p);
   const bool fed = ring && !ids && n == 1 && dev_next_.valid && dev_next_.pos0 == pos0 && dev_next_.step == step_no &&
                    same_sampling(dev_next_.sp, sp);
   dev_next_.valid = false;  // until this step is queued
@@ -451,7 +453,6 @@ void Engine::enqueue_step(const Program& p, int32_t n, int32_t pos0, const Sampl
   }
   check(cudaEventRecord(ev_done_[slot], stream_), "cudaEventRecord");
   if (ring) dev_next_ = DeviceNext{true, pos0 + n, step_no + 1, sp};
-  slot_ring_[slot] = ring;
   slot_step_[slot] = step_no;
   slot_program_[slot] = &p;
   next_slot_ = (slot + 1) % kMaxInFlight;
@@ -466,7 +467,7 @@ int32_t Engine::finish_step() {
     const Program& p = *slot_program_[slot];
     last_program_ = &p;
     check(cudaEventElapsedTime(&last_gpu_ms_, ev_start_[slot], ev_stop_[slot]), "cudaEventElapsedTime");
-    const int32_t tok = slot_ring_[slot] ? *reinterpret_cast<volatile const int32_t*>(&h_ring_[slot_step_[slot] & (kRing - 1)])
+    const int32_t tok = uses_ring(p) ? *reinterpret_cast<volatile const int32_t*>(&h_ring_[slot_step_[slot] & (kRing - 1)])
                                          : h_step_[2 * slot + 1].out_token;
     if (tok < 0 || tok >= in_.vocab)
       throw Error(ErrorCode::kInternal, "step sampled token " + std::to_string(tok) +

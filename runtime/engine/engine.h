@@ -113,6 +113,8 @@ class Engine {
   // and wait for the step in the oldest slot and check its token.
   void enqueue_step(const Program& p, int32_t n_tokens, int32_t pos0, const SamplingParams& sp, const int32_t* ids);
   int32_t finish_step();
+  // The step's token comes back through h_ring_ (device_step), not a read-back copy.
+  bool uses_ring(const Program& p) const;
   void require_idle(const char* what) const;
   void launch_trap();  // the trap fault site (runtime/fault.h)
   // Enqueues every launch of p on stream_ (kernels and cuBLASLt GEMMs); used
@@ -151,8 +153,7 @@ class Engine {
     SamplingParams sp;
   } dev_next_;
   uint64_t step_uploads_ = 0;
-  bool slot_ring_[kMaxInFlight] = {};
-  uint32_t slot_step_[kMaxInFlight] = {};
+  uint32_t slot_step_[kMaxInFlight] = {};  // the step count of each slot's step (its h_ring_ slot)
   const Program* slot_program_[kMaxInFlight] = {};
   cudaEvent_t ev_start_[kMaxInFlight] = {}, ev_stop_[kMaxInFlight] = {}, ev_done_[kMaxInFlight] = {};
   int32_t next_slot_ = 0, pending_ = 0;

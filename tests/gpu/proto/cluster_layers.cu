@@ -15,6 +15,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "proto.cuh"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -27,15 +29,6 @@
 namespace cg = cooperative_groups;
 typedef unsigned int u32;
 typedef unsigned long long u64;
-
-#define CK(x)                                                                                 \
-  do {                                                                                        \
-    cudaError_t e_ = (x);                                                                     \
-    if (e_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
 
 // ---- geometry ----
 constexpr int H = 576, NH = 9, NKV = 3, HD = 64, FF = 1536, C = 16, T = 512, NW = T / 32;
@@ -151,6 +144,21 @@ __device__ void quantize(const float* x, int K, Smem& s, int variant) {
   }
 }
 
+// One block of 32: 16 nibble bytes against 32 int8 activations (low nibbles x elements 0..15,
+// high nibbles x 16..31), summed in int32.
+__device__ __forceinline__ int block_isum(uint4 wq, int4 xlo, int4 xhi) {
+  int is = 0;
+  is = __dp4a((int)(wq.x & 0x0F0F0F0Fu), xlo.x, is);
+  is = __dp4a((int)(wq.y & 0x0F0F0F0Fu), xlo.y, is);
+  is = __dp4a((int)(wq.z & 0x0F0F0F0Fu), xlo.z, is);
+  is = __dp4a((int)(wq.w & 0x0F0F0F0Fu), xlo.w, is);
+  is = __dp4a((int)((wq.x >> 4) & 0x0F0F0F0Fu), xhi.x, is);
+  is = __dp4a((int)((wq.y >> 4) & 0x0F0F0F0Fu), xhi.y, is);
+  is = __dp4a((int)((wq.z >> 4) & 0x0F0F0F0Fu), xhi.z, is);
+  is = __dp4a((int)((wq.w >> 4) & 0x0F0F0F0Fu), xhi.w, is);
+  return is;
+}
+
 // dot of rows [r0, r0 + n) of a weight segment (rows of K) with xq: warp per row, lanes over 16-byte words.
 // out[r] = sum_b d_b * xd_b * sum(q * xq) + m_b * xsum_b
 template <int K>
@@ -164,15 +172,7 @@ __device__ __forceinline__ float row_dot(const unsigned char* row, const Smem& s
     const uint4 wq = *reinterpret_cast<const uint4*>(row + b * 16);
     const int4 xlo = *reinterpret_cast<const int4*>(s.xq + b * 32);       // elements 0..15
     const int4 xhi = *reinterpret_cast<const int4*>(s.xq + b * 32 + 16);  // elements 16..31
-    int isum = 0;
-    isum = __dp4a((int)(wq.x & 0x0F0F0F0Fu), xlo.x, isum);
-    isum = __dp4a((int)(wq.y & 0x0F0F0F0Fu), xlo.y, isum);
-    isum = __dp4a((int)(wq.z & 0x0F0F0F0Fu), xlo.z, isum);
-    isum = __dp4a((int)(wq.w & 0x0F0F0F0Fu), xlo.w, isum);
-    isum = __dp4a((int)((wq.x >> 4) & 0x0F0F0F0Fu), xhi.x, isum);
-    isum = __dp4a((int)((wq.y >> 4) & 0x0F0F0F0Fu), xhi.y, isum);
-    isum = __dp4a((int)((wq.z >> 4) & 0x0F0F0F0Fu), xhi.z, isum);
-    isum = __dp4a((int)((wq.w >> 4) & 0x0F0F0F0Fu), xhi.w, isum);
+    const int isum = block_isum(wq, xlo, xhi);
     const float2 dm = sc[b];
     acc += dm.x * s.xd[b] * (float)isum + dm.y * s.xsum[b];
   }
@@ -192,23 +192,7 @@ __device__ __forceinline__ float2 row_dot2(const unsigned char* ra, const unsign
     const uint4 wb = *reinterpret_cast<const uint4*>(rb + b * 16);
     const int4 xlo = *reinterpret_cast<const int4*>(s.xq + b * 32);
     const int4 xhi = *reinterpret_cast<const int4*>(s.xq + b * 32 + 16);
-    int ia = 0, ib = 0;
-    ia = __dp4a((int)(wa.x & 0x0F0F0F0Fu), xlo.x, ia);
-    ib = __dp4a((int)(wb.x & 0x0F0F0F0Fu), xlo.x, ib);
-    ia = __dp4a((int)(wa.y & 0x0F0F0F0Fu), xlo.y, ia);
-    ib = __dp4a((int)(wb.y & 0x0F0F0F0Fu), xlo.y, ib);
-    ia = __dp4a((int)(wa.z & 0x0F0F0F0Fu), xlo.z, ia);
-    ib = __dp4a((int)(wb.z & 0x0F0F0F0Fu), xlo.z, ib);
-    ia = __dp4a((int)(wa.w & 0x0F0F0F0Fu), xlo.w, ia);
-    ib = __dp4a((int)(wb.w & 0x0F0F0F0Fu), xlo.w, ib);
-    ia = __dp4a((int)((wa.x >> 4) & 0x0F0F0F0Fu), xhi.x, ia);
-    ib = __dp4a((int)((wb.x >> 4) & 0x0F0F0F0Fu), xhi.x, ib);
-    ia = __dp4a((int)((wa.y >> 4) & 0x0F0F0F0Fu), xhi.y, ia);
-    ib = __dp4a((int)((wb.y >> 4) & 0x0F0F0F0Fu), xhi.y, ib);
-    ia = __dp4a((int)((wa.z >> 4) & 0x0F0F0F0Fu), xhi.z, ia);
-    ib = __dp4a((int)((wb.z >> 4) & 0x0F0F0F0Fu), xhi.z, ib);
-    ia = __dp4a((int)((wa.w >> 4) & 0x0F0F0F0Fu), xhi.w, ia);
-    ib = __dp4a((int)((wb.w >> 4) & 0x0F0F0F0Fu), xhi.w, ib);
+    const int ia = block_isum(wa, xlo, xhi), ib = block_isum(wb, xlo, xhi);  // two chains the scheduler interleaves
     const float2 da = sa_[b], db = sb_[b];
     const float xd = s.xd[b], xs = s.xsum[b];
     acca += da.x * xd * (float)ia + da.y * xs;
@@ -230,15 +214,7 @@ __device__ __forceinline__ float part_dot(const unsigned char* row, int K, int b
     const uint4 wq = *reinterpret_cast<const uint4*>(row + b * 16);
     const int4 xlo = *reinterpret_cast<const int4*>(s.xq + b * 32);
     const int4 xhi = *reinterpret_cast<const int4*>(s.xq + b * 32 + 16);
-    int is = 0;
-    is = __dp4a((int)(wq.x & 0x0F0F0F0Fu), xlo.x, is);
-    is = __dp4a((int)(wq.y & 0x0F0F0F0Fu), xlo.y, is);
-    is = __dp4a((int)(wq.z & 0x0F0F0F0Fu), xlo.z, is);
-    is = __dp4a((int)(wq.w & 0x0F0F0F0Fu), xlo.w, is);
-    is = __dp4a((int)((wq.x >> 4) & 0x0F0F0F0Fu), xhi.x, is);
-    is = __dp4a((int)((wq.y >> 4) & 0x0F0F0F0Fu), xhi.y, is);
-    is = __dp4a((int)((wq.z >> 4) & 0x0F0F0F0Fu), xhi.z, is);
-    is = __dp4a((int)((wq.w >> 4) & 0x0F0F0F0Fu), xhi.w, is);
+    const int is = block_isum(wq, xlo, xhi);
     const float2 dm = sc[b];
     acc += dm.x * s.xd[b] * (float)is + dm.y * s.xsum[b];
   }
@@ -329,9 +305,7 @@ __global__ void __cluster_dims__(C, 1, 1) __launch_bounds__(T, 1) layers_kernel(
 
   auto stamp = [&](int layer, int k) {
     if (tid == 0 && a.stamps) {
-      u64 t;
-      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-      a.stamps[((size_t)r * a.layers + layer) * 8 + k] = t;
+      a.stamps[((size_t)r * a.layers + layer) * 8 + k] = gtime();
     }
   };
   for (int layer = 0; layer < a.layers; ++layer) {
