@@ -245,7 +245,28 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
   __syncthreads();
   if (!s_last) return;
   __threadfence();
-  // the last block merges the nsplit partial states of each head
+  // the last block merges the nsplit partial states of each head. Warp w sums
+  // splits w, w + NW, ...; lane takes float4 columns lane, lane + 32, ... of
+  // [G][HD]. The first RB of a warp's splits' acc loads are issued with the
+  // (m, l) loads, before the weights they need are made, so that both cost
+  // one L2 round trip (they took two, one after the other, before session 21).
+  constexpr int C4 = G * HD / 4, CPL = (C4 + 31) / 32, RB = CPL >= 8 ? 1 : 8 / CPL;
+  float4 raw[RB][CPL];
+  auto load_acc = [&](int b0) {
+#pragma unroll
+    for (int b = 0; b < RB; ++b) {
+      const int sp = warp + NW * (b0 + b);
+#pragma unroll
+      for (int i = 0; i < CPL; ++i) {
+        const int c4 = lane + 32 * i;
+        if (c4 < C4 && sp < nsplit) {
+          const int hh = (c4 * 4) / HD, d = c4 * 4 - hh * HD;
+          raw[b][i] = *(const float4*)(pacc + (row0 + (i64)hh * S + sp) * HD + d);
+        }
+      }
+    }
+  };
+  load_acc(0);
   for (int idx = threadIdx.x; idx < G * nsplit; idx += blockDim.x) {
     const int hh = idx / nsplit, sp = idx - hh * nsplit;
     const i64 e = row0 + (i64)hh * S + sp;
@@ -260,20 +281,23 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
     s_pw[hh][sp] = att_w(s_pm[hh][sp], M);
   }
   __syncthreads();
-  // warp w sums splits w, w + NW, ...; lane takes float4 columns lane, lane + 32, ... of [G][HD]
-  constexpr int C4 = G * HD / 4, CPL = (C4 + 31) / 32;
   float4 a4[CPL];
 #pragma unroll
   for (int i = 0; i < CPL; ++i) a4[i].x = a4[i].y = a4[i].z = a4[i].w = 0.f;
-  for (int sp = warp; sp < nsplit; sp += NW) {
+  for (int b0 = 0; warp + NW * b0 < nsplit; b0 += RB) {
+    if (b0 > 0) load_acc(b0);
 #pragma unroll
-    for (int i = 0; i < CPL; ++i) {
-      const int c4 = lane + 32 * i;
-      if (c4 < C4) {
-        const int hh = (c4 * 4) / HD, d = c4 * 4 - hh * HD;
-        const float w = s_pw[hh][sp];
-        const float4 v = *(const float4*)(pacc + (row0 + (i64)hh * S + sp) * HD + d);
-        a4[i].x += v.x * w; a4[i].y += v.y * w; a4[i].z += v.z * w; a4[i].w += v.w * w;
+    for (int b = 0; b < RB; ++b) {
+      const int sp = warp + NW * (b0 + b);
+      if (sp >= nsplit) break;
+#pragma unroll
+      for (int i = 0; i < CPL; ++i) {
+        const int c4 = lane + 32 * i;
+        if (c4 < C4) {
+          const float w = s_pw[(c4 * 4) / HD][sp];
+          const float4 v = raw[b][i];
+          a4[i].x += v.x * w; a4[i].y += v.y * w; a4[i].z += v.z * w; a4[i].w += v.w * w;
+        }
       }
     }
   }
