@@ -195,7 +195,12 @@ __device__ __forceinline__ void att_split_prefetch_l2(const void* kc, const void
 // block barrier) are merged per head and written to the scratch, or with one
 // split (L <= kAttSplitMinKeys rows) the result straight to out; the last
 // block of (g, t) to finish merges the splits.
-template <int HD, int G, int NW>
+// MODE (a prototype's switch, tests/gpu/proto/merge_in_o.cu; codegen always
+// takes 0): 1 writes the partial state of every split, one split included,
+// and stops (the consumer merges); 2 does the same, then releases it by the
+// fence and an atomicAdd on the (g, t) counter (a consumer in the same launch
+// waits for nsplit arrivals and resets the counter).
+template <int HD, int G, int NW, int MODE = 0>
 __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const float (*s_l)[G], float (*s_acc)[G * HD],
                                                  float* __restrict__ out, float* __restrict__ scratch, int g, int s,
                                                  int t, int T, int nh, int nkv, int S, int nsplit) {
@@ -222,7 +227,7 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
       o += s_acc[w][idx] * a;
       den += s_l[w][hh] * a;
     }
-    if (nsplit == 1) {
+    if (MODE == 0 && nsplit == 1) {
       out[((i64)t * nh + (i64)g * G) * HD + idx] = den > 0.f ? o / den : 0.f;
       continue;
     }
@@ -233,9 +238,13 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
       pml[2 * e + 1] = den;
     }
   }
-  if (nsplit == 1) return;
+  if (MODE == 1 || (MODE == 0 && nsplit == 1)) return;
   __threadfence();
   __syncthreads();
+  if (MODE == 2) {
+    if (threadIdx.x == 0) atomicAdd((unsigned*)scratch + t * nkv + g, 1u);
+    return;
+  }
   if (threadIdx.x == 0) {
     unsigned* cnt = (unsigned*)scratch + t * nkv + g;
     const unsigned prev = atomicAdd(cnt, 1u);
@@ -508,7 +517,7 @@ __device__ __forceinline__ void f16_parts(float v, float& hi, float& lo) {
   lo = v - hi;
 }
 __device__ __forceinline__ u32 u4w(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
-template <int HD, int G, int NW, int OW = 0>
+template <int HD, int G, int NW, int OW = 0, int MODE = 0>
 __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q, const u16* __restrict__ kc,
                                                      const u16* __restrict__ vc, float* __restrict__ out,
                                                      float* __restrict__ scratch, const KilnStep* step, int C, int nh,
@@ -667,5 +676,5 @@ __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q
     }
   }
   __syncthreads();
-  att_split_finish<HD, G, NW>(s_m, s_l, s_acc, out, scratch, g, s, t, T, nh, nkv, S, R.nsplit);
+  att_split_finish<HD, G, NW, MODE>(s_m, s_l, s_acc, out, scratch, g, s, t, T, nh, nkv, S, R.nsplit);
 }

@@ -1,0 +1,299 @@
+// Where should the split decode attention's merge happen? Session 21 measured
+// it at ~2.5 us of a ~13 us SmolLM2 layer at 512 rows (docs/perf.md): the
+// partial states' stores, a fence, a completion counter and the last block's
+// merge, before the o projection's kernel can start. This prototype times
+// three ways to run attention + the o projection (+ residual) for 30 layers of
+// SmolLM2's geometry (9 query / 3 KV heads of 64, hidden 576, f16 cache of
+// 1024 rows, 16 splits) in one CUDA graph with programmatic dependent launch:
+//  A  kiln's split attention kernel as it is (k_attention_split_tc, merge by
+//     the last block), then an o-projection kernel that reads its output;
+//  A' the attention kernel writing only its partial states (MODE 1: no fence,
+//     no counter, no merge), then an o-projection kernel that merges them in
+//     its prologue, after its PDL wait (every block merges: 9 heads x nsplit
+//     partial states, one round of loads into shared memory);
+//  B  one kernel for both: the attention blocks write their partial states
+//     and release them (MODE 2: fence + counter), and the o-projection blocks
+//     of the same launch wait for the counters, merge, and multiply (no
+//     kernel boundary and no merging block between them).
+// The o projection is a plain f16 GEMV (16 rows a block, weights loaded into
+// registers before the wait), the same in all three. Random data; the three
+// outputs are compared. Standalone: not part of the build or of CI.
+//
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Icodegen/kernels -Ischemas -o merge_in_o tests/gpu/proto/merge_in_o.cu && ./merge_in_o
+//
+// Prints one JSON object per (variant, rows): us per layer (median of 7 graph
+// launches of 30 layers), then the largest relative difference of A' and B
+// from A.
+#define KILN_EARLY_TRIGGER 1  // attention lets the o projection launch after its wait, as in kiln's plans
+#include "attention.cuh"
+#include "proto.cuh"
+
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+using kiln::KilnStep;
+
+constexpr int NH = 9, NKV = 3, HD = 64, G = NH / NKV, H = NH * HD, C = 1024, S = 16, LAYERS = 30;
+constexpr int OROWS = 16, OBLK = H / OROWS, THREADS = 256;  // o projection: 36 blocks of 16 rows
+constexpr int HDR = (kAttSplitMaxRows * NKV + 3) & ~3;       // the scratch's counter words
+constexpr float SCALE = 0.125f;
+
+// rows and splits of the step as att_split_rows sees them
+__device__ __forceinline__ int step_nsplit(const KilnStep* st) {
+  const int L = min(st->pos0 + st->n_tokens, C);
+  const int chunk = L <= kAttSplitTcOneBlockRows ? L : max((L + S - 1) / S, kAttSplitMinKeys);
+  return (L + chunk - 1) / chunk;
+}
+
+// ---- the o projection (f16 weights [H][H], row-major) ----
+struct ORows {
+  u32 w[2][H / 64];  // lane's half2 words of the warp's two rows: columns 2 lane + 64 j
+};
+__device__ __forceinline__ void o_load(const u16* __restrict__ W, int blk, ORows& r) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int row = blk * OROWS + 2 * warp + k;
+#pragma unroll
+    for (int j = 0; j < H / 64; ++j) r.w[k][j] = __ldg((const u32*)(W + (i64)row * H + 2 * lane + 64 * j));
+  }
+}
+__device__ __forceinline__ void o_finish(const ORows& r, const float* xs, const float* __restrict__ hin,
+                                         float* __restrict__ hout, int blk) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    float a = 0.f;
+#pragma unroll
+    for (int j = 0; j < H / 64; ++j) {
+      const int c = 2 * lane + 64 * j;
+      a += h2f((u16)(r.w[k][j] & 0xFFFF)) * xs[c] + h2f((u16)(r.w[k][j] >> 16)) * xs[c + 1];
+    }
+#pragma unroll
+    for (int o = 16; o; o >>= 1) a += __shfl_xor_sync(0xFFFFFFFFu, a, o);
+    const int row = blk * OROWS + 2 * warp + k;
+    if (lane == 0) hout[row] = hin[row] + a;
+  }
+}
+// x = the merged attention output of every head, from the scratch's partial
+// states (kiln's layout, token 0): one round of float4 loads into shared
+// memory, then the merge
+__device__ __forceinline__ void merge_x(const float* __restrict__ scratch, int nsplit, float* xs, float* stage) {
+  const float* pacc = scratch + HDR;                // [T][nh][S][HD], T = 1
+  const float* pml = pacc + (i64)NH * S * HD;       // [T][nh][S][2]
+  const int n4 = NH * nsplit * (HD / 4);            // float4s of acc
+  for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+    const int hg = i / (nsplit * (HD / 4)), r = i - hg * nsplit * (HD / 4);
+    *(float4*)(stage + 4 * i) = *(const float4*)(pacc + (i64)hg * S * HD + 4 * r);
+  }
+  float* sml = stage + 4 * n4;  // [nh][nsplit][2]
+  for (int i = threadIdx.x; i < NH * nsplit; i += blockDim.x) {
+    const int hg = i / nsplit, sp = i - hg * nsplit;
+    *(float2*)(sml + 2 * i) = *(const float2*)(pml + 2 * ((i64)hg * S + sp));
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < H; idx += blockDim.x) {
+    const int hg = idx / HD, d = idx - hg * HD;
+    float M = -INFINITY;
+    for (int sp = 0; sp < nsplit; ++sp) M = fmaxf(M, sml[2 * (hg * nsplit + sp)]);
+    float o = 0.f, den = 0.f;
+    for (int sp = 0; sp < nsplit; ++sp) {
+      const float w = att_w(sml[2 * (hg * nsplit + sp)], M);
+      o += stage[(hg * nsplit + sp) * HD + d] * w;
+      den += sml[2 * (hg * nsplit + sp) + 1] * w;
+    }
+    xs[idx] = den > 0.f ? o / den : 0.f;
+  }
+  __syncthreads();
+}
+constexpr int STAGE_FLOATS = NH * S * (HD + 2);
+
+// ---- A: kiln's attention, then an o projection reading its output ----
+__global__ void __launch_bounds__(THREADS, 2) att_merge(const float* q, const u16* kc, const u16* vc, float* out,
+                                                         float* scratch, const KilnStep* st) {
+  k_attention_split_tc<HD, G, 8, 1, 0>(q, kc, vc, out, scratch, st, C, NH, NKV, S, SCALE);
+}
+__global__ void __launch_bounds__(THREADS) o_plain(const u16* W, const float* x, const float* hin, float* hout) {
+  __shared__ float xs[H];
+  ORows r;
+  o_load(W, blockIdx.x, r);
+  kiln_pdl_wait();
+  kiln_pdl_trigger();
+  for (int i = threadIdx.x; i < H / 4; i += blockDim.x) *(float4*)(xs + 4 * i) = *(const float4*)(x + 4 * i);
+  __syncthreads();
+  o_finish(r, xs, hin, hout, blockIdx.x);
+}
+// ---- A': partial states only, merged in the o projection's prologue ----
+__global__ void __launch_bounds__(THREADS, 2) att_partials(const float* q, const u16* kc, const u16* vc, float* out,
+                                                            float* scratch, const KilnStep* st) {
+  k_attention_split_tc<HD, G, 8, 1, 1>(q, kc, vc, out, scratch, st, C, NH, NKV, S, SCALE);
+}
+__global__ void __launch_bounds__(THREADS) o_merge(const u16* W, const float* scratch, const KilnStep* st,
+                                                   const float* hin, float* hout) {
+  __shared__ float xs[H];
+  __shared__ __align__(16) float stage[STAGE_FLOATS];
+  ORows r;
+  o_load(W, blockIdx.x, r);
+  kiln_pdl_wait();
+  kiln_pdl_trigger();
+  merge_x(scratch, step_nsplit(st), xs, stage);
+  o_finish(r, xs, hin, hout, blockIdx.x);
+}
+// ---- B: one launch; blocks (g, s < S) attention, (g, s >= S) the o projection ----
+__global__ void __launch_bounds__(THREADS, 2) att_o_fused(const float* q, const u16* kc, const u16* vc, float* out,
+                                                           float* scratch, const KilnStep* st, const u16* W,
+                                                           const float* hin, float* hout, unsigned* consumed) {
+  if (blockIdx.y < S) {
+    k_attention_split_tc<HD, G, 8, 1, 2>(q, kc, vc, out, scratch, st, C, NH, NKV, S, SCALE);
+    return;
+  }
+  __shared__ float xs[H];
+  __shared__ __align__(16) float stage[STAGE_FLOATS];
+  const int blk = (blockIdx.y - S) * NKV + blockIdx.x;
+  ORows r;
+  o_load(W, blk, r);
+  kiln_pdl_wait();
+  kiln_pdl_trigger();
+  const int nsplit = step_nsplit(st);
+  if (threadIdx.x < NKV) {  // every split of KV head threadIdx.x has released its state
+    unsigned v;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"((unsigned*)scratch + threadIdx.x) : "memory");
+    } while (v < (unsigned)nsplit);
+  }
+  __syncthreads();
+  merge_x(scratch, nsplit, xs, stage);
+  // the last o block to have read the states resets the counters for the next launch
+  if (threadIdx.x == 0 && atomicAdd(consumed, 1u) == OBLK - 1) {
+    for (int g = 0; g < NKV; ++g) ((volatile unsigned*)scratch)[g] = 0;
+    *(volatile unsigned*)consumed = 0;
+  }
+  o_finish(r, xs, hin, hout, blk);
+}
+
+static double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int main() {
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("{\"device\": \"%s\", \"sms\": %d}\n", prop.name, prop.multiProcessorCount);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  auto f2h_host = [](float f) {
+    __half h = __float2half(f);
+    u16 u;
+    std::memcpy(&u, &h, 2);
+    return u;
+  };
+  const size_t kv_elems = (size_t)C * NKV * HD;
+  std::vector<u16> hk(kv_elems * LAYERS), hv(kv_elems * LAYERS), hw((size_t)H * H * LAYERS);
+  for (auto& x : hk) x = f2h_host(nd(rng));
+  for (auto& x : hv) x = f2h_host(nd(rng));
+  for (auto& x : hw) x = f2h_host(nd(rng) * 0.04f);
+  std::vector<float> hq(H), hh(H);
+  for (auto& x : hq) x = nd(rng);
+  for (auto& x : hh) x = nd(rng);
+  u16 *kc, *vc, *W;
+  float *q, *att, *scratch, *hbuf;
+  KilnStep* st;
+  unsigned* consumed;
+  const size_t scratch_floats = HDR + (size_t)kAttSplitMaxRows * NH * S * (HD + 2);
+  CK(cudaMalloc(&kc, hk.size() * 2));
+  CK(cudaMalloc(&vc, hv.size() * 2));
+  CK(cudaMalloc(&W, hw.size() * 2));
+  CK(cudaMalloc(&q, H * 4));
+  CK(cudaMalloc(&att, H * 4));
+  CK(cudaMalloc(&scratch, scratch_floats * 4));
+  CK(cudaMalloc(&hbuf, (size_t)(LAYERS + 1) * H * 4));
+  CK(cudaMalloc(&st, sizeof(KilnStep)));
+  CK(cudaMalloc(&consumed, 4));
+  CK(cudaMemcpy(kc, hk.data(), hk.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(vc, hv.data(), hv.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(W, hw.data(), hw.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(q, hq.data(), H * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(hbuf, hh.data(), H * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemset(scratch, 0, scratch_floats * 4));
+  CK(cudaMemset(consumed, 0, 4));
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+
+  auto launch = [&](auto kern, dim3 grid, auto... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(THREADS);
+    cfg.stream = s;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    CK(cudaLaunchKernelEx(&cfg, kern, args...));
+  };
+  const char* names[3] = {"A_merge_then_o", "Ap_merge_in_o_prologue", "B_fused"};
+  for (int rows : {128, 512, 960}) {
+    KilnStep hst = {};
+    hst.n_tokens = 1;
+    hst.pos0 = rows - 1;
+    hst.top_p = 1.f;
+    CK(cudaMemcpy(st, &hst, sizeof hst, cudaMemcpyHostToDevice));
+    std::vector<std::vector<float>> outs;
+    for (int v = 0; v < 3; ++v) {
+      cudaGraph_t g;
+      cudaGraphExec_t ge;
+      CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+      for (int l = 0; l < LAYERS; ++l) {
+        const u16 *k = kc + kv_elems * l, *vv = vc + kv_elems * l, *w = W + (size_t)H * H * l;
+        const float* hin = hbuf + (size_t)l * H;
+        float* hout = hbuf + (size_t)(l + 1) * H;
+        if (v == 0) {
+          launch(att_merge, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
+          launch(o_plain, dim3(OBLK), w, (const float*)att, hin, hout);
+        } else if (v == 1) {
+          launch(att_partials, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
+          launch(o_merge, dim3(OBLK), w, (const float*)scratch, (const KilnStep*)st, hin, hout);
+        } else {
+          launch(att_o_fused, dim3(NKV, S + OBLK / NKV, 1), (const float*)q, k, vv, att, scratch,
+                 (const KilnStep*)st, w, hin, hout, consumed);
+        }
+      }
+      CK(cudaStreamEndCapture(s, &g));
+      CK(cudaGraphInstantiate(&ge, g, 0));
+      std::vector<double> t;
+      for (int rep = 0; rep < 9; ++rep) {
+        CK(cudaEventRecord(e0, s));
+        CK(cudaGraphLaunch(ge, s));
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (rep >= 2) t.push_back(ms * 1e3 / LAYERS);
+      }
+      std::vector<float> o(H);
+      CK(cudaMemcpy(o.data(), hbuf + (size_t)LAYERS * H, H * 4, cudaMemcpyDeviceToHost));
+      outs.push_back(o);
+      std::printf("{\"variant\": \"%s\", \"rows\": %d, \"us_per_layer\": %.3f}\n", names[v], rows, median(t));
+      std::fflush(stdout);
+      CK(cudaGraphExecDestroy(ge));
+      CK(cudaGraphDestroy(g));
+    }
+    for (int v = 1; v < 3; ++v) {
+      double worst = 0;
+      for (int i = 0; i < H; ++i)
+        worst = std::max(worst, (double)std::fabs(outs[v][i] - outs[0][i]) / std::max(1e-3, (double)std::fabs(outs[0][i])));
+      std::printf("{\"check\": \"%s vs A\", \"rows\": %d, \"max_rel_diff\": %.2e}\n", names[v], rows, worst);
+    }
+  }
+  return 0;
+}
