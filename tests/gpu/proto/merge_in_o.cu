@@ -14,7 +14,10 @@
 //  B  one kernel for both: the attention blocks write their partial states
 //     and release them (MODE 2: fence + counter), and the o-projection blocks
 //     of the same launch wait for the counters, merge, and multiply (no
-//     kernel boundary and no merging block between them).
+//     kernel boundary and no merging block between them);
+//  0  the floor: partial states only, and the o projection reading the
+//     attention output buffer as it is (no merge anywhere; wrong results,
+//     left out of the check).
 // The o projection is a plain f16 GEMV (16 rows a block, weights loaded into
 // registers before the wait), the same in all three. Random data; the three
 // outputs are compared. Standalone: not part of the build or of CI.
@@ -241,7 +244,7 @@ int main() {
     cfg.numAttrs = 1;
     CK(cudaLaunchKernelEx(&cfg, kern, args...));
   };
-  const char* names[3] = {"A_merge_then_o", "Ap_merge_in_o_prologue", "B_fused"};
+  const char* names[4] = {"A_merge_then_o", "Ap_merge_in_o_prologue", "B_fused", "floor_no_merge"};
   for (int rows : {128, 512, 960}) {
     KilnStep hst = {};
     hst.n_tokens = 1;
@@ -249,7 +252,7 @@ int main() {
     hst.top_p = 1.f;
     CK(cudaMemcpy(st, &hst, sizeof hst, cudaMemcpyHostToDevice));
     std::vector<std::vector<float>> outs;
-    for (int v = 0; v < 3; ++v) {
+    for (int v = 0; v < 4; ++v) {
       cudaGraph_t g;
       cudaGraphExec_t ge;
       CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
@@ -263,9 +266,12 @@ int main() {
         } else if (v == 1) {
           launch(att_partials, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
           launch(o_merge, dim3(OBLK), w, (const float*)scratch, (const KilnStep*)st, hin, hout);
-        } else {
+        } else if (v == 2) {
           launch(att_o_fused, dim3(NKV, S + OBLK / NKV, 1), (const float*)q, k, vv, att, scratch,
                  (const KilnStep*)st, w, hin, hout, consumed);
+        } else {
+          launch(att_partials, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
+          launch(o_plain, dim3(OBLK), w, (const float*)att, hin, hout);
         }
       }
       CK(cudaStreamEndCapture(s, &g));
