@@ -190,6 +190,15 @@ __device__ __forceinline__ void att_split_prefetch_l2(const void* kc, const void
   kiln_prefetch_l2((const u8*)vc + a * rb, (u64)(b - a) * rb);
 }
 
+// Phase marks of the split kernels, for the prototype that times a layer's
+// attention and merge inside a graph (tests/gpu/proto/merge_in_o.cu defines
+// KILN_ATT_MARK before including this file; codegen never does).
+// KILN_ATT_MARK(i): 0 past the PDL wait (tensor-core kernel), 1 tiles done,
+// 2 partial state stored and fenced, 3 the merging block knows it merges,
+// 4 its (m, l) loads are in, 5 its output is written.
+#ifndef KILN_ATT_MARK
+#define KILN_ATT_MARK(i)
+#endif
 // The end of a split block, shared by both split kernels: its NW warps'
 // partial states (s_m, s_l [NW][G], s_acc [NW][G * HD], written before a
 // block barrier) are merged per head and written to the scratch, or with one
@@ -241,6 +250,7 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
   if (MODE == 1 || (MODE == 0 && nsplit == 1)) return;
   __threadfence();
   __syncthreads();
+  KILN_ATT_MARK(2);
   if (MODE == 2) {
     if (threadIdx.x == 0) atomicAdd((unsigned*)scratch + t * nkv + g, 1u);
     return;
@@ -253,6 +263,7 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
   }
   __syncthreads();
   if (!s_last) return;
+  KILN_ATT_MARK(3);
   __threadfence();
   // the last block merges the nsplit partial states of each head. Warp w sums
   // splits w, w + NW, ...; lane takes float4 columns lane, lane + 32, ... of
@@ -283,6 +294,7 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
     s_pl[hh][sp] = pml[2 * e + 1];
   }
   __syncthreads();
+  KILN_ATT_MARK(4);
   for (int idx = threadIdx.x; idx < G * nsplit; idx += blockDim.x) {  // weight of each split
     const int hh = idx / nsplit, sp = idx - hh * nsplit;
     float M = -INFINITY;
@@ -324,6 +336,7 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
     for (int sp = 0; sp < nsplit; ++sp) den += s_pl[hh][sp] * s_pw[hh][sp];
     out[((i64)t * nh + (i64)g * G) * HD + idx] = den > 0.f ? o / den : 0.f;
   }
+  KILN_ATT_MARK(5);
 }
 
 // OW = 1: the kernel waits for its predecessor itself (codegen Kernel::
@@ -562,6 +575,7 @@ __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q
   if (OW && threadIdx.x == 0 && R.L <= kAttSplitL2PrefetchMaxRows)
     att_split_prefetch_l2(kc, vc, W * 2, j0, min(j1, step->pos0), g, nkv);
   if (OW) kiln_pdl_wait_own();
+  KILN_ATT_MARK(0);
   if (!early && kb < j1) load_tile(kb, kt, vt, true);
 
   // q of head r (rows r >= G: zeros), in base 2: k step i's 4 dims, the
@@ -676,5 +690,6 @@ __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q
     }
   }
   __syncthreads();
+  KILN_ATT_MARK(1);
   att_split_finish<HD, G, NW, MODE>(s_m, s_l, s_acc, out, scratch, g, s, t, T, nh, nkv, S, R.nsplit);
 }

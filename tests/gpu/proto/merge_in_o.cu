@@ -25,11 +25,24 @@
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Icodegen/kernels -Ischemas -o merge_in_o tests/gpu/proto/merge_in_o.cu && ./merge_in_o
 //
 // Prints one JSON object per (variant, rows): us per layer (median of 7 graph
-// launches of 30 layers), then the largest relative difference of A' and B
+// launches of 30 layers) and the last layer's phase marks (ns, first and last
+// block to reach each), then the largest relative difference of A' and B
 // from A.
-#define KILN_EARLY_TRIGGER 1  // attention lets the o projection launch after its wait, as in kiln's plans
-#include "attention.cuh"
 #include "proto.cuh"
+
+#define KILN_EARLY_TRIGGER 1  // attention lets the o projection launch after its wait, as in kiln's plans
+// Phase marks (%globaltimer) of the last layer's launch of each kernel: each
+// mark slot is overwritten by every layer, so after a run they hold layer
+// 29's. Attention block (g, s): KILN_ATT_MARK (attention.cuh) 0-5; o block b:
+// 0 entry, 1 past its wait, 2 past the counters (B), 3 x ready, 4 done.
+constexpr int S_ = 16, NKV_ = 3, OBLK_ = 36;
+__device__ unsigned long long g_att_marks[S_][NKV_][6];
+__device__ unsigned long long g_o_marks[OBLK_][5];
+#define KILN_ATT_MARK(i)                                                     \
+  do {                                                                       \
+    if (threadIdx.x == 0) g_att_marks[blockIdx.y][blockIdx.x][(i)] = gtime(); \
+  } while (0)
+#include "attention.cuh"
 
 #include <cuda_fp16.h>
 
@@ -42,8 +55,12 @@
 
 using kiln::KilnStep;
 
-constexpr int NH = 9, NKV = 3, HD = 64, G = NH / NKV, H = NH * HD, C = 1024, S = 16, LAYERS = 30;
+constexpr int NH = 9, NKV = 3, HD = 64, G = NH / NKV, H = NH * HD, C = 1024, S = S_, LAYERS = 30;
 constexpr int OROWS = 16, OBLK = H / OROWS, THREADS = 256;  // o projection: 36 blocks of 16 rows
+static_assert(NKV == NKV_ && OBLK == OBLK_, "mark arrays");
+__device__ __forceinline__ void o_mark(int b, int i) {
+  if (threadIdx.x == 0) g_o_marks[b][i] = gtime();
+}
 constexpr int HDR = (kAttSplitMaxRows * NKV + 3) & ~3;       // the scratch's counter words
 constexpr float SCALE = 0.125f;
 
@@ -125,12 +142,16 @@ __global__ void __launch_bounds__(THREADS, 2) att_merge(const float* q, const u1
 __global__ void __launch_bounds__(THREADS) o_plain(const u16* W, const float* x, const float* hin, float* hout) {
   __shared__ float xs[H];
   ORows r;
+  o_mark(blockIdx.x, 0);
   o_load(W, blockIdx.x, r);
   kiln_pdl_wait();
   kiln_pdl_trigger();
+  o_mark(blockIdx.x, 1);
   for (int i = threadIdx.x; i < H / 4; i += blockDim.x) *(float4*)(xs + 4 * i) = *(const float4*)(x + 4 * i);
   __syncthreads();
+  o_mark(blockIdx.x, 3);
   o_finish(r, xs, hin, hout, blockIdx.x);
+  o_mark(blockIdx.x, 4);
 }
 // ---- A': partial states only, merged in the o projection's prologue ----
 __global__ void __launch_bounds__(THREADS, 2) att_partials(const float* q, const u16* kc, const u16* vc, float* out,
@@ -142,11 +163,15 @@ __global__ void __launch_bounds__(THREADS) o_merge(const u16* W, const float* sc
   __shared__ float xs[H];
   __shared__ __align__(16) float stage[STAGE_FLOATS];
   ORows r;
+  o_mark(blockIdx.x, 0);
   o_load(W, blockIdx.x, r);
   kiln_pdl_wait();
   kiln_pdl_trigger();
+  o_mark(blockIdx.x, 1);
   merge_x(scratch, step_nsplit(st), xs, stage);
+  o_mark(blockIdx.x, 3);
   o_finish(r, xs, hin, hout, blockIdx.x);
+  o_mark(blockIdx.x, 4);
 }
 // ---- B: one launch; blocks (g, s < S) attention, (g, s >= S) the o projection ----
 __global__ void __launch_bounds__(THREADS, 2) att_o_fused(const float* q, const u16* kc, const u16* vc, float* out,
@@ -160,9 +185,11 @@ __global__ void __launch_bounds__(THREADS, 2) att_o_fused(const float* q, const 
   __shared__ __align__(16) float stage[STAGE_FLOATS];
   const int blk = (blockIdx.y - S) * NKV + blockIdx.x;
   ORows r;
+  o_mark(blk, 0);
   o_load(W, blk, r);
   kiln_pdl_wait();
   kiln_pdl_trigger();
+  o_mark(blk, 1);
   const int nsplit = step_nsplit(st);
   if (threadIdx.x < NKV) {  // every split of KV head threadIdx.x has released its state
     unsigned v;
@@ -171,13 +198,16 @@ __global__ void __launch_bounds__(THREADS, 2) att_o_fused(const float* q, const 
     } while (v < (unsigned)nsplit);
   }
   __syncthreads();
+  o_mark(blk, 2);
   merge_x(scratch, nsplit, xs, stage);
+  o_mark(blk, 3);
   // the last o block to have read the states resets the counters for the next launch
   if (threadIdx.x == 0 && atomicAdd(consumed, 1u) == OBLK - 1) {
     for (int g = 0; g < NKV; ++g) ((volatile unsigned*)scratch)[g] = 0;
     *(volatile unsigned*)consumed = 0;
   }
   o_finish(r, xs, hin, hout, blk);
+  o_mark(blk, 4);
 }
 
 static double median(std::vector<double> v) {
@@ -285,6 +315,40 @@ int main() {
         float ms;
         CK(cudaEventElapsedTime(&ms, e0, e1));
         if (rep >= 2) t.push_back(ms * 1e3 / LAYERS);
+      }
+      {  // the last layer's phase marks, ns after the first attention block passed its wait
+        static unsigned long long am[S_][NKV_][6], om[OBLK_][5];
+        std::memset(am, 0, sizeof am);
+        std::memset(om, 0, sizeof om);
+        CK(cudaMemcpyToSymbol(g_att_marks, am, sizeof am));
+        CK(cudaMemcpyToSymbol(g_o_marks, om, sizeof om));
+        CK(cudaGraphLaunch(ge, s));
+        CK(cudaStreamSynchronize(s));
+        CK(cudaMemcpyFromSymbol(am, g_att_marks, sizeof am));
+        CK(cudaMemcpyFromSymbol(om, g_o_marks, sizeof om));
+        unsigned long long t0 = ~0ull;
+        for (auto& a : am)
+          for (auto& b : a)
+            if (b[0]) t0 = std::min(t0, b[0]);
+        auto span = [&](const char* what, auto get, int n) {  // min / max over the blocks that marked
+          long long lo = -1, hi = -1;
+          for (int i = 0; i < n; ++i) {
+            const unsigned long long v = get(i);
+            if (!v) continue;
+            const long long d = (long long)(v - t0);
+            lo = lo < 0 ? d : std::min(lo, d);
+            hi = std::max(hi, d);
+          }
+          if (hi >= 0) std::printf(", \"%s\": [%lld, %lld]", what, lo, hi);
+        };
+        std::printf("{\"timeline\": \"%s\", \"rows\": %d", names[v], rows);
+        const char* an[6] = {"att_past_wait", "att_tiles_done", "att_stored", "merge_start", "merge_loads_in",
+                             "merge_done"};
+        for (int i = 0; i < 6; ++i)
+          span(an[i], [&](int b) { return am[b / NKV][b % NKV][i]; }, S * NKV);
+        const char* on[5] = {"o_entry", "o_past_wait", "o_past_counters", "o_x_ready", "o_done"};
+        for (int i = 0; i < 5; ++i) span(on[i], [&](int b) { return om[b][i]; }, OBLK);
+        std::printf("}\n");
       }
       std::vector<float> o(H);
       CK(cudaMemcpy(o.data(), hbuf + (size_t)LAYERS * H, H * 4, cudaMemcpyDeviceToHost));
