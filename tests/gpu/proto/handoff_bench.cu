@@ -132,16 +132,8 @@ static void wait_or_die(cudaStream_t s, const char* what) {
   std::_Exit(3);
 }
 
-static double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 int main() {
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("{\"device\": \"%s\", \"sms\": %d}\n", prop.name, prop.multiProcessorCount);
-  std::fflush(stdout);
+  print_device();
   float *sink, *va, *vb;
   unsigned long long* ns;
   u64* ent;

@@ -101,6 +101,15 @@ __device__ __forceinline__ void o_finish(const ORows& r, const float* xs, const 
     if (lane == 0) hout[row] = hin[row] + a;
   }
 }
+// An o block's start in every variant: its weight rows into registers before
+// the PDL wait, then the wait and the early trigger (marks 0 and 1)
+__device__ __forceinline__ void o_begin(const u16* __restrict__ W, int blk, ORows& r) {
+  o_mark(blk, 0);
+  o_load(W, blk, r);
+  kiln_pdl_wait();
+  kiln_pdl_trigger();
+  o_mark(blk, 1);
+}
 // x = the merged attention output of every head, from the scratch's partial
 // states (kiln's layout, token 0): one round of float4 loads into shared
 // memory, then the merge
@@ -142,11 +151,7 @@ __global__ void __launch_bounds__(THREADS, 2) att_merge(const float* q, const u1
 __global__ void __launch_bounds__(THREADS) o_plain(const u16* W, const float* x, const float* hin, float* hout) {
   __shared__ float xs[H];
   ORows r;
-  o_mark(blockIdx.x, 0);
-  o_load(W, blockIdx.x, r);
-  kiln_pdl_wait();
-  kiln_pdl_trigger();
-  o_mark(blockIdx.x, 1);
+  o_begin(W, blockIdx.x, r);
   for (int i = threadIdx.x; i < H / 4; i += blockDim.x) *(float4*)(xs + 4 * i) = *(const float4*)(x + 4 * i);
   __syncthreads();
   o_mark(blockIdx.x, 3);
@@ -163,11 +168,7 @@ __global__ void __launch_bounds__(THREADS) o_merge(const u16* W, const float* sc
   __shared__ float xs[H];
   __shared__ __align__(16) float stage[STAGE_FLOATS];
   ORows r;
-  o_mark(blockIdx.x, 0);
-  o_load(W, blockIdx.x, r);
-  kiln_pdl_wait();
-  kiln_pdl_trigger();
-  o_mark(blockIdx.x, 1);
+  o_begin(W, blockIdx.x, r);
   merge_x(scratch, step_nsplit(st), xs, stage);
   o_mark(blockIdx.x, 3);
   o_finish(r, xs, hin, hout, blockIdx.x);
@@ -185,11 +186,7 @@ __global__ void __launch_bounds__(THREADS, 2) att_o_fused(const float* q, const 
   __shared__ __align__(16) float stage[STAGE_FLOATS];
   const int blk = (blockIdx.y - S) * NKV + blockIdx.x;
   ORows r;
-  o_mark(blk, 0);
-  o_load(W, blk, r);
-  kiln_pdl_wait();
-  kiln_pdl_trigger();
-  o_mark(blk, 1);
+  o_begin(W, blk, r);
   const int nsplit = step_nsplit(st);
   if (threadIdx.x < NKV) {  // every split of KV head threadIdx.x has released its state
     unsigned v;
@@ -210,15 +207,8 @@ __global__ void __launch_bounds__(THREADS, 2) att_o_fused(const float* q, const 
   o_mark(blk, 4);
 }
 
-static double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 int main() {
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("{\"device\": \"%s\", \"sms\": %d}\n", prop.name, prop.multiProcessorCount);
+  print_device();
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
   auto f2h_host = [](float f) {

@@ -111,15 +111,8 @@ __global__ void stream_read(const uint4* __restrict__ w, size_t per_block_vec, f
   if (x == 0x12345678u) sink[0] = float(x);
 }
 
-static double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 int main() {
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("{\"device\": \"%s\", \"sms\": %d}\n", prop.name, prop.multiProcessorCount);
+  print_device();
   float* sink;
   unsigned long long* ns;
   CK(cudaMalloc(&sink, 64));
