@@ -103,6 +103,21 @@ class Family {
   virtual std::vector<Kernel> eager_kernels(ir::DType dt) const = 0;
 };
 
+// The split-K geometry of an attention node that lowers to the split kernel
+// in this program (attention.cpp), nullopt where it lowers to another: the
+// GEMV that merges a deferring attention's partial states (att_defer.cuh)
+// reads the scratch in this layout.
+struct AttentionSplit {
+  int64_t T = 0, C = 0, nh = 0, nkv = 0, hd = 0;
+  int splits = 0;  // S: the grid's splits, the scratch's stride
+  int one_block_rows = 0;  // steps of at most this many rows take one split
+  bool tc = false;  // on tensor cores (k_attention_split_tc)
+  int defer = 0;    // defer_merge: its consumer merges 2..defer splits (else 0)
+};
+std::optional<AttentionSplit> attention_split(const NodeCtx& c);
+// The attention node that produced value v (its scratch' output), or nullptr.
+const ir::Node* producer_of(const ir::Graph& g, ir::ValueId v);
+
 // The families, one per file in codegen/families/.
 const Family& gemv_family();
 const Family& tiled_family();

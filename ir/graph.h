@@ -78,7 +78,12 @@ struct Value {
 //                                                               window + T - 1 rows keeps a whole chunk)
 //                                                    [, scratch'] with the scratch (split-decode-attention
 //                                                               pass): kernel workspace the op updates in
-//                                                               place; it does not change the result
+//                                                               place; it does not change the result.
+//                                                               attr defer_merge (opt, 0|1): the op's one
+//                                                               consumer, a matmul or matmul_add with
+//                                                               x_merge = 1 and scratch' as its last input,
+//                                                               merges the split states (defer-attention-
+//                                                               merge pass; same result)
 //  last_row(x[T,H])                                  -> [1,H]   the last row (logits of the last token)
 //  argmax(x[R,N])                                    -> i32[R]
 //  cast(x[T,K] f32)                                  -> [T,K] of the output's dtype (f16 | bf16):

@@ -13,7 +13,7 @@ constexpr std::array<int8_t, 4> kNone = {-1, -1, -1, -1};
 constexpr std::array<OpInfo, 21> kOps = {{
     {OpKind::Embed, "embed", 2, 2, kNone},
     {OpKind::RmsNorm, "rms_norm", 2, 2, kNone},
-    {OpKind::MatMul, "matmul", 2, 2, kNone},
+    {OpKind::MatMul, "matmul", 2, 3, kNone},  // [scratch: x_merge]
     {OpKind::Add, "add", 2, 2, kNone},
     {OpKind::Mul, "mul", 2, 2, kNone},
     {OpKind::Silu, "silu", 1, 1, kNone},
@@ -25,7 +25,7 @@ constexpr std::array<OpInfo, 21> kOps = {{
     {OpKind::ArgMax, "argmax", 1, 1, kNone},
     // Fused ops (compiler/passes; docs/plan-abi.md "Fused ops").
     {OpKind::RmsMatMul, "rms_matmul", 3, 5, kNone},  // 1-3 weights (their outputs side by side)
-    {OpKind::MatMulAdd, "matmul_add", 3, 3, kNone},
+    {OpKind::MatMulAdd, "matmul_add", 3, 4, kNone},  // [scratch: x_merge]
     {OpKind::RmsMatMulSwiGlu, "rms_matmul_swiglu", 3, 3, kNone},
     {OpKind::RopeStore, "rope_store", 4, 5, {-1, 2, 3, -1}},  // q is new; kc', vc' are the caches (inputs 2, 3)
     {OpKind::LmHeadSample, "lm_head_sample", 3, 3, kNone},

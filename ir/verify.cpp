@@ -102,6 +102,31 @@ class NodeChecker {
     if (x.dtype != DType::F32) fail("x_q8 quantises an f32 activation", desc(x));
     if (!act_q8_weight(w.dtype)) fail("x_q8 needs a weight of type q4_0, q4_1, q8_0, q4_k or q6_k", desc(w));
   }
+  // Optional attr x_merge (0|1) of matmul and matmul_add, with the split
+  // scratch' of the attention that produced x as the last input (index
+  // `extra`; the defer-attention-merge pass): that attention carries
+  // defer_merge = 1, and the kernel merges its partial states. The value of
+  // the op is the same (the interpreter ignores the input).
+  void x_merge(size_t extra) const {
+    const bool has = n_.inputs.size() > extra;
+    const int64_t v = n_.attrs.count("x_merge") ? int_attr("x_merge") : 0;
+    if (v != 0 && v != 1) fail("x_merge is 0 or 1", "x_merge = " + std::to_string(v));
+    if (has != (v == 1))
+      fail("x_merge = 1 exactly when the attention's scratch' is an extra input",
+           std::to_string(n_.inputs.size()) + " inputs, x_merge = " + std::to_string(v));
+    if (!has) return;
+    const Value& sc = in(extra);
+    rank(sc, 1, "x_merge scratch");
+    dtype(sc, DType::F32, "x_merge scratch");
+    for (const Node& p : g_.nodes()) {
+      if (p.op != OpKind::Attention || p.outputs.size() != 2 || p.outputs[1] != n_.inputs[extra]) continue;
+      if (p.outputs[0] != n_.inputs[0]) fail("x_merge: x is the output of the attention whose scratch' is the input", desc(in(0)));
+      if (!p.attrs.count("defer_merge") || p.attr_int("defer_merge") != 1)
+        fail("x_merge: the attention that produced x has defer_merge = 1", desc(sc));
+      return;
+    }
+    fail("x_merge: the extra input is an attention's scratch' output", desc(sc));
+  }
   int64_t int_attr(const std::string& key) const {
     try {
       return n_.attr_int(key);
@@ -239,6 +264,7 @@ class NodeChecker {
         same_dim(x.shape[1], w.shape[1], "matmul K must match (x[T,K], w[N,K])", x, w);
         out_is(DType::F32, {x.shape[0], w.shape[0]});
         x_q8(x, w);
+        x_merge(2);
         break;
       }
       case OpKind::Add:
@@ -344,6 +370,11 @@ class NodeChecker {
             fail("attention over a ring cache has >= window + tokens - 1 rows",
                  desc(k) + ", window " + std::to_string(w) + ", tokens " + std::to_string(q.shape[0].value));
         }
+        if (n_.attrs.count("defer_merge")) {  // (the defer-attention-merge pass; x_merge)
+          const int64_t dm = int_attr("defer_merge");
+          if (dm != 0 && dm != 1) fail("defer_merge is 0 or 1", "defer_merge = " + std::to_string(dm));
+          if (dm == 1 && n_.inputs.size() != 5) fail("defer_merge needs the split-K scratch", desc(q));
+        }
         if (n_.inputs.size() == 5) {  // the split-K scratch (split-decode-attention pass)
           const Value& sc = in(4);
           if (sc.kind != ValueKind::State) fail("attention input 4 (scratch) is a State value", desc(sc));
@@ -428,6 +459,7 @@ class NodeChecker {
         const Shape want{x.shape[0], w.shape[0]};
         dtype(r, DType::F32, "matmul_add r");
         if (!shape_eq(r.shape, want)) fail("matmul_add r has the output shape [T,N]", desc(r));
+        x_merge(3);
         outputs(1);
         out_is(DType::F32, want);
         break;

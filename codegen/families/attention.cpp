@@ -53,6 +53,11 @@ int64_t attention_split_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int6
          launch::kAttSplitMaxRows * n_heads * attention_splits(n_kv_heads, 1, kv_len) * (head_dim + 2);
 }
 
+int attention_defer_splits(int64_t n_heads, int64_t head_dim) {
+  const int64_t x = std::max<int64_t>(1, n_heads * head_dim);
+  return static_cast<int>(std::min<int64_t>(launch::kAttDeferMaxSplits, launch::kAttDeferMaxFloats / x));
+}
+
 namespace detail {
 namespace {
 
@@ -64,6 +69,7 @@ struct AttentionParams {
   int64_t window = 0;  // sliding window (attr window; 0 = none): the generic kernel only
   int splits = 0;  // > 0: the split-K variant with this many splits (grid (nkv, splits, T))
   bool tc = false;  // the split variant on tensor cores (split_tc)
+  int defer = 0;  // defer_merge: the consumer merges 2..defer splits (att_split_finish DEFER)
 };
 
 Kernel emit(const AttentionParams& p, bool compiled) {
@@ -72,7 +78,9 @@ Kernel emit(const AttentionParams& p, bool compiled) {
   k.header = "attention.cuh";
   if (p.splits > 0) {
     const int64_t G = p.nh / p.nkv;
-    const std::string shape = "_hd" + std::to_string(p.hd) + "_g" + std::to_string(G) + "_s" + std::to_string(p.splits);
+    const std::string defer = std::to_string(p.defer);
+    const std::string shape = "_hd" + std::to_string(p.hd) + "_g" + std::to_string(G) + "_s" + std::to_string(p.splits) +
+                              (p.defer ? "_dm" + defer : "");
     const char* cache_t = p.tc ? "const u16*" : "const void*";
     std::string q = e.in(0, "const float*"), kc = e.in(1, cache_t), vc = e.in(2, cache_t), y = e.out(0, "float*"),
                 sc = e.in(4, "float*"), st = e.step();
@@ -81,13 +89,14 @@ Kernel emit(const AttentionParams& p, bool compiled) {
                              ", " + nkv + ", " + S + ", " + scale + ")";
     if (p.tc) {  // f16 cache only (split_tc)
       k.name = "kiln_attention_split_tc_f16" + shape;
-      k.call = "k_attention_split_tc<" + std::to_string(p.hd) + ", " + std::to_string(G) + ", kAttSplitTcWarps, 1>" + args;
+      k.call = "k_attention_split_tc<" + std::to_string(p.hd) + ", " + std::to_string(G) + ", kAttSplitTcWarps, 1" +
+               (p.defer ? ", 0, " + defer : "") + ">" + args;
       k.block = launch::kAttSplitTcThreads;
       k.min_blocks = launch::kAttSplitTcMinBlocks;
     } else {
       k.name = "kiln_attention_split_" + dt_lower(p.kv_dt) + shape;
       k.call = "k_attention_split<" + dt_macro(p.kv_dt) + ", " + std::to_string(p.hd) + ", " + std::to_string(G) +
-               ", kAttSplitWarps, kAttSplitLoads, kAttSplitPrefetch, 1>" + args;
+               ", kAttSplitWarps, kAttSplitLoads, kAttSplitPrefetch, 1" + (p.defer ? ", " + defer : "") + ">" + args;
       k.block = launch::kAttSplitThreads;
     }
     k.take(e);
@@ -109,6 +118,41 @@ Kernel emit(const AttentionParams& p, bool compiled) {
   k.eager_module = p.kv_dt;
   return k;
 }
+
+}  // namespace
+
+// The split variant: compiled decode-sized steps whose node has the scratch
+// (never a windowed one: the split-decode-attention pass leaves those alone).
+std::optional<AttentionSplit> attention_split(const NodeCtx& c) {
+  if (c.n.op != ir::OpKind::Attention || !c.compiled() || c.n.inputs.size() <= 4) return std::nullopt;
+  if (c.n.attrs.count("window") && c.n.attr_int("window") != 0) return std::nullopt;
+  AttentionSplit a;
+  a.nh = c.n.attr_int("n_heads");
+  a.nkv = c.n.attr_int("n_kv_heads");
+  a.hd = c.n.attr_int("head_dim");
+  a.T = c.dim(c.in(0), 0);
+  a.C = c.dim(c.in(1), 0);
+  if (a.T > launch::kAttSplitMaxRows || !split_geometry(a.nh, a.nkv, a.hd)) return std::nullopt;
+  a.splits = attention_splits(a.nkv, a.T, a.C);
+  a.tc = split_tc(c.target.sm, c.in(1).dtype, a.nh, a.nkv, a.hd);
+  a.one_block_rows = a.tc ? launch::kAttSplitTcOneBlockRows : 0;
+  if (c.n.attrs.count("defer_merge") && c.n.attr_int("defer_merge") == 1) {
+    a.defer = attention_defer_splits(a.nh, a.hd);
+    if (a.defer < 2)
+      throw Error(ErrorCode::kInternal, "codegen: attention has defer_merge, but x of " + std::to_string(a.nh * a.hd) +
+                                            " values defers no splits (attention_defer_splits)");
+  }
+  return a;
+}
+
+const ir::Node* producer_of(const ir::Graph& g, ir::ValueId v) {
+  for (const ir::Node& n : g.nodes())
+    for (ir::ValueId o : n.outputs)
+      if (o == v) return &n;
+  return nullptr;
+}
+
+namespace {
 
 class AttentionFamily final : public Family {
  public:
@@ -140,15 +184,13 @@ class AttentionFamily final : public Family {
     p.T = c.dim(c.in(0), 0);
     p.window = c.n.attrs.count("window") ? c.n.attr_int("window") : 0;
     if (p.window < 0) unsupported("attention: window must be >= 0");
-    // the split variant: compiled decode-sized steps whose node has the scratch
-    // (never a windowed one: the split-decode-attention pass leaves those alone)
-    if (p.window == 0 && c.compiled() && c.n.inputs.size() > 4 && p.T <= launch::kAttSplitMaxRows &&
-        split_geometry(p.nh, p.nkv, p.hd)) {
+    if (const std::optional<AttentionSplit> sp = attention_split(c)) {
       const ir::Value& sc = c.in(4);
       if (sc.dtype != ir::DType::F32 || sc.shape.size() != 1)
         unsupported("attention: split scratch %" + sc.name + " must be f32 [n]");
-      p.splits = attention_splits(p.nkv, p.T, p.C);
-      p.tc = split_tc(c.target.sm, p.kv_dt, p.nh, p.nkv, p.hd);
+      p.splits = sp->splits;
+      p.tc = sp->tc;
+      p.defer = sp->defer;
       const int64_t need = split_header_floats(p.nkv) + p.T * p.nh * p.splits * (p.hd + 2);
       if (c.dim(sc, 0) < need)
         throw Error(ErrorCode::kInternal, "codegen: attention split scratch %" + sc.name + " holds " +

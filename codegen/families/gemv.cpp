@@ -14,8 +14,8 @@ using ir::DType;
 // Blocks of a GEMV of N columns in groups of `rows` (kGemvWarps / split groups
 // per block); int8 activations: at most one wave of resident blocks
 // (gemv_xq_max_blocks), each quantising x once and then streaming many rows.
-uint32_t gemv_grid(int64_t N, int split, int rows, bool xq, DType wdt) {
-  const uint32_t g = cdiv(N, (launch::kGemvWarps / split) * rows);
+uint32_t gemv_grid(int64_t N, int split, int rows, bool xq, DType wdt, int warps = launch::kGemvWarps) {
+  const uint32_t g = cdiv(N, (warps / split) * rows);
   return xq ? std::min<uint32_t>(g, gemv_xq_max_blocks(wdt)) : g;
 }
 
@@ -89,25 +89,40 @@ bool is_gemv(const NodeCtx& c) {
   return c.compiled() ? rows <= launch::kGemvMaxTokens : rows == 1;
 }
 
+// The trailing arguments that hand a deferring attention's merge to the GEMV
+// (", nullptr, GemvSlice{0, 0, 0}, NoRope{}, AttXMerge<HD>{...}"), or "".
+// The register GEMV that merges runs kGemvMergeWarps warps a block.
+std::string merge_args(const MatmulOperands& m, Emit& e, const std::string& step) {
+  if (!m.merge) return "";
+  const AttentionSplit& a = *m.merge;
+  const std::string sc = e.in(static_cast<int>(m.merge_in), "const float*");
+  return ", nullptr, GemvSlice{0, 0, 0}, NoRope{}, AttXMerge<" + std::to_string(a.hd) + ">{" + sc + ", " + step +
+         ", " + std::to_string(a.C) + ", " + std::to_string(a.nh) + ", " + std::to_string(a.nkv) + ", " +
+         std::to_string(a.splits) + ", " + std::to_string(a.one_block_rows) + ", " + std::to_string(a.T) + ", " +
+         std::to_string(a.defer) + ", 0}";
+}
+
 Kernel emit(const GemvParams& p, bool compiled) {
   const MatmulOperands& m = p.m;
   Emit e{compiled, {}, {}};
   Kernel k;
   k.header = "gemv.cuh";
+  const std::string xm = m.merge ? "_xm" : "";
   k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) +
            (p.split > 1 ? "_s" + std::to_string(p.split) : "") + (p.rows > 1 ? "_r" + std::to_string(p.rows) : "") +
-           (m.planes ? "_pl" : "") + (m.xq ? "_xq" : "");
+           (m.planes ? "_pl" : "") + (m.xq ? "_xq" : "") + xm;
   std::string st;
   const std::string args = matmul_args(m, e, &st);
+  const std::string margs = merge_args(m, e, st);
   if (p.bulk) {
     const GemvBulk& b = *p.bulk;
     k.name = matmul_name(m, "gemv") + "_t" + std::to_string(p.max_tokens) + "_b" + std::to_string(b.warps) + "x" +
              std::to_string(b.stages) + (b.ks > 1 ? "k" + std::to_string(b.ks) : "") + (m.planes ? "_pl" : "") +
-             (m.xq ? "_xq" : "_fx") + (m.gain_weight ? "_gw" : "");
+             (m.xq ? "_xq" : "_fx") + (m.gain_weight ? "_gw" : "") + xm;
     // kMmRope: the rope_store epilogue (y, output 0, is q')
     const std::string epi = (m.flags & kMmRope) ? rope_epi_arg(m, rope_epi_params(m, e, st), e, 0) : "";
     k.call = bulk_call(m, m.wdt, m.planes, b, p.max_tokens) + "(" + args +
-             (epi.empty() ? "" : ", nullptr, GemvSlice{0, 0, 0}, " + epi) + ")";
+             (epi.empty() ? "" : ", nullptr, GemvSlice{0, 0, 0}, " + epi) + margs + ")";
     k.take(e);
     k.block = 32 * b.warps;
     k.grid[0] = b.grid;
@@ -119,16 +134,19 @@ Kernel emit(const GemvParams& p, bool compiled) {
   }
   // kMmRope: the rope_store epilogue (y, output 0, is q', rope_block_store)
   const std::string epi = (m.flags & kMmRope) ? rope_epi_arg(m, rope_epi_params(m, e, st), e, 0) : "";
+  const int warps = m.merge ? launch::kGemvMergeWarps : launch::kGemvWarps;
   k.call = "mm_gemv<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
            std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(p.split) + ", " +
            std::to_string(p.rows) + ", " + std::to_string(m.planes ? 1 : 0) + ", " + std::to_string(m.xq ? 1 : 0) +
-           ">(" + args + (epi.empty() ? "" : ", nullptr, GemvSlice{0, 0, 0}, " + epi) + ")";
+           (m.merge ? ", NoRope, AttXMerge<" + std::to_string(m.merge->hd) + ">, " + std::to_string(warps) : "") +
+           ">(" + args + (epi.empty() ? "" : ", nullptr, GemvSlice{0, 0, 0}, " + epi) + margs + ")";
   k.take(e);
-  k.block = launch::kGemvThreads;
-  k.grid[0] = gemv_grid(m.N, p.split, p.rows, m.xq, m.wdt);
+  k.block = 32 * warps;
+  k.grid[0] = gemv_grid(m.N, p.split, p.rows, m.xq, m.wdt, warps);
   if (m.xq) {
-    k.smem = gemv_xq_smem(m.K, p.max_tokens);
-    k.min_blocks = launch::kGemvXqMinBlocksPerSm;
+    k.smem = gemv_xq_smem(m.K, p.max_tokens) + (m.merge ? static_cast<uint32_t>(p.max_tokens * m.K * 4) : 0u);
+    // (merging: the merge's loads take registers, and the grid is under a wave)
+    k.min_blocks = m.merge ? 1 : launch::kGemvXqMinBlocksPerSm;
     k.own_pdl_wait = true;  // mm_gemv_xq waits after its first weight loads
   }
   k.eager_module = m.wdt;

@@ -113,6 +113,22 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
     }
     if (!c.compiled()) unsupported(c.opname() + " lowers to the compiled GEMV only");
   }
+  if (c.n.attrs.count("x_merge") && c.n.attr_int("x_merge") == 1) {
+    const size_t si = c.n.inputs.size() - 1;
+    const ir::Node* a = producer_of(c.g, c.n.inputs[si]);
+    if (a == nullptr || a->op != OpKind::Attention || a->outputs.size() != 2 || a->outputs[0] != c.n.inputs[0] ||
+        a->outputs[1] != c.n.inputs[si] || !a->attrs.count("defer_merge") || a->attr_int("defer_merge") != 1)
+      throw Error(ErrorCode::kInternal, "codegen: " + c.opname() +
+                                            " has x_merge, but x and its last input are not a deferring attention's "
+                                            "outputs (the defer-attention-merge pass)");
+    const NodeCtx ac{c.g, *a, c.dims, c.target, c.mode};
+    m.merge = attention_split(ac);
+    m.merge_in = si;
+    if (m.merge && (m.K != m.merge->nh * m.merge->hd || m.rows > m.merge->T || !m.xq))
+      throw Error(ErrorCode::kInternal, "codegen: " + c.opname() +
+                                            ": the deferred attention merge needs int8 activations (x_q8) and x of "
+                                            "the attention's shape");
+  }
   if (m.xq && (!c.compiled() || m.rows > launch::kGemvMaxTokens))
     unsupported(c.opname() + ": x_q8 (int8 activations) lowers to the compiled GEMV only (steps of <= " +
                 std::to_string(launch::kGemvMaxTokens) + " rows)");
@@ -242,7 +258,7 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // slower everywhere: 8B Q4_K_M +1.8%, 1B +3.7%). Session 11, docs/perf.md.
   b.rows = m.wdt == DType::Q6_K && !(m.flags & kMmRope) ? 1 : 2;
   const int64_t stage = ((m.flags & kMmSwiGlu) ? 2 : 1) * b.rows * rb;
-  const int64_t xs = fx ? tokens * m.K * 4 : tokens * (m.K + m.K / 16 * 8);
+  const int64_t xs = (fx ? tokens * m.K * 4 : tokens * (m.K + m.K / 16 * 8)) + (m.merge ? tokens * m.K * 4 : 0);
   b.stages = static_cast<int>(std::clamp<int64_t>((kStageTarget + stage - 1) / stage, 2, 4));
   // Warps per group sharing one set of row buffers (ks): the fewest that give
   // the most resident warps per SM. Long rows (the 8B's down projection: 8-12

@@ -42,6 +42,13 @@ struct MatmulOperands {
     double theta = 0;
   };
   Rope rope;
+  // x_merge (the defer-attention-merge pass): x is a deferring split
+  // attention's output and the node's last input (merge_in) that attention's
+  // scratch'; the GEMV merges the partial states itself (att_defer.cuh).
+  // Empty where that attention does not run split in this program (it then
+  // writes x itself).
+  std::optional<AttentionSplit> merge;
+  size_t merge_in = 0;
 };
 
 bool is_matmul_op(ir::OpKind op);

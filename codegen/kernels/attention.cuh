@@ -5,6 +5,7 @@
 // of a group are loaded together (one memory round trip per group, not two per
 // key), and the warps' partial states are merged at the end.
 #pragma once
+#include "att_defer.cuh"
 #include "common.cuh"
 
 
@@ -162,7 +163,7 @@ template <int OB = 0>
 __device__ __forceinline__ bool att_split_rows(const KilnStep* step, int C, int S, int s, int t, AttSplitRows& r) {
   if (t >= step->n_tokens) return false;
   r.L = min(step->pos0 + step->n_tokens, C);
-  const int chunk = r.L <= OB ? r.L : max((r.L + S - 1) / S, kAttSplitMinKeys);
+  const int chunk = att_split_chunk(r.L, S, OB);  // (att_defer.cuh: a deferred merge's consumer counts alike)
   r.nsplit = (r.L + chunk - 1) / chunk;
   if (s >= r.nsplit) return false;
   const int last = min(step->pos0 + t, C - 1);  // never read past the cache
@@ -204,12 +205,14 @@ __device__ __forceinline__ void att_split_prefetch_l2(const void* kc, const void
 // block barrier) are merged per head and written to the scratch, or with one
 // split (L <= kAttSplitMinKeys rows) the result straight to out; the last
 // block of (g, t) to finish merges the splits.
-// MODE (a prototype's switch, tests/gpu/proto/merge_in_o.cu; codegen always
-// takes 0): 1 writes the partial state of every split, one split included,
-// and stops (the consumer merges); 2 does the same, then releases it by the
-// fence and an atomicAdd on the (g, t) counter (a consumer in the same launch
-// waits for nsplit arrivals and resets the counter).
-template <int HD, int G, int NW, int MODE = 0>
+// DEFER > 0 (the node's defer_merge: the defer-attention-merge pass): at 2
+// to DEFER splits (att_defers, att_defer.cuh) the blocks store their partial
+// states and stop, and the consuming kernel merges them. MODE 2 (a
+// prototype's switch, tests/gpu/proto/merge_in_o.cu; codegen takes 0) stores
+// the partial state of every split, one split included, then releases it by
+// the fence and an atomicAdd on the (g, t) counter (a consumer in the same
+// launch waits for nsplit arrivals and resets the counter).
+template <int HD, int G, int NW, int MODE = 0, int DEFER = 0>
 __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const float (*s_l)[G], float (*s_acc)[G * HD],
                                                  float* __restrict__ out, float* __restrict__ scratch, int g, int s,
                                                  int t, int T, int nh, int nkv, int S, int nsplit) {
@@ -236,7 +239,7 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
       o += s_acc[w][idx] * a;
       den += s_l[w][hh] * a;
     }
-    if (MODE == 0 && nsplit == 1) {
+    if (MODE != 2 && nsplit == 1) {
       out[((i64)t * nh + (i64)g * G) * HD + idx] = den > 0.f ? o / den : 0.f;
       continue;
     }
@@ -247,7 +250,7 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
       pml[2 * e + 1] = den;
     }
   }
-  if (MODE == 1 || (MODE == 0 && nsplit == 1)) return;
+  if (MODE != 2 && (nsplit == 1 || att_defers(nsplit, DEFER))) return;
   __threadfence();
   __syncthreads();
   KILN_ATT_MARK(2);
@@ -345,7 +348,7 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
 // before the launch, so a warp's first tile of K and V rows is loaded before
 // the wait when every row of it lies before pos0; q, the new rows and the
 // scratch are touched only after it.
-template <int KDT, int HD, int G, int NW, int U, int PF, int OW = 0>
+template <int KDT, int HD, int G, int NW, int U, int PF, int OW = 0, int DEFER = 0>
 __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, const void* __restrict__ kc,
                                                   const void* __restrict__ vc, float* __restrict__ out,
                                                   float* __restrict__ scratch, const KilnStep* step, int C, int nh,
@@ -495,7 +498,7 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
     }
   }
   __syncthreads();
-  att_split_finish<HD, G, NW>(s_m, s_l, s_acc, out, scratch, g, s, t, T, nh, nkv, S, nsplit);
+  att_split_finish<HD, G, NW, 0, DEFER>(s_m, s_l, s_acc, out, scratch, g, s, t, T, nh, nkv, S, nsplit);
 }
 
 // ---- split-K decode attention on tensor cores -----------------------------------
@@ -530,7 +533,7 @@ __device__ __forceinline__ void f16_parts(float v, float& hi, float& lo) {
   lo = v - hi;
 }
 __device__ __forceinline__ u32 u4w(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
-template <int HD, int G, int NW, int OW = 0, int MODE = 0>
+template <int HD, int G, int NW, int OW = 0, int MODE = 0, int DEFER = 0>
 __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q, const u16* __restrict__ kc,
                                                      const u16* __restrict__ vc, float* __restrict__ out,
                                                      float* __restrict__ scratch, const KilnStep* step, int C, int nh,
@@ -691,5 +694,5 @@ __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q
   }
   __syncthreads();
   KILN_ATT_MARK(1);
-  att_split_finish<HD, G, NW, MODE>(s_m, s_l, s_acc, out, scratch, g, s, t, T, nh, nkv, S, R.nsplit);
+  att_split_finish<HD, G, NW, MODE, DEFER>(s_m, s_l, s_acc, out, scratch, g, s, t, T, nh, nkv, S, R.nsplit);
 }

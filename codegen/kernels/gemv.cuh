@@ -1,5 +1,6 @@
 // gemv.cuh: the decode matmul (codegen/families/gemv.cpp).
 #pragma once
+#include "att_defer.cuh"
 #include "matmul.cuh"
 #include "rope.cuh"
 #include "xq_units.h"
@@ -558,15 +559,20 @@ __device__ __forceinline__ void rope_block_store(const float* ybuf, int nbase, i
 // Main loop: a lane takes 32-weight units u = sub*32 + lane, +32*SPLIT, ...
 // of its group's R (2R with MM_SWIGLU) rows, loading unit u + 32*SPLIT while
 // it multiplies unit u (dp4a per 16-value part, see QU).
-template <int DT, int GDT, int FL, int MT, int SPLIT, int R, int L, class EPI = NoRope>
+// XM: AttXMerge where x is a deferring split attention's output (att_defer.cuh:
+// the partial states are merged into f32 shared memory after the wait, past
+// the quantised x), else NoXMerge.
+// NW: warps a block (kGemvWarps; kGemvMergeWarps where the GEMV merges).
+template <int DT, int GDT, int FL, int MT, int SPLIT, int R, int L, class EPI = NoRope, class XM = NoXMerge,
+          int NW = kGemvWarps>
 __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const void* __restrict__ g,
                                            const u8* __restrict__ w, const float* __restrict__ r,
                                            float* __restrict__ y, int nt, int K, int N, float eps, u64* key,
-                                           GemvSlice sl, EPI epi = EPI{}) {
+                                           GemvSlice sl, EPI epi = EPI{}, XM xm = XM{}) {
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
   constexpr int P = (FL & MM_SWIGLU) ? 2 * MT : MT; // sums per output column
-  constexpr int GPB = kGemvWarps / SPLIT;           // groups per block
-  __shared__ float part[kGemvWarps][R][P];
+  constexpr int GPB = NW / SPLIT;           // groups per block
+  __shared__ float part[NW][R][P];
   __shared__ float ybuf[(FL & MM_ROPE) ? GPB * R * MT : 1];  // MM_ROPE: the block's columns
   __shared__ float red[33];
   extern __shared__ __align__(16) u8 kiln_xq_smem[];
@@ -609,8 +615,10 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 #pragma unroll
     for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, u7, cur[j]);
   }
+  xm.init();
   kiln_pdl_wait_own();  // weights are constants: only their loads precede the wait
   float inv[MT];
+  x = xm.x(x, (float*)(kiln_xq_smem + (i64)MT * K + (i64)MT * (K / 16) * 8), nt);
   xq_prologue<DT, GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
   for (int set = bid; set < nsets; set += nbk) {
     if (set != bid) {
@@ -717,12 +725,14 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // even column) are rope_store's (2i, 2i+1) pairs: the lane holding column
 // 2i's sums takes column 2i + 1's from its partner and hands the pair to the
 // epilogue, which writes q' to y and the k', v values into the caches.
-template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1, bool GW = false, class EPI = NoRope>
+// XM: as mm_gemv_xq's (the merged x sits between x and the stage buffers).
+template <int DT, int GDT, int FL, int MT, int R, int S, int L, int KS = 1, bool GW = false, class EPI = NoRope,
+          class XM = NoXMerge>
 __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const void* __restrict__ g,
                                              const u8* __restrict__ w, const float* __restrict__ r,
                                              float* __restrict__ y, int nt, int K, int N, float eps,
                                              u64* key = nullptr, GemvSlice sl = GemvSlice{0, 0, 0},
-                                             EPI epi = EPI{}) {
+                                             EPI epi = EPI{}, XM xm = XM{}) {
   static_assert((FL & MM_ROPE) == 0 || (R % 2 == 0 && (FL & MM_SWIGLU) == 0), "MM_ROPE: column pairs per item");
   constexpr bool FX = DT == DT_F16 || DT == DT_BF16;  // f32 activations (xq_prologue, fx_unit)
   constexpr int RR = (FL & MM_SWIGLU) ? 2 * R : R;
@@ -738,7 +748,8 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
   if (nt > MT) nt = MT;
   u8* xqs = kiln_xq_smem;
   float2* xds = (float2*)(kiln_xq_smem + MT * K);
-  const i64 XB = FX ? (i64)MT * K * 4 : (i64)MT * K + MT * (K / 16) * 8;  // x's bytes
+  const i64 XB0 = FX ? (i64)MT * K * 4 : (i64)MT * K + MT * (K / 16) * 8;  // x's bytes
+  const i64 XB = XB0 + (XM::kOn ? (i64)MT * K * 4 : 0);                   // and the merged x's
   u8* stages = kiln_xq_smem + XB + (i64)grp * S * RR * RB;
   u64* bars = (u64*)(kiln_xq_smem + XB + (i64)ngr * S * RR * RB) + grp * S;
   const int items = (N + R - 1) / R, G = slice_blocks(sl) * ngr, first = slice_block(sl) * ngr + grp;
@@ -772,7 +783,9 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
     if (mine > 0) fill(0);
   }
   __syncwarp();
+  xm.init();
   kiln_pdl_wait_own();
+  x = xm.x(x, (float*)(kiln_xq_smem + XB0), nt);
   float inv[MT];
   // (ends with the block synchronised: the group's barriers are initialised)
   if (KILN_BULK_ABLATE & 1) {
@@ -867,15 +880,18 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
 // own launch geometry: a grid of at most one wave of blocks (gemv_xq_max_blocks), dynamic
 // shared memory for the quantised x).
 // EPI: RopeEpi with MM_ROPE (the rope_store epilogue), else NoRope.
-template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, int XQ = 0, class EPI = NoRope>
+template <int DT, int GDT, int FL, int MT, int SPLIT = 1, int R = 1, int L = 0, int XQ = 0, class EPI = NoRope,
+          class XM = NoXMerge, int NW = kGemvWarps>
 __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void* __restrict__ g,
                                         const u8* __restrict__ w, const float* __restrict__ r,
                                         float* __restrict__ y, int nt, int K, int N, float eps,
-                                        float* ys = nullptr, GemvSlice sl = GemvSlice{0, 0, 0}, EPI epi = EPI{}) {
+                                        float* ys = nullptr, GemvSlice sl = GemvSlice{0, 0, 0}, EPI epi = EPI{},
+                                        XM xm = XM{}) {
   if constexpr (XQ != 0) {
-    mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L, EPI>(x, g, w, r, y, nt, K, N, eps, nullptr, sl, epi);
+    mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L, EPI, XM, NW>(x, g, w, r, y, nt, K, N, eps, nullptr, sl, epi, xm);
     return;
   }
+  static_assert(XQ != 0 || (!XM::kOn && NW == kGemvWarps), "the deferred attention merge needs the int8-activation or bulk GEMV");
   typedef QT<DT> Q;
   const int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
   __shared__ float part[kGemvWarps][MT][2 * R + 1];

@@ -82,6 +82,19 @@ constexpr int kAttSplitTargetBlocks = 2 * kAttSplitWaveBlocks;  // ~2 blocks per
 // token at 4096 and 8000 rows (docs/perf.md, session 16).
 constexpr int kAttSplitMaxSplits = 48;
 constexpr int kAttSplitMinKeys = 64;
+// A deferring split attention (the defer-attention-merge pass; att_defer.cuh)
+// leaves the merge to its consumer at 2 to D splits, D = min(
+// kAttDeferMaxSplits, kAttDeferMaxFloats / (n_heads * head_dim)) (codegen
+// attention_defer_splits; no deferral below 2): every block of the consumer
+// loads nsplit partial states of each of its x values from L2, in one round
+// of at most kAttDeferMaxSplits loads a value. Measured on the H200 (docs/perf.md,
+// session 23): the 1B's o projection (x of 2048) gained 5.6% per token at 8-9
+// splits and lost 1.2% at 15.
+constexpr int kAttDeferMaxSplits = 16;
+constexpr int kAttDeferMaxFloats = 20480;
+// Warps of the register int8 GEMV that merges (mm_gemv_xq NW): one float4
+// of SmolLM2's 576-wide x a thread, so the merge is one round of loads.
+constexpr int kGemvMergeWarps = 8;
 // Steps of at most this many KV rows (L = pos0 + n_tokens) prefetch their
 // K and V rows to L2 before the PDL wait (attention.cuh). Measured: faster
 // at L <= 1056, slower at L >= 2000; the limit between is not measured.

@@ -19,5 +19,6 @@ Pass fold_cast_pass();             // "fold-cast" (prefill programs only)
 Pass fuse_qkv_parts_pass();        // "fuse-qkv-parts" (decode programs only)
 Pass q8_activations_pass();        // "q8-activations" (decode programs only)
 Pass fuse_qkv_rope_epilogue_pass();   // "fuse-qkv-rope-epilogue" (decode programs only)
+Pass defer_attention_merge_pass();    // "defer-attention-merge" (decode programs only)
 
 }  // namespace kiln::passes

@@ -43,7 +43,7 @@ Pass q8_activations_pass() {
 }
 
 std::vector<Pass> decode_pipeline() {
-  return {fuse_qkv_parts_pass(), q8_activations_pass(), fuse_qkv_rope_epilogue_pass()};
+  return {fuse_qkv_parts_pass(), q8_activations_pass(), fuse_qkv_rope_epilogue_pass(), defer_attention_merge_pass()};
 }
 
 }  // namespace kiln::passes

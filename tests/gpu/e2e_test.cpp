@@ -191,9 +191,20 @@ TEST(GpuE2E, SmolLM2CompiledEagerInterpreterAgree) {
   std::string plan = compile_plan(gguf, sm, 512, "e2e");
   auto model = rt::Model::load(plan, {});
   auto f = gguf::File::open(gguf.string());
-  for (const std::string prompt_text : {"The capital of France is", "def fibonacci(n):\n    \"\"\"Return the n-th",
-                                        "<|im_start|>user\nWhat is 17 * 23?<|im_end|>\n<|im_start|>assistant\n"}) {
+  // the last prompt, cut to 440 tokens, puts decode past the tensor-core
+  // split attention's one-split rows (384), so its steps split the KV rows
+  // and the o projection's GEMV merges the splits (defer-attention-merge)
+  std::string counting = "Counting in words:";
+  const char* ones[] = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+  for (int i = 0; i < 160; ++i) counting += std::string(i ? ", " : " ") + ones[i % 9] + " " + std::to_string(i);
+  for (const std::string& prompt_text :
+       {std::string("The capital of France is"), std::string("def fibonacci(n):\n    \"\"\"Return the n-th"),
+        std::string("<|im_start|>user\nWhat is 17 * 23?<|im_end|>\n<|im_start|>assistant\n"), counting}) {
     auto prompt = model->tokenizer().encode(prompt_text, true, true);
+    if (prompt_text == counting) {
+      ASSERT_GT(prompt.size(), 440u);
+      prompt.resize(440);
+    }
     std::vector<float> ref_logits, tc_logits;
     auto ref = reference_greedy(f, prompt, 32, 512, &ref_logits);
     auto ref_tc = reference_greedy(f, prompt, 32, 512, &tc_logits, true);
@@ -326,6 +337,48 @@ TEST_P(GpuSynthTypes, LogitsMatchInterpreter) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, GpuSynthTypes,
                          ::testing::Values("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k",
                                            "q3_k", "q4_k", "q5_k", "q6_k", "q4_k_m"));
+
+// The deferred split merge (defer-attention-merge): a tiny q4_0 model (int8
+// activations; 4 heads of 64, f16 cache: the tensor-core split kernel) with a
+// 400-token prompt, so its decode steps split the KV rows (7 splits of 64 at
+// 512 rows of cache) and the o projection's GEMV merges them. The plan must
+// hold a deferring attention kernel and a merging GEMV, and six decode steps
+// match the tensor-core interpreter as the tiny-model test above judges them.
+TEST(GpuE2E, DeferredAttentionMergeMatchesInterpreter) {
+  REQUIRE_GPU();
+  const fs::path gguf = tiny_model("q4_0", 11, "tiny_defer");
+  std::string plan = compile_plan(gguf, gpu()->sm, 512, "defer");
+  auto model = rt::Model::load(plan, {});
+  int deferring = 0, merging = 0;
+  for (const auto* k : model->plan().kernels()) {
+    const std::string name = k->name()->str();
+    deferring += name.find("attention_split") != std::string::npos && name.find("_dm") != std::string::npos;
+    merging += name.find("_xm") != std::string::npos;
+  }
+  EXPECT_GT(deferring, 0) << "no attention kernel defers its merge";
+  EXPECT_GT(merging, 0) << "no GEMV merges the splits";
+  auto f = gguf::File::open(gguf.string());
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 400; ++i) prompt.push_back((i * 37 + 11) % int32_t(model->plan().model().vocab()));
+  gen::ModelRunner ref_tc(f, 512, 64, true, ir::DType::F16);
+  const auto tc_logits = ref_tc.feed(prompt);
+  auto& eng = model->engine();
+  run_plan(*model, prompt, 1, rt::ProgramMode::Compiled);
+  int32_t tok = argmax(tc_logits), pos = int32_t(prompt.size());
+  for (int i = 0; i < 6; ++i) {
+    int32_t next = eng.step(rt::ProgramMode::Compiled, std::span<const int32_t>(&tok, 1), pos++, {});
+    auto rl = ref_tc.feed(std::span<const int32_t>(&tok, 1));
+    double e = rel_err(eng.last_logits(), rl);
+    std::printf("[defer] decode step %d (%d KV rows) rel err %.2e\n", i, pos, e);
+    EXPECT_LT(e, 2e-2) << "decode step " << i;
+    double rms = 0;
+    for (float v : rl) rms += double(v) * v;
+    rms = std::sqrt(rms / double(rl.size()));
+    EXPECT_LE(double(rl[size_t(argmax(rl))]) - rl[size_t(next)], 1e-2 * rms)
+        << "decode step " << i << ": token " << next << " vs the interpreter's " << argmax(rl);
+    tok = argmax(rl);
+  }
+}
 
 // A plan for another architecture is refused with the fix in the message.
 TEST(GpuE2E, WrongTargetIsRefusedWithFix) {

@@ -164,7 +164,14 @@ TEST(Verify, ErrorNamesNodeIndexOpAndRule) {
 TEST(Verify, Rejections) {
   expect_rejected([](Fixture& f) { f.g.mutable_values()[static_cast<size_t>(f.wk)].shape = {F(8), F(15)}; },
                   "K must match");
-  expect_rejected([](Fixture& f) { f.node_of(f.q).inputs.push_back(f.pos); }, "arity");
+  expect_rejected(
+      [](Fixture& f) {
+        f.node_of(f.q).inputs.push_back(f.pos);
+        f.node_of(f.q).inputs.push_back(f.pos);
+      },
+      "arity");
+  // a third matmul input is an attention's scratch' under x_merge only
+  expect_rejected([](Fixture& f) { f.node_of(f.q).inputs.push_back(f.pos); }, "x_merge");
   expect_rejected([](Fixture& f) { std::swap(f.g.nodes()[0], f.g.nodes()[1]); }, "defined before use");
   expect_rejected([](Fixture& f) { f.g.mutable_values()[static_cast<size_t>(f.x)].shape = {f.T, F(15)}; },
                   "output shape");  // embed's declared output no longer matches the table width

@@ -131,10 +131,11 @@ TEST(FuseQkvRopeEpilogue, GoldenOneWeightWithFreqFactors) {
 
 // The decode pipeline runs it last: fuse-qkv-parts, q8-activations (which
 // marks the rms_matmul), then this pass (which carries the mark over).
-TEST(FuseQkvRopeEpilogue, LastInTheDecodePipeline) {
+TEST(FuseQkvRopeEpilogue, AfterTheQkvPassesInTheDecodePipeline) {
   std::vector<std::string> names;
   for (const auto& p : kiln::passes::decode_pipeline()) names.push_back(p.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"fuse-qkv-parts", "q8-activations", "fuse-qkv-rope-epilogue"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"fuse-qkv-parts", "q8-activations", "fuse-qkv-rope-epilogue",
+                                             "defer-attention-merge"}));
   // kParts before fuse-qkv-parts and q8-activations: three rms_matmuls, two ropes, two stores.
   const std::string unfused = R"(graph {
   sym kv_len <= 8

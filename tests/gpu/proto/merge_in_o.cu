@@ -37,7 +37,7 @@
 // 0 entry, 1 past its wait, 2 past the counters (B), 3 x ready, 4 done.
 constexpr int S_ = 16, NKV_ = 3, OBLK_ = 36;
 __device__ unsigned long long g_att_marks[S_][NKV_][6];
-__device__ unsigned long long g_o_marks[OBLK_][5];
+__device__ unsigned long long g_o_marks[OBLK_][7];
 #define KILN_ATT_MARK(i)                                                     \
   do {                                                                       \
     if (threadIdx.x == 0) g_att_marks[blockIdx.y][blockIdx.x][(i)] = gtime(); \
@@ -58,6 +58,12 @@ using kiln::KilnStep;
 constexpr int NH = 9, NKV = 3, HD = 64, G = NH / NKV, H = NH * HD, C = 1024, S = S_, LAYERS = 30;
 constexpr int OROWS = 16, OBLK = H / OROWS, THREADS = 256;  // o projection: 36 blocks of 16 rows
 static_assert(NKV == NKV_ && OBLK == OBLK_, "mark arrays");
+// the clock read after v is known (v is the asm's input)
+__device__ __forceinline__ unsigned long long gtime_after(float v) {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t) : "f"(v));
+  return t;
+}
 __device__ __forceinline__ void o_mark(int b, int i) {
   if (threadIdx.x == 0) g_o_marks[b][i] = gtime();
 }
@@ -111,37 +117,46 @@ __device__ __forceinline__ void o_begin(const u16* __restrict__ W, int blk, ORow
   o_mark(blk, 1);
 }
 // x = the merged attention output of every head, from the scratch's partial
-// states (kiln's layout, token 0): one round of float4 loads into shared
-// memory, then the merge
-__device__ __forceinline__ void merge_x(const float* __restrict__ scratch, int nsplit, float* xs, float* stage) {
+// states (kiln's layout, token 0): thread i < H / 4 owns the float4 of
+// columns 4i..4i+3 and loads that float4 and the (m, l) pair of each split
+// of its head in one round into registers, then merges there (the weights
+// are recomputed by the 16 threads of a head: cheaper than a shared-memory
+// pass and a barrier)
+__device__ __forceinline__ void merge_x(const float* __restrict__ scratch, int nsplit, float* xs, float*) {
   const float* pacc = scratch + HDR;                // [T][nh][S][HD], T = 1
   const float* pml = pacc + (i64)NH * S * HD;       // [T][nh][S][2]
-  const int n4 = NH * nsplit * (HD / 4);            // float4s of acc
-  for (int i = threadIdx.x; i < n4; i += blockDim.x) {
-    const int hg = i / (nsplit * (HD / 4)), r = i - hg * nsplit * (HD / 4);
-    *(float4*)(stage + 4 * i) = *(const float4*)(pacc + (i64)hg * S * HD + 4 * r);
-  }
-  float* sml = stage + 4 * n4;  // [nh][nsplit][2]
-  for (int i = threadIdx.x; i < NH * nsplit; i += blockDim.x) {
-    const int hg = i / nsplit, sp = i - hg * nsplit;
-    *(float2*)(sml + 2 * i) = *(const float2*)(pml + 2 * ((i64)hg * S + sp));
-  }
-  __syncthreads();
-  for (int idx = threadIdx.x; idx < H; idx += blockDim.x) {
-    const int hg = idx / HD, d = idx - hg * HD;
+  static_assert(H / 4 <= THREADS, "one float4 of x a thread");
+  const int i = threadIdx.x;
+  if (i < H / 4) {
+    const int hg = i / (HD / 4), d4 = i - hg * (HD / 4);
+    float4 a[S];
+    float2 ml[S];
+#pragma unroll
+    for (int sp = 0; sp < S; ++sp)
+      if (sp < nsplit) {
+        a[sp] = *(const float4*)(pacc + ((i64)hg * S + sp) * HD + 4 * d4);
+        ml[sp] = *(const float2*)(pml + 2 * ((i64)hg * S + sp));
+      }
     float M = -INFINITY;
-    for (int sp = 0; sp < nsplit; ++sp) M = fmaxf(M, sml[2 * (hg * nsplit + sp)]);
-    float o = 0.f, den = 0.f;
-    for (int sp = 0; sp < nsplit; ++sp) {
-      const float w = att_w(sml[2 * (hg * nsplit + sp)], M);
-      o += stage[(hg * nsplit + sp) * HD + d] * w;
-      den += sml[2 * (hg * nsplit + sp) + 1] * w;
-    }
-    xs[idx] = den > 0.f ? o / den : 0.f;
+#pragma unroll
+    for (int sp = 0; sp < S; ++sp)
+      if (sp < nsplit) M = fmaxf(M, ml[sp].x);
+    if (i == 0) g_o_marks[blockIdx.x % OBLK][5] = gtime_after(M);
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+    float den = 0.f;
+#pragma unroll
+    for (int sp = 0; sp < S; ++sp)
+      if (sp < nsplit) {
+        const float w = att_w(ml[sp].x, M);
+        o.x += a[sp].x * w; o.y += a[sp].y * w; o.z += a[sp].z * w; o.w += a[sp].w * w;
+        den += ml[sp].y * w;
+      }
+    if (i == 0) g_o_marks[blockIdx.x % OBLK][6] = gtime_after(o.x + o.y + o.z + o.w + den);
+    *(float4*)(xs + 4 * i) = den > 0.f ? make_float4(o.x / den, o.y / den, o.z / den, o.w / den)
+                                       : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   __syncthreads();
 }
-constexpr int STAGE_FLOATS = NH * S * (HD + 2);
 
 // ---- A: kiln's attention, then an o projection reading its output ----
 __global__ void __launch_bounds__(THREADS, 2) att_merge(const float* q, const u16* kc, const u16* vc, float* out,
@@ -161,15 +176,39 @@ __global__ void __launch_bounds__(THREADS) o_plain(const u16* W, const float* x,
 // ---- A': partial states only, merged in the o projection's prologue ----
 __global__ void __launch_bounds__(THREADS, 2) att_partials(const float* q, const u16* kc, const u16* vc, float* out,
                                                             float* scratch, const KilnStep* st) {
-  k_attention_split_tc<HD, G, 8, 1, 1>(q, kc, vc, out, scratch, st, C, NH, NKV, S, SCALE);
+  k_attention_split_tc<HD, G, 8, 1, 0, kAttDeferMaxSplits>(q, kc, vc, out, scratch, st, C, NH, NKV, S, SCALE);
 }
-__global__ void __launch_bounds__(THREADS) o_merge(const u16* W, const float* scratch, const KilnStep* st,
-                                                   const float* hin, float* hout) {
-  __shared__ float xs[H];
-  __shared__ __align__(16) float stage[STAGE_FLOATS];
+__global__ void __launch_bounds__(THREADS) o_merge(const u16* W, const float* x, const float* scratch,
+                                                   const KilnStep* st, const float* hin, float* hout) {
+  __shared__ __align__(16) float xs[H];
+  AttXMerge<HD> xm{scratch, st, C, NH, NKV, S, kAttSplitTcOneBlockRows, 1, kAttDeferMaxSplits, 0};
   ORows r;
   o_begin(W, blockIdx.x, r);
-  merge_x(scratch, step_nsplit(st), xs, stage);
+  xm.init();
+  const float* xv = xm.x(x, xs, 1);
+  if (xv == x) {
+    for (int i = threadIdx.x; i < H / 4; i += blockDim.x) *(float4*)(xs + 4 * i) = *(const float4*)(x + 4 * i);
+    __syncthreads();
+  }
+  o_mark(blockIdx.x, 3);
+  o_finish(r, xs, hin, hout, blockIdx.x);
+  o_mark(blockIdx.x, 4);
+}
+// A'2: A' with the step block (written by the host before the launch) read
+// before the PDL wait, so that the merge's loads are the first after it (as
+// kiln's GEMVs do: AttXMerge::init before the wait)
+__global__ void __launch_bounds__(THREADS) o_merge_early(const u16* W, const float* x, const float* scratch,
+                                                         const KilnStep* st, const float* hin, float* hout) {
+  __shared__ __align__(16) float xs[H];
+  AttXMerge<HD> xm{scratch, st, C, NH, NKV, S, kAttSplitTcOneBlockRows, 1, kAttDeferMaxSplits, 0};
+  xm.init();
+  ORows r;
+  o_begin(W, blockIdx.x, r);
+  const float* xv = xm.x(x, xs, 1);
+  if (xv == x) {
+    for (int i = threadIdx.x; i < H / 4; i += blockDim.x) *(float4*)(xs + 4 * i) = *(const float4*)(x + 4 * i);
+    __syncthreads();
+  }
   o_mark(blockIdx.x, 3);
   o_finish(r, xs, hin, hout, blockIdx.x);
   o_mark(blockIdx.x, 4);
@@ -182,8 +221,8 @@ __global__ void __launch_bounds__(THREADS, 2) att_o_fused(const float* q, const 
     k_attention_split_tc<HD, G, 8, 1, 2>(q, kc, vc, out, scratch, st, C, NH, NKV, S, SCALE);
     return;
   }
-  __shared__ float xs[H];
-  __shared__ __align__(16) float stage[STAGE_FLOATS];
+  __shared__ __align__(16) float xs[H];
+  float* stage = nullptr;
   const int blk = (blockIdx.y - S) * NKV + blockIdx.x;
   ORows r;
   o_begin(W, blk, r);
@@ -264,7 +303,8 @@ int main() {
     cfg.numAttrs = 1;
     CK(cudaLaunchKernelEx(&cfg, kern, args...));
   };
-  const char* names[4] = {"A_merge_then_o", "Ap_merge_in_o_prologue", "B_fused", "floor_no_merge"};
+  const char* names[5] = {"A_merge_then_o", "Ap_merge_in_o_prologue", "B_fused", "floor_no_merge",
+                          "Ap2_nsplit_before_wait"};
   for (int rows : {128, 512, 960}) {
     KilnStep hst = {};
     hst.n_tokens = 1;
@@ -272,7 +312,7 @@ int main() {
     hst.top_p = 1.f;
     CK(cudaMemcpy(st, &hst, sizeof hst, cudaMemcpyHostToDevice));
     std::vector<std::vector<float>> outs;
-    for (int v = 0; v < 4; ++v) {
+    for (int v = 0; v < 5; ++v) {
       cudaGraph_t g;
       cudaGraphExec_t ge;
       CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
@@ -285,10 +325,14 @@ int main() {
           launch(o_plain, dim3(OBLK), w, (const float*)att, hin, hout);
         } else if (v == 1) {
           launch(att_partials, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
-          launch(o_merge, dim3(OBLK), w, (const float*)scratch, (const KilnStep*)st, hin, hout);
+          launch(o_merge, dim3(OBLK), w, (const float*)att, (const float*)scratch, (const KilnStep*)st, hin, hout);
         } else if (v == 2) {
           launch(att_o_fused, dim3(NKV, S + OBLK / NKV, 1), (const float*)q, k, vv, att, scratch,
                  (const KilnStep*)st, w, hin, hout, consumed);
+        } else if (v == 4) {
+          launch(att_partials, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
+          launch(o_merge_early, dim3(OBLK), w, (const float*)att, (const float*)scratch, (const KilnStep*)st, hin,
+                 hout);
         } else {
           launch(att_partials, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
           launch(o_plain, dim3(OBLK), w, (const float*)att, hin, hout);
@@ -307,7 +351,7 @@ int main() {
         if (rep >= 2) t.push_back(ms * 1e3 / LAYERS);
       }
       {  // the last layer's phase marks, ns after the first attention block passed its wait
-        static unsigned long long am[S_][NKV_][6], om[OBLK_][5];
+        static unsigned long long am[S_][NKV_][6], om[OBLK_][7];
         std::memset(am, 0, sizeof am);
         std::memset(om, 0, sizeof om);
         CK(cudaMemcpyToSymbol(g_att_marks, am, sizeof am));
@@ -336,8 +380,9 @@ int main() {
                              "merge_done"};
         for (int i = 0; i < 6; ++i)
           span(an[i], [&](int b) { return am[b / NKV][b % NKV][i]; }, S * NKV);
-        const char* on[5] = {"o_entry", "o_past_wait", "o_past_counters", "o_x_ready", "o_done"};
-        for (int i = 0; i < 5; ++i) span(on[i], [&](int b) { return om[b][i]; }, OBLK);
+        const char* on[7] = {"o_entry", "o_past_wait", "o_past_counters", "o_x_ready", "o_done", "o_ml_in",
+                             "o_acc_in"};
+        for (int i = 0; i < 7; ++i) span(on[i], [&](int b) { return om[b][i]; }, OBLK);
         std::printf("}\n");
       }
       std::vector<float> o(H);
@@ -348,7 +393,7 @@ int main() {
       CK(cudaGraphExecDestroy(ge));
       CK(cudaGraphDestroy(g));
     }
-    for (int v = 1; v < 3; ++v) {
+    for (int v : {1, 2, 4}) {
       double worst = 0;
       for (int i = 0; i < H; ++i)
         worst = std::max(worst, (double)std::fabs(outs[v][i] - outs[0][i]) / std::max(1e-3, (double)std::fabs(outs[0][i])));
