@@ -165,8 +165,8 @@ int attention_splits(int64_t n_kv_heads, int64_t rows, int64_t kv_len);
 int64_t attention_split_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t kv_len);
 // The most splits an attention node with defer_merge leaves to its consumer
 // (the defer-attention-merge pass; kernels/att_defer.cuh): min(
-// kAttDeferMaxSplits, kAttDeferMaxFloats / (n_heads * head_dim)); below 2
-// nothing is deferred and the pass leaves the node alone.
+// kAttDeferMaxSplits, kAttDeferMaxFloats / (n_heads * head_dim)), or 0 (the
+// pass leaves the node alone) where that is under kAttDeferMinLimit.
 int attention_defer_splits(int64_t n_heads, int64_t head_dim);
 
 }  // namespace kiln::codegen

@@ -55,7 +55,8 @@ int64_t attention_split_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int6
 
 int attention_defer_splits(int64_t n_heads, int64_t head_dim) {
   const int64_t x = std::max<int64_t>(1, n_heads * head_dim);
-  return static_cast<int>(std::min<int64_t>(launch::kAttDeferMaxSplits, launch::kAttDeferMaxFloats / x));
+  const int64_t d = std::min<int64_t>(launch::kAttDeferMaxSplits, launch::kAttDeferMaxFloats / x);
+  return d >= launch::kAttDeferMinLimit ? static_cast<int>(d) : 0;
 }
 
 namespace detail {
@@ -138,7 +139,7 @@ std::optional<AttentionSplit> attention_split(const NodeCtx& c) {
   a.one_block_rows = a.tc ? launch::kAttSplitTcOneBlockRows : 0;
   if (c.n.attrs.count("defer_merge") && c.n.attr_int("defer_merge") == 1) {
     a.defer = attention_defer_splits(a.nh, a.hd);
-    if (a.defer < 2)
+    if (a.defer == 0)
       throw Error(ErrorCode::kInternal, "codegen: attention has defer_merge, but x of " + std::to_string(a.nh * a.hd) +
                                             " values defers no splits (attention_defer_splits)");
   }

@@ -85,13 +85,21 @@ constexpr int kAttSplitMinKeys = 64;
 // A deferring split attention (the defer-attention-merge pass; att_defer.cuh)
 // leaves the merge to its consumer at 2 to D splits, D = min(
 // kAttDeferMaxSplits, kAttDeferMaxFloats / (n_heads * head_dim)) (codegen
-// attention_defer_splits; no deferral below 2): every block of the consumer
-// loads nsplit partial states of each of its x values from L2, in one round
-// of at most kAttDeferMaxSplits loads a value. Measured on the H200 (docs/perf.md,
-// session 23): the 1B's o projection (x of 2048) gained 5.6% per token at 8-9
-// splits and lost 1.2% at 15.
+// attention_defer_splits), and its splits take at least kAttDeferMinKeys
+// rows: every block of the consumer loads nsplit partial states of each of
+// its x values from L2 (in one round of at most kAttDeferMaxSplits loads a
+// value), so fewer, longer splits pay there. Nodes whose D would be under
+// kAttDeferMinLimit are not deferred. Measured on the H200 (docs/perf.md,
+// session 23, GPU ms per token): 1B Q4_K_M (x of 2048) at 512 rows 0.449 ->
+// 0.420 with splits of 64 rows, 0.416 of 128; at 960 rows (15 splits of 64,
+// past D = 10, so not deferred) 0.452 -> 0.452, 0.418 of 128 (8 splits);
+// the 8B (x of 4096: D = 5) deferring 4 splits of 128 at 512 rows lost
+// (1.733 -> 1.792), and only carrying the merge, never deferring, lost
+// 0.6% (the GEMV's larger shared memory).
 constexpr int kAttDeferMaxSplits = 16;
 constexpr int kAttDeferMaxFloats = 20480;
+constexpr int kAttDeferMinKeys = 128;
+constexpr int kAttDeferMinLimit = 8;
 // Warps of the register int8 GEMV that merges (mm_gemv_xq NW): one float4
 // of SmolLM2's 576-wide x a thread, so the merge is one round of loads.
 constexpr int kGemvMergeWarps = 8;

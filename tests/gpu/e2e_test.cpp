@@ -340,8 +340,8 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, GpuSynthTypes,
 
 // The deferred split merge (defer-attention-merge): a tiny q4_0 model (int8
 // activations; 4 heads of 64, f16 cache: the tensor-core split kernel) with a
-// 400-token prompt, so its decode steps split the KV rows (7 splits of 64 at
-// 512 rows of cache) and the o projection's GEMV merges them. The plan must
+// 400-token prompt, so its decode steps split the KV rows (4 splits of 128,
+// kAttDeferMinKeys) and the o projection's GEMV merges them. The plan must
 // hold a deferring attention kernel and a merging GEMV, and six decode steps
 // match the tensor-core interpreter as the tiny-model test above judges them.
 TEST(GpuE2E, DeferredAttentionMergeMatchesInterpreter) {

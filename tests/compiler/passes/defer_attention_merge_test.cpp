@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "codegen/codegen.h"
 #include "compiler/passes/passes.h"
 #include "compiler/passes/pipeline.h"
 #include "ir/dequant.h"
@@ -106,6 +107,15 @@ TEST(DeferAttentionMerge, LeavesWhatItCannotDefer) {
   unchanged(replaced(ns, "  state %attn_split_scratch : f32[1064]\n", ""), "no scratch");
   // sliding-window layers never split
   unchanged(replaced(kLayer, "scale = 0.5}", "scale = 0.5, window = 4}"), "window");
+}
+
+// How many splits a node may defer, by the width of x (n_heads * head_dim):
+// SmolLM2's 576 all 16, Llama-3.2 1B's 2048 ten, the 8B's 4096 none (its
+// GEMV blocks would load too much; measured slower, docs/perf.md).
+TEST(DeferAttentionMerge, LimitFallsWithTheWidthOfX) {
+  EXPECT_EQ(kiln::codegen::attention_defer_splits(9, 64), 16);
+  EXPECT_EQ(kiln::codegen::attention_defer_splits(32, 64), 10);
+  EXPECT_EQ(kiln::codegen::attention_defer_splits(32, 128), 0);
 }
 
 TEST(DeferAttentionMerge, VerifierHoldsTheContract) {
