@@ -91,7 +91,8 @@ bool is_gemv(const NodeCtx& c) {
 
 // The trailing arguments that hand a deferring attention's merge to the GEMV
 // (", nullptr, GemvSlice{0, 0, 0}, NoRope{}, AttXMerge<HD>{...}"), or "".
-// The register GEMV that merges runs kGemvMergeWarps warps a block.
+// A register GEMV that merges runs kGemvMergeWarps warps a block (the f32
+// one keeps the merged x in dynamic shared memory).
 std::string merge_args(const MatmulOperands& m, Emit& e, const std::string& step) {
   if (!m.merge) return "";
   const AttentionSplit& a = *m.merge;
@@ -148,6 +149,8 @@ Kernel emit(const GemvParams& p, bool compiled) {
     // (merging: the merge's loads take registers, and the grid is under a wave)
     k.min_blocks = m.merge ? 1 : launch::kGemvXqMinBlocksPerSm;
     k.own_pdl_wait = true;  // mm_gemv_xq waits after its first weight loads
+  } else if (m.merge) {
+    k.smem = static_cast<uint32_t>(p.max_tokens * m.K * 4);  // the merged x (f32)
   }
   k.eager_module = m.wdt;
   return k;

@@ -124,10 +124,8 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
     const NodeCtx ac{c.g, *a, c.dims, c.target, c.mode};
     m.merge = attention_split(ac);
     m.merge_in = si;
-    if (m.merge && (m.K != m.merge->nh * m.merge->hd || m.rows > m.merge->T || !m.xq))
-      throw Error(ErrorCode::kInternal, "codegen: " + c.opname() +
-                                            ": the deferred attention merge needs int8 activations (x_q8) and x of "
-                                            "the attention's shape");
+    if (m.merge && (m.K != m.merge->nh * m.merge->hd || m.rows > m.merge->T))
+      throw Error(ErrorCode::kInternal, "codegen: " + c.opname() + ": x_merge needs x of the attention's shape");
   }
   if (m.xq && (!c.compiled() || m.rows > launch::kGemvMaxTokens))
     unsupported(c.opname() + ": x_q8 (int8 activations) lowers to the compiled GEMV only (steps of <= " +

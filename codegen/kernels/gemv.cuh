@@ -891,13 +891,18 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
     mm_gemv_xq<DT, GDT, FL, MT, SPLIT, R, L, EPI, XM, NW>(x, g, w, r, y, nt, K, N, eps, nullptr, sl, epi, xm);
     return;
   }
-  static_assert(XQ != 0 || (!XM::kOn && NW == kGemvWarps), "the deferred attention merge needs the int8-activation or bulk GEMV");
   typedef QT<DT> Q;
+  if (nt > MT) nt = MT;
+  if constexpr (XM::kOn) {  // (after the wrapper's PDL wait) the merged x in dynamic shared memory, [MT][K] f32
+    extern __shared__ __align__(16) u8 kiln_xq_smem[];
+    xm.init();
+    x = xm.x(x, (float*)kiln_xq_smem, nt);
+  }
   const int RR = (FL & MM_SWIGLU) ? 2 * R : R;  // weight rows per group
-  __shared__ float part[kGemvWarps][MT][2 * R + 1];
+  __shared__ float part[NW][MT][2 * R + 1];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int grp = warp / SPLIT, sub = warp % SPLIT;
-  const int n0 = (slice_block(sl) * (kGemvWarps / SPLIT) + grp) * R;
+  const int n0 = (slice_block(sl) * (NW / SPLIT) + grp) * R;
   const int ldy = sl.ldy ? sl.ldy : N;
   const int nr = min(R, N - n0);  // columns of this group (<= 0: none)
   const int nb = K / Q::QK;
@@ -910,7 +915,6 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
     if (FL & MM_SWIGLU) wr[R + j] = WRow<DT, L>(w, n + N, nb, nblk);
   }
   const int units = (K / Q::QK) * Q::CH;
-  if (nt > MT) nt = MT;
   float acc[2 * R][MT], ss[MT];
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
@@ -979,7 +983,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
     }
   }
   if constexpr ((FL & MM_ROPE) != 0) {
-    constexpr int GPB = kGemvWarps / SPLIT;
+    constexpr int GPB = NW / SPLIT;
     __shared__ float ybuf[GPB * R * MT];
     if (sub == 0 && lane == 0)
 #pragma unroll

@@ -1,15 +1,16 @@
 // defer-attention-merge (decode programs only): a split decode attention
-// whose output feeds one int8-activation GEMV leaves the merge of its split
-// states to that GEMV
+// whose output feeds one matmul (the o projection's GEMV) leaves the merge of
+// its split states to that GEMV
 //
 //   y, sc' = attention(q, k, v, pos, sc)          y, sc' = attention(q, k, v, pos, sc) {defer_merge = 1}
-//   o = matmul_add(y, w, r) {x_q8 = 1}      ->    o = matmul_add(y, w, r, sc') {x_q8 = 1, x_merge = 1}
-//   (or matmul)
+//   o = matmul_add(y, w, r)                 ->    o = matmul_add(y, w, r, sc') {x_merge = 1}
+//   (or matmul; x_q8 or not)
 //
 // Merging in the attention launch (partial stores, a fence, a completion
 // counter, the last block's loads and merge) is a chain of dependent memory
 // round trips the next kernel waits behind; deferred, every block of the GEMV
-// merges the states it needs right after its own wait, in one round of loads
+// merges the states it needs right after its own wait, in one round of loads,
+// into shared memory, then quantises x there or reads it as f32
 // (codegen/kernels/att_defer.cuh). The value of every op is unchanged: the
 // interpreter ignores the extra input, and both kernels read the split count
 // from the step, so steps the attention does not split (or splits into more
@@ -27,8 +28,6 @@ namespace {
 using ir::Graph;
 using ir::OpKind;
 
-bool flag(const ir::Node& n, const char* key) { return n.attrs.count(key) && n.attr_int(key) == 1; }
-
 bool run(Graph& g) {
   const Uses uses(g);
   bool changed = false;
@@ -40,8 +39,7 @@ bool run(Graph& g) {
     if (codegen::attention_defer_splits(a.attr_int("n_heads"), a.attr_int("head_dim")) == 0) continue;
     const ir::ValueId y = a.outputs[0];
     const ir::Node* c = uses.sole_consumer(g, y);
-    if (c == nullptr || c->inputs.empty() || c->inputs[0] != y || !flag(*c, "x_q8") || c->attrs.count("x_merge"))
-      continue;
+    if (c == nullptr || c->inputs.empty() || c->inputs[0] != y || c->attrs.count("x_merge")) continue;
     const size_t plain = c->op == OpKind::MatMul ? 2 : c->op == OpKind::MatMulAdd ? 3 : 0;
     if (plain == 0 || c->inputs.size() != plain) continue;
     bool y_once = true;
@@ -61,7 +59,7 @@ bool run(Graph& g) {
 
 Pass defer_attention_merge_pass() {
   return {"defer-attention-merge",
-          "split decode attention leaves the merge of its splits to the int8 GEMV that reads its output (att_defer.cuh)",
+          "split decode attention leaves the merge of its splits to the GEMV that reads its output (att_defer.cuh)",
           run};
 }
 

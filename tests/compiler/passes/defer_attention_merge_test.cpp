@@ -1,5 +1,5 @@
 // defer-attention-merge (the decode pipeline): the split attention's merge
-// handed to the int8 GEMV that reads its output. The pass rewrites attributes
+// handed to the GEMV that reads its output. The pass rewrites attributes
 // and one input only; the verifier holds the contract between the two nodes,
 // and the interpreter computes the same values with and without it.
 #include <gtest/gtest.h>
@@ -79,6 +79,14 @@ TEST(DeferAttentionMerge, MarksTheAttentionAndItsGemv) {
   EXPECT_EQ(d.back().name, "defer-attention-merge");
 }
 
+TEST(DeferAttentionMerge, F32ActivationsToo) {  // (f16 / bf16 weights: the f32 GEMVs merge too)
+  std::string s = replaced(kLayer, "weight %wo : q4_0[16, 64]", "weight %wo : f16[16, 64]");
+  Graph g = parse(replaced(s, " {x_q8 = 1}", ""));
+  ASSERT_TRUE(kiln::passes::defer_attention_merge_pass().run(g));
+  verify(g);
+  EXPECT_EQ(op(g, OpKind::MatMulAdd).attr_int("x_merge"), 1);
+}
+
 TEST(DeferAttentionMerge, PlainMatmulToo) {
   std::string s = replaced(kLayer, "%o : f32[tokens, 16] = matmul_add(%a, %wo, %r) {x_q8 = 1}",
                            "%o : f32[tokens, 16] = matmul(%a, %wo) {x_q8 = 1}");
@@ -97,8 +105,11 @@ TEST(DeferAttentionMerge, LeavesWhatItCannotDefer) {
     EXPECT_FALSE(kiln::passes::defer_attention_merge_pass().run(g)) << why;
     EXPECT_EQ(print(g), before) << why;
   };
-  // f32 activations (no x_q8): the register f32 GEMV reads x from global memory
-  unchanged(replaced(kLayer, " {x_q8 = 1}", ""), "no x_q8");
+  // a consumer that is not a matmul has no merge
+  unchanged(replaced(replaced(kLayer, "%o : f32[tokens, 16] = matmul_add(%a, %wo, %r) {x_q8 = 1}",
+                              "%o : f32[tokens, 64] = add(%a, %q)"),
+                     "  weight %wo : q4_0[16, 64] = \"wo\"\n", ""),
+            "not a matmul");
   // a second consumer of the attention output would read unmerged memory
   unchanged(replaced(kLayer, "  output %o\n", "  output %o\n  output %a\n"), "y is a graph output");
   // no split scratch: the attention always writes y itself
