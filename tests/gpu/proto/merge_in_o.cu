@@ -7,10 +7,13 @@
 // 1024 rows, 16 splits) in one CUDA graph with programmatic dependent launch:
 //  A  kiln's split attention kernel as it is (k_attention_split_tc, merge by
 //     the last block), then an o-projection kernel that reads its output;
-//  A' the attention kernel writing only its partial states (MODE 1: no fence,
-//     no counter, no merge), then an o-projection kernel that merges them in
-//     its prologue, after its PDL wait (every block merges: 9 heads x nsplit
-//     partial states, one round of loads into shared memory);
+//  A' the attention kernel writing only its partial states (DEFER, as kiln's
+//     defer-attention-merge plans do: no fence, no counter, no merge), then
+//     an o-projection kernel that merges them after its PDL wait with kiln's
+//     own code (AttXMerge, att_defer.cuh: every block merges 9 heads x nsplit
+//     partial states, one round of loads, into shared memory);
+//  A'2 the same with the split count read from the step before the wait (as
+//     kiln's GEMVs do);
 //  B  one kernel for both: the attention blocks write their partial states
 //     and release them (MODE 2: fence + counter), and the o-projection blocks
 //     of the same launch wait for the counters, merge, and multiply (no
@@ -26,8 +29,8 @@
 //
 // Prints one JSON object per (variant, rows): us per layer (median of 7 graph
 // launches of 30 layers) and the last layer's phase marks (ns, first and last
-// block to reach each), then the largest relative difference of A' and B
-// from A.
+// block to reach each), then the largest relative difference of A', B and
+// A'2 from A.
 #include "proto.cuh"
 
 #define KILN_EARLY_TRIGGER 1  // attention lets the o projection launch after its wait, as in kiln's plans
