@@ -123,6 +123,7 @@ MatmulOperands matmul_operands(const NodeCtx& c) {
                                             "outputs (the defer-attention-merge pass)");
     const NodeCtx ac{c.g, *a, c.dims, c.target, c.mode};
     m.merge = attention_split(ac);
+    if (m.merge && m.merge->defer == 0) m.merge.reset();  // that attention merges itself in this program
     m.merge_in = si;
     if (m.merge && (m.K != m.merge->nh * m.merge->hd || m.rows > m.merge->T))
       throw Error(ErrorCode::kInternal, "codegen: " + c.opname() + ": x_merge needs x of the attention's shape");

@@ -45,8 +45,8 @@ struct MatmulOperands {
   // x_merge (the defer-attention-merge pass): x is a deferring split
   // attention's output and the node's last input (merge_in) that attention's
   // scratch'; the GEMV merges the partial states itself (att_defer.cuh).
-  // Empty where that attention does not run split in this program (it then
-  // writes x itself).
+  // Empty where that attention does not run split, or does not defer, in
+  // this program (it then writes x itself).
   std::optional<AttentionSplit> merge;
   size_t merge_in = 0;
 };

@@ -274,6 +274,64 @@ TEST(Codegen, CompiledKernelsAreSharedAcrossIdenticalNodes) {
   EXPECT_NE(l0.kernel.hash, l2.kernel.hash);
 }
 
+// defer-attention-merge, as codegen carries it out: a deferring attention on
+// the tensor-core split kernel (head_dim 64, f16 cache) names its limit
+// (DEFER) and its GEMV merges (AttXMerge, 8 warps, the merged x's shared
+// memory); on the CUDA-core split kernel (head_dim 256) both lower as
+// without the pass; and prefill-sized steps (no split) never merge.
+TEST(Codegen, DeferredAttentionMergeLowersWhereTheSplitKernelDefers) {
+  auto layer = [](int64_t nh, int64_t hd) {
+    const int64_t C = 1024, K = nh * hd;
+    ir::Graph g = testcases::base_graph(1, C);
+    auto q = g.add_input("q", ir::DType::F32, {testcases::tok(1), testcases::fx(K)});
+    auto k = g.add_input("k", ir::DType::F16, {testcases::fx(C), testcases::fx(hd)});
+    auto v = g.add_input("v", ir::DType::F16, {testcases::fx(C), testcases::fx(hd)});
+    auto pos = g.add_input("pos", ir::DType::I32, {testcases::tok(1)});
+    const int64_t n = attention_split_scratch_floats(nh, 1, hd, C);
+    auto sc = g.add_state("scratch", ir::DType::F32, {testcases::fx(n)});
+    ir::Attrs a = {{"n_heads", nh}, {"n_kv_heads", int64_t{1}}, {"head_dim", hd}, {"scale", 0.125},
+                   {"defer_merge", int64_t{1}}};
+    auto y = g.add_node(ir::OpKind::Attention, {q, k, v, pos, sc}, a, "y", ir::DType::F32,
+                        {testcases::tok(1), testcases::fx(K)});
+    ir::Value so;
+    so.id = static_cast<ir::ValueId>(g.values().size());
+    so.name = "scratch_out";
+    so.dtype = ir::DType::F32;
+    so.shape = {testcases::fx(n)};
+    so.kind = ir::ValueKind::Temp;
+    g.mutable_values().push_back(so);
+    g.nodes()[0].outputs.push_back(so.id);
+    auto w = g.add_weight("w", ir::DType::Q4_0, {testcases::fx(64), testcases::fx(K)}, "w");
+    auto o = g.add_node(ir::OpKind::MatMul, {y, w, so.id}, {{"x_q8", int64_t{1}}, {"x_merge", int64_t{1}}}, "o",
+                        ir::DType::F32, {testcases::tok(1), testcases::fx(64)});
+    g.mark_output(o);
+    ir::verify(g);
+    return g;
+  };
+  {  // 4 heads of 64: x of 256 values, the tensor-core kernel, 16 splits deferred
+    const ir::Graph g = layer(4, 64);
+    const Lowered at = lower(g, g.nodes()[0], {1, 1024}, Target{90}, ProgramMode::Compiled);
+    const Lowered mm = lower(g, g.nodes()[1], {1, 1024}, Target{90}, ProgramMode::Compiled);
+    EXPECT_NE(at.kernel.source.find("k_attention_split_tc<64, 4, kAttSplitTcWarps, 1, 0, 16>("), std::string::npos)
+        << at.kernel.source;
+    EXPECT_NE(mm.kernel.source.find("AttXMerge<64>{"), std::string::npos) << mm.kernel.source;
+    EXPECT_EQ(mm.block[0], 32u * launch::kGemvMergeWarps);
+    EXPECT_GE(mm.smem, 256u * 4) << "the merged x's shared memory";
+    // sm_75: no tensor-core split kernel, so no deferral
+    const Lowered at75 = lower(g, g.nodes()[0], {1, 1024}, Target{75}, ProgramMode::Compiled);
+    const Lowered mm75 = lower(g, g.nodes()[1], {1, 1024}, Target{75}, ProgramMode::Compiled);
+    EXPECT_EQ(at75.kernel.source.find("k_attention_split_tc"), std::string::npos);
+    EXPECT_EQ(mm75.kernel.source.find("AttXMerge"), std::string::npos) << mm75.kernel.source;
+  }
+  {  // 4 heads of 256: the CUDA-core split kernel merges itself
+    const ir::Graph g = layer(4, 256);
+    const Lowered at = lower(g, g.nodes()[0], {1, 1024}, Target{90}, ProgramMode::Compiled);
+    const Lowered mm = lower(g, g.nodes()[1], {1, 1024}, Target{90}, ProgramMode::Compiled);
+    EXPECT_NE(at.kernel.source.find("kAttSplitPrefetch, 1>("), std::string::npos) << at.kernel.source;
+    EXPECT_EQ(mm.kernel.source.find("AttXMerge"), std::string::npos) << mm.kernel.source;
+  }
+}
+
 TEST(Codegen, UnsupportedInputsThrow) {
   auto code_of = [](auto&& fn) -> std::optional<ErrorCode> {
     try {
