@@ -374,6 +374,20 @@ class NodeChecker {
           const int64_t dm = int_attr("defer_merge");
           if (dm != 0 && dm != 1) fail("defer_merge is 0 or 1", "defer_merge = " + std::to_string(dm));
           if (dm == 1 && n_.inputs.size() != 5) fail("defer_merge needs the split-K scratch", desc(q));
+          if (dm == 1) {  // the kernel leaves y unmerged for one reader: the GEMV that merges
+            const ValueId y = n_.outputs.empty() ? kNoValue : n_.outputs[0];
+            int readers = 0, merging = 0;
+            for (const Node& c : g_.nodes())
+              for (ValueId v : c.inputs)
+                if (v == y) {
+                  ++readers;
+                  merging += c.attrs.count("x_merge") && c.attr_int("x_merge") == 1 && c.inputs[0] == y;
+                  break;
+                }
+            for (ValueId o : g_.outputs()) readers += o == y;
+            if (readers != 1 || merging != 1)
+              fail("defer_merge: the output's one reader is the matmul that merges it (x_merge)", desc(q));
+          }
         }
         if (n_.inputs.size() == 5) {  // the split-K scratch (split-decode-attention pass)
           const Value& sc = in(4);

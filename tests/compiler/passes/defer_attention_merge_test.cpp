@@ -145,6 +145,8 @@ TEST(DeferAttentionMerge, VerifierHoldsTheContract) {
   rejected(replaced(text, "defer_merge = 1", "defer_merge = 0"), "attention merges itself");
   // the extra input must be that attention's scratch'
   rejected(replaced(text, "%wo, %r, %a_scratch)", "%wo, %r, %attn_split_scratch)"), "the state itself");
+  // a deferring attention's output has one reader, the merging GEMV
+  rejected(replaced(text, "  output %o\n", "  output %o\n  output %a\n"), "y also a graph output");
 }
 
 // The interpreter ignores the extra input: same output bits with and without
