@@ -181,34 +181,20 @@ __global__ void __launch_bounds__(THREADS, 2) att_partials(const float* q, const
                                                             float* scratch, const KilnStep* st) {
   k_attention_split_tc<HD, G, 8, 1, 0, kAttDeferMaxSplits>(q, kc, vc, out, scratch, st, C, NH, NKV, S, SCALE);
 }
+// A' (EARLY = false): the split count read from the step after the PDL
+// wait; A'2 (EARLY = true): before it (the host wrote the step before the
+// launch), so the merge's loads are the first after the wait, as kiln's
+// GEMVs do (AttXMerge::init before the wait)
+template <bool EARLY>
 __global__ void __launch_bounds__(THREADS) o_merge(const u16* W, const float* x, const float* scratch,
                                                    const KilnStep* st, const float* hin, float* hout) {
   __shared__ __align__(16) float xs[H];
   AttXMerge<HD> xm{scratch, st, C, NH, NKV, S, kAttSplitTcOneBlockRows, 1, kAttDeferMaxSplits, 0};
+  if (EARLY) xm.init();
   ORows r;
   o_begin(W, blockIdx.x, r);
-  xm.init();
-  const float* xv = xm.x(x, xs, 1);
-  if (xv == x) {
-    for (int i = threadIdx.x; i < H / 4; i += blockDim.x) *(float4*)(xs + 4 * i) = *(const float4*)(x + 4 * i);
-    __syncthreads();
-  }
-  o_mark(blockIdx.x, 3);
-  o_finish(r, xs, hin, hout, blockIdx.x);
-  o_mark(blockIdx.x, 4);
-}
-// A'2: A' with the step block (written by the host before the launch) read
-// before the PDL wait, so that the merge's loads are the first after it (as
-// kiln's GEMVs do: AttXMerge::init before the wait)
-__global__ void __launch_bounds__(THREADS) o_merge_early(const u16* W, const float* x, const float* scratch,
-                                                         const KilnStep* st, const float* hin, float* hout) {
-  __shared__ __align__(16) float xs[H];
-  AttXMerge<HD> xm{scratch, st, C, NH, NKV, S, kAttSplitTcOneBlockRows, 1, kAttDeferMaxSplits, 0};
-  xm.init();
-  ORows r;
-  o_begin(W, blockIdx.x, r);
-  const float* xv = xm.x(x, xs, 1);
-  if (xv == x) {
+  if (!EARLY) xm.init();
+  if (xm.x(x, xs, 1) == x) {  // not deferred: x as the attention wrote it
     for (int i = threadIdx.x; i < H / 4; i += blockDim.x) *(float4*)(xs + 4 * i) = *(const float4*)(x + 4 * i);
     __syncthreads();
   }
@@ -328,13 +314,14 @@ int main() {
           launch(o_plain, dim3(OBLK), w, (const float*)att, hin, hout);
         } else if (v == 1) {
           launch(att_partials, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
-          launch(o_merge, dim3(OBLK), w, (const float*)att, (const float*)scratch, (const KilnStep*)st, hin, hout);
+          launch(o_merge<false>, dim3(OBLK), w, (const float*)att, (const float*)scratch, (const KilnStep*)st, hin,
+                 hout);
         } else if (v == 2) {
           launch(att_o_fused, dim3(NKV, S + OBLK / NKV, 1), (const float*)q, k, vv, att, scratch,
                  (const KilnStep*)st, w, hin, hout, consumed);
         } else if (v == 4) {
           launch(att_partials, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
-          launch(o_merge_early, dim3(OBLK), w, (const float*)att, (const float*)scratch, (const KilnStep*)st, hin,
+          launch(o_merge<true>, dim3(OBLK), w, (const float*)att, (const float*)scratch, (const KilnStep*)st, hin,
                  hout);
         } else {
           launch(att_partials, dim3(NKV, S, 1), (const float*)q, k, vv, att, scratch, (const KilnStep*)st);
