@@ -137,11 +137,9 @@ std::optional<AttentionSplit> attention_split(const NodeCtx& c) {
   a.splits = attention_splits(a.nkv, a.T, a.C);
   a.tc = split_tc(c.target.sm, c.in(1).dtype, a.nh, a.nkv, a.hd);
   a.one_block_rows = a.tc ? launch::kAttSplitTcOneBlockRows : 0;
-  // defer_merge: only the tensor-core kernel defers so far (the CUDA-core
-  // split kernel's deferring path has not been run on a GPU: Gemma 3's
-  // head_dim 256 would take it); elsewhere the node merges itself and its
-  // GEMV reads its output as without the pass
-  if (c.n.attrs.count("defer_merge") && c.n.attr_int("defer_merge") == 1 && a.tc) {
+  // defer_merge: both split kernels defer (the CUDA-core one since session
+  // 24: bf16 and f32 caches, head_dim 128 and 256, sm < 80)
+  if (c.n.attrs.count("defer_merge") && c.n.attr_int("defer_merge") == 1) {
     a.defer = attention_defer_splits(a.nh, a.hd);
     if (a.defer == 0)
       throw Error(ErrorCode::kInternal, "codegen: attention has defer_merge, but x of " + std::to_string(a.nh * a.hd) +

@@ -100,9 +100,23 @@ constexpr int kAttDeferMaxSplits = 16;
 constexpr int kAttDeferMaxFloats = 20480;
 constexpr int kAttDeferMinKeys = 128;
 constexpr int kAttDeferMinLimit = 8;
-// Warps of the register int8 GEMV that merges (mm_gemv_xq NW): one float4
-// of SmolLM2's 576-wide x a thread, so the merge is one round of loads.
-constexpr int kGemvMergeWarps = 8;
+// While L <= kAttDeferCapMaxRows a deferring node's splits are also at least
+// ceil(L / D) rows (att_split_chunk), so it defers at most D of them instead
+// of merging more than D itself. H200, GPU ms per token (docs/perf.md,
+// session 24): 1B Q4_K_M at 2048 rows 0.481 -> 0.453, at 4096 0.503 ->
+// 0.491, at 8192 0.533 -> 0.546 (10 splits of 820 rows: slower); SmolLM2
+// geometry (16 merging warps) at 2048 0.411 -> 0.389, at 4096 0.435 -> 0.445, at 8000 0.473
+// -> 0.500. Gains at 2048 in both, mixed at 4096, losses at 8000-8192:
+// the limit lies between (3072 itself not measured).
+constexpr int kAttDeferCapMaxRows = 3072;
+// Warps of the register GEMV that merges (mm_gemv NW): fewer blocks merge
+// (each loads every split's partial state of all of x), and 16 warps take
+// SmolLM2's 144 float4 columns of x in one round of loads. H200, SmolLM2
+// geometry, GPU ms per token (docs/perf.md, session 24): 8 warps (72
+// blocks) -> 16 (36 blocks) at 512 rows 0.3644 -> 0.3443, at 2048 0.4365
+// -> 0.4114, at 4096 0.4457 -> 0.4346, at 8000 (44 splits: the attention
+// merges itself) 0.4559 -> 0.4731; 32 warps 0.4029 at 512.
+constexpr int kGemvMergeWarps = 16;
 // Steps of at most this many KV rows (L = pos0 + n_tokens) prefetch their
 // K and V rows to L2 before the PDL wait (attention.cuh). Measured: faster
 // at L <= 1056, slower at L >= 2000; the limit between is not measured.

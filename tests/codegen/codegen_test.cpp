@@ -274,12 +274,11 @@ TEST(Codegen, CompiledKernelsAreSharedAcrossIdenticalNodes) {
   EXPECT_NE(l0.kernel.hash, l2.kernel.hash);
 }
 
-// defer-attention-merge, as codegen carries it out: a deferring attention on
-// the tensor-core split kernel (head_dim 64, f16 cache) names its limit
-// (DEFER) and its GEMV merges (AttXMerge, 8 warps, the merged x's shared
-// memory); on the CUDA-core split kernel (head_dim 256) both lower as
-// without the pass; and prefill-sized steps (no split) never merge.
-TEST(Codegen, DeferredAttentionMergeLowersWhereTheSplitKernelDefers) {
+// defer-attention-merge, as codegen carries it out: a deferring attention
+// names its limit (DEFER) on either split kernel (tensor cores at head_dim 64
+// on sm_90; the CUDA-core kernel on sm_75 and at head_dim 256) and its GEMV
+// merges (AttXMerge, kGemvMergeWarps warps, the merged x's shared memory).
+TEST(Codegen, DeferredAttentionMergeLowersOnBothSplitKernels) {
   auto layer = [](int64_t nh, int64_t hd) {
     const int64_t C = 1024, K = nh * hd;
     ir::Graph g = testcases::base_graph(1, C);
@@ -317,18 +316,20 @@ TEST(Codegen, DeferredAttentionMergeLowersWhereTheSplitKernelDefers) {
     EXPECT_NE(mm.kernel.source.find("AttXMerge<64>{"), std::string::npos) << mm.kernel.source;
     EXPECT_EQ(mm.block[0], 32u * launch::kGemvMergeWarps);
     EXPECT_GE(mm.smem, 256u * 4) << "the merged x's shared memory";
-    // sm_75: no tensor-core split kernel, so no deferral
+    // sm_75: no tensor-core split kernel; the CUDA-core one defers
     const Lowered at75 = lower(g, g.nodes()[0], {1, 1024}, Target{75}, ProgramMode::Compiled);
     const Lowered mm75 = lower(g, g.nodes()[1], {1, 1024}, Target{75}, ProgramMode::Compiled);
     EXPECT_EQ(at75.kernel.source.find("k_attention_split_tc"), std::string::npos);
-    EXPECT_EQ(mm75.kernel.source.find("AttXMerge"), std::string::npos) << mm75.kernel.source;
+    EXPECT_NE(at75.kernel.source.find("kAttSplitPrefetch, 1, 16>("), std::string::npos) << at75.kernel.source;
+    EXPECT_NE(mm75.kernel.source.find("AttXMerge<64>{"), std::string::npos) << mm75.kernel.source;
   }
-  {  // 4 heads of 256: the CUDA-core split kernel merges itself
+  {  // 4 heads of 256: x of 1024 values, the CUDA-core split kernel, 16 splits deferred
     const ir::Graph g = layer(4, 256);
     const Lowered at = lower(g, g.nodes()[0], {1, 1024}, Target{90}, ProgramMode::Compiled);
     const Lowered mm = lower(g, g.nodes()[1], {1, 1024}, Target{90}, ProgramMode::Compiled);
-    EXPECT_NE(at.kernel.source.find("kAttSplitPrefetch, 1>("), std::string::npos) << at.kernel.source;
-    EXPECT_EQ(mm.kernel.source.find("AttXMerge"), std::string::npos) << mm.kernel.source;
+    EXPECT_NE(at.kernel.source.find("kAttSplitPrefetch, 1, 16>("), std::string::npos) << at.kernel.source;
+    EXPECT_NE(mm.kernel.source.find("AttXMerge<256>{"), std::string::npos) << mm.kernel.source;
+    EXPECT_GE(mm.smem, 1024u * 4) << "the merged x's shared memory";
   }
 }
 

@@ -58,8 +58,10 @@ using gen::rel_err;
 
 int argmax(const std::vector<float>& v) { return int(std::max_element(v.begin(), v.end()) - v.begin()); }
 
-std::string compile_plan(const fs::path& gguf, int sm, int64_t ctx, const std::string& tag) {
+std::string compile_plan(const fs::path& gguf, int sm, int64_t ctx, const std::string& tag,
+                         const std::string& kv_type = "f16") {
   compile::CompileOptions o;
+  o.kv_type = kv_type;
   o.model_path = gguf.string();
   o.out_path = (scratch() / (gguf.stem().string() + "." + tag + ".plan")).string();
   o.sm = sm;
@@ -339,33 +341,40 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, GpuSynthTypes,
                                            "q3_k", "q4_k", "q5_k", "q6_k", "q4_k_m"));
 
 // The deferred split merge (defer-attention-merge): tiny models (4 heads of
-// 64, f16 cache: the tensor-core split kernel) with a 400-token prompt, so
+// 64) with a 400-token prompt, so
 // their decode steps split the KV rows (4 splits of 128, kAttDeferMinKeys)
 // and the o projection's GEMV merges them: q4_0 (the int8 GEMV) and f16 (the
-// f32 register GEMV). The plan must hold a deferring attention kernel and a
-// merging GEMV, and six decode steps match the tensor-core interpreter as the
-// tiny-model test above judges them.
-class GpuDeferredMerge : public ::testing::TestWithParam<std::string> {};
+// f32 register GEMV) with the f16 cache (the tensor-core split kernel), and
+// q4_0 with a bf16 cache (the CUDA-core split kernel). The plan must hold a
+// deferring attention kernel and a merging GEMV, and six decode steps match
+// the tensor-core interpreter as the tiny-model test above judges them.
+struct DeferCase {
+  std::string type, kv;
+};
+class GpuDeferredMerge : public ::testing::TestWithParam<DeferCase> {};
 
 TEST_P(GpuDeferredMerge, MatchesInterpreter) {
   REQUIRE_GPU();
-  const std::string type = GetParam();
+  const std::string type = GetParam().type, kv = GetParam().kv;
   const bool xq = type == "q4_0";
   const fs::path gguf = tiny_model(type, 11, "tiny_defer_" + type);
-  std::string plan = compile_plan(gguf, gpu()->sm, 512, "defer");
+  std::string plan = compile_plan(gguf, gpu()->sm, 512, "defer_" + kv, kv);
   auto model = rt::Model::load(plan, {});
-  int deferring = 0, merging = 0;
+  int deferring = 0, merging = 0, tc = 0;
   for (const auto* k : model->plan().kernels()) {
     const std::string name = k->name()->str();
-    deferring += name.find("attention_split") != std::string::npos && name.find("_dm") != std::string::npos;
+    const bool d = name.find("attention_split") != std::string::npos && name.find("_dm") != std::string::npos;
+    deferring += d;
+    tc += d && name.find("_tc") != std::string::npos;
     merging += name.find("_xm") != std::string::npos;
   }
   EXPECT_GT(deferring, 0) << "no attention kernel defers its merge";
+  EXPECT_EQ(tc > 0, kv == "f16") << "the f16 cache takes the tensor-core split kernel, bf16 the CUDA-core one";
   EXPECT_GT(merging, 0) << "no GEMV merges the splits";
   auto f = gguf::File::open(gguf.string());
   std::vector<int32_t> prompt;
   for (int i = 0; i < 400; ++i) prompt.push_back((i * 37 + 11) % int32_t(model->plan().model().vocab()));
-  gen::ModelRunner ref_tc(f, 512, 64, true, ir::DType::F16);
+  gen::ModelRunner ref_tc(f, 512, 64, true, kv == "bf16" ? ir::DType::BF16 : ir::DType::F16);
   const auto tc_logits = ref_tc.feed(prompt);
   auto& eng = model->engine();
   run_plan(*model, prompt, 1, rt::ProgramMode::Compiled);
@@ -374,7 +383,7 @@ TEST_P(GpuDeferredMerge, MatchesInterpreter) {
     int32_t next = eng.step(rt::ProgramMode::Compiled, std::span<const int32_t>(&tok, 1), pos++, {});
     auto rl = ref_tc.feed(std::span<const int32_t>(&tok, 1));
     double e = rel_err(eng.last_logits(), rl);
-    std::printf("[defer %s] decode step %d (%d KV rows) rel err %.2e\n", type.c_str(), i, pos, e);
+    std::printf("[defer %s, %s cache] decode step %d (%d KV rows) rel err %.2e\n", type.c_str(), kv.c_str(), i, pos, e);
     EXPECT_LT(e, xq ? 2e-2 : 1e-3) << "decode step " << i;
     double rms = 0;
     for (float v : rl) rms += double(v) * v;
@@ -385,7 +394,10 @@ TEST_P(GpuDeferredMerge, MatchesInterpreter) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, GpuDeferredMerge, ::testing::Values("q4_0", "f16"));
+INSTANTIATE_TEST_SUITE_P(Types, GpuDeferredMerge,
+                         ::testing::Values(DeferCase{"q4_0", "f16"}, DeferCase{"f16", "f16"},
+                                           DeferCase{"q4_0", "bf16"}),
+                         [](const ::testing::TestParamInfo<DeferCase>& i) { return i.param.type + "_" + i.param.kv; });
 
 // A plan for another architecture is refused with the fix in the message.
 TEST(GpuE2E, WrongTargetIsRefusedWithFix) {
