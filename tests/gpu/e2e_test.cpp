@@ -73,9 +73,10 @@ std::string compile_plan(const fs::path& gguf, int sm, int64_t ctx, const std::s
 }
 
 // A random-weight model of the tiny geometry written to the scratch folder.
-fs::path tiny_model(const std::string& type, uint64_t seed, const std::string& name) {
+fs::path tiny_model(const std::string& type, uint64_t seed, const std::string& name,
+                    const std::string& geometry = "tiny") {
   synth::SynthOptions so;
-  so.geometry = "tiny";
+  so.geometry = geometry;
   so.type = type;
   so.seed = seed;
   const fs::path gguf = scratch() / (name + ".gguf");
@@ -341,24 +342,32 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, GpuSynthTypes,
                                            "q3_k", "q4_k", "q5_k", "q6_k", "q4_k_m"));
 
 // The deferred split merge (defer-attention-merge): tiny models (4 heads of
-// 64) with a 400-token prompt, so
-// their decode steps split the KV rows (4 splits of 128, kAttDeferMinKeys)
-// and the o projection's GEMV merges them: q4_0 (the int8 GEMV) and f16 (the
-// f32 register GEMV) with the f16 cache (the tensor-core split kernel), and
-// q4_0 with a bf16 cache (the CUDA-core split kernel). The plan must hold a
-// deferring attention kernel and a merging GEMV, and six decode steps match
-// the tensor-core interpreter as the tiny-model test above judges them.
+// 64: a node's limit D is 16 splits) with a long prompt, six decode steps
+// against the tensor-core interpreter as the tiny-model test above judges
+// them. At 400 rows the splits are 4 of 128 (kAttDeferMinKeys) and the o
+// projection's GEMV merges them: q4_0 (the int8 GEMV) and f16 (the f32
+// register GEMV) on the f16 cache (the tensor-core split kernel), q4_0 on a
+// bf16 cache (the CUDA-core one). At 2,500 rows (the tiny-8k geometry) 20
+// splits of 128 would be past D: the splits are capped at 16 of 157 rows
+// (kAttDeferCapMaxRows) and still deferred. At 4,000 rows, past the cap, the
+// attention merges its 32 splits itself and the GEMV reads its output. The
+// plan must hold a deferring attention kernel of the expected kind and a
+// merging GEMV.
 struct DeferCase {
   std::string type, kv;
+  int prompt = 400;
+  int64_t ctx = 512;
 };
 class GpuDeferredMerge : public ::testing::TestWithParam<DeferCase> {};
 
 TEST_P(GpuDeferredMerge, MatchesInterpreter) {
   REQUIRE_GPU();
-  const std::string type = GetParam().type, kv = GetParam().kv;
+  const DeferCase& dc = GetParam();
+  const std::string &type = dc.type, &kv = dc.kv;
   const bool xq = type == "q4_0";
-  const fs::path gguf = tiny_model(type, 11, "tiny_defer_" + type);
-  std::string plan = compile_plan(gguf, gpu()->sm, 512, "defer_" + kv, kv);
+  const std::string geometry = dc.ctx > 2048 ? "tiny-8k" : "tiny";
+  const fs::path gguf = tiny_model(type, 11, "tiny_defer_" + geometry + "_" + type, geometry);
+  std::string plan = compile_plan(gguf, gpu()->sm, dc.ctx, "defer_" + kv, kv);
   auto model = rt::Model::load(plan, {});
   int deferring = 0, merging = 0, tc = 0;
   for (const auto* k : model->plan().kernels()) {
@@ -373,8 +382,8 @@ TEST_P(GpuDeferredMerge, MatchesInterpreter) {
   EXPECT_GT(merging, 0) << "no GEMV merges the splits";
   auto f = gguf::File::open(gguf.string());
   std::vector<int32_t> prompt;
-  for (int i = 0; i < 400; ++i) prompt.push_back((i * 37 + 11) % int32_t(model->plan().model().vocab()));
-  gen::ModelRunner ref_tc(f, 512, 64, true, kv == "bf16" ? ir::DType::BF16 : ir::DType::F16);
+  for (int i = 0; i < dc.prompt; ++i) prompt.push_back((i * 37 + 11) % int32_t(model->plan().model().vocab()));
+  gen::ModelRunner ref_tc(f, dc.ctx, 64, true, kv == "bf16" ? ir::DType::BF16 : ir::DType::F16);
   const auto tc_logits = ref_tc.feed(prompt);
   auto& eng = model->engine();
   run_plan(*model, prompt, 1, rt::ProgramMode::Compiled);
@@ -396,8 +405,11 @@ TEST_P(GpuDeferredMerge, MatchesInterpreter) {
 
 INSTANTIATE_TEST_SUITE_P(Types, GpuDeferredMerge,
                          ::testing::Values(DeferCase{"q4_0", "f16"}, DeferCase{"f16", "f16"},
-                                           DeferCase{"q4_0", "bf16"}),
-                         [](const ::testing::TestParamInfo<DeferCase>& i) { return i.param.type + "_" + i.param.kv; });
+                                           DeferCase{"q4_0", "bf16"}, DeferCase{"q4_0", "f16", 2500, 2560},
+                                           DeferCase{"f16", "bf16", 2500, 2560}, DeferCase{"q4_0", "f16", 4000, 4096}),
+                         [](const ::testing::TestParamInfo<DeferCase>& i) {
+                           return i.param.type + "_" + i.param.kv + "_" + std::to_string(i.param.prompt);
+                         });
 
 // A plan for another architecture is refused with the fix in the message.
 TEST(GpuE2E, WrongTargetIsRefusedWithFix) {
