@@ -136,8 +136,10 @@ Kernel emit(const GemvParams& p, bool compiled) {
   // kMmRope: the rope_store epilogue (y, output 0, is q', rope_block_store)
   const std::string epi = (m.flags & kMmRope) ? rope_epi_arg(m, rope_epi_params(m, e, st), e, 0) : "";
   const int warps = m.merge ? launch::kGemvMergeWarps : launch::kGemvWarps;
+  // (the int8 GEMV reads a weight gain before its PDL wait: MM_GW)
+  const int fl = m.flags | (m.xq && m.gain_weight && (m.flags & kMmRms) ? kMmGainWeight : 0);
   k.call = "mm_gemv<" + dt_macro(m.wdt) + ", " + ((m.flags & kMmRms) ? dt_macro(m.gdt) : "DT_F32") + ", " +
-           std::to_string(m.flags) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(p.split) + ", " +
+           std::to_string(fl) + ", " + std::to_string(p.max_tokens) + ", " + std::to_string(p.split) + ", " +
            std::to_string(p.rows) + ", " + std::to_string(m.planes ? 1 : 0) + ", " + std::to_string(m.xq ? 1 : 0) +
            (m.merge ? ", NoRope, AttXMerge<" + std::to_string(m.merge->hd) + ">, " + std::to_string(warps) : "") +
            ">(" + args + (epi.empty() ? "" : ", nullptr, GemvSlice{0, 0, 0}, " + epi) + margs + ")";

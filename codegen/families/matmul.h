@@ -9,6 +9,9 @@ namespace kiln::codegen::detail {
 // matmul.cuh's MM_* flags (kMmGeGlu comes with kMmSwiGlu: the gate/up rows, GELU-tanh gating)
 // (kMmRope comes with kMmRms: rms_matmul_rope_store, the rope_store epilogue of a GEMV)
 constexpr int kMmRms = 1, kMmAdd = 2, kMmSwiGlu = 4, kMmGeGlu = 8, kMmRope = 16;
+// MM_GW (matmul.cuh): set on the register int8 GEMV's template argument only, where the
+// rms gain is a weight (MatmulOperands::gain_weight), not in MatmulOperands::flags
+constexpr int kMmGainWeight = 32;
 
 struct MatmulOperands {
   ir::DType wdt = ir::DType::F32;  // weight dtype

@@ -473,22 +473,39 @@ __device__ __forceinline__ void gemv_col_sums(const float (&acc)[RR][MT], float 
 // token t's row sum, with MM_SWIGLU v[MT + t] its "up" row's): the RMS
 // scale, gating, residual add; with key, the argmax key of token 0's value
 // (argmax_key) is folded into *key (the LM head's sampling).
+// rv: the residual of column n, loaded early by gemv_load_res (MM_ADD), or
+// nullptr to load it here.
 template <int FL, int MT>
 __device__ __forceinline__ void gemv_store_col(const float* v, const float inv[MT], const float* __restrict__ r,
-                                               float* __restrict__ y, int n, int nt, int N, int ldy, u64* key) {
+                                               float* __restrict__ y, int n, int nt, int N, int ldy, u64* key,
+                                               const float* rv = nullptr) {
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
     if (t < nt) {
       float o;
       if (FL & MM_SWIGLU) o = mm_gate<FL>(v[t] * inv[t]) * (v[MT + t] * inv[t]);
       else o = (FL & MM_RMS) ? v[t] * inv[t] : v[t];
-      if (FL & MM_ADD) o += r[(i64)t * N + n];
+      if (FL & MM_ADD) o += rv ? rv[t] : r[(i64)t * N + n];
       y[(i64)t * ldy + n] = o;
       if (key && t == 0) {
         const u64 k = argmax_key(o, n);
         *key = k > *key ? k : *key;
       }
     }
+  }
+}
+
+// MM_ADD: the residual of column n for the nt tokens, loaded into rv by the
+// lane that will store the column, as soon as the kernel may read it (after
+// its PDL wait: the residual is an earlier kernel's output) and before the
+// column's sums are made, so that its L2 round trip overlaps the x loads or
+// the units instead of following the sums.
+template <int FL, int MT>
+__device__ __forceinline__ void gemv_load_res(const float* __restrict__ r, int n, int nt, int N, float (&rv)[MT]) {
+  if constexpr ((FL & MM_ADD) != 0) {
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+      if (t < nt) rv[t] = r[(i64)t * N + n];
   }
 }
 
@@ -615,11 +632,21 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 #pragma unroll
     for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, u7, cur[j]);
   }
+  // MM_GW (the gain is a weight): each thread's first 16 gain values are
+  // read before the wait too (a weight may have left L2 since the last step)
+  constexpr bool G0 = (FL & MM_GW) != 0 && (FL & MM_RMS) != 0;
+  float g0[16];
+  if (G0 && (int)threadIdx.x < K / 16) ldg16<GDT>(g, 16 * threadIdx.x, g0);
   xm.init();
   kiln_pdl_wait_own();  // weights are constants: only their loads precede the wait
+  // the residual of the first set's columns, in flight with the x loads
+  const int col0 = lane / (32 / R);
+  const bool store0 = sub == 0 && lane == col_lane<R>(col0) && bid < nsets && col0 < nr;
+  float rv0[MT];
+  if (store0) gemv_load_res<FL, MT>(r, n0 + col0, nt, N, rv0);
   float inv[MT];
   x = xm.x(x, (float*)(kiln_xq_smem + (i64)MT * K + (i64)MT * (K / 16) * 8), nt);
-  xq_prologue<DT, GDT, FL, MT>(x, g, nt, K, eps, xqs, xds, red, inv);
+  xq_prologue<DT, GDT, FL, MT, G0>(x, g, nt, K, eps, xqs, xds, red, inv, g0);
   for (int set = bid; set < nsets; set += nbk) {
     if (set != bid) {
       rows_of(set, wr, n0, nr);
@@ -674,7 +701,8 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
           if (t < nt) ybuf[(grp * R + col) * MT + t] = v[0][t] * inv[t];
       rope_block_store<MT>(ybuf, set * GPB * R, GPB * R, nt, N, epi, y);
     } else if (sub == 0 && lead && col < nr) {
-      gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key);
+      gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key,
+                             (FL & MM_ADD) && set == bid ? rv0 : nullptr);
     }
   }
 }
@@ -812,6 +840,11 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
       wr[j] = WRow<DT, L>(st, row, nb, 0);
       rows[j] = st + (i64)row * RB;
     }
+    // the residual of the item's column, in flight with its units
+    float rv[MT];
+    const int col = lane / (32 / R);                  // the column whose sums v[0] will hold
+    const bool lead = lane == col_lane<R>(col);       // one lane per column stores it
+    if (sub == 0 && lead && col < nr) gemv_load_res<FL, MT>(r, n0 + col, nt, N, rv);
     float acc[RR][MT];
 #pragma unroll
     for (int t = 0; t < MT; ++t)
@@ -834,8 +867,6 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
     }
     float v[R][P];
     gemv_col_sums<FL, R, MT>(acc, v, lane);
-    const int col = lane / (32 / R);                  // the column whose sums v[0] holds
-    const bool lead = lane == col_lane<R>(col);       // one lane per column stores it
     if (KS > 1) {
       if (sub > 0 && lead) {
 #pragma unroll
@@ -870,7 +901,7 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
         for (int t = 0; t < MT; ++t)
           if (t < nt) epi.pair(y, n0 + col, t, a[t], b[t]);
     } else if (lead && col < nr) {
-      gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key);
+      gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key, (FL & MM_ADD) ? rv : nullptr);
     }
   }
   KILN_BULK_MARK(3);
@@ -914,6 +945,17 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
     wr[j] = WRow<DT, L>(w, n, nb, nblk);
     if (FL & MM_SWIGLU) wr[R + j] = WRow<DT, L>(w, n + N, nb, nblk);
   }
+  // MM_ADD: the storing lane's residuals, in flight with the units (the
+  // wrapper or the merge has waited for the predecessor by now)
+  float rv[MT][R];
+  if ((FL & MM_ADD) && nr > 0 && sub == 0 && lane == 0)
+#pragma unroll
+    for (int j = 0; j < R; ++j) {
+      float c[MT];
+      gemv_load_res<FL, MT>(r, n0 + min(j, nr - 1), nt, N, c);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) rv[t][j] = c[t];
+    }
   const int units = (K / Q::QK) * Q::CH;
   float acc[2 * R][MT], ss[MT];
 #pragma unroll
@@ -1006,7 +1048,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
           float o;
           if (FL & MM_SWIGLU) o = mm_gate<FL>(acc[j][t] * inv) * (acc[R + j][t] * inv);
           else o = (FL & MM_RMS) ? acc[j][t] * inv : acc[j][t];
-          if (FL & MM_ADD) o += r[(i64)t * N + n];
+          if (FL & MM_ADD) o += rv[t][j];
           y[(i64)t * ldy + n] = o;
           if (ys && t == 0) ys[grp * R + j] = o;
         }
