@@ -496,10 +496,14 @@ __device__ __forceinline__ void gemv_store_col(const float* v, const float inv[M
 }
 
 // MM_ADD: the residual of column n for the nt tokens, loaded into rv by the
-// lane that will store the column, as soon as the kernel may read it (after
-// its PDL wait: the residual is an earlier kernel's output) and before the
-// column's sums are made, so that its L2 round trip overlaps the x loads or
-// the units instead of following the sums.
+// lane that will store the column before the column's sums are made (the
+// bulk GEMV: as an item starts, after the PDL wait, since the residual is an
+// earlier kernel's output), so that its L2 round trip overlaps the item's
+// units instead of following the sums. H200, GPU ms per token at 512 rows
+// (docs/perf.md, session 24): 1B F16 0.7910 -> 0.7826, 1B Q4_K_M 0.4178 ->
+// 0.4130. The register int8 GEMV loading its first columns' residuals right
+// after its wait was slower (SmolLM2 geometry 0.3444 -> 0.3530), so it
+// loads them at the store.
 template <int FL, int MT>
 __device__ __forceinline__ void gemv_load_res(const float* __restrict__ r, int n, int nt, int N, float (&rv)[MT]) {
   if constexpr ((FL & MM_ADD) != 0) {
@@ -639,11 +643,6 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   if (G0 && (int)threadIdx.x < K / 16) ldg16<GDT>(g, 16 * threadIdx.x, g0);
   xm.init();
   kiln_pdl_wait_own();  // weights are constants: only their loads precede the wait
-  // the residual of the first set's columns, in flight with the x loads
-  const int col0 = lane / (32 / R);
-  const bool store0 = sub == 0 && lane == col_lane<R>(col0) && bid < nsets && col0 < nr;
-  float rv0[MT];
-  if (store0) gemv_load_res<FL, MT>(r, n0 + col0, nt, N, rv0);
   float inv[MT];
   x = xm.x(x, (float*)(kiln_xq_smem + (i64)MT * K + (i64)MT * (K / 16) * 8), nt);
   xq_prologue<DT, GDT, FL, MT, G0>(x, g, nt, K, eps, xqs, xds, red, inv, g0);
@@ -701,8 +700,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
           if (t < nt) ybuf[(grp * R + col) * MT + t] = v[0][t] * inv[t];
       rope_block_store<MT>(ybuf, set * GPB * R, GPB * R, nt, N, epi, y);
     } else if (sub == 0 && lead && col < nr) {
-      gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key,
-                             (FL & MM_ADD) && set == bid ? rv0 : nullptr);
+      gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key);
     }
   }
 }
@@ -945,17 +943,6 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
     wr[j] = WRow<DT, L>(w, n, nb, nblk);
     if (FL & MM_SWIGLU) wr[R + j] = WRow<DT, L>(w, n + N, nb, nblk);
   }
-  // MM_ADD: the storing lane's residuals, in flight with the units (the
-  // wrapper or the merge has waited for the predecessor by now)
-  float rv[MT][R];
-  if ((FL & MM_ADD) && nr > 0 && sub == 0 && lane == 0)
-#pragma unroll
-    for (int j = 0; j < R; ++j) {
-      float c[MT];
-      gemv_load_res<FL, MT>(r, n0 + min(j, nr - 1), nt, N, c);
-#pragma unroll
-      for (int t = 0; t < MT; ++t) rv[t][j] = c[t];
-    }
   const int units = (K / Q::QK) * Q::CH;
   float acc[2 * R][MT], ss[MT];
 #pragma unroll
@@ -1048,7 +1035,7 @@ __device__ __forceinline__ void mm_gemv(const float* __restrict__ x, const void*
           float o;
           if (FL & MM_SWIGLU) o = mm_gate<FL>(acc[j][t] * inv) * (acc[R + j][t] * inv);
           else o = (FL & MM_RMS) ? acc[j][t] * inv : acc[j][t];
-          if (FL & MM_ADD) o += rv[t][j];
+          if (FL & MM_ADD) o += r[(i64)t * N + n];
           y[(i64)t * ldy + n] = o;
           if (ys && t == 0) ys[grp * R + j] = o;
         }
