@@ -637,7 +637,11 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
     for (int j = 0; j < RR; ++j) qload<DT, L>(wr[j], sub * 32 + lane, u7, cur[j]);
   }
   // MM_GW (the gain is a weight): each thread's first 16 gain values are
-  // read before the wait too (a weight may have left L2 since the last step)
+  // read before the wait too (a weight may have left L2 since the last
+  // step). H200, SmolLM2 geometry at 512 rows (docs/perf.md, session 24),
+  // measured on a build that also loaded the residual right after the wait:
+  // 0.3530 -> 0.3422 ms per token; on this code (the residual at the store)
+  // not measured yet.
   constexpr bool G0 = (FL & MM_GW) != 0 && (FL & MM_RMS) != 0;
   float g0[16];
   if (G0 && (int)threadIdx.x < K / 16) ldg16<GDT>(g, 16 * threadIdx.x, g0);
