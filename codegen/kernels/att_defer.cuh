@@ -18,19 +18,20 @@
 
 // Splits of a step as the split kernels cut it (att_split_rows): L = min(pos0
 // + n_tokens, C) rows, one split while L <= ob, else splits of max(ceil(L /
-// S), mk) rows (mk: kAttSplitMinKeys, or kAttDeferMinKeys where the merge is
-// deferred). dm > 0 (a deferring node's limit, its DEFER): while L <=
-// kAttDeferCapMaxRows the splits are also at least ceil(L / dm) rows, so
-// that there are at most dm of them and the consumer merges them; past
-// that the count is not capped and the node merges itself beyond dm splits.
-__device__ __forceinline__ int att_split_chunk(int L, int S, int ob, int mk, int dm) {
+// S), mk) rows. dm: the node's DEFER, 0 where it merges itself (mk =
+// kAttSplitMinKeys); a deferring node (dm > 0) takes splits of at least
+// kAttDeferMinKeys rows and, while L <= kAttDeferCapMaxRows, of at least
+// ceil(L / dm), so that there are at most dm of them and the consumer merges
+// them; past that the count is not capped and the node merges itself beyond
+// dm splits.
+__device__ __forceinline__ int att_split_chunk(int L, int S, int ob, int dm) {
   if (L <= ob) return L;
-  const int c = max((L + S - 1) / S, mk);
+  const int c = max((L + S - 1) / S, dm > 0 ? kAttDeferMinKeys : kAttSplitMinKeys);
   return dm > 0 && L <= kAttDeferCapMaxRows ? max(c, (L + dm - 1) / dm) : c;
 }
-__device__ __forceinline__ int att_split_count(const KilnStep* step, int C, int S, int ob, int mk, int dm) {
+__device__ __forceinline__ int att_split_count(const KilnStep* step, int C, int S, int ob, int dm) {
   const int L = min(step->pos0 + step->n_tokens, C);
-  const int chunk = att_split_chunk(L, S, ob, mk, dm);
+  const int chunk = att_split_chunk(L, S, ob, dm);
   return (L + chunk - 1) / chunk;
 }
 // Whether an attention deferring up to dmax splits (att_split_finish DEFER)
@@ -99,7 +100,7 @@ struct AttXMerge {
   int C, nh, nkv, S, ob, T, dmax;
   int nsplit;
   // before the PDL wait (the step block is the host's)
-  __device__ __forceinline__ void init() { nsplit = att_split_count(step, C, S, ob, kAttDeferMinKeys, dmax); }
+  __device__ __forceinline__ void init() { nsplit = att_split_count(step, C, S, ob, dmax); }
   // after it: y itself, or the merge of the partial states in xs ([nt][nh * HD] f32)
   __device__ __forceinline__ const float* x(const float* y, float* xs, int nt) const {
     if (!att_defers(nsplit, dmax)) return y;

@@ -158,14 +158,13 @@ __device__ __forceinline__ float att_w(float a, float b) { return a == -INFINITY
 struct AttSplitRows {
   int L, nsplit, j0, j1;
 };
-// OB: steps of at most OB rows take one split (kAttSplitTcOneBlockRows); MK:
-// the fewest rows of a split (kAttSplitMinKeys; kAttDeferMinKeys where the
-// merge is deferred); DM: a deferring node's limit (att_split_chunk).
-template <int OB = 0, int MK = kAttSplitMinKeys, int DM = 0>
+// OB: steps of at most OB rows take one split (kAttSplitTcOneBlockRows); DM:
+// the node's DEFER, 0 where it merges itself (att_split_chunk).
+template <int OB = 0, int DM = 0>
 __device__ __forceinline__ bool att_split_rows(const KilnStep* step, int C, int S, int s, int t, AttSplitRows& r) {
   if (t >= step->n_tokens) return false;
   r.L = min(step->pos0 + step->n_tokens, C);
-  const int chunk = att_split_chunk(r.L, S, OB, MK, DM);  // (att_defer.cuh: a deferred merge's consumer counts alike)
+  const int chunk = att_split_chunk(r.L, S, OB, DM);  // (att_defer.cuh: a deferred merge's consumer counts alike)
   r.nsplit = (r.L + chunk - 1) / chunk;
   if (s >= r.nsplit) return false;
   const int last = min(step->pos0 + t, C - 1);  // never read past the cache
@@ -368,7 +367,7 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   // with an 8448-row cache (session 14, docs/perf.md).
   const int g = blockIdx.x, s = blockIdx.y, t = blockIdx.z, T = gridDim.z;
   AttSplitRows R;
-  if (!att_split_rows<0, DEFER ? kAttDeferMinKeys : kAttSplitMinKeys, DEFER>(step, C, S, s, t, R)) return;
+  if (!att_split_rows<0, DEFER>(step, C, S, s, t, R)) return;
   const int L = R.L, nsplit = R.nsplit, j0 = R.j0, j1 = R.j1;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane / LPR, c8 = (lane % LPR) * 8;
   const i64 W = (i64)nkv * HD;
@@ -551,8 +550,7 @@ __device__ __forceinline__ void k_attention_split_tc(const float* __restrict__ q
   __shared__ __align__(16) uint4 s_qa[KS][32];  // the A fragments of Q, per k step and lane
   const int g = blockIdx.x, s = blockIdx.y, t = blockIdx.z, T = gridDim.z;
   AttSplitRows R;
-  if (!att_split_rows<kAttSplitTcOneBlockRows, DEFER ? kAttDeferMinKeys : kAttSplitMinKeys, DEFER>(step, C, S, s, t, R))
-    return;
+  if (!att_split_rows<kAttSplitTcOneBlockRows, DEFER>(step, C, S, s, t, R)) return;
   const int j0 = R.j0, j1 = R.j1;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2, c = lane & 3;
   const i64 W = (i64)nkv * HD;

@@ -105,9 +105,9 @@ constexpr int kAttDeferMinLimit = 8;
 // of merging more than D itself. H200, GPU ms per token (docs/perf.md,
 // session 24): 1B Q4_K_M at 2048 rows 0.481 -> 0.453, at 4096 0.503 ->
 // 0.491, at 8192 0.533 -> 0.546 (10 splits of 820 rows: slower); SmolLM2
-// geometry (16 merging warps) at 2048 0.411 -> 0.389, at 4096 0.435 -> 0.445, at 8000 0.473
-// -> 0.500. Gains at 2048 in both, mixed at 4096, losses at 8000-8192:
-// the limit lies between (3072 itself not measured).
+// geometry (16 merging warps) at 2048 0.411 -> 0.389, at 4096 0.435 ->
+// 0.445, at 8000 0.473 -> 0.500. Gains at 2048 in both, mixed at 4096,
+// losses at 8000-8192: the limit lies between (3072 itself not measured).
 constexpr int kAttDeferCapMaxRows = 3072;
 // Warps of the register GEMV that merges (mm_gemv NW): fewer blocks merge
 // (each loads every split's partial state of all of x), and 16 warps take
