@@ -137,12 +137,10 @@ std::optional<AttentionSplit> attention_split(const NodeCtx& c) {
   a.splits = attention_splits(a.nkv, a.T, a.C);
   a.tc = split_tc(c.target.sm, c.in(1).dtype, a.nh, a.nkv, a.hd);
   a.one_block_rows = a.tc ? launch::kAttSplitTcOneBlockRows : 0;
-  // defer_merge: both split kernels defer at head_dim 64 (the CUDA-core one
-  // since session 24: bf16 and f32 caches, sm < 80), where the deferring
-  // paths have run on a GPU (GpuDeferredMerge); at 128 and 256 (Gemma 3) the
-  // node merges itself and its GEMV reads its output, as without the pass,
-  // until they have (Gemma 3's end-to-end test reaches it at 513+ rows)
-  if (c.n.attrs.count("defer_merge") && c.n.attr_int("defer_merge") == 1 && (a.tc || a.hd == 64)) {
+  // defer_merge: both split kernels defer (the CUDA-core one since session
+  // 24, at every head_dim since session 25, when GpuDeferredMerge ran it at
+  // head_dim 128 and 256 as well as 64)
+  if (c.n.attrs.count("defer_merge") && c.n.attr_int("defer_merge") == 1) {
     a.defer = attention_defer_splits(a.nh, a.hd);
     if (a.defer == 0)
       throw Error(ErrorCode::kInternal, "codegen: attention has defer_merge, but x of " + std::to_string(a.nh * a.hd) +

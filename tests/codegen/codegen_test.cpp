@@ -276,9 +276,9 @@ TEST(Codegen, CompiledKernelsAreSharedAcrossIdenticalNodes) {
 
 // defer-attention-merge, as codegen carries it out: a deferring attention
 // names its limit (DEFER) on either split kernel at head_dim 64 (tensor cores
-// on sm_90; the CUDA-core kernel on sm_75) and its GEMV merges (AttXMerge,
-// kGemvMergeWarps warps, the merged x's shared memory); at head_dim 256 (not
-// yet run on a GPU) both lower as without the pass.
+// on sm_90; the CUDA-core kernel on sm_75, and at head_dim 256 on any SM) and
+// its GEMV merges (AttXMerge, kGemvMergeWarps warps, the merged x's shared
+// memory).
 TEST(Codegen, DeferredAttentionMergeLowersOnBothSplitKernels) {
   auto layer = [](int64_t nh, int64_t hd) {
     const int64_t C = 1024, K = nh * hd;
@@ -324,12 +324,14 @@ TEST(Codegen, DeferredAttentionMergeLowersOnBothSplitKernels) {
     EXPECT_NE(at75.kernel.source.find("kAttSplitPrefetch, 1, 16>("), std::string::npos) << at75.kernel.source;
     EXPECT_NE(mm75.kernel.source.find("AttXMerge<64>{"), std::string::npos) << mm75.kernel.source;
   }
-  {  // 4 heads of 256: the CUDA-core split kernel merges itself
+  {  // 4 heads of 256 (Gemma 3): x of 1024 values, the CUDA-core split kernel, 16 splits deferred
     const ir::Graph g = layer(4, 256);
     const Lowered at = lower(g, g.nodes()[0], {1, 1024}, Target{90}, ProgramMode::Compiled);
     const Lowered mm = lower(g, g.nodes()[1], {1, 1024}, Target{90}, ProgramMode::Compiled);
-    EXPECT_NE(at.kernel.source.find("kAttSplitPrefetch, 1>("), std::string::npos) << at.kernel.source;
-    EXPECT_EQ(mm.kernel.source.find("AttXMerge"), std::string::npos) << mm.kernel.source;
+    EXPECT_EQ(at.kernel.source.find("k_attention_split_tc"), std::string::npos);
+    EXPECT_NE(at.kernel.source.find("kAttSplitPrefetch, 1, 16>("), std::string::npos) << at.kernel.source;
+    EXPECT_NE(mm.kernel.source.find("AttXMerge<256>{"), std::string::npos) << mm.kernel.source;
+    EXPECT_GE(mm.smem, 1024u * 4) << "the merged x's shared memory";
   }
 }
 

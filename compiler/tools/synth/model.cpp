@@ -64,6 +64,12 @@ const std::vector<Geometry>& geometries() {
       // tiny with an 8192-token context: long-context GPU tests at the cost of a tiny model
       {"tiny-8k", "kiln tiny llama 8k", 256, 2, 4, 2, 64, 512, 512, 8192, false, 10000.0f, false, 1e-5f,
        ChatStyle::kChatML},
+      // tiny with head_dim 128 and 256 (the CUDA-core split attention; 256 as Gemma 3's
+      // 4 heads over one KV head) and a 4096-token context
+      {"tiny-hd128", "kiln tiny llama hd128", 256, 2, 4, 2, 128, 512, 512, 4096, false, 10000.0f, false, 1e-5f,
+       ChatStyle::kChatML},
+      {"tiny-hd256", "kiln tiny llama hd256", 256, 2, 4, 1, 256, 512, 512, 4096, false, 10000.0f, false, 1e-5f,
+       ChatStyle::kChatML},
       {"smollm2-135m", "SmolLM2 135M geometry", 576, 30, 9, 3, 64, 1536, 49152, 8192, true,
        100000.0f, false, 1e-5f, ChatStyle::kChatML},
       {"llama-1b", "Llama 3.2 1B geometry", 2048, 16, 32, 8, 64, 8192, 128256, 131072, true,

@@ -16,7 +16,7 @@
 namespace kiln::synth {
 
 struct Geometry {
-  std::string name;         // "tiny", "tiny-8k", "smollm2-135m", "llama-1b", "llama-8b"
+  std::string name;         // "tiny", "tiny-8k", "tiny-hd128", "tiny-hd256", "smollm2-135m", "llama-1b", "llama-8b"
   std::string model_name;   // general.name
   int64_t hidden, layers, heads, kv_heads, head_dim, ffn, vocab, context;
   bool tied;                // no output.weight: the LM head reuses token_embd
