@@ -638,10 +638,11 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   }
   // MM_GW (the gain is a weight): each thread's first 16 gain values are
   // read before the wait too (a weight may have left L2 since the last
-  // step). H200, SmolLM2 geometry at 512 rows (docs/perf.md, session 24),
-  // measured on a build that also loaded the residual right after the wait:
-  // 0.3530 -> 0.3422 ms per token; on this code (the residual at the store)
-  // not measured yet.
+  // step). H200, SmolLM2 geometry at 512 rows (docs/perf.md, sessions 24
+  // and 25): 0.3530 -> 0.3422 ms per token on a build that also loaded the
+  // residual right after the wait; on this code (the residual at the store)
+  // 0.3457 -> 0.3337 against the build before both, real SmolLM2 0.3526 ->
+  // 0.3407.
   constexpr bool G0 = (FL & MM_GW) != 0 && (FL & MM_RMS) != 0;
   float g0[16];
   if (G0 && (int)threadIdx.x < K / 16) ldg16<GDT>(g, 16 * threadIdx.x, g0);
