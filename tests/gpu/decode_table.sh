@@ -12,12 +12,15 @@
 # Env: KILN (the binary, default build/kiln), CONTEXTS (default "512 4096
 # 8192"), CTX (compile --ctx, default 8448), TARGET (compile --target, default
 # native), ROUNDS (runs per context, default 2), WORK (models and plans, default /tmp/kiln-decode-table; a model already
-# there is reused), RESULTS (default /tmp/kiln-gpu-results). An 8B model of one
-# type takes minutes to write and compile: run the types over several calls
-# on a machine with a time limit per command.
+# there is reused), KEEP (1, the default: keep each type's model and plan in
+# WORK for the next run; 0: delete them once the type is benched, so that the
+# 8B's five types fit a 64 GB disk: its F16 model and plan take 30 GB,
+# all five ~75 GB), RESULTS (default /tmp/kiln-gpu-results). On an H200
+# machine an 8B type took 50-100 s to write, compile and bench at the three
+# contexts once (session 25).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-[ $# -ge 2 ] || { sed -n '2,18p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,20p' "$0" >&2; exit 2; }
 GEO=$1; shift
 KILN=${KILN:-build/kiln}
 CONTEXTS=${CONTEXTS:-512 4096 8192}
@@ -49,6 +52,7 @@ for t in "$@"; do
       fi
     done
   done
+  [ "${KEEP:-1}" = 0 ] && rm -f "$g" "$p"
 done
 
 [ -s "$OUTL" ] || { echo "no bench runs in $OUTL" >&2; exit 1; }
