@@ -103,6 +103,45 @@ TEST(Compile, TinyPlanHasFusedAndEagerProgramsThatVerify) {
   EXPECT_GT(in.arena.kv_size, 0u);
 }
 
+// The deferred split merge (defer-attention-merge) in a real compile: the
+// decode program's attention is a split kernel that leaves its merge to the o
+// projection's GEMV ("_dm" and "_xm" kernels) at head_dim 64 (tensor cores on
+// the f16 cache), 128 and 256 (the CUDA-core kernel; 256 as Gemma 3's 4 heads
+// over one KV head), on sm_90 and, without tensor-core split kernels, sm_75.
+TEST(Compile, DecodeAttentionDefersItsMergeAtEveryHeadDim) {
+  for (const std::string geometry : {"tiny", "tiny-hd128", "tiny-hd256"})
+    for (int sm : {90, 75}) {
+      SCOPED_TRACE(geometry + " sm_" + std::to_string(sm));
+      const fs::path gguf = scratch() / ("defer_" + geometry + ".gguf");
+      if (!fs::exists(gguf)) {
+        synth::SynthOptions so;
+        so.geometry = geometry;
+        so.type = "q4_0";
+        so.seed = 5;
+        synth::build_model(so).write(gguf.string());
+      }
+      auto o = opts(gguf, "defer_" + geometry + "_" + std::to_string(sm) + ".plan", sm);
+      o.ctx = 1024;
+      compile::compile_model(o);
+      rt::Plan plan = rt::Plan::load(o.out_path);
+      const auto* cd = plan.find_program(fb::ProgramMode::Compiled, fb::Phase::Decode, 1);
+      ASSERT_NE(cd, nullptr);
+      int deferring = 0, tc = 0, merging = 0;
+      for (const auto* l : *cd->launches()) {
+        if (l->gemm()) continue;
+        const std::string k = plan.kernels()[l->kernel()]->name()->str();
+        const bool d = k.find("attention_split") != std::string::npos && k.find("_dm") != std::string::npos;
+        deferring += d;
+        tc += d && k.find("_tc") != std::string::npos;
+        merging += k.find("_xm") != std::string::npos;
+      }
+      const uint32_t layers = plan.model().n_layers();
+      EXPECT_EQ(deferring, int(layers)) << "every layer's attention defers its merge";
+      EXPECT_EQ(merging, int(layers)) << "every layer's o projection merges";
+      EXPECT_EQ(tc, geometry == "tiny" && sm == 90 ? int(layers) : 0) << "tensor cores at head_dim 64 on sm_90 only";
+    }
+}
+
 TEST(Compile, EveryWeightTypeCompiles) {
   for (const std::string t : {"f32", "f16", "bf16", "q4_0", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k",
                               "q6_k", "q4_k_m"}) {
