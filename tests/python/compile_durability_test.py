@@ -205,6 +205,13 @@ def main():
                 check(rc == 0, f"finished within {delay} s: the plan verifies", err)
                 old = plan.read_bytes()
                 continue
+            if plan.read_bytes() != old:
+                # killed after the new plan's rename, before the process exited (the cache,
+                # filled by the earlier kills, makes the later compiles that fast): the new
+                # plan must be whole, and it is the one the next checks keep
+                rc, _, err = run([KILN, "inspect", plan])
+                check(rc == 0, f"killed {delay} s into a cold compile, after its rename: the new plan verifies", err)
+                old = plan.read_bytes()
             intact(f"killed {delay} s into a cold compile (rc {p.returncode}): old plan intact", allow_stale_of=p.pid)
             if cold.exists():
                 probs = [x for x in cache_problems(cold) if ".tmp." not in x]
