@@ -112,7 +112,7 @@ struct AttentionSplit {
   int splits = 0;  // S: the grid's splits, the scratch's stride
   int one_block_rows = 0;  // steps of at most this many rows take one split
   bool tc = false;  // on tensor cores (k_attention_split_tc)
-  int defer = 0;    // defer_merge (head_dim 64, or the tensor-core kernel): its consumer merges 2..defer splits (else 0)
+  int defer = 0;    // defer_merge (either split kernel, any head_dim): its consumer merges 2..defer splits (else 0)
 };
 std::optional<AttentionSplit> attention_split(const NodeCtx& c);
 // The attention node that produced value v (its scratch' output), or nullptr.
