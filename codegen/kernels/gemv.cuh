@@ -531,14 +531,33 @@ struct RopeEpi {
   const KilnStep* step;
   int C, nh, nkv, hd, n_rot, c0;
   float theta;
-  // qkv columns c0 + n, c0 + n + 1 (n even) of token t, values a and b
-  __device__ __forceinline__ void pair(float* q, int n, int t, float a, float b) const {
+  // The rotation (cos, sin) of pair (n, n + 1) of token t; (1, 0) for a pair
+  // that pair() leaves as it is. It reads only the step block, which the host
+  // writes before the graph runs, so a GEMV computes its first pairs' angles
+  // before its PDL wait: rope_cs is a double-precision pow and a sincosf,
+  // ~400 instructions that otherwise sit at the end of every layer's QKV
+  // kernel, between its sums and the attention that waits for it. H200
+  // (docs/perf.md, session 26): real SmolLM2 at 512 rows 0.3453 -> 0.3332 ms
+  // per token, the 1B Q4_K_M 0.4125 -> 0.4091.
+  __device__ __forceinline__ float2 angle(int n, int t) const {
+    const int gc = c0 + n, Wq = nh * hd, Wk = nkv * hd;
+    float cs = 1.f, sn = 0.f;
+    if (gc < Wq + Wk) {
+      const int d = (gc < Wq ? gc : gc - Wq) % hd;
+      if (d < n_rot) rope_cs<FDT>(step->pos0 + t, d >> 1, n_rot, theta, ff, cs, sn);
+    }
+    return make_float2(cs, sn);
+  }
+  // qkv columns c0 + n, c0 + n + 1 (n even) of token t, values a and b;
+  // has: pre is their angle(), computed ahead (else pair() computes it)
+  __device__ __forceinline__ void pair(float* q, int n, int t, float a, float b, bool has = false,
+                                       float2 pre = float2{1.f, 0.f}) const {
     const int gc = c0 + n, Wq = nh * hd, Wk = nkv * hd, pos = step->pos0 + t;
     if (gc < Wq + Wk) {
       const int d = (gc < Wq ? gc : gc - Wq) % hd;
       if (d < n_rot) {
-        float cs, sn;
-        rope_cs<FDT>(pos, d >> 1, n_rot, theta, ff, cs, sn);
+        float cs = pre.x, sn = pre.y;
+        if (!has) rope_cs<FDT>(pos, d >> 1, n_rot, theta, ff, cs, sn);
         const float x0 = a, x1 = b;
         a = x0 * cs - x1 * sn;
         b = x0 * sn + x1 * cs;
@@ -558,15 +577,17 @@ struct RopeEpi {
 // The block's finished columns nbase .. nbase + cols - 1 (cols even), token t
 // of column c at ybuf[c * MT + t], written by the group leaders: one thread
 // per (pair, token) hands them to the epilogue. Every thread of the block
-// calls it; it synchronises before and after (ybuf is reused).
+// calls it; it synchronises before and after (ybuf is reused). has: pre is
+// the angle of the thread's first (pair, token), computed ahead.
 template <int MT, class EPI>
 __device__ __forceinline__ void rope_block_store(const float* ybuf, int nbase, int cols, int nt, int N,
-                                                 const EPI& epi, float* q) {
+                                                 const EPI& epi, float* q, bool has = false,
+                                                 float2 pre = float2{1.f, 0.f}) {
   __syncthreads();
   const int np = cols / 2;
   for (int i = threadIdx.x; i < np * nt; i += blockDim.x) {
     const int t = i / np, c = 2 * (i - t * np), n = nbase + c;
-    if (n < N) epi.pair(q, n, t, ybuf[c * MT + t], ybuf[(c + 1) * MT + t]);
+    if (n < N) epi.pair(q, n, t, ybuf[c * MT + t], ybuf[(c + 1) * MT + t], has && i == (int)threadIdx.x, pre);
   }
   __syncthreads();
 }
@@ -646,6 +667,16 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
   constexpr bool G0 = (FL & MM_GW) != 0 && (FL & MM_RMS) != 0;
   float g0[16];
   if (G0 && (int)threadIdx.x < K / 16) ldg16<GDT>(g, 16 * threadIdx.x, g0);
+  // MM_ROPE: the angle of the pair this thread stores first (token 0 of its
+  // first set, rope_block_store's first iteration), ahead of the wait
+  float2 rpre = make_float2(1.f, 0.f);
+  bool rhas = false;
+  if constexpr ((FL & MM_ROPE) != 0) {
+    if ((int)threadIdx.x < GPB * R / 2 && bid < nsets && nt == 1) {
+      rpre = epi.angle(bid * GPB * R + 2 * (int)threadIdx.x, 0);
+      rhas = true;
+    }
+  }
   xm.init();
   kiln_pdl_wait_own();  // weights are constants: only their loads precede the wait
   float inv[MT];
@@ -703,7 +734,7 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 #pragma unroll
         for (int t = 0; t < MT; ++t)
           if (t < nt) ybuf[(grp * R + col) * MT + t] = v[0][t] * inv[t];
-      rope_block_store<MT>(ybuf, set * GPB * R, GPB * R, nt, N, epi, y);
+      rope_block_store<MT>(ybuf, set * GPB * R, GPB * R, nt, N, epi, y, rhas && set == bid, rpre);
     } else if (sub == 0 && lead && col < nr) {
       gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key);
     }
@@ -814,6 +845,24 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
     if (mine > 0) fill(0);
   }
   __syncwarp();
+  // MM_ROPE: the angles (token 0) of the pair this lane stores in the group's
+  // first two items, ahead of the wait (RopeEpi::angle)
+  // (scalars, not an array: the loop below picks one by a run-time index)
+  float2 rpre0 = make_float2(1.f, 0.f), rpre1 = rpre0;
+  bool rhas0 = false, rhas1 = false;
+  if constexpr ((FL & MM_ROPE) != 0) {
+    const int rcol = lane / (32 / R);
+    if (sub == 0 && lane == col_lane<R>(rcol) && rcol % 2 == 0) {
+      if (mine > 0 && rcol < min(R, N - first * R)) {
+        rpre0 = epi.angle(first * R + rcol, 0);
+        rhas0 = true;
+      }
+      if (mine > 1 && rcol < min(R, N - (first + G) * R)) {
+        rpre1 = epi.angle((first + G) * R + rcol, 0);
+        rhas1 = true;
+      }
+    }
+  }
   xm.init();
   kiln_pdl_wait_own();
   x = xm.x(x, (float*)(kiln_xq_smem + XB0), nt);
@@ -902,7 +951,8 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
       if (lead && col % 2 == 0 && col < nr)
 #pragma unroll
         for (int t = 0; t < MT; ++t)
-          if (t < nt) epi.pair(y, n0 + col, t, a[t], b[t]);
+          if (t < nt)
+            epi.pair(y, n0 + col, t, a[t], b[t], t == 0 && (i == 0 ? rhas0 : i == 1 && rhas1), i == 0 ? rpre0 : rpre1);
     } else if (lead && col < nr) {
       gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key, (FL & MM_ADD) ? rv : nullptr);
     }
