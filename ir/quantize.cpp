@@ -135,7 +135,8 @@ void quantize_q4_0(const float* src, uint8_t* dst, int64_t n) {
 }
 
 bool act_q8_weight(DType t) {
-  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0 || t == DType::Q4_K || t == DType::Q6_K;
+  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q8_0 ||
+         t == DType::Q4_K || t == DType::Q6_K;
 }
 
 void act_q8_block(const float* v, int8_t* q, float* d) {

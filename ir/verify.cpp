@@ -100,7 +100,7 @@ class NodeChecker {
     if (v != 0 && v != 1) fail("x_q8 is 0 or 1", "x_q8 = " + std::to_string(v));
     if (v == 0) return;
     if (x.dtype != DType::F32) fail("x_q8 quantises an f32 activation", desc(x));
-    if (!act_q8_weight(w.dtype)) fail("x_q8 needs a weight of type q4_0, q4_1, q8_0, q4_k or q6_k", desc(w));
+    if (!act_q8_weight(w.dtype)) fail("x_q8 needs a weight of type q4_0, q4_1, q5_0, q5_1, q8_0, q4_k or q6_k", desc(w));
   }
   // Optional attr x_merge (0|1) of matmul and matmul_add, with the split
   // scratch' of the attention that produced x as the last input (index

@@ -84,7 +84,8 @@ template <int DT> struct HasMin { enum { V = DT != DT_Q8_0 }; };
 // weight loads in flight.
 struct QRaw {
   uint4 q, r;  // quant bytes (q8_0: 32 in q and r; q6_K: ql in q, qh in r; q4_K: scale block in r)
-  u32 s0, s1;  // scale bytes (q4_0: d; q4_1: d, m; q8_0: d; q6_K: the two int8 scales, d)
+  u32 s0, s1;  // scale bytes (q4_0, q5_0: d; q4_1, q5_1: d, m; q8_0: d; q6_K: the two int8 scales, d);
+               // q5_0, q5_1: s1 = qh, the 32 fifth bits
 };
 // Unit u of one weight row (WRow: L = 0 GGUF blocks, q = s = the row; L = 1
 // planes, q = the row's quants, s = its scale bytes), from global memory or
@@ -102,6 +103,15 @@ __device__ __forceinline__ void qload(const WRow<DT, L>& wr, int u, int u7, QRaw
     o.q = ldq128<SH, AL>(q);
     if (DT == DT_Q8_0) o.r = ldq128<SH, AL>(q + 16);
     o.s0 = DT == DT_Q4_1 ? wld32<SH>(s) : (u32)wld16<SH>(s);  // q4_1: d, m (4-byte aligned in both layouts)
+  } else if constexpr (DT == DT_Q5_0 || DT == DT_Q5_1) {
+    // GGUF blocks only (no planes layout): q5_0's 22 bytes are d, qh, qs
+    // (2-byte aligned), q5_1's 24 bytes d, m, qh, qs (4-byte aligned)
+    static_assert(L == 0, "q5_0 / q5_1 have no planes layout");
+    const u8* b = wr.q + (i64)u * QT<DT>::BB;
+    constexpr int QO = DT == DT_Q5_0 ? 6 : 8;
+    o.q = ldq128<SH, DT == DT_Q5_0 ? 2 : 4>(b + QO);
+    o.s0 = DT == DT_Q5_1 ? wld32<SH>(b) : (u32)wld16<SH>(b);
+    o.s1 = DT == DT_Q5_1 ? wld32<SH>(b + 4) : wld32u<SH>(b + 2);
   } else if constexpr (DT == DT_Q4_K) {  // byte offsets in a super-block: xq_units.h
     const int sb = u >> 3;
     const u8* q = (L ? wr.q + (i64)sb * 128 : wr.q + (i64)sb * 144 + 16) + kiln::xq::xq_q4k_quants(u7);
@@ -139,9 +149,30 @@ __device__ __forceinline__ float i2f22x16(int v) {
   return __fmaf_rn(__int_as_float(0x4B400000 + v), 0.0625f, -786432.f);
 }
 
+// The fifth bits of 4 consecutive weights (t's low 4 bits, weight i at bit
+// i) moved to bit 4 of byte i: one multiply places bit i at 4 + 8i (the
+// four shifted copies 4 + 7k + i of the bits never overlap or carry).
+__device__ __forceinline__ u32 q5_hi4(u32 t) { return ((t & 0xFu) * 0x02040810u) & 0x10101010u; }
+
 template <int DT, int L>
 __device__ __forceinline__ void qdecode(const QRaw& w, int u7, QU& o) {
-  if constexpr (DT == DT_Q8_0) {
+  if constexpr (DT == DT_Q5_0 || DT == DT_Q5_1) {
+    // part A: weights 0-15 (low nibbles, qh bits 0-15), B: 16-31 (high nibbles,
+    // qh bits 16-31); unsigned 5-bit values, the offset in the min term
+    const u32 q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      o.a[i] = (q[i] & 0x0F0F0F0Fu) | q5_hi4(w.s1 >> (4 * i));
+      o.b[i] = ((q[i] >> 4) & 0x0F0F0F0Fu) | q5_hi4(w.s1 >> (16 + 4 * i));
+    }
+    if (DT == DT_Q5_0) {
+      o.da = o.db = h2f((u16)w.s0);
+      o.ma = o.mb = -16.f * o.da;
+    } else {
+      o.da = o.db = h2f((u16)(w.s0 & 0xFFFF));
+      o.ma = o.mb = h2f((u16)(w.s0 >> 16));
+    }
+  } else if constexpr (DT == DT_Q8_0) {
     o.a[0] = w.q.x; o.a[1] = w.q.y; o.a[2] = w.q.z; o.a[3] = w.q.w;
     o.b[0] = w.r.x; o.b[1] = w.r.y; o.b[2] = w.r.z; o.b[3] = w.r.w;
     o.da = o.db = h2f((u16)w.s0);

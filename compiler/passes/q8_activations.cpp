@@ -2,7 +2,7 @@
 // weight type has integer dot products reads its activation quantised to
 // int8 in 16-value blocks (attr x_q8 = 1; ir/quantize.h)
 //
-//   y = matmul(x, w : q4_0|q4_1|q8_0|q4_k|q6_k)  ->  y = matmul(x, w) {x_q8 = 1}
+//   y = matmul(x, w : q4_0|q4_1|q5_0|q5_1|q8_0|q4_k|q6_k)  ->  y = matmul(x, w) {x_q8 = 1}
 //   (and matmul_add, rms_matmul, rms_matmul_swiglu, lm_head_sample)
 //
 // The GEMV then multiplies the packed weight quants by int8 activations with
@@ -39,7 +39,7 @@ bool run(Graph& g) {
 
 Pass q8_activations_pass() {
   return {"q8-activations",
-          "decode matmuls on q4_0/q4_1/q8_0/q4_k/q6_k weights read int8-quantised activations (dp4a GEMVs)", run};
+          "decode matmuls on q4_0/q4_1/q5_0/q5_1/q8_0/q4_k/q6_k weights read int8-quantised activations (dp4a GEMVs)", run};
 }
 
 std::vector<Pass> decode_pipeline() {

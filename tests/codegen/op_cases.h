@@ -554,8 +554,10 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
   // integer dot products against the interpreter's x_q8 semantics, in both
   // layouts; long rows (split 2 / 4 warps) and wide matrices (4 columns per
   // group) included
-  for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K})
+  for (DType wt : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q6_K})
     for (const char* layout : {"ggml", "planes"}) {
+      const bool q5 = wt == DType::Q5_0 || wt == DType::Q5_1;
+      if (q5 && std::string(layout) == "planes") continue;  // GGUF blocks only (no planes layout)
       auto xq = [&](OpCase c) {
         c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
         c.ref = c.g;  // the interpreter's x_q8 matmuls are the reference (tested on the CPU)
@@ -584,6 +586,16 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
       // Rows of 8-12 KiB (K = 14336, the 8B's down projection) take groups of
       // 2 warps per set of row buffers (4 for q6_K at 3 tokens): partial sums
       // merged per item.
+      if (q5) {
+        // Gemma 3 270M's shapes (rows of 640: 440 or 480 bytes, register
+        // GEMVs) and rows of 2048 (16-byte multiples) on the bulk kernel (>= 2 MiB)
+        xq(matmul_case(OpKind::RmsMatMul, wt, 1, DType::F32, 640, 1024));
+        xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, 1, DType::F32, 640, 2048));
+        for (int64_t b : {int64_t{1}, int64_t{3}}) {
+          xq(matmul_case(OpKind::MatMulAdd, wt, b, DType::F32, 2048, 2100));
+          xq(matmul_case(OpKind::RmsMatMulSwiGlu, wt, b, DType::F32, 2048, 1100));
+        }
+      }
       if (wt == DType::Q4_K || wt == DType::Q6_K)
         for (int64_t b : {int64_t{1}, int64_t{3}})
           xq(matmul_case(OpKind::MatMulAdd, wt, b, DType::F32, 14336, wt == DType::Q4_K ? 3200 : 2200));

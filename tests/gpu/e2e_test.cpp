@@ -315,7 +315,7 @@ TEST_P(GpuSynthTypes, LogitsMatchInterpreter) {
   int32_t tok = argmax(tc_logits);
   auto got = run_plan(*model, prompt, 1, rt::ProgramMode::Compiled);
   int32_t pos = int32_t(prompt.size());
-  // Int8 activations (q8-activations: q4_0, q4_1, q8_0, q4_K, q6_K): the
+  // Int8 activations (q8-activations: q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q6_K): the
   // interpreter rounds them as the GPU does, but ~1e-4 float differences from
   // upstream kernels push some values across a rounding boundary, each a whole
   // quantisation step (measured up to 8.5e-3 on these random tiny models; a

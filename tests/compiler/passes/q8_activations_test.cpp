@@ -67,11 +67,21 @@ const std::string kDecode = R"(graph {
   weight %w0 : q4_0[48, 64] = "w0"
   weight %wf : f16[48, 64] = "wf"
   weight %w6 : q6_k[8, 256] = "w6"
+  weight %w5 : q5_0[48, 64] = "w5"
+  weight %w51 : q5_1[48, 64] = "w51"
+  weight %wk5 : q5_k[48, 256] = "wk5"
+  input %x2 : f32[tokens, 256]
   %a : f32[tokens, 48] = rms_matmul(%x, %g, %w0) {eps = 1e-05}
   %b : f32[tokens, 48] = matmul(%x, %wf)
   %c : f32[tokens, 48] = matmul_add(%x, %w0, %a)
+  %d : f32[tokens, 48] = matmul(%x, %w5)
+  %e : f32[tokens, 48] = matmul(%x, %w51)
+  %f : f32[tokens, 48] = matmul(%x2, %wk5)
   output %b
   output %c
+  output %d
+  output %e
+  output %f
 }
 )";
 
@@ -83,6 +93,9 @@ TEST(Q8Activations, MarksQuantisedWeightsOnly) {
   EXPECT_EQ(g.nodes()[0].attr_int("x_q8"), 1);  // q4_0
   EXPECT_EQ(g.nodes()[1].attrs.count("x_q8"), 0u);  // f16 weight: f32 GEMV
   EXPECT_EQ(g.nodes()[2].attr_int("x_q8"), 1);
+  EXPECT_EQ(g.nodes()[3].attr_int("x_q8"), 1);       // q5_0
+  EXPECT_EQ(g.nodes()[4].attr_int("x_q8"), 1);       // q5_1
+  EXPECT_EQ(g.nodes()[5].attrs.count("x_q8"), 0u);  // q5_K: no int8 kernel
   EXPECT_FALSE(kiln::passes::q8_activations_pass().run(g)) << "a second run changed the graph";
   const Graph d = kiln::passes::run_pipeline(parse(kDecode), kiln::passes::decode_pipeline(), {});
   EXPECT_EQ(print(d), print(g));
@@ -98,6 +111,9 @@ TEST(Q8Activations, VerifierRejectsWhatNoKernelComputes) {
   Graph z = parse(kDecode);
   z.nodes()[0].attrs["x_q8"] = int64_t{0};
   EXPECT_NO_THROW(verify(z));
+  Graph k = parse(kDecode);
+  k.nodes()[5].attrs["x_q8"] = int64_t{1};  // q5_K weight
+  EXPECT_THROW(verify(k), kiln::Error);
 }
 
 // The interpreter's x_q8 matmuls are the unmarked graph on quantised
