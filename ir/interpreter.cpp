@@ -493,20 +493,36 @@ TensorPtr Interpreter::Impl::rope_store(size_t ni, std::vector<TensorPtr>& vals,
   double base = n.attr_float("theta");
   bool neox = n.attr_str("mode") == "neox";
   int64_t T = qkv.shape[0], W = qkv.shape[1], Wq = nh * hd, Wk = nkv * hd, C = kc->shape[0];
+  // qk_norm_eps: every q and k head is rms_norm'd (per head, gains gq / gk) first, as
+  // rms_norm {head_dim} computes it; ring: position p goes to cache row p mod C
+  const bool qn = n.attrs.count("qk_norm_eps") != 0;
+  const double qeps = qn ? n.attr_float("qk_norm_eps") : 0.0;
+  const bool ring = n.attrs.count("ring") && n.attr_int("ring") != 0;
   auto q = std::make_shared<Tensor>(Tensor::zeros_f32({T, Wq}));
-  std::vector<float> krow(static_cast<size_t>(Wk));
+  std::vector<float> krow(static_cast<size_t>(Wk)), normed(qn ? static_cast<size_t>(Wq + Wk) : 0);
   std::vector<double> cs(static_cast<size_t>(n_rot / 2)), sn(static_cast<size_t>(n_rot / 2));
   for (int64_t t = 0; t < T; ++t) {
     int32_t p = pos.i32[static_cast<size_t>(t)];
-    if (p < 0 || p >= C)
+    if (p < 0 || (p >= C && !ring))
       fail_node(ni, "position " + std::to_string(p) + " is outside the KV cache (0.." + std::to_string(C - 1) +
                         "); the context is full");
     rope_angles(p, n_rot, base, ff, cs, sn);
     const float* row = qkv.f32.data() + t * W;
-    rope_heads(row, q->f32.data() + t * Wq, nh, hd, n_rot, neox, cs, sn);
-    rope_heads(row + Wq, krow.data(), nkv, hd, n_rot, neox, cs, sn);
-    store_row(kc->f32.data() + p * Wk, krow.data(), Wk, g.value(n.inputs[2]).dtype);
-    store_row(vc->f32.data() + p * Wk, row + Wq + Wk, Wk, g.value(n.inputs[3]).dtype);
+    const float* qk = row;
+    if (qn) {
+      for (int64_t h = 0; h < nh + nkv; ++h) {
+        const float* xr = row + h * hd;
+        const float* gw = get(vals, n.inputs[h < nh ? 4 : 5]).f32.data();
+        const float r = row_inv_rms(xr, hd, qeps);
+        for (int64_t i = 0; i < hd; ++i) normed[static_cast<size_t>(h * hd + i)] = xr[i] * r * gw[i];
+      }
+      qk = normed.data();
+    }
+    rope_heads(qk, q->f32.data() + t * Wq, nh, hd, n_rot, neox, cs, sn);
+    rope_heads(qk + Wq, krow.data(), nkv, hd, n_rot, neox, cs, sn);
+    const int64_t r = p % C;
+    store_row(kc->f32.data() + r * Wk, krow.data(), Wk, g.value(n.inputs[2]).dtype);
+    store_row(vc->f32.data() + r * Wk, row + Wq + Wk, Wk, g.value(n.inputs[3]).dtype);
   }
   vals[static_cast<size_t>(n.outputs[1])] = kc;  // aliases input 2
   vals[static_cast<size_t>(n.outputs[2])] = vc;  // aliases input 3
@@ -754,7 +770,10 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
       return out;
     }
     case OpKind::RopeStore:
-      return rope_store(ni, vals, in(0), n.inputs.size() == 5 ? &in(4) : nullptr);
+    {
+      const size_t ffi = n.attrs.count("qk_norm_eps") ? 6 : 4;
+      return rope_store(ni, vals, in(0), n.inputs.size() > ffi ? &in(ffi) : nullptr);
+    }
     case OpKind::RmsMatMulRopeStore: {
       // rope_store(rms_matmul(x, gain, weights), pos, kc, vc [, freq_factors]): inputs x, pos, kc, vc,
       // gain, 1 or 3 weights (rank 2), then the optional freq_factors (rank 1)

@@ -27,7 +27,8 @@ constexpr std::array<OpInfo, 21> kOps = {{
     {OpKind::RmsMatMul, "rms_matmul", 3, 5, kNone},  // 1-3 weights (their outputs side by side)
     {OpKind::MatMulAdd, "matmul_add", 3, 4, kNone},  // [scratch: x_merge]
     {OpKind::RmsMatMulSwiGlu, "rms_matmul_swiglu", 3, 3, kNone},
-    {OpKind::RopeStore, "rope_store", 4, 5, {-1, 2, 3, -1}},  // q is new; kc', vc' are the caches (inputs 2, 3)
+    // qkv, pos, kc, vc [, gq, gk (attr qk_norm_eps)] [, ff]; q is new, kc', vc' are the caches (inputs 2, 3)
+    {OpKind::RopeStore, "rope_store", 4, 7, {-1, 2, 3, -1}},
     {OpKind::LmHeadSample, "lm_head_sample", 3, 3, kNone},
     // x, pos, kc, vc, gain, 1 or 3 weights [, freq_factors]: rope_store(rms_matmul(...)); kc', vc' as rope_store's
     {OpKind::RmsMatMulRopeStore, "rms_matmul_rope_store", 6, 9, {-1, 2, 3, -1}},

@@ -482,8 +482,29 @@ class NodeChecker {
         const Value& qkv = in(0);
         rank(qkv, 2, "rope_store qkv");
         dtype(qkv, DType::F32, "rope_store qkv");
+        // qk_norm_eps: q and k heads are RMS-normalised (gains gq, gk of head_dim, inputs 4 and 5)
+        // before the rope; the optional freq_factors come last
+        const bool qn = n_.attrs.count("qk_norm_eps") != 0;
+        const size_t ffi = qn ? 6 : 4;
+        if (n_.inputs.size() > ffi + 1 || n_.inputs.size() < ffi)
+          fail(std::string("rope_store has inputs qkv, pos, kc, vc") + (qn ? ", gq, gk (qk_norm_eps)" : "") +
+                   " [, freq_factors]",
+               std::to_string(n_.inputs.size()) + " inputs");
+        if (qn) {
+          float_attr("qk_norm_eps", true);
+          const int64_t hd = int_attr("head_dim");
+          for (size_t i : {size_t{4}, size_t{5}}) {
+            rank(in(i), 1, "rope_store q/k norm gain");
+            dtype(in(i), DType::F32, "rope_store q/k norm gain");
+            if (!dim_eq(in(i).shape[0], Dim::fixed(hd))) fail("rope_store q/k norm gain has head_dim entries", desc(in(i)));
+          }
+        }
+        if (n_.attrs.count("ring")) {
+          const int64_t r = int_attr("ring");
+          if (r != 0 && r != 1) fail("rope_store ring is 0 or 1", "ring = " + std::to_string(r));
+        }
         rope_store_rules("rope_store", qkv, qkv.shape[1], "qkv width", desc(qkv), in(1), in(2), in(3),
-                         n_.inputs.size() == 5 ? &in(4) : nullptr);
+                         n_.inputs.size() > ffi ? &in(ffi) : nullptr);
         break;
       }
       case OpKind::RmsMatMulRopeStore: {
@@ -495,6 +516,9 @@ class NodeChecker {
         if (n_w != 1 && n_w != 3)
           fail(op + " has 1 or 3 weights (inputs 5.., then the optional rank-1 freq_factors)",
                std::to_string(n_w) + " weight(s) among " + std::to_string(n_.inputs.size()) + " inputs");
+        if (n_.attrs.count("qk_norm_eps") || n_.attrs.count("ring"))
+          fail(op + " has no qk_norm_eps or ring (the GEMV epilogue ropes unnormalised heads into flat caches)",
+               "attrs of rope_store's fused form");
         rms_prologue(x, in(4), op);
         const Dim cols = rms_weights(x, 5, w_end, op);
         std::string weights;

@@ -19,7 +19,9 @@ struct RopeParams {
   bool neox = false;
   double theta = 0;
   double fscale = 1.0;  // rope: attr freq_scale (linear rope scaling)
-  bool ring = false;    // kv_store: attr ring (row pos mod C)
+  bool ring = false;    // kv_store, rope_store: attr ring (row pos mod C)
+  bool qn = false;      // rope_store: attr qk_norm_eps (q and k heads RMS-normalised first; gains inputs 4, 5)
+  double qeps = 0;
 };
 
 Kernel emit(const RopeParams& p, bool compiled) {
@@ -43,15 +45,21 @@ Kernel emit(const RopeParams& p, bool compiled) {
       break;
     }
     case OpKind::RopeStore: {
-      k.name = "kiln_rope_store_" + dt_lower(p.cache_dt) + (p.has_ff ? "_ff_" + dt_lower(p.ff_dt) : "");
+      k.name = "kiln_rope_store_" + dt_lower(p.cache_dt) + (p.has_ff ? "_ff_" + dt_lower(p.ff_dt) : "") +
+               (p.qn ? "_qn" : "") + (p.ring ? "_ring" : "");
       std::string qkv = e.in(0, "const float*");
-      std::string ff = p.has_ff ? e.in(4, "const void*") : "nullptr";
+      std::string ff = p.has_ff ? e.in(p.qn ? 6 : 4, "const void*") : "nullptr";
       std::string kc = e.in(2, "void*"), vc = e.in(3, "void*"), y = e.out(0, "float*"), st = e.step();
       std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), hd = e.i(p.hd), nr = e.i(p.n_rot),
                   nx = e.i(p.neox), th = e.f(p.theta);
-      k.call = "k_rope_store<" + ffd + ", " + dt_macro(p.cache_dt) + ">(" + qkv + ", " + ff + ", " + kc + ", " + vc +
-               ", " + y + ", " + st + ", " + C + ", " + nh + ", " + nkv + ", " + hd + ", " + nr + ", " + nx + ", " +
-               th + ")";
+      std::string tail;
+      if (p.qn || p.ring) {
+        const std::string gq = p.qn ? e.in(4, "const float*") : "nullptr", gk = p.qn ? e.in(5, "const float*") : "nullptr";
+        tail = ", " + gq + ", " + gk + ", " + e.f(p.qeps) + ", " + e.i(p.ring ? 1 : 0);
+      }
+      k.call = "k_rope_store<" + ffd + ", " + dt_macro(p.cache_dt) + (p.qn ? ", true" : "") + ">(" + qkv + ", " + ff +
+               ", " + kc + ", " + vc + ", " + y + ", " + st + ", " + C + ", " + nh + ", " + nkv + ", " + hd + ", " + nr +
+               ", " + nx + ", " + th + tail + ")";
       k.block = launch::kRopeThreads;
       k.grid = {cdiv(p.T, 1), static_cast<uint32_t>(p.nh + p.nkv), 1};
       k.own_pdl_wait = true;
@@ -101,7 +109,16 @@ RopeParams rope_params(const NodeCtx& c) {
   p.neox = m == "neox";
   if (p.nh <= 0 || p.hd <= 0 || p.n_rot <= 0 || p.n_rot > p.hd || p.n_rot % 2)
     unsupported(c.opname() + ": bad n_heads/head_dim/n_rot");
-  const size_t ffi = store ? 4 : 2;
+  if (store) {
+    p.qn = n.attrs.count("qk_norm_eps") != 0;
+    p.qeps = p.qn ? n.attr_float("qk_norm_eps") : 0.0;
+    p.ring = n.attrs.count("ring") && n.attr_int("ring") != 0;
+    if (p.qn) {
+      c.need_f32(c.in(4), "q norm gain");
+      c.need_f32(c.in(5), "k norm gain");
+    }
+  }
+  const size_t ffi = store ? (p.qn ? 6 : 4) : 2;
   p.has_ff = n.inputs.size() > ffi;
   if (p.has_ff) {
     c.need_float(c.in(ffi), "freq_factors");
@@ -119,6 +136,7 @@ RopeParams rope_params(const NodeCtx& c) {
       unsupported("rope_store: cache width must be n_kv_heads*head_dim");
     if (c.dim(c.in(0), 1) != (p.nh + 2 * p.nkv) * p.hd)
       unsupported("rope_store: qkv width must be (n_heads + 2*n_kv_heads)*head_dim");
+    if (p.qn && p.hd > 512) unsupported("rope_store: q/k norms take head_dim <= 512 (kRopeNormMaxHd)");
   } else if (c.dim(c.in(0), 1) != p.nh * p.hd) {
     unsupported("rope: width must be n_heads*head_dim");
   }

@@ -69,11 +69,19 @@ __device__ __forceinline__ void k_rope(const float* __restrict__ x, const void* 
 // angle depends only on the position (the step block, written by the host
 // before the step) and the constant frequency factors, so it is computed
 // while the projection that feeds qkv finishes.
-template <int FDT, int CDT>
+// QN (attr qk_norm_eps, Gemma 3): each q and k head is first RMS-normalised
+// over its hd values and scaled by gq / gk (rms_norm {head_dim}'s
+// arithmetic), through shared memory (hd <= kRopeNormMaxHd). ring: position
+// p goes to cache row p mod C (a sliding-window layer's ring).
+constexpr int kRopeNormMaxHd = 512;
+template <int FDT, int CDT, bool QN = false>
 __device__ __forceinline__ void k_rope_store(const float* __restrict__ qkv, const void* __restrict__ ff,
                                              void* __restrict__ kc, void* __restrict__ vc,
                                              float* __restrict__ y, const KilnStep* step, int C, int nh,
-                                             int nkv, int hd, int n_rot, int neox, float theta) {
+                                             int nkv, int hd, int n_rot, int neox, float theta,
+                                             const float* __restrict__ gq = nullptr,
+                                             const float* __restrict__ gk = nullptr, float qeps = 0.f,
+                                             int ring = 0) {
   const int t = blockIdx.x, h = blockIdx.y;
   const bool live = t < step->n_tokens && h < nh + nkv;
   const int pos = step->pos0 + t;
@@ -83,14 +91,24 @@ __device__ __forceinline__ void k_rope_store(const float* __restrict__ qkv, cons
   if (!live) return;
   const i64 Wq = (i64)nh * hd, Wk = (i64)nkv * hd;
   const float* row = qkv + t * (Wq + 2 * Wk);
+  const float* src = h < nh ? row + (i64)h * hd : row + Wq + (i64)(h - nh) * hd;
+  if constexpr (QN) {
+    __shared__ float red[33];
+    __shared__ float hbuf[kRopeNormMaxHd];
+    const float* gw = h < nh ? gq : gk;
+    const float inv = row_inv_rms(src, hd, qeps, red);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) hbuf[d] = (src[d] * inv) * gw[d];
+    __syncthreads();
+    src = hbuf;
+  }
   if (h < nh) {
-    rope_head<FDT, DT_F32>(row + (i64)h * hd, y, t * Wq + (i64)h * hd, hd, n_rot, neox, pos, theta, ff, 1.f, &cs0);
+    rope_head<FDT, DT_F32>(src, y, t * Wq + (i64)h * hd, hd, n_rot, neox, pos, theta, ff, 1.f, &cs0);
     return;
   }
-  if (pos < 0 || pos >= C) return;
+  if (pos < 0 || (pos >= C && !ring)) return;
   const int j = h - nh;
-  const i64 o = (i64)pos * Wk + (i64)j * hd;
-  rope_head<FDT, CDT>(row + Wq + (i64)j * hd, kc, o, hd, n_rot, neox, pos, theta, ff, 1.f, &cs0);
+  const i64 o = (i64)(pos % C) * Wk + (i64)j * hd;
+  rope_head<FDT, CDT>(src, kc, o, hd, n_rot, neox, pos, theta, ff, 1.f, &cs0);
   for (int d = threadIdx.x; d < hd; d += blockDim.x) stf<CDT>(vc, o + d, row[Wq + Wk + (i64)j * hd + d]);
 }
 

@@ -9,6 +9,12 @@
 //
 //   qkv = matmul(x, wqkv) [+ bqkv];   q', kc', vc' = rope_store(qkv, pos, kc, vc [, freq_factors])
 //
+// Gemma 3's form, q and k heads RMS-normalised before their ropes
+// (q_n = rms_norm(q, gq) {eps, head_dim}, the same for k; both or neither),
+// and sliding-window layers' ring caches (kv_store {ring = 1}, both stores
+// alike) fuse too: rope_store then takes gq, gk after the caches (attr
+// qk_norm_eps) and the attr ring.
+//
 // q', kc', vc' keep their value ids and names, so their users are unchanged.
 // The output columns of a matmul do not depend on each other, so the fused
 // projection computes exactly the same numbers.
@@ -85,6 +91,29 @@ std::optional<Proj> projection(const Graph& g, const Uses& u, ValueId v, bool pa
   return p;
 }
 
+// Gemma 3's q and k norms: rope input v = rms_norm(p, gain) {eps, head_dim}
+// with head_dim the rope's, gain an f32 weight of head_dim entries, v used
+// only by the rope. Returns the norm's node index (p is its input 0).
+struct HeadNorm {
+  int node = -1;
+  ValueId in = ir::kNoValue, gain = ir::kNoValue;
+  double eps = 0;
+};
+std::optional<HeadNorm> head_norm(const Graph& g, const Uses& u, ValueId v, int64_t hd) {
+  const Node* n = u.def(g, v);
+  if (!n || n->op != OpKind::RmsNorm || !u.single_use(v) || n->outputs.size() != 1 ||
+      !has_exactly_attrs(*n, {"eps", "head_dim"}) || n->attr_int("head_dim") != hd)
+    return std::nullopt;
+  const ir::Value& w = g.value(n->inputs[1]);
+  if (!is_weight(g, n->inputs[1]) || w.dtype != ir::DType::F32 || !same_shape(w.shape, {ir::Dim::fixed(hd)}))
+    return std::nullopt;
+  return HeadNorm{u.def_index(v), n->inputs[0], n->inputs[1], n->attr_float("eps")};
+}
+
+// A kv_store's attrs: none, or ring (a sliding-window layer's cache)
+bool store_attrs_ok(const Node& n) { return n.attrs.empty() || has_exactly_attrs(n, {"ring"}); }
+int64_t store_ring(const Node& n) { return n.attrs.count("ring") ? n.attr_int("ring") : 0; }
+
 bool rope_attrs_ok(const Node& n) {
   return n.op == OpKind::Rope && has_exactly_attrs(n, {"n_heads", "head_dim", "n_rot", "theta", "mode"});
 }
@@ -103,11 +132,15 @@ bool try_fuse(Graph& g, size_t rk_i, bool parts) {
   if (!rope_attrs_ok(rk)) return false;
   const ValueId pos = rk.inputs[1];
   const Node* ks = u.sole_consumer(g, rk.outputs[0]);
-  if (!ks || ks->op != OpKind::KvStore || !ks->attrs.empty() || ks->inputs[1] != rk.outputs[0] ||
+  if (!ks || ks->op != OpKind::KvStore || !store_attrs_ok(*ks) || ks->inputs[1] != rk.outputs[0] ||
       ks->inputs[2] != pos)
     return false;
   const size_t ks_i = u.consumers[static_cast<size_t>(rk.outputs[0])][0];
-  auto pk = projection(g, u, rk.inputs[0], parts);
+  const int64_t ring = store_ring(*ks);
+  // q and k heads RMS-normalised before their ropes (both or neither)
+  const int64_t hd_r = rk.attr_int("head_dim");
+  const std::optional<HeadNorm> nk = head_norm(g, u, rk.inputs[0], hd_r);
+  auto pk = projection(g, u, nk ? nk->in : rk.inputs[0], parts);
   if (!pk) return false;
 
   // The v store and the q rope: exactly one candidate each, on the same x and pos.
@@ -116,7 +149,7 @@ bool try_fuse(Graph& g, size_t rk_i, bool parts) {
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];
     if (i == ks_i || i == rk_i) continue;
-    if (n.op == OpKind::KvStore && n.attrs.empty() && n.inputs[2] == pos) {
+    if (n.op == OpKind::KvStore && store_attrs_ok(n) && store_ring(n) == ring && n.inputs[2] == pos) {
       auto p = projection(g, u, n.inputs[1], parts);
       if (p && p->same_input(*pk)) {
         ++n_v;
@@ -124,7 +157,9 @@ bool try_fuse(Graph& g, size_t rk_i, bool parts) {
         vs_i = static_cast<int>(i);
       }
     } else if (n.op == OpKind::Rope && n.inputs[1] == pos) {
-      auto p = projection(g, u, n.inputs[0], parts);
+      const std::optional<HeadNorm> nq = head_norm(g, u, n.inputs[0], hd_r);
+      if (nq.has_value() != nk.has_value()) continue;
+      auto p = projection(g, u, nq ? nq->in : n.inputs[0], parts);
       if (p && p->same_input(*pk)) {
         ++n_q;
         pq = p;
@@ -136,6 +171,8 @@ bool try_fuse(Graph& g, size_t rk_i, bool parts) {
   const Node& vs = nodes[static_cast<size_t>(vs_i)];
   const Node& rq = nodes[static_cast<size_t>(rq_i)];
   if (!rope_attrs_ok(rq) || !same_rope(rq, rk)) return false;
+  const std::optional<HeadNorm> nq = head_norm(g, u, rq.inputs[0], hd_r);
+  if (nk && (!nq || nq->eps != nk->eps)) return false;
 
   // Weights: one dtype (parts: int8 activations for all or none) and row
   // length; biases on all three or none.
@@ -173,10 +210,15 @@ bool try_fuse(Graph& g, size_t rk_i, bool parts) {
                         {"n_rot", rk.attr_int("n_rot")},
                         {"theta", rk.attr_float("theta")},
                         {"mode", rk.attr_str("mode")}};
+  ir::Attrs rs_attrs = attrs;
+  if (nk) rs_attrs["qk_norm_eps"] = nk->eps;
+  if (ring) rs_attrs["ring"] = ring;
   std::vector<ValueId> rs_in_tail{pos, kc, vc};
+  if (nk) rs_in_tail.insert(rs_in_tail.end(), {nq->gain, nk->gain});
   if (rk.inputs.size() == 3) rs_in_tail.push_back(rk.inputs[2]);
   std::vector<size_t> remove{static_cast<size_t>(pq->mm), static_cast<size_t>(pk->mm), static_cast<size_t>(pv->mm),
                              static_cast<size_t>(rq_i), rk_i, ks_i, static_cast<size_t>(vs_i)};
+  if (nk) remove.insert(remove.end(), {static_cast<size_t>(nq->node), static_cast<size_t>(nk->node)});
   std::string q_name = g.value(mq.outputs[0]).name, bias_name;
   ValueId bq = pq->bias, bk = pk->bias, bv = pv->bias;
   if (bias) {
@@ -207,7 +249,7 @@ bool try_fuse(Graph& g, size_t rk_i, bool parts) {
   }
   std::vector<ValueId> rs_in{qkv};
   rs_in.insert(rs_in.end(), rs_in_tail.begin(), rs_in_tail.end());
-  rw.add(Node{OpKind::RopeStore, rs_in, {q_rope, kc_out, vc_out}, attrs});
+  rw.add(Node{OpKind::RopeStore, rs_in, {q_rope, kc_out, vc_out}, rs_attrs});
   return rw.commit();
 }
 

@@ -290,14 +290,19 @@ inline OpCase rope_gemv_case(const std::vector<DType>& wts, int64_t nh, int64_t 
   return c;
 }
 
-// rope_store(qkv, pos, kc, vc [, ff]) -> q; ref: rope q, rope k, kv_store k, v.
-inline OpCase rope_store_case(DType cache_t, bool ff, int64_t bucket) {
+// rope_store(qkv, pos, kc, vc [, gq, gk] [, ff]) -> q; ref: rope q, rope k,
+// kv_store k, v. qn (Gemma 3): q and k heads rms_norm'd first (attr
+// qk_norm_eps; ref: rms_norm {head_dim}); ring: the stores go to row pos mod C
+// (positions from 128 - bucket / 2, so a step of several rows wraps the 64-row cache).
+inline OpCase rope_store_case(DType cache_t, bool ff, int64_t bucket, bool qn = false, bool ring = false) {
   const int64_t nh = 4, nkv = 2, hd = 64, n_rot = 64, C = 64;
   OpCase c;
   c.bucket = bucket;
   c.dtype = cache_t;
   c.fused = true;
-  c.name = "rope_store/" + dn(cache_t) + (ff ? "_ff" : "") + "/b" + std::to_string(bucket);
+  c.name = "rope_store/" + dn(cache_t) + (ff ? "_ff" : "") + (qn ? "_qn" : "") + (ring ? "_ring" : "") + "/b" +
+           std::to_string(bucket);
+  if (ring) c.pos0 = 128 - static_cast<int>(bucket) / 2;
   Graph& g = c.g;
   g = base_graph(bucket, C);
   auto qkv = g.add_input("qkv", DType::F32, {tok(bucket), fx((nh + 2 * nkv) * hd)});
@@ -305,9 +310,15 @@ inline OpCase rope_store_case(DType cache_t, bool ff, int64_t bucket) {
   auto kc = g.add_state("kc", cache_t, {fx(C), fx(nkv * hd)});
   auto vc = g.add_state("vc", cache_t, {fx(C), fx(nkv * hd)});
   std::vector<ir::ValueId> ins = {qkv, pos, kc, vc};
+  if (qn) {
+    ins.push_back(g.add_weight("gq", DType::F32, {fx(hd)}, "gq"));
+    ins.push_back(g.add_weight("gk", DType::F32, {fx(hd)}, "gk"));
+  }
   if (ff) ins.push_back(g.add_weight("ff", DType::F32, {fx(n_rot / 2)}, "ff"));
   ir::Attrs a = rope_attrs(nh, hd, n_rot, true);
   a["n_kv_heads"] = nkv;
+  if (qn) a["qk_norm_eps"] = 1e-6;
+  if (ring) a["ring"] = int64_t{1};
   auto q = g.add_node(OpKind::RopeStore, ins, a, "q", DType::F32, {tok(bucket), fx(nh * hd)});
   g.mark_output(q);
   Graph& f = c.ref;
@@ -318,6 +329,13 @@ inline OpCase rope_store_case(DType cache_t, bool ff, int64_t bucket) {
   auto fp = f.add_input("pos", DType::I32, {tok(bucket)});
   auto fkc = f.add_state("kc", cache_t, {fx(C), fx(nkv * hd)});
   auto fvc = f.add_state("vc", cache_t, {fx(C), fx(nkv * hd)});
+  if (qn) {
+    const ir::Attrs na{{"eps", 1e-6}, {"head_dim", hd}};
+    fq = f.add_node(OpKind::RmsNorm, {fq, f.add_weight("gq", DType::F32, {fx(hd)}, "gq")}, na, "q_n", DType::F32,
+                    {tok(bucket), fx(nh * hd)});
+    fk = f.add_node(OpKind::RmsNorm, {fk, f.add_weight("gk", DType::F32, {fx(hd)}, "gk")}, na, "k_n", DType::F32,
+                    {tok(bucket), fx(nkv * hd)});
+  }
   std::vector<ir::ValueId> qin = {fq, fp}, kin = {fk, fp};
   if (ff) {
     auto fff = f.add_weight("ff", DType::F32, {fx(n_rot / 2)}, "ff");
@@ -327,8 +345,9 @@ inline OpCase rope_store_case(DType cache_t, bool ff, int64_t bucket) {
   auto oq = f.add_node(OpKind::Rope, qin, rope_attrs(nh, hd, n_rot, true), "q", DType::F32, {tok(bucket), fx(nh * hd)});
   auto ok = f.add_node(OpKind::Rope, kin, rope_attrs(nkv, hd, n_rot, true), "k_roped", DType::F32,
                        {tok(bucket), fx(nkv * hd)});
-  auto k2 = f.add_node(OpKind::KvStore, {fkc, ok, fp}, {}, "kc_out", cache_t, {fx(C), fx(nkv * hd)});
-  auto v2 = f.add_node(OpKind::KvStore, {fvc, fv, fp}, {}, "vc_out", cache_t, {fx(C), fx(nkv * hd)});
+  const ir::Attrs sa = ring ? ir::Attrs{{"ring", int64_t{1}}} : ir::Attrs{};
+  auto k2 = f.add_node(OpKind::KvStore, {fkc, ok, fp}, sa, "kc_out", cache_t, {fx(C), fx(nkv * hd)});
+  auto v2 = f.add_node(OpKind::KvStore, {fvc, fv, fp}, sa, "vc_out", cache_t, {fx(C), fx(nkv * hd)});
   f.mark_output(oq);
   f.mark_output(k2);
   f.mark_output(v2);
@@ -729,6 +748,8 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
       out.push_back(simple("attention/" + dn(ft) + "/hd" + std::to_string(hd), g, B, ft));
     }
     for (bool ff : {false, true}) out.push_back(rope_store_case(ft, ff, B));
+    out.push_back(rope_store_case(ft, false, B, true, true));  // Gemma 3: q/k norms, ring caches
+    out.push_back(rope_store_case(ft, true, B, true, false));
     {  // rope with frequency factors of dtype ft
       Graph g = base_graph(B);
       auto x = g.add_input("x", DType::F32, {tok(B), fx(4 * 64)});

@@ -2,8 +2,10 @@
 // blocks: the attention input (pre-norm, q/k/v projections, per-head q/k
 // norms, rope, ring KV stores, windowed attention) and the GeGLU feed-forward.
 // Written from the pass specifications: fold-rms-norm folds the pre-norm into
-// the projections but never a per-head norm; fuse-qkv-rope-store needs rope
-// directly on the projections and plain (non-ring) stores; fuse-gate-up-swiglu
+// the projections but never a per-head norm; fuse-qkv-rope-store (and
+// fuse-qkv-parts) take the per-head q/k norms and the ring stores into
+// rope_store (attrs qk_norm_eps, ring), computing what they replace bit for
+// bit in the interpreter; fuse-gate-up-swiglu
 // fuses GeGLU into rms_matmul_swiglu with act "gelu_tanh" (and tensor-core-gemm
 // splits it back into GEMMs and geglu); split-decode-attention gives no scratch
 // to a windowed attention (the split kernel has no window).
@@ -11,9 +13,15 @@
 
 #include <string>
 
+#include <cstring>
+#include <map>
+#include <random>
+#include <vector>
+
 #include "compiler/passes/passes.h"
 #include "compiler/passes/pipeline.h"
 #include "ir/graph.h"
+#include "ir/interpreter.h"
 
 namespace {
 
@@ -112,25 +120,93 @@ TEST(Gemma3Passes, FoldRmsNormFoldsThePreNormNotTheHeadNorms) {
 )");
 }
 
-TEST(Gemma3Passes, QkvRopeStoreFusionNeedsRopeOnTheProjectionsAndPlainStores) {
-  // q/k norms between the projections and rope: no match.
-  expect_unchanged(kiln::passes::fuse_qkv_rope_store_pass(), kAttnBefore);
-  // Without the norms, ring stores still keep it off (rope_store writes row pos, not pos mod C).
-  std::string s = replace_all(kAttnBefore, "rope(%q_norm, %pos)", "rope(%q, %pos)");
-  s = replace_all(s, "rope(%k_norm, %pos)", "rope(%k, %pos)");
-  s = replace_all(s, "  weight %attn_q_norm.weight : f32[4] = \"blk.0.attn_q_norm.weight\"\n"
-                     "  %q_norm : f32[tokens, 8] = rms_norm(%q, %attn_q_norm.weight) {eps = 0.5, head_dim = 4}\n",
-                  "");
-  s = replace_all(s, "  weight %attn_k_norm.weight : f32[4] = \"blk.0.attn_k_norm.weight\"\n"
-                     "  %k_norm : f32[tokens, 4] = rms_norm(%k, %attn_k_norm.weight) {eps = 0.5, head_dim = 4}\n",
-                  "");
-  ASSERT_EQ(s.find("q_norm"), std::string::npos);
-  expect_unchanged(kiln::passes::fuse_qkv_rope_store_pass(), s);
-  // ... and with plain stores (a global layer without the norms) it fuses: the guard is the ring.
-  const std::string plain = replace_all(replace_all(s, " {ring = 1}", ""), "f16[7, 4]", "f16[kv_len, 4]");
+size_t count_op(const kiln::ir::Graph& g, kiln::ir::OpKind op) {
+  size_t c = 0;
+  for (const auto& n : g.nodes()) c += n.op == op;
+  return c;
+}
+
+TEST(Gemma3Passes, QkvRopeStoreTakesTheHeadNormsAndRingStores) {
+  using kiln::ir::OpKind;
   bool changed = false;
-  run_pass(kiln::passes::fuse_qkv_rope_store_pass(), plain, &changed);
-  EXPECT_TRUE(changed);
+  const kiln::ir::Graph g = kiln::ir::parse(run_pass(kiln::passes::fuse_qkv_rope_store_pass(), kAttnBefore, &changed));
+  ASSERT_TRUE(changed);
+  EXPECT_EQ(count_op(g, OpKind::RopeStore), 1u);
+  EXPECT_EQ(count_op(g, OpKind::Rope) + count_op(g, OpKind::KvStore), 0u);
+  EXPECT_EQ(count_op(g, OpKind::RmsNorm), 1u) << "only the pre-norm stays";
+  for (const auto& n : g.nodes())
+    if (n.op == OpKind::RopeStore) {
+      EXPECT_EQ(n.attr_float("qk_norm_eps"), 0.5);
+      EXPECT_EQ(n.attr_int("ring"), 1);
+      ASSERT_EQ(n.inputs.size(), 6u) << "qkv, pos, kc, vc, gq, gk";
+      EXPECT_EQ(g.value(n.inputs[4]).name, "attn_q_norm.weight");
+      EXPECT_EQ(g.value(n.inputs[5]).name, "attn_k_norm.weight");
+    }
+  // Not fused: a norm on q only, stores that disagree on the ring, norms of different eps.
+  const std::string k_plain = replace_all(kAttnBefore, "rope(%k_norm, %pos)", "rope(%k, %pos)");
+  expect_unchanged(kiln::passes::fuse_qkv_rope_store_pass(),
+                   replace_all(k_plain, "  weight %attn_k_norm.weight : f32[4] = \"blk.0.attn_k_norm.weight\"\n"
+                                        "  %k_norm : f32[tokens, 4] = rms_norm(%k, %attn_k_norm.weight) {eps = 0.5, head_dim = 4}\n",
+                               ""));
+  expect_unchanged(kiln::passes::fuse_qkv_rope_store_pass(),
+                   replace_all(kAttnBefore, "kv_store(%v_cache, %v, %pos) {ring = 1}", "kv_store(%v_cache, %v, %pos)"));
+  expect_unchanged(kiln::passes::fuse_qkv_rope_store_pass(),
+                   replace_all(kAttnBefore, "rms_norm(%k, %attn_k_norm.weight) {eps = 0.5,",
+                               "rms_norm(%k, %attn_k_norm.weight) {eps = 0.25,"));
+}
+
+// The decode program's form (fold-rms-norm, then fuse-qkv-parts: three
+// weights, no concatenation) computes what the unfused block computes, bit
+// for bit in the interpreter, over 12 single-token steps after a 3-token
+// prompt: positions 3..14 wrap the 7-row ring twice.
+TEST(Gemma3Passes, FusedHeadNormsAndRingComputeTheSame) {
+  std::string f32 = replace_all(kAttnBefore, "f16[8, 8]", "f32[8, 8]");
+  f32 = replace_all(f32, ": f16[4, 8]", ": f32[4, 8]");
+  bool changed = false;
+  const kiln::ir::Graph unfused = kiln::ir::parse(run_pass(kiln::passes::fold_rms_norm_pass(), f32, &changed));
+  ASSERT_TRUE(changed);
+  const kiln::ir::Graph fused = kiln::ir::parse(run_pass(kiln::passes::fuse_qkv_parts_pass(), kiln::ir::print(unfused), &changed));
+  ASSERT_TRUE(changed);
+  ASSERT_EQ(count_op(fused, kiln::ir::OpKind::RopeStore), 1u);
+  ASSERT_EQ(count_op(fused, kiln::ir::OpKind::RmsNorm), 0u);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::map<std::string, std::vector<float>> w;
+  for (const auto& v : unfused.values())
+    if (v.kind == kiln::ir::ValueKind::Weight) {
+      std::vector<float>& d = w[v.source];
+      d.resize(static_cast<size_t>(v.shape[0].value * (v.shape.size() > 1 ? v.shape[1].value : 1)));
+      for (float& x : d) x = v.shape.size() == 1 ? 1.f + 0.3f * nd(rng) : nd(rng);
+    }
+  auto ws = [&](const std::string& src) {
+    const std::vector<float>& d = w.at(src);
+    const int64_t n = static_cast<int64_t>(d.size());
+    std::vector<int64_t> shape = (src.find("norm") != std::string::npos) ? std::vector<int64_t>{n}
+                                                                         : std::vector<int64_t>{n / 8, 8};
+    return kiln::ir::WeightData{kiln::ir::DType::F32, shape, reinterpret_cast<const uint8_t*>(d.data()),
+                                static_cast<uint64_t>(n * 4)};
+  };
+  kiln::ir::Interpreter a(unfused, ws), b(fused, ws);
+  int32_t pos = 0;
+  for (int step = 0; step < 13; ++step) {
+    const int T = step == 0 ? 3 : 1;
+    std::vector<float> x(static_cast<size_t>(T * 8));
+    for (float& v : x) v = nd(rng);
+    std::vector<int32_t> p;
+    for (int t = 0; t < T; ++t) p.push_back(pos++);
+    kiln::ir::Tensor xt = kiln::ir::Tensor::zeros_f32({T, 8});
+    xt.f32 = x;
+    std::map<std::string, kiln::ir::Tensor> in{{"x", xt}, {"pos", kiln::ir::Tensor::from_i32(p)}};
+    auto ra = a.run(in), rb = b.run(in);
+    const auto &oa = ra.at("attn").f32, &ob = rb.at("attn").f32;
+    ASSERT_EQ(oa.size(), ob.size());
+    double mag = 0;
+    for (size_t i = 0; i < oa.size(); ++i) {
+      EXPECT_EQ(oa[i], ob[i]) << "step " << step << " element " << i;
+      mag += std::fabs(oa[i]);
+    }
+    EXPECT_GT(mag, 0.0) << "step " << step << ": compared zeros";
+  }
 }
 
 TEST(Gemma3Passes, SplitDecodeAttentionSkipsWindowedAttention) {
