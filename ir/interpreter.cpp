@@ -574,6 +574,10 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
         const float r = row_inv_rms(xr, H, eps);
         for (int64_t h = 0; h < H; ++h) out->f32[static_cast<size_t>(t * H + h)] = xr[h] * r * w.f32[static_cast<size_t>(h)];
       }
+      if (n.inputs.size() == 3) {  // residual: r + the norm, as add(r, rms_norm(x, w)) computes it
+        const Tensor& res = in(2);
+        for (size_t i = 0; i < out->f32.size(); ++i) out->f32[i] = res.f32[i] + out->f32[i];
+      }
       return out;
     }
     case OpKind::MatMul: {

@@ -12,7 +12,7 @@ namespace {
 constexpr std::array<int8_t, 4> kNone = {-1, -1, -1, -1};
 constexpr std::array<OpInfo, 21> kOps = {{
     {OpKind::Embed, "embed", 2, 2, kNone},
-    {OpKind::RmsNorm, "rms_norm", 2, 2, kNone},
+    {OpKind::RmsNorm, "rms_norm", 2, 3, kNone},  // x, w [, r (attr residual: y = r + rms_norm(x, w))]
     {OpKind::MatMul, "matmul", 2, 3, kNone},  // [scratch: x_merge]
     {OpKind::Add, "add", 2, 2, kNone},
     {OpKind::Mul, "mul", 2, 2, kNone},

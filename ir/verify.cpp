@@ -252,6 +252,20 @@ class NodeChecker {
           same_dim(x.shape[1], w.shape[0], "rms_norm w width equals x width", x, w);
         }
         float_attr("eps", true);
+        // residual = 1 (fuse-norm-residual, Gemma 3's post-norms): y = r + rms_norm(x, w), r input 2
+        const bool res = n_.attrs.count("residual") != 0;
+        if (res && int_attr("residual") != 1) fail("rms_norm residual is 1", "residual = " + std::to_string(int_attr("residual")));
+        if (res != (n_.inputs.size() == 3))
+          fail("rms_norm has a third input (the residual r) exactly when attr residual = 1",
+               std::to_string(n_.inputs.size()) + " inputs");
+        if (res) {
+          if (n_.attrs.count("head_dim")) fail("rms_norm residual is a whole-row norm (no head_dim)", desc(x));
+          const Value& r = in(2);
+          dtype(r, DType::F32, "rms_norm residual");
+          if (!shape_eq(r.shape, x.shape)) fail("rms_norm residual has the shape of x", desc(r) + " vs " + desc(x));
+          out_is(DType::F32, x.shape);
+          break;
+        }
         out_act(x.shape);
         break;
       }

@@ -20,6 +20,7 @@ struct ElementwiseParams {
   bool bcast = false;     // add/mul: b is [N]
   double eps = 0;
   int64_t heads = 1;      // rms_norm: normalised rows per token row (attr head_dim: per-head norm)
+  bool res = false;       // rms_norm: attr residual (y = r + the norm; r input 2; compiled only)
 };
 
 // Kernel-name suffix of a half-precision output (f32 outputs keep the plain name).
@@ -33,11 +34,11 @@ Kernel emit(const ElementwiseParams& p, bool compiled) {
   const std::string d = dt_macro(p.dt);
   switch (p.op) {
     case OpKind::RmsNorm: {
-      k.name = "kiln_rms_norm_" + dt_lower(p.dt) + out_suffix(p.out);
+      k.name = "kiln_rms_norm_" + dt_lower(p.dt) + out_suffix(p.out) + (p.res ? "_res" : "");
       std::string x = e.in(0, "const float*"), w = e.in(1, "const void*"), y = e.out(0, "void*"), st = e.step();
       std::string H = e.i(p.N), eps = e.f(p.eps), heads = e.i(p.heads);
       k.call = "k_rms_norm<" + d + ", " + dt_macro(p.out) + ">(" + x + ", " + w + ", " + y + ", " + st +
-               "->n_tokens, " + H + ", " + eps + ", " + heads + ")";
+               "->n_tokens, " + H + ", " + eps + ", " + heads + (p.res ? ", " + e.in(2, "const float*") : "") + ")";
       k.block = launch::kRowThreads;
       k.grid[0] = cdiv(p.R * p.heads, 1);
       k.eager_module = p.dt;
@@ -126,6 +127,12 @@ class ElementwiseFamily final : public Family {
         p.N = c.dim(c.in(0), 1);
         p.R = c.dim(c.in(0), 0);
         p.eps = c.n.attr_float("eps");
+        p.res = c.n.inputs.size() == 3;
+        if (p.res) {
+          c.need_f32(c.in(2), "r");
+          if (p.out != DType::F32) unsupported("rms_norm: the residual form writes f32");
+          if (!c.compiled()) unsupported("rms_norm: the residual form has no eager kernel (eager runs the unfused graph)");
+        }
         if (c.n.attrs.count("head_dim")) {  // per-head norm: rows of head_dim, `heads` per token
           const int64_t hd = c.n.attr_int("head_dim");
           if (hd <= 0 || p.N % hd) unsupported("rms_norm: head_dim must divide the row width");

@@ -9,9 +9,12 @@
 // holds `heads` such rows (1, or the heads of a per-head Q/K norm, w one head
 // wide). Rows of a multiple of 4 elements move as float4 (x is read twice, the
 // second time from L1/L2). Launch: grid T * heads, block kRowThreads.
+// res (attr residual, fuse-norm-residual): y = res + the norm (f32 rows of H,
+// one head), as add(res, rms_norm(x, w)) computes it.
 template <int WDT, int ODT>
 __device__ __forceinline__ void k_rms_norm(const float* __restrict__ x, const void* __restrict__ w,
-                                           void* __restrict__ y, int nt, int H, float eps, int heads) {
+                                           void* __restrict__ y, int nt, int H, float eps, int heads,
+                                           const float* __restrict__ res = nullptr) {
   __shared__ float red[33];
   const int r = blockIdx.x;  // row r of H: token r / heads
   if (r / heads >= nt) return;
@@ -27,14 +30,24 @@ __device__ __forceinline__ void k_rms_norm(const float* __restrict__ x, const vo
     const float inv = 1.0f / sqrtf(s / (float)H + eps);
     for (int k = threadIdx.x; k < H / 4; k += blockDim.x) {
       const float4 v = x4[k];
-      const float o[4] = {(v.x * inv) * ldf<WDT>(w, 4 * k), (v.y * inv) * ldf<WDT>(w, 4 * k + 1),
-                          (v.z * inv) * ldf<WDT>(w, 4 * k + 2), (v.w * inv) * ldf<WDT>(w, 4 * k + 3)};
+      float o[4] = {(v.x * inv) * ldf<WDT>(w, 4 * k), (v.y * inv) * ldf<WDT>(w, 4 * k + 1),
+                    (v.z * inv) * ldf<WDT>(w, 4 * k + 2), (v.w * inv) * ldf<WDT>(w, 4 * k + 3)};
+      if (res) {
+        const float4 a = ((const float4*)(res + (i64)r * H))[k];
+        o[0] = a.x + o[0];
+        o[1] = a.y + o[1];
+        o[2] = a.z + o[2];
+        o[3] = a.w + o[3];
+      }
       st4<ODT>(y, (i64)r * H + 4 * k, o);
     }
     return;
   }
   const float inv = row_inv_rms(xr, H, eps, red);
-  for (int k = threadIdx.x; k < H; k += blockDim.x) stf<ODT>(y, (i64)r * H + k, (xr[k] * inv) * ldf<WDT>(w, k));
+  for (int k = threadIdx.x; k < H; k += blockDim.x) {
+    const float o = (xr[k] * inv) * ldf<WDT>(w, k);
+    stf<ODT>(y, (i64)r * H + k, res ? res[(i64)r * H + k] + o : o);
+  }
 }
 
 // add / mul over a [R, N] view; b is [R, N] or (bcast) [N]. Launch: grid-stride,

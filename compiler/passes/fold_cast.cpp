@@ -24,7 +24,7 @@ using ir::ValueId;
 
 bool foldable(const Node& n) {
   if (n.outputs.size() != 1) return false;
-  return n.op == OpKind::RmsNorm || n.op == OpKind::SwiGlu || n.op == OpKind::GeGlu ||
+  return (n.op == OpKind::RmsNorm && n.inputs.size() == 2) || n.op == OpKind::SwiGlu || n.op == OpKind::GeGlu ||
          (n.op == OpKind::Attention && n.inputs.size() == 4);
 }
 

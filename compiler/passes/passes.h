@@ -10,6 +10,7 @@ namespace kiln::passes {
 Pass fuse_qkv_rope_store_pass();   // "fuse-qkv-rope-store"
 Pass fuse_gate_up_swiglu_pass();   // "fuse-gate-up-swiglu"
 Pass fuse_residual_pass();         // "fuse-residual"
+Pass fuse_norm_residual_pass();    // "fuse-norm-residual"
 Pass fold_rms_norm_pass();         // "fold-rms-norm"
 Pass fuse_lm_head_sample_pass();   // "fuse-lm-head-sample"
 Pass dce_pass();                   // "dce"

@@ -14,8 +14,8 @@ namespace kiln::passes {
 
 std::vector<Pass> default_pipeline() {
   return {fuse_qkv_rope_store_pass(), fuse_gate_up_swiglu_pass(), fuse_residual_pass(),
-          fold_rms_norm_pass(),       fuse_lm_head_sample_pass(), dce_pass(),
-          split_decode_attention_pass()};
+          fold_rms_norm_pass(),       fuse_lm_head_sample_pass(), fuse_norm_residual_pass(),
+          dce_pass(),                 split_decode_attention_pass()};
 }
 
 namespace {

@@ -712,6 +712,32 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
       out.push_back(simple("rms_norm/" + dn(ft), g, B, ft));
       if (ft != DType::F32) out.push_back(matmul_case(OpKind::RmsMatMul, DType::Q4_K, 1, ft));
     }
+    // rms_norm with the residual (fuse-norm-residual, Gemma 3's post-norms):
+    // y = r + rms_norm(x, gain); ref: add(r, rms_norm(x, gain)). Rows of 640
+    // (float4) and 98 (scalar); compiled only.
+    for (int64_t H : {int64_t{640}, int64_t{98}}) {
+      OpCase c;
+      c.name = "rms_norm_res/" + dn(ft) + "/h" + std::to_string(H);
+      c.bucket = B;
+      c.dtype = ft;
+      c.fused = true;
+      c.compiled_only = true;
+      c.g = base_graph(B);
+      auto x = c.g.add_input("x", DType::F32, {tok(B), fx(H)});
+      auto w = c.g.add_weight("gain", ft, {fx(H)}, "gain");
+      auto r = c.g.add_input("r", DType::F32, {tok(B), fx(H)});
+      auto y = c.g.add_node(OpKind::RmsNorm, {x, w, r}, {{"eps", 1e-6}, {"residual", int64_t{1}}}, "y", DType::F32,
+                            {tok(B), fx(H)});
+      c.g.mark_output(y);
+      c.ref = base_graph(B);
+      auto fx_ = c.ref.add_input("x", DType::F32, {tok(B), fx(H)});
+      auto fw = c.ref.add_weight("gain", ft, {fx(H)}, "gain");
+      auto fr = c.ref.add_input("r", DType::F32, {tok(B), fx(H)});
+      auto fn = c.ref.add_node(OpKind::RmsNorm, {fx_, fw}, {{"eps", 1e-6}}, "n", DType::F32, {tok(B), fx(H)});
+      auto fy = c.ref.add_node(OpKind::Add, {fr, fn}, {}, "y", DType::F32, {tok(B), fx(H)});
+      c.ref.mark_output(fy);
+      out.push_back(std::move(c));
+    }
     for (OpKind op : {OpKind::Add, OpKind::Mul})
       for (bool row : {false, true}) {
         Graph g = base_graph(B);

@@ -538,8 +538,18 @@ TEST_P(KernelVsInterpreter, Matches) {
     double norm = 0;
     const double err = rel_err(g, t.f32, &norm);
     ASSERT_GT(norm, 0.0) << name << ": reference is all zeros, comparison meaningless";
-    EXPECT_LE(err, tol) << name << " (" << c.name << ", " << (mode == ProgramMode::Eager ? "eager" : "compiled") << ")";
-    std::printf("  %s %s: rel err %.3g (tol %.0e, |ref| %.3g)\n", c.name.c_str(), name.c_str(), err, tol, norm);
+    // The cache rows a fused QKV GEMV writes (rms_matmul_rope_store) in bf16:
+    // its f32 sums differ from the interpreter's by ~1e-7 (summation order),
+    // which moves a value across a bf16 rounding boundary now and then (one
+    // bf16 ulp, 3.9e-3 relative, in one of a step's 128 values is 3.5e-4 of
+    // the row), so they take rope_store's bf16 tolerance. Seen: 1.7e-4 on the
+    // q8_0 planes case once the case list (the data's seed) changed.
+    double tol_out = tol;
+    if ((name == "kc_out" || name == "vc_out") && c.name.rfind("rms_matmul_rope_store", 0) == 0 &&
+        c.name.find("/cbf16") != std::string::npos)
+      tol_out = std::max(tol, tolerance("rope_store", DType::BF16));
+    EXPECT_LE(err, tol_out) << name << " (" << c.name << ", " << (mode == ProgramMode::Eager ? "eager" : "compiled") << ")";
+    std::printf("  %s %s: rel err %.3g (tol %.0e, |ref| %.3g)\n", c.name.c_str(), name.c_str(), err, tol_out, norm);
     ++compared;
   }
   EXPECT_GT(compared, 0);

@@ -254,7 +254,7 @@ const std::string kFfnBefore = R"(graph {
 TEST(Gemma3Passes, GeGluFeedForwardThroughTheDefaultPipeline) {
   // fuse-gate-up-swiglu fuses the GeGLU block as it does SwiGLU, with act
   // "gelu_tanh"; fuse-residual has no matmul feeding the add (the post-FFN norm
-  // sits between).
+  // sits between); fuse-norm-residual gives that norm the residual add.
   expect_unchanged(kiln::passes::fuse_residual_pass(), kFfnBefore);
   const kiln::ir::Graph g =
       kiln::passes::run_pipeline(kiln::ir::parse(kFfnBefore), kiln::passes::default_pipeline(), {});
@@ -267,8 +267,7 @@ TEST(Gemma3Passes, GeGluFeedForwardThroughTheDefaultPipeline) {
   weight %ffn_down.weight : q8_0[8, 32] = "blk.0.ffn_down.weight"
   %down : f32[tokens, 8] = matmul(%act, %ffn_down.weight)
   weight %post_ffw_norm.weight : f32[8] = "blk.0.post_ffw_norm.weight"
-  %post : f32[tokens, 8] = rms_norm(%down, %post_ffw_norm.weight) {eps = 0.5}
-  %y : f32[tokens, 8] = add(%x, %post)
+  %y : f32[tokens, 8] = rms_norm(%down, %post_ffw_norm.weight, %x) {eps = 0.5, residual = 1}
   output %y
 }
 )");
@@ -287,6 +286,37 @@ TEST(Gemma3Passes, TensorCoreGemmSplitsTheGeGluMatmulBackIntoGemmsAndGeGlu) {
   }
   EXPECT_EQ(geglu, 1);
   EXPECT_EQ(swiglu, 0);
+}
+
+}  // namespace
+
+namespace {
+
+// fuse-norm-residual takes only a whole-row norm whose one user is the add.
+TEST(Gemma3Passes, NormResidualNeedsAWholeRowNormReadOnlyByTheAdd) {
+  const std::string base = R"(graph {
+  sym tokens <= 4
+  input %x : f32[tokens, 8]
+  input %r : f32[tokens, 8]
+  weight %n.weight : f32[8] = "n.weight"
+  %n : f32[tokens, 8] = rms_norm(%x, %n.weight) {eps = 0.5}
+  %y : f32[tokens, 8] = add(%r, %n)
+  output %y
+}
+)";
+  bool changed = false;
+  const std::string fused = run_pass(kiln::passes::fuse_norm_residual_pass(), base, &changed);
+  EXPECT_TRUE(changed);
+  EXPECT_NE(fused.find("rms_norm(%x, %n.weight, %r) {eps = 0.5, residual = 1}"), std::string::npos) << fused;
+  // the norm read twice, a per-head norm, a broadcast [8] addend: unchanged
+  expect_unchanged(kiln::passes::fuse_norm_residual_pass(),
+                   replace_all(base, "  output %y\n", "  output %y\n  output %n\n"));
+  expect_unchanged(kiln::passes::fuse_norm_residual_pass(),
+                   replace_all(replace_all(base, "f32[8] = \"n.weight\"", "f32[4] = \"n.weight\""), "{eps = 0.5}",
+                               "{eps = 0.5, head_dim = 4}"));
+  expect_unchanged(kiln::passes::fuse_norm_residual_pass(),
+                   replace_all(replace_all(base, "input %r : f32[tokens, 8]", "weight %r : f32[8] = \"r\""),
+                               "add(%r, %n)", "add(%n, %r)"));
 }
 
 }  // namespace

@@ -31,8 +31,8 @@ TEST(Pipeline, DefaultOrder) {
     EXPECT_FALSE(p.summary.empty()) << p.name;
   }
   EXPECT_EQ(names, (std::vector<std::string>{"fuse-qkv-rope-store", "fuse-gate-up-swiglu", "fuse-residual",
-                                             "fold-rms-norm", "fuse-lm-head-sample", "dce",
-                                             "split-decode-attention"}));
+                                             "fold-rms-norm", "fuse-lm-head-sample", "fuse-norm-residual",
+                                             "dce", "split-decode-attention"}));
 }
 
 TEST(Pipeline, UnknownPassNamesListValidOnes) {
@@ -66,7 +66,7 @@ TEST(Pipeline, CallbackDumpAndDisable) {
     seen.emplace_back(p, changed);
   };
   auto out = kiln::passes::run_pipeline(g, kiln::passes::default_pipeline(), opt);
-  ASSERT_EQ(seen.size(), 6u);  // dce disabled
+  ASSERT_EQ(seen.size(), 7u);  // dce disabled
   EXPECT_EQ(seen[2], (std::pair<std::string, bool>{"fuse-residual", true}));
   EXPECT_EQ(seen[0].second, false);
   std::string d = dump.str();

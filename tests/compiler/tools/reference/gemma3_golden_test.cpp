@@ -224,24 +224,37 @@ TEST_F(Gemma3Golden, ChatGenerationThroughGenerator) {
 // exactly as the frontend graph gives them (the interpreter computes fused ops
 // with the unfused code paths), and the tensor-core prefill graph (f16 GEMM
 // operands) within f16 rounding. Also checks which fusions apply to Gemma:
-// q/k norms between the projections and rope keep the QKV/rope_store fusion
-// off, windowed attention gets no split-K scratch, and no rope_store appears.
+// the q/k norms, ropes and ring stores become one rope_store in every layer
+// whose q, k and v weights share a type (the others keep three projections
+// here; the decode pipeline's fuse-qkv-parts takes them), both post-norms of
+// every layer take their residual add (fuse-norm-residual), and windowed
+// attention gets no split-K scratch.
 TEST_F(Gemma3Golden, CompiledGraphsAgreeWithFrontendGraph) {
   const auto cfg = kiln::frontend::read_config(*file_);
   const kiln::ir::Graph g = kiln::frontend::build_graph(*file_, cfg, {16, 64, kiln::ir::DType::F16});
   const kiln::ir::Graph fused = kiln::passes::run_pipeline(g, kiln::passes::default_pipeline(), {});
   const kiln::ir::Graph prefill = kiln::passes::run_pipeline(fused, kiln::passes::prefill_pipeline(), {});
-  int windowed = 0, scratch = 0, rope_store = 0;
+  int windowed = 0, scratch = 0, rope_store = 0, qk_norm = 0, norm_residual = 0;
   for (const auto& n : fused.nodes()) {
     if (n.op == kiln::ir::OpKind::Attention && n.attrs.count("window")) {
       ++windowed;
       scratch += n.inputs.size() > 4;
     }
     rope_store += n.op == kiln::ir::OpKind::RopeStore;
+    qk_norm += n.op == kiln::ir::OpKind::RopeStore && n.attrs.count("qk_norm_eps");
+    norm_residual += n.op == kiln::ir::OpKind::RmsNorm && n.attrs.count("residual");
+  }
+  int same_type = 0;
+  for (int64_t i = 0; i < cfg.n_layers; ++i) {
+    auto t = [&](const char* w) { return file_->find_tensor("blk." + std::to_string(i) + "." + w)->type; };
+    same_type += t("attn_q.weight") == t("attn_k.weight") && t("attn_q.weight") == t("attn_v.weight");
   }
   EXPECT_EQ(windowed, 15);  // 18 layers, every 6th global
   EXPECT_EQ(scratch, 0);
-  EXPECT_EQ(rope_store, 0);
+  EXPECT_GT(same_type, 0);
+  EXPECT_EQ(rope_store, same_type);
+  EXPECT_EQ(qk_norm, same_type);
+  EXPECT_EQ(norm_residual, 2 * cfg.n_layers);
   std::vector<int32_t> ids = manifest_.at("prompts")[0].at("prompt_ids").get<std::vector<int32_t>>();
   ids.resize(std::min<size_t>(ids.size(), 16));
   std::vector<int32_t> pos(ids.size());
