@@ -211,6 +211,10 @@ struct InputRange {
   size_t first = 0, last = 0;
 };
 InputRange matmul_weight_inputs(const Graph& g, const Node& n);
+// Where rope_store's optional freq_factors go: after qkv, pos, kc, vc (4),
+// or after the q and k norm gains too (6) with attr qk_norm_eps; the node has
+// them when it has more inputs than that.
+size_t rope_store_ff_input(const Node& n);
 // Elements of v under b, and bytes (whole GGML blocks for quantised dtypes).
 int64_t resolve_elements(const Graph& g, const Value& v, const DimBindings& b);
 uint64_t resolve_bytes(const Graph& g, const Value& v, const DimBindings& b);

@@ -497,6 +497,8 @@ TensorPtr Interpreter::Impl::rope_store(size_t ni, std::vector<TensorPtr>& vals,
   // rms_norm {head_dim} computes it; ring: position p goes to cache row p mod C
   const bool qn = n.attrs.count("qk_norm_eps") != 0;
   const double qeps = qn ? n.attr_float("qk_norm_eps") : 0.0;
+  const float* gains[2] = {qn ? get(vals, n.inputs[4]).f32.data() : nullptr,
+                           qn ? get(vals, n.inputs[5]).f32.data() : nullptr};
   const bool ring = n.attrs.count("ring") && n.attr_int("ring") != 0;
   auto q = std::make_shared<Tensor>(Tensor::zeros_f32({T, Wq}));
   std::vector<float> krow(static_cast<size_t>(Wk)), normed(qn ? static_cast<size_t>(Wq + Wk) : 0);
@@ -512,7 +514,7 @@ TensorPtr Interpreter::Impl::rope_store(size_t ni, std::vector<TensorPtr>& vals,
     if (qn) {
       for (int64_t h = 0; h < nh + nkv; ++h) {
         const float* xr = row + h * hd;
-        const float* gw = get(vals, n.inputs[h < nh ? 4 : 5]).f32.data();
+        const float* gw = gains[h < nh ? 0 : 1];
         const float r = row_inv_rms(xr, hd, qeps);
         for (int64_t i = 0; i < hd; ++i) normed[static_cast<size_t>(h * hd + i)] = xr[i] * r * gw[i];
       }
@@ -775,7 +777,7 @@ TensorPtr Interpreter::Impl::eval(size_t ni, std::vector<TensorPtr>& vals) {
     }
     case OpKind::RopeStore:
     {
-      const size_t ffi = n.attrs.count("qk_norm_eps") ? 6 : 4;
+      const size_t ffi = rope_store_ff_input(n);
       return rope_store(ni, vals, in(0), n.inputs.size() > ffi ? &in(ffi) : nullptr);
     }
     case OpKind::RmsMatMulRopeStore: {

@@ -61,6 +61,8 @@ InputRange matmul_weight_inputs(const Graph& g, const Node& n) {
   }
 }
 
+size_t rope_store_ff_input(const Node& n) { return n.attrs.count("qk_norm_eps") ? 6 : 4; }
+
 const OpInfo& op_info(OpKind k) {
   for (const auto& info : kOps)
     if (info.kind == k) return info;

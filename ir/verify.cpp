@@ -499,7 +499,7 @@ class NodeChecker {
         // qk_norm_eps: q and k heads are RMS-normalised (gains gq, gk of head_dim, inputs 4 and 5)
         // before the rope; the optional freq_factors come last
         const bool qn = n_.attrs.count("qk_norm_eps") != 0;
-        const size_t ffi = qn ? 6 : 4;
+        const size_t ffi = rope_store_ff_input(n_);
         if (n_.inputs.size() > ffi + 1 || n_.inputs.size() < ffi)
           fail(std::string("rope_store has inputs qkv, pos, kc, vc") + (qn ? ", gq, gk (qk_norm_eps)" : "") +
                    " [, freq_factors]",

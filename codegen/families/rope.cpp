@@ -14,6 +14,7 @@ struct RopeParams {
   DType ff_dt = DType::F32;     // frequency factors' dtype (has_ff)
   DType cache_dt = DType::F32;  // KV cache dtype (rope_store, kv_store)
   bool has_ff = false;
+  size_t ffi = 2;               // the freq_factors' input (rope 2; rope_store ir::rope_store_ff_input)
   int64_t T = 0, C = 0, W = 0;  // rows, cache rows, kv_store row width
   int64_t nh = 0, nkv = 0, hd = 0, n_rot = 0;
   bool neox = false;
@@ -48,7 +49,7 @@ Kernel emit(const RopeParams& p, bool compiled) {
       k.name = "kiln_rope_store_" + dt_lower(p.cache_dt) + (p.has_ff ? "_ff_" + dt_lower(p.ff_dt) : "") +
                (p.qn ? "_qn" : "") + (p.ring ? "_ring" : "");
       std::string qkv = e.in(0, "const float*");
-      std::string ff = p.has_ff ? e.in(p.qn ? 6 : 4, "const void*") : "nullptr";
+      std::string ff = p.has_ff ? e.in(p.ffi, "const void*") : "nullptr";
       std::string kc = e.in(2, "void*"), vc = e.in(3, "void*"), y = e.out(0, "float*"), st = e.step();
       std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), hd = e.i(p.hd), nr = e.i(p.n_rot),
                   nx = e.i(p.neox), th = e.f(p.theta);
@@ -118,11 +119,11 @@ RopeParams rope_params(const NodeCtx& c) {
       c.need_f32(c.in(5), "k norm gain");
     }
   }
-  const size_t ffi = store ? (p.qn ? 6 : 4) : 2;
-  p.has_ff = n.inputs.size() > ffi;
+  p.ffi = store ? ir::rope_store_ff_input(n) : 2;
+  p.has_ff = n.inputs.size() > p.ffi;
   if (p.has_ff) {
-    c.need_float(c.in(ffi), "freq_factors");
-    p.ff_dt = c.in(ffi).dtype;
+    c.need_float(c.in(p.ffi), "freq_factors");
+    p.ff_dt = c.in(p.ffi).dtype;
   }
   p.T = c.dim(c.in(0), 0);
   if (store) {

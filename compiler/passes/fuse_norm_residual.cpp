@@ -19,34 +19,27 @@ using ir::Node;
 using ir::OpKind;
 using ir::ValueId;
 
+// a whole-row rms_norm writing f32
+bool plain_norm(const Graph& g, const Node& n) {
+  return n.op == OpKind::RmsNorm && n.inputs.size() == 2 && n.outputs.size() == 1 && has_exactly_attrs(n, {"eps"}) &&
+         g.value(n.outputs[0]).dtype == ir::DType::F32;
+}
+
 bool try_fuse(Graph& g, size_t add_i) {
   Uses u(g);
   const Node& add = g.nodes()[add_i];
-  if (add.op != OpKind::Add || !add.attrs.empty() || add.outputs.size() != 1) return false;
-  const ir::Value& z = g.value(add.outputs[0]);
-  if (z.dtype != ir::DType::F32) return false;
-  for (int s : {1, 0}) {  // the frontend writes add(residual, norm)
-    const ValueId y = add.inputs[static_cast<size_t>(s)], r = add.inputs[static_cast<size_t>(1 - s)];
-    if (y == r || !u.single_use(y)) continue;
-    const Node* norm = u.def(g, y);
-    if (!norm || norm->op != OpKind::RmsNorm || norm->inputs.size() != 2 || norm->outputs.size() != 1 ||
-        !has_exactly_attrs(*norm, {"eps"}))
-      continue;
-    const ir::Value& rv = g.value(r);
-    if (rv.dtype != ir::DType::F32 || !same_shape(rv.shape, z.shape) || !same_shape(g.value(y).shape, z.shape) ||
-        g.value(y).dtype != ir::DType::F32)
-      continue;
-    const ValueId x = norm->inputs[0], w = norm->inputs[1], out = add.outputs[0];
-    if (r == x) continue;
-    const double eps = norm->attr_float("eps");
-    const size_t norm_i = static_cast<size_t>(u.def_index(y));
-    Rewriter rw(g);
-    rw.remove(norm_i);
-    rw.remove(add_i);
-    rw.add(Node{OpKind::RmsNorm, {x, w, r}, {out}, {{"eps", eps}, {"residual", int64_t{1}}}});
-    return rw.commit();
-  }
-  return false;
+  if (add.outputs.size() != 1 || g.value(add.outputs[0]).dtype != ir::DType::F32) return false;
+  const std::optional<ResidualAdd> m = residual_add(g, u, add, plain_norm);
+  if (!m) return false;
+  const Node& norm = g.nodes()[m->def];
+  const ValueId x = norm.inputs[0], w = norm.inputs[1], r = m->r, out = add.outputs[0];
+  if (r == x) return false;
+  const double eps = norm.attr_float("eps");
+  Rewriter rw(g);
+  rw.remove(m->def);
+  rw.remove(add_i);
+  rw.add(Node{OpKind::RmsNorm, {x, w, r}, {out}, {{"eps", eps}, {"residual", int64_t{1}}}});
+  return rw.commit();
 }
 
 bool run(Graph& g) { return rewrite_to_fixpoint(g, {OpKind::Add}, try_fuse); }

@@ -145,6 +145,7 @@ bool try_fuse(Graph& g, size_t rk_i, bool parts) {
 
   // The v store and the q rope: exactly one candidate each, on the same x and pos.
   std::optional<Proj> pv, pq;
+  std::optional<HeadNorm> nq;  // the q rope's norm (where k has one)
   int vs_i = -1, rq_i = -1, n_v = 0, n_q = 0;
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];
@@ -157,12 +158,13 @@ bool try_fuse(Graph& g, size_t rk_i, bool parts) {
         vs_i = static_cast<int>(i);
       }
     } else if (n.op == OpKind::Rope && n.inputs[1] == pos) {
-      const std::optional<HeadNorm> nq = head_norm(g, u, n.inputs[0], hd_r);
-      if (nq.has_value() != nk.has_value()) continue;
-      auto p = projection(g, u, nq ? nq->in : n.inputs[0], parts);
+      const std::optional<HeadNorm> nn = head_norm(g, u, n.inputs[0], hd_r);
+      if (nn.has_value() != nk.has_value()) continue;
+      auto p = projection(g, u, nn ? nn->in : n.inputs[0], parts);
       if (p && p->same_input(*pk)) {
         ++n_q;
         pq = p;
+        nq = nn;
         rq_i = static_cast<int>(i);
       }
     }
@@ -171,8 +173,7 @@ bool try_fuse(Graph& g, size_t rk_i, bool parts) {
   const Node& vs = nodes[static_cast<size_t>(vs_i)];
   const Node& rq = nodes[static_cast<size_t>(rq_i)];
   if (!rope_attrs_ok(rq) || !same_rope(rq, rk)) return false;
-  const std::optional<HeadNorm> nq = head_norm(g, u, rq.inputs[0], hd_r);
-  if (nk && (!nq || nq->eps != nk->eps)) return false;
+  if (nk && nq->eps != nk->eps) return false;
 
   // Weights: one dtype (parts: int8 activations for all or none) and row
   // length; biases on all three or none.

@@ -231,6 +231,23 @@ bool has_exactly_attrs(const Node& n, std::initializer_list<const char*> keys) {
 
 bool is_weight(const Graph& g, ValueId v) { return g.value(v).kind == ir::ValueKind::Weight; }
 
+std::optional<ResidualAdd> residual_add(const Graph& g, const Uses& u, const ir::Node& add,
+                                        bool (*absorbs)(const Graph&, const ir::Node&)) {
+  if (add.op != ir::OpKind::Add || !add.attrs.empty() || add.outputs.size() != 1) return std::nullopt;
+  const ir::Value& z = g.value(add.outputs[0]);
+  for (int s : {1, 0}) {
+    const ValueId y = add.inputs[static_cast<size_t>(s)], r = add.inputs[static_cast<size_t>(1 - s)];
+    if (y == r || !u.single_use(y)) continue;
+    const ir::Node* n = u.def(g, y);
+    if (!n || !absorbs(g, *n)) continue;
+    const ir::Value& rv = g.value(r);
+    if (rv.dtype != ir::DType::F32 || !same_shape(rv.shape, z.shape) || !same_shape(g.value(y).shape, z.shape))
+      continue;
+    return ResidualAdd{y, r, static_cast<size_t>(u.def_index(y))};
+  }
+  return std::nullopt;
+}
+
 bool same_shape(const ir::Shape& a, const ir::Shape& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {

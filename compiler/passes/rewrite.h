@@ -13,6 +13,7 @@
 // If a check fails the graph is left exactly as it was (values added through
 // the Rewriter are dropped again) and commit() returns false.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,19 @@ void canonicalize_ids(ir::Graph& g);
 bool has_exactly_attrs(const ir::Node& n, std::initializer_list<const char*> keys);
 bool is_weight(const ir::Graph& g, ir::ValueId v);
 bool same_shape(const ir::Shape& a, const ir::Shape& b);  // symbolic dims by name, static by size
+
+// A residual add z = add(r, y) or add(y, r) (no attrs, one output) whose
+// operand y is the single-use output of a node `absorbs` accepts, and whose
+// other operand r is an f32 value of z's full shape (a [N] bias row is not a
+// residual), y of that shape too. y on the right is tried first (the frontend
+// writes add(residual, proj)). For the passes whose op takes the add into its
+// epilogue (fuse-residual, fuse-norm-residual). def: y's producer's index.
+struct ResidualAdd {
+  ir::ValueId y, r;
+  size_t def;
+};
+std::optional<ResidualAdd> residual_add(const ir::Graph& g, const Uses& u, const ir::Node& add,
+                                        bool (*absorbs)(const ir::Graph&, const ir::Node&));
 
 // The driver every fusion pass shares: tries `try_at` on each node whose op is
 // one of `anchors`, restarting the scan after each successful rewrite (node
