@@ -113,6 +113,7 @@ struct AttentionSplit {
   int one_block_rows = 0;  // steps of at most this many rows take one split
   bool tc = false;  // on tensor cores (k_attention_split_tc)
   int defer = 0;    // defer_merge (either split kernel, any head_dim): its consumer merges 2..defer splits (else 0)
+  int64_t window = 0;  // sliding window (attr window; 0: none): the CUDA-core kernel, rows from the ring
 };
 std::optional<AttentionSplit> attention_split(const NodeCtx& c);
 // The attention node that produced value v (its scratch' output), or nullptr.

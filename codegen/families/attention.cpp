@@ -5,9 +5,11 @@
 //    one block per (split of the KV sequence, KV head, row) covering the whole
 //    GQA group, the last block of each (KV head, row) merging the splits; on
 //    tensor cores (split_tc) where the target, cache and shape allow;
+//    a sliding-window layer's split kernel covers its window's rows, read from
+//    its ring (CUDA cores only);
 //  - otherwise (prefill buckets, eager programs, shapes the split kernel does not
-//    take, sliding-window layers) one block per (head, token), online softmax
-//    per warp; attr window limits each query to its window, read from a ring.
+//    take) one block per (head, token), online softmax per warp; attr window
+//    limits each query to its window, read from a ring.
 #include <algorithm>
 
 #include "codegen/family.h"
@@ -67,7 +69,7 @@ struct AttentionParams {
   ir::DType out = ir::DType::F32;    // output: f32, or f16/bf16 (fold-cast; not the split variant)
   int64_t T = 0, C = 0, nh = 0, nkv = 0, hd = 0;
   double scale = 1.0;
-  int64_t window = 0;  // sliding window (attr window; 0 = none): the generic kernel only
+  int64_t window = 0;  // sliding window (attr window; 0 = none)
   int splits = 0;  // > 0: the split-K variant with this many splits (grid (nkv, splits, T))
   bool tc = false;  // the split variant on tensor cores (split_tc)
   int defer = 0;  // defer_merge: the consumer merges 2..defer splits (att_split_finish DEFER)
@@ -87,7 +89,7 @@ Kernel emit(const AttentionParams& p, bool compiled) {
                 sc = e.in(4, "float*"), st = e.step();
     std::string C = e.i(p.C), nh = e.i(p.nh), nkv = e.i(p.nkv), S = e.i(p.splits), scale = e.f(p.scale);
     const std::string args = "(" + q + ", " + kc + ", " + vc + ", " + y + ", " + sc + ", " + st + ", " + C + ", " + nh +
-                             ", " + nkv + ", " + S + ", " + scale + ")";
+                             ", " + nkv + ", " + S + ", " + scale + (p.window > 0 ? ", " + e.i(p.window) : "") + ")";
     if (p.tc) {  // f16 cache only (split_tc)
       k.name = "kiln_attention_split_tc_f16" + shape;
       k.call = "k_attention_split_tc<" + std::to_string(p.hd) + ", " + std::to_string(G) + ", kAttSplitTcWarps, 1" +
@@ -95,9 +97,10 @@ Kernel emit(const AttentionParams& p, bool compiled) {
       k.block = launch::kAttSplitTcThreads;
       k.min_blocks = launch::kAttSplitTcMinBlocks;
     } else {
-      k.name = "kiln_attention_split_" + dt_lower(p.kv_dt) + shape;
+      k.name = "kiln_attention_split_" + dt_lower(p.kv_dt) + shape + (p.window > 0 ? "_win" : "");
       k.call = "k_attention_split<" + dt_macro(p.kv_dt) + ", " + std::to_string(p.hd) + ", " + std::to_string(G) +
-               ", kAttSplitWarps, kAttSplitLoads, kAttSplitPrefetch, 1" + (p.defer ? ", " + defer : "") + ">" + args;
+               ", kAttSplitWarps, kAttSplitLoads, kAttSplitPrefetch, 1" +
+               (p.window > 0 ? ", " + defer + ", true" : p.defer ? ", " + defer : "") + ">" + args;
       k.block = launch::kAttSplitThreads;
     }
     k.take(e);
@@ -122,20 +125,23 @@ Kernel emit(const AttentionParams& p, bool compiled) {
 
 }  // namespace
 
-// The split variant: compiled decode-sized steps whose node has the scratch
-// (never a windowed one: the split-decode-attention pass leaves those alone).
+// The split variant: compiled decode-sized steps whose node has the scratch.
+// A sliding-window layer's runs on CUDA cores (k_attention_split WIN: its
+// rows are the window's positions, read from the ring), where its cache
+// holds window + rows - 1 rows (the verifier's ring rule).
 std::optional<AttentionSplit> attention_split(const NodeCtx& c) {
   if (c.n.op != ir::OpKind::Attention || !c.compiled() || c.n.inputs.size() <= 4) return std::nullopt;
-  if (c.n.attrs.count("window") && c.n.attr_int("window") != 0) return std::nullopt;
   AttentionSplit a;
+  a.window = c.n.attrs.count("window") ? c.n.attr_int("window") : 0;
   a.nh = c.n.attr_int("n_heads");
   a.nkv = c.n.attr_int("n_kv_heads");
   a.hd = c.n.attr_int("head_dim");
   a.T = c.dim(c.in(0), 0);
   a.C = c.dim(c.in(1), 0);
   if (a.T > launch::kAttSplitMaxRows || !split_geometry(a.nh, a.nkv, a.hd)) return std::nullopt;
-  a.splits = attention_splits(a.nkv, a.T, a.C);
-  a.tc = split_tc(c.target.sm, c.in(1).dtype, a.nh, a.nkv, a.hd);
+  if (a.window < 0 || (a.window > 0 && a.C < a.window + a.T - 1)) return std::nullopt;
+  a.splits = attention_splits(a.nkv, a.T, a.window > 0 ? std::min(a.C, a.window + a.T - 1) : a.C);
+  a.tc = a.window == 0 && split_tc(c.target.sm, c.in(1).dtype, a.nh, a.nkv, a.hd);
   a.one_block_rows = a.tc ? launch::kAttSplitTcOneBlockRows : 0;
   // defer_merge: both split kernels defer (the CUDA-core one since session
   // 24, at every head_dim since session 25, when GpuDeferredMerge ran it at

@@ -100,7 +100,7 @@ std::string merge_args(const MatmulOperands& m, Emit& e, const std::string& step
   return ", nullptr, GemvSlice{0, 0, 0}, NoRope{}, AttXMerge<" + std::to_string(a.hd) + ">{" + sc + ", " + step +
          ", " + std::to_string(a.C) + ", " + std::to_string(a.nh) + ", " + std::to_string(a.nkv) + ", " +
          std::to_string(a.splits) + ", " + std::to_string(a.one_block_rows) + ", " + std::to_string(a.T) + ", " +
-         std::to_string(a.defer) + ", 0}";
+         std::to_string(a.defer) + ", " + std::to_string(a.window) + "}";  // (then nsplit, set by init())
 }
 
 Kernel emit(const GemvParams& p, bool compiled) {

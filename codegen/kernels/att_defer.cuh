@@ -16,8 +16,8 @@
 #pragma once
 #include "common.cuh"
 
-// Splits of a step as the split kernels cut it (att_split_rows): L = min(pos0
-// + n_tokens, C) rows, one split while L <= ob, else splits of max(ceil(L /
+// Splits of a step as the split kernels cut it (att_split_rows): L rows
+// (att_span_rows), one split while L <= ob, else splits of max(ceil(L /
 // S), mk) rows. dm: the node's DEFER, 0 where it merges itself (mk =
 // kAttSplitMinKeys); a deferring node (dm > 0) takes splits of at least
 // kAttDeferMinKeys rows and, while L <= kAttDeferCapMaxRows, of at least
@@ -29,8 +29,18 @@ __device__ __forceinline__ int att_split_chunk(int L, int S, int ob, int dm) {
   const int c = max((L + S - 1) / S, dm > 0 ? kAttDeferMinKeys : kAttSplitMinKeys);
   return dm > 0 && L <= kAttDeferCapMaxRows ? max(c, (L + dm - 1) / dm) : c;
 }
-__device__ __forceinline__ int att_split_count(const KilnStep* step, int C, int S, int ob, int dm) {
-  const int L = min(step->pos0 + step->n_tokens, C);
+// The rows a split attention covers in a step: min(pos0 + n_tokens, C); for a
+// sliding-window layer (win > 0) the positions max(0, pos0 - win + 1) ..
+// pos0 + n_tokens - 1 that some token of the step sees (at most win + n_tokens
+// - 1 <= C: the verifier's ring size), counted from the first.
+__device__ __forceinline__ int att_span_first(const KilnStep* step, int win) {
+  return win > 0 ? max(0, step->pos0 - win + 1) : 0;
+}
+__device__ __forceinline__ int att_span_rows(const KilnStep* step, int C, int win) {
+  return win > 0 ? step->pos0 + step->n_tokens - att_span_first(step, win) : min(step->pos0 + step->n_tokens, C);
+}
+__device__ __forceinline__ int att_split_count(const KilnStep* step, int C, int S, int ob, int dm, int win = 0) {
+  const int L = att_span_rows(step, C, win);
   const int chunk = att_split_chunk(L, S, ob, dm);
   return (L + chunk - 1) / chunk;
 }
@@ -98,9 +108,10 @@ struct AttXMerge {
   const float* scratch;
   const KilnStep* step;
   int C, nh, nkv, S, ob, T, dmax;
-  int nsplit;
+  int win = 0;  // the attention's sliding window (0: none)
+  int nsplit = 0;
   // before the PDL wait (the step block is the host's)
-  __device__ __forceinline__ void init() { nsplit = att_split_count(step, C, S, ob, dmax); }
+  __device__ __forceinline__ void init() { nsplit = att_split_count(step, C, S, ob, dmax, win); }
   // after it: y itself, or the merge of the partial states in xs ([nt][nh * HD] f32)
   __device__ __forceinline__ const float* x(const float* y, float* xs, int nt) const {
     if (!att_defers(nsplit, dmax)) return y;

@@ -151,23 +151,29 @@ __device__ __forceinline__ void att_cvt8(const uint4* raw, float* f) {
 // 2^(a - b), 0 for a = -inf (no NaN when both are -inf)
 __device__ __forceinline__ float att_w(float a, float b) { return a == -INFINITY ? 0.f : exp2f(a - b); }
 
-// The rows a split block covers: L = min(pos0 + n_tokens, C) rows in
-// nsplit splits of max(ceil(L / S), kAttSplitMinKeys) rows; block (s, t)
-// takes [j0, j1) of split s, token t's rows of it (maybe none). false: the
-// block has nothing to do (a token past n_tokens or a split past L).
+// The rows a split block covers: L rows (att_span_rows) in nsplit splits of
+// max(ceil(L / S), kAttSplitMinKeys) rows; block (s, t) takes [j0, j1) of
+// split s, token t's rows of it (maybe none). false: the block has nothing to
+// do (a token past n_tokens or a split past L). Row indices count from
+// position `first` (0 without a window); with a sliding window (win > 0)
+// token t also skips the rows before lo (its window's first position), and
+// position first + j sits in cache row (first + j) mod C.
 struct AttSplitRows {
-  int L, nsplit, j0, j1;
+  int L, nsplit, j0, j1, first, lo;
 };
 // OB: steps of at most OB rows take one split (kAttSplitTcOneBlockRows); DM:
 // the node's DEFER, 0 where it merges itself (att_split_chunk).
 template <int OB = 0, int DM = 0>
-__device__ __forceinline__ bool att_split_rows(const KilnStep* step, int C, int S, int s, int t, AttSplitRows& r) {
+__device__ __forceinline__ bool att_split_rows(const KilnStep* step, int C, int S, int s, int t, AttSplitRows& r,
+                                               int win = 0) {
   if (t >= step->n_tokens) return false;
-  r.L = min(step->pos0 + step->n_tokens, C);
+  r.L = att_span_rows(step, C, win);
+  r.first = att_span_first(step, win);
   const int chunk = att_split_chunk(r.L, S, OB, DM);  // (att_defer.cuh: a deferred merge's consumer counts alike)
   r.nsplit = (r.L + chunk - 1) / chunk;
   if (s >= r.nsplit) return false;
-  const int last = min(step->pos0 + t, C - 1);  // never read past the cache
+  const int last = win > 0 ? step->pos0 + t - r.first : min(step->pos0 + t, C - 1);  // never read past the cache
+  r.lo = win > 0 ? max(0, step->pos0 + t - win + 1) - r.first : 0;
   r.j0 = s * chunk;
   r.j1 = min(r.j0 + chunk, last + 1);
   return true;
@@ -349,11 +355,13 @@ __device__ __forceinline__ void att_split_finish(const float (*s_m)[G], const fl
 // before the launch, so a warp's first tile of K and V rows is loaded before
 // the wait when every row of it lies before pos0; q, the new rows and the
 // scratch are touched only after it.
-template <int KDT, int HD, int G, int NW, int U, int PF, int OW = 0, int DEFER = 0>
+// WIN (a sliding-window layer, window win): the rows are the window's
+// positions (att_split_rows), read from the ring at row position mod C.
+template <int KDT, int HD, int G, int NW, int U, int PF, int OW = 0, int DEFER = 0, bool WIN = false>
 __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, const void* __restrict__ kc,
                                                   const void* __restrict__ vc, float* __restrict__ out,
                                                   float* __restrict__ scratch, const KilnStep* step, int C, int nh,
-                                                  int nkv, int S, float scale) {
+                                                  int nkv, int S, float scale, int win = 0) {
   constexpr int LPR = HD / 8, RPW = 32 / LPR, TILE = RPW * U;  // lanes per row, rows per warp load / tile
   constexpr int NV = KDT == DT_F32 ? 2 : 1;                     // 16-byte loads per lane per row
   static_assert(HD % 8 == 0 && 32 % LPR == 0, "head_dim in {8, 16, 32, 64, 128, 256}");
@@ -367,8 +375,10 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   // with an 8448-row cache (session 14, docs/perf.md).
   const int g = blockIdx.x, s = blockIdx.y, t = blockIdx.z, T = gridDim.z;
   AttSplitRows R;
-  if (!att_split_rows<0, DEFER>(step, C, S, s, t, R)) return;
+  if (!att_split_rows<0, DEFER>(step, C, S, s, t, R, WIN ? win : 0)) return;
   const int L = R.L, nsplit = R.nsplit, j0 = R.j0, j1 = R.j1;
+  // WIN: the ring row of row 0 (position R.first); rows past C wrap (L <= C)
+  const int rb = WIN ? R.first % C : 0, lo = WIN ? R.lo : 0;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane / LPR, c8 = (lane % LPR) * 8;
   const i64 W = (i64)nkv * HD;
   const i64 col = (i64)g * HD + c8;
@@ -379,7 +389,11 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   auto load_tile = [&](int r0, uint4 (&kt)[U][NV], uint4 (&vt)[U][NV], bool vol) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int r = min(r0 + u * RPW + sub, j1 - 1);  // rows past j1: a valid row, masked below
+      int r = min(r0 + u * RPW + sub, j1 - 1);  // rows past j1: a valid row, masked below
+      if (WIN) {
+        r += rb;
+        if (r >= C) r -= C;
+      }
       const i64 e = (i64)r * W + col;
 #pragma unroll
       for (int x = 0; x < NV; ++x) {
@@ -392,9 +406,10 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
   };
   int r0 = j0 + warp * TILE;
   // the first tile's highest row is min(r0 + TILE, j1) - 1
-  const bool early = OW && r0 < j1 && min(r0 + TILE, j1) <= step->pos0;
+  // (rows before position pos0 were written by earlier steps)
+  const bool early = OW && r0 < j1 && min(r0 + TILE, j1) <= step->pos0 - (WIN ? R.first : 0);
   if (early) load_tile(r0, kr, vr, true);
-  if (OW && threadIdx.x == 0 && L <= kAttSplitL2PrefetchMaxRows)
+  if (OW && !WIN && threadIdx.x == 0 && L <= kAttSplitL2PrefetchMaxRows)
     att_split_prefetch_l2(kc, vc, W * (KDT == DT_F32 ? 4 : 2), j0, min(j1, step->pos0), g, nkv);
   if (OW) kiln_pdl_wait_own();
   if (!early && r0 < j1) load_tile(r0, kr, vr, true);
@@ -439,7 +454,7 @@ __device__ __forceinline__ void k_attention_split(const float* __restrict__ q, c
       float mn = m[hh];
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        if (r0 + u * RPW + sub >= j1) sc[u][hh] = -INFINITY;
+        if (r0 + u * RPW + sub >= j1 || (WIN && r0 + u * RPW + sub < lo)) sc[u][hh] = -INFINITY;
         mn = fmaxf(mn, sc[u][hh]);
       }
       const float corr = att_w(m[hh], mn);

@@ -781,9 +781,9 @@ __device__ __forceinline__ void mm_gemv_xq(const float* __restrict__ x, const vo
 // stage buffers of RR rows of RB = row bytes (the weight's row size, a
 // multiple of 16), then per group S mbarriers.
 // Work: an item is R consecutive output columns (their R rows, and with
-// MM_SWIGLU their R "up" rows); group v of the grid takes items v, v + G, ...
-// (G = groups in the grid), a whole row per item, so groups never wait on
-// each other after the prologue. Lane 0 of a group's first warp keeps S
+// MM_SWIGLU their R "up" rows); group v of the grid (numbered group-major)
+// takes items v, v + G, ... (G = groups in the grid), a whole row per item,
+// so groups never wait on each other after the prologue. Lane 0 of a group's first warp keeps S
 // items' rows in flight: it issues the first fill before the kernel waits for
 // its predecessor (weights are constants, so under PDL they stream while the
 // previous kernel finishes and while x is quantised), the other S - 1 once x
@@ -845,7 +845,14 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
   const i64 XB = XB0 + (XM::kOn ? (i64)MT * K * 4 : 0);                   // and the merged x's
   u8* stages = kiln_xq_smem + XB + (i64)grp * S * RR * RB;
   u64* bars = (u64*)(kiln_xq_smem + XB + (i64)ngr * S * RR * RB) + grp * S;
-  const int items = (N + R - 1) / R, G = slice_blocks(sl) * ngr, first = slice_block(sl) * ngr + grp;
+  // Groups are numbered group-major (group grp of block b is grp * blocks +
+  // b), so where items do not divide evenly among the groups, the groups with
+  // one item more are spread over every block (SM) rather than filling the
+  // first blocks: the 8B's q slice of its QKV GEMV has 1.56 items a group, and
+  // in block-major order its first 56% of blocks streamed twice the rows of
+  // the others. H200 (docs/perf.md, session 27): 8B Q4_K_M 1.706 -> 1.683 ms
+  // per token; the 1B, whose GEMVs divide evenly, unchanged.
+  const int items = (N + R - 1) / R, G = slice_blocks(sl) * ngr, first = grp * slice_blocks(sl) + slice_block(sl);
   const int ldy = sl.ldy ? sl.ldy : N;
   const int mine = first < items ? (items - first + G - 1) / G : 0;  // items of this group
   // fill i (this group's i-th item) into buffer i % S; the rows are read

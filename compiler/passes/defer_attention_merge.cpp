@@ -35,7 +35,6 @@ bool run(Graph& g) {
     const ir::Node& a = g.nodes()[i];
     if (a.op != OpKind::Attention || a.inputs.size() != 5 || a.outputs.size() != 2 || a.attrs.count("defer_merge"))
       continue;
-    if (a.attrs.count("window") && a.attr_int("window") != 0) continue;  // never split
     if (codegen::attention_defer_splits(a.attr_int("n_heads"), a.attr_int("head_dim")) == 0) continue;
     const ir::ValueId y = a.outputs[0];
     const ir::Node* c = uses.sole_consumer(g, y);

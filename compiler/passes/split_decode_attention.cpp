@@ -10,7 +10,8 @@
 // kernel (flash-decoding: blocks over the KV sequence, each covering a whole
 // GQA group, the last block of a group merging the splits); prefill buckets and
 // the eager programs (the unfused graph) keep one block per (head, token).
-// Nodes whose geometry the split kernel does not take are left alone, and
+// A sliding-window layer's split kernel covers its window, read from its
+// ring. Nodes whose geometry the split kernel does not take are left alone, and
 // `--disable-pass split-decode-attention` gives the old kernel everywhere.
 #include <algorithm>
 
@@ -31,7 +32,6 @@ bool run(Graph& g) {
   for (size_t i = 0; i < g.nodes().size(); ++i) {
     const ir::Node& n = g.nodes()[i];
     if (n.op != OpKind::Attention || n.inputs.size() != 4 || n.outputs.size() != 1) continue;
-    if (n.attrs.count("window") && n.attr_int("window") != 0) continue;  // no split kernel for a window
     const ir::Value& k = g.value(n.inputs[1]);
     if (k.shape.size() != 2) continue;
     const int64_t f = codegen::attention_split_scratch_floats(n.attr_int("n_heads"), n.attr_int("n_kv_heads"),

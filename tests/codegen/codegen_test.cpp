@@ -84,6 +84,7 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
   int lowered = 0;
   auto cases = testcases::all_cases({1, 3, 20}, 20);
   for (auto& c : testcases::tensor_core_cases({16, 512}, 20)) cases.push_back(std::move(c));
+  for (auto& c : testcases::window_split_cases()) cases.push_back(std::move(c));
   for (const OpCase& c : cases) {
     const ir::Node& n = c.g.nodes()[0];
     for (ProgramMode mode : {ProgramMode::Eager, ProgramMode::Compiled}) {
@@ -217,9 +218,12 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
         const bool split = mode == ProgramMode::Compiled && n.inputs.size() == 5 && c.bucket <= 4;
         EXPECT_EQ(l.kernel.entry.find("kiln_attention_split_") == 0, split) << l.kernel.entry;
         if (split) {
-          // on tensor cores (sm_90 here) exactly for f16 caches, head_dim 64, <= 8 heads per KV head
+          // on tensor cores (sm_90 here) exactly for f16 caches, head_dim 64, <= 8 heads per KV head,
+          // no sliding window (a windowed node's split kernel is the CUDA-core one, "_win")
           const int64_t hd = n.attr_int("head_dim"), G = n.attr_int("n_heads") / n.attr_int("n_kv_heads");
-          const bool tc = c.g.value(n.inputs[1]).dtype == ir::DType::F16 && hd == 64 && G <= 8;
+          const bool win = n.attrs.count("window") && n.attr_int("window") > 0;
+          const bool tc = c.g.value(n.inputs[1]).dtype == ir::DType::F16 && hd == 64 && G <= 8 && !win;
+          EXPECT_EQ(l.kernel.entry.find("_win_") != std::string::npos, win) << l.kernel.entry;
           EXPECT_EQ(l.kernel.entry.find("kiln_attention_split_tc_") == 0, tc) << l.kernel.entry;
           EXPECT_EQ(l.block[0], uint32_t(tc ? launch::kAttSplitTcThreads : launch::kAttSplitThreads));
           const int64_t C = ir::resolve_dim(c.g, c.g.value(n.inputs[1]).shape[0], {c.bucket});

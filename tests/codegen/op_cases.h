@@ -831,6 +831,32 @@ inline std::vector<OpCase> all_cases(const std::vector<int64_t>& mm_buckets, int
   return out;
 }
 
+// Gemma 3's sliding-window layers at decode: the split-K kernel over the
+// window, read from a ring of window + rows - 1 rows (k_attention_split WIN):
+// steps of 1 and 3 rows whose window wraps the ring, and early steps whose
+// window is not yet full (a GQA group of 2 at head_dim 128 there, Gemma 3
+// 270M's 4 heads on 1 KV head of 256 dims otherwise). (A list of their own,
+// after every other case: the GPU cases seed their data with their index.)
+inline std::vector<OpCase> window_split_cases() {
+  std::vector<OpCase> out;
+  for (DType ft : float_dtypes())
+    for (int64_t window : {int64_t{16}, int64_t{512}})
+      for (int64_t b : {int64_t{1}, int64_t{3}})
+        for (int early = 0; early < 2; ++early) {
+          if (window == 512 && ft != DType::F16 && (b != 1 || early)) continue;
+          const bool gqa = early == 1;
+          const int64_t nh = 4, nkv = gqa ? 2 : 1, hd = gqa ? 128 : 256, C = window + b - 1;
+          OpCase c = attention_case(ft, b, C, nh, nkv, hd, true);
+          c.g.nodes()[0].attrs["window"] = window;
+          c.ref = c.g;
+          c.name = "attention_split/window" + std::to_string(window) + "/" + dn(ft) + "/h" + std::to_string(nh) + "x" +
+                   std::to_string(nkv) + "x" + std::to_string(hd) + "/b" + std::to_string(b) + (early ? "/early" : "");
+          c.pos0 = early ? static_cast<int>(window / 2) : static_cast<int>(3 * C + C - 2);  // rows wrap within the step
+          out.push_back(std::move(c));
+        }
+  return out;
+}
+
 // The tensor-core prefill path (the tensor-core-gemm pass, compiled programs
 // only): cast of f32 activations to f16 / bf16, dequant of every weight dtype
 // to f16 (bf16 for a bf16 weight), and the cuBLASLt GEMM (matmul / matmul_add

@@ -466,6 +466,7 @@ const std::vector<OpCase>& cases() {
       c.name += "/b1";
       a.push_back(std::move(c));
     }
+    for (auto& c : testcases::window_split_cases()) a.push_back(std::move(c));
     return a;
   }();
   return v;

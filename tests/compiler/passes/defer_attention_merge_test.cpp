@@ -97,6 +97,20 @@ TEST(DeferAttentionMerge, PlainMatmulToo) {
   EXPECT_EQ(op(g, OpKind::MatMul).inputs.size(), 3u);
 }
 
+TEST(DeferAttentionMerge, WindowedAttentionDefers) {  // (a sliding-window layer's ring of 4 + 4 - 1 rows)
+  std::string s = replaced(kLayer, "scale = 0.5}", "scale = 0.5, window = 4}");
+  s = replaced(replaced(replaced(s, "state %kc : f16[kv_len, 32]", "state %kc : f16[7, 32]"),
+                        "state %vc : f16[kv_len, 32]", "state %vc : f16[7, 32]"),
+               "%kc2 : f16[kv_len, 32] = kv_store(%kc, %k, %pos)", "%kc2 : f16[7, 32] = kv_store(%kc, %k, %pos) {ring = 1}");
+  s = replaced(s, "%vc2 : f16[kv_len, 32] = kv_store(%vc, %v, %pos)", "%vc2 : f16[7, 32] = kv_store(%vc, %v, %pos) {ring = 1}");
+  Graph g = parse(s);
+  verify(g);
+  ASSERT_TRUE(kiln::passes::defer_attention_merge_pass().run(g));
+  verify(g);
+  EXPECT_EQ(op(g, OpKind::Attention).attr_int("defer_merge"), 1);
+  EXPECT_EQ(op(g, OpKind::MatMulAdd).attr_int("x_merge"), 1);
+}
+
 TEST(DeferAttentionMerge, LeavesWhatItCannotDefer) {
   auto unchanged = [](const std::string& s, const char* why) {
     Graph g = parse(s);
@@ -116,8 +130,9 @@ TEST(DeferAttentionMerge, LeavesWhatItCannotDefer) {
   std::string ns = replaced(kLayer, ", %a_scratch : f32[1064] = attention(%q, %kc2, %vc2, %pos, %attn_split_scratch)",
                             " = attention(%q, %kc2, %vc2, %pos)");
   unchanged(replaced(ns, "  state %attn_split_scratch : f32[1064]\n", ""), "no scratch");
-  // sliding-window layers never split
-  unchanged(replaced(kLayer, "scale = 0.5}", "scale = 0.5, window = 4}"), "window");
+  // (sliding-window layers defer as well: their split kernel reads the
+  // window from the ring, and the GEMV counts the window's splits alike;
+  // DeferAttentionMerge.WindowedAttentionDefers)
 }
 
 // How many splits a node may defer, by the width of x (n_heads * head_dim):

@@ -209,8 +209,10 @@ TEST(Gemma3Passes, FusedHeadNormsAndRingComputeTheSame) {
   }
 }
 
-TEST(Gemma3Passes, SplitDecodeAttentionSkipsWindowedAttention) {
-  // head_dim 8 (a split-kernel geometry); a ring of 8 + 4 - 1 rows.
+TEST(Gemma3Passes, SplitDecodeAttentionTakesWindowedAttention) {
+  // head_dim 8 (a split-kernel geometry); a ring of 8 + 4 - 1 rows. The split
+  // kernel reads a sliding-window layer's window from its ring (codegen
+  // attention_split), so windowed and global attention both get the scratch.
   const std::string windowed = R"(graph {
   sym kv_len <= 16
   sym tokens <= 4
@@ -222,14 +224,14 @@ TEST(Gemma3Passes, SplitDecodeAttentionSkipsWindowedAttention) {
   output %a0
 }
 )";
-  expect_unchanged(kiln::passes::split_decode_attention_pass(), windowed);
-  // The same attention without the window over a full cache (a global layer) gets the split scratch.
   const std::string global =
       replace_all(replace_all(windowed, ", window = 8}", "}"), "f16[11, 8]", "f16[kv_len, 8]");
-  bool changed = false;
-  const std::string after = run_pass(kiln::passes::split_decode_attention_pass(), global, &changed);
-  EXPECT_TRUE(changed);
-  EXPECT_NE(after.find("attention(%q, %kc, %vc, %pos, %attn_split_scratch)"), std::string::npos) << after;
+  for (const std::string& src : {windowed, global}) {
+    bool changed = false;
+    const std::string after = run_pass(kiln::passes::split_decode_attention_pass(), src, &changed);
+    EXPECT_TRUE(changed) << src;
+    EXPECT_NE(after.find("attention(%q, %kc, %vc, %pos, %attn_split_scratch)"), std::string::npos) << after;
+  }
 }
 
 const std::string kFfnBefore = R"(graph {
