@@ -845,14 +845,16 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
   const i64 XB = XB0 + (XM::kOn ? (i64)MT * K * 4 : 0);                   // and the merged x's
   u8* stages = kiln_xq_smem + XB + (i64)grp * S * RR * RB;
   u64* bars = (u64*)(kiln_xq_smem + XB + (i64)ngr * S * RR * RB) + grp * S;
-  // Groups are numbered group-major (group grp of block b is grp * blocks +
-  // b), so where items do not divide evenly among the groups, the groups with
-  // one item more are spread over every block (SM) rather than filling the
-  // first blocks: the 8B's q slice of its QKV GEMV has 1.56 items a group, and
-  // in block-major order its first 56% of blocks streamed twice the rows of
-  // the others. H200 (docs/perf.md, session 27): 8B Q4_K_M 1.706 -> 1.683 ms
-  // per token; the 1B, whose GEMVs divide evenly, unchanged.
-  const int items = (N + R - 1) / R, G = slice_blocks(sl) * ngr, first = grp * slice_blocks(sl) + slice_block(sl);
+  // Where items do not divide evenly among the groups, the groups are
+  // numbered group-major (group grp of block b is grp * blocks + b), so that
+  // the groups with one item more are spread over every block (SM) rather
+  // than filling the first blocks: the 8B's q slice of its QKV GEMV has 1.56
+  // items a group, and in block-major order its first 56% of blocks streamed
+  // twice the rows of the others. Where they divide evenly, block-major
+  // order keeps a block's rows together (group-major there measured 2%
+  // slower on the 8B Q8_0). H200, docs/perf.md (session 27).
+  const int items = (N + R - 1) / R, nbk = slice_blocks(sl), G = nbk * ngr;
+  const int first = items % G ? grp * nbk + slice_block(sl) : slice_block(sl) * ngr + grp;
   const int ldy = sl.ldy ? sl.ldy : N;
   const int mine = first < items ? (items - first + G - 1) / G : 0;  // items of this group
   // fill i (this group's i-th item) into buffer i % S; the rows are read
