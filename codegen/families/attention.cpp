@@ -140,7 +140,8 @@ std::optional<AttentionSplit> attention_split(const NodeCtx& c) {
   a.C = c.dim(c.in(1), 0);
   if (a.T > launch::kAttSplitMaxRows || !split_geometry(a.nh, a.nkv, a.hd)) return std::nullopt;
   if (a.window < 0 || (a.window > 0 && a.C < a.window + a.T - 1)) return std::nullopt;
-  a.splits = attention_splits(a.nkv, a.T, a.window > 0 ? std::min(a.C, a.window + a.T - 1) : a.C);
+  // (a window's step covers at most window + T - 1 rows, which the check above keeps within C)
+  a.splits = attention_splits(a.nkv, a.T, a.window > 0 ? a.window + a.T - 1 : a.C);
   a.tc = a.window == 0 && split_tc(c.target.sm, c.in(1).dtype, a.nh, a.nkv, a.hd);
   a.one_block_rows = a.tc ? launch::kAttSplitTcOneBlockRows : 0;
   // defer_merge: both split kernels defer (the CUDA-core one since session
