@@ -219,7 +219,7 @@ int gemv_split_xq(int64_t K) {
 bool bulk_fx(const MatmulOperands& m) { return !m.xq && (m.wdt == DType::F16 || m.wdt == DType::BF16); }
 
 std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t tokens, const Target& t,
-                                           int max_warps, int64_t min_bytes) {
+                                           int max_warps, int64_t min_bytes, int64_t min_item_bytes) {
   constexpr int64_t kSmemPerSm = 227 * 1024, kSmemReserved = 1024;  // sm_90: usable per SM, per block
   // bytes of rows a group keeps in flight (at least 2 buffers; 16 and 32 KiB
   // were measured 0.6% and 3% slower on the 8B)
@@ -249,13 +249,30 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   if (m.K % di.block_elems) return std::nullopt;
   const int64_t rb = static_cast<int64_t>(ir::row_bytes(m.wdt, m.K));  // the planes layout keeps the GGUF row size
   const int64_t wrows = (m.flags & kMmSwiGlu) ? 2 * m.N : m.N;
-  if (rb % 16 || rb * wrows < min_bytes) return std::nullopt;
+  if (rb * wrows < min_bytes) return std::nullopt;
   GemvBulk b;
   // Two output columns per item (their rows staged together, x read once for
   // both): 1B Q4_K_M -2.7% per token, the 8B's unchanged (+0.2%, within
   // run-to-run noise); q6_K keeps one (8B Q6_K +0.3 to +0.6% with two; 4 columns were
   // slower everywhere: 8B Q4_K_M +1.8%, 1B +3.7%). Session 11, docs/perf.md.
   b.rows = m.wdt == DType::Q6_K && !(m.flags & kMmRope) ? 1 : 2;
+  if (min_item_bytes > 0) {
+    // Larger items for the LM heads (min_item_bytes). A copy moves an item's
+    // R rows at once, so rows whose size is not a 16-byte multiple (q8_0 at
+    // K = 640 or 576: Gemma 3's and SmolLM2's tied LM heads, 680 and 612
+    // bytes) take the bulk kernel where R of them are (they ran the register
+    // GEMV). H200, GPU ms per token at 512 rows (docs/perf.md, session 28):
+    // a Gemma-sized LM head (262,144 x 640) 0.4202 -> 0.3969 with 8 rows an
+    // item, SmolLM2 geometry 0.3564 -> 0.3525 with 8, the 1B Q8_0 (rows of
+    // 2,176 bytes) 0.5070 -> 0.4986 with 4 (2 rows, 3000 bytes, changed
+    // nothing). q6_K keeps one row: the 1B's LM head (1,680-byte rows) lost
+    // 1% with 2 and 2% with 4. Up to 32 warps per SM instead of 16 lost
+    // everywhere (1B Q4_K_M +5%).
+    const int64_t want = m.wdt == DType::Q6_K ? 0 : min_item_bytes;
+    while (b.rows < kGemvBulkMaxRows && (b.rows * rb < want || (b.rows * rb) % 16)) b.rows *= 2;
+    if ((m.N % b.rows) * rb % 16) return std::nullopt;  // the last item's copy
+  }
+  if ((b.rows * rb) % 16 || (min_item_bytes <= 0 && rb % 16)) return std::nullopt;
   const int64_t stage = ((m.flags & kMmSwiGlu) ? 2 : 1) * b.rows * rb;
   const int64_t xs = (fx ? tokens * m.K * 4 : tokens * (m.K + m.K / 16 * 8)) + (m.merge ? tokens * m.K * 4 : 0);
   b.stages = static_cast<int>(std::clamp<int64_t>((kStageTarget + stage - 1) / stage, 2, 4));

@@ -72,6 +72,12 @@ Kernel emit(const SamplingParams& p, bool compiled) {
   return k;
 }
 
+// Bytes of weight rows per bulk item of the LM head (gemv_bulk_geometry's
+// min_item_bytes: rows per item doubled up to 8 until they hold this much;
+// measured on the H200 against 3,000 and the one or two rows of the other
+// GEMVs, docs/perf.md session 28).
+constexpr int64_t kLmHeadMinItemBytes = 6000;
+
 SamplingParams sampling_params(const NodeCtx& c) {
   SamplingParams p;
   p.op = c.n.op;
@@ -108,7 +114,7 @@ SamplingParams sampling_params(const NodeCtx& c) {
     m.K = p.K;
     m.N = p.N;
     m.planes = p.planes;
-    p.bulk = gemv_bulk_geometry(m, 1, c.target, launch::kGemvWarps);
+    p.bulk = gemv_bulk_geometry(m, 1, c.target, launch::kGemvWarps, kGemvBulkMinBytes, kLmHeadMinItemBytes);
     // the sampling step runs in the kernel's last block: keep its block size
     if (p.bulk && p.bulk->warps != launch::kGemvWarps) p.bulk.reset();
   }

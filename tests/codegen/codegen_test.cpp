@@ -85,6 +85,7 @@ TEST(Codegen, LowerLaunchConfigsAreSane) {
   auto cases = testcases::all_cases({1, 3, 20}, 20);
   for (auto& c : testcases::tensor_core_cases({16, 512}, 20)) cases.push_back(std::move(c));
   for (auto& c : testcases::window_split_cases()) cases.push_back(std::move(c));
+  for (auto& c : testcases::lm_head_item_cases()) cases.push_back(std::move(c));
   for (const OpCase& c : cases) {
     const ir::Node& n = c.g.nodes()[0];
     for (ProgramMode mode : {ProgramMode::Eager, ProgramMode::Compiled}) {
@@ -902,7 +903,7 @@ TEST(Codegen, BulkGemvOnF32ActivationsForSixteenBitWeights) {
   // flags, tokens) rows per item, stages, layout, warps per group
   const std::regex call("mm_gemv_bulk<(DT_[A-Z0-9]+), [A-Z0-9_]+, [0-9]+, ([0-9]+), ([0-9]+), ([0-9]+), [01], ([0-9]+)");
   struct Want {
-    DType wt;
+    ir::DType wt;
     int64_t K, N;
     OpKind op;
     int64_t tokens;
@@ -952,6 +953,47 @@ TEST(Codegen, BulkGemvOnF32ActivationsForSixteenBitWeights) {
   EXPECT_NE(ll.kernel.source.find("k_lm_head_sample_bulk<DT_F16"), std::string::npos) << ll.kernel.entry;
   EXPECT_EQ(ll.block[0], 128u);
   EXPECT_NE(ll.kernel.entry.find("_fx"), std::string::npos) << ll.kernel.entry;
+}
+
+// The LM heads on sm_90's bulk GEMV take items of at least 6,000 bytes of
+// rows (kLmHeadMinItemBytes, up to 8 rows), except q6_K (one row), and rows
+// that are not a 16-byte multiple take the bulk kernel where whole items are:
+// Gemma 3 270M's q8_0 LM head (262,144 x 640: 680-byte rows) and SmolLM2's
+// (49,152 x 576: 612), 8 rows; the 1B's q8_0 (2,176) 4 and q6_K (1,680) 1. A
+// vocabulary whose last item would not be a 16-byte multiple keeps the
+// register GEMV, as does any other GEMV of such rows.
+TEST(Codegen, LmHeadItemsOnTheBulkGemv) {
+  struct Want {
+    ir::DType wt;
+    int64_t V, K;
+    const char* layout;
+    int rows;  // 0: not the bulk kernel
+  };
+  const Want wants[] = {{ir::DType::Q8_0, 262144, 640, "ggml", 8},   {ir::DType::Q8_0, 49152, 576, "ggml", 8},
+                        {ir::DType::Q8_0, 128256, 2048, "planes", 4}, {ir::DType::Q6_K, 128256, 2048, "planes", 1},
+                        {ir::DType::Q6_K, 128256, 4096, "planes", 1}, {ir::DType::Q8_0, 128256, 4096, "planes", 2},
+                        {ir::DType::Q8_0, 262143, 640, "ggml", 0}};
+  for (const Want& w : wants) {
+    OpCase c = testcases::lm_head_case(w.wt, 1, w.V, w.K);
+    c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
+    SCOPED_TRACE(c.name + " " + w.layout);
+    const Lowered l = lower(c.g, c.g.nodes()[0], {1}, Target{90, w.layout}, ProgramMode::Compiled);
+    std::smatch m;
+    const bool bulk = std::regex_search(l.kernel.source, m, std::regex("k_lm_head_sample_bulk<DT_[A-Z0-9_]+, DT_F32, ([0-9]+),"));
+    ASSERT_EQ(bulk, w.rows > 0) << l.kernel.entry;
+    if (!bulk) continue;
+    const int rows = std::stoi(m[1]);
+    EXPECT_EQ(rows, w.rows);
+    const int64_t rb = static_cast<int64_t>(ir::row_bytes(w.wt, w.K));
+    EXPECT_EQ(rows * rb % 16, 0);
+    EXPECT_TRUE(rows == 8 || rows == 1 || rows == 2 || rows * rb >= 6000) << rows << " rows of " << rb;
+    EXPECT_LE(l.smem + 1024u, 227u * 1024u);
+  }
+  // another GEMV of 680-byte rows (>= 2 MiB) keeps the register kernel
+  OpCase mm = testcases::matmul_case(ir::OpKind::MatMul, ir::DType::Q8_0, 1, ir::DType::F32, 640, 4000);
+  mm.g.nodes()[0].attrs["x_q8"] = int64_t{1};
+  const Lowered ml = lower(mm.g, mm.g.nodes()[0], {1}, Target{90, "ggml"}, ProgramMode::Compiled);
+  EXPECT_EQ(ml.kernel.source.find("mm_gemv_bulk<"), std::string::npos) << ml.kernel.entry;
 }
 
 // "CI compiles every kernel variant for every supported SM": every lowered

@@ -29,6 +29,7 @@ TEST(Families, ExactlyOneFamilySelectsEveryNode) {
   auto cases = testcases::all_cases({1, 3, 4, 5, 20}, 20);
   for (auto& c : testcases::tensor_core_cases({16, 512}, 20)) cases.push_back(std::move(c));
   for (auto& c : testcases::window_split_cases()) cases.push_back(std::move(c));
+  for (auto& c : testcases::lm_head_item_cases()) cases.push_back(std::move(c));
   for (const OpCase& c : cases) {
     const ir::Node& n = c.g.nodes()[0];
     for (ProgramMode mode : {ProgramMode::Eager, ProgramMode::Compiled}) {

@@ -857,6 +857,32 @@ inline std::vector<OpCase> window_split_cases() {
   return out;
 }
 
+// The LM head on the bulk kernel with several rows a item (codegen
+// kLmHeadMinItemBytes): int8 activations in the GGUF layout, Gemma 3 270M's
+// q8_0 rows of 640 (680 bytes, not a 16-byte multiple: whole items of 2 or 4
+// rows are), SmolLM2's of 576 (612 bytes: 4 rows), and rows of 2048 in
+// q8_0, q4_K and q6_K with odd vocabularies (a last item of fewer rows).
+// (A list of their own, after every other case: the GPU cases seed their
+// data with their index.)
+inline std::vector<OpCase> lm_head_item_cases() {
+  std::vector<OpCase> out;
+  auto xq = [&](OpCase c) {
+    c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
+    c.ref = c.g;
+    c.derive_weights = nullptr;
+    c.derive_inputs = nullptr;
+    c.fused = false;
+    c.compiled_only = true;
+    c.name += "/xq/items";
+    c.weight_layout = "ggml";
+    out.push_back(std::move(c));
+  };
+  for (int64_t b : {int64_t{1}, int64_t{3}}) xq(lm_head_case(DType::Q8_0, b, 20010, 640));
+  xq(lm_head_case(DType::Q8_0, 1, 8196, 576));
+  for (DType wt : {DType::Q8_0, DType::Q4_K, DType::Q6_K}) xq(lm_head_case(wt, 1, 20011, 2048));
+  return out;
+}
+
 // The tensor-core prefill path (the tensor-core-gemm pass, compiled programs
 // only): cast of f32 activations to f16 / bf16, dequant of every weight dtype
 // to f16 (bf16 for a bf16 weight), and the cuBLASLt GEMM (matmul / matmul_add

@@ -467,6 +467,7 @@ const std::vector<OpCase>& cases() {
       a.push_back(std::move(c));
     }
     for (auto& c : testcases::window_split_cases()) a.push_back(std::move(c));
+    for (auto& c : testcases::lm_head_item_cases()) a.push_back(std::move(c));
     return a;
   }();
   return v;
