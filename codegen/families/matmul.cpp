@@ -256,23 +256,26 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // run-to-run noise); q6_K keeps one (8B Q6_K +0.3 to +0.6% with two; 4 columns were
   // slower everywhere: 8B Q4_K_M +1.8%, 1B +3.7%). Session 11, docs/perf.md.
   b.rows = m.wdt == DType::Q6_K && !(m.flags & kMmRope) ? 1 : 2;
-  if (min_item_bytes > 0) {
-    // Larger items for the LM heads (min_item_bytes). A copy moves an item's
-    // R rows at once, so rows whose size is not a 16-byte multiple (q8_0 at
-    // K = 640 or 576: Gemma 3's and SmolLM2's tied LM heads, 680 and 612
-    // bytes) take the bulk kernel where R of them are (they ran the register
-    // GEMV). H200, GPU ms per token at 512 rows (docs/perf.md, session 28):
-    // a Gemma-sized LM head (262,144 x 640) 0.4202 -> 0.3969 with 8 rows an
-    // item, SmolLM2 geometry 0.3564 -> 0.3525 with 8, the 1B Q8_0 (rows of
-    // 2,176 bytes) 0.5070 -> 0.4986 with 4 (2 rows, 3000 bytes, changed
-    // nothing). q6_K keeps one row: the 1B's LM head (1,680-byte rows) lost
-    // 1% with 2 and 2% with 4. Up to 32 warps per SM instead of 16 lost
-    // everywhere (1B Q4_K_M +5%).
-    const int64_t want = m.wdt == DType::Q6_K ? 0 : min_item_bytes;
-    while (b.rows < kGemvBulkMaxRows && (b.rows * rb < want || (b.rows * rb) % 16)) b.rows *= 2;
+  // Larger items for the LM heads (min_item_bytes). A copy moves an item's
+  // R rows at once, so rows whose size is not a 16-byte multiple (q8_0 at
+  // K = 640 or 576: Gemma 3's and SmolLM2's tied LM heads, 680 and 612
+  // bytes) take the bulk kernel where R of them are (they ran the register
+  // GEMV). H200, GPU ms per token at 512 rows (docs/perf.md, session 28):
+  // Gemma 3 270M 0.5707 -> 0.5484 with 8 rows an item, SmolLM2 0.3284 ->
+  // 0.3248 with 8, the 1B Q8_0 (rows of 2,176 bytes) 0.5045 -> 0.4970 with 4
+  // (2 rows, under 6,000 bytes, changed nothing). q6_K keeps one row: the
+  // 1B's LM head (1,680-byte rows) lost 1% with 2 and 2% with 4. Up to 32
+  // warps per SM instead of 16 lost everywhere (1B Q4_K_M +5%). Only q8_0
+  // takes it, measured and run against the interpreter; the other types
+  // keep their rows until they have been (the 1B and 8B Q4_0 measured -0.6%
+  // and -0.3% with it, untested; q4_K's LM head of 8 rows passed its GPU
+  // cases, untimed).
+  const bool larger = min_item_bytes > 0 && m.wdt == DType::Q8_0;
+  if (larger) {
+    while (b.rows < kGemvBulkMaxRows && (b.rows * rb < min_item_bytes || (b.rows * rb) % 16)) b.rows *= 2;
     if ((m.N % b.rows) * rb % 16) return std::nullopt;  // the last item's copy
   }
-  if ((b.rows * rb) % 16 || (min_item_bytes <= 0 && rb % 16)) return std::nullopt;
+  if (larger ? (b.rows * rb) % 16 : rb % 16) return std::nullopt;
   const int64_t stage = ((m.flags & kMmSwiGlu) ? 2 : 1) * b.rows * rb;
   const int64_t xs = (fx ? tokens * m.K * 4 : tokens * (m.K + m.K / 16 * 8)) + (m.merge ? tokens * m.K * 4 : 0);
   b.stages = static_cast<int>(std::clamp<int64_t>((kStageTarget + stage - 1) / stage, 2, 4));

@@ -857,13 +857,15 @@ inline std::vector<OpCase> window_split_cases() {
   return out;
 }
 
-// The LM head on the bulk kernel with several rows a item (codegen
+// The LM head on the bulk kernel with several rows an item (codegen
 // kLmHeadMinItemBytes): int8 activations in the GGUF layout, Gemma 3 270M's
-// q8_0 rows of 640 (680 bytes, not a 16-byte multiple: whole items of 2 or 4
-// rows are), SmolLM2's of 576 (612 bytes: 4 rows), and rows of 2048 in
+// q8_0 rows of 640 (680 bytes, not a 16-byte multiple: whole items of 2 or 8
+// rows are), SmolLM2's of 576 (612 bytes: 8 rows), and rows of 2048 in
 // q8_0, q4_K and q6_K with odd vocabularies (a last item of fewer rows).
-// (A list of their own, after every other case: the GPU cases seed their
-// data with their index.)
+// Then the shapes of other types (q4_0, q5_0, f16 and bf16 on f32
+// activations). Only q8_0 takes larger items today; the others run their
+// usual rows here, so widening the rule finds its cases written. (A list of their own, after every other case: the GPU cases
+// seed their data with their index.)
 inline std::vector<OpCase> lm_head_item_cases() {
   std::vector<OpCase> out;
   auto xq = [&](OpCase c) {
@@ -880,6 +882,14 @@ inline std::vector<OpCase> lm_head_item_cases() {
   for (int64_t b : {int64_t{1}, int64_t{3}}) xq(lm_head_case(DType::Q8_0, b, 20010, 640));
   xq(lm_head_case(DType::Q8_0, 1, 8196, 576));
   for (DType wt : {DType::Q8_0, DType::Q4_K, DType::Q6_K}) xq(lm_head_case(wt, 1, 20011, 2048));
+  xq(lm_head_case(DType::Q4_0, 1, 20011, 2048));
+  xq(lm_head_case(DType::Q4_0, 1, 8196, 576));
+  xq(lm_head_case(DType::Q5_0, 1, 20010, 640));
+  for (DType wt : {DType::F16, DType::BF16}) {
+    OpCase c = lm_head_case(wt, 1, 8196, 576);
+    c.name += "/fx/items";
+    out.push_back(std::move(c));
+  }
   return out;
 }
 
