@@ -129,7 +129,7 @@ constexpr int64_t kGemvBulkSms = 132;
 constexpr int64_t kGemvBulkFxMaxXBytes = 32 * 1024;
 // Whether the bulk GEMV of m takes f32 activations (16-bit float weights).
 bool bulk_fx(const MatmulOperands& m);
-// min_item_bytes (> 0: the LM head's sampling kernels): for q8_0 weights,
+// min_item_bytes (> 0: the LM head's sampling kernels): for q8_0 and q4_0 weights,
 // output columns per item doubled, up to kGemvBulkMaxRows, until
 // an item's rows hold at least this many bytes and a multiple of 16 (then
 // rows themselves need not be).

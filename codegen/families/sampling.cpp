@@ -73,7 +73,7 @@ Kernel emit(const SamplingParams& p, bool compiled) {
 }
 
 // Bytes of weight rows per bulk item of the LM head (gemv_bulk_geometry's
-// min_item_bytes: q8_0 rows per item doubled up to 8 until they
+// min_item_bytes: q8_0 and q4_0 rows per item doubled up to 8 until they
 // hold this much; measured on the H200 against 3,000 and 12,000 bytes and
 // the one or two rows of the other GEMVs, docs/perf.md session 28).
 constexpr int64_t kLmHeadMinItemBytes = 6000;

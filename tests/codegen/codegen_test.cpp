@@ -974,7 +974,8 @@ TEST(Codegen, LmHeadItemsOnTheBulkGemv) {
                         {ir::DType::Q8_0, 128256, 2048, "planes", 4}, {ir::DType::Q6_K, 128256, 2048, "planes", 1},
                         {ir::DType::Q6_K, 128256, 4096, "planes", 1}, {ir::DType::Q8_0, 128256, 4096, "planes", 2},
                         {ir::DType::Q8_0, 262143, 640, "ggml", 0},  {ir::DType::Q4_K, 128256, 2048, "planes", 2},
-                        {ir::DType::Q4_0, 128256, 2048, "planes", 2}, {ir::DType::Q4_0, 49152, 576, "ggml", 0}};
+                        {ir::DType::Q4_0, 128256, 2048, "planes", 8}, {ir::DType::Q4_0, 49152, 576, "ggml", 8},
+                        {ir::DType::Q4_0, 128256, 4096, "planes", 4}, {ir::DType::Q4_1, 128256, 2048, "planes", 2}};
   for (const Want& w : wants) {
     OpCase c = testcases::lm_head_case(w.wt, 1, w.V, w.K);
     c.g.nodes()[0].attrs["x_q8"] = int64_t{1};
@@ -988,7 +989,7 @@ TEST(Codegen, LmHeadItemsOnTheBulkGemv) {
     EXPECT_EQ(rows, w.rows);
     const int64_t rb = static_cast<int64_t>(ir::row_bytes(w.wt, w.K));
     EXPECT_EQ(rows * rb % 16, 0);
-    if (w.wt == ir::DType::Q8_0)
+    if (w.wt == ir::DType::Q8_0 || w.wt == ir::DType::Q4_0)
       EXPECT_TRUE(rows == 8 || rows * rb >= 6000) << rows << " rows of " << rb;
     EXPECT_LE(l.smem + 1024u, 227u * 1024u);
   }
