@@ -997,6 +997,20 @@ __device__ __forceinline__ void mm_gemv_bulk(const float* __restrict__ x, const 
       gemv_store_col<FL, MT>(v[0], inv, r, y, n0 + col, nt, N, ldy, key, (FL & MM_ADD) ? rv : nullptr);
     }
   }
+  // KS > 1 under the sampling step (key set: block barriers follow): a group
+  // with fewer items than the block's first group passes its named barrier
+  // as often as that group does. Nothing waits on these extra arrivals (each
+  // group's barrier is its own), but where the counts differ,
+  // compute-sanitizer's racecheck reports a RAW hazard on the block barriers
+  // that follow (block_max_u64); tests/gpu/proto/racecheck_groups.cu has the
+  // pattern alone (H200, docs/perf.md, session 30). The layer GEMVs (key
+  // null, folded away) end without a block barrier and are reported clean;
+  // the pad there measured 1% slower a token.
+  if (KS > 1 && key != nullptr) {
+    const int first0 = items % G ? slice_block(sl) : slice_block(sl) * ngr;
+    const int most = first0 < items ? (items - first0 + G - 1) / G : 0;
+    for (int i = mine; i < most; ++i) asm volatile("bar.sync %0, %1;" ::"r"(1 + grp), "r"(32 * KS) : "memory");
+  }
   KILN_BULK_MARK(3);
 }
 

@@ -15,13 +15,26 @@
 // Standalone: not part of the build or of CI.
 //
 //   nvcc -O3 -std=c++17 -arch=sm_90 -o racecheck_groups tests/gpu/proto/racecheck_groups.cu
-//   compute-sanitizer --tool racecheck ./racecheck_groups
+//   for v in 0 1 2 3 4; do compute-sanitizer --tool racecheck ./racecheck_groups $v; done
 //
-// Prints the two kernels' checksums (equal when both ran right) and exits
+// Variants (MODE) for KS = 2, to find what the report depends on: 1 adds a
+// __syncthreads() after the loop, 2 gives every group the same item count,
+// 3 keeps the uneven counts but has the groups with fewer items pass their
+// named barrier as often as the others (a candidate fix if 2 is clean).
+// Prints the kernels' checksums (equal when both ran right) and exits
 // non-zero if the results differ from the host's.
+//
+// Found (H200, compute-sanitizer of CUDA 13.0, session 30): KS = 1
+// clean; KS = 2 reports 113 hazards, and 177 with the __syncthreads() after
+// the loop (the write is red[32] by thread 0, the read a thread of the group
+// with fewer items, in odd blocks only); equal item counts and pad barriers
+// are clean. Results are right in every variant. So the report follows the
+// groups' unequal named-barrier counts, not an unordered access: mm_gemv_bulk
+// now pads under the sampling step (codegen/kernels/gemv.cuh).
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 __device__ __forceinline__ void group_sync(int id, int threads) {
@@ -56,11 +69,11 @@ __device__ __forceinline__ unsigned long long block_max(unsigned long long v) {
 // Block of 128 threads. Group g of block b takes items(b, g) items; the
 // second warp of a group hands its value to the first through shared memory
 // at the group's named barrier, as mm_gemv_bulk's kpart does.
-template <int KS>
+template <int KS, int MODE>
 __global__ void groups_then_block_max(int items, unsigned long long* out) {
   __shared__ unsigned part[4][2];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, grp = warp / KS, sub = warp % KS;
-  const int mine = items - ((blockIdx.x & 1) && grp == 1 ? 1 : 0);
+  const int mine = items - ((blockIdx.x & 1) && grp == 1 && MODE != 2 ? 1 : 0);
   unsigned acc = 0;
   for (int i = 0; i < mine; ++i) {
     unsigned v = (unsigned)(blockIdx.x * 131 + i * 7 + warp * 3 + lane);
@@ -72,18 +85,24 @@ __global__ void groups_then_block_max(int items, unsigned long long* out) {
     }
     acc += v;
   }
+  if (MODE == 1) __syncthreads();  // the block meets once more after the groups' loop
+  if (MODE == 3 && KS > 1)           // every group passes its named barrier equally often
+    for (int i = mine; i < items; ++i) group_sync(1 + grp, 32 * KS);
   const unsigned long long key = ((unsigned long long)acc << 8) | (unsigned)threadIdx.x;
   out[(size_t)blockIdx.x * blockDim.x + threadIdx.x] = block_max(key);
 }
 
+const char* const kModes[] = {"", " + a block barrier after the loop", " with equal items per group",
+                              " + pad barriers (equal named-barrier counts)"};
+
 template <int KS>
-std::vector<unsigned long long> expected(int blocks, int items) {
+std::vector<unsigned long long> expected(int blocks, int items, bool even) {
   std::vector<unsigned long long> v(blocks * 128);
   for (int b = 0; b < blocks; ++b) {
     unsigned long long best = 0;
     for (int t = 0; t < 128; ++t) {
       const int lane = t & 31, warp = t >> 5, grp = warp / KS, sub = warp % KS;
-      const int mine = items - ((b & 1) && grp == 1 ? 1 : 0);
+      const int mine = items - ((b & 1) && grp == 1 && !even ? 1 : 0);
       unsigned acc = 0;
       for (int i = 0; i < mine; ++i) {
         unsigned x = (unsigned)(b * 131 + i * 7 + warp * 3 + lane);
@@ -101,11 +120,11 @@ std::vector<unsigned long long> expected(int blocks, int items) {
   return v;
 }
 
-template <int KS>
+template <int KS, int MODE = 0>
 bool run(int blocks, int items) {
   unsigned long long* d = nullptr;
   cudaMalloc(&d, sizeof(unsigned long long) * blocks * 128);
-  groups_then_block_max<KS><<<blocks, 128>>>(items, d);
+  groups_then_block_max<KS, MODE><<<blocks, 128>>>(items, d);
   std::vector<unsigned long long> h(blocks * 128);
   const cudaError_t e = cudaMemcpy(h.data(), d, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost);
   cudaFree(d);
@@ -113,14 +132,23 @@ bool run(int blocks, int items) {
     std::printf("KS=%d: %s\n", KS, cudaGetErrorString(e));
     return false;
   }
-  const bool ok = h == expected<KS>(blocks, items);
+  const bool ok = h == expected<KS>(blocks, items, MODE == 2);
   unsigned long long sum = 0;
   for (unsigned long long x : h) sum += x;
-  std::printf("KS=%d: %s, checksum %llu\n", KS, ok ? "results right" : "RESULTS WRONG", sum);
+  std::printf("KS=%d%s: %s, checksum %llu\n", KS, kModes[MODE], ok ? "results right" : "RESULTS WRONG", sum);
   return ok;
 }
 
-int main() {
-  const bool a = run<1>(264, 5), b = run<2>(264, 5);
-  return a && b ? 0 : 1;
+// With an argument V (0: KS = 1; 1..4: KS = 2, MODE V - 1) runs that variant
+// alone, so that racecheck's report (it shows at most 100 hazards) names one
+// variant; with none, all five.
+int main(int argc, char** argv) {
+  const int v = argc > 1 ? std::atoi(argv[1]) : -1;
+  bool ok = true;
+  if (v < 0 || v == 0) ok = run<1>(264, 5) && ok;
+  if (v < 0 || v == 1) ok = run<2, 0>(264, 5) && ok;
+  if (v < 0 || v == 2) ok = run<2, 1>(264, 5) && ok;
+  if (v < 0 || v == 3) ok = run<2, 2>(264, 5) && ok;
+  if (v < 0 || v == 4) ok = run<2, 3>(264, 5) && ok;
+  return ok ? 0 : 1;
 }
