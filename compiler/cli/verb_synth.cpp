@@ -19,6 +19,7 @@ struct SynthArgs {
   uint64_t seed = 0;
   std::string seed_text = "0";
   uint64_t alignment = 32;
+  int64_t layers = 0;
   std::string out;
   bool quiet = false;
 };
@@ -33,6 +34,9 @@ void run_synth(SynthArgs& a) {
   opt.type = a.type;
   opt.seed = a.seed;
   opt.alignment = a.alignment;
+  if (a.layers < 0 || a.layers > 1024)
+    rt::cli::bad_value("--layers", std::to_string(a.layers), "must be 1..1024 (0: the geometry's own)");
+  opt.layers = a.layers;
   const gguf::Writer w = synth::build_model(opt);
   const uint64_t total = w.data_bytes();
   // A progress line only where writing takes noticeable time.
@@ -55,8 +59,9 @@ void run_synth(SynthArgs& a) {
   if (show) std::fprintf(stderr, "\n");
   const double secs = std::chrono::duration<double>(clock::now() - start).count();
   if (!a.quiet)
-    std::printf("wrote %s: %s %s seed %llu, %zu tensors, %llu bytes in %.1f s\n", a.out.c_str(),
-                a.geometry.c_str(), a.type.c_str(), static_cast<unsigned long long>(a.seed),
+    std::printf("wrote %s: %s%s %s seed %llu, %zu tensors, %llu bytes in %.1f s\n", a.out.c_str(),
+                a.geometry.c_str(), a.layers > 0 ? (" x " + std::to_string(a.layers) + " layers").c_str() : "",
+                a.type.c_str(), static_cast<unsigned long long>(a.seed),
                 w.tensors().size(), static_cast<unsigned long long>(w.file_size()), secs);
 }
 
@@ -80,6 +85,10 @@ void register_synth(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--seed", args->seed_text, "Random seed")->capture_default_str();
   sub->add_option("--alignment", args->alignment, "GGUF data alignment (power of two)")
+      ->capture_default_str();
+  sub->add_option("--layers", args->layers,
+                  "Layers instead of the geometry's (same widths; 0: the geometry's own), e.g. to time "
+                  "a decode step's per-layer and per-token costs apart")
       ->capture_default_str();
   sub->add_option("-o,--output", args->out, "Output .gguf path")->required();
   sub->add_flag("-q,--quiet", args->quiet, "No progress or summary output");

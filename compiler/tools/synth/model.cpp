@@ -118,8 +118,17 @@ uint32_t file_type(const std::string& type) {
   throw Error(ErrorCode::kInternal, "no llama_ftype for " + type, "type");
 }
 
+Geometry resolve_geometry(const SynthOptions& opt) {
+  Geometry g = find_geometry(opt.geometry);
+  if (opt.layers < 0 || opt.layers > 1024)
+    throw Error(ErrorCode::kInvalidArgument, "layers must be 1..1024 (0: the geometry's " + std::to_string(g.layers) + ")",
+                "layers");
+  if (opt.layers > 0) g.layers = opt.layers;
+  return g;
+}
+
 std::vector<PlannedTensor> plan_tensors(const SynthOptions& opt) {
-  const Geometry& g = find_geometry(opt.geometry);
+  const Geometry g = resolve_geometry(opt);
   const Scheme s = parse_scheme(opt.type);
   const int64_t h = g.hidden, q_dim = g.heads * g.head_dim, kv_dim = g.kv_heads * g.head_dim;
 
@@ -175,13 +184,14 @@ std::vector<float> llama3_rope_factors(int64_t head_dim, float theta) {
 }
 
 gguf::Writer build_model(const SynthOptions& opt) {
-  const Geometry& g = find_geometry(opt.geometry);
+  const Geometry g = resolve_geometry(opt);
   const auto tensors = plan_tensors(opt);  // validates the type
   gguf::Writer w(opt.alignment);
 
   w.add_string("general.architecture", "llama");
   w.add_string("general.type", "model");
-  w.add_string("general.name", g.model_name + " (kiln synthetic, random weights, " + opt.type + ")");
+  const std::string layers = opt.layers > 0 ? ", " + std::to_string(g.layers) + " layers" : "";
+  w.add_string("general.name", g.model_name + " (kiln synthetic, random weights, " + opt.type + layers + ")");
   w.add_u32("general.file_type", file_type(opt.type));
   w.add_u32("general.quantization_version", 2);
   w.add_string("kiln.synth.geometry", g.name);

@@ -41,7 +41,14 @@ struct SynthOptions {
   std::string type = "f16";
   uint64_t seed = 0;
   uint64_t alignment = gguf::Writer::kDefaultAlignment;
+  // > 0: this many layers instead of the geometry's (same widths), e.g. to
+  // separate a decode step's per-layer cost from its per-token cost.
+  int64_t layers = 0;
 };
+
+// The geometry opt names, with opt.layers applied. Throws
+// kiln::Error(kInvalidArgument) for an unknown name or layers < 0.
+Geometry resolve_geometry(const SynthOptions& opt);
 
 struct PlannedTensor {
   std::string name;

@@ -437,6 +437,47 @@ TEST(SynthModel, SizesOfTheLargeGeometries) {
   EXPECT_LT(w.file_size(), 5'200'000'000ull);
 }
 
+TEST(SynthModel, LayersOverrideKeepsTheWidths) {
+  // --layers: the geometry's widths with another layer count (per-layer vs
+  // per-token costs on the GPU); Q4_K_M's mix follows the new count.
+  synth::SynthOptions o{"llama-8b", "q4_k_m", 0};
+  o.layers = 8;
+  std::map<std::string, synth::PlannedTensor> by;
+  for (const auto& t : synth::plan_tensors(o)) by.emplace(t.name, t);
+  std::map<std::string, synth::PlannedTensor> full;
+  for (const auto& t : synth::plan_tensors({"llama-8b", "q4_k_m", 0})) full.emplace(t.name, t);
+  EXPECT_EQ(by.size(), full.size() - 24 * 9);  // 9 tensors a layer
+  EXPECT_TRUE(by.count("blk.7.ffn_down.weight"));
+  EXPECT_FALSE(by.count("blk.8.attn_q.weight"));
+  for (const char* n : {"blk.3.attn_q.weight", "blk.5.ffn_gate.weight", "output.weight", "token_embd.weight"})
+    EXPECT_EQ(by.at(n).ne, full.at(n).ne) << n;
+  // use_more_bits(i, 8): layers 0 and 7 (first and last eighth), 3 and 6.
+  std::vector<int> q6;
+  for (int l = 0; l < 8; ++l)
+    if (by.at("blk." + std::to_string(l) + ".attn_v.weight").type == DType::Q6_K) q6.push_back(l);
+  EXPECT_EQ(q6, (std::vector<int>{0, 3, 6, 7}));
+
+  synth::SynthOptions t{"tiny", "q8_0", 3};
+  t.layers = 5;
+  const fs::path dir = temp_dir();
+  const fs::path p = dir / "tiny5.gguf";
+  synth::build_model(t).write(p.string());
+  auto f = gguf::File::open(p.string());
+  EXPECT_EQ(f.get_u32("llama.block_count"), 5u);
+  EXPECT_EQ(f.tensors().size(), 1u + 5u * 9u + 2u);
+  EXPECT_NE(f.get_string("general.name")->find("5 layers"), std::string::npos);
+  fs::remove_all(dir);
+
+  t.layers = -1;
+  try {
+    synth::plan_tensors(t);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("layers"), std::string::npos);
+  }
+}
+
 TEST(SynthModel, RopeFactorsFollowLlama31Scaling) {
   const auto f = synth::llama3_rope_factors(128, 500000.0f);
   ASSERT_EQ(f.size(), 64u);
