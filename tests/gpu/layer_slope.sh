@@ -12,16 +12,18 @@
 #   e.g. tests/gpu/layer_slope.sh llama-1b q4_k_m 16 8 4 2
 #
 # Env: KILN (default build/kiln), CONTEXT (rows, default 512), CTX (compile
-# --ctx, default 1024), ROUNDS (runs per model, default 2), WORK (default
+# --ctx, default 1024), COMPILE_ARGS (more `kiln compile` flags, e.g.
+# --no-pdl), ROUNDS (runs per model, default 2), WORK (default
 # /tmp/kiln-layer-slope; models are deleted once benched), RESULTS (default
 # /tmp/kiln-gpu-results: one JSON line per run in layer_slope.jsonl).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-[ $# -ge 4 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,18p' "$0" >&2; exit 2; }
 GEO=$1 TYPE=$2; shift 2
 KILN=${KILN:-build/kiln}
 CONTEXT=${CONTEXT:-512}
 CTX=${CTX:-1024}
+COMPILE_ARGS=${COMPILE_ARGS:-}
 ROUNDS=${ROUNDS:-2}
 WORK=${WORK:-/tmp/kiln-layer-slope}
 RESULTS=${RESULTS:-/tmp/kiln-gpu-results}
@@ -33,7 +35,7 @@ RUN="$WORK/run.jsonl"; : > "$RUN"
 for n in "$@"; do
   g="$WORK/m.gguf" p="$WORK/m.plan"
   "$KILN" synth --geometry "$GEO" --type "$TYPE" --layers "$n" -o "$g" -q &&
-    "$KILN" compile "$g" --target native --ctx "$CTX" -o "$p" -q 2> "$WORK/c.err" ||
+    "$KILN" compile "$g" --target native --ctx "$CTX" $COMPILE_ARGS -o "$p" -q 2> "$WORK/c.err" ||
     { echo "$GEO $TYPE x $n layers FAILED: $(tail -n 1 "$WORK/c.err" 2>/dev/null)" >&2; rm -f "$g" "$p"; continue; }
   for r in $(seq 1 "$ROUNDS"); do
     if "$KILN" bench "$p" --context "$CONTEXT" --gen 64 --repeats 5 --warmup 2 --json --compiled-only > "$WORK/b.json" 2> "$WORK/b.err"; then
@@ -46,7 +48,7 @@ for n in "$@"; do
   rm -f "$g" "$p"
 done
 
-python3 - "$RUN" <<'PY'
+python3 - "$RUN" "$COMPILE_ARGS" <<'PY'
 import json, sys, statistics
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {}
@@ -61,7 +63,7 @@ b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x i
 a = my - b * mx
 d0 = runs[0]
 geo, typ = d0["slope"]["geometry"], d0["slope"]["type"]
-print(f"{geo} {typ}, {d0['context']} rows, {d0.get('device', '?')}")
+print(f"{geo} {typ}, {d0['context']} rows, {d0.get('device', '?')}" + (f", compiled with {sys.argv[2]}" if sys.argv[2] else ""))
 print(f"{'layers':>6} {'GPU ms/token':>13} {'fit':>8} {'kernels':>8} {'weights GB':>11}")
 for n, y in zip(xs, ys):
     c = by[n][0]["compiled"]
