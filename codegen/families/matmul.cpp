@@ -267,8 +267,9 @@ std::optional<GemvBulk> gemv_bulk_geometry(const MatmulOperands& m, int64_t toke
   // 1B's LM head (1,680-byte rows) lost 1% with 2 and 2% with 4. Up to 32
   // warps per SM instead of 16 lost everywhere (1B Q4_K_M +5%). q8_0 and
   // q4_0 take it (the 1B and 8B Q4_0: -0.6% and -0.3% a token with 8 and 4
-  // rows; q4_0's LM head cases of 8 rows pass on the GPU); the other types keep their rows until they have been measured
-  // (q4_K's LM head of 8 rows passed its GPU cases, untimed).
+  // rows; q4_0's LM head cases of 8 rows pass on the GPU); the other types
+  // keep their rows until they have been measured (q4_K's LM head of 8 rows
+  // passed its GPU cases, untimed).
   const bool larger = min_item_bytes > 0 && (m.wdt == DType::Q8_0 || m.wdt == DType::Q4_0);
   if (larger) {
     while (b.rows < kGemvBulkMaxRows && (b.rows * rb < min_item_bytes || (b.rows * rb) % 16)) b.rows *= 2;

@@ -121,8 +121,8 @@ uint32_t file_type(const std::string& type) {
 Geometry resolve_geometry(const SynthOptions& opt) {
   Geometry g = find_geometry(opt.geometry);
   if (opt.layers < 0 || opt.layers > 1024)
-    throw Error(ErrorCode::kInvalidArgument, "layers must be 1..1024 (0: the geometry's " + std::to_string(g.layers) + ")",
-                "layers");
+    throw Error(ErrorCode::kInvalidArgument,
+                "layers must be 1..1024 (0: the geometry's " + std::to_string(g.layers) + ")", "layers");
   if (opt.layers > 0) g.layers = opt.layers;
   return g;
 }

@@ -52,8 +52,9 @@ __host__ __device__ inline uint32_t mix(uint64_t i) {
   return (uint32_t)i;
 }
 // weight e of tensor t: uniform in +-0.04 (f16), x0: uniform in +-1
-__host__ __device__ inline float wval(uint64_t t, uint64_t e) { return ((mix(t * 0x9E3779B97F4A7C15ull + e) >> 8) * (1.f / 16777216.f) - 0.5f) * 0.08f; }
-__host__ __device__ inline float xval(uint64_t e) { return ((mix(0xabcdefull + e) >> 8) * (1.f / 16777216.f) - 0.5f) * 2.f; }
+__host__ __device__ inline float unit(uint32_t h) { return (h >> 8) * (1.f / 16777216.f) - 0.5f; }
+__host__ __device__ inline float wval(uint64_t t, uint64_t e) { return unit(mix(t * 0x9E3779B97F4A7C15ull + e)) * 0.08f; }
+__host__ __device__ inline float xval(uint64_t e) { return unit(mix(0xabcdefull + e)) * 2.f; }
 
 __global__ void fill_weights(__half* w, size_t n, uint64_t t) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -176,7 +177,8 @@ __device__ void load_swiglu(const float* gu, float* xs) {
 // each grid barrier (PF); 2: PF and no grid barriers (wrong results: how fast
 // the phases' code streams the weights by itself, for the timing only).
 template <int MODE>
-__global__ void __launch_bounds__(NT, 1) layers(const Layer* L, int nl, float* x, float* qkv, float* gu, unsigned* bar) {
+__global__ void __launch_bounds__(NT, 1)
+    layers(const Layer* L, int nl, float* x, float* qkv, float* gu, unsigned* bar) {
   constexpr bool PF = MODE >= 1;
   extern __shared__ __align__(16) float xs[];  // FF floats
   __shared__ float red[NW];
@@ -349,7 +351,10 @@ int main() {
     std::printf(
 "{\"case\": \"%s\", \"layers\": %d, \"us_per_layer\": %.2f, \"MB_per_layer\": %.1f, "
         "\"us_at_copy_bw\": %.2f, \"copy_GBps\": %.0f, \"fraction\": %.3f}\n",
-        pf == 0 ? "grid barriers" : pf == 1 ? "grid barriers, next phase's first loads before each" : "no barriers (timing only)", NL, us, bytes / 1e6, bytes / copy_gbps / 1e3, copy_gbps, bytes / copy_gbps / 1e3 / us);
+        pf == 0   ? "grid barriers"
+        : pf == 1 ? "grid barriers, next phase's first loads before each"
+                  : "no barriers (timing only)",
+        NL, us, bytes / 1e6, bytes / copy_gbps / 1e3, copy_gbps, bytes / copy_gbps / 1e3 / us);
   }
   return ok ? 0 : 1;
 }
