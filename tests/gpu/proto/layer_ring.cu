@@ -35,7 +35,7 @@
 // and multiplied (timing only: does a faster consumer hide the barriers?), 8
 // as 0 with every chunk released unread (the barriers and vector loads
 // under a full stream, no arithmetic), 9 and 10 as 7 and 8 with mode 6's
-// two barriers a layer.
+// two barriers a layer (7 and 9 halve the arithmetic in XREG 0 builds only).
 // Knobs (-D): NCW consumer warps (16); XREG 0: x read from shared memory
 // per chunk, 1: x in f32 registers with the next chunk read ahead (needs
 // NCW 8: registers), 2: x in half2 registers, HFMA 1: with half2 products
