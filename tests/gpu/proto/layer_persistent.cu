@@ -5,7 +5,7 @@
 // 122.8 MB (29.2 us at copy bandwidth), attention included.
 //
 // This program runs L layers of the 1B's GEMVs with f16 weights and f32
-// activations in one kernel, one block of 512 threads per SM, phases
+// activations (layer_f16.cuh) in one kernel, one block of 512 threads per SM, phases
 // separated by a software grid barrier:
 //   qkv = Wqkv (3072 x 2048) . rms(x)        (RMS folded: the sum times 1/rms)
 //   x  += Wo   (2048 x 2048) . qkv[0:2048]  (attention left out: q stands in)
@@ -25,16 +25,16 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "layer_f16.cuh"
 #include "proto.cuh"
 
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <vector>
 
 namespace {
 
-constexpr int H = 2048, QKV = 3072, FF = 8192;
+using namespace layer_f16;
 constexpr int NT = 512, NW = NT / 32;  // threads, warps a block
 constexpr int LPU = 8;                 // 16-byte loads a lane per unit
 constexpr int UNIT = 32 * LPU * 8;     // weights a unit: 2,048
@@ -42,24 +42,6 @@ constexpr int UNIT = 32 * LPU * 8;     // weights a unit: 2,048
 struct Layer {
   const uint4 *qkv, *o, *gu, *d;  // rows of K halves, K / 8 uint4 each
 };
-
-__host__ __device__ inline uint32_t mix(uint64_t i) {
-  i ^= i >> 33;
-  i *= 0xff51afd7ed558ccdull;
-  i ^= i >> 33;
-  i *= 0xc4ceb9fe1a85ec53ull;
-  i ^= i >> 33;
-  return (uint32_t)i;
-}
-// weight e of tensor t: uniform in +-0.04 (f16), x0: uniform in +-1
-__host__ __device__ inline float unit(uint32_t h) { return (h >> 8) * (1.f / 16777216.f) - 0.5f; }
-__host__ __device__ inline float wval(uint64_t t, uint64_t e) { return unit(mix(t * 0x9E3779B97F4A7C15ull + e)) * 0.08f; }
-__host__ __device__ inline float xval(uint64_t e) { return unit(mix(0xabcdefull + e)) * 2.f; }
-
-__global__ void fill_weights(__half* w, size_t n, uint64_t t) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    w[i] = __float2half(wval(t, i));
-}
 
 __device__ __forceinline__ uint4 ldw(const uint4* p) {
   uint4 v;
@@ -151,17 +133,18 @@ __device__ float load_vec(const float* v, int n, float* xs, float* red) {
     *(float4*)(xs + i) = a;
     if (RMS) ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
   }
-  if (!RMS) {
+  if constexpr (!RMS) {
     __syncthreads();
     return 1.f;
-  }
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, o);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  float t = 0.f;
+  } else {
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float t = 0.f;
 #pragma unroll
-  for (int w = 0; w < NW; ++w) t += red[w];
-  return rsqrtf(t / n + 1e-5f);
+    for (int w = 0; w < NW; ++w) t += red[w];
+    return rsqrtf(t / n + 1e-5f);
+  }
 }
 
 // xs[i] = silu(gu[i]) * gu[FF + i]
@@ -225,49 +208,15 @@ __global__ void __launch_bounds__(NT, 1)
   }
 }
 
-void host_layers(int nl, std::vector<float>& x) {
-  std::vector<float> qkv(QKV), gu(2 * FF), a(FF);
-  auto gemv = [](uint64_t t, int n, int k, const float* in, float scale, float* out, bool add) {
-    for (int r = 0; r < n; ++r) {
-      double s = 0;
-      for (int c = 0; c < k; ++c) s += (double)__half2float(__float2half(wval(t, (uint64_t)r * k + c))) * in[c];
-      out[r] = add ? out[r] + (float)s * scale : (float)s * scale;
-    }
-  };
-  auto inv_rms = [](const std::vector<float>& v) {
-    double ss = 0;
-    for (float f : v) ss += (double)f * f;
-    return (float)(1.0 / std::sqrt(ss / v.size() + 1e-5));
-  };
-  for (int l = 0; l < nl; ++l) {
-    gemv(4 * l + 0, QKV, H, x.data(), inv_rms(x), qkv.data(), false);
-    gemv(4 * l + 1, H, H, qkv.data(), 1.f, x.data(), true);
-    gemv(4 * l + 2, 2 * FF, H, x.data(), inv_rms(x), gu.data(), false);
-    for (int i = 0; i < FF; ++i) a[i] = gu[i] / (1.f + std::exp(-gu[i])) * gu[FF + i];
-    gemv(4 * l + 3, H, FF, a.data(), 1.f, x.data(), true);
-  }
-}
-
 }  // namespace
 
 int main() {
   const cudaDeviceProp prop = print_device();
   const int sms = prop.multiProcessorCount, NL = 16, CHECK = 2;
-  const size_t per_layer = (size_t)QKV * H + (size_t)H * H + (size_t)2 * FF * H + (size_t)H * FF;  // halves
-  __half* wbuf = nullptr;
-  CK(cudaMalloc(&wbuf, per_layer * NL * sizeof(__half)));
+  const auto wl = make_weights(NL);
   std::vector<Layer> hl(NL);
-  for (int l = 0; l < NL; ++l) {
-    __half* p = wbuf + per_layer * l;
-    const size_t n[4] = {(size_t)QKV * H, (size_t)H * H, (size_t)2 * FF * H, (size_t)H * FF};
-    const uint4** dst[4] = {&hl[l].qkv, &hl[l].o, &hl[l].gu, &hl[l].d};
-    for (int t = 0; t < 4; ++t) {
-      fill_weights<<<1024, 256>>>(p, n[t], 4 * l + t);
-      *dst[t] = (const uint4*)p;
-      p += n[t];
-    }
-  }
-  CK(cudaGetLastError());
+  for (int l = 0; l < NL; ++l)
+    hl[l] = {(const uint4*)wl[l][0], (const uint4*)wl[l][1], (const uint4*)wl[l][2], (const uint4*)wl[l][3]};
   Layer* dl = nullptr;
   float *x = nullptr, *qkv = nullptr, *gu = nullptr;
   unsigned* bar = nullptr;
@@ -277,14 +226,15 @@ int main() {
   CK(cudaMalloc(&qkv, QKV * 4));
   CK(cudaMalloc(&gu, 2 * FF * 4));
   CK(cudaMalloc(&bar, 4));
-  std::vector<float> x0(H);
-  for (int i = 0; i < H; ++i) x0[i] = xval(i);
+  const std::vector<float> x0 = layer_f16::x0();
   const size_t smem = FF * sizeof(float);
   void* const kern[3] = {(void*)layers<0>, (void*)layers<1>, (void*)layers<2>};
   for (void* k : kern) CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  auto launch = [&](bool pf, int nl) {
+  auto reset = [&] {
     CK(cudaMemcpy(x, x0.data(), H * 4, cudaMemcpyHostToDevice));
     CK(cudaMemset(bar, 0, 4));
+  };
+  auto launch = [&](int pf, int nl) {
     void* args[] = {(void*)&dl, (void*)&nl, (void*)&x, (void*)&qkv, (void*)&gu, (void*)&bar};
     CK(cudaLaunchCooperativeKernel(kern[pf], dim3(sms), dim3(NT), args, smem, 0));
   };
@@ -294,67 +244,26 @@ int main() {
   host_layers(CHECK, want);
   bool ok = true;
   for (int pf = 0; pf < 2; ++pf) {
+    reset();
     launch(pf, CHECK);
     CK(cudaDeviceSynchronize());
-    std::vector<float> got(H);
-    CK(cudaMemcpy(got.data(), x, H * 4, cudaMemcpyDeviceToHost));
-    double num = 0, den = 0;
-    for (int i = 0; i < H; ++i) {
-      num += (double)(got[i] - want[i]) * (got[i] - want[i]);
-      den += (double)want[i] * want[i];
-    }
-    const double rel = std::sqrt(num / den);
+    const double rel = rel_err(x, want);
     std::printf("{\"check\": \"%d layers, PF=%d\", \"rel_err\": %.3g, \"ok\": %s}\n", CHECK, pf, rel,
                 rel < 1e-4 ? "true" : "false");
     ok = ok && rel < 1e-4;
   }
 
-  // copy bandwidth (device to device, 1 GiB), for the roofline
-  const size_t cb = 1ull << 30;
-  void *ca = nullptr, *cbuf = nullptr;
-  CK(cudaMalloc(&ca, cb));
-  CK(cudaMalloc(&cbuf, cb));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<double> ct;
-  for (int r = 0; r < 7; ++r) {
-    CK(cudaEventRecord(e0));
-    CK(cudaMemcpyAsync(cbuf, ca, cb, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    ct.push_back(ms);
-  }
-  const double copy_gbps = 2.0 * cb / (median(ct) * 1e-3) / 1e9;  // read + write
-  CK(cudaFree(ca));
-  CK(cudaFree(cbuf));
-
-  const double bytes = per_layer * 2.0;
+  const double copy = copy_gbps();  // for the roofline
+  const double bytes = kPerLayer * 2.0;
   for (int pf = 0; pf < 3; ++pf) {
-    std::vector<double> t;
-    for (int r = 0; r < 9; ++r) {
-      CK(cudaMemcpy(x, x0.data(), H * 4, cudaMemcpyHostToDevice));
-      CK(cudaMemset(bar, 0, 4));
-      int nl = NL;
-      void* args[] = {(void*)&dl, (void*)&nl, (void*)&x, (void*)&qkv, (void*)&gu, (void*)&bar};
-      CK(cudaEventRecord(e0));
-      CK(cudaLaunchCooperativeKernel(kern[pf], dim3(sms), dim3(NT), args, smem, 0));
-      CK(cudaEventRecord(e1));
-      CK(cudaEventSynchronize(e1));
-      float ms;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      if (r >= 2) t.push_back(ms);  // two warm-up launches
-    }
-    const double us = median(t) * 1e3 / NL;
+    const double us = time_ms(reset, [&] { launch(pf, NL); }) * 1e3 / NL;
     std::printf(
 "{\"case\": \"%s\", \"layers\": %d, \"us_per_layer\": %.2f, \"MB_per_layer\": %.1f, "
         "\"us_at_copy_bw\": %.2f, \"copy_GBps\": %.0f, \"fraction\": %.3f}\n",
         pf == 0   ? "grid barriers"
         : pf == 1 ? "grid barriers, next phase's first loads before each"
                   : "no barriers (timing only)",
-        NL, us, bytes / 1e6, bytes / copy_gbps / 1e3, copy_gbps, bytes / copy_gbps / 1e3 / us);
+        NL, us, bytes / 1e6, bytes / copy / 1e3, copy, bytes / copy / 1e3 / us);
   }
   return ok ? 0 : 1;
 }

@@ -12,16 +12,10 @@
 // stages, never by a barrier; 48 stages (192 KiB) buffer about 6 us of an
 // SM's share of HBM.
 //
-// The same layers as layer_persistent.cu (the 1B's GEMVs, f16 weights, f32
-// activations, attention left out, q standing in for its output):
-//   qkv = Wqkv (3072 x 2048) . rms(x)
-//   x  += Wo   (2048 x 2048) . qkv[0:2048]
-//   gu  = Wgu  (16384 x 2048) . rms(x)
-//   x  += Wd   (2048 x 8192) . silu(g) * u
-// A chunk is 2,048 weights (4 KiB): a whole row, or a quarter of a row of
-// Wd (those add into x atomically). Phase p's chunks are split evenly over
-// the blocks (contiguous ranges); consumer warp w takes a block's chunks
-// c = w mod NCW (c counts the block's chunks across phases and layers).
+// The same layers as layer_persistent.cu (layer_f16.cuh: the 1B's four
+// GEMVs, f16 weights, f32 activations, attention left out). A chunk is 2,048 weights (4 KiB): a whole row, or a quarter
+// of a row of Wd (those add into x atomically). Phase p's chunks are split evenly over the blocks (contiguous ranges);
+// consumer warp w takes a block's chunks c = w mod NCW (c counts the block's chunks across phases and layers).
 //
 // Modes (each run prints all): 0 grid barriers (checked against the host for
 // 2 layers), 1 no grid barriers (timing only), 2 the ring alone (consumers
@@ -49,17 +43,17 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <vector>
 
+#include "layer_f16.cuh"
 #include "proto.cuh"
 
 namespace {
 
 typedef unsigned long long u64;
-constexpr int H = 2048, QKV = 3072, FF = 8192;
+using namespace layer_f16;
 #ifndef NCW
 #define NCW 16
 #endif
@@ -90,25 +84,6 @@ static_assert(NC % 4 == 0, "a warp's chunks of a row of Wd must share a column")
 struct Layer {
   const __half *qkv, *o, *gu, *d;
 };
-
-__host__ __device__ inline uint32_t mix(uint64_t i) {
-  i ^= i >> 33;
-  i *= 0xff51afd7ed558ccdull;
-  i ^= i >> 33;
-  i *= 0xc4ceb9fe1a85ec53ull;
-  i ^= i >> 33;
-  return (uint32_t)i;
-}
-__host__ __device__ inline float unit(uint32_t h) { return (h >> 8) * (1.f / 16777216.f) - 0.5f; }
-__host__ __device__ inline float wval(uint64_t t, uint64_t e) {
-  return unit(mix(t * 0x9E3779B97F4A7C15ull + e)) * 0.08f;
-}
-__host__ __device__ inline float xval(uint64_t e) { return unit(mix(0xabcdefull + e)) * 2.f; }
-
-__global__ void fill_weights(__half* w, size_t n, uint64_t t) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    w[i] = __float2half(wval(t, i));
-}
 
 __device__ __forceinline__ unsigned sa(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void mbar_init(u64* b, unsigned n) {
@@ -165,7 +140,7 @@ struct Phase {
   const __half* w;
   int chunks, cpr;  // chunks in all, chunks a row
 };
-__device__ __forceinline__ Phase phase_of(const Layer& L, int p) {
+__host__ __device__ inline Phase phase_of(const Layer& L, int p) {
   switch (p) {
     case 0:
       return {L.qkv, QKV, 1};
@@ -177,10 +152,13 @@ __device__ __forceinline__ Phase phase_of(const Layer& L, int p) {
       return {L.d, H * (FF / CW), FF / CW};
   }
 }
-__device__ __forceinline__ void range(int n, int& lo, int& hi) {
-  lo = (int)((long long)n * blockIdx.x / gridDim.x);
-  hi = (int)((long long)n * (blockIdx.x + 1) / gridDim.x);
+// block b's share [lo, hi) of n chunks over G blocks (the host's schedule
+// and the consumers agree through this)
+__host__ __device__ inline void share(int n, int b, int G, int& lo, int& hi) {
+  lo = (int)((long long)n * b / G);
+  hi = (int)((long long)n * (b + 1) / G);
 }
+__device__ __forceinline__ void range(int n, int& lo, int& hi) { share(n, blockIdx.x, gridDim.x, lo, hi); }
 
 // xs = v (n floats); returns 1 / rms(v) when RMS, else 1 (consumer threads)
 template <bool RMS>
@@ -298,6 +276,20 @@ __global__ void __launch_bounds__(NT, 1)
       range(ph.chunks, lo, hi);
       const int n = hi - lo;
       const int j0 = (int)((warp + NC - c % NC) % NC);
+      // the warp's partial sums of chunk j -> its row (Wd's quarters add into x)
+      auto finish = [&](float acc, int j) {
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xFFFFFFFFu, acc, o);
+        if (lane == 0) {
+          const int row = (lo + j) / ph.cpr;
+          if (p == 0)
+            qkv[row] = acc * inv;
+          else if (p == 2)
+            gu[row] = acc * inv;
+          else
+            atomicAdd(x + row, acc);
+        }
+      };
 #if XREG
       // x in registers: a warp's chunks in a phase all start at the same
       // column (NC is a multiple of the chunks a row), so each lane holds the
@@ -356,18 +348,7 @@ __global__ void __launch_bounds__(NT, 1)
           }
 #endif
         }
-        float r = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) r += __shfl_xor_sync(0xFFFFFFFFu, r, o);
-        if (lane == 0) {
-          const int row = (lo + j) / ph.cpr;
-          if (p == 0)
-            qkv[row] = r * inv;
-          else if (p == 2)
-            gu[row] = r * inv;
-          else
-            atomicAdd(x + row, r);
-        }
+        finish((acc[0] + acc[1]) + (acc[2] + acc[3]), j);
       }
 #else
       float xr[64];
@@ -406,17 +387,7 @@ __global__ void __launch_bounds__(NT, 1)
             acc = fmaf(f.y, xr[8 * i + 2 * t + 1], acc);
           }
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xFFFFFFFFu, acc, o);
-        if (lane == 0) {
-          const int row = (lo + j) / ph.cpr;
-          if (p == 0)
-            qkv[row] = acc * inv;
-          else if (p == 2)
-            gu[row] = acc * inv;
-          else
-            atomicAdd(x + row, acc);
-        }
+        finish(acc, j);
         if (more) {
 #pragma unroll
           for (int i = 0; i < 8; ++i) cur[i] = nxt[i];
@@ -432,7 +403,7 @@ __global__ void __launch_bounds__(NT, 1)
           if (lane == 0) mbar_arrive(&empty[s]);
           continue;
         }
-        const int k = lo + j, row = k / ph.cpr, col0 = (k % ph.cpr) * CW;
+        const int col0 = ((lo + j) % ph.cpr) * CW;
         const uint4* b = ring + (size_t)s * (CB / 16);
         constexpr int NI = MODE == 7 || MODE == 9 ? 4 : 8;  // modes 7, 9: half of each chunk (timing only)
         uint4 v[8];
@@ -453,43 +424,11 @@ __global__ void __launch_bounds__(NT, 1)
                        f3 = __half22float2(h[3]);
           acc += f0.x * a.x + f0.y * a.y + f1.x * a.z + f1.y * a.w + f2.x * q.x + f2.y * q.y + f3.x * q.z + f3.y * q.w;
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xFFFFFFFFu, acc, o);
-        if (lane == 0) {
-          if (p == 0)
-            qkv[row] = acc * inv;
-          else if (p == 2)
-            gu[row] = acc * inv;
-          else
-            atomicAdd(x + row, acc);
-        }
+        finish(acc, j);
       }
 #endif
       c += n;
     }
-  }
-}
-
-void host_layers(int nl, std::vector<float>& x) {
-  std::vector<float> qkv(QKV), gu(2 * FF), a(FF);
-  auto gemv = [](uint64_t t, int n, int k, const float* in, float scale, float* out, bool add) {
-    for (int r = 0; r < n; ++r) {
-      double s = 0;
-      for (int c = 0; c < k; ++c) s += (double)__half2float(__float2half(wval(t, (uint64_t)r * k + c))) * in[c];
-      out[r] = add ? out[r] + (float)s * scale : (float)s * scale;
-    }
-  };
-  auto inv_rms = [](const std::vector<float>& v) {
-    double ss = 0;
-    for (float f : v) ss += (double)f * f;
-    return (float)(1.0 / std::sqrt(ss / v.size() + 1e-5));
-  };
-  for (int l = 0; l < nl; ++l) {
-    gemv(4 * l + 0, QKV, H, x.data(), inv_rms(x), qkv.data(), false);
-    gemv(4 * l + 1, H, H, qkv.data(), 1.f, x.data(), true);
-    gemv(4 * l + 2, 2 * FF, H, x.data(), inv_rms(x), gu.data(), false);
-    for (int i = 0; i < FF; ++i) a[i] = gu[i] / (1.f + std::exp(-gu[i])) * gu[FF + i];
-    gemv(4 * l + 3, H, FF, a.data(), 1.f, x.data(), true);
   }
 }
 
@@ -498,21 +437,9 @@ void host_layers(int nl, std::vector<float>& x) {
 int main() {
   const cudaDeviceProp prop = print_device();
   const int sms = prop.multiProcessorCount, NL = 16, CHECK = 2;
-  const size_t per_layer = (size_t)QKV * H + (size_t)H * H + (size_t)2 * FF * H + (size_t)H * FF;  // halves
-  __half* wbuf = nullptr;
-  CK(cudaMalloc(&wbuf, per_layer * NL * sizeof(__half)));
+  const auto wl = make_weights(NL);
   std::vector<Layer> hl(NL);
-  for (int l = 0; l < NL; ++l) {
-    __half* p = wbuf + per_layer * l;
-    const size_t n[4] = {(size_t)QKV * H, (size_t)H * H, (size_t)2 * FF * H, (size_t)H * FF};
-    const __half** dst[4] = {&hl[l].qkv, &hl[l].o, &hl[l].gu, &hl[l].d};
-    for (int t = 0; t < 4; ++t) {
-      fill_weights<<<1024, 256>>>(p, n[t], 4 * l + t);
-      *dst[t] = p;
-      p += n[t];
-    }
-  }
-  CK(cudaGetLastError());
+  for (int l = 0; l < NL; ++l) hl[l] = {wl[l][0], wl[l][1], wl[l][2], wl[l][3]};
   Layer* dl = nullptr;
   float *x = nullptr, *qkv = nullptr, *gu = nullptr;
   unsigned* bar = nullptr;
@@ -528,12 +455,11 @@ int main() {
   for (int b = 0; b < sms; ++b) {
     ends[(size_t)b * (NL + 1)] = 0;
     for (int l = 0; l < NL; ++l) {
-      const __half* w[4] = {(const __half*)hl[l].qkv, (const __half*)hl[l].o, (const __half*)hl[l].gu,
-                            (const __half*)hl[l].d};
-      const int nch[4] = {QKV, H, 2 * FF, H * (FF / CW)};
       for (int p = 0; p < 4; ++p) {
-        const int lo = (int)((long long)nch[p] * b / sms), hi = (int)((long long)nch[p] * (b + 1) / sms);
-        for (int k = lo; k < hi; ++k) seq[b].push_back((unsigned long long)(w[p] + (size_t)k * CW));
+        const Phase ph = phase_of(hl[l], p);
+        int lo, hi;
+        share(ph.chunks, b, sms, lo, hi);
+        for (int k = lo; k < hi; ++k) seq[b].push_back((unsigned long long)(ph.w + (size_t)k * CW));
       }
       ends[(size_t)b * (NL + 1) + l + 1] = (int)seq[b].size();
     }
@@ -552,74 +478,35 @@ int main() {
     CK(cudaMemcpy(e, ends.data(), ends.size() * 4, cudaMemcpyHostToDevice));
     sch.tab = t, sch.ends = e;
   }
-  std::vector<float> x0(H);
-  for (int i = 0; i < H; ++i) x0[i] = xval(i);
+  const std::vector<float> x0 = layer_f16::x0();
   const size_t smem = (size_t)S * CB + FF * sizeof(float);
   void* const kern[11] = {(void*)layers<0>, (void*)layers<1>, (void*)layers<2>, (void*)layers<3>,
                           (void*)layers<4>, (void*)layers<5>, (void*)layers<6>, (void*)layers<7>,
                           (void*)layers<8>, (void*)layers<9>, (void*)layers<10>};
   for (void* k : kern) CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  auto launch = [&](int mode, int nl) {
+  auto reset = [&] {
     CK(cudaMemcpy(x, x0.data(), H * 4, cudaMemcpyHostToDevice));
     CK(cudaMemset(bar, 0, 4));
+  };
+  auto launch = [&](int mode, int nl) {
     void* args[] = {(void*)&dl, (void*)&nl, (void*)&x, (void*)&qkv, (void*)&gu, (void*)&bar, (void*)&sch};
     CK(cudaLaunchCooperativeKernel(kern[mode], dim3(sms), dim3(NT), args, smem, 0));
   };
 
   std::vector<float> want = x0;
   host_layers(CHECK, want);
+  reset();
   launch(0, CHECK);
   CK(cudaDeviceSynchronize());
-  std::vector<float> got(H);
-  CK(cudaMemcpy(got.data(), x, H * 4, cudaMemcpyDeviceToHost));
-  double num = 0, den = 0;
-  for (int i = 0; i < H; ++i) {
-    num += (double)(got[i] - want[i]) * (got[i] - want[i]);
-    den += (double)want[i] * want[i];
-  }
-  const double rel = std::sqrt(num / den);
+  const double rel = rel_err(x, want);
   const bool ok = rel < (XREG == 2 ? 3e-3 : 1e-4);  // XREG 2 rounds x to f16 (HFMA: and sums 8 products in f16)
   std::printf("{\"check\": \"%d layers, ring + grid barriers\", \"stages\": %d, \"rel_err\": %.3g, \"ok\": %s}\n",
               CHECK, S, rel, ok ? "true" : "false");
 
-  const size_t cb = 1ull << 30;
-  void *ca = nullptr, *cbuf = nullptr;
-  CK(cudaMalloc(&ca, cb));
-  CK(cudaMalloc(&cbuf, cb));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<double> ct;
-  for (int r = 0; r < 7; ++r) {
-    CK(cudaEventRecord(e0));
-    CK(cudaMemcpyAsync(cbuf, ca, cb, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    ct.push_back(ms);
-  }
-  const double copy_gbps = 2.0 * cb / (median(ct) * 1e-3) / 1e9;
-  CK(cudaFree(ca));
-  CK(cudaFree(cbuf));
-
-  const double bytes = per_layer * 2.0;
+  const double copy = copy_gbps();
+  const double bytes = kPerLayer * 2.0;
   for (int mode = 0; mode < 11; ++mode) {
-    std::vector<double> t;
-    for (int r = 0; r < 9; ++r) {
-      CK(cudaMemcpy(x, x0.data(), H * 4, cudaMemcpyHostToDevice));
-      CK(cudaMemset(bar, 0, 4));
-      int nl = NL;
-      void* args[] = {(void*)&dl, (void*)&nl, (void*)&x, (void*)&qkv, (void*)&gu, (void*)&bar, (void*)&sch};
-      CK(cudaEventRecord(e0));
-      CK(cudaLaunchCooperativeKernel(kern[mode], dim3(sms), dim3(NT), args, smem, 0));
-      CK(cudaEventRecord(e1));
-      CK(cudaEventSynchronize(e1));
-      float ms;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      if (r >= 2) t.push_back(ms);
-    }
-    const double us = median(t) * 1e3 / NL;
+    const double us = time_ms(reset, [&] { launch(mode, NL); }) * 1e3 / NL;
     std::printf(
         "{\"case\": \"%s\", \"stages\": %d, \"layers\": %d, \"us_per_layer\": %.2f, \"MB_per_layer\": %.1f, "
         "\"us_at_copy_bw\": %.2f, \"copy_GBps\": %.0f, \"fraction\": %.3f}\n",
@@ -634,7 +521,7 @@ int main() {
         : mode == 8 ? "ring + grid barriers + vector loads, chunks released unread"
         : mode == 9 ? "ring, barriers before qkv and gu only, half arithmetic (timing only)"
                     : "ring, barriers before qkv and gu only + vector loads, chunks unread",
-        S, NL, us, bytes / 1e6, bytes / copy_gbps / 1e3, copy_gbps, bytes / copy_gbps / 1e3 / us);
+        S, NL, us, bytes / 1e6, bytes / copy / 1e3, copy, bytes / copy / 1e3 / us);
   }
   return ok ? 0 : 1;
 }
